@@ -1,0 +1,662 @@
+//! The appliance's configuration: one TOML file.
+//!
+//! Every struct refuses unknown keys, every default lives in a named function, and every error
+//! is one line that names the file, the key and the problem, e.g.
+//! `config /etc/acsgd/acsgd.toml:14: uplink.window: must be between 1 and 10000, got 0`.
+//! The doc comments here are the reference for the technician; `images/acsgd.example.toml` is
+//! the annotated example, and a test parses it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration that cannot be used. Displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {file}{}: {key}{problem}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        file: PathBuf,
+        line: Option<usize>,
+        /// The dotted key path, empty for a syntax error; rendered with a trailing ": ".
+        key: KeyPath,
+        problem: String,
+    },
+}
+
+/// A key path such as `sensors[2].transport.baud`, displayed with a trailing `: ` when present.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyPath(pub String);
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, "{}: ", self.0)
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identifier of the customs post: lowercase letters, digits and `-`, at most 32 characters
+    /// (it is an MQTT topic level: `acsgd/v1/{post}/…`).
+    pub post: String,
+    /// The lanes of the post.
+    #[serde(default)]
+    pub lanes: Vec<Lane>,
+    /// The sensors, each on a lane (or post-wide when `lane` is absent).
+    #[serde(default)]
+    pub sensors: Vec<Sensor>,
+    /// The link to the central customs system.
+    pub uplink: Uplink,
+    /// Local storage: the outbox and caches.
+    pub storage: Storage,
+    /// The officer display.
+    #[serde(default)]
+    pub display: Display,
+    /// Local JSON-lines event ingest for integrations (absent: disabled).
+    #[serde(default)]
+    pub ingest: Option<Ingest>,
+}
+
+/// A lane of the post.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lane {
+    /// Short identifier, unique within the post (`1`, `2`, `truck-in`).
+    pub id: String,
+    /// Name shown to officers.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Direction of traffic.
+    #[serde(default = "default_direction")]
+    pub direction: Direction,
+}
+
+/// Direction of traffic on a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Entry,
+    Exit,
+}
+
+fn default_direction() -> Direction {
+    Direction::Entry
+}
+
+/// A sensor: what it speaks and how it is reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sensor {
+    /// Identifier, unique within the post; trace files name sensors by it.
+    pub id: String,
+    /// The lane it belongs to (absent: post-wide, e.g. a tracker gateway).
+    #[serde(default)]
+    pub lane: Option<String>,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
+    /// How it is reached.
+    pub transport: Transport,
+}
+
+/// Sensor protocols (decoders live in the `drivers` crate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Nmea,
+    Egts,
+    Wialon,
+    Teltonika,
+    Rpm,
+    Lane,
+    Camera,
+}
+
+/// How a sensor is reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Transport {
+    /// A serial port (RS-232/RS-485 adapter).
+    Serial {
+        path: PathBuf,
+        #[serde(default = "default_baud")]
+        baud: u32,
+    },
+    /// A TCP server the devices connect to.
+    Tcp { listen: SocketAddr },
+    /// A UDP socket the devices send to.
+    Udp { listen: SocketAddr },
+    /// A URL the appliance reads from (RTSP stream, HTTP snapshot).
+    Url { url: String },
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MqttVersion {
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// The MQTT link to central.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// Broker address: `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (TLS).
+    pub broker: String,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default = "default_mqtt_version")]
+    pub protocol: MqttVersion,
+    /// MQTT client id (default `acsgd-{post}`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Keep-alive in seconds: a dead satellite link is noticed after about 1.5 × this.
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Events published and not yet acknowledged, at most.
+    #[serde(default = "default_window")]
+    pub window: u16,
+    /// First wait before reconnecting, doubled after each failure…
+    #[serde(default = "default_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    /// …up to this.
+    #[serde(default = "default_backoff_max_s")]
+    pub backoff_max_s: u64,
+    /// TLS settings; required for `mqtts://` unless the system roots are to be trusted.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+fn default_mqtt_version() -> MqttVersion {
+    MqttVersion::V311
+}
+fn default_keep_alive_s() -> u64 {
+    30
+}
+fn default_window() -> u16 {
+    256
+}
+fn default_backoff_initial_ms() -> u64 {
+    500
+}
+fn default_backoff_max_s() -> u64 {
+    60
+}
+
+/// TLS for the uplink (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// CA certificate(s) that sign the broker's certificate.
+    pub ca_file: PathBuf,
+    /// Client certificate, for brokers that authenticate the appliance by certificate.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// Local storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// Directory for the outbox, the caches and the signing key.
+    pub data_dir: PathBuf,
+    /// Outbox quota in MiB of event records (see the outbox docs for what happens when full).
+    #[serde(default = "default_quota_mb")]
+    pub quota_mb: u64,
+    /// At most this many events share one disk flush (group commit).
+    #[serde(default = "default_commit_batch")]
+    pub commit_batch: usize,
+}
+
+fn default_quota_mb() -> u64 {
+    1024
+}
+fn default_commit_batch() -> usize {
+    4096
+}
+
+/// The officer display.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Display {
+    /// Address the display is served on.
+    #[serde(default = "default_display_bind")]
+    pub bind: SocketAddr,
+}
+
+impl Default for Display {
+    fn default() -> Self {
+        Display {
+            bind: default_display_bind(),
+        }
+    }
+}
+
+fn default_display_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// Local event ingest: JSON lines over TCP, each answered only once the event is on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ingest {
+    /// Address to listen on; keep it on loopback or a management network.
+    pub listen: SocketAddr,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[serde(default = "default_ingest_connections")]
+    pub max_connections: usize,
+}
+
+fn default_ingest_connections() -> usize {
+    64
+}
+
+/// A parsed broker address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl BrokerAddr {
+    /// Parses `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (port defaults to 1883 / 8883).
+    pub fn parse(s: &str) -> Result<BrokerAddr, String> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err(format!(
+                "expected mqtt://HOST:PORT or mqtts://HOST:PORT, got {s:?}"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("port {p:?} is not a number between 1 and 65535"))?;
+                (h, port)
+            }
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("no host in {s:?}"));
+        }
+        Ok(BrokerAddr {
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+}
+
+impl fmt::Display for BrokerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` only names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |line, key: String, problem: String| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            line,
+            key: KeyPath(key),
+            problem,
+        };
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map(|s| line_of(text, s.start));
+            // toml's own message can span lines (it quotes the source); keep the first.
+            let msg = inner
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid")
+                .to_string();
+            invalid(line, if key == "." { String::new() } else { key }, msg)
+        })?;
+        config
+            .validate()
+            .map_err(|(key, problem)| invalid(find_key_line(text, &key), key, problem))?;
+        Ok(config)
+    }
+
+    /// Semantic checks serde cannot express. Returns the offending key and the problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !valid_ident(&self.post) {
+            return Err((
+                "post".into(),
+                format!(
+                    "{:?} is not a post id: use 1-32 lowercase letters, digits and '-'",
+                    self.post
+                ),
+            ));
+        }
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if !valid_ident(&lane.id) {
+                return Err((
+                    format!("lanes[{i}].id"),
+                    format!("{:?}: use 1-32 lowercase letters, digits and '-'", lane.id),
+                ));
+            }
+            if self.lanes[..i].iter().any(|l| l.id == lane.id) {
+                return Err((
+                    format!("lanes[{i}].id"),
+                    format!("duplicate lane {:?}", lane.id),
+                ));
+            }
+        }
+        for (i, s) in self.sensors.iter().enumerate() {
+            if !valid_ident(&s.id) {
+                return Err((
+                    format!("sensors[{i}].id"),
+                    format!("{:?}: use 1-32 lowercase letters, digits and '-'", s.id),
+                ));
+            }
+            if self.sensors[..i].iter().any(|o| o.id == s.id) {
+                return Err((
+                    format!("sensors[{i}].id"),
+                    format!("duplicate sensor {:?}", s.id),
+                ));
+            }
+            if let Some(lane) = &s.lane {
+                if !self.lanes.iter().any(|l| &l.id == lane) {
+                    return Err((
+                        format!("sensors[{i}].lane"),
+                        format!("no lane {lane:?} is configured"),
+                    ));
+                }
+            }
+            if let Transport::Serial { baud, .. } = s.transport {
+                if !(300..=4_000_000).contains(&baud) {
+                    return Err((
+                        format!("sensors[{i}].transport.baud"),
+                        format!("{baud} is not a usable baud rate"),
+                    ));
+                }
+            }
+        }
+        let u = &self.uplink;
+        let broker = BrokerAddr::parse(&u.broker).map_err(|e| ("uplink.broker".to_string(), e))?;
+        if u.window == 0 || u.window > 10_000 {
+            return Err((
+                "uplink.window".into(),
+                format!("must be between 1 and 10000, got {}", u.window),
+            ));
+        }
+        if !(5..=3600).contains(&u.keep_alive_s) {
+            return Err((
+                "uplink.keep_alive_s".into(),
+                format!("must be between 5 and 3600, got {}", u.keep_alive_s),
+            ));
+        }
+        if u.backoff_initial_ms == 0 || u.backoff_initial_ms > u.backoff_max_s.saturating_mul(1000)
+        {
+            return Err((
+                "uplink.backoff_initial_ms".into(),
+                format!(
+                    "must be at least 1 and at most backoff_max_s ({} s), got {}",
+                    u.backoff_max_s, u.backoff_initial_ms
+                ),
+            ));
+        }
+        if u.password.is_some() && u.username.is_none() {
+            return Err((
+                "uplink.password".into(),
+                "a password needs a username".into(),
+            ));
+        }
+        if let Some(tls) = &u.tls {
+            if !broker.tls {
+                return Err((
+                    "uplink.tls".into(),
+                    "TLS settings given but the broker is mqtt://; use mqtts://".into(),
+                ));
+            }
+            readable(&tls.ca_file).map_err(|e| ("uplink.tls.ca_file".to_string(), e))?;
+            match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(c), Some(k)) => {
+                    readable(c).map_err(|e| ("uplink.tls.client_cert_file".to_string(), e))?;
+                    readable(k).map_err(|e| ("uplink.tls.client_key_file".to_string(), e))?;
+                }
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err((
+                        "uplink.tls.client_key_file".into(),
+                        "a client certificate needs its key".into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err((
+                        "uplink.tls.client_cert_file".into(),
+                        "a client key needs its certificate".into(),
+                    ))
+                }
+            }
+        }
+        if self.storage.quota_mb == 0 {
+            return Err(("storage.quota_mb".into(), "must be at least 1".into()));
+        }
+        if !(1..=100_000).contains(&self.storage.commit_batch) {
+            return Err((
+                "storage.commit_batch".into(),
+                format!(
+                    "must be between 1 and 100000, got {}",
+                    self.storage.commit_batch
+                ),
+            ));
+        }
+        if let Some(ingest) = &self.ingest {
+            if ingest.max_connections == 0 {
+                return Err(("ingest.max_connections".into(), "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker address (validated at load).
+    pub fn broker(&self) -> BrokerAddr {
+        BrokerAddr::parse(&self.uplink.broker).expect("validated at load")
+    }
+
+    /// The MQTT client id.
+    pub fn client_id(&self) -> String {
+        self.uplink
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("acsgd-{}", self.post))
+    }
+
+    /// The quota in bytes.
+    pub fn quota_bytes(&self) -> u64 {
+        self.storage.quota_mb.saturating_mul(1024 * 1024)
+    }
+}
+
+/// Post, lane and sensor ids: `[a-z0-9][a-z0-9-]{0,31}`, safe as topic levels and file names.
+pub fn valid_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn readable(p: &Path) -> Result<(), String> {
+    std::fs::File::open(p)
+        .map(drop)
+        .map_err(|e| format!("cannot read {}: {e}", p.display()))
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Best-effort line of a key found by validation (the last path segment's first assignment
+/// after its table header); `None` when the key is not literally in the file.
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let last = key.rsplit('.').next()?;
+    let last = last.split('[').next()?;
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(last)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+post = "korgas"
+[uplink]
+broker = "mqtt://127.0.0.1:1883"
+[storage]
+data_dir = "/var/lib/acsgd"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("/etc/acsgd.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_takes_the_defaults() {
+        let c = Config::parse(Path::new("x.toml"), MINIMAL).unwrap();
+        assert_eq!(c.uplink.window, 256);
+        assert_eq!(c.uplink.protocol, MqttVersion::V311);
+        assert_eq!(c.client_id(), "acsgd-korgas");
+        assert_eq!(c.quota_bytes(), 1024 * 1024 * 1024);
+        assert_eq!(c.display.bind.port(), 8080);
+        assert!(c.ingest.is_none());
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/acsgd.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert!(!c.lanes.is_empty());
+        assert!(c.sensors.len() >= 4);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err(&MINIMAL.replace("[storage]", "[storage]\nqouta_mb = 3"));
+        assert!(
+            e.starts_with("config /etc/acsgd.toml:6: storage.qouta_mb: unknown field `qouta_mb`"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_nested_key() {
+        let text = format!(
+            "{MINIMAL}\n[[lanes]]\nid = \"1\"\n[[sensors]]\nid = \"wim\"\nlane = \"1\"\nprotocol = \"rpm\"\ntransport = {{ kind = \"serial\", path = \"/dev/ttyS0\", baud = \"fast\" }}\n"
+        );
+        let e = err(&text);
+        assert!(e.contains("sensors[0].transport"), "{e}");
+        assert!(e.contains("fast") || e.contains("u32"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_their_key() {
+        let cases = [
+            (MINIMAL.replace("korgas", "Korgas/1"), "post: "),
+            (MINIMAL.replace("mqtt://127.0.0.1:1883", "tcp://x"), "uplink.broker: expected mqtt://"),
+            (MINIMAL.replace("mqtt://127.0.0.1:1883", "mqtt://h:99999"), "uplink.broker: port"),
+            (MINIMAL.replace("[storage]", "[storage]\nquota_mb = 0"), "storage.quota_mb: must be at least 1"),
+            (MINIMAL.replace("[storage]", "window = 0\n[storage]"), "uplink.window: must be between"),
+            (format!("{MINIMAL}[[sensors]]\nid=\"a\"\nlane=\"9\"\nprotocol=\"nmea\"\ntransport={{kind=\"udp\",listen=\"127.0.0.1:1\"}}\n"), "sensors[0].lane: no lane \"9\""),
+            (MINIMAL.replace("[storage]", "[uplink.tls]\nca_file = \"/etc/ca.pem\"\n[storage]"), "uplink.tls: TLS settings given but the broker is mqtt://"),
+        ];
+        for (text, want) in cases {
+            let e = err(&text);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+            assert!(e.starts_with("config /etc/acsgd.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_is_one_line_with_its_line_number() {
+        let e = err("post = \"a\"\n[uplink\n");
+        assert!(e.starts_with("config /etc/acsgd.toml:2: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let e = Config::load(Path::new("/nonexistent/acsgd.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config /nonexistent/acsgd.toml: cannot read:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn broker_addresses_parse() {
+        assert_eq!(
+            BrokerAddr::parse("mqtts://central.customs.kz").unwrap(),
+            BrokerAddr {
+                host: "central.customs.kz".into(),
+                port: 8883,
+                tls: true
+            }
+        );
+        assert_eq!(BrokerAddr::parse("mqtt://[::1]:1884").unwrap().host, "::1");
+        assert_eq!(
+            BrokerAddr::parse("mqtt://10.0.0.1:1884").unwrap().port,
+            1884
+        );
+        assert!(BrokerAddr::parse("mqtt://:1").is_err());
+    }
+}

@@ -1,0 +1,443 @@
+//! The event envelope that central receives, and the post's signing key.
+//!
+//! Every event the appliance emits travels as one JSON object:
+//!
+//! ```text
+//! {"body":{..},"id":"<uuid>","post":"korgas","schema":"acsgd.v1","seq":42,
+//!  "sig":"<128 hex>","time":"2026-11-22T03:36:27.123Z","type":"passage"}
+//! ```
+//!
+//! * `id` is a UUID chosen when the event is created and stored with it, so a resend after a
+//!   reconnect or a crash carries the same id and central can de-duplicate on it.
+//! * `seq` is assigned by the outbox when the event is accepted: per post, gapless, monotonic
+//!   across restarts (see [`crate::outbox`]).
+//! * `sig` is a detached Ed25519 signature over the **canonical bytes**: the envelope without
+//!   `sig`, as compact JSON with the keys of every object in byte order (no whitespace, strings
+//!   escaped as `serde_json` escapes them, numbers as `serde_json` prints them). The published
+//!   form is itself canonical (with `sig` in its sorted place), so a verifier parses it, drops
+//!   `sig`, re-serialises canonically and checks the signature.
+//!
+//! The key is 32 random bytes in `<data_dir>/signing.key`, created on first start with mode 0600;
+//! its public half is published retained on `acsgd/v1/{post}/key`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// Value of the `schema` field.
+pub const SCHEMA: &str = "acsgd.v1";
+
+/// File name of the signing key inside the data directory.
+pub const KEY_FILE: &str = "signing.key";
+
+/// Errors of the envelope layer: the signing key and signature checks.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("signing key {path}: {source}")]
+    KeyIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("signing key {path}: expected 32 bytes, found {len}")]
+    KeyLength { path: PathBuf, len: usize },
+    #[error("envelope is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("envelope has no valid signature: {0}")]
+    BadSignature(String),
+}
+
+/// How precious an event type is when the disk quota runs out (see [`crate::outbox`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// Raw telemetry (tracker positions): evicted first, refused when the quota is full.
+    Bulk = 0,
+    /// Passages, alerts, acknowledgements, health: never evicted.
+    Keep = 1,
+}
+
+impl Priority {
+    /// The priority of an event type.
+    pub fn of(event_type: &str) -> Priority {
+        match event_type {
+            "position" => Priority::Bulk,
+            _ => Priority::Keep,
+        }
+    }
+
+    pub(crate) fn from_u8(b: u8) -> Option<Priority> {
+        match b {
+            0 => Some(Priority::Bulk),
+            1 => Some(Priority::Keep),
+            _ => None,
+        }
+    }
+}
+
+/// Checks an event type name: it becomes the last MQTT topic level, so it must be short,
+/// lowercase and must not collide with the levels the contract reserves.
+pub fn valid_type(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 32
+        && t.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !matches!(t, "status" | "key" | "in")
+}
+
+/// An event before the outbox has accepted it: no `seq`, no signature yet.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub time: OffsetDateTime,
+    pub kind: String,
+    pub body: Value,
+}
+
+impl Event {
+    /// A new event of `kind` happening now, with a fresh id.
+    pub fn now(kind: impl Into<String>, body: Value) -> Event {
+        Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            time: OffsetDateTime::now_utc(),
+            kind: kind.into(),
+            body,
+        }
+    }
+}
+
+/// The envelope as published (and as parsed back by a verifier).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub schema: String,
+    pub id: String,
+    pub post: String,
+    pub seq: u64,
+    pub time: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub body: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+impl Envelope {
+    /// Parses a published envelope and checks its signature against `key`.
+    pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Envelope, EnvelopeError> {
+        let env: Envelope = serde_json::from_slice(bytes)?;
+        let sig_hex = env
+            .sig
+            .as_deref()
+            .ok_or_else(|| EnvelopeError::BadSignature("no sig field".into()))?;
+        let sig_bytes: [u8; 64] = from_hex(sig_hex)
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| EnvelopeError::BadSignature("sig is not 64 bytes of hex".into()))?;
+        let mut canon = Vec::with_capacity(bytes.len());
+        write_canonical(
+            &mut canon, &env.body, &env.id, &env.post, env.seq, &env.time, &env.kind, None,
+        );
+        key.verify(&canon, &Signature::from_bytes(&sig_bytes))
+            .map_err(|e| EnvelopeError::BadSignature(e.to_string()))?;
+        Ok(env)
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds (`2026-11-22T03:36:27.123Z`).
+pub fn rfc3339_ms(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// The post's Ed25519 signing key.
+pub struct Signer {
+    key: SigningKey,
+    post: String,
+}
+
+impl Signer {
+    /// Loads `<data_dir>/signing.key`, creating it (mode 0600) on first start. A key file that
+    /// others can read has its permissions tightened, with a warning.
+    pub fn load_or_create(data_dir: &Path, post: &str) -> Result<Signer, EnvelopeError> {
+        let path = data_dir.join(KEY_FILE);
+        let io = |source| EnvelopeError::KeyIo {
+            path: path.clone(),
+            source,
+        };
+        let seed: [u8; 32] = match fs::read(&path) {
+            Ok(bytes) => {
+                let len = bytes.len();
+                let seed = bytes.try_into().map_err(|_| EnvelopeError::KeyLength {
+                    path: path.clone(),
+                    len,
+                })?;
+                let mode = fs::metadata(&path).map_err(io)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), mode = format!("{mode:o}"),
+                        "signing key was readable by others; restricting it to the owner");
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+                }
+                seed
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut seed = [0u8; 32];
+                getrandom::getrandom(&mut seed)
+                    .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+                // Write under a temporary name and rename, so a crash never leaves half a key.
+                let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(io)?;
+                f.write_all(&seed).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                fs::rename(&tmp, &path).map_err(io)?;
+                fs::File::open(data_dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)?;
+                tracing::info!(path = %path.display(), "generated a new signing key");
+                seed
+            }
+            Err(e) => return Err(io(e)),
+        };
+        Ok(Signer {
+            key: SigningKey::from_bytes(&seed),
+            post: post.to_string(),
+        })
+    }
+
+    /// The public key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// The public key as published retained on `acsgd/v1/{post}/key`.
+    pub fn key_announcement(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schema": SCHEMA,
+            "post": self.post,
+            "alg": "ed25519",
+            "key": to_hex(self.verifying_key().as_bytes()),
+        }))
+        .expect("a JSON object of strings serialises")
+    }
+
+    /// Seals an accepted event: the published, signed envelope bytes.
+    pub fn seal(&self, event: &Event, seq: u64) -> Vec<u8> {
+        let time = rfc3339_ms(event.time);
+        let mut canon = Vec::with_capacity(256);
+        write_canonical(
+            &mut canon,
+            &event.body,
+            &event.id,
+            &self.post,
+            seq,
+            &time,
+            &event.kind,
+            None,
+        );
+        let sig = to_hex(&self.key.sign(&canon).to_bytes());
+        let mut out = Vec::with_capacity(canon.len() + 140);
+        write_canonical(
+            &mut out,
+            &event.body,
+            &event.id,
+            &self.post,
+            seq,
+            &time,
+            &event.kind,
+            Some(&sig),
+        );
+        out
+    }
+}
+
+/// Writes the envelope's fields in canonical (sorted) key order.
+#[allow(clippy::too_many_arguments)]
+fn write_canonical(
+    out: &mut Vec<u8>,
+    body: &Value,
+    id: &str,
+    post: &str,
+    seq: u64,
+    time: &str,
+    kind: &str,
+    sig: Option<&str>,
+) {
+    out.extend_from_slice(b"{\"body\":");
+    canonical_value(out, body);
+    out.extend_from_slice(b",\"id\":");
+    json_str(out, id);
+    out.extend_from_slice(b",\"post\":");
+    json_str(out, post);
+    out.extend_from_slice(b",\"schema\":");
+    json_str(out, SCHEMA);
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    if let Some(sig) = sig {
+        out.extend_from_slice(b",\"sig\":");
+        json_str(out, sig);
+    }
+    out.extend_from_slice(b",\"time\":");
+    json_str(out, time);
+    out.extend_from_slice(b",\"type\":");
+    json_str(out, kind);
+    out.push(b'}');
+}
+
+/// Canonical JSON of a value: compact, object keys in byte order at every level. Done by hand
+/// rather than trusting `serde_json::Map`'s order, which a dependency enabling `preserve_order`
+/// would silently change.
+fn canonical_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_str(out, k);
+                out.push(b':');
+                canonical_value(out, &map[k]);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_value(out, item);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec cannot fail"),
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+/// Lowercase hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Parses hex (either case); `None` on odd length or a non-hex digit.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn signer() -> (tempfile::TempDir, Signer) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Signer::load_or_create(dir.path(), "korgas").unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn sealed_envelope_verifies_and_is_canonical() {
+        let (_d, s) = signer();
+        let ev = Event::now(
+            "alert",
+            json!({"z": 1, "a": {"y": [2, {"c": 3, "b": 4}], "x": "é\""}}),
+        );
+        let bytes = s.seal(&ev, 7);
+        let env = Envelope::verify(&bytes, &s.verifying_key()).unwrap();
+        assert_eq!(env.seq, 7);
+        assert_eq!(env.post, "korgas");
+        assert_eq!(env.schema, SCHEMA);
+        assert_eq!(env.id, ev.id);
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with(r#"{"body":{"a":{"x":"é\"","y":[2,{"b":4,"c":3}]},"z":1},"id":"#));
+        // The published form re-serialises to itself: it is canonical.
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let mut again = Vec::new();
+        canonical_value(&mut again, &v);
+        assert_eq!(again, bytes);
+    }
+
+    #[test]
+    fn tampered_envelope_fails_verification() {
+        let (_d, s) = signer();
+        let bytes = s.seal(&Event::now("passage", json!({"gross_kg": 38000})), 1);
+        let forged = String::from_utf8(bytes).unwrap().replace("38000", "18000");
+        let err = Envelope::verify(forged.as_bytes(), &s.verifying_key()).unwrap_err();
+        assert!(matches!(err, EnvelopeError::BadSignature(_)), "{err}");
+    }
+
+    #[test]
+    fn key_is_created_owner_only_and_reloaded_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Signer::load_or_create(dir.path(), "kordai").unwrap();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = Signer::load_or_create(dir.path(), "kordai").unwrap();
+        assert_eq!(a.verifying_key(), b.verifying_key());
+    }
+
+    #[test]
+    fn short_key_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
+        let err = Signer::load_or_create(dir.path(), "p").err().unwrap();
+        assert!(
+            err.to_string().contains("expected 32 bytes, found 5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn time_is_rfc3339_utc_with_millis() {
+        let t = time::macros::datetime!(2026-11-22 03:36:27.123456 +05:00);
+        assert_eq!(rfc3339_ms(t), "2026-11-21T22:36:27.123Z");
+    }
+
+    #[test]
+    fn type_names_are_topic_safe() {
+        assert!(valid_type("passage"));
+        assert!(valid_type("seal_state2"));
+        for bad in ["", "Alert", "a/b", "a+", "#", "status", "key", "in", "1x"] {
+            assert!(!valid_type(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Local event ingest: JSON lines over TCP, for integrations on the post's own network (a
+//! legacy lane controller, a scripted test) and for the crash tests.
+//!
+//! Each request line is one event:
+//! ```text
+//! {"type":"alert","body":{"rule":"radiation.gamma"}}          optional: "id", "time"
+//! ```
+//! and gets one answer line, in order, sent only once the event is on disk:
+//! ```text
+//! {"ok":true,"seq":42,"id":"5f0c…"}
+//! {"ok":false,"error":"refused: outbox quota full and `position` is bulk data"}
+//! ```
+//! A producer that has no `"ok":true` for an event must assume it was not accepted and send it
+//! again (with the same `id` if it wants central to de-duplicate). Lines queued together on a
+//! connection share one disk flush. A line longer than [`MAX_LINE`] costs that line only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::envelope::{valid_type, Event};
+use crate::outbox::Outbox;
+
+/// Longest accepted request line, newline included.
+pub const MAX_LINE: usize = 256 * 1024;
+/// Lines answered with one flush at most.
+const MAX_PIPELINE: usize = 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    #[serde(rename = "type")]
+    kind: String,
+    body: Value,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
+}
+
+/// Serves ingest connections until `shutdown` is true.
+pub async fn serve(
+    listener: TcpListener,
+    outbox: Outbox,
+    max_connections: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        // Wait for a free slot first, so extra clients queue in the kernel, not in memory.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ingest accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let outbox = outbox.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = connection(stream, peer, outbox, stop).await {
+                tracing::debug!(%peer, error = %e, "ingest connection ended");
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    // Connections finish the batch they hold, then close.
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    outbox: Outbox,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        let mut parsed: Vec<Result<Event, String>> = Vec::new();
+        // One blocking read for the first line, then whatever is already buffered.
+        loop {
+            line.clear();
+            let n = tokio::select! {
+                n = read_line(&mut r, &mut line) => n?,
+                _ = shutdown.changed(), if parsed.is_empty() => return Ok(()),
+            };
+            if n == 0 {
+                if parsed.is_empty() {
+                    return Ok(());
+                }
+                break;
+            }
+            parsed.push(parse(&line));
+            if parsed.len() >= MAX_PIPELINE || !r.buffer().contains(&b'\n') {
+                break;
+            }
+        }
+        let events: Vec<Event> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let mut results = outbox.append_many(events).await.into_iter();
+        let mut out = Vec::with_capacity(parsed.len() * 64);
+        for p in parsed {
+            let answer = match p {
+                Err(e) => json!({"ok": false, "error": e}),
+                Ok(_) => match results.next() {
+                    Some(Ok(a)) => json!({"ok": true, "seq": a.seq, "id": a.id}),
+                    Some(Err(e)) => json!({"ok": false, "error": e.to_string()}),
+                    None => json!({"ok": false, "error": "outbox is closed"}),
+                },
+            };
+            serde_json::to_writer(&mut out, &answer).expect("writing to a Vec");
+            out.push(b'\n');
+        }
+        w.write_all(&out).await?;
+        tracing::trace!(%peer, bytes = out.len(), "ingest answered");
+    }
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes. A longer line is consumed to its end and
+/// returned truncated (it then fails to parse): it costs that line, not the connection.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let n = (&mut *r)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', buf)
+        .await?;
+    if n == MAX_LINE && buf.last() != Some(&b'\n') {
+        let mut skipped = Vec::new();
+        loop {
+            skipped.clear();
+            let m = (&mut *r)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut skipped)
+                .await?;
+            if m == 0 || skipped.last() == Some(&b'\n') {
+                break;
+            }
+        }
+        buf.truncate(0);
+        buf.extend_from_slice(b"\0line too long");
+    }
+    Ok(n)
+}
+
+fn parse(line: &[u8]) -> Result<Event, String> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.starts_with(b"\0line too long") {
+        return Err(format!("line longer than {MAX_LINE} bytes"));
+    }
+    let req: Request = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
+    if !valid_type(&req.kind) {
+        return Err(format!(
+            "bad type {:?}: use 1-32 lowercase letters, digits, '_'; not status, key or in",
+            req.kind
+        ));
+    }
+    if !req.body.is_object() {
+        return Err("body must be a JSON object".into());
+    }
+    let mut ev = Event::now(req.kind, req.body);
+    if let Some(id) = req.id {
+        if id.is_empty()
+            || id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("id must be 1-64 letters, digits or '-'".into());
+        }
+        ev.id = id;
+    }
+    if let Some(t) = req.time {
+        ev.time = time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| format!("time {t:?} is not RFC 3339: {e}"))?;
+    }
+    Ok(ev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_checked_before_they_reach_the_outbox() {
+        let ok = parse(
+            br#"{"type":"alert","body":{"a":1},"id":"abc-1","time":"2026-11-22T03:00:00+05:00"}"#,
+        )
+        .unwrap();
+        assert_eq!((ok.kind.as_str(), ok.id.as_str()), ("alert", "abc-1"));
+        assert_eq!(ok.time, time::macros::datetime!(2026-11-21 22:00:00 UTC));
+        for (line, want) in [
+            (&br#"{"type":"Alert","body":{}}"#[..], "bad type"),
+            (br#"{"type":"status","body":{}}"#, "bad type"),
+            (
+                br#"{"type":"alert","body":[1]}"#,
+                "body must be a JSON object",
+            ),
+            (br#"{"type":"alert","body":{},"id":"a/b"}"#, "id must be"),
+            (
+                br#"{"type":"alert","body":{},"time":"yesterday"}"#,
+                "not RFC 3339",
+            ),
+            (br#"{"type":"alert","body":{},"extra":1}"#, "unknown field"),
+            (b"not json", "bad request"),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_costs_only_itself() {
+        let mut input = vec![b'x'; MAX_LINE + 10];
+        input.push(b'\n');
+        input.extend_from_slice(b"{\"type\":\"alert\",\"body\":{}}\n");
+        let mut r = BufReader::new(&input[..]);
+        let mut buf = Vec::new();
+        read_line(&mut r, &mut buf).await.unwrap();
+        assert!(parse(&buf).unwrap_err().contains("longer than"));
+        buf.clear();
+        read_line(&mut r, &mut buf).await.unwrap();
+        assert_eq!(parse(&buf).unwrap().kind, "alert");
+    }
+}

@@ -1,0 +1,18 @@
+//! The ACSGD edge appliance: configuration, the signed event envelope, the durable outbox and
+//! the MQTT uplink, wired together by [`service`]. `main.rs` only parses the command line.
+//!
+//! Data flow so far: producers (the ingest port, the demo's traffic; later the sensor drivers
+//! and lane fusion) → [`outbox`] (group commit, accepted = on disk) → [`uplink`] (QoS 1, removed
+//! only after PUBACK) → central. [`health`] turns component state changes into events.
+
+pub mod config;
+pub mod demo;
+pub mod envelope;
+pub mod health;
+pub mod ingest;
+pub mod logging;
+pub mod mosquitto;
+pub mod outbox;
+pub mod service;
+pub mod status;
+pub mod uplink;

@@ -1,0 +1,111 @@
+//! `acsgd`: the command line. Parses arguments and calls into the library; errors become one
+//! line on stderr and a non-zero exit (2 for configuration, 1 for everything else).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "acsgd",
+    version,
+    about = "ACSGD edge appliance: transit-control events from lane sensors to central customs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Everything on one machine: a broker, a stream of events, forwarding, a live summary.
+    Demo {
+        /// Use this broker (mqtt://HOST:PORT) instead of starting a local mosquitto.
+        #[arg(long)]
+        broker: Option<String>,
+        /// Keep the outbox here (default: a temporary directory, removed at the end).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Inspect the outbox.
+    Outbox {
+        /// The data directory (storage.data_dir of the config).
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        what: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Backlog size, oldest event, counters.
+    Stat {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Demo { .. });
+    acsgd::logging::init(if quiet { "warn" } else { "info" });
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("acsgd: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), (u8, String)> {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| (1, format!("cannot start the runtime: {e}")))
+    };
+    match command {
+        Command::Run { config } => {
+            let config = acsgd::config::Config::load(&config).map_err(|e| (2, e.to_string()))?;
+            runtime()?
+                .block_on(acsgd::service::run(config))
+                .map_err(|e| (1, e.to_string()))
+        }
+        Command::Demo {
+            broker,
+            data_dir,
+            duration,
+        } => runtime()?
+            .block_on(acsgd::demo::run(acsgd::demo::Options {
+                broker,
+                data_dir,
+                duration: duration.map(std::time::Duration::from_secs),
+            }))
+            .map_err(|e| (1, e.to_string())),
+        Command::Outbox {
+            data_dir,
+            what: OutboxCommand::Stat { json },
+        } => {
+            let s = acsgd::status::read(&data_dir).map_err(|e| (1, e.to_string()))?;
+            if json {
+                println!("{}", serde_json::to_string(&s).expect("status serialises"));
+            } else {
+                print!("{}", acsgd::status::render(&s));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The group-commit writer: one OS thread owns appends (sled and fsync block), async callers
+//! queue requests to it and get their answer once their batch is on disk.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{encode_record, Store};
+use crate::envelope::{Event, Priority, Signer};
+
+/// Requests queued at most; a producer beyond that waits (backpressure).
+const QUEUE: usize = 1024;
+
+/// An accepted event: on disk, numbered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub seq: u64,
+    pub id: String,
+}
+
+/// Why an event was not accepted. The producer keeps it (a tracker is not acknowledged).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("refused: outbox quota full and `{0}` is bulk data")]
+    QuotaFull(String),
+    #[error("outbox is closed")]
+    Closed,
+    #[error("outbox storage failed: {0}")]
+    Storage(String),
+}
+
+type Reply = Vec<Result<Accepted, AppendError>>;
+
+enum Msg {
+    Append {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Reply>,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the outbox: append events, watch the durable watermark. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Msg>,
+    store: Arc<Store>,
+    durable: watch::Receiver<u64>,
+}
+
+impl Outbox {
+    /// Starts the writer thread.
+    pub fn start(store: Arc<Store>, signer: Signer, batch_max: usize) -> Outbox {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (durable_tx, durable) = watch::channel(store.last_seq());
+        let s = store.clone();
+        std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || writer(s, signer, rx, batch_max.max(1), durable_tx))
+            .expect("spawning the outbox writer thread");
+        Outbox { tx, store, durable }
+    }
+
+    /// Appends one event; returns once it is on disk.
+    pub async fn append(&self, event: Event) -> Result<Accepted, AppendError> {
+        self.append_many(vec![event])
+            .await
+            .pop()
+            .unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Appends events in order; one result per event, returned once they are on disk.
+    pub async fn append_many(&self, events: Vec<Event>) -> Reply {
+        let n = events.len();
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Append { events, reply }).await.is_err() {
+            return vec![Err(AppendError::Closed); n];
+        }
+        rx.await
+            .unwrap_or_else(|_| vec![Err(AppendError::Closed); n])
+    }
+
+    /// The highest `seq` on disk; changes after every flushed batch.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Commits everything queued before this call, flushes and stops the writer. Appends after
+    /// it fail with [`AppendError::Closed`].
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn writer(
+    store: Arc<Store>,
+    signer: Signer,
+    mut rx: mpsc::Receiver<Msg>,
+    batch_max: usize,
+    durable: watch::Sender<u64>,
+) {
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut reqs = Vec::new();
+        let mut n = 0;
+        let take = |m: Msg, reqs: &mut Vec<_>, n: &mut usize| match m {
+            Msg::Append { events, reply } => {
+                *n += events.len();
+                reqs.push((events, reply));
+                None
+            }
+            Msg::Close(tx) => Some(tx),
+        };
+        closing = take(first, &mut reqs, &mut n);
+        // Everything queued right now shares this batch's flush.
+        while closing.is_none() && n < batch_max {
+            match rx.try_recv() {
+                Ok(m) => closing = take(m, &mut reqs, &mut n),
+                Err(_) => break,
+            }
+        }
+        if !reqs.is_empty() {
+            commit(&store, &signer, reqs, &durable);
+        }
+    }
+    rx.close();
+    if let Err(e) = store.flush() {
+        tracing::error!(error = %e, "final outbox flush failed");
+    }
+    // Let go of the store before answering, so a caller that drops its handles can reopen it.
+    drop(store);
+    if let Some(tx) = closing {
+        let _ = tx.send(());
+    }
+}
+
+fn commit(
+    store: &Store,
+    signer: &Signer,
+    reqs: Vec<(Vec<Event>, oneshot::Sender<Reply>)>,
+    durable: &watch::Sender<u64>,
+) {
+    let mut batch = sled::Batch::default();
+    let mut seq = store.last_seq();
+    let (mut accepted, mut evicted, mut refused) = (0u64, 0u64, 0u64);
+    let mut replies: Vec<(Reply, oneshot::Sender<Reply>)> = Vec::with_capacity(reqs.len());
+    for (events, reply) in reqs {
+        let mut results = Vec::with_capacity(events.len());
+        for ev in &events {
+            let prio = Priority::of(&ev.kind);
+            // Sealed with the number it gets if accepted; a refusal leaves `seq` where it was,
+            // so the next event is sealed with the same number and nothing is signed twice.
+            let payload = signer.seal(ev, seq + 1);
+            let time_ms = (ev.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+            let rec = encode_record(prio, time_ms, &ev.kind, &payload);
+            let size = rec.len() as u64;
+            {
+                let mut acct = store.acct.lock().expect("accounting lock");
+                if acct.bytes + size > store.quota {
+                    if prio == Priority::Bulk {
+                        refused += 1;
+                        results.push(Err(AppendError::QuotaFull(ev.kind.clone())));
+                        continue;
+                    }
+                    while acct.bytes + size > store.quota {
+                        let Some((old, old_size)) = acct.bulk.pop_first() else {
+                            break;
+                        };
+                        batch.remove(&old.to_be_bytes());
+                        acct.bytes -= u64::from(old_size);
+                        acct.count -= 1;
+                        evicted += 1;
+                    }
+                }
+                seq += 1;
+                acct.bytes += size;
+                acct.count += 1;
+                if prio == Priority::Bulk {
+                    acct.bulk.insert(seq, size as u32);
+                }
+            }
+            batch.insert(&seq.to_be_bytes(), rec);
+            accepted += 1;
+            results.push(Ok(Accepted {
+                seq,
+                id: ev.id.clone(),
+            }));
+        }
+        replies.push((results, reply));
+    }
+
+    let c = store.counters();
+    c.refused.fetch_add(refused, Ordering::Relaxed);
+    if refused > 0 {
+        tracing::warn!(refused, "outbox quota full: bulk events refused");
+    }
+    if evicted > 0 {
+        tracing::warn!(evicted, "outbox quota full: oldest bulk events evicted");
+    }
+    let mut counted = false;
+    let written = (|| -> Result<(), super::StoreError> {
+        if accepted == 0 && evicted == 0 {
+            return Ok(());
+        }
+        store.reserve_upto(seq)?;
+        store.events.apply_batch(batch)?;
+        store.meta.insert("last_seq", &seq.to_be_bytes())?;
+        // Counted before the flush so the persisted counters include this batch.
+        c.accepted.fetch_add(accepted, Ordering::Relaxed);
+        c.evicted.fetch_add(evicted, Ordering::Relaxed);
+        counted = true;
+        store.persist_counters()?;
+        store.db.flush()?;
+        Ok(())
+    })();
+    match written {
+        Ok(()) => {
+            store.last_seq.store(seq, Ordering::Release);
+            durable.send_replace(seq);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "outbox write failed; the batch is not accepted");
+            let msg = e.to_string();
+            for (results, _) in &mut replies {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(AppendError::Storage(msg.clone()));
+                }
+            }
+            if counted {
+                c.accepted.fetch_sub(accepted, Ordering::Relaxed);
+                c.evicted.fetch_sub(evicted, Ordering::Relaxed);
+            }
+            store.rebuild_accounting();
+        }
+    }
+    for (results, reply) in replies {
+        let _ = reply.send(results);
+    }
+}

@@ -1,0 +1,721 @@
+//! The outbox: every event the appliance emits, on disk, until central has acknowledged it.
+//!
+//! # Guarantees
+//! * **Accepted means on disk.** An event is *accepted* when the flush (fsync) of the batch that
+//!   holds it has returned. Only then does its producer get an answer (and a tracker its ACK),
+//!   and only then may the uplink publish it: the uplink never reads past the *durable
+//!   watermark*, the highest `seq` flushed.
+//! * **Group commit.** One writer thread takes every append request queued at that moment (up to
+//!   `storage.commit_batch` events), assigns `seq`, signs, writes them in one sled batch and
+//!   flushes once for all of them.
+//! * **Gapless `seq`.** `seq` is assigned by the writer, in order, only to events it accepts; a
+//!   refused event gets none. The last assigned `seq` is written in the same batch as the events,
+//!   so after a crash the next `seq` follows the last *durable* one: events that were not yet
+//!   flushed were never acknowledged and never published, so their numbers are reused.
+//! * **Delivered means acknowledged.** A record is removed only after the broker's PUBACK for it.
+//!   Removals are flushed lazily (sled's flusher, every second, and with the next batch): after a
+//!   crash a few delivered events may be sent again with the same `id` (at-least-once).
+//!
+//! # On disk (`<data_dir>/`)
+//! * `outbox/`: a sled database with three trees:
+//!   * `events`: key = `seq` as u64 big-endian (so iteration is delivery order), value = record:
+//!     ```text
+//!     0     1      2              10       11         11+T            N-4        N
+//!     | ver | prio | time_ms u64 LE | T u8  | type (T) | envelope JSON | crc32 LE |
+//!     ```
+//!     `ver` = 1; `prio` = 0 bulk / 1 keep; `type` is the MQTT topic's last level; the envelope
+//!     is the exact signed bytes that are published; the CRC-32 (IEEE) covers bytes `0..N-4`.
+//!   * `meta`: `last_seq` (u64 BE) and the persisted counters `c.<name>` (u64 BE).
+//!   * `inbox`: what central sent on `acsgd/v1/{post}/in/#` (see [`crate::uplink::inbox`]).
+//!   * `corrupt`: records that failed their CRC, kept by `seq` for forensics, never sent.
+//! * `seq.reserve`: a `seq` that no event has reached yet, written (fsync, rename) a block ahead
+//!   of use. If the store is lost, numbering resumes above it: the jump shows central that
+//!   events were lost rather than silently reusing their numbers.
+//! * `quarantine/outbox-<UTC time>/`: a store that could not be opened or read, moved aside
+//!   whole for forensics.
+//! * `status.json`: the running service's view of the backlog, rewritten every second, read by
+//!   `acsgd outbox stat` while the service holds the store's lock.
+//!
+//! # Quota
+//! `storage.quota_mb` bounds the bytes of records. When an event does not fit:
+//! * a *bulk* event (tracker positions) is **refused** (the producer is told, the `refused`
+//!   counter grows): older track is kept rather than overwritten;
+//! * a *keep* event (passage, alert, ack, health) **evicts** the oldest bulk events until it fits
+//!   (`evicted` counter); if no bulk event is left it is accepted over quota: alerts and
+//!   passages are never evicted nor refused for space. The disk itself is the last limit.
+//!
+//! The quota counts record bytes; sled's files take about two to three times that on disk.
+//!
+//! # Recovery at start
+//! 1. Open the database. If sled refuses it or panics (torn or garbage files), the whole
+//!    directory is moved to `quarantine/` and a new store is created.
+//! 2. Read every record and check its CRC. A store that sled cannot iterate is quarantined as in
+//!    (1); a single bad record is moved to `corrupt` and counted.
+//! 3. `last_seq` = the larger of the stored `last_seq` and the last key; if the store was
+//!    quarantined or has lost its `last_seq`, numbering resumes after `seq.reserve`.
+//!
+//! Each of these raises a health note that the service publishes as a `health` event.
+
+mod commit;
+
+pub use commit::{Accepted, AppendError, Outbox};
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::envelope::Priority;
+
+/// How far ahead of use `seq.reserve` is written.
+const RESERVE_BLOCK: u64 = 100_000;
+const RECORD_VERSION: u8 = 1;
+const DB_DIR: &str = "outbox";
+const RESERVE_FILE: &str = "seq.reserve";
+/// File the service writes its live status to.
+pub const STATUS_FILE: &str = "status.json";
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("outbox {path} is in use by another process (is the service running?)")]
+    Locked { path: PathBuf },
+    #[error("outbox {path} cannot be opened: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("outbox storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("seq reservation {path}: {source}")]
+    Reserve {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A record that failed its checks.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RecordError {
+    #[error("record too short ({0} bytes)")]
+    Short(usize),
+    #[error("record CRC mismatch")]
+    Crc,
+    #[error("record version {0} unknown")]
+    Version(u8),
+    #[error("record priority {0} unknown")]
+    Priority(u8),
+    #[error("record type is not UTF-8")]
+    Type,
+}
+
+/// A decoded record, borrowing from the stored bytes.
+#[derive(Debug, PartialEq)]
+pub struct Record<'a> {
+    pub prio: Priority,
+    pub time_ms: u64,
+    pub kind: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// Encodes a record (layout in the module docs).
+pub fn encode_record(prio: Priority, time_ms: u64, kind: &str, payload: &[u8]) -> Vec<u8> {
+    debug_assert!(kind.len() <= u8::MAX as usize);
+    let mut out = Vec::with_capacity(15 + kind.len() + payload.len());
+    out.push(RECORD_VERSION);
+    out.push(prio as u8);
+    out.extend_from_slice(&time_ms.to_le_bytes());
+    out.push(kind.len() as u8);
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes and checks a record.
+pub fn decode_record(b: &[u8]) -> Result<Record<'_>, RecordError> {
+    if b.len() < 15 {
+        return Err(RecordError::Short(b.len()));
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(RecordError::Crc);
+    }
+    if body[0] != RECORD_VERSION {
+        return Err(RecordError::Version(body[0]));
+    }
+    let prio = Priority::from_u8(body[1]).ok_or(RecordError::Priority(body[1]))?;
+    let time_ms = u64::from_le_bytes(body[2..10].try_into().expect("8 bytes"));
+    let tlen = body[10] as usize;
+    if body.len() < 11 + tlen {
+        return Err(RecordError::Short(b.len()));
+    }
+    let kind = std::str::from_utf8(&body[11..11 + tlen]).map_err(|_| RecordError::Type)?;
+    Ok(Record {
+        prio,
+        time_ms,
+        kind,
+        payload: &body[11 + tlen..],
+    })
+}
+
+/// Counters kept across restarts.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub accepted: AtomicU64,
+    pub delivered: AtomicU64,
+    pub evicted: AtomicU64,
+    pub refused: AtomicU64,
+    pub corrupt: AtomicU64,
+    pub quarantined: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct CounterValues {
+    pub accepted: u64,
+    pub delivered: u64,
+    pub evicted: u64,
+    pub refused: u64,
+    pub corrupt: u64,
+    pub quarantined: u64,
+}
+
+impl Counters {
+    const NAMES: [&'static str; 6] = [
+        "accepted",
+        "delivered",
+        "evicted",
+        "refused",
+        "corrupt",
+        "quarantined",
+    ];
+
+    fn all(&self) -> [&AtomicU64; 6] {
+        [
+            &self.accepted,
+            &self.delivered,
+            &self.evicted,
+            &self.refused,
+            &self.corrupt,
+            &self.quarantined,
+        ]
+    }
+
+    pub fn snapshot(&self) -> CounterValues {
+        let v = self.all().map(|c| c.load(Ordering::Relaxed));
+        CounterValues {
+            accepted: v[0],
+            delivered: v[1],
+            evicted: v[2],
+            refused: v[3],
+            corrupt: v[4],
+            quarantined: v[5],
+        }
+    }
+}
+
+/// What happened while opening the store, for the health channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpenNote {
+    /// The store was moved aside; numbering resumes at `resumed_at`.
+    Quarantined {
+        reason: String,
+        moved_to: PathBuf,
+        resumed_at: u64,
+    },
+    /// Some records failed their CRC and were set aside.
+    CorruptRecords { count: u64 },
+    /// The store had no sequence state although the post had numbered events before.
+    SequenceLost { resumed_at: u64 },
+}
+
+/// In-memory accounting of what the store holds, guarded by one lock.
+#[derive(Debug, Default)]
+struct Accounting {
+    bytes: u64,
+    count: u64,
+    /// Live bulk events by `seq` with their record size: the eviction order.
+    bulk: BTreeMap<u64, u32>,
+}
+
+/// The backlog as `outbox stat` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Stat {
+    pub backlog_events: u64,
+    pub backlog_bytes: u64,
+    pub quota_bytes: u64,
+    pub oldest_seq: Option<u64>,
+    /// Age of the oldest unsent event, in seconds.
+    pub oldest_age_s: Option<f64>,
+    pub last_seq: u64,
+    pub counters: CounterValues,
+    pub inbox_entries: u64,
+}
+
+/// An event waiting to be published.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: u64,
+    pub kind: String,
+    pub payload: Vec<u8>,
+}
+
+/// Open the store for the service (creating, repairing and quarantining as needed) or only to
+/// inspect it (nothing is changed; a damaged store is an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    Service,
+    Inspect,
+}
+
+/// The sled-backed store. Cheap operations only; the group-commit writer lives in
+/// [`Outbox`].
+pub struct Store {
+    db: sled::Db,
+    events: sled::Tree,
+    meta: sled::Tree,
+    inbox: sled::Tree,
+    corrupt: sled::Tree,
+    data_dir: PathBuf,
+    quota: u64,
+    acct: Mutex<Accounting>,
+    counters: Counters,
+    /// Last assigned (and, between batches, last durable) `seq`. Written by the writer only.
+    last_seq: AtomicU64,
+    reserved: AtomicU64,
+}
+
+impl Store {
+    /// Opens (and in service mode creates, repairs or quarantines) the store in `data_dir`.
+    pub fn open(
+        data_dir: &Path,
+        quota: u64,
+        mode: OpenMode,
+    ) -> Result<(Store, Vec<OpenNote>), StoreError> {
+        let dir_err = |source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        };
+        let db_path = data_dir.join(DB_DIR);
+        if mode == OpenMode::Service {
+            std::fs::create_dir_all(data_dir).map_err(dir_err)?;
+            // Fail early with the directory's name rather than deep inside sled.
+            let probe = data_dir.join(".write-probe");
+            std::fs::write(&probe, b"ok")
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(dir_err)?;
+        } else if !db_path.exists() {
+            return Err(StoreError::Unreadable {
+                path: db_path,
+                reason: "no outbox here".into(),
+            });
+        }
+        let reserve_path = data_dir.join(RESERVE_FILE);
+        let reserved = read_reserve(&reserve_path);
+        let mut notes = Vec::new();
+
+        let opened = open_and_scan(&db_path);
+        let (db, scan) = match opened {
+            Ok(x) => x,
+            Err(e @ StoreError::Locked { .. }) => return Err(e),
+            Err(e) if mode == OpenMode::Inspect => return Err(e),
+            Err(e) => {
+                let reason = match &e {
+                    StoreError::Unreadable { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                let moved_to = quarantine(data_dir, &db_path).map_err(dir_err)?;
+                tracing::error!(%reason, moved_to = %moved_to.display(),
+                    "outbox store is unreadable; quarantined it and starting a new one");
+                let (db, scan) = open_and_scan(&db_path)?;
+                let resumed_at = reserved.unwrap_or(0) + 1;
+                notes.push(OpenNote::Quarantined {
+                    reason,
+                    moved_to,
+                    resumed_at,
+                });
+                (db, scan)
+            }
+        };
+        let quarantined_now = !notes.is_empty();
+        let events = db.open_tree("events")?;
+        let meta = db.open_tree("meta")?;
+        let store = Store {
+            inbox: db.open_tree("inbox")?,
+            corrupt: db.open_tree("corrupt")?,
+            events,
+            meta,
+            db,
+            data_dir: data_dir.to_path_buf(),
+            quota,
+            acct: Mutex::new(scan.acct),
+            counters: Counters::default(),
+            last_seq: AtomicU64::new(0),
+            reserved: AtomicU64::new(reserved.unwrap_or(0)),
+        };
+        for (name, c) in Counters::NAMES.iter().zip(store.counters.all()) {
+            if let Some(v) = store.meta.get(format!("c.{name}"))? {
+                c.store(be_u64(&v), Ordering::Relaxed);
+            }
+        }
+        let stored_last = store.meta.get("last_seq")?.map(|v| be_u64(&v));
+        let mut last = stored_last.unwrap_or(0).max(scan.last_key);
+        if quarantined_now {
+            last = last.max(reserved.unwrap_or(0));
+            store.counters.quarantined.fetch_add(1, Ordering::Relaxed);
+        } else if stored_last.is_none() && scan.last_key == 0 && reserved.is_some_and(|r| r > 0) {
+            // A store that has never numbered anything beside a reservation that says we did:
+            // the store was replaced or wiped. Do not reuse numbers central has already seen.
+            last = reserved.unwrap_or(0);
+            notes.push(OpenNote::SequenceLost {
+                resumed_at: last + 1,
+            });
+        }
+        store.last_seq.store(last, Ordering::Relaxed);
+        if mode == OpenMode::Service {
+            // Move records that failed their CRC aside: they can never be sent.
+            for (seq, raw) in &scan.bad {
+                store.corrupt.insert(seq.to_be_bytes(), raw.as_slice())?;
+                store.events.remove(seq.to_be_bytes())?;
+            }
+            if !scan.bad.is_empty() {
+                store
+                    .counters
+                    .corrupt
+                    .fetch_add(scan.bad.len() as u64, Ordering::Relaxed);
+                notes.push(OpenNote::CorruptRecords {
+                    count: scan.bad.len() as u64,
+                });
+            }
+            store.meta.insert("last_seq", &last.to_be_bytes())?;
+            store.persist_counters()?;
+            store.reserve_upto(last)?;
+            store.db.flush()?;
+        }
+        Ok((store, notes))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Last assigned `seq`.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Events with `from <= seq <= upto`, in order, at most `limit`. Records that fail their
+    /// check here (the disk rotted since start-up) are set aside and skipped.
+    pub fn read_range(
+        &self,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        if from > upto {
+            return Ok(out);
+        }
+        for item in self.events.range(from.to_be_bytes()..=upto.to_be_bytes()) {
+            let (k, v) = item?;
+            let seq = be_u64(&k);
+            match decode_record(&v) {
+                Ok(r) => out.push(Pending {
+                    seq,
+                    kind: r.kind.to_string(),
+                    payload: r.payload.to_vec(),
+                }),
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "outbox record failed its check; set aside");
+                    self.corrupt.insert(&k, v)?;
+                    self.forget(seq)?;
+                    self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The lowest `seq` still in the outbox.
+    pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.events.first()?.map(|(k, _)| be_u64(&k)))
+    }
+
+    /// Removes an event the broker has acknowledged. Returns whether it was still there.
+    pub fn delivered(&self, seq: u64) -> Result<bool, StoreError> {
+        let gone = self.forget(seq)?;
+        if gone {
+            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(gone)
+    }
+
+    /// Removes a record and updates the accounting; `false` if it was already gone (delivered
+    /// and evicted at once, or removed twice).
+    fn forget(&self, seq: u64) -> Result<bool, StoreError> {
+        let mut acct = self.acct.lock().expect("accounting lock");
+        let Some(old) = self.events.remove(seq.to_be_bytes())? else {
+            return Ok(false);
+        };
+        let live = match old.get(1).copied().and_then(Priority::from_u8) {
+            Some(Priority::Bulk) => acct.bulk.remove(&seq).is_some(),
+            _ => true,
+        };
+        if live {
+            acct.bytes = acct.bytes.saturating_sub(old.len() as u64);
+            acct.count = acct.count.saturating_sub(1);
+        }
+        Ok(live)
+    }
+
+    /// Recomputes the accounting from what is in the tree (after a failed write, whose
+    /// in-memory bookkeeping can no longer be trusted).
+    fn rebuild_accounting(&self) {
+        let mut acct = self.acct.lock().expect("accounting lock");
+        match scan_tree(&self.events) {
+            Ok(s) => *acct = s.acct,
+            Err(e) => tracing::error!(error = %e, "cannot re-read the outbox"),
+        }
+    }
+
+    /// Writes the counters to `meta` (flushed with the next batch).
+    fn persist_counters(&self) -> Result<(), StoreError> {
+        for (name, c) in Counters::NAMES.iter().zip(self.counters.all()) {
+            self.meta.insert(
+                format!("c.{name}"),
+                &c.load(Ordering::Relaxed).to_be_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure `seq.reserve` is at or above `seq`, writing a new block ahead if not.
+    fn reserve_upto(&self, seq: u64) -> Result<(), StoreError> {
+        if self.reserved.load(Ordering::Relaxed) >= seq && seq > 0 {
+            return Ok(());
+        }
+        let next = seq + RESERVE_BLOCK;
+        let path = self.data_dir.join(RESERVE_FILE);
+        write_atomic(&path, next.to_string().as_bytes()).map_err(|source| StoreError::Reserve {
+            path: path.clone(),
+            source,
+        })?;
+        self.reserved.store(next, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Flushes everything written so far to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.persist_counters()?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Stores something central sent, durably (fsync) before returning.
+    pub fn inbox_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.inbox.insert(key.as_bytes(), value)?;
+        self.inbox.flush()?;
+        Ok(())
+    }
+
+    /// Removes something central withdrew, durably.
+    pub fn inbox_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.inbox.remove(key.as_bytes())?;
+        self.inbox.flush()?;
+        Ok(())
+    }
+
+    /// Reads something central sent.
+    pub fn inbox_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inbox.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Keys cached from central under a prefix (e.g. `declarations/`).
+    pub fn inbox_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inbox
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    /// The backlog.
+    pub fn stat(&self) -> Result<Stat, StoreError> {
+        let (backlog_events, backlog_bytes) = {
+            let a = self.acct.lock().expect("accounting lock");
+            (a.count, a.bytes)
+        };
+        let first = self.events.first()?;
+        let (oldest_seq, oldest_age_s) = match &first {
+            Some((k, v)) => {
+                let age = decode_record(v).ok().map(|r| {
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+                    ((now as i128 - r.time_ms as i128).max(0) as f64) / 1000.0
+                });
+                (Some(be_u64(k)), age)
+            }
+            None => (None, None),
+        };
+        Ok(Stat {
+            backlog_events,
+            backlog_bytes,
+            quota_bytes: self.quota,
+            oldest_seq,
+            oldest_age_s,
+            last_seq: self.last_seq(),
+            counters: self.counters.snapshot(),
+            inbox_entries: self.inbox.len() as u64,
+        })
+    }
+}
+
+/// What a full read of the store found.
+struct Scan {
+    acct: Accounting,
+    last_key: u64,
+    bad: Vec<(u64, Vec<u8>)>,
+}
+
+/// Opens sled, turning refusals and panics into [`StoreError`], then reads every record.
+fn open_and_scan(db_path: &Path) -> Result<(sled::Db, Scan), StoreError> {
+    let unreadable = |reason: String| StoreError::Unreadable {
+        path: db_path.to_path_buf(),
+        reason,
+    };
+    let db = quietly(|| {
+        sled::Config::new()
+            .path(db_path)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()
+    })
+    .map_err(|panic| unreadable(format!("sled panicked while opening: {panic}")))?
+    .map_err(|e| match &e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked {
+            path: db_path.to_path_buf(),
+        },
+        sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
+            path: db_path.to_path_buf(),
+        },
+        _ => unreadable(e.to_string()),
+    })?;
+    let scan = quietly(|| scan(&db))
+        .map_err(|panic| unreadable(format!("sled panicked while reading: {panic}")))?
+        .map_err(|e| unreadable(e.to_string()))?;
+    Ok((db, scan))
+}
+
+fn scan(db: &sled::Db) -> Result<Scan, sled::Error> {
+    scan_tree(&db.open_tree("events")?)
+}
+
+fn scan_tree(events: &sled::Tree) -> Result<Scan, sled::Error> {
+    let mut s = Scan {
+        acct: Accounting::default(),
+        last_key: 0,
+        bad: Vec::new(),
+    };
+    for item in events.iter() {
+        let (k, v) = item?;
+        if k.len() != 8 {
+            return Err(sled::Error::Corruption { at: None, bt: () });
+        }
+        let seq = be_u64(&k);
+        s.last_key = s.last_key.max(seq);
+        match decode_record(&v) {
+            Ok(r) => {
+                s.acct.bytes += v.len() as u64;
+                s.acct.count += 1;
+                if r.prio == Priority::Bulk {
+                    s.acct.bulk.insert(seq, v.len() as u32);
+                }
+            }
+            Err(_) => s.bad.push((seq, v.to_vec())),
+        }
+    }
+    Ok(s)
+}
+
+/// Runs `f`, turning a panic into an error message without printing the usual panic report:
+/// sled panics on some garbage files, and that is an expected outcome here, not a crash.
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    r.map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
+/// Moves the store aside to `quarantine/outbox-<UTC time>`.
+fn quarantine(data_dir: &Path, db_path: &Path) -> std::io::Result<PathBuf> {
+    let qdir = data_dir.join("quarantine");
+    std::fs::create_dir_all(&qdir)?;
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let mut target = qdir.join(format!("outbox-{stamp}"));
+    let mut n = 1;
+    while target.exists() {
+        n += 1;
+        target = qdir.join(format!("outbox-{stamp}-{n}"));
+    }
+    std::fs::rename(db_path, &target)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(target)
+}
+
+fn read_reserve(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Writes a small file so that a crash leaves either the old or the new content.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[8 - n..].copy_from_slice(&b[b.len() - n..]);
+    u64::from_be_bytes(a)
+}
+
+#[cfg(test)]
+mod tests;

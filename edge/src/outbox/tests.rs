@@ -1,0 +1,362 @@
+//! Outbox tests: the record format byte by byte, reopening, quota, corruption and a
+//! model-based property test against a plain in-memory queue.
+
+use super::*;
+use crate::envelope::{Envelope, Event, Signer};
+use proptest::prelude::*;
+use serde_json::json;
+use std::sync::Arc;
+
+const MB: u64 = 1024 * 1024;
+
+fn start(dir: &Path, quota: u64) -> (Outbox, Vec<OpenNote>) {
+    let (store, notes) = Store::open(dir, quota, OpenMode::Service).unwrap();
+    let signer = Signer::load_or_create(dir, "korgas").unwrap();
+    (Outbox::start(Arc::new(store), signer, 256), notes)
+}
+
+fn pos(n: u32) -> Event {
+    Event::now(
+        "position",
+        json!({"tracker": "seal-1", "n": n, "lat": 44.2, "lon": 80.4}),
+    )
+}
+
+fn alert(n: u32) -> Event {
+    Event::now("alert", json!({"rule": "radiation.gamma", "n": n}))
+}
+
+#[test]
+fn record_layout_matches_the_module_docs() {
+    let rec = encode_record(Priority::Keep, 0x0102030405060708, "alert", b"{}");
+    assert_eq!(
+        rec[..18],
+        [
+            1, // ver
+            1, // prio: keep
+            8, 7, 6, 5, 4, 3, 2, 1, // time_ms, u64 little-endian
+            5, // type length
+            b'a', b'l', b'e', b'r', b't', // type
+            b'{', b'}', // envelope
+        ]
+    );
+    let crc = crc32fast::hash(&rec[..18]).to_le_bytes();
+    assert_eq!(rec[18..], crc); // CRC-32 of everything before it
+    let r = decode_record(&rec).unwrap();
+    assert_eq!(
+        (r.prio, r.time_ms, r.kind, r.payload),
+        (Priority::Keep, 0x0102030405060708, "alert", &b"{}"[..])
+    );
+}
+
+#[test]
+fn every_single_bit_flip_in_a_record_is_detected() {
+    let rec = encode_record(Priority::Bulk, 42, "position", br#"{"a":1}"#);
+    for i in 0..rec.len() * 8 {
+        let mut bad = rec.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(decode_record(&bad).is_err(), "bit {i} not detected");
+    }
+    assert_eq!(decode_record(&rec[..10]), Err(RecordError::Short(10)));
+}
+
+#[tokio::test]
+async fn accepted_events_survive_reopen_and_seq_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = start(dir.path(), 64 * MB);
+    let key = Signer::load_or_create(dir.path(), "korgas")
+        .unwrap()
+        .verifying_key();
+    let r = ob.append_many((0..10).map(alert).collect()).await;
+    let seqs: Vec<u64> = r.iter().map(|r| r.as_ref().unwrap().seq).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    assert_eq!(*ob.durable().borrow(), 10);
+    assert!(ob.store().delivered(1).unwrap());
+    assert!(
+        !ob.store().delivered(1).unwrap(),
+        "second removal is a no-op"
+    );
+    ob.close().await;
+    drop(ob);
+
+    let (ob, notes) = start(dir.path(), 64 * MB);
+    assert!(notes.is_empty(), "{notes:?}");
+    let pending = ob.store().read_range(0, u64::MAX, 100).unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.seq).collect::<Vec<_>>(),
+        (2..=10).collect::<Vec<_>>()
+    );
+    let env = Envelope::verify(&pending[0].payload, &key).unwrap();
+    assert_eq!((env.seq, env.kind.as_str()), (2, "alert"));
+    assert_eq!(ob.append(alert(11)).await.unwrap().seq, 11);
+    let st = ob.store().stat().unwrap();
+    assert_eq!(
+        (
+            st.backlog_events,
+            st.last_seq,
+            st.counters.accepted,
+            st.counters.delivered
+        ),
+        (10, 11, 11, 1)
+    );
+    ob.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_producers_get_gapless_unique_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = start(dir.path(), 64 * MB);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let ob = ob.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..50 {
+                got.push(ob.append(pos(t * 100 + i)).await.unwrap().seq);
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=400).collect::<Vec<_>>());
+    ob.close().await;
+}
+
+#[tokio::test]
+async fn full_quota_refuses_bulk_evicts_it_for_alerts_and_never_drops_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = start(dir.path(), 8 * 1024);
+    let mut accepted_pos = 0;
+    let mut refused = 0;
+    for i in 0..100 {
+        match ob.append(pos(i)).await {
+            Ok(_) => accepted_pos += 1,
+            Err(AppendError::QuotaFull(kind)) => {
+                assert_eq!(kind, "position");
+                refused += 1
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        accepted_pos > 5 && refused > 0,
+        "{accepted_pos} accepted, {refused} refused"
+    );
+    // Alerts always get in: first by evicting positions, then over quota.
+    for i in 0..100 {
+        ob.append(alert(i)).await.unwrap();
+    }
+    let st = ob.store().stat().unwrap();
+    assert_eq!(st.counters.refused, refused);
+    assert_eq!(
+        st.counters.evicted, accepted_pos,
+        "every position evicted for the alerts"
+    );
+    let kinds: Vec<String> = ob
+        .store()
+        .read_range(0, u64::MAX, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.kind)
+        .collect();
+    assert_eq!(kinds.len(), 100);
+    assert!(kinds.iter().all(|k| k == "alert"));
+    assert!(
+        st.backlog_bytes > st.quota_bytes,
+        "alerts are kept over quota"
+    );
+    ob.close().await;
+}
+
+#[tokio::test]
+async fn a_record_failing_its_crc_is_set_aside_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = start(dir.path(), 64 * MB);
+    ob.append_many((0..3).map(alert).collect()).await;
+    ob.close().await;
+    drop(ob);
+    {
+        let db = sled::open(dir.path().join(DB_DIR)).unwrap();
+        let t = db.open_tree("events").unwrap();
+        let mut v = t.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        v[20] ^= 0xff;
+        t.insert(2u64.to_be_bytes(), v).unwrap();
+        db.flush().unwrap();
+    }
+    let (ob, notes) = start(dir.path(), 64 * MB);
+    assert_eq!(notes, vec![OpenNote::CorruptRecords { count: 1 }]);
+    let seqs: Vec<u64> = ob
+        .store()
+        .read_range(0, 99, 10)
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 3]);
+    assert_eq!(ob.store().stat().unwrap().counters.corrupt, 1);
+    assert_eq!(
+        ob.append(alert(9)).await.unwrap().seq,
+        4,
+        "numbering goes on"
+    );
+    ob.close().await;
+}
+
+#[tokio::test]
+async fn garbage_store_files_are_quarantined_and_numbering_jumps_past_the_reservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = start(dir.path(), 64 * MB);
+    ob.append_many((0..5).map(alert).collect()).await;
+    ob.close().await;
+    drop(ob);
+    garble(&dir.path().join(DB_DIR));
+    let (ob, notes) = start(dir.path(), 64 * MB);
+    let [OpenNote::Quarantined {
+        moved_to,
+        resumed_at,
+        ..
+    }] = notes.as_slice()
+    else {
+        panic!("{notes:?}")
+    };
+    assert!(moved_to.starts_with(dir.path().join("quarantine")) && moved_to.exists());
+    // The reservation written at first start (last_seq 0) already covers seq 1..=5.
+    assert_eq!(*resumed_at, RESERVE_BLOCK + 1);
+    assert_eq!(ob.append(alert(1)).await.unwrap().seq, *resumed_at);
+    assert_eq!(ob.store().stat().unwrap().counters.quarantined, 1);
+    ob.close().await;
+}
+
+/// Overwrites every file of a sled store with random-looking bytes of the same length.
+pub(crate) fn garble(db_dir: &Path) {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut stack = vec![db_dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let len = std::fs::metadata(&path).unwrap().len().max(64) as usize;
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            std::fs::write(&path, junk).unwrap();
+        }
+    }
+}
+
+#[test]
+fn inspecting_a_store_in_use_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_held, _) = Store::open(dir.path(), MB, OpenMode::Service).unwrap();
+    let err = Store::open(dir.path(), MB, OpenMode::Inspect)
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+}
+
+#[test]
+fn an_unwritable_data_dir_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Store::open(&file.join("data"), MB, OpenMode::Service)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("data dir {}", file.join("data").display())),
+        "{err}"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { alert: bool, pad: usize },
+    Deliver(usize),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<bool>(), 0usize..300).prop_map(|(alert, pad)| Op::Append { alert, pad }),
+        2 => (0usize..6).prop_map(Op::Deliver),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Against a model: a queue of (seq, bulk?, size) with the quota rules from the docs.
+    #[test]
+    fn outbox_behaves_like_an_ordered_queue_with_quota(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let quota = 4096;
+            let (mut ob, _) = start(dir.path(), quota);
+            let mut model: Vec<(u64, bool, u64)> = Vec::new();
+            let mut last = 0u64;
+            for op in ops {
+                match op {
+                    Op::Append { alert, pad } => {
+                        let body = json!({"pad": "x".repeat(pad)});
+                        let ev = Event::now(if alert { "alert" } else { "position" }, body);
+                        let r = ob.append(ev).await;
+                        let size = ob.store().read_range(last + 1, last + 1, 1).unwrap().first().map(|p| p.payload.len());
+                        let used: u64 = model.iter().map(|m| m.2).sum();
+                        match r {
+                            Ok(a) => {
+                                prop_assert_eq!(a.seq, last + 1);
+                                last += 1;
+                                let rec = 15 + if alert { 5 } else { 8 } + size.unwrap() as u64;
+                                if alert {
+                                    let mut used = used;
+                                    while used + rec > quota {
+                                        let Some(i) = model.iter().position(|m| m.1) else { break };
+                                        used -= model.remove(i).2;
+                                    }
+                                } else {
+                                    prop_assert!(used + rec <= quota);
+                                }
+                                model.push((a.seq, !alert, rec));
+                            }
+                            Err(AppendError::QuotaFull(_)) => prop_assert!(!alert),
+                            Err(e) => prop_assert!(false, "{}", e),
+                        }
+                    }
+                    Op::Deliver(n) => {
+                        for _ in 0..n.min(model.len()) {
+                            let (seq, ..) = model.remove(0);
+                            prop_assert!(ob.store().delivered(seq).unwrap());
+                        }
+                    }
+                    Op::Reopen => {
+                        ob.close().await;
+                        drop(ob);
+                        ob = start(dir.path(), quota).0;
+                    }
+                }
+                let stored: Vec<u64> = ob.store().read_range(0, u64::MAX, 10_000).unwrap().iter().map(|p| p.seq).collect();
+                prop_assert_eq!(stored, model.iter().map(|m| m.0).collect::<Vec<_>>());
+                let st = ob.store().stat().unwrap();
+                prop_assert_eq!(st.backlog_bytes, model.iter().map(|m| m.2).sum::<u64>());
+                prop_assert_eq!(st.last_seq, last);
+            }
+            ob.close().await;
+            Ok(())
+        })?;
+    }
+}

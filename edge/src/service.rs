@@ -1,0 +1,255 @@
+//! The service (`acsgd run`): opens the outbox, starts the uplink and the ingest, writes the
+//! status file, and stops in order on SIGTERM or SIGINT.
+//!
+//! Stop order: ingest stops taking lines (connections answer what they hold) → the outbox
+//! commits everything queued and flushes → the uplink waits briefly for outstanding PUBACKs
+//! and says `offline` → final status. Nothing accepted is lost at any point of it: what is not
+//! yet delivered stays in the outbox for the next start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::envelope::{EnvelopeError, Signer};
+use crate::health::{Health, State};
+use crate::outbox::{OpenMode, OpenNote, Outbox, Store, StoreError};
+use crate::status::{self, Source, Status};
+use crate::uplink::{self, UplinkConfig, UplinkError, UplinkState};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] EnvelopeError),
+    #[error(transparent)]
+    Uplink(#[from] UplinkError),
+    #[error("ingest: cannot listen on {addr}: {source}")]
+    IngestBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running service.
+pub struct Running {
+    pub outbox: Outbox,
+    pub uplink: Arc<UplinkState>,
+    pub health: Arc<Health>,
+    pub ingest_addr: Option<std::net::SocketAddr>,
+    stop: watch::Sender<bool>,
+    uplink_task: JoinHandle<()>,
+    ingest_task: Option<JoinHandle<()>>,
+    status_task: JoinHandle<()>,
+    config: Config,
+}
+
+/// Starts the service's parts.
+pub async fn start(config: Config) -> Result<Running, ServiceError> {
+    let data_dir = config.storage.data_dir.clone();
+    let (store, notes) = Store::open(&data_dir, config.quota_bytes(), OpenMode::Service)?;
+    let signer = Signer::load_or_create(&data_dir, &config.post)?;
+    let announce = signer.key_announcement();
+    let uplink_cfg = UplinkConfig::from_config(&config)?;
+    let ingest_listener = match &config.ingest {
+        Some(i) => Some(
+            tokio::net::TcpListener::bind(i.listen)
+                .await
+                .map_err(|source| ServiceError::IngestBind {
+                    addr: i.listen,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+
+    let outbox = Outbox::start(Arc::new(store), signer, config.storage.commit_batch);
+    let health = Arc::new(Health::new(outbox.clone()));
+    health
+        .event(
+            "service",
+            State::Up,
+            "started",
+            json!({"version": env!("CARGO_PKG_VERSION"), "last_seq": outbox.store().last_seq()}),
+        )
+        .await;
+    for note in notes {
+        report_open_note(&health, note).await;
+    }
+    for s in &config.sensors {
+        // Drivers arrive with the sensor-drivers work; until then sensors are only validated.
+        tracing::info!(sensor = %s.id, protocol = ?s.protocol, "sensor configured (no driver in this build)");
+    }
+
+    let (stop, stop_rx) = watch::channel(false);
+    let state = Arc::new(UplinkState::default());
+    let uplink_task = tokio::spawn(uplink::run(
+        uplink_cfg,
+        outbox.clone(),
+        announce,
+        health.clone(),
+        state.clone(),
+        stop_rx.clone(),
+    ));
+    let mut ingest_addr = None;
+    let ingest_task = match (ingest_listener, &config.ingest) {
+        (Some(l), Some(i)) => {
+            ingest_addr = l.local_addr().ok();
+            tracing::info!(addr = ?ingest_addr, "ingest listening");
+            Some(tokio::spawn(crate::ingest::serve(
+                l,
+                outbox.clone(),
+                i.max_connections,
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let status_task = tokio::spawn(status_loop(
+        config.clone(),
+        outbox.clone(),
+        state.clone(),
+        stop_rx,
+    ));
+    tracing::info!(post = %config.post, broker = %config.broker(), data_dir = %data_dir.display(), "service started");
+    Ok(Running {
+        outbox,
+        uplink: state,
+        health,
+        ingest_addr,
+        stop,
+        uplink_task,
+        ingest_task,
+        status_task,
+        config,
+    })
+}
+
+async fn report_open_note(health: &Health, note: OpenNote) {
+    match note {
+        OpenNote::Quarantined {
+            reason,
+            moved_to,
+            resumed_at,
+        } => {
+            health
+                .event(
+                    "outbox",
+                    State::Degraded,
+                    "store unreadable: quarantined and replaced",
+                    json!({"error": reason, "moved_to": moved_to.display().to_string(), "seq_resumes_at": resumed_at}),
+                )
+                .await
+        }
+        OpenNote::CorruptRecords { count } => {
+            health
+                .event(
+                    "outbox",
+                    State::Degraded,
+                    "records failed their checksum and were set aside",
+                    json!({"count": count}),
+                )
+                .await
+        }
+        OpenNote::SequenceLost { resumed_at } => {
+            health
+                .event(
+                    "outbox",
+                    State::Degraded,
+                    "store had lost its sequence state",
+                    json!({"seq_resumes_at": resumed_at}),
+                )
+                .await
+        }
+    }
+}
+
+impl Running {
+    /// The status now.
+    pub fn status(&self) -> Result<Status, StoreError> {
+        snapshot(&self.config, &self.outbox, &self.uplink)
+    }
+
+    /// Stops in order (see the module docs).
+    pub async fn stop(self) {
+        tracing::info!("stopping: draining ingest, flushing the outbox");
+        let _ = self.stop.send(true);
+        if let Some(t) = self.ingest_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.outbox.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.uplink_task).await;
+        let _ = self.status_task.await;
+        if let Ok(s) = snapshot(&self.config, &self.outbox, &self.uplink) {
+            let _ = status::write_live(&self.config.storage.data_dir, &s);
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn snapshot(config: &Config, outbox: &Outbox, uplink: &UplinkState) -> Result<Status, StoreError> {
+    Ok(Status {
+        source: Source::Live,
+        post: Some(config.post.clone()),
+        time: crate::envelope::rfc3339_ms(time::OffsetDateTime::now_utc()),
+        outbox: outbox.store().stat()?,
+        uplink: Some(uplink.snapshot()),
+    })
+}
+
+async fn status_loop(
+    config: Config,
+    outbox: Outbox,
+    uplink: Arc<UplinkState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let dir = config.storage.data_dir.clone();
+        match snapshot(&config, &outbox, &uplink) {
+            Ok(s) => {
+                let r = tokio::task::spawn_blocking(move || status::write_live(&dir, &s)).await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "cannot write the status file");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the outbox status"),
+        }
+    }
+}
+
+/// `acsgd run`: the service until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), ServiceError> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    running.stop().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

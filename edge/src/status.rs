@@ -1,0 +1,126 @@
+//! The backlog as the technician sees it: `acsgd outbox --data-dir DIR stat`.
+//!
+//! The running service holds the store's lock, so it also writes its view to
+//! `<data_dir>/status.json` every second; `stat` reads the store itself when it can (service
+//! stopped: exact) and that file otherwise (service running: at most a second old).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outbox::{write_atomic, OpenMode, Stat, Store, StoreError, STATUS_FILE};
+use crate::uplink::UplinkSnapshot;
+
+/// Where a status came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Read from the store (the service was not running).
+    Store,
+    /// Written by the running service.
+    Live,
+}
+
+/// One status report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub source: Source,
+    pub post: Option<String>,
+    /// When the report was made (RFC 3339).
+    pub time: String,
+    pub outbox: Stat,
+    pub uplink: Option<UplinkSnapshot>,
+}
+
+/// Writes the live status file.
+pub fn write_live(data_dir: &Path, status: &Status) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(status).expect("status serialises");
+    write_atomic(&data_dir.join(STATUS_FILE), &bytes)
+}
+
+/// The status of the outbox in `data_dir`, from the store or, while the service holds it, from
+/// the service's status file.
+pub fn read(data_dir: &Path) -> Result<Status, StoreError> {
+    match Store::open(data_dir, 0, OpenMode::Inspect) {
+        Ok((store, _)) => Ok(Status {
+            source: Source::Store,
+            post: None,
+            time: crate::envelope::rfc3339_ms(time::OffsetDateTime::now_utc()),
+            outbox: store.stat()?,
+            uplink: None,
+        }),
+        Err(e @ StoreError::Locked { .. }) => {
+            let path = data_dir.join(STATUS_FILE);
+            let text = std::fs::read(&path).map_err(|_| e)?;
+            serde_json::from_slice(&text).map_err(|err| StoreError::Unreadable {
+                path,
+                reason: err.to_string(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Human-readable report.
+pub fn render(s: &Status) -> String {
+    let o = &s.outbox;
+    let c = &o.counters;
+    let mut out = String::new();
+    let src = match s.source {
+        Source::Store => "store (service not running)",
+        Source::Live => "running service",
+    };
+    out += &format!("source        {src}, at {}\n", s.time);
+    if let Some(p) = &s.post {
+        out += &format!("post          {p}\n");
+    }
+    let quota = if o.quota_bytes == 0 {
+        "see config".to_string()
+    } else {
+        format!("{:.1} MiB", o.quota_bytes as f64 / 1048576.0)
+    };
+    out += &format!(
+        "backlog       {} events, {:.1} KiB (quota {quota})\n",
+        o.backlog_events,
+        o.backlog_bytes as f64 / 1024.0
+    );
+    match (o.oldest_seq, o.oldest_age_s) {
+        (Some(seq), Some(age)) => {
+            out += &format!("oldest        seq {seq}, {} old\n", human_age(age))
+        }
+        _ => out += "oldest        none: everything has been delivered\n",
+    }
+    out += &format!("last seq      {}\n", o.last_seq);
+    out += &format!(
+        "counters      accepted {}  delivered {}  evicted {}  refused {}  corrupt {}  quarantined {}\n",
+        c.accepted, c.delivered, c.evicted, c.refused, c.corrupt, c.quarantined
+    );
+    out += &format!("from central  {} cached entries\n", o.inbox_entries);
+    if let Some(u) = &s.uplink {
+        let state = if u.connected {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        out += &format!(
+            "uplink        {state}, forwarded {} since start, resent {}, connects {}\n",
+            u.forwarded, u.resent, u.connects
+        );
+        if let Some(e) = &u.last_error {
+            out += &format!("last error    {e}\n");
+        }
+    }
+    out
+}
+
+fn human_age(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86400.0)
+    }
+}

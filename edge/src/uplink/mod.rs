@@ -1,0 +1,381 @@
+//! The uplink: forwards the outbox to central over MQTT, QoS 1, in `seq` order.
+//!
+//! * Reads only up to the outbox's durable watermark, so nothing unflushed ever leaves.
+//! * Keeps at most `uplink.window` events in flight. rumqttc reports each publish it sends with
+//!   its packet id, in the order they were queued; a FIFO of queued `seq`s maps packet ids back
+//!   to events, and a PUBACK removes its event from the outbox.
+//! * On any connection error the session is dropped whole; after a capped, jittered exponential
+//!   backoff a new one resends everything still in the outbox from the lowest `seq`
+//!   (at-least-once: central de-duplicates on `id`).
+//! * On connect: publishes `online` retained on `acsgd/v1/{post}/status` (the last will says
+//!   `offline`), the public key retained on `acsgd/v1/{post}/key`, and subscribes to
+//!   `acsgd/v1/{post}/in/#`, caching what arrives (see [`inbox`]).
+//! * On shutdown: waits briefly for outstanding PUBACKs, publishes `offline`, disconnects.
+
+pub mod inbox;
+pub mod session;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::envelope::{rfc3339_ms, SCHEMA};
+use crate::health::{Health, State};
+use crate::outbox::{Outbox, StoreError};
+use session::{Io, Session, SessionConfig, TlsMaterial};
+
+/// The system CA bundle used for `mqtts://` when no `uplink.tls.ca_file` is given.
+pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Errors of the uplink layer. All of them end the current connection, none the service.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("connection: {0}")]
+    Connection(String),
+    #[error("no CONNACK within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("MQTT client: {0}")]
+    Client(String),
+    #[error("broker refused event seq {seq}: {reason}")]
+    Refused { seq: u64, reason: String },
+    #[error("TLS file {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the uplink is doing, for the status file and the demo.
+#[derive(Debug, Default)]
+pub struct UplinkState {
+    pub connected: AtomicBool,
+    /// Events acknowledged by the broker since start.
+    pub forwarded: AtomicU64,
+    /// Events sent again after a reconnect (possible duplicates at central).
+    pub resent: AtomicU64,
+    pub connects: AtomicU64,
+    max_sent: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of [`UplinkState`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct UplinkSnapshot {
+    pub connected: bool,
+    pub forwarded: u64,
+    pub resent: u64,
+    pub connects: u64,
+    pub last_error: Option<String>,
+}
+
+impl UplinkState {
+    pub fn snapshot(&self) -> UplinkSnapshot {
+        UplinkSnapshot {
+            connected: self.connected.load(Ordering::Relaxed),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            resent: self.resent.load(Ordering::Relaxed),
+            connects: self.connects.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().expect("state lock").clone(),
+        }
+    }
+}
+
+/// Uplink settings derived from the configuration.
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    pub post: String,
+    pub session: SessionConfig,
+    pub window: usize,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Time to wait for outstanding PUBACKs at shutdown.
+    pub drain_grace: Duration,
+}
+
+impl UplinkConfig {
+    /// Builds the settings, reading the TLS files.
+    pub fn from_config(c: &Config) -> Result<UplinkConfig, UplinkError> {
+        let u = &c.uplink;
+        let broker = c.broker();
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| UplinkError::TlsFile {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let tls = match (&u.tls, broker.tls) {
+            (Some(t), _) => Some(TlsMaterial {
+                ca: read(&t.ca_file)?,
+                client: match (&t.client_cert_file, &t.client_key_file) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+            }),
+            (None, true) => Some(TlsMaterial {
+                ca: read(std::path::Path::new(SYSTEM_CA))?,
+                client: None,
+            }),
+            (None, false) => None,
+        };
+        let offline = serde_json::json!({"schema": SCHEMA, "post": c.post, "state": "offline"});
+        Ok(UplinkConfig {
+            post: c.post.clone(),
+            session: SessionConfig {
+                broker,
+                version: u.protocol,
+                client_id: c.client_id(),
+                credentials: u
+                    .username
+                    .clone()
+                    .map(|user| (user, u.password.clone().unwrap_or_default())),
+                keep_alive: Duration::from_secs(u.keep_alive_s),
+                inflight: u.window,
+                tls,
+                last_will: (
+                    format!("acsgd/v1/{}/status", c.post),
+                    offline.to_string().into_bytes(),
+                ),
+            },
+            window: usize::from(u.window),
+            backoff_initial: Duration::from_millis(u.backoff_initial_ms),
+            backoff_max: Duration::from_secs(u.backoff_max_s),
+            drain_grace: Duration::from_secs(3),
+        })
+    }
+}
+
+/// Runs the uplink until `shutdown` becomes true.
+pub async fn run(
+    cfg: UplinkConfig,
+    outbox: Outbox,
+    key_announcement: Vec<u8>,
+    health: Arc<Health>,
+    state: Arc<UplinkState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = cfg.backoff_initial;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let started = Instant::now();
+        let mut conn = Connection {
+            cfg: &cfg,
+            outbox: &outbox,
+            state: &state,
+            health: &health,
+            announce: &key_announcement,
+            session: Session::new(&cfg.session),
+            fifo: VecDeque::new(),
+            inflight: HashMap::new(),
+        };
+        let result = conn.run(&mut shutdown).await;
+        drop(conn);
+        state.connected.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::warn!(error = %msg, retry_in = ?backoff, "uplink connection failed");
+                *state.last_error.lock().expect("state lock") = Some(msg.clone());
+                health.report("uplink", State::Down, &msg).await;
+            }
+        }
+        // A connection that held for a while earns a fresh start of the backoff.
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff = cfg.backoff_initial;
+        }
+        let wait = jitter(backoff);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(cfg.backoff_max);
+    }
+}
+
+/// ±20 % so that many posts coming back after a central outage do not reconnect in step.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::getrandom(&mut b);
+    let f = 0.8 + 0.4 * (f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX));
+    d.mul_f64(f)
+}
+
+struct Connection<'a> {
+    cfg: &'a UplinkConfig,
+    outbox: &'a Outbox,
+    state: &'a UplinkState,
+    health: &'a Health,
+    announce: &'a [u8],
+    session: Session,
+    /// Publishes queued to rumqttc and not yet given a packet id: `Some(seq)` for events,
+    /// `None` for control messages (status, key).
+    fifo: VecDeque<Option<u64>>,
+    /// Packet id → `seq` of events sent and not yet acknowledged.
+    inflight: HashMap<u16, u64>,
+}
+
+impl Connection<'_> {
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), UplinkError> {
+        self.connect(shutdown).await?;
+        let post = &self.cfg.post;
+        let topic_prefix = format!("acsgd/v1/{post}/");
+        self.state.connects.fetch_add(1, Ordering::Relaxed);
+        self.state.connected.store(true, Ordering::Relaxed);
+        tracing::info!(broker = %self.cfg.session.broker, "uplink connected");
+        let online = serde_json::json!({"schema": SCHEMA, "post": post, "state": "online",
+            "since": rfc3339_ms(time::OffsetDateTime::now_utc()), "version": env!("CARGO_PKG_VERSION")});
+        self.control(
+            &format!("{topic_prefix}status"),
+            online.to_string().into_bytes(),
+        )?;
+        self.control(&format!("{topic_prefix}key"), self.announce.to_vec())?;
+        self.session.subscribe(&format!("{topic_prefix}in/#"))?;
+        self.health.report("uplink", State::Up, "connected").await;
+
+        let store = self.outbox.store().clone();
+        let mut durable_rx = self.outbox.durable();
+        // Everything still in the outbox is (re)sent from its lowest seq.
+        let mut cursor = 0u64;
+        let mut outstanding = 0usize;
+        loop {
+            let durable = *durable_rx.borrow_and_update();
+            if outstanding < self.cfg.window && cursor <= durable {
+                let batch = store.read_range(cursor, durable, self.cfg.window - outstanding)?;
+                if batch.is_empty() {
+                    cursor = durable + 1;
+                }
+                for p in batch {
+                    let topic = format!("{topic_prefix}{}", p.kind);
+                    self.session.publish(&topic, p.payload, false)?;
+                    self.fifo.push_back(Some(p.seq));
+                    outstanding += 1;
+                    cursor = p.seq + 1;
+                    if self.state.max_sent.fetch_max(p.seq, Ordering::Relaxed) >= p.seq {
+                        self.state.resent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let idle = cursor > durable;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.drain(&mut outstanding).await;
+                    return Ok(());
+                }
+                io = self.session.poll() => self.handle(io?, &mut outstanding).await?,
+                r = durable_rx.changed(), if idle && outstanding < self.cfg.window => {
+                    if r.is_err() {
+                        // The outbox is gone: the service is stopping.
+                        self.drain(&mut outstanding).await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls until the broker accepts the connection.
+    async fn connect(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), UplinkError> {
+        let limit = Duration::from_secs(15);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return Err(UplinkError::Connection("shutting down".into())),
+                r = tokio::time::timeout_at(deadline, self.session.poll()) => match r {
+                    Err(_) => return Err(UplinkError::ConnectTimeout(limit)),
+                    Ok(io) => if let Io::Connected = io? { return Ok(()) },
+                },
+            }
+        }
+    }
+
+    fn control(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), UplinkError> {
+        self.session.publish(topic, payload, true)?;
+        self.fifo.push_back(None);
+        Ok(())
+    }
+
+    async fn handle(&mut self, io: Io, outstanding: &mut usize) -> Result<(), UplinkError> {
+        match io {
+            Io::Sent(pkid) => {
+                if let Some(Some(seq)) = self.fifo.pop_front() {
+                    self.inflight.insert(pkid, seq);
+                }
+            }
+            Io::Acked(pkid) => {
+                if let Some(seq) = self.inflight.remove(&pkid) {
+                    *outstanding -= 1;
+                    self.outbox.store().delivered(seq)?;
+                    self.state.forwarded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Io::Refused(pkid, reason) => {
+                let seq = self.inflight.get(&pkid).copied().unwrap_or(0);
+                // The event stays in the outbox and goes again on the next connection.
+                return Err(UplinkError::Refused { seq, reason });
+            }
+            Io::Inbound(msg) => {
+                let store = self.outbox.store().clone();
+                let (post, topic, payload) = (
+                    self.cfg.post.clone(),
+                    msg.topic.clone(),
+                    msg.payload.clone(),
+                );
+                let stored = tokio::task::spawn_blocking(move || {
+                    inbox::store_inbound(&store, &post, &topic, &payload)
+                })
+                .await
+                .map_err(|e| UplinkError::Client(e.to_string()))?;
+                match stored {
+                    Ok(keys) => {
+                        tracing::info!(topic = %msg.topic, ?keys, "cached message from central")
+                    }
+                    Err(inbox::InboxError::Store(e)) => return Err(e.into()),
+                    Err(e) => tracing::warn!(error = %e, "ignored a message from central"),
+                }
+                self.session.ack(&msg)?;
+            }
+            Io::Connected | Io::Other => {}
+        }
+        Ok(())
+    }
+
+    /// At shutdown: a short wait for outstanding acknowledgements, then a clean goodbye.
+    async fn drain(&mut self, outstanding: &mut usize) {
+        let deadline = tokio::time::Instant::now() + self.cfg.drain_grace;
+        while *outstanding > 0 {
+            match tokio::time::timeout_at(deadline, self.session.poll()).await {
+                Ok(Ok(io)) => {
+                    if self.handle(io, outstanding).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let offline =
+            serde_json::json!({"schema": SCHEMA, "post": self.cfg.post, "state": "offline"});
+        let topic = format!("acsgd/v1/{}/status", self.cfg.post);
+        if self
+            .control(&topic, offline.to_string().into_bytes())
+            .is_ok()
+        {
+            self.session.disconnect();
+            // Let the publish and the DISCONNECT reach the socket.
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while self.session.poll().await.is_ok() {}
+            })
+            .await;
+        }
+        tracing::info!(unacknowledged = *outstanding, "uplink stopped");
+    }
+}
