@@ -1,0 +1,372 @@
+//! Test harness: the real `acsgd` binary, a real mosquitto, a subscriber standing in for
+//! central, and an ingest client. Everything on loopback, on free ports, killed by PID.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use acsgd::mosquitto::{free_port, Mosquitto};
+use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
+
+pub const POST: &str = "test-post";
+
+/// One message central received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A subscriber with a persistent session, so that it misses nothing while it or the broker
+/// is away (the broker keeps its queue across a clean restart).
+pub struct Central {
+    pub got: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Central {
+    /// Connects, subscribes to everything the post publishes and waits for the SUBACK.
+    pub fn connect(port: u16, client_id: &str) -> Central {
+        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+        o.set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(4 << 20, 4 << 20);
+        let (client, conn) = Client::new(o, 100);
+        client
+            .subscribe(format!("acsgd/v1/{POST}/#"), QoS::AtLeastOnce)
+            .unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = {
+            let got = got.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || pump(client, conn, got, stop, ready_tx))
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("central subscribed");
+        Central {
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Event envelopes received (not status or key), in arrival order.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.topic.ends_with("/status") && !r.topic.ends_with("/key"))
+            .map(Received::json)
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the events, or panics after `secs`.
+    pub fn wait_for(
+        &self,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let ev = self.events();
+            if pred(&ev) {
+                return ev;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; central has {} events",
+                    ev.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Central {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn pump(
+    client: Client,
+    mut conn: Connection,
+    got: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match conn.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                let _ = ready.send(());
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => got.lock().unwrap().push(Received {
+                topic: p.topic.clone(),
+                payload: p.payload.to_vec(),
+            }),
+            Ok(Ok(_)) | Err(_) => {}
+            // Broker away: rumqttc reconnects on the next poll; the session is resumed.
+            Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let _ = client.disconnect();
+}
+
+/// A config for the appliance under test.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub ingest_port: u16,
+}
+
+impl Setup {
+    /// Writes `config.toml` in `dir` for a broker on `broker_port`; `extra` goes in `[storage]`
+    /// and `uplink_extra` in `[uplink]`.
+    pub fn new(dir: &Path, broker_port: u16, uplink_extra: &str, storage_extra: &str) -> Setup {
+        let ingest_port = free_port().unwrap();
+        let data_dir = dir.join("data");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "post = \"{POST}\"\n[[lanes]]\nid = \"1\"\n\
+                 [uplink]\nbroker = \"mqtt://127.0.0.1:{broker_port}\"\nbackoff_initial_ms = 100\nbackoff_max_s = 1\n{uplink_extra}\n\
+                 [storage]\ndata_dir = \"{}\"\n{storage_extra}\n\
+                 [ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n",
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+        Setup {
+            dir: dir.to_path_buf(),
+            data_dir,
+            config,
+            ingest_port,
+        }
+    }
+
+    /// Starts `acsgd run` and waits until its ingest port answers.
+    pub fn start(&self) -> Appliance {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("acsgd.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut a = Appliance { child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.ingest_port)).is_err() {
+            if let Some(status) = a.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("acsgd exited with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "acsgd did not open its ingest port: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("acsgd.log")).unwrap_or_default()
+    }
+
+    pub fn ingest(&self) -> Ingest {
+        Ingest::connect(self.ingest_port)
+    }
+
+    /// `acsgd outbox --data-dir … stat --json`.
+    pub fn stat(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+            .args(["outbox", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["stat", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "stat failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// The running `acsgd` process.
+pub struct Appliance {
+    child: Option<Child>,
+}
+
+impl Appliance {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        // SAFETY: kill(2) on our own, not yet reaped child.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        c.wait().unwrap()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An ingest connection.
+pub struct Ingest {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+/// The answer to one event.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Ok { seq: u64, id: String },
+    Err(String),
+}
+
+impl Ingest {
+    pub fn connect(port: u16) -> Ingest {
+        let w = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        w.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Ingest {
+            r: BufReader::new(w.try_clone().unwrap()),
+            w,
+        }
+    }
+
+    /// Sends events (type, body) pipelined and reads one answer each. Err if the connection
+    /// broke (the appliance was killed): answers already read are returned in `partial`.
+    pub fn send(
+        &mut self,
+        events: &[(&str, serde_json::Value)],
+        partial: &mut Vec<Answer>,
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for (kind, body) in events {
+            serde_json::to_writer(&mut buf, &serde_json::json!({"type": kind, "body": body}))
+                .unwrap();
+            buf.push(b'\n');
+        }
+        self.w.write_all(&buf)?;
+        for _ in events {
+            let mut line = String::new();
+            if self.r.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            partial.push(if v["ok"] == true {
+                Answer::Ok {
+                    seq: v["seq"].as_u64().unwrap(),
+                    id: v["id"].as_str().unwrap().to_string(),
+                }
+            } else {
+                Answer::Err(v["error"].as_str().unwrap_or("").to_string())
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks what central received against what the appliance acknowledged: every acknowledged
+/// id arrived with its seq; seqs form 1..=max with no gap; no seq carries two ids; first
+/// arrivals come in seq order. Returns (unique events, duplicates).
+pub fn check_delivery(
+    received: &[serde_json::Value],
+    acked: &HashMap<String, u64>,
+) -> (usize, usize) {
+    let mut by_seq: BTreeMap<u64, String> = BTreeMap::new();
+    let mut first_seen = Vec::new();
+    let mut dups = 0;
+    for e in received {
+        let seq = e["seq"].as_u64().expect("seq");
+        let id = e["id"].as_str().expect("id").to_string();
+        match by_seq.get(&seq) {
+            Some(prev) => {
+                assert_eq!(prev, &id, "seq {seq} was used for two different events");
+                dups += 1;
+            }
+            None => {
+                by_seq.insert(seq, id);
+                first_seen.push(seq);
+            }
+        }
+    }
+    assert!(
+        first_seen.windows(2).all(|w| w[0] < w[1]),
+        "events first arrived out of seq order"
+    );
+    let max = *by_seq.keys().last().expect("central received nothing");
+    let missing: Vec<u64> = (1..=max)
+        .filter(|s| !by_seq.contains_key(s))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "seq has gaps, first missing: {missing:?}"
+    );
+    let ids: HashSet<&String> = by_seq.values().collect();
+    for (id, seq) in acked {
+        assert!(
+            ids.contains(id),
+            "acknowledged event {id} (seq {seq}) never arrived"
+        );
+        assert_eq!(
+            by_seq.get(seq),
+            Some(id),
+            "event {id} arrived under another seq"
+        );
+    }
+    (by_seq.len(), dups)
+}

@@ -1,0 +1,266 @@
+//! What the appliance promises when things fail: the real `acsgd` binary, a real mosquitto,
+//! faults injected by PID.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn alerts(from: usize, n: usize) -> Vec<(&'static str, serde_json::Value)> {
+    (from..from + n)
+        .map(|i| ("alert", json!({"rule": "test", "n": i})))
+        .collect()
+}
+
+fn acked_ids(answers: &[Answer]) -> HashMap<String, u64> {
+    answers
+        .iter()
+        .filter_map(|a| match a {
+            Answer::Ok { seq, id } => Some((id.clone(), *seq)),
+            Answer::Err(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ten_thousand_events_survive_a_broker_outage_in_seq_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let central = Central::connect(broker.port(), "central-outage");
+    let setup = Setup::new(tmp.path(), broker.port(), "", "");
+    let _app = setup.start();
+    let mut ingest = setup.ingest();
+    let mut answers = Vec::new();
+    for chunk in 0..100 {
+        if chunk == 30 {
+            broker.stop(); // down for events 3000..7000
+        }
+        if chunk == 70 {
+            broker.restart().unwrap();
+        }
+        ingest
+            .send(&alerts(chunk * 100, 100), &mut answers)
+            .unwrap();
+    }
+    let acked = acked_ids(&answers);
+    assert_eq!(
+        acked.len(),
+        10_000,
+        "every event accepted while the broker was down too"
+    );
+    let received = central.wait_for(120, "all 10 000 events", |ev| {
+        let ids: std::collections::HashSet<&str> =
+            ev.iter().filter_map(|e| e["id"].as_str()).collect();
+        acked.keys().all(|id| ids.contains(id.as_str()))
+    });
+    let (unique, dups) = check_delivery(&received, &acked);
+    let health: Vec<_> = received.iter().filter(|e| e["type"] == "health").collect();
+    assert!(
+        health
+            .iter()
+            .any(|h| h["body"]["component"] == "uplink" && h["body"]["state"] == "down"),
+        "the outage was reported as a health event"
+    );
+    eprintln!(
+        "outage: {unique} unique events ({} health), {dups} duplicates re-sent after reconnect",
+        health.len()
+    );
+}
+
+#[test]
+fn sigkill_under_load_loses_no_accepted_event_and_leaves_no_seq_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let central = Central::connect(broker.port(), "central-crash");
+    let setup = Setup::new(tmp.path(), broker.port(), "", "");
+    let mut answers = Vec::new();
+    let mut sent = 0;
+    let mut x: u64 = 0x1234_5678;
+    for round in 0..6 {
+        let mut app = setup.start();
+        let pid = app.pid();
+        // Kill it at a pseudo-random moment 150-650 ms into a stream of pipelined events.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let after = Duration::from_millis(150 + x % 500);
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(after);
+            // SAFETY: SIGKILL to the appliance's pid, which the test still owns.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        });
+        let mut ingest = setup.ingest();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let mut got = Vec::new();
+            let r = ingest.send(&alerts(sent, 50), &mut got);
+            sent += 50;
+            answers.extend(got);
+            if r.is_err() {
+                break;
+            }
+        }
+        killer.join().unwrap();
+        app.kill();
+        eprintln!(
+            "round {round}: killed after {after:?}, {} events acknowledged so far",
+            answers.len()
+        );
+    }
+    let _app = setup.start();
+    let acked = acked_ids(&answers);
+    assert!(acked.len() > 500, "load was applied: {}", acked.len());
+    let received = central.wait_for(120, "every acknowledged event", |ev| {
+        let ids: std::collections::HashSet<&str> =
+            ev.iter().filter_map(|e| e["id"].as_str()).collect();
+        acked.keys().all(|id| ids.contains(id.as_str()))
+    });
+    let (unique, dups) = check_delivery(&received, &acked);
+    eprintln!("crash: {} acknowledged, {unique} delivered (incl. health and accepted-but-unanswered), {dups} duplicates", acked.len());
+}
+
+#[test]
+fn a_tiny_quota_refuses_positions_evicts_them_for_alerts_and_loses_no_alert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker_dir = tmp.path().join("broker");
+    // Register central's persistent session, then take the broker away for the fill-up.
+    let mut broker = Mosquitto::start(&broker_dir).unwrap();
+    let central = Central::connect(broker.port(), "central-quota");
+    broker.stop();
+    let setup = Setup::new(tmp.path(), broker.port(), "", "quota_mb = 1");
+    let _app = setup.start();
+    let mut ingest = setup.ingest();
+    let mut pos_answers = Vec::new();
+    for c in 0..60 {
+        let batch: Vec<_> = (0..100)
+            .map(|i| {
+                (
+                    "position",
+                    json!({"tracker": "seal-1", "n": c * 100 + i, "pad": "x".repeat(200)}),
+                )
+            })
+            .collect();
+        ingest.send(&batch, &mut pos_answers).unwrap();
+    }
+    let refused = pos_answers
+        .iter()
+        .filter(|a| matches!(a, Answer::Err(e) if e.contains("quota")))
+        .count();
+    let accepted_pos = pos_answers.len() - refused;
+    assert!(
+        refused > 0 && accepted_pos > 1000,
+        "{accepted_pos} accepted, {refused} refused"
+    );
+    let mut alert_answers = Vec::new();
+    for c in 0..5 {
+        let batch: Vec<_> = (0..100)
+            .map(|i| ("alert", json!({"n": c * 100 + i, "pad": "y".repeat(400)})))
+            .collect();
+        ingest.send(&batch, &mut alert_answers).unwrap();
+    }
+    let alerts = acked_ids(&alert_answers);
+    assert_eq!(alerts.len(), 500, "no alert is refused for space");
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = setup.stat();
+    let counters = &st["outbox"]["counters"];
+    assert_eq!(counters["refused"].as_u64().unwrap() as usize, refused);
+    let evicted = counters["evicted"].as_u64().unwrap() as usize;
+    assert!(evicted > 0, "alerts made room by evicting positions: {st}");
+
+    broker.restart().unwrap();
+    let received = central.wait_for(60, "all alerts", |ev| {
+        ev.iter().filter(|e| e["type"] == "alert").count() >= 500
+    });
+    let got_alerts: std::collections::HashSet<&str> = received
+        .iter()
+        .filter(|e| e["type"] == "alert")
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert!(alerts.keys().all(|id| got_alerts.contains(id.as_str())));
+    let got_pos = central.wait_for(60, "the kept positions", |ev| {
+        ev.iter().filter(|e| e["type"] == "position").count() >= accepted_pos - evicted
+    });
+    let n_pos = got_pos.iter().filter(|e| e["type"] == "position").count();
+    assert_eq!(
+        n_pos,
+        accepted_pos - evicted,
+        "positions delivered = accepted - evicted"
+    );
+    eprintln!("quota: {accepted_pos} positions accepted, {refused} refused, {evicted} evicted; 500/500 alerts delivered");
+}
+
+#[test]
+fn garbage_in_the_store_is_quarantined_and_reported_and_the_appliance_runs_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let central = Central::connect(broker.port(), "central-corrupt");
+    // A closed port: events stay in the store, which we then wreck.
+    let dead = free_port().unwrap();
+    let setup = Setup::new(tmp.path(), dead, "", "");
+    let mut app = setup.start();
+    setup
+        .ingest()
+        .send(&alerts(0, 100), &mut Vec::new())
+        .unwrap();
+    assert!(app.terminate().success());
+    let db = setup.data_dir.join("outbox");
+    for entry in walk(&db) {
+        let len = std::fs::metadata(&entry).unwrap().len().max(512) as usize;
+        let junk: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(151).wrapping_add(7))
+            .collect();
+        std::fs::write(&entry, junk).unwrap();
+    }
+    // Now point it at the live broker and start it on the wrecked store.
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace(&format!(":{dead}"), &format!(":{}", broker.port())),
+    )
+    .unwrap();
+    let mut app = setup.start();
+    let received = central.wait_for(30, "the quarantine health event", |ev| {
+        ev.iter()
+            .any(|e| e["type"] == "health" && e["body"]["component"] == "outbox")
+    });
+    let h = received
+        .iter()
+        .find(|e| e["body"]["component"] == "outbox")
+        .unwrap();
+    assert_eq!(h["body"]["state"], "degraded");
+    let moved = h["body"]["detail"]["moved_to"].as_str().unwrap();
+    assert!(
+        std::path::Path::new(moved).join("db").exists(),
+        "quarantined store kept: {moved}"
+    );
+    let resumes = h["body"]["detail"]["seq_resumes_at"].as_u64().unwrap();
+    assert!(
+        resumes > 100,
+        "numbering resumes past every seq used before: {resumes}"
+    );
+    let mut a = Vec::new();
+    setup.ingest().send(&alerts(0, 1), &mut a).unwrap();
+    assert!(
+        matches!(a[0], Answer::Ok { seq, .. } if seq > resumes),
+        "{a:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(setup.stat()["outbox"]["counters"]["quarantined"], 1);
+    assert!(app.is_running());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
