@@ -345,17 +345,33 @@ impl Config {
         };
         let de = toml::Deserializer::new(text);
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
+            let mut key = e.path().to_string();
+            if key == "." {
+                key.clear();
+            }
             let inner = e.into_inner();
-            let line = inner.span().map(|s| line_of(text, s.start));
+            let mut line = inner.span().map(|s| line_of(text, s.start));
             // toml's own message can span lines (it quotes the source); keep the first.
-            let msg = inner
+            let mut msg = inner
                 .message()
                 .lines()
                 .next()
                 .unwrap_or("invalid")
                 .to_string();
-            invalid(line, if key == "." { String::new() } else { key }, msg)
+            // A missing key has no line of its own: name the key instead.
+            if let Some(field) = msg
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                key = if key.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{key}.{field}")
+                };
+                msg = "required key is missing".into();
+                line = None;
+            }
+            invalid(line, key, msg)
         })?;
         config
             .validate()

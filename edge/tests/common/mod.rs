@@ -142,17 +142,39 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Writes `config.toml` in `dir` for a broker on `broker_port`; `extra` goes in `[storage]`
-    /// and `uplink_extra` in `[uplink]`.
+    /// Writes `config.toml` in `dir` for a plain broker on `broker_port`; `uplink_extra` goes
+    /// in `[uplink]` and `storage_extra` in `[storage]`.
     pub fn new(dir: &Path, broker_port: u16, uplink_extra: &str, storage_extra: &str) -> Setup {
+        Setup::with(
+            dir,
+            &format!("mqtt://127.0.0.1:{broker_port}"),
+            uplink_extra,
+            "",
+            storage_extra,
+        )
+    }
+
+    /// Like [`Setup::new`] with any broker URL and an `[uplink.tls]` table body.
+    pub fn with(
+        dir: &Path,
+        broker: &str,
+        uplink_extra: &str,
+        tls: &str,
+        storage_extra: &str,
+    ) -> Setup {
         let ingest_port = free_port().unwrap();
         let data_dir = dir.join("data");
         let config = dir.join("config.toml");
+        let tls = if tls.is_empty() {
+            String::new()
+        } else {
+            format!("[uplink.tls]\n{tls}\n")
+        };
         std::fs::write(
             &config,
             format!(
                 "post = \"{POST}\"\n[[lanes]]\nid = \"1\"\n\
-                 [uplink]\nbroker = \"mqtt://127.0.0.1:{broker_port}\"\nbackoff_initial_ms = 100\nbackoff_max_s = 1\n{uplink_extra}\n\
+                 [uplink]\nbroker = \"{broker}\"\nbackoff_initial_ms = 100\nbackoff_max_s = 1\n{uplink_extra}\n{tls}\
                  [storage]\ndata_dir = \"{}\"\n{storage_extra}\n\
                  [ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n",
                 data_dir.display()
