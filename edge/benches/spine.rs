@@ -32,36 +32,65 @@ fn event(i: usize) -> Event {
 }
 
 fn main() {
-    let n: usize = std::env::var("ACSGD_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let n: usize = std::env::var("ACSGD_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&tmp.path().join("broker")).expect("mosquitto for the bench");
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "machine: {} cores, {cpu}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("events: {n}, window {WINDOW}, broker mosquitto on loopback");
 
     let signer = Signer::load_or_create(tmp.path(), "bench").unwrap();
-    let payloads: Vec<Vec<u8>> = (0..n).map(|i| signer.seal(&event(i), i as u64 + 1)).collect();
+    let payloads: Vec<Vec<u8>> = (0..n)
+        .map(|i| signer.seal(&event(i), i as u64 + 1))
+        .collect();
     let avg = payloads.iter().map(Vec::len).sum::<usize>() / n;
     println!("envelope size: {avg} B average\n");
 
     let raw = rt.block_on(raw_publish(broker.port(), &payloads));
     println!("raw rumqttc QoS 1 publish     {:>9.0} msg/s", raw);
     let drain = rt.block_on(outbox_drain(&tmp.path().join("drain"), &broker.url(), n));
-    println!("outbox -> broker drain        {:>9.0} msg/s  ({:.2} x raw; target >= 0.80)", drain, drain / raw);
+    println!(
+        "outbox -> broker drain        {:>9.0} msg/s  ({:.2} x raw; target >= 0.80)",
+        drain,
+        drain / raw
+    );
 
     let t = Instant::now();
     let m = 20_000;
     for i in 0..m {
         std::hint::black_box(signer.seal(&event(i), i as u64));
     }
-    println!("seal (canonical JSON + Ed25519) {:>7.0} events/s on one core", m as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "seal (canonical JSON + Ed25519) {:>7.0} events/s on one core",
+        m as f64 / t.elapsed().as_secs_f64()
+    );
 
     for (producers, per_call) in [(64usize, 1usize), (8, 100)] {
-        let (rate, p50, p99) = rt.block_on(append(&tmp.path().join(format!("append-{producers}-{per_call}")), n, producers, per_call));
+        let (rate, p50, p99) = rt.block_on(append(
+            &tmp.path().join(format!("append-{producers}-{per_call}")),
+            n,
+            producers,
+            per_call,
+        ));
         println!(
             "durable append, {producers:>2} producers x {per_call:>3}/call {:>9.0} events/s  latency p50 {:.2} ms, p99 {:.2} ms (target >= 50000/s)",
             rate, p50, p99
@@ -73,7 +102,8 @@ fn main() {
 async fn raw_publish(port: u16, payloads: &[Vec<u8>]) -> f64 {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
     let mut o = MqttOptions::new("bench-raw", "127.0.0.1", port);
-    o.set_inflight(WINDOW + 8).set_max_packet_size(4 << 20, 4 << 20);
+    o.set_inflight(WINDOW + 8)
+        .set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut events) = AsyncClient::new(o, usize::from(WINDOW) + 16);
     loop {
         if let Ok(Event::Incoming(Packet::ConnAck(_))) = events.poll().await {
@@ -85,7 +115,12 @@ async fn raw_publish(port: u16, payloads: &[Vec<u8>]) -> f64 {
     while acked < payloads.len() {
         while outstanding < usize::from(WINDOW) && sent < payloads.len() {
             client
-                .try_publish("acsgd/v1/bench/raw", QoS::AtLeastOnce, false, payloads[sent].clone())
+                .try_publish(
+                    "acsgd/v1/bench/raw",
+                    QoS::AtLeastOnce,
+                    false,
+                    payloads[sent].clone(),
+                )
                 .unwrap();
             sent += 1;
             outstanding += 1;
@@ -116,7 +151,10 @@ async fn outbox_drain(dir: &std::path::Path, url: &str, n: usize) -> f64 {
     let announce = signer.key_announcement();
     let outbox = Outbox::start(Arc::new(store), signer, 4096);
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        for r in outbox.append_many(chunk.iter().map(|&i| event(i)).collect()).await {
+        for r in outbox
+            .append_many(chunk.iter().map(|&i| event(i)).collect())
+            .await
+        {
             r.unwrap();
         }
     }
@@ -143,9 +181,18 @@ async fn outbox_drain(dir: &std::path::Path, url: &str, n: usize) -> f64 {
 
 /// `producers` tasks append `n` events in all, `per_call` per request; returns the rate and
 /// the p50/p99 latency of a request in ms (submit to durable answer).
-async fn append(dir: &std::path::Path, n: usize, producers: usize, per_call: usize) -> (f64, f64, f64) {
+async fn append(
+    dir: &std::path::Path,
+    n: usize,
+    producers: usize,
+    per_call: usize,
+) -> (f64, f64, f64) {
     let (store, _) = Store::open(dir, u64::MAX, OpenMode::Service).unwrap();
-    let outbox = Outbox::start(Arc::new(store), Signer::load_or_create(dir, "bench").unwrap(), 4096);
+    let outbox = Outbox::start(
+        Arc::new(store),
+        Signer::load_or_create(dir, "bench").unwrap(),
+        4096,
+    );
     let calls_each = n / producers / per_call;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -154,7 +201,9 @@ async fn append(dir: &std::path::Path, n: usize, producers: usize, per_call: usi
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(calls_each);
             for c in 0..calls_each {
-                let evs: Vec<Event> = (0..per_call).map(|k| event(p * 1_000_000 + c * per_call + k)).collect();
+                let evs: Vec<Event> = (0..per_call)
+                    .map(|k| event(p * 1_000_000 + c * per_call + k))
+                    .collect();
                 let t = Instant::now();
                 for r in outbox.append_many(evs).await {
                     r.unwrap();
@@ -171,7 +220,8 @@ async fn append(dir: &std::path::Path, n: usize, producers: usize, per_call: usi
     let total = calls_each * producers * per_call;
     let rate = total as f64 / start.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    let pct =
+        |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     outbox.close().await;
     (rate, pct(0.50), pct(0.99))
 }

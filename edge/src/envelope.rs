@@ -139,7 +139,7 @@ impl Envelope {
             .ok_or_else(|| EnvelopeError::BadSignature("sig is not 64 bytes of hex".into()))?;
         let mut canon = Vec::with_capacity(bytes.len());
         write_canonical(
-            &mut canon, &env.body, &env.id, &env.post, env.seq, &env.time, &env.kind, None,
+            &mut canon, &env.body, &env.id, &env.post, env.seq, &env.time, &env.kind,
         );
         key.verify(&canon, &Signature::from_bytes(&sig_bytes))
             .map_err(|e| EnvelopeError::BadSignature(e.to_string()))?;
@@ -241,8 +241,8 @@ impl Signer {
     /// Seals an accepted event: the published, signed envelope bytes.
     pub fn seal(&self, event: &Event, seq: u64) -> Vec<u8> {
         let time = rfc3339_ms(event.time);
-        let mut canon = Vec::with_capacity(256);
-        write_canonical(
+        let mut canon = Vec::with_capacity(512);
+        let at = write_canonical(
             &mut canon,
             &event.body,
             &event.id,
@@ -250,26 +250,21 @@ impl Signer {
             seq,
             &time,
             &event.kind,
-            None,
         );
         let sig = to_hex(&self.key.sign(&canon).to_bytes());
+        // `sig` sorts between `seq` and `time`: splice it in rather than serialise again.
         let mut out = Vec::with_capacity(canon.len() + 140);
-        write_canonical(
-            &mut out,
-            &event.body,
-            &event.id,
-            &self.post,
-            seq,
-            &time,
-            &event.kind,
-            Some(&sig),
-        );
+        out.extend_from_slice(&canon[..at]);
+        out.extend_from_slice(b",\"sig\":\"");
+        out.extend_from_slice(sig.as_bytes());
+        out.push(b'"');
+        out.extend_from_slice(&canon[at..]);
         out
     }
 }
 
-/// Writes the envelope's fields in canonical (sorted) key order.
-#[allow(clippy::too_many_arguments)]
+/// Writes the envelope without `sig` in canonical (sorted) key order; returns the offset just
+/// after the `seq` value, where `sig` belongs in the published form.
 fn write_canonical(
     out: &mut Vec<u8>,
     body: &Value,
@@ -278,8 +273,7 @@ fn write_canonical(
     seq: u64,
     time: &str,
     kind: &str,
-    sig: Option<&str>,
-) {
+) -> usize {
     out.extend_from_slice(b"{\"body\":");
     canonical_value(out, body);
     out.extend_from_slice(b",\"id\":");
@@ -290,15 +284,13 @@ fn write_canonical(
     json_str(out, SCHEMA);
     out.extend_from_slice(b",\"seq\":");
     out.extend_from_slice(seq.to_string().as_bytes());
-    if let Some(sig) = sig {
-        out.extend_from_slice(b",\"sig\":");
-        json_str(out, sig);
-    }
+    let at = out.len();
     out.extend_from_slice(b",\"time\":");
     json_str(out, time);
     out.extend_from_slice(b",\"type\":");
     json_str(out, kind);
     out.push(b'}');
+    at
 }
 
 /// Canonical JSON of a value: compact, object keys in byte order at every level. Done by hand

@@ -44,8 +44,8 @@ impl Health {
         }
     }
 
-    /// Records `component`'s state; emits a `health` event only if it changed (or `detail`
-    /// marks a one-off such as a quarantine, see [`Health::event`]).
+    /// Records `component`'s state; emits a `health` event only if it changed. One-off
+    /// happenings (a quarantine) use [`Health::event`] instead.
     pub async fn report(&self, component: &str, state: State, reason: &str) {
         {
             let mut last = self.last.lock().expect("health lock");

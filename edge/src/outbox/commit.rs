@@ -145,6 +145,35 @@ fn writer(
     }
 }
 
+/// Seals `events` numbered `base + 1 …`, splitting large batches across the cores.
+fn seal_all(signer: &Signer, events: &[&Event], base: u64) -> Vec<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || events.len() < 64 {
+        return (0..events.len())
+            .map(|i| signer.seal(events[i], base + 1 + i as u64))
+            .collect();
+    }
+    let per = events.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = events
+            .chunks(per)
+            .enumerate()
+            .map(|(c, chunk)| {
+                s.spawn(move || {
+                    let first = base + 1 + (c * per) as u64;
+                    (0..chunk.len())
+                        .map(|i| signer.seal(chunk[i], first + i as u64))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("sealing thread"))
+            .collect()
+    })
+}
+
 fn commit(
     store: &Store,
     signer: &Signer,
@@ -155,13 +184,24 @@ fn commit(
     let mut seq = store.last_seq();
     let (mut accepted, mut evicted, mut refused) = (0u64, 0u64, 0u64);
     let mut replies: Vec<(Reply, oneshot::Sender<Reply>)> = Vec::with_capacity(reqs.len());
+    // Seal the whole batch up front, on every core, numbered as if all are accepted. A quota
+    // refusal shifts the numbers of the events after it; those are sealed again (rare: only
+    // when the quota is full).
+    let base = seq;
+    let all: Vec<&Event> = reqs.iter().flat_map(|(evs, _)| evs.iter()).collect();
+    let mut sealed = seal_all(signer, &all, base).into_iter();
+    let mut index = 0u64;
     for (events, reply) in reqs {
         let mut results = Vec::with_capacity(events.len());
         for ev in &events {
             let prio = Priority::of(&ev.kind);
-            // Sealed with the number it gets if accepted; a refusal leaves `seq` where it was,
-            // so the next event is sealed with the same number and nothing is signed twice.
-            let payload = signer.seal(ev, seq + 1);
+            index += 1;
+            let pre = sealed.next().expect("one sealed envelope per event");
+            let payload = if seq + 1 == base + index {
+                pre
+            } else {
+                signer.seal(ev, seq + 1)
+            };
             let time_ms = (ev.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
             let rec = encode_record(prio, time_ms, &ev.kind, &payload);
             let size = rec.len() as u64;
