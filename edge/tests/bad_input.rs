@@ -132,8 +132,7 @@ fn an_unreachable_broker_means_retries_and_a_health_event_not_an_exit() {
         "{log}"
     );
     // The broker comes: the backlog, including the outage's health event, is delivered.
-    let broker =
-        acsgd::mosquitto::Mosquitto::start_with(&tmp.path().join("broker"), port, "").unwrap();
+    let broker = Mosquitto::start_with(&tmp.path().join("broker"), port, "").unwrap();
     let central = Central::connect(broker.port(), "central-unreachable");
     let got = central.wait_for(20, "the uplink health events", |ev| {
         ev.iter().any(|e| {

@@ -107,6 +107,16 @@ fn writer(
     batch_max: usize,
     durable: watch::Sender<u64>,
 ) {
+    // Pipelined group commit: this thread seals and applies batch N+1 while the flusher
+    // thread waits on the fsync of batch N. Answers go out only after the fsync.
+    let (to_flusher, flushes) = std::sync::mpsc::channel::<Flush>();
+    let flusher = {
+        let store = store.clone();
+        std::thread::Builder::new()
+            .name("outbox-flusher".into())
+            .spawn(move || flusher(&store, flushes, durable))
+            .expect("spawning the outbox flusher thread")
+    };
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = rx.blocking_recv() else {
@@ -123,7 +133,7 @@ fn writer(
             Msg::Close(tx) => Some(tx),
         };
         closing = take(first, &mut reqs, &mut n);
-        // Everything queued right now shares this batch's flush.
+        // Everything queued right now shares this batch.
         while closing.is_none() && n < batch_max {
             match rx.try_recv() {
                 Ok(m) => closing = take(m, &mut reqs, &mut n),
@@ -131,10 +141,12 @@ fn writer(
             }
         }
         if !reqs.is_empty() {
-            commit(&store, &signer, reqs, &durable);
+            let _ = to_flusher.send(commit(&store, &signer, reqs));
         }
     }
     rx.close();
+    drop(to_flusher);
+    let _ = flusher.join();
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "final outbox flush failed");
     }
@@ -142,6 +154,45 @@ fn writer(
     drop(store);
     if let Some(tx) = closing {
         let _ = tx.send(());
+    }
+}
+
+/// A batch applied to sled, waiting for the fsync that makes it accepted.
+struct Flush {
+    /// The last `seq` assigned when the batch was applied.
+    upto: u64,
+    replies: Vec<(Reply, oneshot::Sender<Reply>)>,
+}
+
+/// Flushes whatever batches are waiting, with one fsync, then answers them.
+fn flusher(store: &Store, rx: std::sync::mpsc::Receiver<Flush>, durable: watch::Sender<u64>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while let Ok(b) = rx.try_recv() {
+            batches.push(b);
+        }
+        let upto = batches.iter().map(|b| b.upto).max().unwrap_or(0);
+        let flushed = store.db.flush();
+        if let Err(e) = &flushed {
+            tracing::error!(error = %e, "outbox flush failed; its batches are not accepted");
+        }
+        if flushed.is_ok() {
+            durable.send_if_modified(|d| {
+                let grew = upto > *d;
+                *d = (*d).max(upto);
+                grew
+            });
+        }
+        for b in batches {
+            for (mut results, reply) in b.replies {
+                if let Err(e) = &flushed {
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(AppendError::Storage(e.to_string()));
+                    }
+                }
+                let _ = reply.send(results);
+            }
+        }
     }
 }
 
@@ -174,12 +225,12 @@ fn seal_all(signer: &Signer, events: &[&Event], base: u64) -> Vec<Vec<u8>> {
     })
 }
 
+/// Seals, numbers and applies one batch (quota rules included); the fsync is the flusher's.
 fn commit(
     store: &Store,
     signer: &Signer,
     reqs: Vec<(Vec<Event>, oneshot::Sender<Reply>)>,
-    durable: &watch::Sender<u64>,
-) {
+) -> Flush {
     let mut batch = sled::Batch::default();
     let mut seq = store.last_seq();
     let (mut accepted, mut evicted, mut refused) = (0u64, 0u64, 0u64);
@@ -248,7 +299,6 @@ fn commit(
     if evicted > 0 {
         tracing::warn!(evicted, "outbox quota full: oldest bulk events evicted");
     }
-    let mut counted = false;
     let written = (|| -> Result<(), super::StoreError> {
         if accepted == 0 && evicted == 0 {
             return Ok(());
@@ -256,18 +306,17 @@ fn commit(
         store.reserve_upto(seq)?;
         store.events.apply_batch(batch)?;
         store.meta.insert("last_seq", &seq.to_be_bytes())?;
-        // Counted before the flush so the persisted counters include this batch.
-        c.accepted.fetch_add(accepted, Ordering::Relaxed);
-        c.evicted.fetch_add(evicted, Ordering::Relaxed);
-        counted = true;
-        store.persist_counters()?;
-        store.db.flush()?;
         Ok(())
     })();
     match written {
         Ok(()) => {
+            // Counted now so the persisted counters travel with this batch's fsync.
+            c.accepted.fetch_add(accepted, Ordering::Relaxed);
+            c.evicted.fetch_add(evicted, Ordering::Relaxed);
+            if let Err(e) = store.persist_counters() {
+                tracing::warn!(error = %e, "could not record the outbox counters");
+            }
             store.last_seq.store(seq, Ordering::Release);
-            durable.send_replace(seq);
         }
         Err(e) => {
             tracing::error!(error = %e, "outbox write failed; the batch is not accepted");
@@ -277,14 +326,11 @@ fn commit(
                     *r = Err(AppendError::Storage(msg.clone()));
                 }
             }
-            if counted {
-                c.accepted.fetch_sub(accepted, Ordering::Relaxed);
-                c.evicted.fetch_sub(evicted, Ordering::Relaxed);
-            }
             store.rebuild_accounting();
         }
     }
-    for (results, reply) in replies {
-        let _ = reply.send(results);
+    Flush {
+        upto: store.last_seq(),
+        replies,
     }
 }

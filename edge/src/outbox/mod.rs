@@ -567,7 +567,7 @@ impl Store {
             Some((k, v)) => {
                 let age = decode_record(v).ok().map(|r| {
                     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-                    ((now as i128 - r.time_ms as i128).max(0) as f64) / 1000.0
+                    ((now - r.time_ms as i128).max(0) as f64) / 1000.0
                 });
                 (Some(be_u64(k)), age)
             }

@@ -176,14 +176,25 @@ async fn full_quota_refuses_bulk_evicts_it_for_alerts_and_never_drops_alerts() {
 async fn a_refusal_inside_a_batch_renumbers_and_reseals_the_events_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let (ob, _) = start(dir.path(), 4 * 1024);
-    let key = Signer::load_or_create(dir.path(), "korgas").unwrap().verifying_key();
+    let key = Signer::load_or_create(dir.path(), "korgas")
+        .unwrap()
+        .verifying_key();
     // One batch of 100: positions until the quota is full, refusals, alerts in between.
-    let batch: Vec<Event> = (0..100).map(|i| if i % 3 == 0 { alert(i) } else { pos(i) }).collect();
+    let batch: Vec<Event> = (0..100)
+        .map(|i| if i % 3 == 0 { alert(i) } else { pos(i) })
+        .collect();
     let results = ob.append_many(batch).await;
     let refused = results.iter().filter(|r| r.is_err()).count();
     assert!(refused > 0, "the quota bit inside the batch");
-    let seqs: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok().map(|a| a.seq)).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no number lost to a refusal");
+    let seqs: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|a| a.seq))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no number lost to a refusal"
+    );
     for p in ob.store().read_range(0, u64::MAX, 1000).unwrap() {
         let env = Envelope::verify(&p.payload, &key).unwrap();
         assert_eq!(env.seq, p.seq, "sealed with the number it was stored under");

@@ -46,7 +46,7 @@ pub enum Io {
     /// The broker refused this packet id (MQTT 5 reason code ≥ 0x80).
     Refused(u16, String),
     /// A message from central.
-    Inbound(Inbound),
+    Inbound(Box<Inbound>),
     Other,
 }
 
@@ -62,7 +62,9 @@ enum InboundPacket {
     V5(v5::mqttbytes::v5::Publish),
 }
 
-/// A live connection attempt.
+/// A live connection attempt. Made once per connection, so the size difference between the
+/// two versions' event loops does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Session {
     V4 {
         client: rumqttc::AsyncClient,
@@ -154,11 +156,11 @@ impl Session {
                 Ok(match ev {
                     Event::Incoming(Packet::ConnAck(_)) => Io::Connected,
                     Event::Incoming(Packet::PubAck(a)) => Io::Acked(a.pkid),
-                    Event::Incoming(Packet::Publish(p)) => Io::Inbound(Inbound {
+                    Event::Incoming(Packet::Publish(p)) => Io::Inbound(Box::new(Inbound {
                         topic: p.topic.clone(),
                         payload: p.payload.to_vec(),
                         packet: InboundPacket::V4(p),
-                    }),
+                    })),
                     Event::Incoming(Packet::Disconnect) => {
                         return Err(UplinkError::Connection("broker disconnected us".into()))
                     }
@@ -181,11 +183,11 @@ impl Session {
                         }
                         other => Io::Refused(a.pkid, format!("{other:?}")),
                     },
-                    Event::Incoming(Packet::Publish(p)) => Io::Inbound(Inbound {
+                    Event::Incoming(Packet::Publish(p)) => Io::Inbound(Box::new(Inbound {
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload.to_vec(),
                         packet: InboundPacket::V5(p),
-                    }),
+                    })),
                     Event::Incoming(Packet::Disconnect(d)) => {
                         return Err(UplinkError::Connection(format!(
                             "broker disconnected us: {:?}",
