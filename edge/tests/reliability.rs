@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,16 +11,6 @@ use serde_json::json;
 fn alerts(from: usize, n: usize) -> Vec<(&'static str, serde_json::Value)> {
     (from..from + n)
         .map(|i| ("alert", json!({"rule": "test", "n": i})))
-        .collect()
-}
-
-fn acked_ids(answers: &[Answer]) -> HashMap<String, u64> {
-    answers
-        .iter()
-        .filter_map(|a| match a {
-            Answer::Ok { seq, id } => Some((id.clone(), *seq)),
-            Answer::Err(_) => None,
-        })
         .collect()
 }
 

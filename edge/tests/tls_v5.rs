@@ -131,13 +131,11 @@ fn events_flow_over_mqtt_5() {
     let mut answers = Vec::new();
     let batch: Vec<_> = (0..500).map(|i| ("alert", json!({"n": i}))).collect();
     setup.ingest().send(&batch, &mut answers).unwrap();
-    let acked: std::collections::HashMap<String, u64> = answers
-        .iter()
-        .map(|a| match a {
-            Answer::Ok { seq, id } => (id.clone(), *seq),
-            Answer::Err(e) => panic!("{e}"),
-        })
-        .collect();
+    assert!(
+        answers.iter().all(|a| matches!(a, Answer::Ok { .. })),
+        "{answers:?}"
+    );
+    let acked = acked_ids(&answers);
     let got = central.wait_for(20, "500 events over MQTT 5", |ev| ev.len() >= 501);
     check_delivery(&got, &acked);
     let status: Vec<_> = central

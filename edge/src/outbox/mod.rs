@@ -5,9 +5,11 @@
 //!   holds it has returned. Only then does its producer get an answer (and a tracker its ACK),
 //!   and only then may the uplink publish it: the uplink never reads past the *durable
 //!   watermark*, the highest `seq` flushed.
-//! * **Group commit.** One writer thread takes every append request queued at that moment (up to
-//!   `storage.commit_batch` events), assigns `seq`, signs, writes them in one sled batch and
-//!   flushes once for all of them.
+//! * **Group commit, pipelined.** A writer thread takes every append request queued at that
+//!   moment (up to `storage.commit_batch` events), assigns `seq`, signs (on all cores) and
+//!   applies them as one sled batch; a flusher thread fsyncs whatever batches are applied, once
+//!   for all of them, and only then answers them and moves the durable watermark. The writer
+//!   prepares the next batch while the previous one is being flushed.
 //! * **Gapless `seq`.** `seq` is assigned by the writer, in order, only to events it accepts; a
 //!   refused event gets none. The last assigned `seq` is written in the same batch as the events,
 //!   so after a crash the next `seq` follows the last *durable* one: events that were not yet

@@ -341,6 +341,17 @@ impl Ingest {
     }
 }
 
+/// The acknowledged events among `answers`: id → seq.
+pub fn acked_ids(answers: &[Answer]) -> HashMap<String, u64> {
+    answers
+        .iter()
+        .filter_map(|a| match a {
+            Answer::Ok { seq, id } => Some((id.clone(), *seq)),
+            Answer::Err(_) => None,
+        })
+        .collect()
+}
+
 /// Checks what central received against what the appliance acknowledged: every acknowledged
 /// id arrived with its seq; seqs form 1..=max with no gap; no seq carries two ids; first
 /// arrivals come in seq order. Returns (unique events, duplicates).
