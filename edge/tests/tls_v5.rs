@@ -48,6 +48,16 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
+/// Mosquitto configuration for a TLS listener on `port` that requires a client certificate
+/// signed by the test CA.
+fn tls_listener(port: u16, pki_dir: &Path, extra: &str) -> String {
+    format!(
+        "listener {port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+         require_certificate true\n{extra}",
+        d = pki_dir.display()
+    )
+}
+
 #[test]
 fn events_flow_over_tls_with_a_client_certificate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -58,11 +68,7 @@ fn events_flow_over_tls_with_a_client_certificate() {
     let broker = Mosquitto::start_with(
         &tmp.path().join("broker"),
         free_port().unwrap(),
-        &format!(
-            "listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
-             require_certificate true\nuse_identity_as_username true\n",
-            d = pki_dir.display()
-        ),
+        &tls_listener(tls_port, &pki_dir, "use_identity_as_username true\n"),
     )
     .unwrap();
     let central = Central::connect(broker.port(), "central-tls");
@@ -100,10 +106,7 @@ fn a_broker_that_wants_a_client_certificate_refuses_an_appliance_without_one() {
     let _broker = Mosquitto::start_with(
         &tmp.path().join("broker"),
         free_port().unwrap(),
-        &format!(
-            "listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n",
-            d = pki_dir.display()
-        ),
+        &tls_listener(tls_port, &pki_dir, ""),
     )
     .unwrap();
     let setup = Setup::with(
