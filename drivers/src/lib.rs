@@ -12,14 +12,22 @@
 #![forbid(unsafe_code)]
 
 pub mod crc;
+#[cfg(feature = "std")]
+pub mod decode;
 pub mod lane;
 
+#[cfg(feature = "std")]
+pub mod egts;
 #[cfg(feature = "std")]
 pub mod nmea;
 #[cfg(feature = "std")]
 pub mod reading;
 #[cfg(feature = "std")]
 pub mod rpm;
+#[cfg(feature = "std")]
+pub mod teltonika;
+#[cfg(feature = "std")]
+pub mod wialon;
 
 #[cfg(feature = "std")]
 pub use reading::Reading;

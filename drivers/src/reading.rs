@@ -38,6 +38,9 @@ pub enum Reading {
     Radiation(crate::rpm::RpmLine),
     /// A frame from a lane node.
     Lane(crate::lane::Frame),
+    /// The message decoded but failed an integrity check (CRC, length); its readings are shown
+    /// and the transport will not acknowledge it.
+    Warning(Warning),
 }
 
 impl Reading {
@@ -195,6 +198,11 @@ pub struct Response {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Message {
     pub source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,9 +218,8 @@ pub(crate) fn ddmm_to_degrees(field: &str) -> Option<f64> {
         return None;
     }
     let deg = (v / 100.0).trunc();
-    let min = v - deg * 100.0;
-    if min >= 60.0 {
-        return None;
-    }
-    Some(deg + min / 60.0)
+    // Minutes of 60 or more are invalid, but some trackers send them (Traccar's Wialon captures
+    // have 5364.0167); gpsd and Traccar both read them as deg + min/60, and so do we. The caller
+    // still bounds the result to ±90/±180.
+    Some(deg + (v - deg * 100.0) / 60.0)
 }

@@ -33,6 +33,9 @@ fn logs() -> Vec<PathBuf> {
     v
 }
 
+/// Latitude and longitude in degrees.
+type LatLon = (f64, f64);
+
 fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     bytes
         .split(|&b| b == b'\n')
@@ -102,7 +105,7 @@ fn positions_agree_with_gpsd_to_a_millionth_of_a_degree() {
         let name = chk.file_name().unwrap().to_string_lossy().into_owned();
         let mut d = NmeaDecoder::new();
         let mut by_tod: HashMap<i64, Vec<(f64, f64)>> = HashMap::new();
-        let mut block: Vec<(Option<i64>, Option<(f64, f64)>)> = Vec::new();
+        let mut block: Vec<(Option<i64>, Option<LatLon>)> = Vec::new();
         let mut after_report = false;
         for (n, line) in text.split(|&b| b == b'\n').enumerate() {
             if line.first() == Some(&b'{') {

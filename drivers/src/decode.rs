@@ -1,0 +1,209 @@
+//! One entry point over every protocol, for `acsgd decode`, `replay` and the golden tests: a
+//! captured packet (or a text line) in, readings or a one-line error out.
+//!
+//! The decoder keeps what a real connection would: the NMEA date, the Wialon login and
+//! version, the Teltonika IMEI from the handshake. Binary captures that are not split into
+//! packets (a raw EGTS, Teltonika or lane-node byte stream) are cut with each protocol's own
+//! framing and resynchronisation.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::nmea::NmeaDecoder;
+use crate::reading::Reading;
+use crate::wialon::WialonDecoder;
+use crate::{egts, lane, rpm, teltonika};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Nmea,
+    Egts,
+    Wialon,
+    Teltonika,
+    Rpm,
+    Lane,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 6] = [
+        Protocol::Nmea,
+        Protocol::Egts,
+        Protocol::Wialon,
+        Protocol::Teltonika,
+        Protocol::Rpm,
+        Protocol::Lane,
+    ];
+
+    /// Line-oriented text protocols (one message per line).
+    pub fn is_text(self) -> bool {
+        matches!(self, Protocol::Nmea | Protocol::Wialon | Protocol::Rpm)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Nmea => "nmea",
+            Protocol::Egts => "egts",
+            Protocol::Wialon => "wialon",
+            Protocol::Teltonika => "teltonika",
+            Protocol::Rpm => "rpm",
+            Protocol::Lane => "lane",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!("unknown protocol {s:?} (one of nmea, egts, wialon, teltonika, rpm, lane)")
+            })
+    }
+}
+
+/// The outcome of one input: its readings, or why it was refused.
+pub type Decoded = Result<Vec<Reading>, String>;
+
+/// Stateful decoder for one device's capture.
+pub struct Decoder {
+    protocol: Protocol,
+    nmea: NmeaDecoder,
+    wialon: WialonDecoder,
+    imei: Option<String>,
+}
+
+impl Decoder {
+    pub fn new(protocol: Protocol) -> Self {
+        Self {
+            protocol,
+            nmea: NmeaDecoder::new(),
+            wialon: WialonDecoder::new(),
+            imei: None,
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Decodes one captured packet, or one line of a text protocol.
+    pub fn packet(&mut self, bytes: &[u8]) -> Decoded {
+        match self.protocol {
+            Protocol::Nmea => {
+                let mut out = Vec::new();
+                // A captured packet may hold several sentences.
+                for line in bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                {
+                    if let Some(r) = self.nmea.decode_line(line).map_err(|e| e.to_string())? {
+                        out.push(r);
+                    }
+                }
+                Ok(out)
+            }
+            Protocol::Wialon => {
+                let mut out = Vec::new();
+                for line in bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                {
+                    out.extend(
+                        self.wialon
+                            .decode_line(line)
+                            .map_err(|e| e.to_string())?
+                            .readings,
+                    );
+                }
+                Ok(out)
+            }
+            Protocol::Rpm => rpm::parse_line(bytes)
+                .map(|l| vec![Reading::Radiation(l)])
+                .map_err(|e| e.to_string()),
+            Protocol::Egts => {
+                let p = egts::parse_packet(bytes).map_err(|e| e.to_string())?;
+                Ok(egts::readings(&p))
+            }
+            Protocol::Teltonika => {
+                let out = teltonika::decode_packet(bytes, self.imei.as_deref())
+                    .map_err(|e| e.to_string())?;
+                if let [Reading::Login(l)] = out.as_slice() {
+                    self.imei = Some(l.device.clone());
+                }
+                Ok(out)
+            }
+            Protocol::Lane => match lane::scan(bytes) {
+                lane::Scan::Frame(f, n) if n == bytes.len() => Ok(vec![Reading::Lane(f)]),
+                lane::Scan::Frame(_, n) => {
+                    Err(format!("{} bytes after the frame", bytes.len() - n))
+                }
+                lane::Scan::Incomplete => Err("truncated frame".into()),
+                lane::Scan::Skip(_, e) => Err(e.to_string()),
+            },
+        }
+    }
+
+    /// Cuts a raw binary stream into packets and decodes each; noise between packets is one
+    /// error entry per skipped run.
+    pub fn stream(&mut self, mut bytes: &[u8]) -> Vec<Decoded> {
+        let mut out = Vec::new();
+        let mut handshaken = self.imei.is_some();
+        while !bytes.is_empty() {
+            let (used, item) = match self.protocol {
+                Protocol::Egts => match egts::scan(bytes) {
+                    egts::Scan::Packet(n) => (n, Some(self.packet(&bytes[..n]))),
+                    egts::Scan::Incomplete => (
+                        bytes.len(),
+                        Some(Err("truncated packet at end of input".into())),
+                    ),
+                    egts::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                },
+                Protocol::Teltonika => match teltonika::scan(bytes, handshaken) {
+                    teltonika::Scan::Imei(n) | teltonika::Scan::Avl(n) => {
+                        handshaken = true;
+                        (n, Some(self.packet(&bytes[..n])))
+                    }
+                    teltonika::Scan::Incomplete => (
+                        bytes.len(),
+                        Some(Err("truncated packet at end of input".into())),
+                    ),
+                    teltonika::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                },
+                Protocol::Lane => match lane::scan(bytes) {
+                    lane::Scan::Frame(f, n) => (n, Some(Ok(vec![Reading::Lane(f)]))),
+                    lane::Scan::Incomplete => (
+                        bytes.len(),
+                        Some(Err("truncated frame at end of input".into())),
+                    ),
+                    lane::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                },
+                _ => {
+                    let end = bytes
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(bytes.len(), |i| i + 1);
+                    let line = &bytes[..end];
+                    let blank = line.iter().all(u8::is_ascii_whitespace);
+                    (end, (!blank).then(|| self.packet(line)))
+                }
+            };
+            // Merge consecutive noise skips into one entry so a burst of garbage is one error.
+            if let Some(item) = item {
+                let merge = matches!((&item, out.last()), (Err(a), Some(Err(b))) if a == b && a.contains("noise"));
+                if !merge {
+                    out.push(item);
+                }
+            }
+            bytes = &bytes[used.max(1).min(bytes.len())..];
+        }
+        out
+    }
+}
