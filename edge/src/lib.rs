@@ -6,6 +6,7 @@
 //! only after PUBACK) → central. [`health`] turns component state changes into events.
 
 pub mod config;
+pub mod decode;
 pub mod demo;
 pub mod envelope;
 pub mod health;

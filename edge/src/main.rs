@@ -37,6 +37,16 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// Decode a capture to JSON lines, one object per message (`-` or no FILE: stdin).
+    Decode {
+        /// nmea, egts, wialon, teltonika, rpm or lane.
+        #[arg(long)]
+        protocol: acsgd_drivers::decode::Protocol,
+        /// Each input line is one captured packet in hex.
+        #[arg(long)]
+        hex: bool,
+        file: Option<PathBuf>,
+    },
     /// Inspect the outbox.
     Outbox {
         /// The data directory (storage.data_dir of the config).
@@ -95,6 +105,12 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
                 duration: duration.map(std::time::Duration::from_secs),
             }))
             .map_err(|e| (1, e.to_string())),
+        Command::Decode {
+            protocol,
+            hex,
+            file,
+        } => acsgd::decode::run(protocol, hex, file.as_deref(), std::io::stdout().lock())
+            .map_err(|e| (1, e)),
         Command::Outbox {
             data_dir,
             what: OutboxCommand::Stat { json },

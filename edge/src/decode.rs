@@ -1,0 +1,222 @@
+//! `acsgd decode`: a capture to JSON lines, one object per decoded message, through the same
+//! drivers the service runs.
+//!
+//! Input numbering (`"input": N`) is the 1-based line for text protocols and for `--hex`
+//! captures (one packet per line), and the 1-based packet for raw binary streams. An input
+//! that does not decode prints `{"input": N, "kind": "error", "error": "…"}` and decoding goes
+//! on; only an unreadable input is an error of the command.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+
+use acsgd_drivers::decode::{Decoded, Decoder, Protocol};
+use serde_json::{json, Map, Value};
+
+/// Decodes `input` (a file, or stdin for `-`/`None`) and writes JSON lines to `out`.
+pub fn run(
+    protocol: Protocol,
+    hex: bool,
+    input: Option<&Path>,
+    out: impl Write,
+) -> Result<(), String> {
+    let mut bytes = Vec::new();
+    match input {
+        Some(p) if p != Path::new("-") => {
+            bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        }
+        _ => {
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+        }
+    }
+    let mut out = BufWriter::new(out);
+    let mut d = Decoder::new(protocol);
+    let mut emit = |n: usize, decoded: Decoded| -> std::io::Result<()> {
+        match decoded {
+            Ok(readings) => {
+                for r in readings {
+                    let mut m = Map::new();
+                    m.insert("input".into(), json!(n));
+                    if let Ok(Value::Object(fields)) = serde_json::to_value(&r) {
+                        m.extend(fields);
+                    }
+                    serde_json::to_writer(&mut out, &m)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            Err(e) => {
+                serde_json::to_writer(&mut out, &json!({"input": n, "kind": "error", "error": e}))?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    };
+    // A closed pipe (`acsgd decode … | head`) ends the output quietly, as other tools do.
+    let write_err = |e: std::io::Error| format!("cannot write output: {e}");
+    let result = (|| -> std::io::Result<()> {
+        if hex || protocol.is_text() {
+            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                let trimmed = trim(line);
+                // Blank lines and comments are not inputs. NMEA and RPM captures (gpsd's logs) mark
+                // comments with '#'; Wialon packets start with '#', so only a hex capture or a
+                // line-protocol whose messages never start with '#' may have comments.
+                let comment =
+                    trimmed.first() == Some(&b'#') && (hex || protocol != Protocol::Wialon);
+                if trimmed.is_empty() || comment {
+                    continue;
+                }
+                let decoded = if hex {
+                    match unhex(trimmed) {
+                        Ok(packet) => d.packet(&packet),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    d.packet(trimmed)
+                };
+                emit(i + 1, decoded)?;
+            }
+        } else {
+            for (i, decoded) in d.stream(&bytes).into_iter().enumerate() {
+                emit(i + 1, decoded)?;
+            }
+        }
+        Ok(())
+    })();
+    match result.and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(write_err),
+    }
+}
+
+fn trim(mut l: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r' | b' ' | b'\t'] = l {
+        l = rest;
+    }
+    while let [b' ' | b'\t', rest @ ..] = l {
+        l = rest;
+    }
+    l
+}
+
+/// Hex to bytes; whitespace between byte pairs is allowed.
+fn unhex(line: &[u8]) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = line
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits ({})", digits.len()));
+    }
+    digits
+        .chunks(2)
+        .map(|p| {
+            let s = std::str::from_utf8(p).map_err(|_| "not hex".to_string())?;
+            u8::from_str_radix(s, 16).map_err(|_| format!("not hex: {s:?}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(protocol: Protocol, hex: bool, input: &str) -> Vec<Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, input).unwrap();
+        let mut out = Vec::new();
+        run(protocol, hex, Some(&path), &mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn nmea_lines_become_numbered_positions_and_errors() {
+        let out = decode(
+            Protocol::Nmea,
+            false,
+            "# a comment\n$GNRMC,171926.00,A,4404.14063,N,12118.85478,W,0.117,,180315,,,A*76\r\n$GNRMC,bad*00\n$GLGSV,3,3,10,83,27,309,29,84,01,353,*63\n",
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["input"], 2);
+        assert_eq!(out[0]["kind"], "position");
+        assert_eq!(out[0]["time"], "2015-03-18T17:19:26Z");
+        assert_eq!(out[0]["valid"], true);
+        assert!((out[0]["lon"].as_f64().unwrap() + 121.314246333).abs() < 1e-9);
+        assert_eq!(out[1]["input"], 3);
+        assert_eq!(out[1]["kind"], "error");
+        assert!(out[1]["error"].as_str().unwrap().contains("checksum"));
+    }
+
+    #[test]
+    fn hex_lines_are_packets_even_for_text_protocols() {
+        let line: String = b"#SD#270413;205601;5544.6025;N;03739.6834;E;1;2;3;4"
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let out = decode(Protocol::Wialon, true, &format!("{line}\nzz\n"));
+        assert_eq!(out[0]["kind"], "position");
+        assert_eq!(out[0]["satellites"], 4);
+        assert_eq!(
+            out[1],
+            json!({"input": 2, "kind": "error", "error": "not hex: \"zz\""})
+        );
+    }
+
+    #[test]
+    fn a_raw_lane_stream_is_cut_into_frames_with_noise_reported_once() {
+        use acsgd_drivers::lane::{encode, Body, Frame, MAX_FRAME};
+        let mut bytes = b"noise!".to_vec();
+        for seq in 0..3u8 {
+            let mut buf = [0u8; MAX_FRAME];
+            let f = Frame {
+                addr: 1,
+                seq,
+                body: Body::Loop {
+                    t_ms: 5,
+                    loop_id: 1,
+                    occupied: seq % 2 == 0,
+                },
+            };
+            let n = encode(&f, &mut buf).unwrap();
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut out = Vec::new();
+        run(Protocol::Lane, false, Some(&path), &mut out).unwrap();
+        let v: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0]["kind"], "error");
+        assert_eq!(
+            (
+                v[1]["kind"].as_str(),
+                v[1]["frame"].as_str(),
+                v[3]["seq"].as_u64()
+            ),
+            (Some("lane"), Some("loop"), Some(2))
+        );
+    }
+
+    #[test]
+    fn an_unreadable_input_is_an_error_of_the_command() {
+        let e = run(
+            Protocol::Nmea,
+            false,
+            Some(Path::new("/nonexistent/capture")),
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("cannot read /nonexistent/capture"), "{e}");
+    }
+}
