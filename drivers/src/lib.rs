@@ -13,6 +13,8 @@
 
 pub mod crc;
 #[cfg(feature = "std")]
+pub mod codec;
+#[cfg(feature = "std")]
 pub mod decode;
 pub mod lane;
 
@@ -26,6 +28,8 @@ pub mod reading;
 pub mod rpm;
 #[cfg(feature = "std")]
 pub mod teltonika;
+#[cfg(feature = "std")]
+pub mod transport;
 #[cfg(feature = "std")]
 pub mod wialon;
 
