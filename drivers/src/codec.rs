@@ -41,7 +41,11 @@ pub struct FrameCodec {
 
 impl FrameCodec {
     pub fn new(protocol: Protocol) -> Self {
-        Self { protocol, handshaken: false, discarding: false }
+        Self {
+            protocol,
+            handshaken: false,
+            discarding: false,
+        }
     }
 
     fn text(&mut self, src: &mut BytesMut) -> Option<Cut> {
@@ -141,7 +145,13 @@ mod tests {
     #[test]
     fn lines_are_cut_across_reads_without_their_endings() {
         let out = cuts(Protocol::Rpm, &[b"GS,1,2", b",3,4\r\n\r\nGB,1,1,1,1\n"]);
-        assert_eq!(out, vec![Cut::Frame(BytesMut::from(&b"GS,1,2,3,4"[..])), Cut::Frame(BytesMut::from(&b"GB,1,1,1,1"[..]))]);
+        assert_eq!(
+            out,
+            vec![
+                Cut::Frame(BytesMut::from(&b"GS,1,2,3,4"[..])),
+                Cut::Frame(BytesMut::from(&b"GB,1,1,1,1"[..]))
+            ]
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
-pub mod crc;
 #[cfg(feature = "std")]
 pub mod codec;
+pub mod crc;
 #[cfg(feature = "std")]
 pub mod decode;
 pub mod lane;

@@ -51,7 +51,15 @@ pub async fn deliver(sink: &Sink, sensor: &Arc<str>, readings: Vec<Reading>) -> 
         return true;
     }
     let (tx, rx) = oneshot::channel();
-    if sink.send(Batch { sensor: sensor.clone(), readings, accepted: tx }).await.is_err() {
+    if sink
+        .send(Batch {
+            sensor: sensor.clone(),
+            readings,
+            accepted: tx,
+        })
+        .await
+        .is_err()
+    {
         return false;
     }
     rx.await.unwrap_or(false)
@@ -88,7 +96,10 @@ struct Limiter {
 
 impl Limiter {
     fn new() -> Self {
-        Self { last: None, suppressed: 0 }
+        Self {
+            last: None,
+            suppressed: 0,
+        }
     }
     fn warn(&mut self, link: &str, what: &str) {
         if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
@@ -141,7 +152,13 @@ pub async fn serve_tcp(
             continue;
         };
         Stats::inc(&stats.connections);
-        let (sensor, opts, sink, stats, shutdown) = (sensor.clone(), opts.clone(), sink.clone(), stats.clone(), shutdown.clone());
+        let (sensor, opts, sink, stats, shutdown) = (
+            sensor.clone(),
+            opts.clone(),
+            sink.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             connection(sock, peer, protocol, sensor, opts, sink, stats, shutdown).await;
             drop(permit);
@@ -186,8 +203,14 @@ impl Session {
                 // Line and lane protocols over TCP (serial servers): no acknowledgements.
                 let mut d = Decoder::new(other);
                 match d.packet(frame) {
-                    Ok(readings) => Step { readings, ..Step::default() },
-                    Err(e) => Step { bad: Some(e), ..Step::default() },
+                    Ok(readings) => Step {
+                        readings,
+                        ..Step::default()
+                    },
+                    Err(e) => Step {
+                        bad: Some(e),
+                        ..Step::default()
+                    },
                 }
             }
         }
@@ -198,10 +221,19 @@ impl Session {
             return match teltonika::parse_imei(frame) {
                 Ok(imei) if self.allowed(&imei) => {
                     self.device = Some(imei);
-                    Step { ack: vec![0x01], ..Step::default() }
+                    Step {
+                        ack: vec![0x01],
+                        ..Step::default()
+                    }
                 }
-                Ok(imei) => Step { refuse: Some((vec![0x00], format!("IMEI {imei} not on the allowlist"))), ..Step::default() },
-                Err(e) => Step { bad: Some(e.to_string()), ..Step::default() },
+                Ok(imei) => Step {
+                    refuse: Some((vec![0x00], format!("IMEI {imei} not on the allowlist"))),
+                    ..Step::default()
+                },
+                Err(e) => Step {
+                    bad: Some(e.to_string()),
+                    ..Step::default()
+                },
             };
         }
         match teltonika::parse_avl(frame, self.device.as_deref()) {
@@ -212,15 +244,28 @@ impl Session {
                 ..Step::default()
             },
             // Decodable but failing its CRC: acknowledge nothing, so the device resends.
-            Ok(avl) => Step { ack: teltonika::tcp_ack(0).to_vec(), bad: avl.integrity, ..Step::default() },
-            Err(e) => Step { ack: teltonika::tcp_ack(0).to_vec(), bad: Some(e.to_string()), ..Step::default() },
+            Ok(avl) => Step {
+                ack: teltonika::tcp_ack(0).to_vec(),
+                bad: avl.integrity,
+                ..Step::default()
+            },
+            Err(e) => Step {
+                ack: teltonika::tcp_ack(0).to_vec(),
+                bad: Some(e.to_string()),
+                ..Step::default()
+            },
         }
     }
 
     fn egts(&mut self, frame: &[u8]) -> Step {
         let packet = match egts::parse_packet(frame) {
             Ok(p) => p,
-            Err(e) => return Step { bad: Some(e.to_string()), ..Step::default() },
+            Err(e) => {
+                return Step {
+                    bad: Some(e.to_string()),
+                    ..Step::default()
+                }
+            }
         };
         let pid = self.egts_pid;
         self.egts_pid = self.egts_pid.wrapping_add(1);
@@ -229,11 +274,22 @@ impl Session {
         let mut login_rn = None;
         for (r, rec) in readings.iter().zip(0..) {
             if let Reading::Login(l) = r {
-                let imei = l.attributes.get("imei").and_then(|v| v.as_str()).map(str::to_string);
-                let ok = self.allowed(&l.device) || imei.as_deref().is_some_and(|i| self.allowed(i));
+                let imei = l
+                    .attributes
+                    .get("imei")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+                let ok =
+                    self.allowed(&l.device) || imei.as_deref().is_some_and(|i| self.allowed(i));
                 if !ok {
                     let refuse = egts::result_code(pid, 0, 151); // EGTS_PC_AUTH_DENIED
-                    return Step { refuse: Some((refuse, format!("EGTS terminal {} not on the allowlist", l.device))), ..Step::default() };
+                    return Step {
+                        refuse: Some((
+                            refuse,
+                            format!("EGTS terminal {} not on the allowlist", l.device),
+                        )),
+                        ..Step::default()
+                    };
                 }
                 self.device = Some(l.device.clone());
                 let _ = rec;
@@ -248,7 +304,13 @@ impl Session {
                 .filter(|o| !self.allowed(o))
                 .collect();
             if !strangers.is_empty() || packet.records.iter().any(|r| r.object_id.is_none()) {
-                return Step { refuse: Some((Vec::new(), format!("EGTS data from unknown objects {strangers:?}"))), ..Step::default() };
+                return Step {
+                    refuse: Some((
+                        Vec::new(),
+                        format!("EGTS data from unknown objects {strangers:?}"),
+                    )),
+                    ..Step::default()
+                };
             }
         }
         let mut ack = egts::response(pid, &packet, egts::PC_OK);
@@ -257,34 +319,73 @@ impl Session {
             ack.extend(egts::result_code(pid.wrapping_add(1), rn, egts::PC_OK));
         }
         // Logins and responses are bookkeeping, not readings for downstream.
-        let readings = readings.into_iter().filter(|r| !matches!(r, Reading::Login(_) | Reading::Response(_))).collect();
-        Step { readings, ack, ..Step::default() }
+        let readings = readings
+            .into_iter()
+            .filter(|r| !matches!(r, Reading::Login(_) | Reading::Response(_)))
+            .collect();
+        Step {
+            readings,
+            ack,
+            ..Step::default()
+        }
     }
 
     fn wialon(&mut self, frame: &[u8]) -> Step {
         match self.wialon.decode_line(frame) {
             Ok(p) if p.kind == wialon::PacketType::Login => {
-                let Some(Reading::Login(l)) = p.readings.first() else { return Step::default() };
+                let Some(Reading::Login(l)) = p.readings.first() else {
+                    return Step::default();
+                };
                 if l.attributes.contains_key("refused") {
-                    return Step { ack: wialon::answer(&p), bad: Some("login checksum mismatch".into()), ..Step::default() };
+                    return Step {
+                        ack: wialon::answer(&p),
+                        bad: Some("login checksum mismatch".into()),
+                        ..Step::default()
+                    };
                 }
                 if !self.allowed(&l.device) {
-                    return Step { refuse: Some((b"#AL#0\r\n".to_vec(), format!("Wialon device {} not on the allowlist", l.device))), ..Step::default() };
+                    return Step {
+                        refuse: Some((
+                            b"#AL#0\r\n".to_vec(),
+                            format!("Wialon device {} not on the allowlist", l.device),
+                        )),
+                        ..Step::default()
+                    };
                 }
                 self.device = Some(l.device.clone());
-                Step { ack: wialon::answer(&p), ..Step::default() }
+                Step {
+                    ack: wialon::answer(&p),
+                    ..Step::default()
+                }
             }
             Ok(p) => {
-                let known = self.wialon.device.as_deref().is_some_and(|d| self.allowed(d));
+                let known = self
+                    .wialon
+                    .device
+                    .as_deref()
+                    .is_some_and(|d| self.allowed(d));
                 if self.allow.is_some() && !known {
-                    return Step { refuse: Some((Vec::new(), "Wialon data before an allowed login".into())), ..Step::default() };
+                    return Step {
+                        refuse: Some((Vec::new(), "Wialon data before an allowed login".into())),
+                        ..Step::default()
+                    };
                 }
                 let ack = wialon::answer(&p);
-                let readings = p.readings.into_iter().filter(|r| !matches!(r, Reading::Heartbeat(_))).collect();
-                Step { readings, ack, ..Step::default() }
+                let readings = p
+                    .readings
+                    .into_iter()
+                    .filter(|r| !matches!(r, Reading::Heartbeat(_)))
+                    .collect();
+                Step {
+                    readings,
+                    ack,
+                    ..Step::default()
+                }
             }
             Err(e) => Step {
-                ack: wialon::error_answer(frame, &e).map(<[u8]>::to_vec).unwrap_or_default(),
+                ack: wialon::error_answer(frame, &e)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default(),
                 bad: Some(e.to_string()),
                 ..Step::default()
             },
@@ -397,7 +498,11 @@ pub async fn serve_udp(
         Stats::inc(&stats.frames);
         let (readings, ack, bad): (Vec<Reading>, Vec<u8>, Option<String>) = match protocol {
             Protocol::Teltonika => match teltonika::parse_udp(dg) {
-                Ok(p) if !allowed(&p.imei) => (vec![], vec![], Some(format!("IMEI {} not on the allowlist", p.imei))),
+                Ok(p) if !allowed(&p.imei) => (
+                    vec![],
+                    vec![],
+                    Some(format!("IMEI {} not on the allowlist", p.imei)),
+                ),
                 Ok(p) if p.avl.integrity.is_none() => {
                     let ack = teltonika::udp_ack(&p, p.avl.count).to_vec();
                     (p.avl.readings, ack, None)
@@ -408,7 +513,10 @@ pub async fn serve_udp(
             Protocol::Egts => match egts::parse_packet(dg) {
                 Ok(p) => {
                     let ack = egts::response(0, &p, egts::PC_OK);
-                    let r = egts::readings(&p).into_iter().filter(|r| !matches!(r, Reading::Login(_) | Reading::Response(_))).collect();
+                    let r = egts::readings(&p)
+                        .into_iter()
+                        .filter(|r| !matches!(r, Reading::Login(_) | Reading::Response(_)))
+                        .collect();
                     (r, ack, None)
                 }
                 Err(e) => (vec![], vec![], Some(e.to_string())),
@@ -417,8 +525,14 @@ pub async fn serve_udp(
                 // Wialon over UDP carries `2.0;imei` in every datagram.
                 let mut d = WialonDecoder::new();
                 match d.decode_line(dg) {
-                    Ok(_) if d.device.as_deref().is_none_or(|id| !allowed(id)) && allow.is_some() => {
-                        (vec![], vec![], Some("Wialon datagram from a device not on the allowlist".into()))
+                    Ok(_)
+                        if d.device.as_deref().is_none_or(|id| !allowed(id)) && allow.is_some() =>
+                    {
+                        (
+                            vec![],
+                            vec![],
+                            Some("Wialon datagram from a device not on the allowlist".into()),
+                        )
                     }
                     Ok(p) => (p.readings.clone(), wialon::answer(&p), None),
                     Err(e) => (vec![], vec![], Some(e.to_string())),

@@ -17,7 +17,10 @@ use tokio::time::timeout;
 const CODEC8: &str = "000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF";
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 struct Server {
@@ -33,17 +36,37 @@ async fn server(protocol: Protocol, opts: TcpOptions) -> Server {
     let (tx, batches) = mpsc::channel(16);
     let stats = Arc::new(Stats::default());
     let (shutdown, rx) = watch::channel(false);
-    tokio::spawn(transport::serve_tcp(listener, protocol, "t1".into(), opts, tx, stats.clone(), rx));
-    Server { addr, batches, stats, _shutdown: shutdown }
+    tokio::spawn(transport::serve_tcp(
+        listener,
+        protocol,
+        "t1".into(),
+        opts,
+        tx,
+        stats.clone(),
+        rx,
+    ));
+    Server {
+        addr,
+        batches,
+        stats,
+        _shutdown: shutdown,
+    }
 }
 
 fn opts() -> TcpOptions {
-    TcpOptions { max_connections: 8, idle_timeout: Duration::from_secs(30), allow: None }
+    TcpOptions {
+        max_connections: 8,
+        idle_timeout: Duration::from_secs(30),
+        allow: None,
+    }
 }
 
 async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
-    timeout(Duration::from_secs(5), s.read_exact(&mut b)).await.expect("answer in time").unwrap();
+    timeout(Duration::from_secs(5), s.read_exact(&mut b))
+        .await
+        .expect("answer in time")
+        .unwrap();
     b
 }
 
@@ -51,14 +74,26 @@ async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
 async fn teltonika_is_acknowledged_only_after_the_sink_accepts() {
     let mut srv = server(Protocol::Teltonika, opts()).await;
     let mut c = TcpStream::connect(srv.addr).await.unwrap();
-    c.write_all(&unhex("000F333536333037303432343431303133")).await.unwrap();
+    c.write_all(&unhex("000F333536333037303432343431303133"))
+        .await
+        .unwrap();
     assert_eq!(read_n(&mut c, 1).await, [0x01]);
     c.write_all(&unhex(CODEC8)).await.unwrap();
-    let batch = timeout(Duration::from_secs(5), srv.batches.recv()).await.unwrap().unwrap();
-    assert!(matches!(&batch.readings[0], Reading::Position(p) if p.device.as_deref() == Some("356307042441013")));
+    let batch = timeout(Duration::from_secs(5), srv.batches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&batch.readings[0], Reading::Position(p) if p.device.as_deref() == Some("356307042441013"))
+    );
     // No acknowledgement while the sink has not answered.
     let mut one = [0u8; 1];
-    assert!(timeout(Duration::from_millis(300), c.read(&mut one)).await.is_err(), "acknowledged before acceptance");
+    assert!(
+        timeout(Duration::from_millis(300), c.read(&mut one))
+            .await
+            .is_err(),
+        "acknowledged before acceptance"
+    );
     batch.accepted.send(true).unwrap();
     assert_eq!(read_n(&mut c, 4).await, [0, 0, 0, 1]);
 
@@ -81,23 +116,46 @@ async fn teltonika_is_acknowledged_only_after_the_sink_accepts() {
 #[tokio::test]
 async fn a_device_not_on_the_allowlist_is_refused_and_disconnected() {
     let allow: HashSet<String> = ["111111111111111".to_string()].into();
-    let srv = server(Protocol::Teltonika, TcpOptions { allow: Some(allow), ..opts() }).await;
+    let srv = server(
+        Protocol::Teltonika,
+        TcpOptions {
+            allow: Some(allow),
+            ..opts()
+        },
+    )
+    .await;
     let mut c = TcpStream::connect(srv.addr).await.unwrap();
-    c.write_all(&unhex("000F333536333037303432343431303133")).await.unwrap();
+    c.write_all(&unhex("000F333536333037303432343431303133"))
+        .await
+        .unwrap();
     assert_eq!(read_n(&mut c, 1).await, [0x00]);
     let mut rest = Vec::new();
-    timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await.unwrap().unwrap();
+    timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(rest.is_empty());
 }
 
 #[tokio::test]
 async fn connections_over_the_limit_are_closed_and_idle_ones_time_out() {
-    let srv = server(Protocol::Wialon, TcpOptions { max_connections: 1, idle_timeout: Duration::from_millis(400), ..opts() }).await;
+    let srv = server(
+        Protocol::Wialon,
+        TcpOptions {
+            max_connections: 1,
+            idle_timeout: Duration::from_millis(400),
+            ..opts()
+        },
+    )
+    .await;
     let _first = TcpStream::connect(srv.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut second = TcpStream::connect(srv.addr).await.unwrap();
     let mut buf = Vec::new();
-    timeout(Duration::from_secs(5), second.read_to_end(&mut buf)).await.expect("closed at once").ok();
+    timeout(Duration::from_secs(5), second.read_to_end(&mut buf))
+        .await
+        .expect("closed at once")
+        .ok();
     assert_eq!(Stats::get(&srv.stats.refused_connections), 1);
     // The first one says nothing and is closed by the idle timeout, freeing the slot.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -110,10 +168,15 @@ async fn connections_over_the_limit_are_closed_and_idle_ones_time_out() {
 async fn wialon_login_then_data_each_answered_after_acceptance() {
     let mut srv = server(Protocol::Wialon, opts()).await;
     let mut c = TcpStream::connect(srv.addr).await.unwrap();
-    c.write_all(b"#L#865905021234567;NA\r\n#SD#270413;205601;5544.6025;N;03739.6834;E;1;2;3;4\r\n").await.unwrap();
+    c.write_all(b"#L#865905021234567;NA\r\n#SD#270413;205601;5544.6025;N;03739.6834;E;1;2;3;4\r\n")
+        .await
+        .unwrap();
     assert_eq!(read_n(&mut c, 7).await, b"#AL#1\r\n");
     let batch = srv.batches.recv().await.unwrap();
-    assert_eq!(batch.readings[0].position().unwrap().device.as_deref(), Some("865905021234567"));
+    assert_eq!(
+        batch.readings[0].position().unwrap().device.as_deref(),
+        Some("865905021234567")
+    );
     batch.accepted.send(true).unwrap();
     assert_eq!(read_n(&mut c, 8).await, b"#ASD#1\r\n");
 }
@@ -121,7 +184,11 @@ async fn wialon_login_then_data_each_answered_after_acceptance() {
 #[tokio::test]
 async fn egts_noise_is_skipped_and_the_response_names_the_packet() {
     let mut srv = server(Protocol::Egts, opts()).await;
-    let row = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/traces/trackers/egts.tsv")).unwrap();
+    let row = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/traces/trackers/egts.tsv"
+    ))
+    .unwrap();
     let packet = unhex(row.lines().nth(2).unwrap().split('\t').nth(4).unwrap());
     let pid = u16::from_le_bytes([packet[7], packet[8]]);
     let mut c = TcpStream::connect(srv.addr).await.unwrap();
@@ -150,11 +217,22 @@ async fn a_serial_gps_that_disappears_is_reopened() {
 
     let (mut master, slave) = tokio_serial::SerialStream::pair().unwrap();
     std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
-    tokio::spawn(transport::serve_serial(link.clone(), 9600, Protocol::Nmea, "gps".into(), tx, stats.clone(), rx));
+    tokio::spawn(transport::serve_serial(
+        link.clone(),
+        9600,
+        Protocol::Nmea,
+        "gps".into(),
+        tx,
+        stats.clone(),
+        rx,
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rmc = b"$GNRMC,171926.00,A,4404.14063,N,12118.85478,W,0.117,,180315,,,A*76\r\n";
     master.write_all(rmc).await.unwrap();
-    let b = timeout(Duration::from_secs(5), batches.recv()).await.unwrap().unwrap();
+    let b = timeout(Duration::from_secs(5), batches.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(b.readings[0].position().is_some());
     b.accepted.send(true).unwrap();
 
@@ -178,7 +256,11 @@ async fn a_serial_gps_that_disappears_is_reopened() {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("acsgd-serial-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let d = std::env::temp_dir().join(format!(
+        "acsgd-serial-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

@@ -134,15 +134,38 @@ pub enum Transport {
         baud: u32,
     },
     /// A TCP server the devices connect to.
-    Tcp { listen: SocketAddr },
+    Tcp {
+        listen: SocketAddr,
+        /// Connections beyond this are closed at once (and counted).
+        #[serde(default = "default_tracker_connections")]
+        max_connections: usize,
+        /// A connection silent this long is closed.
+        #[serde(default = "default_idle_timeout_s")]
+        idle_timeout_s: u64,
+        /// Device ids (IMEI, EGTS terminal/object id, Wialon login) allowed; absent: any.
+        #[serde(default)]
+        allow: Option<Vec<String>>,
+    },
     /// A UDP socket the devices send to.
-    Udp { listen: SocketAddr },
+    Udp {
+        listen: SocketAddr,
+        #[serde(default)]
+        allow: Option<Vec<String>>,
+    },
     /// A URL the appliance reads from (RTSP stream, HTTP snapshot).
     Url { url: String },
 }
 
 fn default_baud() -> u32 {
     9600
+}
+
+fn default_tracker_connections() -> usize {
+    1024
+}
+
+fn default_idle_timeout_s() -> u64 {
+    600
 }
 
 /// MQTT protocol version.

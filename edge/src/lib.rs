@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod logging;
 pub mod mosquitto;
 pub mod outbox;
+pub mod sensors;
 pub mod service;
 pub mod status;
 pub mod uplink;

@@ -29,6 +29,8 @@ pub enum ServiceError {
     Key(#[from] EnvelopeError),
     #[error(transparent)]
     Uplink(#[from] UplinkError),
+    #[error(transparent)]
+    Sensor(#[from] crate::sensors::SensorError),
     #[error("ingest: cannot listen on {addr}: {source}")]
     IngestBind {
         addr: std::net::SocketAddr,
@@ -42,6 +44,9 @@ pub struct Running {
     pub uplink: Arc<UplinkState>,
     pub health: Arc<Health>,
     pub ingest_addr: Option<std::net::SocketAddr>,
+    /// The sensors with a driver, their counters and bound addresses.
+    pub sensors: Vec<crate::sensors::Started>,
+    sensor_store: JoinHandle<()>,
     stop: watch::Sender<bool>,
     uplink_task: JoinHandle<()>,
     ingest_task: Option<JoinHandle<()>>,
@@ -81,12 +86,9 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
     for note in notes {
         report_open_note(&health, note).await;
     }
-    for s in &config.sensors {
-        // Drivers arrive with the sensor-drivers work; until then sensors are only validated.
-        tracing::info!(sensor = %s.id, protocol = ?s.protocol, "sensor configured (no driver in this build)");
-    }
-
     let (stop, stop_rx) = watch::channel(false);
+    let (sensors, sensor_store) =
+        crate::sensors::start(&config.sensors, outbox.clone(), stop_rx.clone()).await?;
     let state = Arc::new(UplinkState::default());
     let uplink_task = tokio::spawn(uplink::run(
         uplink_cfg,
@@ -122,6 +124,8 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
         uplink: state,
         health,
         ingest_addr,
+        sensors,
+        sensor_store,
         stop,
         uplink_task,
         ingest_task,
@@ -182,6 +186,11 @@ impl Running {
         if let Some(t) = self.ingest_task {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        // Sensor transports stop reading; batches they hold are still stored and answered.
+        for s in self.sensors {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.task).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.sensor_store).await;
         self.outbox.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.uplink_task).await;
         let _ = self.status_task.await;
