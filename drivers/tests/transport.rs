@@ -184,11 +184,7 @@ async fn wialon_login_then_data_each_answered_after_acceptance() {
 #[tokio::test]
 async fn egts_noise_is_skipped_and_the_response_names_the_packet() {
     let mut srv = server(Protocol::Egts, opts()).await;
-    let row = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/traces/trackers/egts.tsv"
-    ))
-    .unwrap();
+    let row = std::fs::read_to_string(traces().join("trackers/egts.tsv")).unwrap();
     let packet = unhex(row.lines().nth(2).unwrap().split('\t').nth(4).unwrap());
     let pid = u16::from_le_bytes([packet[7], packet[8]]);
     let mut c = TcpStream::connect(srv.addr).await.unwrap();
@@ -272,4 +268,52 @@ fn traces() -> std::path::PathBuf {
         .unwrap_or_else(|| {
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
         })
+}
+
+#[tokio::test]
+async fn a_teltonika_udp_datagram_is_acknowledged_to_its_sender_after_acceptance() {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (tx, mut batches) = mpsc::channel(4);
+    let stats = Arc::new(Stats::default());
+    let (_shutdown, rx) = watch::channel(false);
+    tokio::spawn(transport::serve_udp(
+        sock,
+        Protocol::Teltonika,
+        "udp".into(),
+        None,
+        tx,
+        stats.clone(),
+        rx,
+    ));
+    // len, packet id 0xCAFE, type 01, AVL packet id 7, IMEI, then the Codec 8 data
+    let avl = unhex(CODEC8);
+    let mut d = vec![0xCA, 0xFE, 0x01, 0x07, 0x00, 0x0F];
+    d.extend_from_slice(b"352093081452251");
+    d.extend_from_slice(&avl[8..avl.len() - 4]);
+    let mut dg = (d.len() as u16).to_be_bytes().to_vec();
+    dg.extend(d);
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(&dg, addr).await.unwrap();
+    let b = timeout(Duration::from_secs(5), batches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.readings[0].position().unwrap().device.as_deref(),
+        Some("352093081452251")
+    );
+    let mut ack = [0u8; 16];
+    assert!(
+        timeout(Duration::from_millis(200), client.recv(&mut ack))
+            .await
+            .is_err(),
+        "acked before acceptance"
+    );
+    b.accepted.send(true).unwrap();
+    let n = timeout(Duration::from_secs(5), client.recv(&mut ack))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&ack[..n], [0x00, 0x05, 0xCA, 0xFE, 0x01, 0x07, 0x01]);
 }
