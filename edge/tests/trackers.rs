@@ -27,8 +27,19 @@ fn codec8(ms: u64, i: u32) -> Vec<u8> {
     p
 }
 
+/// Connects once the appliance listens (its ingest port opens before the sensors bind) and
+/// does the IMEI handshake.
 fn login(port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("tracker port {port} never opened: {e}"),
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"\x00\x0f356307042441013").unwrap();
     let mut ok = [0u8; 1];
@@ -73,12 +84,7 @@ fn a_tracker_acknowledged_before_a_sigkill_loses_nothing() {
     drop(s);
 
     let _app = setup.start();
-    let mut s = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(_) => break login(port),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
+    let mut s = login(port);
     for p in &packets[resume..] {
         s.write_all(p).unwrap();
         s.read_exact(&mut ack).unwrap();

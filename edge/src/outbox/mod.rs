@@ -324,7 +324,18 @@ impl Store {
         let reserved = read_reserve(&reserve_path);
         let mut notes = Vec::new();
 
-        let opened = open_and_scan(&db_path);
+        // sled lets go of its file lock from a background thread after the last handle is
+        // dropped, so an in-process reopen can briefly see the lock still held: wait a little
+        // before calling the store locked by someone else.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let opened = loop {
+            match open_and_scan(&db_path) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
         let (db, scan) = match opened {
             Ok(x) => x,
             Err(e @ StoreError::Locked { .. }) => return Err(e),
