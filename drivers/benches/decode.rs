@@ -4,24 +4,15 @@
 //! crate over the same sentences in the same run, then EGTS and Teltonika records per second
 //! (full decode: framing, CRCs, records, readings). Each figure is the median of 7 rounds.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{traces, unhex};
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use acsgd_drivers::nmea::NmeaDecoder;
 use acsgd_drivers::{egts, teltonika};
-
-fn traces() -> PathBuf {
-    std::env::var_os("ACSGD_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
 
 /// Runs `f` (which processes `units` items) for about half a second per round; returns the
 /// median rate in units per second.

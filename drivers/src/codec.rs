@@ -67,14 +67,12 @@ impl FrameCodec {
                     return Some(Cut::Frame(line));
                 }
                 None if src.len() > max => {
-                    let n = src.len();
                     src.clear();
                     let first = !self.discarding;
                     self.discarding = true;
                     if first {
                         return Some(Cut::Noise(format!("line longer than {max} bytes dropped")));
                     }
-                    let _ = n;
                     return None;
                 }
                 None => return None,

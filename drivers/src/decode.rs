@@ -69,6 +69,25 @@ impl FromStr for Protocol {
     }
 }
 
+/// Hex digits to bytes, as captures write packets; whitespace between byte pairs is allowed.
+pub fn unhex(line: &[u8]) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = line
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits ({})", digits.len()));
+    }
+    digits
+        .chunks(2)
+        .map(|p| {
+            let s = std::str::from_utf8(p).map_err(|_| "not hex".to_string())?;
+            u8::from_str_radix(s, 16).map_err(|_| format!("not hex: {s:?}"))
+        })
+        .collect()
+}
+
 /// The outcome of one input: its readings, or why it was refused.
 pub type Decoded = Result<Vec<Reading>, String>;
 

@@ -183,15 +183,17 @@ struct Step {
 /// Per-connection protocol state.
 struct Session {
     protocol: Protocol,
-    allow: Option<Arc<HashSet<String>>>,
+    opts: Arc<TcpOptions>,
     device: Option<String>,
     wialon: WialonDecoder,
+    /// Line and lane protocols: the decoder keeps its state (the NMEA date) across frames.
+    plain: Decoder,
     egts_pid: u16,
 }
 
 impl Session {
     fn allowed(&self, id: &str) -> bool {
-        self.allow.as_ref().is_none_or(|a| a.contains(id))
+        self.opts.allow.as_ref().is_none_or(|a| a.contains(id))
     }
 
     fn step(&mut self, frame: &[u8]) -> Step {
@@ -199,10 +201,9 @@ impl Session {
             Protocol::Teltonika => self.teltonika(frame),
             Protocol::Egts => self.egts(frame),
             Protocol::Wialon => self.wialon(frame),
-            other => {
+            _ => {
                 // Line and lane protocols over TCP (serial servers): no acknowledgements.
-                let mut d = Decoder::new(other);
-                match d.packet(frame) {
+                match self.plain.packet(frame) {
                     Ok(readings) => Step {
                         readings,
                         ..Step::default()
@@ -272,7 +273,7 @@ impl Session {
         let readings = egts::readings(&packet);
         // Identity: a TERM_IDENTITY or DISPATCHER_IDENTITY login, else each record's object id.
         let mut login_rn = None;
-        for (r, rec) in readings.iter().zip(0..) {
+        for r in &readings {
             if let Reading::Login(l) = r {
                 let imei = l
                     .attributes
@@ -292,11 +293,10 @@ impl Session {
                     };
                 }
                 self.device = Some(l.device.clone());
-                let _ = rec;
                 login_rn = packet.records.first().map(|r| r.number);
             }
         }
-        if self.device.is_none() && self.allow.is_some() {
+        if self.device.is_none() && self.opts.allow.is_some() {
             let strangers: Vec<String> = packet
                 .records
                 .iter()
@@ -364,7 +364,7 @@ impl Session {
                     .device
                     .as_deref()
                     .is_some_and(|d| self.allowed(d));
-                if self.allow.is_some() && !known {
+                if self.opts.allow.is_some() && !known {
                     return Step {
                         refuse: Some((Vec::new(), "Wialon data before an allowed login".into())),
                         ..Step::default()
@@ -409,9 +409,10 @@ async fn connection(
     let mut frames = FramedRead::new(rd, FrameCodec::new(protocol));
     let mut session = Session {
         protocol,
-        allow: opts.allow.clone().map(Arc::new),
+        opts: opts.clone(),
         device: None,
         wialon: WialonDecoder::new(),
+        plain: Decoder::new(protocol),
         egts_pid: 0,
     };
     let mut limiter = Limiter::new();
@@ -534,7 +535,10 @@ pub async fn serve_udp(
                             Some("Wialon datagram from a device not on the allowlist".into()),
                         )
                     }
-                    Ok(p) => (p.readings.clone(), wialon::answer(&p), None),
+                    Ok(p) => {
+                        let answer = wialon::answer(&p);
+                        (p.readings, answer, None)
+                    }
                     Err(e) => (vec![], vec![], Some(e.to_string())),
                 }
             }

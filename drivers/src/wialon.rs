@@ -117,21 +117,18 @@ impl WialonDecoder {
                     device: self.device.clone(),
                 })],
             }),
-            "SD" => {
+            "SD" | "D" => {
+                // D is SD plus six fields: 10 or 16 fields in 1.1, one more (the CRC) in 2.0.
+                let full = kind == "D";
                 let fields: Vec<&str> = body.split(';').collect();
-                let fields = check_crc(body, fields, 10, v2)?;
-                let r = self.message(&fields, false)?;
+                let fields = check_crc(body, fields, if full { 16 } else { 10 }, v2)?;
+                let r = self.message(&fields, full)?;
                 Ok(Packet {
-                    kind: PacketType::ShortData,
-                    readings: r.into_iter().collect(),
-                })
-            }
-            "D" => {
-                let fields: Vec<&str> = body.split(';').collect();
-                let fields = check_crc(body, fields, 16, v2)?;
-                let r = self.message(&fields, true)?;
-                Ok(Packet {
-                    kind: PacketType::Data,
+                    kind: if full {
+                        PacketType::Data
+                    } else {
+                        PacketType::ShortData
+                    },
                     readings: r.into_iter().collect(),
                 })
             }

@@ -3,23 +3,12 @@
 //! and stream cutting always makes progress. `PROPTEST_CASES` scales the run: the default 256
 //! cases per parser in every test run, `PROPTEST_CASES=100000` for a long fuzzing session.
 
-use std::path::PathBuf;
+mod common;
+use common::{traces, unhex};
 
 use acsgd_drivers::decode::{Decoder, Protocol};
 use acsgd_drivers::lane;
 use proptest::prelude::*;
-
-fn traces() -> PathBuf {
-    std::env::var_os("ACSGD_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
-        .collect()
-}
 
 /// Real frames to mutate: the tracker captures and a few NMEA sentences.
 fn corpus(protocol: Protocol) -> Vec<Vec<u8>> {

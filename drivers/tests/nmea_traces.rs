@@ -9,17 +9,14 @@
 //! (one emitted after a GSA or VTG, carrying an older cycle) is not the sentence's own and is
 //! not compared.
 
-use std::collections::{HashMap, HashSet};
+mod common;
+use common::traces;
 use std::path::PathBuf;
+
+use std::collections::{HashMap, HashSet};
 
 use acsgd_drivers::nmea::NmeaDecoder;
 use acsgd_drivers::Reading;
-
-fn traces() -> PathBuf {
-    std::env::var_os("ACSGD_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
-}
 
 fn logs() -> Vec<PathBuf> {
     let dir = traces().join("nmea");

@@ -3,24 +3,11 @@
 //! and rows with expectations match to 1e-5 degrees and the second. Rows of one file go
 //! through one decoder in order, as they would over one connection.
 
-use std::path::PathBuf;
+mod common;
+use common::{traces, unhex};
 
 use acsgd_drivers::decode::{Decoder, Protocol};
 use acsgd_drivers::Reading;
-
-fn traces() -> PathBuf {
-    std::env::var_os("ACSGD_TRACES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces"))
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 /// Teltonika Codec 12/13 rows that Traccar's tests mark `positions` because Traccar attaches
 /// the last known location to a command response. The packet carries no coordinates, so the

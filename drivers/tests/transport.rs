@@ -2,6 +2,9 @@
 //! verdict, bad frames are not acknowledged, the allowlist, the connection limit and the idle
 //! timeout hold, and a serial device that disappears is reopened.
 
+mod common;
+use common::{traces, unhex};
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +18,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 const CODEC8: &str = "000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF";
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 struct Server {
     addr: std::net::SocketAddr,
@@ -260,14 +256,6 @@ fn tempfile_dir() -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn traces() -> std::path::PathBuf {
-    std::env::var_os("ACSGD_TRACES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
-        })
 }
 
 #[tokio::test]

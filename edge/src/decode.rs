@@ -9,7 +9,7 @@
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
-use acsgd_drivers::decode::{Decoded, Decoder, Protocol};
+use acsgd_drivers::decode::{unhex, Decoded, Decoder, Protocol};
 use serde_json::{json, Map, Value};
 
 /// Decodes `input` (a file, or stdin for `-`/`None`) and writes JSON lines to `out`.
@@ -97,25 +97,6 @@ fn trim(mut l: &[u8]) -> &[u8] {
         l = rest;
     }
     l
-}
-
-/// Hex to bytes; whitespace between byte pairs is allowed.
-fn unhex(line: &[u8]) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = line
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    if digits.len() % 2 != 0 {
-        return Err(format!("odd number of hex digits ({})", digits.len()));
-    }
-    digits
-        .chunks(2)
-        .map(|p| {
-            let s = std::str::from_utf8(p).map_err(|_| "not hex".to_string())?;
-            u8::from_str_radix(s, 16).map_err(|_| format!("not hex: {s:?}"))
-        })
-        .collect()
 }
 
 #[cfg(test)]

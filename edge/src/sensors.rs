@@ -92,11 +92,7 @@ pub async fn start(
             } => {
                 let l = tokio::net::TcpListener::bind(listen)
                     .await
-                    .map_err(|source| SensorError::Bind {
-                        sensor: s.id.clone(),
-                        addr: *listen,
-                        source,
-                    })?;
+                    .map_err(|source| bind_error(s, *listen, source))?;
                 let addr = l.local_addr().ok();
                 let opts = TcpOptions {
                     max_connections: *max_connections,
@@ -117,11 +113,7 @@ pub async fn start(
             Transport::Udp { listen, allow: a } => {
                 let u = tokio::net::UdpSocket::bind(listen)
                     .await
-                    .map_err(|source| SensorError::Bind {
-                        sensor: s.id.clone(),
-                        addr: *listen,
-                        source,
-                    })?;
+                    .map_err(|source| bind_error(s, *listen, source))?;
                 let addr = u.local_addr().ok();
                 let t = tokio::spawn(transport::serve_udp(
                     u,
@@ -160,6 +152,14 @@ pub async fn start(
         });
     }
     Ok((started, store_task))
+}
+
+fn bind_error(s: &Sensor, addr: std::net::SocketAddr, source: std::io::Error) -> SensorError {
+    SensorError::Bind {
+        sensor: s.id.clone(),
+        addr,
+        source,
+    }
 }
 
 /// The events a tracker batch becomes.
