@@ -770,6 +770,48 @@ pub fn result_code(pid: u16, record_number: u16, code: u8) -> Vec<u8> {
     frame(pid, PT_APPDATA, &body)
 }
 
+/// A TELEDATA packet with one POS_DATA record, as a seal sends it: for simulators and tests
+/// that need real frames. `src` is the record's source code (0 timer, 10 case opened, …).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_position(
+    pid: u16,
+    record: u16,
+    object_id: u32,
+    unix_time: i64,
+    lat: f64,
+    lon: f64,
+    speed_kmh: f64,
+    course: u16,
+    src: u8,
+) -> Vec<u8> {
+    let mut sub = Vec::with_capacity(21);
+    sub.extend_from_slice(&((unix_time - EPOCH_2010).max(0) as u32).to_le_bytes()); // NTM
+    let lat_raw = (lat.abs() / 90.0 * 0xFFFF_FFFFu32 as f64).round() as u32;
+    let lon_raw = (lon.abs() / 180.0 * 0xFFFF_FFFFu32 as f64).round() as u32;
+    sub.extend_from_slice(&lat_raw.to_le_bytes()); // LAT
+    sub.extend_from_slice(&lon_raw.to_le_bytes()); // LONG
+                                                   // FLG: valid, south (0x20) / west (0x40) hemispheres.
+    sub.push(0x01 | if lat < 0.0 { 0x20 } else { 0 } | if lon < 0.0 { 0x40 } else { 0 });
+    let course = course % 360;
+    let spd = ((speed_kmh * 10.0).round() as u16).min(0x3FFF) | ((course >> 8) << 15);
+    sub.extend_from_slice(&spd.to_le_bytes()); // SPD (14 bits), DIRH (bit 15)
+    sub.push((course & 0xFF) as u8); // DIR
+    sub.extend_from_slice(&[0, 0, 0]); // ODM
+    sub.push(0); // DIN
+    sub.push(src); // SRC
+    let mut rec = Vec::with_capacity(32);
+    rec.extend_from_slice(&((3 + sub.len()) as u16).to_le_bytes()); // RL
+    rec.extend_from_slice(&record.to_le_bytes()); // RN
+    rec.push(0x01); // RFL: OID present
+    rec.extend_from_slice(&object_id.to_le_bytes()); // OID
+    rec.push(SERVICE_TELEDATA); // SST
+    rec.push(SERVICE_TELEDATA); // RST
+    rec.push(16); // SRT POS_DATA
+    rec.extend_from_slice(&(sub.len() as u16).to_le_bytes()); // SRL
+    rec.extend_from_slice(&sub);
+    frame(pid, PT_APPDATA, &rec)
+}
+
 /// Wraps a body in a transport header with both CRCs.
 pub fn frame(pid: u16, packet_type: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(11 + body.len() + 2);
@@ -820,6 +862,29 @@ mod tests {
         rec.extend_from_slice(&(sub.len() as u16).to_le_bytes()); // SRL
         rec.extend_from_slice(&sub);
         frame(9, PT_APPDATA, &rec)
+    }
+
+    #[test]
+    fn encoded_positions_decode_to_what_was_encoded() {
+        let bytes = encode_position(
+            5,
+            1,
+            77,
+            EPOCH_2010 + 500_000_000,
+            43.2389,
+            -76.8897,
+            54.3,
+            300,
+            10,
+        );
+        let r = readings(&parse_packet(&bytes).unwrap());
+        let Reading::Position(p) = &r[0] else {
+            panic!("{r:?}")
+        };
+        assert_eq!(p.device.as_deref(), Some("77"));
+        assert!((p.lat - 43.2389).abs() < 1e-6 && (p.lon + 76.8897).abs() < 1e-6);
+        assert_eq!((p.speed, p.course), (Some(54.3), Some(300.0)));
+        assert!(p.seal.as_ref().unwrap().tamper);
     }
 
     #[test]

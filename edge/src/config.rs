@@ -67,6 +67,12 @@ pub struct Config {
     /// Local JSON-lines event ingest for integrations (absent: disabled).
     #[serde(default)]
     pub ingest: Option<Ingest>,
+    /// Passage assembly: time windows, the post's position.
+    #[serde(default)]
+    pub fusion: crate::fusion::settings::FusionSettings,
+    /// Transit-control rule thresholds and the channel each rule raises.
+    #[serde(default)]
+    pub rules: crate::fusion::settings::RuleSettings,
 }
 
 /// A lane of the post.
@@ -108,6 +114,23 @@ pub struct Sensor {
     pub protocol: Protocol,
     /// How it is reached.
     pub transport: Transport,
+    /// Where it sits along its lane, in metres from the lane's reference point (the entry
+    /// loop); fusion shifts its readings by the travel time from there.
+    #[serde(default)]
+    pub position_m: f64,
+    /// For cameras: which plate this one reads.
+    #[serde(default)]
+    pub view: Option<View>,
+}
+
+/// Which end of the vehicle a camera sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    /// The tractor's front plate.
+    Front,
+    /// The trailer's rear plate.
+    Rear,
 }
 
 /// Sensor protocols (decoders live in the `drivers` crate).
@@ -448,6 +471,18 @@ impl Config {
                     ));
                 }
             }
+            if !(s.position_m.is_finite() && (-500.0..=500.0).contains(&s.position_m)) {
+                return Err((
+                    format!("sensors[{i}].position_m"),
+                    format!("must be between -500 and 500 metres, got {}", s.position_m),
+                ));
+            }
+            if s.view.is_some() && s.protocol != Protocol::Camera {
+                return Err((
+                    format!("sensors[{i}].view"),
+                    "only cameras have a view".into(),
+                ));
+            }
             if let Transport::Serial { baud, .. } = s.transport {
                 if !(300..=4_000_000).contains(&baud) {
                     return Err((
@@ -532,6 +567,12 @@ impl Config {
                 return Err(("ingest.max_connections".into(), "must be at least 1".into()));
             }
         }
+        self.fusion
+            .validate()
+            .map_err(|(k, p)| (format!("fusion.{k}"), p))?;
+        self.rules
+            .validate()
+            .map_err(|(k, p)| (format!("rules.{k}"), p))?;
         Ok(())
     }
 

@@ -222,6 +222,20 @@ impl Signer {
         })
     }
 
+    /// A key that lives only in memory (`acsgd replay`: its events go to stdout, not to
+    /// central, and must not be mistaken for the post's).
+    pub fn ephemeral(post: &str) -> Result<Signer, EnvelopeError> {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| EnvelopeError::KeyIo {
+            path: "(memory)".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(Signer {
+            key: SigningKey::from_bytes(&seed),
+            post: post.to_string(),
+        })
+    }
+
     /// The public key.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()

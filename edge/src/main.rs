@@ -47,6 +47,15 @@ enum Command {
         hex: bool,
         file: Option<PathBuf>,
     },
+    /// Run a recorded trace through drivers, fusion and rules in virtual time; events as JSON
+    /// lines on stdout, a summary on stderr.
+    Replay {
+        /// Configuration file (TOML): lanes, sensors, rules.
+        #[arg(long)]
+        config: PathBuf,
+        /// Trace file (TSV: offset_ms, sensor, text|hex, payload), `-` for stdin.
+        trace: PathBuf,
+    },
     /// Inspect the outbox.
     Outbox {
         /// The data directory (storage.data_dir of the config).
@@ -69,7 +78,7 @@ enum OutboxCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Demo { .. });
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Replay { .. });
     acsgd::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +120,34 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             file,
         } => acsgd::decode::run(protocol, hex, file.as_deref(), std::io::stdout().lock())
             .map_err(|e| (1, e)),
+        Command::Replay { config, trace } => {
+            let config = acsgd::config::Config::load(&config).map_err(|e| (2, e.to_string()))?;
+            let s = acsgd::replay::run(config, &trace, std::io::stdout().lock()).map_err(|e| {
+                // A reader that went away (`| head`) is not an error worth a message.
+                match &e {
+                    acsgd::replay::ReplayError::Write(io)
+                        if io.kind() == std::io::ErrorKind::BrokenPipe =>
+                    {
+                        (0, String::new())
+                    }
+                    _ => (1, e.to_string()),
+                }
+            });
+            let s = match s {
+                Ok(s) => s,
+                Err((0, _)) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let bad: u64 = s.bad.values().sum();
+            eprintln!(
+                "acsgd replay: {} lines, {} readings, {} events ({} passages, {} alerts, {} position), {} unmatched, {} bad lines {:?}",
+                s.lines, s.fusion.readings, s.events, s.fusion.passages, s.fusion.alerts, s.fusion.positions, s.fusion.unmatched, bad, s.bad
+            );
+            for p in &s.first_problems {
+                eprintln!("  {p}");
+            }
+            Ok(())
+        }
         Command::Outbox {
             data_dir,
             what: OutboxCommand::Stat { json },

@@ -45,7 +45,7 @@ pub struct Started {
     pub task: JoinHandle<()>,
 }
 
-fn driver_protocol(p: Protocol) -> Option<DriverProtocol> {
+pub(crate) fn driver_protocol(p: Protocol) -> Option<DriverProtocol> {
     Some(match p {
         Protocol::Nmea => DriverProtocol::Nmea,
         Protocol::Egts => DriverProtocol::Egts,

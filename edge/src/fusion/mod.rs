@@ -1,0 +1,813 @@
+//! Lane fusion: decoded readings in, transit-control events out.
+//!
+//! [`Fusion`] owns everything between the drivers and the outbox: one [`lane::Assembler`] per
+//! lane cutting lane readings into passages, the tracker table, the declarations and watchlist
+//! from central, the portal backgrounds, sensor liveness. It is a plain state machine driven by
+//! the caller's clock ([`Millis`]): the service feeds it the wall clock, `acsgd replay` the
+//! trace's virtual time, so an hour of trace fuses in well under a second and the same trace
+//! always gives the same events.
+//!
+//! Events it makes (bodies documented by the JSON Schemas in `edge/schemas/`):
+//! * `passage`: one per vehicle and lane, with its rules and risk channel;
+//! * `alert`: one per failed rule of a passage whose channel is not green, plus portal tamper
+//!   and faults, and readings that matched no vehicle (`unmatched_reading`, severity `low`);
+//! * `position`: the fixes of one tracker message, batched per device;
+//! * `telemetry`: tracker sensor values without a position;
+//! * `health`: a lane sensor going silent, coming back, or reporting a fault.
+
+pub mod lane;
+pub mod passage;
+pub mod plates;
+pub mod radiation;
+pub mod rules;
+pub mod settings;
+pub mod trackers;
+pub mod transit;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use acsgd_drivers::lane::Body;
+use acsgd_drivers::rpm::RpmCode;
+use acsgd_drivers::Reading;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::config::{Config, Protocol, View};
+use crate::envelope::Event;
+pub use lane::Millis;
+use lane::{Assembler, Input, Item, PresenceSource, Settled};
+use passage::{DeclarationMatch, Facts, Passage};
+use settings::{Channel, FusionSettings, RuleSettings};
+use trackers::Trackers;
+use transit::Transit;
+
+/// RFC 3339 UTC with milliseconds, from [`Millis`].
+pub fn rfc3339(t: Millis) -> String {
+    crate::envelope::rfc3339_ms(to_time(t))
+}
+
+fn to_time(t: Millis) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(t as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// [`Millis`] of a wall-clock time.
+pub fn millis(t: OffsetDateTime) -> Millis {
+    (t.unix_timestamp_nanos() / 1_000_000) as Millis
+}
+
+/// A plate read as a camera with its own recognition (or the ANPR pipeline) reports it: one
+/// JSON object per line, `{"plate": "123ABC02", "confidence": 0.97}`.
+pub fn parse_plate_line(text: &str) -> Result<(String, f64), String> {
+    let v: Value = serde_json::from_str(text.trim()).map_err(|e| format!("not JSON: {e}"))?;
+    let plate = v
+        .get("plate")
+        .and_then(Value::as_str)
+        .ok_or("no \"plate\" string")?;
+    let conf = v.get("confidence").and_then(Value::as_f64).unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&conf) {
+        return Err(format!("confidence {conf} is not between 0 and 1"));
+    }
+    if plate.chars().count() > 16 {
+        return Err("plate longer than 16 characters".into());
+    }
+    Ok((plate.to_string(), conf))
+}
+
+struct SensorInfo {
+    id: String,
+    lane: Option<usize>,
+    protocol: Protocol,
+    /// Milliseconds to subtract from arrival time to get reference time.
+    shift: Millis,
+    view: Option<View>,
+    last_seen: Millis,
+    down: bool,
+    /// Lane-node fault bits last reported.
+    faults: u16,
+}
+
+/// Background lines of the last `background_s`, oldest first.
+#[derive(Default)]
+struct Background {
+    lines: VecDeque<(Millis, [u32; 4])>,
+}
+
+impl Background {
+    fn push(&mut self, t: Millis, counts: [u32; 4], keep_ms: Millis) {
+        let pos = self.lines.partition_point(|(u, _)| *u <= t);
+        self.lines.insert(pos, (t, counts));
+        // Keep a margin beyond the window: passages close seconds after they start.
+        while self
+            .lines
+            .front()
+            .is_some_and(|(u, _)| *u < t - keep_ms * 2 - 600_000)
+        {
+            self.lines.pop_front();
+        }
+    }
+
+    /// Mean counts per second per detector in `[start - window, start)`; the latest lines
+    /// before `start` when none fall inside the window.
+    fn before(&self, start: Millis, window: Millis) -> Option<[f64; 4]> {
+        let end = self.lines.partition_point(|(u, _)| *u < start);
+        let from = self.lines.partition_point(|(u, _)| *u < start - window);
+        let slice: Vec<&[u32; 4]> = if from < end {
+            self.lines.range(from..end).map(|(_, c)| c).collect()
+        } else {
+            self.lines
+                .range(..end)
+                .rev()
+                .take(10)
+                .map(|(_, c)| c)
+                .collect()
+        };
+        if slice.is_empty() {
+            return None;
+        }
+        let mut m = [0.0; 4];
+        for c in &slice {
+            for d in 0..4 {
+                m[d] += c[d] as f64;
+            }
+        }
+        Some(m.map(|x| x / slice.len() as f64))
+    }
+}
+
+struct LaneState {
+    id: String,
+    assembler: Assembler,
+    has_wim: bool,
+    has_rpm: bool,
+    has_camera: bool,
+    gamma_bg: Background,
+    neutron_bg: Background,
+    /// Portal fault or tamper currently active, and since when.
+    portal_fault: Option<(String, Millis)>,
+}
+
+/// Counters of what fusion did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FusionStats {
+    pub readings: u64,
+    pub passages: u64,
+    pub alerts: u64,
+    pub unmatched: u64,
+    pub positions: u64,
+}
+
+/// The fusion state machine (see the module docs).
+pub struct Fusion {
+    settings: FusionSettings,
+    rules: RuleSettings,
+    sensors: Vec<SensorInfo>,
+    by_id: BTreeMap<String, usize>,
+    lanes: Vec<LaneState>,
+    trackers: Trackers,
+    transit: Transit,
+    clock: Millis,
+    stats: FusionStats,
+}
+
+impl Fusion {
+    /// Fusion for a configuration, its clock starting at `start`.
+    pub fn new(config: &Config, start: Millis) -> Fusion {
+        let s = config.fusion.clone();
+        let speed_mps = s.nominal_speed_kmh / 3.6;
+        let lane_index = |id: &str| config.lanes.iter().position(|l| l.id == id);
+        let sensors: Vec<SensorInfo> = config
+            .sensors
+            .iter()
+            .map(|c| SensorInfo {
+                id: c.id.clone(),
+                lane: c.lane.as_deref().and_then(lane_index),
+                protocol: c.protocol,
+                shift: (c.position_m / speed_mps * 1000.0).round() as Millis,
+                view: c.view,
+                last_seen: start,
+                down: false,
+                faults: 0,
+            })
+            .collect();
+        let lanes = config
+            .lanes
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let has =
+                    |p: Protocol| sensors.iter().any(|s| s.lane == Some(i) && s.protocol == p);
+                let source = if has(Protocol::Lane) {
+                    PresenceSource::Loops
+                } else if has(Protocol::Rpm) {
+                    PresenceSource::Portal
+                } else {
+                    PresenceSource::None
+                };
+                LaneState {
+                    id: l.id.clone(),
+                    assembler: Assembler::new(source, &s),
+                    has_wim: has(Protocol::Lane),
+                    has_rpm: has(Protocol::Rpm),
+                    has_camera: has(Protocol::Camera),
+                    gamma_bg: Background::default(),
+                    neutron_bg: Background::default(),
+                    portal_fault: None,
+                }
+            })
+            .collect();
+        Fusion {
+            by_id: sensors
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.clone(), i))
+                .collect(),
+            sensors,
+            lanes,
+            trackers: Trackers::new(s.max_trackers),
+            transit: Transit::default(),
+            clock: start,
+            settings: s,
+            rules: config.rules.clone(),
+            stats: FusionStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &FusionStats {
+        &self.stats
+    }
+
+    /// Declarations and watchlist, to load what central sent.
+    pub fn transit_mut(&mut self) -> &mut Transit {
+        &mut self.transit
+    }
+
+    pub fn trackers(&self) -> &Trackers {
+        &self.trackers
+    }
+
+    /// Readings buffered in lanes, waiting for their passage to close.
+    pub fn pending(&self) -> usize {
+        self.lanes.iter().map(|l| l.assembler.pending()).sum()
+    }
+
+    /// Whether `sensor` is configured.
+    pub fn knows(&self, sensor: &str) -> bool {
+        self.by_id.contains_key(sensor)
+    }
+
+    fn event(&mut self, at: Millis, kind: &str, body: Value) -> Event {
+        match kind {
+            "alert" => self.stats.alerts += 1,
+            "passage" => self.stats.passages += 1,
+            "position" => self.stats.positions += 1,
+            _ => {}
+        }
+        Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            time: to_time(at),
+            kind: kind.to_string(),
+            body,
+        }
+    }
+
+    /// A sensor was heard at `at`: liveness bookkeeping.
+    fn heard(&mut self, idx: usize, at: Millis, out: &mut Vec<Event>) {
+        let s = &mut self.sensors[idx];
+        s.last_seen = s.last_seen.max(at);
+        if s.down {
+            s.down = false;
+            let id = s.id.clone();
+            let e = self.health(at, &id, "up", "sensor heard again", Value::Null);
+            out.push(e);
+        }
+        self.clock = self.clock.max(at);
+    }
+
+    fn health(
+        &mut self,
+        at: Millis,
+        sensor: &str,
+        state: &str,
+        reason: &str,
+        detail: Value,
+    ) -> Event {
+        let mut body =
+            json!({"component": format!("sensor/{sensor}"), "state": state, "reason": reason});
+        if !detail.is_null() {
+            body["detail"] = detail;
+        }
+        self.event(at, "health", body)
+    }
+
+    /// Decoded readings of `sensor` that arrived at `at`. Returns the events they make at
+    /// once (tracker positions and telemetry, portal tamper, sensor health); lane readings
+    /// are buffered until their passage closes (see [`Fusion::advance`]). An unknown sensor's
+    /// readings are ignored (the caller configured it away).
+    pub fn readings(&mut self, at: Millis, sensor: &str, readings: &[Reading]) -> Vec<Event> {
+        let mut out = Vec::new();
+        let Some(&idx) = self.by_id.get(sensor) else {
+            return out;
+        };
+        self.heard(idx, at, &mut out);
+        self.stats.readings += readings.len() as u64;
+        let lane = self.sensors[idx].lane;
+        // Tracker messages: batched positions per device, telemetry one by one.
+        let mut fixes: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for r in readings {
+            match r {
+                Reading::Position(p) => {
+                    let device = p.device.clone().unwrap_or_else(|| sensor.to_string());
+                    self.trackers.fix(&device, at, p);
+                    if let Ok(Value::Object(mut m)) = serde_json::to_value(r) {
+                        m.remove("kind");
+                        m.remove("device");
+                        fixes.entry(device).or_default().push(Value::Object(m));
+                    }
+                }
+                Reading::Telemetry(t) => {
+                    let device = t.device.clone().unwrap_or_else(|| sensor.to_string());
+                    match &t.seal {
+                        Some(seal) => self.trackers.seal(&device, at, seal),
+                        None => self.trackers.heard(&device, at),
+                    }
+                    out.push(self.telemetry(at, sensor, lane, r));
+                }
+                Reading::Message(_) => out.push(self.telemetry(at, sensor, lane, r)),
+                Reading::Login(l) => self.trackers.heard(&l.device, at),
+                Reading::Heartbeat(h) => {
+                    if let Some(d) = &h.device {
+                        self.trackers.heard(d, at);
+                    }
+                }
+                Reading::Radiation(line) => {
+                    if let Some(l) = lane {
+                        self.radiation(at, idx, l, line, &mut out);
+                    }
+                }
+                Reading::Lane(frame) => {
+                    if let Some(l) = lane {
+                        self.lane_frame(at, idx, l, &frame.body, &mut out);
+                    }
+                }
+                Reading::NoFix(_)
+                | Reading::Motion(_)
+                | Reading::Dop(_)
+                | Reading::Response(_)
+                | Reading::Warning(_) => {}
+            }
+        }
+        for (device, fixes) in fixes {
+            let mut body = json!({"device": device, "sensor": sensor, "fixes": fixes});
+            if let Some(l) = lane {
+                body["lane"] = json!(self.lanes[l].id);
+            }
+            out.push(self.event(at, "position", body));
+        }
+        out
+    }
+
+    fn telemetry(&mut self, at: Millis, sensor: &str, lane: Option<usize>, r: &Reading) -> Event {
+        let mut body = match serde_json::to_value(r) {
+            Ok(Value::Object(m)) => m,
+            _ => Default::default(),
+        };
+        body.insert("sensor".into(), json!(sensor));
+        if let Some(l) = lane {
+            body.insert("lane".into(), json!(self.lanes[l].id));
+        }
+        self.event(at, "telemetry", Value::Object(body))
+    }
+
+    /// A plate read by camera `sensor` at `at`.
+    pub fn plate(&mut self, at: Millis, sensor: &str, text: &str, confidence: f64) -> Vec<Event> {
+        let mut out = Vec::new();
+        let Some(&idx) = self.by_id.get(sensor) else {
+            return out;
+        };
+        self.heard(idx, at, &mut out);
+        self.stats.readings += 1;
+        if let Some(l) = self.sensors[idx].lane {
+            let item = Item {
+                t: at - self.sensors[idx].shift,
+                sensor: idx as u16,
+                input: Input::Plate {
+                    text: text.to_string(),
+                    confidence,
+                    view: self.sensors[idx].view,
+                },
+            };
+            self.push_item(l, item, &mut out);
+        }
+        out
+    }
+
+    fn push_item(&mut self, lane: usize, item: Item, out: &mut Vec<Event>) {
+        if let Some(late) = self.lanes[lane].assembler.push(item) {
+            let e = self.unmatched(lane, &[late]);
+            out.extend(e);
+        }
+    }
+
+    fn radiation(
+        &mut self,
+        at: Millis,
+        idx: usize,
+        lane: usize,
+        line: &acsgd_drivers::rpm::RpmLine,
+        out: &mut Vec<Event>,
+    ) {
+        let t = at - self.sensors[idx].shift;
+        let keep = (self.rules.radiation.background_s * 1000.0) as Millis;
+        let code = line.meaning;
+        match (code, line.counts) {
+            (RpmCode::GammaBackground, Some(c)) => self.lanes[lane].gamma_bg.push(t, c, keep),
+            (RpmCode::NeutronBackground, Some(c)) => self.lanes[lane].neutron_bg.push(t, c, keep),
+            (
+                RpmCode::GammaScan
+                | RpmCode::GammaAlarm
+                | RpmCode::NeutronScan
+                | RpmCode::NeutronAlarm,
+                Some(c),
+            ) => {
+                let item = Item {
+                    t,
+                    sensor: idx as u16,
+                    input: Input::Scan {
+                        gamma: matches!(code, RpmCode::GammaScan | RpmCode::GammaAlarm),
+                        portal_alarm: code.is_portal_alarm(),
+                        counts: c,
+                    },
+                };
+                self.push_item(lane, item, out);
+            }
+            (RpmCode::Tamper, _) => {
+                self.fault_raised(at, idx, lane, "tamper", "portal_tamper", out)
+            }
+            (RpmCode::TamperClear, _) => self.fault_cleared(at, idx, lane, "tamper", out),
+            (RpmCode::FaultGammaHigh, _) => {
+                self.fault_raised(at, idx, lane, "gamma background high", "portal_fault", out)
+            }
+            (RpmCode::FaultGammaLow, _) => {
+                self.fault_raised(at, idx, lane, "gamma background low", "portal_fault", out)
+            }
+            (RpmCode::FaultNeutronHigh, _) => self.fault_raised(
+                at,
+                idx,
+                lane,
+                "neutron background high",
+                "portal_fault",
+                out,
+            ),
+            _ => {}
+        }
+        // Background lines mean the portal is working again after a fault.
+        if matches!(code, RpmCode::GammaBackground) {
+            let fault = self.lanes[lane]
+                .portal_fault
+                .as_ref()
+                .map(|(f, _)| f.clone());
+            if let Some(f) = fault.filter(|f| f != "tamper") {
+                self.fault_cleared(at, idx, lane, &f, out);
+            }
+        }
+    }
+
+    /// A portal fault or tamper: one health event and one alert per change, not per line.
+    fn fault_raised(
+        &mut self,
+        at: Millis,
+        idx: usize,
+        lane: usize,
+        what: &str,
+        rule: &'static str,
+        out: &mut Vec<Event>,
+    ) {
+        if self.lanes[lane]
+            .portal_fault
+            .as_ref()
+            .is_some_and(|(f, _)| f == what)
+        {
+            return;
+        }
+        self.lanes[lane].portal_fault = Some((what.into(), at));
+        let id = self.sensors[idx].id.clone();
+        let e = self.health(
+            at,
+            &id,
+            "degraded",
+            &format!("portal reports {what}"),
+            Value::Null,
+        );
+        out.push(e);
+        let a = self.alert(at, lane, rule, None, json!({"sensor": id, "fault": what}));
+        out.push(a);
+    }
+
+    fn fault_cleared(
+        &mut self,
+        at: Millis,
+        idx: usize,
+        lane: usize,
+        what: &str,
+        out: &mut Vec<Event>,
+    ) {
+        if self.lanes[lane]
+            .portal_fault
+            .as_ref()
+            .is_some_and(|(f, _)| f == what)
+        {
+            self.lanes[lane].portal_fault = None;
+            let id = self.sensors[idx].id.clone();
+            let e = self.health(at, &id, "up", &format!("{what} cleared"), Value::Null);
+            out.push(e);
+        }
+    }
+
+    fn lane_frame(
+        &mut self,
+        at: Millis,
+        idx: usize,
+        lane: usize,
+        body: &Body,
+        out: &mut Vec<Event>,
+    ) {
+        let t = at - self.sensors[idx].shift;
+        let input = match *body {
+            Body::Loop {
+                loop_id, occupied, ..
+            } => Input::Loop {
+                loop_id,
+                on: occupied,
+            },
+            Body::Axle {
+                vehicle,
+                index,
+                left_kg,
+                right_kg,
+                spacing_mm,
+                speed_dkmh,
+                ..
+            } => Input::Axle {
+                vehicle,
+                index,
+                left_kg,
+                right_kg,
+                spacing_mm,
+                speed_dkmh,
+            },
+            Body::Vehicle {
+                vehicle,
+                axles,
+                gross_kg,
+                speed_dkmh,
+                length_cm,
+                class,
+                error,
+                ..
+            } => Input::Wim {
+                vehicle,
+                axles,
+                gross_kg,
+                speed_dkmh,
+                length_cm,
+                class,
+                error,
+            },
+            Body::Health {
+                faults,
+                supply_mv,
+                temp_dc,
+                ..
+            } => {
+                let was = self.sensors[idx].faults;
+                if faults != was {
+                    self.sensors[idx].faults = faults;
+                    let id = self.sensors[idx].id.clone();
+                    let (state, reason) = if faults == 0 {
+                        ("up", "lane node faults cleared")
+                    } else {
+                        ("degraded", "lane node reports faults")
+                    };
+                    let e = self.health(at, &id, state, reason, json!({"faults": faults, "supply_mv": supply_mv, "temp_c": temp_dc as f64 / 10.0}));
+                    out.push(e);
+                }
+                return;
+            }
+            Body::Pulses { .. } | Body::Barrier { .. } | Body::Lights { .. } | Body::Ack { .. } => {
+                return
+            }
+        };
+        let item = Item {
+            t,
+            sensor: idx as u16,
+            input,
+        };
+        self.push_item(lane, item, out);
+    }
+
+    /// Moves the clock to `now` (never backwards): closes the passages that can be closed,
+    /// reports unmatched readings and silent sensors.
+    pub fn advance(&mut self, now: Millis) -> Vec<Event> {
+        self.clock = self.clock.max(now);
+        let now = self.clock;
+        let lateness = (self.settings.lateness_s * 1000.0) as Millis;
+        let mut out = Vec::new();
+        for l in 0..self.lanes.len() {
+            let settled = self.lanes[l].assembler.advance(now, lateness);
+            self.settle(l, settled, &mut out);
+        }
+        let silent = (self.settings.sensor_silent_s * 1000.0) as Millis;
+        for i in 0..self.sensors.len() {
+            let s = &mut self.sensors[i];
+            // Only lane sensors are expected to talk all the time.
+            if s.lane.is_some() && !s.down && now - s.last_seen > silent {
+                s.down = true;
+                let id = s.id.clone();
+                let since = s.last_seen;
+                let e = self.health(
+                    now,
+                    &id,
+                    "down",
+                    "sensor silent",
+                    json!({"silent_since": rfc3339(since)}),
+                );
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Closes every passage still open (end of a trace, shutdown).
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        for l in 0..self.lanes.len() {
+            let settled = self.lanes[l].assembler.finish();
+            self.settle(l, settled, &mut out);
+        }
+        out
+    }
+
+    fn settle(&mut self, lane: usize, settled: Settled, out: &mut Vec<Event>) {
+        for c in &settled.passages {
+            let (p, alerts) = self.passage(lane, c);
+            let end = c.end;
+            let body = serde_json::to_value(&p).unwrap_or(Value::Null);
+            out.push(self.event(end, "passage", body));
+            for (rule, params) in alerts {
+                let a = self.alert(end, lane, rule, Some(&p), params);
+                out.push(a);
+            }
+        }
+        if !settled.unmatched.is_empty() {
+            let e = self.unmatched(lane, &settled.unmatched);
+            out.extend(e);
+        }
+    }
+
+    /// One `unmatched_reading` alert per sensor of the batch.
+    fn unmatched(&mut self, lane: usize, items: &[Item]) -> Vec<Event> {
+        self.stats.unmatched += items.len() as u64;
+        let mut by_sensor: BTreeMap<u16, (usize, Millis, Millis, &'static str)> = BTreeMap::new();
+        for it in items {
+            let kind = match it.input {
+                Input::Loop { .. } => "loop",
+                Input::Axle { .. } => "axle",
+                Input::Wim { .. } => "wim",
+                Input::Scan { .. } => "scan",
+                Input::Plate { .. } => "plate",
+            };
+            let e = by_sensor.entry(it.sensor).or_insert((0, it.t, it.t, kind));
+            e.0 += 1;
+            e.1 = e.1.min(it.t);
+            e.2 = e.2.max(it.t);
+        }
+        let mut out = Vec::new();
+        for (sensor, (n, from, to, kind)) in by_sensor {
+            let id = self.sensors[sensor as usize].id.clone();
+            let params = json!({"sensor": id, "readings": n, "kind": kind, "from": rfc3339(from), "to": rfc3339(to)});
+            out.push(self.alert(to, lane, "unmatched_reading", None, params));
+        }
+        out
+    }
+
+    fn alert(
+        &mut self,
+        at: Millis,
+        lane: usize,
+        rule: &'static str,
+        p: Option<&Passage>,
+        params: Value,
+    ) -> Event {
+        let channel = self.rules.channel(rule);
+        let severity = match channel {
+            Channel::Red => "high",
+            Channel::Yellow => "medium",
+            Channel::Green => "low",
+        };
+        let mut body = json!({
+            "severity": severity,
+            "rule": rule,
+            "channel": channel,
+            "lane": self.lanes[lane].id,
+            "message": {"key": format!("alert.{rule}"), "params": params},
+        });
+        if let Some(p) = p {
+            body["passage"] = json!(p.id);
+            let plates: Vec<&str> = p.plates.iter().map(|r| r.text.as_str()).collect();
+            body["plates"] = json!(plates);
+            if let Some(m) = &p.mrn {
+                body["mrn"] = json!(m);
+            }
+        }
+        self.event(at, "alert", body)
+    }
+
+    /// Builds a closed passage: facts, association, rules. Returns it and its alerts.
+    fn passage(&mut self, lane: usize, c: &lane::Closed) -> (Passage, Vec<(&'static str, Value)>) {
+        let facts = Facts::from_closed(c);
+        let l = &self.lanes[lane];
+        let bg_window = (self.rules.radiation.background_s * 1000.0) as Millis;
+        let radiation = facts.radiation(
+            l.gamma_bg.before(c.start, bg_window),
+            l.neutron_bg
+                .before(c.start, bg_window)
+                .map(|b| b.iter().sum()),
+            &self.rules.radiation,
+        );
+        // Association: every plate read to its declaration; the front (tractor) plate's
+        // declaration is the passage's, else the first found.
+        let plate_mrns: Vec<(String, Option<String>)> = facts
+            .plates
+            .iter()
+            .map(|r| (r.text.clone(), self.transit.find(&r.text).map(|f| f.mrn)))
+            .collect();
+        let found = facts
+            .plates
+            .iter()
+            .filter_map(|r| self.transit.find(&r.text).map(|f| (r, f)))
+            .min_by_key(|(r, _)| (r.view != Some(View::Front), r.view.map(|v| v as u8)));
+        let declaration = found.as_ref().and_then(|(_, f)| self.transit.get(&f.mrn));
+        let mut p = Passage {
+            id: format!("{}-{}", l.id, c.start),
+            lane: l.id.clone(),
+            start: rfc3339(c.start),
+            end: rfc3339(c.end),
+            duration_s: (c.end - c.start) as f64 / 1000.0,
+            stopped: c.stopped,
+            speed_kmh: facts.speed_kmh,
+            wim: facts.wim.clone(),
+            plates: facts.plates.clone(),
+            mrn: found.as_ref().map(|(_, f)| f.mrn.clone()),
+            declaration: found
+                .as_ref()
+                .zip(declaration)
+                .map(|((r, f), d)| DeclarationMatch {
+                    mrn: f.mrn.clone(),
+                    declared_plate: f.declared_plate.clone(),
+                    read_plate: r.text.clone(),
+                    how: f.how,
+                    gross_kg: d.gross_kg,
+                    destination: d.destination.clone(),
+                    goods: d.goods.clone(),
+                    tracker: d.tracker.clone(),
+                }),
+            radiation,
+            seal: None,
+            rules: Vec::new(),
+            channel: Channel::Green,
+            reasons: Vec::new(),
+            readings: facts.readings,
+        };
+        let tracker = declaration
+            .and_then(|d| d.tracker.as_deref())
+            .and_then(|t| self.trackers.get(t));
+        let cx = rules::Context {
+            settings: &self.rules,
+            now: c.end,
+            has_wim: l.has_wim,
+            has_rpm: l.has_rpm,
+            has_camera: l.has_camera,
+            portal_fault: l
+                .portal_fault
+                .as_ref()
+                .filter(|(_, since)| *since <= c.end)
+                .map(|(f, _)| f.clone()),
+            transit: &self.transit,
+            declaration,
+            plate_mrns,
+            tracker,
+        };
+        rules::evaluate(&mut p, &cx);
+        let alerts = p
+            .rules
+            .iter()
+            .filter(|o| o.result == "fail" && self.rules.channel(o.rule) > Channel::Green)
+            .map(|o| (o.rule, o.detail.clone()))
+            .collect();
+        (p, alerts)
+    }
+}

@@ -1,0 +1,346 @@
+//! The appliance's own radiation alarm, from the portal's raw counts.
+//!
+//! The portal reports background (`GB`/`NB`: counts per second per detector, lane empty) and,
+//! while occupied, scan intervals (`GS`/`NS`, `GA`/`NA` when the portal itself alarms: counts
+//! per 200 ms per detector). For each occupancy:
+//!
+//! **Gamma.** Background per detector is the mean of the background lines of the
+//! `background_s` before the occupancy. A passing vehicle *shadows* the detectors (its mass
+//! absorbs part of the natural background, typically 5–30 %), so the expected count during the
+//! occupancy is the background times a shadow factor estimated from the occupancy itself: the
+//! median of its 200 ms totals over the background rate, clamped to 0.5…1 (a source raises only a
+//! few intervals, so the median is robust to it). Seven channels are tested (four detectors,
+//! each side of the lane, the sum) in every sliding window of `window_s`: an alarm is a window
+//! count at or above the Poisson threshold whose upper tail is `gamma_false_alarms / (7 ×
+//! windows)` (Bonferroni over every test of the occupancy, so the false alarms per occupancy
+//! stay within the budget), widened by the uncertainty of the shadow estimate.
+//!
+//! **Neutron.** The summed neutron channel over the whole occupancy and in every window,
+//! against the neutron background (no shadow correction: neutron background comes from cosmic
+//! rays and heavy vehicles raise rather than lower it), with `neutron_false_alarms` shared
+//! the same way.
+//!
+//! The portal's own alarm (`GA`/`NA` lines) is reported beside ours, never instead of it.
+//! [`plain_gross_test`] is the reference the radiation study compares with: one gross count of
+//! the whole occupancy against background + 4σ.
+
+/// Seconds per scan interval.
+pub const INTERVAL_S: f64 = 0.2;
+
+/// What the gamma test found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GammaResult {
+    pub alarm: bool,
+    /// The channel that alarmed first (`d1`…`d4`, `side_a`, `side_b`, `sum`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<&'static str>,
+    /// Summed background, counts per second.
+    pub background_cps: f64,
+    /// Estimated shadow factor.
+    pub shadow: f64,
+    /// The summed channel's alarm threshold, counts per second.
+    pub threshold_cps: f64,
+    /// The summed channel's highest window, counts per second.
+    pub max_cps: f64,
+    /// Largest excess over threshold (window count / threshold) among all channels.
+    pub peak_ratio: f64,
+}
+
+/// What the neutron test found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NeutronResult {
+    pub alarm: bool,
+    pub background_cps: f64,
+    /// Counts of the whole occupancy and the threshold they were held against.
+    pub counts: u64,
+    pub threshold: u64,
+}
+
+const CHANNELS: [&str; 7] = ["d1", "d2", "d3", "d4", "side_a", "side_b", "sum"];
+
+fn channel_values(c: [u64; 4]) -> [u64; 7] {
+    [
+        c[0],
+        c[1],
+        c[2],
+        c[3],
+        c[0] + c[1],
+        c[2] + c[3],
+        c[0] + c[1] + c[2] + c[3],
+    ]
+}
+
+/// Window length in whole intervals.
+fn window_intervals(window_s: f64, n: usize) -> usize {
+    (((window_s / INTERVAL_S).round() as usize).max(1)).min(n.max(1))
+}
+
+/// Sliding window sums of each detector.
+fn window_sums(intervals: &[[u32; 4]], w: usize) -> Vec<[u64; 4]> {
+    if intervals.len() < w || w == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(intervals.len() - w + 1);
+    let mut acc = [0u64; 4];
+    for (i, iv) in intervals.iter().enumerate() {
+        for d in 0..4 {
+            acc[d] += iv[d] as u64;
+        }
+        if i >= w {
+            for d in 0..4 {
+                acc[d] -= intervals[i - w][d] as u64;
+            }
+        }
+        if i + 1 >= w {
+            out.push(acc);
+        }
+    }
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// The gamma test of one occupancy. `background` is counts per second per detector.
+pub fn gamma_test(
+    background: [f64; 4],
+    intervals: &[[u32; 4]],
+    window_s: f64,
+    false_alarms: f64,
+) -> GammaResult {
+    let bg_sum: f64 = background.iter().sum();
+    let w = window_intervals(window_s, intervals.len());
+    let sums = window_sums(intervals, w);
+    let mut result = GammaResult {
+        alarm: false,
+        channel: None,
+        background_cps: bg_sum,
+        shadow: 1.0,
+        threshold_cps: f64::NAN,
+        max_cps: 0.0,
+        peak_ratio: 0.0,
+    };
+    if sums.is_empty() || bg_sum <= 0.0 {
+        return result;
+    }
+    let per_interval = bg_sum * INTERVAL_S;
+    let mut totals: Vec<f64> = intervals
+        .iter()
+        .map(|iv| iv.iter().map(|&c| c as f64).sum::<f64>())
+        .collect();
+    let n = totals.len() as f64;
+    let shadow = (median(&mut totals) / per_interval).clamp(0.5, 1.0);
+    // Relative standard deviation of that median (≈ 1.25 σ/√n of a Poisson mean).
+    let rel = 1.25 / (per_interval * shadow * n).sqrt();
+    result.shadow = shadow;
+    let alpha = false_alarms / (CHANNELS.len() * sums.len()) as f64;
+    let window_t = w as f64 * INTERVAL_S;
+    let bg7 = channel_values_f(background);
+    let thresholds: Vec<f64> = bg7
+        .iter()
+        .map(|&b| {
+            let mu = b * shadow * window_t;
+            if mu <= 0.0 {
+                return f64::INFINITY;
+            }
+            let t = poisson_threshold(mu, alpha) as f64;
+            // Widen the Poisson margin by the shadow estimate's own uncertainty.
+            let z = (t - mu) / mu.sqrt();
+            mu + z * (mu + (rel * mu).powi(2)).sqrt()
+        })
+        .collect();
+    result.threshold_cps = thresholds[6] / window_t;
+    for s in &sums {
+        let v = channel_values(*s);
+        result.max_cps = result.max_cps.max(v[6] as f64 / window_t);
+        for c in 0..CHANNELS.len() {
+            let ratio = v[c] as f64 / thresholds[c];
+            result.peak_ratio = result.peak_ratio.max(ratio);
+            if ratio >= 1.0 && !result.alarm {
+                result.alarm = true;
+                result.channel = Some(CHANNELS[c]);
+            }
+        }
+    }
+    result
+}
+
+fn channel_values_f(b: [f64; 4]) -> [f64; 7] {
+    [
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        b[0] + b[1],
+        b[2] + b[3],
+        b[0] + b[1] + b[2] + b[3],
+    ]
+}
+
+/// The neutron test of one occupancy. `background_cps` is the summed neutron background.
+pub fn neutron_test(
+    background_cps: f64,
+    intervals: &[[u32; 4]],
+    window_s: f64,
+    false_alarms: f64,
+) -> NeutronResult {
+    let counts: u64 = intervals
+        .iter()
+        .map(|iv| iv.iter().map(|&c| c as u64).sum::<u64>())
+        .sum();
+    let mut r = NeutronResult {
+        alarm: false,
+        background_cps,
+        counts,
+        threshold: 0,
+    };
+    if intervals.is_empty() {
+        return r;
+    }
+    // A portal that reports no neutron background still has some: one count a minute keeps
+    // the test meaningful instead of alarming on the first neutron.
+    let bg = background_cps.max(1.0 / 60.0);
+    let w = window_intervals(window_s, intervals.len());
+    let sums = window_sums(intervals, w);
+    let alpha = false_alarms / (1 + sums.len()) as f64;
+    r.threshold = poisson_threshold(bg * intervals.len() as f64 * INTERVAL_S, alpha);
+    let tw = poisson_threshold(bg * w as f64 * INTERVAL_S, alpha);
+    r.alarm = counts >= r.threshold || sums.iter().any(|s| s.iter().sum::<u64>() >= tw);
+    r
+}
+
+/// The reference: the whole occupancy's gross gamma count against background + 4σ.
+pub fn plain_gross_test(background: [f64; 4], intervals: &[[u32; 4]]) -> bool {
+    let mu = background.iter().sum::<f64>() * intervals.len() as f64 * INTERVAL_S;
+    let g: u64 = intervals
+        .iter()
+        .map(|iv| iv.iter().map(|&c| c as u64).sum::<u64>())
+        .sum();
+    !intervals.is_empty() && g as f64 > mu + 4.0 * mu.sqrt()
+}
+
+/// `ln k!`.
+pub fn ln_factorial(k: u64) -> f64 {
+    if k < 64 {
+        (2..=k).map(|i| (i as f64).ln()).sum()
+    } else {
+        let n = k as f64;
+        n * n.ln() - n + 0.5 * (2.0 * std::f64::consts::PI * n).ln() + 1.0 / (12.0 * n)
+            - 1.0 / (360.0 * n.powi(3))
+    }
+}
+
+/// `P(X ≥ t)` for `X ~ Poisson(mu)`, for `t ≥ mu` (the only side a threshold lives on).
+pub fn poisson_upper_tail(mu: f64, t: u64) -> f64 {
+    if t == 0 {
+        return 1.0;
+    }
+    let mut term = (t as f64 * mu.ln() - mu - ln_factorial(t)).exp();
+    let mut sum = 0.0;
+    let mut k = t;
+    while term > sum * 1e-16 && k < t + 100_000 {
+        sum += term;
+        k += 1;
+        term *= mu / k as f64;
+    }
+    sum.min(1.0)
+}
+
+/// The smallest count `t` with `P(X ≥ t) ≤ alpha` for `X ~ Poisson(mu)`.
+pub fn poisson_threshold(mu: f64, alpha: f64) -> u64 {
+    let mut lo = mu.ceil() as u64;
+    if poisson_upper_tail(mu, lo) <= alpha {
+        return lo.max(1);
+    }
+    let mut hi = (mu + 60.0 * mu.sqrt() + 60.0).ceil() as u64;
+    // Invariant: tail(lo) > alpha, tail(hi) ≤ alpha.
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if poisson_upper_tail(mu, mid) <= alpha {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_tail_matches_known_values() {
+        // P(X ≥ 5 | μ = 1) = 1 − Σ_{k<5} e⁻¹/k! = 0.0036599…
+        assert!((poisson_upper_tail(1.0, 5) - 0.003_659_846_8).abs() < 1e-9);
+        // P(X ≥ 20 | μ = 10) = 0.003454…
+        assert!((poisson_upper_tail(10.0, 20) - 0.003_454_6).abs() < 1e-6);
+        // Large μ: close to the normal tail at 4σ (3.2e-5), a little heavier.
+        let t = poisson_upper_tail(10_000.0, 10_400);
+        assert!(t > 3.0e-5 && t < 5.0e-5, "{t}");
+    }
+
+    #[test]
+    fn threshold_is_the_smallest_count_within_alpha() {
+        for (mu, alpha) in [(1.0, 1e-3), (50.0, 1e-5), (1200.0, 2e-6), (0.02, 1e-4)] {
+            let t = poisson_threshold(mu, alpha);
+            assert!(poisson_upper_tail(mu, t) <= alpha, "{mu} {alpha} {t}");
+            assert!(
+                t == 1 || poisson_upper_tail(mu, t - 1) > alpha,
+                "{mu} {alpha} {t}"
+            );
+        }
+    }
+
+    #[test]
+    fn flat_background_is_clear_and_a_peak_alarms() {
+        let bg = [300.0; 4];
+        let flat: Vec<[u32; 4]> = (0..30).map(|i| [60 + i % 3, 59, 61, 60]).collect();
+        let r = gamma_test(bg, &flat, 1.0, 5e-4);
+        assert!(!r.alarm, "{r:?}");
+        assert!((r.shadow - 1.0).abs() < 0.02);
+        let mut peak = flat.clone();
+        for iv in &mut peak[12..17] {
+            iv[0] += 25;
+            iv[1] += 20;
+        }
+        let r = gamma_test(bg, &peak, 1.0, 5e-4);
+        assert!(r.alarm, "{r:?}");
+        assert!(matches!(r.channel, Some("d1" | "side_a")), "{r:?}");
+        // The same counts spread over the whole occupancy hide in the plain gross test.
+        assert!(!plain_gross_test(bg, &peak));
+    }
+
+    #[test]
+    fn shadowing_is_estimated_from_the_occupancy() {
+        let bg = [300.0; 4];
+        let shadowed: Vec<[u32; 4]> = (0..40).map(|_| [48, 48, 48, 48]).collect();
+        let r = gamma_test(bg, &shadowed, 1.0, 5e-4);
+        assert!((r.shadow - 0.8).abs() < 1e-9, "{r:?}");
+        assert!(!r.alarm);
+    }
+
+    #[test]
+    fn neutron_alarm_on_the_summed_channel() {
+        let quiet: Vec<[u32; 4]> = (0..40).map(|i| [u32::from(i % 13 == 0), 0, 0, 0]).collect();
+        assert!(!neutron_test(2.0, &quiet, 1.0, 5e-4).alarm);
+        let mut hot = quiet.clone();
+        for iv in &mut hot[10..20] {
+            iv[1] += 2;
+            iv[2] += 1;
+        }
+        let r = neutron_test(2.0, &hot, 1.0, 5e-4);
+        assert!(r.alarm, "{r:?}");
+        assert!(neutron_test(0.0, &[], 1.0, 5e-4).counts == 0);
+    }
+}

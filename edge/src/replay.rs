@@ -1,0 +1,369 @@
+//! `acsgd replay --config FILE TRACE`: a recorded trace through the real drivers, fusion and
+//! rules in virtual time, every event as one JSON line (a sealed envelope, signed with a key
+//! that exists only for this run) on stdout and nothing else there.
+//!
+//! ## Trace format (DESIGN.md)
+//! UTF-8 TSV, one reading per line: `offset_ms <TAB> sensor_id <TAB> encoding <TAB> payload`,
+//! encoding `text` (the line as the sensor sent it, without its line ending) or `hex` (raw
+//! bytes). `#` starts a comment. Additions of this implementation:
+//! * `# start 2026-05-14T08:00:00Z` (a comment) sets the wall-clock time of offset 0
+//!   (default 2026-01-01T00:00:00Z), so event times are those of the recording;
+//! * a camera sensor's payload is a plate read, `{"plate": "123ABC02", "confidence": 0.97}`;
+//! * sensor id `@declarations` / `@watchlist` is a message from central (the JSON payload of
+//!   `in/declarations`: one declaration or an array; `in/watchlist`).
+//!
+//! Time is the trace's: the clock jumps from line to line, nothing sleeps, and the same trace
+//! and config give the same events (ids and signatures aside). Lines out of offset order are
+//! fed as they come (the clock never goes back); fusion places them by their own time.
+//! A line that cannot be read or decoded costs that line: it is counted per sensor and
+//! summarised on stderr, never on stdout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+
+use acsgd_drivers::decode::{unhex, Decoder};
+use serde_json::Value;
+
+use crate::config::{Config, Protocol};
+use crate::envelope::{Event, Signer};
+use crate::fusion::{self, Fusion, Millis};
+
+/// Default wall-clock time of offset 0.
+pub const DEFAULT_START: Millis = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+/// How often (virtual time) fusion is asked to close passages.
+const TICK_MS: Millis = 250;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("trace {0}: cannot read: {1}")]
+    Read(String, std::io::Error),
+    #[error("cannot write events: {0}")]
+    Write(std::io::Error),
+    #[error("{0}")]
+    Key(#[from] crate::envelope::EnvelopeError),
+}
+
+/// What a replay did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Summary {
+    pub lines: u64,
+    pub events: u64,
+    /// Lines that could not be used, per sensor id (or `trace` for a malformed line).
+    pub bad: BTreeMap<String, u64>,
+    /// The first problem of each kind, for the technician.
+    pub first_problems: Vec<String>,
+    pub fusion: fusion::FusionStats,
+}
+
+impl Summary {
+    fn bad(&mut self, who: &str, line_no: u64, problem: String) {
+        *self.bad.entry(who.to_string()).or_default() += 1;
+        if self.first_problems.len() < 20 {
+            self.first_problems
+                .push(format!("line {line_no}: {who}: {problem}"));
+        }
+    }
+}
+
+/// A trace line.
+#[derive(Debug, PartialEq)]
+pub struct Line<'a> {
+    pub offset_ms: i64,
+    pub sensor: &'a str,
+    pub hex: bool,
+    pub payload: &'a str,
+}
+
+/// Parses one line; `Ok(None)` for blank lines and comments.
+pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, String> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let mut f = line.splitn(4, '\t');
+    let (Some(off), Some(sensor), Some(enc), Some(payload)) =
+        (f.next(), f.next(), f.next(), f.next())
+    else {
+        return Err("expected offset_ms, sensor, encoding and payload separated by tabs".into());
+    };
+    let offset_ms: i64 = off
+        .trim()
+        .parse()
+        .map_err(|_| format!("offset {off:?} is not a whole number of milliseconds"))?;
+    let hex = match enc {
+        "text" => false,
+        "hex" => true,
+        other => return Err(format!("encoding {other:?} is neither text nor hex")),
+    };
+    Ok(Some(Line {
+        offset_ms,
+        sensor,
+        hex,
+        payload,
+    }))
+}
+
+/// The `# start …` comment's time, if `line` is one.
+fn start_comment(line: &str) -> Option<Result<Millis, String>> {
+    let rest = line
+        .strip_prefix('#')?
+        .trim()
+        .strip_prefix("start ")?
+        .trim();
+    Some(
+        time::OffsetDateTime::parse(rest, &time::format_description::well_known::Rfc3339)
+            .map(fusion::millis)
+            .map_err(|e| format!("start time {rest:?}: {e}")),
+    )
+}
+
+/// Replays a trace, writing each event to `out` as it is made.
+pub struct Replayer<W: Write> {
+    config: Config,
+    fusion: Fusion,
+    decoders: HashMap<String, Decoder>,
+    signer: Signer,
+    seq: u64,
+    start: Millis,
+    next_tick: Millis,
+    out: W,
+    pub summary: Summary,
+}
+
+impl<W: Write> Replayer<W> {
+    pub fn new(config: Config, out: W) -> Result<Replayer<W>, ReplayError> {
+        let signer = Signer::ephemeral(&config.post)?;
+        Ok(Replayer {
+            fusion: Fusion::new(&config, DEFAULT_START),
+            decoders: HashMap::new(),
+            signer,
+            seq: 0,
+            start: DEFAULT_START,
+            next_tick: DEFAULT_START,
+            config,
+            out,
+            summary: Summary::default(),
+        })
+    }
+
+    fn emit(&mut self, events: Vec<Event>) -> Result<(), ReplayError> {
+        for e in events {
+            self.seq += 1;
+            let mut bytes = self.signer.seal(&e, self.seq);
+            bytes.push(b'\n');
+            self.out.write_all(&bytes).map_err(ReplayError::Write)?;
+            self.summary.events += 1;
+        }
+        Ok(())
+    }
+
+    /// Feeds one line of the trace (`line_no` only names it in problems).
+    pub fn line(&mut self, text: &str, line_no: u64) -> Result<(), ReplayError> {
+        self.summary.lines += 1;
+        if let Some(start) = start_comment(text) {
+            match start {
+                // Only before any reading: the clock cannot be moved once it has run.
+                Ok(t) if self.seq == 0 && self.fusion.stats().readings == 0 => {
+                    self.start = t;
+                    self.next_tick = t;
+                    self.fusion = Fusion::new(&self.config, t);
+                }
+                Ok(_) => self.summary.bad(
+                    "trace",
+                    line_no,
+                    "start comment after readings; ignored".into(),
+                ),
+                Err(e) => self.summary.bad("trace", line_no, e),
+            }
+            return Ok(());
+        }
+        let l = match parse_line(text) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.summary.bad("trace", line_no, e);
+                return Ok(());
+            }
+        };
+        let at = self.start + l.offset_ms;
+        while self.next_tick <= at {
+            let ev = self.fusion.advance(self.next_tick);
+            self.emit(ev)?;
+            self.next_tick += TICK_MS;
+        }
+        let bytes = if l.hex {
+            match unhex(l.payload.as_bytes()) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.summary.bad(l.sensor, line_no, e);
+                    return Ok(());
+                }
+            }
+        } else {
+            l.payload.as_bytes().to_vec()
+        };
+        let events = match l.sensor {
+            "@declarations" | "@watchlist" => {
+                self.central(l.sensor, &bytes, line_no);
+                Vec::new()
+            }
+            sensor => self.sensor(sensor, at, &bytes, l.hex, line_no),
+        };
+        self.emit(events)
+    }
+
+    fn central(&mut self, what: &str, bytes: &[u8], line_no: u64) {
+        let doc: Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => return self.summary.bad(what, line_no, format!("not JSON: {e}")),
+        };
+        let t = self.fusion.transit_mut();
+        let problems: Vec<String> = if what == "@watchlist" {
+            t.set_watchlist(&doc)
+                .err()
+                .map(|e| e.to_string())
+                .into_iter()
+                .collect()
+        } else {
+            let docs = match doc {
+                Value::Array(a) => a,
+                one => vec![one],
+            };
+            docs.iter()
+                .filter_map(|d| t.upsert(d).err().map(|e| e.to_string()))
+                .collect()
+        };
+        for p in problems {
+            self.summary.bad(what, line_no, p);
+        }
+    }
+
+    fn sensor(
+        &mut self,
+        sensor: &str,
+        at: Millis,
+        bytes: &[u8],
+        hex: bool,
+        line_no: u64,
+    ) -> Vec<Event> {
+        let Some(conf) = self.config.sensors.iter().find(|s| s.id == sensor) else {
+            self.summary
+                .bad(sensor, line_no, "no such sensor in the config".into());
+            return Vec::new();
+        };
+        let Some(protocol) = crate::sensors::driver_protocol(conf.protocol) else {
+            debug_assert_eq!(conf.protocol, Protocol::Camera);
+            let text = String::from_utf8_lossy(bytes);
+            return match fusion::parse_plate_line(&text) {
+                Ok((plate, conf)) => self.fusion.plate(at, sensor, &plate, conf),
+                Err(e) => {
+                    self.summary.bad(sensor, line_no, e);
+                    Vec::new()
+                }
+            };
+        };
+        let decoder = self
+            .decoders
+            .entry(sensor.to_string())
+            .or_insert_with(|| Decoder::new(protocol));
+        // Binary captures may hold several frames (or noise between them) per line.
+        let decoded = if hex && !protocol.is_text() {
+            decoder.stream(bytes)
+        } else {
+            vec![decoder.packet(bytes)]
+        };
+        let mut readings = Vec::new();
+        for d in decoded {
+            match d {
+                Ok(r) => readings.extend(r),
+                Err(e) => self.summary.bad(sensor, line_no, e),
+            }
+        }
+        if readings.is_empty() {
+            return Vec::new();
+        }
+        self.fusion.readings(at, sensor, &readings)
+    }
+
+    /// Ends the trace: closes every open passage. Returns the summary.
+    pub fn finish(mut self) -> Result<Summary, ReplayError> {
+        let ev = self.fusion.advance(self.next_tick);
+        self.emit(ev)?;
+        let ev = self.fusion.finish();
+        self.emit(ev)?;
+        self.out.flush().map_err(ReplayError::Write)?;
+        self.summary.fusion = self.fusion.stats().clone();
+        Ok(self.summary)
+    }
+}
+
+/// Replays `trace` (a file path, or `-` for stdin) to `out`.
+pub fn run(
+    config: Config,
+    trace: &std::path::Path,
+    out: impl Write,
+) -> Result<Summary, ReplayError> {
+    let name = trace.display().to_string();
+    let reader: Box<dyn BufRead> = if name == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(trace).map_err(|e| ReplayError::Read(name.clone(), e))?,
+        ))
+    };
+    let mut r = Replayer::new(config, std::io::BufWriter::new(out))?;
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line.map_err(|e| ReplayError::Read(name.clone(), e))?;
+        match std::str::from_utf8(&line) {
+            Ok(text) => r.line(text, i as u64 + 1)?,
+            Err(_) => r.summary.bad("trace", i as u64 + 1, "not UTF-8".into()),
+        }
+    }
+    r.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_lines_parse_or_say_why_not() {
+        assert_eq!(
+            parse_line("1500\trpm-1\ttext\tGS,000061,000058,000064,000059\r").unwrap(),
+            Some(Line {
+                offset_ms: 1500,
+                sensor: "rpm-1",
+                hex: false,
+                payload: "GS,000061,000058,000064,000059"
+            })
+        );
+        assert_eq!(parse_line("# a comment").unwrap(), None);
+        assert_eq!(parse_line("").unwrap(), None);
+        assert!(parse_line("x\ta\ttext\tb").unwrap_err().contains("offset"));
+        assert!(parse_line("1\ta\tbase64\tb")
+            .unwrap_err()
+            .contains("encoding"));
+        assert!(parse_line("1\ta\ttext")
+            .unwrap_err()
+            .contains("separated by tabs"));
+        // A payload may itself contain tabs.
+        assert_eq!(
+            parse_line("1\ta\ttext\tb\tc").unwrap().unwrap().payload,
+            "b\tc"
+        );
+    }
+
+    #[test]
+    fn start_comment_sets_the_clock() {
+        assert_eq!(
+            start_comment("# start 2026-01-01T00:00:00Z")
+                .unwrap()
+                .unwrap(),
+            DEFAULT_START
+        );
+        assert!(start_comment("# start of shift").unwrap().is_err());
+        assert!(start_comment("# started by hand").is_none());
+        assert!(start_comment("# nothing").is_none());
+    }
+}
