@@ -12,9 +12,9 @@
 //! anything else from the presence as a whole.
 //!
 //! **Closing.** With `horizon = now − lateness_s`, every reading with a time before the horizon
-//! has arrived. A passage closes when `end + window_after + window_before ≤ horizon`: by then
-//! nothing unknown can extend it, and no vehicle not yet seen can be nearer to any of its
-//! readings. A reading that no interval can claim any more (before `horizon − window_before`)
+//! has arrived. A passage closes when `end + window_after + max(window_before, window_after)
+//! ≤ horizon`: by then nothing unknown can extend it, and neither a vehicle not yet seen nor
+//! one still on the lane can be nearer to any of its readings. A reading that no interval can claim any more (before `horizon − window_before`)
 //! is unmatched and reported. So the passages do not depend on the order the readings arrived
 //! in, only on their times, as long as none is later than `lateness_s` (the property test in
 //! `fusion::tests` checks exactly this). A presence without an end closes after
@@ -201,6 +201,14 @@ impl Assembler {
         }
     }
 
+    /// How long after its window a passage waits before it closes: long enough that no
+    /// vehicle not yet seen (its window starts `before` ahead of it) and no vehicle still on
+    /// the lane (a rear plate's distance to it is at least this) can be nearer to any
+    /// reading of the closing one.
+    fn settle(&self) -> Millis {
+        self.before.max(self.after + 1)
+    }
+
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
@@ -317,7 +325,7 @@ impl Assembler {
         let final_count = intervals
             .iter()
             .take_while(|iv| match iv.end {
-                Some(e) => e + self.after + self.before <= horizon,
+                Some(e) => e + self.after + self.settle() <= horizon,
                 None => iv.start + self.max_presence <= horizon,
             })
             .count();
@@ -338,9 +346,11 @@ impl Assembler {
                 }
                 let d = match it.input.anchor() {
                     Anchor::Start => (it.t - iv.start).abs(),
+                    // Still occupied: the end is after the horizon, so this bounds the
+                    // distance from below (exact distances of closed intervals win over it).
                     Anchor::End => match iv.end {
                         Some(e) => (it.t - e).abs(),
-                        None => 0,
+                        None => (horizon - it.t).max(0),
                     },
                     Anchor::Span if it.t < iv.start => iv.start - it.t,
                     Anchor::Span => match iv.end {
