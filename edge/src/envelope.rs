@@ -277,6 +277,23 @@ impl Signer {
     }
 }
 
+/// The envelope of `event` without `sig`, canonical: what the signature covers. `acsgd replay
+/// --unsigned` prints this (a signature by a key nobody holds proves nothing, and costs
+/// more than the fusion it follows).
+pub fn unsigned(event: &Event, post: &str, seq: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    write_canonical(
+        &mut out,
+        &event.body,
+        &event.id,
+        post,
+        seq,
+        &rfc3339_ms(event.time),
+        &event.kind,
+    );
+    out
+}
+
 /// Writes the envelope without `sig` in canonical (sorted) key order; returns the offset just
 /// after the `seq` value, where `sig` belongs in the published form.
 fn write_canonical(

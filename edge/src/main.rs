@@ -55,6 +55,9 @@ enum Command {
         config: PathBuf,
         /// Trace file (TSV: offset_ms, sensor, text|hex, payload), `-` for stdin.
         trace: PathBuf,
+        /// Print envelopes without `sig` (replay signs with a key made for the run only).
+        #[arg(long)]
+        unsigned: bool,
     },
     /// Inspect the outbox.
     Outbox {
@@ -120,19 +123,24 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             file,
         } => acsgd::decode::run(protocol, hex, file.as_deref(), std::io::stdout().lock())
             .map_err(|e| (1, e)),
-        Command::Replay { config, trace } => {
+        Command::Replay {
+            config,
+            trace,
+            unsigned,
+        } => {
             let config = acsgd::config::Config::load(&config).map_err(|e| (2, e.to_string()))?;
-            let s = acsgd::replay::run(config, &trace, std::io::stdout().lock()).map_err(|e| {
-                // A reader that went away (`| head`) is not an error worth a message.
-                match &e {
-                    acsgd::replay::ReplayError::Write(io)
-                        if io.kind() == std::io::ErrorKind::BrokenPipe =>
-                    {
-                        (0, String::new())
+            let s = acsgd::replay::run(config, &trace, !unsigned, std::io::stdout().lock())
+                .map_err(|e| {
+                    // A reader that went away (`| head`) is not an error worth a message.
+                    match &e {
+                        acsgd::replay::ReplayError::Write(io)
+                            if io.kind() == std::io::ErrorKind::BrokenPipe =>
+                        {
+                            (0, String::new())
+                        }
+                        _ => (1, e.to_string()),
                     }
-                    _ => (1, e.to_string()),
-                }
-            });
+                });
             let s = match s {
                 Ok(s) => s,
                 Err((0, _)) => return Ok(()),

@@ -1,6 +1,7 @@
 //! `acsgd replay --config FILE TRACE`: a recorded trace through the real drivers, fusion and
 //! rules in virtual time, every event as one JSON line (a sealed envelope, signed with a key
-//! that exists only for this run) on stdout and nothing else there.
+//! that exists only for this run; without `sig` with `--unsigned`) on stdout and nothing else
+//! there.
 //!
 //! ## Trace format (DESIGN.md)
 //! UTF-8 TSV, one reading per line: `offset_ms <TAB> sensor_id <TAB> encoding <TAB> payload`,
@@ -123,7 +124,8 @@ pub struct Replayer<W: Write> {
     config: Config,
     fusion: Fusion,
     decoders: HashMap<String, Decoder>,
-    signer: Signer,
+    /// `None`: print envelopes without `sig`.
+    signer: Option<Signer>,
     seq: u64,
     start: Millis,
     next_tick: Millis,
@@ -132,8 +134,13 @@ pub struct Replayer<W: Write> {
 }
 
 impl<W: Write> Replayer<W> {
-    pub fn new(config: Config, out: W) -> Result<Replayer<W>, ReplayError> {
-        let signer = Signer::ephemeral(&config.post)?;
+    /// A replayer; `sign` seals every envelope with a key made for this run only.
+    pub fn new(config: Config, out: W, sign: bool) -> Result<Replayer<W>, ReplayError> {
+        let signer = if sign {
+            Some(Signer::ephemeral(&config.post)?)
+        } else {
+            None
+        };
         Ok(Replayer {
             fusion: Fusion::new(&config, DEFAULT_START),
             decoders: HashMap::new(),
@@ -150,7 +157,10 @@ impl<W: Write> Replayer<W> {
     fn emit(&mut self, events: Vec<Event>) -> Result<(), ReplayError> {
         for e in events {
             self.seq += 1;
-            let mut bytes = self.signer.seal(&e, self.seq);
+            let mut bytes = match &self.signer {
+                Some(s) => s.seal(&e, self.seq),
+                None => crate::envelope::unsigned(&e, &self.config.post, self.seq),
+            };
             bytes.push(b'\n');
             self.out.write_all(&bytes).map_err(ReplayError::Write)?;
             self.summary.events += 1;
@@ -286,6 +296,11 @@ impl<W: Write> Replayer<W> {
         self.fusion.readings(at, sensor, &readings)
     }
 
+    /// What fusion holds in memory now.
+    pub fn held(&self) -> fusion::Held {
+        self.fusion.held()
+    }
+
     /// Ends the trace: closes every open passage. Returns the summary.
     pub fn finish(mut self) -> Result<Summary, ReplayError> {
         let ev = self.fusion.advance(self.next_tick);
@@ -302,6 +317,7 @@ impl<W: Write> Replayer<W> {
 pub fn run(
     config: Config,
     trace: &std::path::Path,
+    sign: bool,
     out: impl Write,
 ) -> Result<Summary, ReplayError> {
     let name = trace.display().to_string();
@@ -312,7 +328,7 @@ pub fn run(
             std::fs::File::open(trace).map_err(|e| ReplayError::Read(name.clone(), e))?,
         ))
     };
-    let mut r = Replayer::new(config, std::io::BufWriter::new(out))?;
+    let mut r = Replayer::new(config, std::io::BufWriter::new(out), sign)?;
     for (i, line) in reader.split(b'\n').enumerate() {
         let line = line.map_err(|e| ReplayError::Read(name.clone(), e))?;
         match std::str::from_utf8(&line) {

@@ -1,15 +1,15 @@
-//! Sensor supervision: starts a driver transport for every configured sensor and turns what the
-//! trackers report into events in the outbox.
+//! Sensor supervision: starts a driver transport for every configured sensor and hands what
+//! they decode to lane fusion ([`crate::fusion`]), storing the events it makes at once.
 //!
-//! A batch of readings from one tracker frame is appended in one call and answered `accepted`
-//! only when every event of it is on disk; only then does the transport acknowledge the frame
-//! to the device. Tracker positions become `position` events (bulk: evicted first when the disk
-//! quota is tight, refused rather than evicting alerts; a refused batch is simply not
+//! The events of one tracker frame are appended in one call and the frame is answered
+//! `accepted` only when every event of it is on disk; only then does the transport acknowledge
+//! it to the device. Tracker positions become `position` events (bulk: evicted first when the
+//! disk quota is tight, refused rather than evicting alerts; a refused batch is simply not
 //! acknowledged and the device keeps it); telemetry without a position becomes `telemetry`.
 //!
-//! Lane-local sensors (NMEA receiver, RPM, lane node) are decoded and counted here; their
-//! readings feed lane fusion, which turns them into passages and alerts, and are not forwarded
-//! raw.
+//! Lane sensors' readings (lane node, RPM) are buffered by fusion until their passage closes
+//! and are not forwarded raw; the fusion ticker ([`crate::fusion::live`]) stores the passages
+//! and alerts.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,13 +17,11 @@ use std::time::Duration;
 
 use acsgd_drivers::decode::Protocol as DriverProtocol;
 use acsgd_drivers::transport::{self, Batch, Stats, TcpOptions};
-use acsgd_drivers::Reading;
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Protocol, Sensor, Transport};
-use crate::envelope::Event;
+use crate::fusion::live::{self, Shared};
 use crate::outbox::Outbox;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,16 +59,11 @@ pub(crate) fn driver_protocol(p: Protocol) -> Option<DriverProtocol> {
 pub async fn start(
     sensors: &[Sensor],
     outbox: Outbox,
+    fusion: Shared,
     stop: watch::Receiver<bool>,
 ) -> Result<(Vec<Started>, JoinHandle<()>), SensorError> {
     let (sink, batches) = mpsc::channel::<Batch>(256);
-    let lanes: Arc<std::collections::HashMap<String, Option<String>>> = Arc::new(
-        sensors
-            .iter()
-            .map(|s| (s.id.clone(), s.lane.clone()))
-            .collect(),
-    );
-    let store_task = tokio::spawn(store(batches, outbox, lanes));
+    let store_task = tokio::spawn(store(batches, outbox, fusion));
     let mut started = Vec::new();
     for s in sensors {
         let Some(protocol) = driver_protocol(s.protocol) else {
@@ -162,36 +155,13 @@ fn bind_error(s: &Sensor, addr: std::net::SocketAddr, source: std::io::Error) ->
     }
 }
 
-/// The events a tracker batch becomes.
-pub fn events_for(sensor: &str, lane: Option<&str>, readings: &[Reading]) -> Vec<Event> {
-    let mut out = Vec::new();
-    for r in readings {
-        let kind = match r {
-            Reading::Position(_) => "position",
-            Reading::Telemetry(_) | Reading::Message(_) => "telemetry",
-            _ => continue,
-        };
-        let mut body = match serde_json::to_value(r) {
-            Ok(Value::Object(m)) => m,
-            _ => continue,
-        };
-        body.insert("sensor".into(), json!(sensor));
-        if let Some(l) = lane {
-            body.insert("lane".into(), json!(l));
-        }
-        out.push(Event::now(kind, Value::Object(body)));
-    }
-    out
-}
-
-async fn store(
-    mut batches: mpsc::Receiver<Batch>,
-    outbox: Outbox,
-    lanes: Arc<std::collections::HashMap<String, Option<String>>>,
-) {
+async fn store(mut batches: mpsc::Receiver<Batch>, outbox: Outbox, fusion: Shared) {
     while let Some(b) = batches.recv().await {
-        let lane = lanes.get(&*b.sensor).cloned().flatten();
-        let events = events_for(&b.sensor, lane.as_deref(), &b.readings);
+        let events =
+            fusion
+                .lock()
+                .expect("fusion lock")
+                .readings(live::now(), &b.sensor, &b.readings);
         let ok = if events.is_empty() {
             true
         } else {

@@ -1,7 +1,8 @@
 //! The service (`acsgd run`): opens the outbox, starts the uplink and the ingest, writes the
 //! status file, and stops in order on SIGTERM or SIGINT.
 //!
-//! Stop order: ingest stops taking lines (connections answer what they hold) → the outbox
+//! Stop order: ingest stops taking lines (connections answer what they hold) → sensors stop
+//! reading and their batches are stored → fusion closes open passages and stores them → the outbox
 //! commits everything queued and flushes → the uplink waits briefly for outstanding PUBACKs
 //! and says `offline` → final status. Nothing accepted is lost at any point of it: what is not
 //! yet delivered stays in the outbox for the next start.
@@ -47,6 +48,7 @@ pub struct Running {
     /// The sensors with a driver, their counters and bound addresses.
     pub sensors: Vec<crate::sensors::Started>,
     sensor_store: JoinHandle<()>,
+    fusion_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     uplink_task: JoinHandle<()>,
     ingest_task: Option<JoinHandle<()>>,
@@ -87,8 +89,21 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
         report_open_note(&health, note).await;
     }
     let (stop, stop_rx) = watch::channel(false);
-    let (sensors, sensor_store) =
-        crate::sensors::start(&config.sensors, outbox.clone(), stop_rx.clone()).await?;
+    let fusion: crate::fusion::live::Shared = Arc::new(std::sync::Mutex::new(
+        crate::fusion::Fusion::new(&config, crate::fusion::live::now()),
+    ));
+    let (sensors, sensor_store) = crate::sensors::start(
+        &config.sensors,
+        outbox.clone(),
+        fusion.clone(),
+        stop_rx.clone(),
+    )
+    .await?;
+    let fusion_task = tokio::spawn(crate::fusion::live::run(
+        fusion,
+        outbox.clone(),
+        stop_rx.clone(),
+    ));
     let state = Arc::new(UplinkState::default());
     let uplink_task = tokio::spawn(uplink::run(
         uplink_cfg,
@@ -126,6 +141,7 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
         ingest_addr,
         sensors,
         sensor_store,
+        fusion_task,
         stop,
         uplink_task,
         ingest_task,
@@ -191,6 +207,8 @@ impl Running {
             let _ = tokio::time::timeout(Duration::from_secs(5), s.task).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.sensor_store).await;
+        // Open passages close and are stored before the outbox flushes.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.fusion_task).await;
         self.outbox.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.uplink_task).await;
         let _ = self.status_task.await;

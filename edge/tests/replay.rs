@@ -43,7 +43,7 @@ fn replay_lib(o: &Options) -> (Vec<Truck>, Vec<Value>) {
     let toml = simulate::config("korgas", &o.lanes, "mqtt://127.0.0.1:1883", "/tmp/unused");
     let config = Config::parse(Path::new("sim.toml"), &toml).unwrap();
     let mut out = Vec::new();
-    let mut r = Replayer::new(config, &mut out).unwrap();
+    let mut r = Replayer::new(config, &mut out, true).unwrap();
     for (i, l) in trace.lines().enumerate() {
         r.line(l, i as u64 + 1).unwrap();
     }
@@ -196,7 +196,7 @@ fn emitted_events_validate_against_their_schemas() {
     let toml = simulate::config("korgas", &o.lanes, "mqtt://127.0.0.1:1883", "/tmp/unused");
     let config = Config::parse(Path::new("sim.toml"), &toml).unwrap();
     let mut out = Vec::new();
-    let mut r = Replayer::new(config, &mut out).unwrap();
+    let mut r = Replayer::new(config, &mut out, true).unwrap();
     let mut frame = [0u8; acsgd_drivers::lane::MAX_FRAME];
     let n = acsgd_drivers::lane::encode(
         &acsgd_drivers::lane::Frame {

@@ -98,9 +98,10 @@ fn a_tracker_acknowledged_before_a_sigkill_loses_nothing() {
         let seen: std::collections::HashSet<i64> = ev
             .iter()
             .filter(|e| e["type"] == "position")
-            .filter_map(|e| e["body"]["time"].as_str())
+            .flat_map(|e| e["body"]["fixes"].as_array().cloned().unwrap_or_default())
+            .filter_map(|f| f["time"].as_str().map(str::to_string))
             .filter_map(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
             })
             .map(|t| t.unix_timestamp())
             .collect();
@@ -112,7 +113,7 @@ fn a_tracker_acknowledged_before_a_sigkill_loses_nothing() {
         (p["sensor"].as_str(), p["device"].as_str()),
         (Some("seals-teltonika"), Some("356307042441013"))
     );
-    assert_eq!(p["satellites"], 9);
+    assert_eq!(p["fixes"][0]["satellites"], 9);
     eprintln!(
         "{} position events for 40 records ({} acknowledged before the kill)",
         positions.len(),

@@ -16,6 +16,7 @@
 //! * `health`: a lane sensor going silent, coming back, or reporting a fault.
 
 pub mod lane;
+pub mod live;
 pub mod passage;
 pub mod plates;
 pub mod radiation;
@@ -160,6 +161,15 @@ pub struct FusionStats {
     pub positions: u64,
 }
 
+/// Sizes of what fusion holds (see [`Fusion::held`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Held {
+    pub readings: usize,
+    pub trackers: usize,
+    pub track_points: usize,
+    pub declarations: usize,
+}
+
 /// The fusion state machine (see the module docs).
 pub struct Fusion {
     settings: FusionSettings,
@@ -170,6 +180,8 @@ pub struct Fusion {
     trackers: Trackers,
     transit: Transit,
     clock: Millis,
+    /// When trackers were last swept for silence.
+    swept: Millis,
     stats: FusionStats,
 }
 
@@ -230,6 +242,7 @@ impl Fusion {
             trackers: Trackers::new(s.max_trackers),
             transit: Transit::default(),
             clock: start,
+            swept: start,
             settings: s,
             rules: config.rules.clone(),
             stats: FusionStats::default(),
@@ -247,6 +260,17 @@ impl Fusion {
 
     pub fn trackers(&self) -> &Trackers {
         &self.trackers
+    }
+
+    /// What fusion holds in memory: buffered readings, trackers and their track points,
+    /// declarations. Every one of them is bounded (see the settings).
+    pub fn held(&self) -> Held {
+        Held {
+            readings: self.pending(),
+            trackers: self.trackers.len(),
+            track_points: self.trackers.points(),
+            declarations: self.transit.len(),
+        }
     }
 
     /// Readings buffered in lanes, waiting for their passage to close.
@@ -620,6 +644,11 @@ impl Fusion {
             let settled = self.lanes[l].assembler.advance(now, lateness);
             self.settle(l, settled, &mut out);
         }
+        if now - self.swept >= 60_000 {
+            self.swept = now;
+            let forget = (self.settings.tracker_forget_s * 1000.0) as Millis;
+            self.trackers.forget_silent(now - forget);
+        }
         let silent = (self.settings.sensor_silent_s * 1000.0) as Millis;
         for i in 0..self.sensors.len() {
             let s = &mut self.sensors[i];
@@ -802,6 +831,9 @@ impl Fusion {
             tracker,
         };
         rules::evaluate(&mut p, &cx);
+        if let Some(device) = declaration.and_then(|d| d.tracker.clone()) {
+            self.trackers.passed(&device);
+        }
         let alerts = p
             .rules
             .iter()

@@ -31,6 +31,8 @@ pub struct FusionSettings {
     pub max_pending: usize,
     /// Trackers remembered at most (the least recently heard is forgotten first).
     pub max_trackers: usize,
+    /// A tracker not heard for this long is forgotten.
+    pub tracker_forget_s: f64,
 }
 
 impl Default for FusionSettings {
@@ -45,6 +47,7 @@ impl Default for FusionSettings {
             sensor_silent_s: 120.0,
             max_pending: 100_000,
             max_trackers: 20_000,
+            tracker_forget_s: 43_200.0,
         }
     }
 }
@@ -68,6 +71,7 @@ impl FusionSettings {
         pos("nominal_speed_kmh", self.nominal_speed_kmh, 120.0)?;
         pos("max_presence_s", self.max_presence_s, 86_400.0)?;
         pos("sensor_silent_s", self.sensor_silent_s, 86_400.0)?;
+        pos("tracker_forget_s", self.tracker_forget_s, 30.0 * 86_400.0)?;
         if self.window_after_s < self.merge_gap_s {
             return Err((
                 "window_after_s".into(),

@@ -1,7 +1,8 @@
 //! What the post knows about each seal / tracker: when it was last heard, its last fix, any
-//! tamper it reported, and a thinned track for the route check. Bounded: at most
-//! `max_trackers` devices (the least recently heard is forgotten first) and [`TRACK_POINTS`]
-//! points each.
+//! tamper it reported, and a thinned track for the route check, all *since its last passage
+//! at this post* (a passage evaluates them and starts them afresh). Bounded: at most
+//! `max_trackers` devices (the least recently heard is forgotten first), trackers silent for
+//! `tracker_forget_s` are forgotten, and [`TRACK_POINTS`] points each.
 //!
 //! State is combined so that arrival order does not matter: the last fix is the one with the
 //! latest fix time, `last_seen` the latest arrival, seal flags accumulate.
@@ -14,10 +15,12 @@ use serde::Serialize;
 use super::lane::Millis;
 use super::transit::distance_m;
 
-/// Track points kept per tracker.
-pub const TRACK_POINTS: usize = 2048;
-/// A fix closer than this to the last kept one is not kept in the track.
-const THIN_M: f64 = 100.0;
+/// Track points kept per tracker: 128 km of road at the thinning distance; beyond it the
+/// oldest go first.
+pub const TRACK_POINTS: usize = 512;
+/// A fix closer than this to the last kept one is not kept in the track (the corridors are
+/// kilometres wide).
+const THIN_M: f64 = 250.0;
 
 /// A fix as kept.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -120,6 +123,28 @@ impl Trackers {
             });
         t.last_seen = t.last_seen.max(at);
         t
+    }
+
+    /// Forgets trackers not heard since `before`.
+    pub fn forget_silent(&mut self, before: Millis) {
+        self.map.retain(|_, t| t.last_seen >= before);
+    }
+
+    /// A passage has evaluated `device`: its track and seal flags start again from its last
+    /// fix ("since the last post").
+    pub fn passed(&mut self, device: &str) {
+        if let Some(t) = self.map.get_mut(device) {
+            t.flags = SealFlags::default();
+            t.track.clear();
+            if let Some(f) = t.last_fix {
+                t.track.push_back(f);
+            }
+        }
+    }
+
+    /// Track points held, all trackers together.
+    pub fn points(&self) -> usize {
+        self.map.values().map(|t| t.track.len()).sum()
     }
 
     /// A message from `device` arrived at `at` (any message: a heartbeat counts).

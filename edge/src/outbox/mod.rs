@@ -293,6 +293,8 @@ pub struct Store {
     /// Last assigned (and, between batches, last durable) `seq`. Written by the writer only.
     last_seq: AtomicU64,
     reserved: AtomicU64,
+    /// Bumped on every inbox change, so fusion knows to reload declarations.
+    inbox_generation: AtomicU64,
 }
 
 impl Store {
@@ -373,6 +375,7 @@ impl Store {
             counters: Counters::default(),
             last_seq: AtomicU64::new(0),
             reserved: AtomicU64::new(reserved.unwrap_or(0)),
+            inbox_generation: AtomicU64::new(0),
         };
         for (name, c) in Counters::NAMES.iter().zip(store.counters.all()) {
             if let Some(v) = store.meta.get(format!("c.{name}"))? {
@@ -545,6 +548,7 @@ impl Store {
     pub fn inbox_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.inbox.insert(key.as_bytes(), value)?;
         self.inbox.flush()?;
+        self.inbox_generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -552,7 +556,13 @@ impl Store {
     pub fn inbox_remove(&self, key: &str) -> Result<(), StoreError> {
         self.inbox.remove(key.as_bytes())?;
         self.inbox.flush()?;
+        self.inbox_generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Changes to the inbox since the store was opened.
+    pub fn inbox_generation(&self) -> u64 {
+        self.inbox_generation.load(Ordering::Acquire)
     }
 
     /// Reads something central sent.
