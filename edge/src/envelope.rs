@@ -13,9 +13,12 @@
 //!   across restarts (see [`crate::outbox`]).
 //! * `sig` is a detached Ed25519 signature over the **canonical bytes**: the envelope without
 //!   `sig`, as compact JSON with the keys of every object in byte order (no whitespace, strings
-//!   escaped as `serde_json` escapes them, numbers as `serde_json` prints them). The published
-//!   form is itself canonical (with `sig` in its sorted place), so a verifier parses it, drops
-//!   `sig`, re-serialises canonically and checks the signature.
+//!   escaped as `serde_json` escapes them, numbers as `serde_json` prints them: the shortest
+//!   form that reads back to the same bits). The published form is itself canonical, with
+//!   `sig` in its sorted place, so a verifier removes the top-level `,"sig":"<hex>"` member from
+//!   the bytes it received and checks the signature over the rest. (Parsing and re-serialising
+//!   works too, but only with a parser that reads every float back exactly; serde_json without
+//!   `float_roundtrip` does not.)
 //!
 //! The key is 32 random bytes in `<data_dir>/signing.key`, created on first start with mode 0600;
 //! its public half is published retained on `acsgd/v1/{post}/key`.
@@ -130,18 +133,32 @@ impl Envelope {
     /// Parses a published envelope and checks its signature against `key`.
     pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Envelope, EnvelopeError> {
         let env: Envelope = serde_json::from_slice(bytes)?;
-        let sig_hex = env
-            .sig
-            .as_deref()
-            .ok_or_else(|| EnvelopeError::BadSignature("no sig field".into()))?;
+        let bad = |m: &str| EnvelopeError::BadSignature(m.into());
+        // The signed bytes are the received ones without the top-level `,"sig":"…"` member:
+        // no re-serialisation, so no float has to survive a parse (a parser that is off by
+        // one unit in the last place would change the bytes).
+        const MEMBER: &[u8] = b",\"sig\":\"";
+        let at = bytes
+            .windows(MEMBER.len())
+            .rposition(|w| w == MEMBER)
+            .ok_or_else(|| bad("no sig field"))?;
+        let hex_start = at + MEMBER.len();
+        let hex = bytes
+            .get(hex_start..hex_start + 128)
+            .filter(|_| bytes.get(hex_start + 128) == Some(&b'"'))
+            .ok_or_else(|| bad("sig is not 64 bytes of hex"))?;
+        let sig_hex = std::str::from_utf8(hex).map_err(|_| bad("sig is not hex"))?;
+        // The member found must be the top-level one the parser saw.
+        if env.sig.as_deref() != Some(sig_hex) {
+            return Err(bad("sig is not where the canonical form puts it"));
+        }
         let sig_bytes: [u8; 64] = from_hex(sig_hex)
             .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| EnvelopeError::BadSignature("sig is not 64 bytes of hex".into()))?;
-        let mut canon = Vec::with_capacity(bytes.len());
-        write_canonical(
-            &mut canon, &env.body, &env.id, &env.post, env.seq, &env.time, &env.kind,
-        );
-        key.verify(&canon, &Signature::from_bytes(&sig_bytes))
+            .ok_or_else(|| bad("sig is not 64 bytes of hex"))?;
+        let mut signed = Vec::with_capacity(bytes.len());
+        signed.extend_from_slice(&bytes[..at]);
+        signed.extend_from_slice(&bytes[hex_start + 129..]);
+        key.verify(&signed, &Signature::from_bytes(&sig_bytes))
             .map_err(|e| EnvelopeError::BadSignature(e.to_string()))?;
         Ok(env)
     }
@@ -414,6 +431,50 @@ mod tests {
         let mut again = Vec::new();
         canonical_value(&mut again, &v);
         assert_eq!(again, bytes);
+    }
+
+    #[test]
+    fn envelopes_with_full_precision_floats_verify() {
+        // Full-precision floats (as fixes carry them) verify: the signed bytes are taken from
+        // the received ones, not from a re-serialisation of parsed floats.
+        let (_d, s) = signer();
+        let key = s.verifying_key();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..2_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let lat = (x >> 11) as f64 / (1u64 << 53) as f64 * 180.0 - 90.0;
+            let ev = Event::now(
+                "position",
+                serde_json::json!({"fixes": [{"lat": lat, "lon": lat / 3.0}]}),
+            );
+            let bytes = s.seal(&ev, i + 1);
+            assert!(
+                Envelope::verify(&bytes, &key).is_ok(),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn a_sig_key_inside_the_body_does_not_confuse_verification() {
+        let (_d, s) = signer();
+        let fake = "ab".repeat(64);
+        let ev = Event::now(
+            "alert",
+            serde_json::json!({"a": 1, "sig": fake, "z": {"sig": fake}}),
+        );
+        let bytes = s.seal(&ev, 7);
+        assert!(Envelope::verify(&bytes, &s.verifying_key()).is_ok());
+        // The same envelope with its members out of canonical order is refused.
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let reordered = format!(
+            "{{\"sig\":{},\"body\":{},\"id\":{},\"post\":{},\"schema\":{},\"seq\":7,\"time\":{},\"type\":{}}}",
+            v["sig"], v["body"], v["id"], v["post"], v["schema"], v["time"], v["type"]
+        );
+        assert!(Envelope::verify(reordered.as_bytes(), &s.verifying_key()).is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 
 use acsgd_drivers::decode::{unhex, Decoder};
+use acsgd_drivers::Reading;
 use serde_json::Value;
 
 use crate::config::{Config, Protocol};
@@ -119,11 +120,94 @@ fn start_comment(line: &str) -> Option<Result<Millis, String>> {
     )
 }
 
+/// What one trace line of a sensor decoded to.
+pub enum Decoded {
+    Readings(Vec<Reading>),
+    /// A camera's plate read: text and confidence.
+    Plate(String, f64),
+    Nothing,
+}
+
+impl Decoded {
+    /// Hands it to fusion as arriving at `at`; returns the events it made at once.
+    pub fn feed(self, fusion: &mut Fusion, at: Millis, sensor: &str) -> Vec<Event> {
+        match self {
+            Decoded::Readings(r) if !r.is_empty() => fusion.readings(at, sensor, &r),
+            Decoded::Plate(text, confidence) => fusion.plate(at, sensor, &text, confidence),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// One stateful decoder per sensor of a configuration, for trace payloads.
+pub struct TraceDecoders {
+    protocols: HashMap<String, Protocol>,
+    decoders: HashMap<String, Decoder>,
+}
+
+impl TraceDecoders {
+    pub fn new(config: &Config) -> TraceDecoders {
+        TraceDecoders {
+            protocols: config
+                .sensors
+                .iter()
+                .map(|s| (s.id.clone(), s.protocol))
+                .collect(),
+            decoders: HashMap::new(),
+        }
+    }
+
+    /// Decodes a line's payload for `sensor`; problems are one line each (a bad frame costs
+    /// that frame, the rest of the line still decodes).
+    pub fn decode(&mut self, sensor: &str, bytes: &[u8], hex: bool) -> (Decoded, Vec<String>) {
+        let Some(&protocol) = self.protocols.get(sensor) else {
+            return (
+                Decoded::Nothing,
+                vec!["no such sensor in the config".into()],
+            );
+        };
+        let Some(driver) = crate::sensors::driver_protocol(protocol) else {
+            return match fusion::parse_plate_line(&String::from_utf8_lossy(bytes)) {
+                Ok((plate, conf)) => (Decoded::Plate(plate, conf), Vec::new()),
+                Err(e) => (Decoded::Nothing, vec![e]),
+            };
+        };
+        let decoder = self
+            .decoders
+            .entry(sensor.to_string())
+            .or_insert_with(|| Decoder::new(driver));
+        // Binary captures may hold several frames (or noise between them) per line.
+        let decoded = if hex && !driver.is_text() {
+            decoder.stream(bytes)
+        } else {
+            vec![decoder.packet(bytes)]
+        };
+        let mut readings = Vec::new();
+        let mut problems = Vec::new();
+        for d in decoded {
+            match d {
+                Ok(r) => readings.extend(r),
+                Err(e) => problems.push(e),
+            }
+        }
+        (Decoded::Readings(readings), problems)
+    }
+}
+
+/// A trace line's payload bytes (hex decoded).
+pub fn payload(l: &Line) -> Result<Vec<u8>, String> {
+    if l.hex {
+        unhex(l.payload.as_bytes())
+    } else {
+        Ok(l.payload.as_bytes().to_vec())
+    }
+}
+
 /// Replays a trace, writing each event to `out` as it is made.
 pub struct Replayer<W: Write> {
     config: Config,
     fusion: Fusion,
-    decoders: HashMap<String, Decoder>,
+    decoders: TraceDecoders,
     /// `None`: print envelopes without `sig`.
     signer: Option<Signer>,
     seq: u64,
@@ -143,7 +227,7 @@ impl<W: Write> Replayer<W> {
         };
         Ok(Replayer {
             fusion: Fusion::new(&config, DEFAULT_START),
-            decoders: HashMap::new(),
+            decoders: TraceDecoders::new(&config),
             signer,
             seq: 0,
             start: DEFAULT_START,
@@ -202,16 +286,12 @@ impl<W: Write> Replayer<W> {
             self.emit(ev)?;
             self.next_tick += TICK_MS;
         }
-        let bytes = if l.hex {
-            match unhex(l.payload.as_bytes()) {
-                Ok(b) => b,
-                Err(e) => {
-                    self.summary.bad(l.sensor, line_no, e);
-                    return Ok(());
-                }
+        let bytes = match payload(&l) {
+            Ok(b) => b,
+            Err(e) => {
+                self.summary.bad(l.sensor, line_no, e);
+                return Ok(());
             }
-        } else {
-            l.payload.as_bytes().to_vec()
         };
         let events = match l.sensor {
             "@declarations" | "@watchlist" => {
@@ -257,43 +337,11 @@ impl<W: Write> Replayer<W> {
         hex: bool,
         line_no: u64,
     ) -> Vec<Event> {
-        let Some(conf) = self.config.sensors.iter().find(|s| s.id == sensor) else {
-            self.summary
-                .bad(sensor, line_no, "no such sensor in the config".into());
-            return Vec::new();
-        };
-        let Some(protocol) = crate::sensors::driver_protocol(conf.protocol) else {
-            debug_assert_eq!(conf.protocol, Protocol::Camera);
-            let text = String::from_utf8_lossy(bytes);
-            return match fusion::parse_plate_line(&text) {
-                Ok((plate, conf)) => self.fusion.plate(at, sensor, &plate, conf),
-                Err(e) => {
-                    self.summary.bad(sensor, line_no, e);
-                    Vec::new()
-                }
-            };
-        };
-        let decoder = self
-            .decoders
-            .entry(sensor.to_string())
-            .or_insert_with(|| Decoder::new(protocol));
-        // Binary captures may hold several frames (or noise between them) per line.
-        let decoded = if hex && !protocol.is_text() {
-            decoder.stream(bytes)
-        } else {
-            vec![decoder.packet(bytes)]
-        };
-        let mut readings = Vec::new();
-        for d in decoded {
-            match d {
-                Ok(r) => readings.extend(r),
-                Err(e) => self.summary.bad(sensor, line_no, e),
-            }
+        let (decoded, problems) = self.decoders.decode(sensor, bytes, hex);
+        for p in problems {
+            self.summary.bad(sensor, line_no, p);
         }
-        if readings.is_empty() {
-            return Vec::new();
-        }
-        self.fusion.readings(at, sensor, &readings)
+        decoded.feed(&mut self.fusion, at, sensor)
     }
 
     /// What fusion holds in memory now.

@@ -48,6 +48,8 @@ pub struct Running {
     /// The sensors with a driver, their counters and bound addresses.
     pub sensors: Vec<crate::sensors::Started>,
     sensor_store: JoinHandle<()>,
+    /// Lane fusion (the sensors feed it; the demo feeds it from its trace).
+    pub fusion: crate::fusion::live::Shared,
     fusion_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     uplink_task: JoinHandle<()>,
@@ -58,6 +60,12 @@ pub struct Running {
 
 /// Starts the service's parts.
 pub async fn start(config: Config) -> Result<Running, ServiceError> {
+    start_with(config, true).await
+}
+
+/// Starts the service; without `transports` the configured sensors are known to fusion but
+/// not opened (the demo feeds fusion from a bundled trace instead).
+pub async fn start_with(config: Config, transports: bool) -> Result<Running, ServiceError> {
     let data_dir = config.storage.data_dir.clone();
     let (store, notes) = Store::open(&data_dir, config.quota_bytes(), OpenMode::Service)?;
     let signer = Signer::load_or_create(&data_dir, &config.post)?;
@@ -92,15 +100,11 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
     let fusion: crate::fusion::live::Shared = Arc::new(std::sync::Mutex::new(
         crate::fusion::Fusion::new(&config, crate::fusion::live::now()),
     ));
-    let (sensors, sensor_store) = crate::sensors::start(
-        &config.sensors,
-        outbox.clone(),
-        fusion.clone(),
-        stop_rx.clone(),
-    )
-    .await?;
+    let opened = if transports { &config.sensors[..] } else { &[] };
+    let (sensors, sensor_store) =
+        crate::sensors::start(opened, outbox.clone(), fusion.clone(), stop_rx.clone()).await?;
     let fusion_task = tokio::spawn(crate::fusion::live::run(
-        fusion,
+        fusion.clone(),
         outbox.clone(),
         stop_rx.clone(),
     ));
@@ -141,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
         ingest_addr,
         sensors,
         sensor_store,
+        fusion,
         fusion_task,
         stop,
         uplink_task,

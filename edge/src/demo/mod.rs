@@ -1,9 +1,12 @@
 //! `acsgd demo`: the appliance's main job on one machine. A local mosquitto (unless
-//! `--broker` is given), the real service (outbox, uplink) fed by [`synthetic`] traffic, and a
-//! stand-in for central that subscribes, checks every signature and counts duplicates. Prints
-//! one summary line per second.
+//! `--broker` is given), the real service (lane fusion, outbox, uplink) fed by the bundled
+//! simulated trace (`edge/traces/demo.tsv`: two truck lanes, seals on the corridor, every kind
+//! of finding) played in real time through the real drivers, and a stand-in for central that
+//! subscribes, checks every signature and counts duplicates. Declarations in the trace go
+//! into the inbox cache the way the uplink stores what central publishes. The trace loops
+//! when it ends. Prints one summary line per second.
 
-pub mod synthetic;
+mod player;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -53,6 +56,24 @@ struct Central {
     ids: Mutex<HashSet<String>>,
 }
 
+impl Central {
+    /// Verifies one envelope with the post's key and counts it.
+    fn check(&self, payload: &[u8]) {
+        let key = *self.key.lock().expect("key lock");
+        match key.map(|k| Envelope::verify(payload, &k)) {
+            Some(Ok(env)) => {
+                self.verified.fetch_add(1, Ordering::Relaxed);
+                if !self.ids.lock().expect("ids lock").insert(env.id) {
+                    self.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {
+                self.bad_sig.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 pub async fn run(opts: Options) -> Result<(), DemoError> {
     let scratch = tempfile::Builder::new().prefix("acsgd-demo-").tempdir()?;
     let data_dir = opts
@@ -73,14 +94,16 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
             url
         }
     };
-    let text = format!(
-        "post = \"{POST}\"\n\
-         [[lanes]]\nid = \"1\"\nname = \"Truck lane 1\"\n\
-         [[lanes]]\nid = \"2\"\nname = \"Truck lane 2\"\n\
-         [uplink]\nbroker = \"{url}\"\nbackoff_initial_ms = 200\nbackoff_max_s = 5\n\
-         [storage]\ndata_dir = \"{}\"\nquota_mb = 256\n",
-        data_dir.display()
-    );
+    // The bundled trace's own configuration, pointed at this broker and data directory.
+    let text = player::CONFIG
+        .replace("post = \"korgas\"", &format!("post = \"{POST}\""))
+        .replace("mqtt://127.0.0.1:1883", &url)
+        .replace("/var/lib/acsgd", &data_dir.display().to_string())
+        .replace("[storage]", "[storage]\nquota_mb = 256")
+        .replace(
+            "[uplink]",
+            "[uplink]\nbackoff_initial_ms = 200\nbackoff_max_s = 5",
+        );
     let config = Config::parse(std::path::Path::new("<demo>"), &text)?;
     let addr = config.broker();
 
@@ -93,15 +116,16 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
         stop_rx,
     ));
 
-    let running = service::start(config).await?;
+    let running = service::start_with(config.clone(), false).await?;
     println!(
         "demo: post {POST}, outbox in {}, forwarding to {url}; events on acsgd/v1/{POST}/#",
         data_dir.display()
     );
-    println!("demo: synthetic traffic: 6 seals reporting every second, a passage every 4 s, an alert on every 5th passage");
-    let mut traffic = synthetic::Traffic::new(6);
+    let mut player = player::Player::new(&config);
+    println!("demo: {}", player.describe());
     let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_line = Instant::now();
     let ctrl_c = service::wait_for_signal();
     tokio::pin!(ctrl_c);
     loop {
@@ -109,12 +133,16 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
             _ = tick.tick() => {}
             _ = &mut ctrl_c => break,
         }
-        for r in running.outbox.append_many(traffic.second()).await {
+        let events = player.play_until(start.elapsed(), &running);
+        for r in running.outbox.append_many(events).await {
             if let Err(e) = r {
                 eprintln!("demo: event not accepted: {e}");
             }
         }
-        println!("{}", summary(start.elapsed(), &running, &central));
+        if last_line.elapsed() >= Duration::from_secs(1) {
+            last_line = Instant::now();
+            println!("{}", summary(start.elapsed(), &running, &central));
+        }
         if opts.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
@@ -151,12 +179,18 @@ fn summary(t: Duration, running: &service::Running, central: &Central) -> String
         return "status unavailable".into();
     };
     let u = s.uplink.unwrap_or_else(|| running.uplink.snapshot());
+    let f = running.fusion.lock().expect("fusion lock").stats().clone();
     format!(
-        "[{:>4}s] accepted {:>6}  forwarded {:>6}  backlog {:>5}  | central received {:>6}, signatures ok {:>6}  | uplink {}",
+        "[{:>4}s] accepted {:>6}  forwarded {:>6}  backlog {:>5}  | passages {:>4} (red {:>3}, yellow {:>3})  alerts {:>4}  positions {:>5}  | central received {:>6}, signatures ok {:>6}  | uplink {}",
         t.as_secs(),
         s.outbox.counters.accepted,
         u.forwarded,
         s.outbox.backlog_events,
+        f.passages,
+        f.red,
+        f.yellow,
+        f.alerts,
+        f.positions,
         central.received.load(Ordering::Relaxed),
         central.verified.load(Ordering::Relaxed),
         if u.connected { "up" } else { "DOWN" }
@@ -176,6 +210,7 @@ async fn subscribe_as_central(
         .set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut events) = AsyncClient::new(o, 64);
     let filter = format!("acsgd/v1/{POST}/#");
+    let mut before_key: Vec<Vec<u8>> = Vec::new();
     loop {
         let ev = tokio::select! {
             ev = events.poll() => ev,
@@ -194,21 +229,20 @@ async fn subscribe_as_central(
                             .and_then(|v| from_hex(v["key"].as_str()?))
                             .and_then(|b| VerifyingKey::from_bytes(&b.try_into().ok()?).ok());
                         *c.key.lock().expect("key lock") = key;
+                        // Events that came before the key are checked now.
+                        for payload in std::mem::take(&mut before_key) {
+                            c.check(&payload);
+                        }
                     }
                     "status" => {}
                     _ => {
                         c.received.fetch_add(1, Ordering::Relaxed);
-                        let key = *c.key.lock().expect("key lock");
-                        match key.map(|k| Envelope::verify(&p.payload, &k)) {
-                            Some(Ok(env)) => {
-                                c.verified.fetch_add(1, Ordering::Relaxed);
-                                if !c.ids.lock().expect("ids lock").insert(env.id) {
-                                    c.duplicates.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            _ => {
-                                c.bad_sig.fetch_add(1, Ordering::Relaxed);
-                            }
+                        if c.key.lock().expect("key lock").is_some() {
+                            c.check(&p.payload);
+                        } else if before_key.len() < 10_000 {
+                            before_key.push(p.payload.to_vec());
+                        } else {
+                            c.bad_sig.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }

@@ -156,6 +156,9 @@ struct LaneState {
 pub struct FusionStats {
     pub readings: u64,
     pub passages: u64,
+    /// Passages by channel (the rest are green).
+    pub red: u64,
+    pub yellow: u64,
     pub alerts: u64,
     pub unmatched: u64,
     pub positions: u64,
@@ -684,6 +687,11 @@ impl Fusion {
         for c in &settled.passages {
             let (p, alerts) = self.passage(lane, c);
             let end = c.end;
+            match p.channel {
+                Channel::Red => self.stats.red += 1,
+                Channel::Yellow => self.stats.yellow += 1,
+                Channel::Green => {}
+            }
             let body = serde_json::to_value(&p).unwrap_or(Value::Null);
             out.push(self.event(end, "passage", body));
             for (rule, params) in alerts {
