@@ -261,7 +261,10 @@ impl<W: Write> Replayer<W> {
                 Ok(t) if self.seq == 0 && self.fusion.stats().readings == 0 => {
                     self.start = t;
                     self.next_tick = t;
+                    // Declarations read before the comment stay.
+                    let transit = std::mem::take(self.fusion.transit_mut());
                     self.fusion = Fusion::new(&self.config, t);
+                    *self.fusion.transit_mut() = transit;
                 }
                 Ok(_) => self.summary.bad(
                     "trace",

@@ -655,8 +655,10 @@ impl Fusion {
         let silent = (self.settings.sensor_silent_s * 1000.0) as Millis;
         for i in 0..self.sensors.len() {
             let s = &mut self.sensors[i];
-            // Only lane sensors are expected to talk all the time.
-            if s.lane.is_some() && !s.down && now - s.last_seen > silent {
+            // Lane sensors talk all the time (background lines, node health); cameras only
+            // when a vehicle passes, so their silence says nothing (ANPR reports their health).
+            let expected = s.lane.is_some() && s.protocol != Protocol::Camera;
+            if expected && !s.down && now - s.last_seen > silent {
                 s.down = true;
                 let id = s.id.clone();
                 let since = s.last_seen;
