@@ -84,7 +84,7 @@ fn main() {
         m as f64 / t.elapsed().as_secs_f64()
     );
 
-    for (producers, per_call) in [(64usize, 1usize), (8, 100)] {
+    for (producers, per_call) in [(64usize, 1usize), (256, 1), (8, 100)] {
         let (rate, p50, p99) = rt.block_on(append(
             &tmp.path().join(format!("append-{producers}-{per_call}")),
             n,
