@@ -613,7 +613,7 @@ impl Default for Options {
             lanes: vec!["1".into(), "2".into()],
             mean_gap_s: 12.0,
             special_rate: 0.15,
-            start_unix: 1_795_852_800, // 2026-11-28T08:00:00Z
+            start_unix: 1_795_161_600, // 2026-11-20T08:00:00Z
         }
     }
 }

@@ -159,7 +159,7 @@ fn replay_is_deterministic_and_prints_only_events() {
         assert_eq!(e["post"], "korgas");
         assert_eq!(e["seq"], i as u64 + 1);
         assert!(
-            e["time"].as_str().unwrap().starts_with("2026-11-28T08:"),
+            e["time"].as_str().unwrap().starts_with("2026-11-20T08:"),
             "{e}"
         );
         assert_eq!(e["sig"].as_str().unwrap().len(), 128);
