@@ -63,11 +63,44 @@ pub async fn start(
     stop: watch::Receiver<bool>,
 ) -> Result<(Vec<Started>, JoinHandle<()>), SensorError> {
     let (sink, batches) = mpsc::channel::<Batch>(256);
-    let store_task = tokio::spawn(store(batches, outbox, fusion));
+    let store_task = tokio::spawn(store(batches, outbox.clone(), fusion.clone()));
     let mut started = Vec::new();
     for s in sensors {
         let Some(protocol) = driver_protocol(s.protocol) else {
-            tracing::info!(sensor = %s.id, "camera sensors are read by the ANPR pipeline");
+            // A camera with its own plate recognition sends its reads over TCP; a video
+            // stream (url) is the ANPR pipeline's.
+            if let Transport::Tcp {
+                listen,
+                max_connections,
+                idle_timeout_s,
+                ..
+            } = &s.transport
+            {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|source| bind_error(s, *listen, source))?;
+                let local_addr = l.local_addr().ok();
+                let stats = Arc::new(Stats::default());
+                let task = tokio::spawn(plate_reads(
+                    l,
+                    s.id.clone(),
+                    *max_connections,
+                    Duration::from_secs(*idle_timeout_s),
+                    outbox.clone(),
+                    fusion.clone(),
+                    stats.clone(),
+                    stop.clone(),
+                ));
+                tracing::info!(sensor = %s.id, addr = ?local_addr, "plate reads listening");
+                started.push(Started {
+                    id: s.id.clone(),
+                    stats,
+                    local_addr,
+                    task,
+                });
+            } else {
+                tracing::info!(sensor = %s.id, "camera streams are read by the ANPR pipeline");
+            }
             continue;
         };
         let stats = Arc::new(Stats::default());
@@ -178,3 +211,102 @@ async fn store(mut batches: mpsc::Receiver<Batch>, outbox: Outbox, fusion: Share
         let _ = b.accepted.send(ok);
     }
 }
+
+/// Plate reads from cameras with their own recognition: JSON lines
+/// `{"plate": "123ABC02", "confidence": 0.97}` over TCP, one connection per camera (or
+/// several). A line that is not a plate read is counted and skipped; a line longer than
+/// [`MAX_PLATE_LINE`] closes the connection.
+#[allow(clippy::too_many_arguments)]
+async fn plate_reads(
+    listener: tokio::net::TcpListener,
+    sensor: String,
+    max_connections: usize,
+    idle: Duration,
+    outbox: Outbox,
+    fusion: Shared,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    loop {
+        let (conn, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(sensor, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            stats
+                .refused_connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
+        stats
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (sensor, outbox, fusion, stats, mut stop) = (
+            sensor.clone(),
+            outbox.clone(),
+            fusion.clone(),
+            stats.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+            let mut reader = tokio::io::BufReader::new(conn);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                // At most one line's worth per read, so a sender without newlines costs
+                // nothing but its connection.
+                let mut limited = (&mut reader).take(MAX_PLATE_LINE as u64);
+                let read = limited.read_until(b'\n', &mut buf);
+                let n = tokio::select! {
+                    r = tokio::time::timeout(idle, read) => match r {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    },
+                    _ = stop.changed() => return,
+                };
+                if n == 0 || buf.last() != Some(&b'\n') {
+                    return;
+                }
+                let text = String::from_utf8_lossy(&buf);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                match crate::fusion::parse_plate_line(&text) {
+                    Ok((plate, confidence)) => {
+                        stats
+                            .frames
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let events = fusion.lock().expect("fusion lock").plate(
+                            live::now(),
+                            &sensor,
+                            &plate,
+                            confidence,
+                        );
+                        if !events.is_empty() {
+                            let _ = outbox.append_many(events).await;
+                        }
+                    }
+                    Err(e) => {
+                        stats
+                            .bad_frames
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(sensor, %peer, "not a plate read: {e}");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The longest plate-read line accepted.
+pub const MAX_PLATE_LINE: usize = 1024;

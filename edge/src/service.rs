@@ -51,6 +51,7 @@ pub struct Running {
     /// Lane fusion (the sensors feed it; the demo feeds it from its trace).
     pub fusion: crate::fusion::live::Shared,
     fusion_task: JoinHandle<()>,
+    sensor_stats: SensorStats,
     stop: watch::Sender<bool>,
     uplink_task: JoinHandle<()>,
     ingest_task: Option<JoinHandle<()>>,
@@ -131,10 +132,17 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         }
         _ => None,
     };
+    let sensor_stats: SensorStats = Arc::new(
+        sensors
+            .iter()
+            .map(|s| (s.id.clone(), s.stats.clone()))
+            .collect(),
+    );
     let status_task = tokio::spawn(status_loop(
         config.clone(),
         outbox.clone(),
         state.clone(),
+        sensor_stats.clone(),
         stop_rx,
     ));
     tracing::info!(post = %config.post, broker = %config.broker(), data_dir = %data_dir.display(), "service started");
@@ -147,6 +155,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         sensor_store,
         fusion,
         fusion_task,
+        sensor_stats,
         stop,
         uplink_task,
         ingest_task,
@@ -197,7 +206,7 @@ async fn report_open_note(health: &Health, note: OpenNote) {
 impl Running {
     /// The status now.
     pub fn status(&self) -> Result<Status, StoreError> {
-        snapshot(&self.config, &self.outbox, &self.uplink)
+        snapshot(&self.config, &self.outbox, &self.uplink, &self.sensor_stats)
     }
 
     /// Stops in order (see the module docs).
@@ -217,20 +226,32 @@ impl Running {
         self.outbox.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.uplink_task).await;
         let _ = self.status_task.await;
-        if let Ok(s) = snapshot(&self.config, &self.outbox, &self.uplink) {
+        if let Ok(s) = snapshot(&self.config, &self.outbox, &self.uplink, &self.sensor_stats) {
             let _ = status::write_live(&self.config.storage.data_dir, &s);
         }
         tracing::info!("stopped");
     }
 }
 
-fn snapshot(config: &Config, outbox: &Outbox, uplink: &UplinkState) -> Result<Status, StoreError> {
+/// Sensor ids and their counters, for the status file.
+type SensorStats = Arc<Vec<(String, Arc<acsgd_drivers::transport::Stats>)>>;
+
+fn snapshot(
+    config: &Config,
+    outbox: &Outbox,
+    uplink: &UplinkState,
+    sensors: &SensorStats,
+) -> Result<Status, StoreError> {
     Ok(Status {
         source: Source::Live,
         post: Some(config.post.clone()),
         time: crate::envelope::rfc3339_ms(time::OffsetDateTime::now_utc()),
         outbox: outbox.store().stat()?,
         uplink: Some(uplink.snapshot()),
+        sensors: sensors
+            .iter()
+            .map(|(id, st)| (id.clone(), status::SensorCounters::of(st)))
+            .collect(),
     })
 }
 
@@ -238,6 +259,7 @@ async fn status_loop(
     config: Config,
     outbox: Outbox,
     uplink: Arc<UplinkState>,
+    sensors: SensorStats,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -247,7 +269,7 @@ async fn status_loop(
             _ = stop.changed() => return,
         }
         let dir = config.storage.data_dir.clone();
-        match snapshot(&config, &outbox, &uplink) {
+        match snapshot(&config, &outbox, &uplink, &sensors) {
             Ok(s) => {
                 let r = tokio::task::spawn_blocking(move || status::write_live(&dir, &s)).await;
                 if let Ok(Err(e)) = r {

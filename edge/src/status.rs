@@ -4,6 +4,7 @@
 //! `<data_dir>/status.json` every second; `stat` reads the store itself when it can (service
 //! stopped: exact) and that file otherwise (service running: at most a second old).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,39 @@ pub struct Status {
     pub time: String,
     pub outbox: Stat,
     pub uplink: Option<UplinkSnapshot>,
+    /// Per sensor: frames decoded and refused (a refused frame is counted here, never
+    /// silently dropped), connections, reopens.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sensors: BTreeMap<String, SensorCounters>,
+}
+
+/// A sensor's counters (see `acsgd_drivers::transport::Stats`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SensorCounters {
+    pub frames: u64,
+    pub bad_frames: u64,
+    pub readings: u64,
+    pub acknowledged: u64,
+    pub not_accepted: u64,
+    pub connections: u64,
+    pub refused_connections: u64,
+    pub reconnects: u64,
+}
+
+impl SensorCounters {
+    pub fn of(s: &acsgd_drivers::transport::Stats) -> SensorCounters {
+        use acsgd_drivers::transport::Stats as S;
+        SensorCounters {
+            frames: S::get(&s.frames),
+            bad_frames: S::get(&s.bad_frames),
+            readings: S::get(&s.readings),
+            acknowledged: S::get(&s.acknowledged),
+            not_accepted: S::get(&s.not_accepted),
+            connections: S::get(&s.connections),
+            refused_connections: S::get(&s.refused_connections),
+            reconnects: S::get(&s.reconnects),
+        }
+    }
 }
 
 /// Writes the live status file.
@@ -48,6 +82,7 @@ pub fn read(data_dir: &Path) -> Result<Status, StoreError> {
             time: crate::envelope::rfc3339_ms(time::OffsetDateTime::now_utc()),
             outbox: store.stat()?,
             uplink: None,
+            sensors: BTreeMap::new(),
         }),
         Err(e @ StoreError::Locked { .. }) => {
             let path = data_dir.join(STATUS_FILE);
@@ -109,6 +144,12 @@ pub fn render(s: &Status) -> String {
         if let Some(e) = &u.last_error {
             out += &format!("last error    {e}\n");
         }
+    }
+    for (id, c) in &s.sensors {
+        out += &format!(
+            "sensor        {id}: frames {}  bad {}  readings {}  acknowledged {}  not accepted {}  connections {}  reopened {}\n",
+            c.frames, c.bad_frames, c.readings, c.acknowledged, c.not_accepted, c.connections, c.reconnects
+        );
     }
     out
 }

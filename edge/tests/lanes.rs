@@ -34,6 +34,10 @@ fn pty() -> Pty {
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    for fd in [m, s] {
+        // SAFETY: fcntl on descriptors we own; the appliance must not inherit them.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     // SAFETY: `s` is an open descriptor; ttyname returns a static buffer we copy at once.
     let path = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }
         .to_string_lossy()

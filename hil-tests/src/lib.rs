@@ -1,0 +1,985 @@
+//! Hardware-in-the-loop runner: one scenario folder (`config.toml`, `trace.tsv`,
+//! `expect.toml`) against the real `acsgd` binary.
+//!
+//! For a scenario the runner
+//! 1. starts its own mosquitto on a free loopback port and a subscriber standing in for central;
+//! 2. rewrites the scenario's config: every serial sensor gets a pseudo-terminal (reached
+//!    through a symlink, so it can be unplugged and replugged), every TCP/UDP sensor a free
+//!    loopback port, the uplink this broker, storage a fresh directory, and every time
+//!    setting of fusion and the rules is divided by the speed factor (the trace is played
+//!    `speed` times faster than it was recorded);
+//! 3. starts the binary, publishes what central sends (`@declarations`, `@watchlist` lines,
+//!    retained, as central does), and plays every trace line on its sensor's port at its
+//!    offset: serial bytes (text lines with CR LF), tracker packets over TCP whose
+//!    acknowledgements it waits for and checks (EGTS RESPONSE for the packet id), plate reads
+//!    over TCP;
+//! 4. injects the scenario's fault (broker down for the whole trace, SIGKILL and restart,
+//!    line noise on a serial line, a serial device unplugged and replugged);
+//! 5. waits until the outbox is empty, stops the appliance with SIGTERM, and checks the
+//!    outcome against `expect.toml` and the invariants every scenario has: every accepted
+//!    event reached central under a gapless `seq` (none lost), every tracker packet was
+//!    acknowledged, every injected bad frame was counted.
+
+pub mod scenarios;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use acsgd::mosquitto::{free_port, Mosquitto};
+use acsgd::replay;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What went wrong setting a scenario up (a failed expectation is a [`Report`] failure).
+#[derive(Debug, thiserror::Error)]
+pub enum HilError {
+    #[error("{path}: {problem}")]
+    Scenario { path: PathBuf, problem: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> HilError + '_ {
+    move |e| HilError::Setup(format!("{what}: {e}"))
+}
+
+/// The fault a scenario injects.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    #[default]
+    None,
+    /// The broker is stopped before the trace and started again after it.
+    BrokerDown,
+    /// The appliance is SIGKILLed when the trace reaches `at_ms` and started again.
+    Sigkill { at_ms: i64 },
+    /// Random bytes, truncated frames and frames with a bad CRC between the frames of
+    /// `sensor` (a binary lane-node line).
+    Noise { sensor: String },
+    /// `sensor`'s serial device disappears at `at_ms` for `for_ms`; what it sends meanwhile
+    /// is lost on the wire, as on a real unplugged cable.
+    Unplug {
+        sensor: String,
+        at_ms: i64,
+        for_ms: i64,
+    },
+}
+
+/// One expected passage, matched by its front plate (or, without one, by order).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedPassage {
+    pub lane: String,
+    /// The tractor's plate; absent when the truck shows none.
+    #[serde(default)]
+    pub plate: Option<String>,
+    pub channel: String,
+    /// Exactly these rules fail.
+    pub reasons: Vec<String>,
+    /// A truck the fault may cut in two or lose (on the lane when the appliance was killed):
+    /// its passage is not required, and if present is not checked.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// `expect.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// What the scenario shows, for the report.
+    pub description: String,
+    /// The trace is played this many times faster than recorded.
+    #[serde(default = "one")]
+    pub speed: f64,
+    #[serde(default)]
+    pub fault: Fault,
+    #[serde(default)]
+    pub passage: Vec<ExpectedPassage>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A scenario folder.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: String,
+    pub trace: String,
+    pub expect: Expect,
+}
+
+impl Scenario {
+    pub fn load(dir: &Path) -> Result<Scenario, HilError> {
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f)).map_err(|e| HilError::Scenario {
+                path: dir.join(f),
+                problem: e.to_string(),
+            })
+        };
+        let expect_text = read("expect.toml")?;
+        let expect: Expect = toml::from_str(&expect_text).map_err(|e| HilError::Scenario {
+            path: dir.join("expect.toml"),
+            problem: e.message().to_string(),
+        })?;
+        Ok(Scenario {
+            name: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            dir: dir.to_path_buf(),
+            config: read("config.toml")?,
+            trace: read("trace.tsv")?,
+            expect,
+        })
+    }
+}
+
+/// The folder holding the committed scenarios.
+pub fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+/// The `acsgd` binary cargo built beside the running test.
+pub fn acsgd_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ACSGD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/acsgd
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("acsgd"))
+        .expect("target directory")
+}
+
+/// A pseudo-terminal: the master the runner writes to, the slave the appliance opens
+/// through `link`.
+struct Pty {
+    master: File,
+    _slave: File,
+    link: PathBuf,
+}
+
+fn pty(link: &Path) -> Result<Pty, HilError> {
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty fills two descriptors we then own; the other arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(HilError::Setup(format!(
+            "openpty: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // Not inherited by the appliance: a master it held would keep the line up after the
+    // runner unplugs the device.
+    for fd in [m, s] {
+        // SAFETY: fcntl on descriptors we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: `s` is open; ttyname's static buffer is copied at once.
+    let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }
+        .to_string_lossy()
+        .into_owned();
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(&name, link).map_err(setup("symlink to the pty"))?;
+    // SAFETY: both descriptors are ours alone.
+    Ok(unsafe {
+        Pty {
+            master: File::from_raw_fd(m),
+            _slave: File::from_raw_fd(s),
+            link: link.to_path_buf(),
+        }
+    })
+}
+
+/// What central received.
+#[derive(Default)]
+struct Inbox {
+    events: Vec<Value>,
+}
+
+fn central(port: u16, post: &str) -> Result<Arc<Mutex<Inbox>>, HilError> {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(format!("hil-central-{port}"), "127.0.0.1", port);
+    o.set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut conn) = Client::new(o, 100);
+    client
+        .subscribe(format!("acsgd/v1/{post}/#"), QoS::AtLeastOnce)
+        .map_err(setup("subscribe"))?;
+    let inbox = Arc::new(Mutex::new(Inbox::default()));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let got = inbox.clone();
+    std::thread::spawn(move || {
+        let _client = client;
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let kind = p.topic.rsplit('/').next().unwrap_or("");
+                    if kind != "status" && kind != "key" {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                            got.lock().expect("inbox").events.push(v);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                // The broker is down for a while in some scenarios: keep trying.
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(setup("central subscription"))?;
+    Ok(inbox)
+}
+
+fn publish_retained(port: u16, topic: &str, payload: &str) -> Result<(), HilError> {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(format!("hil-publisher-{port}"), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut conn) = Client::new(o, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
+        .map_err(setup("publish"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for ev in conn.iter() {
+        if let Ok(Event::Incoming(Packet::PubAck(_))) = ev {
+            let _ = client.disconnect();
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    Err(HilError::Setup(format!("no PUBACK for {topic}")))
+}
+
+/// How a sensor is reached in this run.
+enum Port {
+    Serial {
+        pty: Option<Pty>,
+        text: bool,
+        /// While unplugged, until this instant.
+        gone_until: Option<Instant>,
+    },
+    Tcp {
+        addr: String,
+        conn: Option<TcpStream>,
+        protocol: String,
+    },
+}
+
+/// The appliance process.
+struct App {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl App {
+    fn start(config: &Path, log: &Path) -> Result<App, HilError> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(setup("log file"))?;
+        let child = Command::new(acsgd_binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(setup("log file"))?)
+            .stderr(out)
+            .spawn()
+            .map_err(setup("starting acsgd"))?;
+        Ok(App {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        c.wait().ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub scenario: String,
+    pub lines_played: usize,
+    pub events: usize,
+    pub passages: Vec<Value>,
+    pub tracker_packets: usize,
+    pub tracker_acks: usize,
+    pub bad_frames_injected: u64,
+    pub bad_frames_counted: BTreeMap<String, u64>,
+    /// Times the unplugged device was reopened by the appliance.
+    pub reopened: u64,
+    pub failures: Vec<String>,
+    pub log_tail: String,
+}
+
+impl Report {
+    fn fail(&mut self, what: String) {
+        self.failures.push(what);
+    }
+}
+
+/// The sub-table `key` of `t`, created when absent.
+fn sub<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    let v = t
+        .entry(key.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !v.is_table() {
+        *v = toml::Value::Table(toml::Table::new());
+    }
+    v.as_table_mut().expect("made a table above")
+}
+
+/// Divides `t[key]` (or `default`) by `by`.
+fn scale(t: &mut toml::Table, key: &str, default: f64, by: f64) {
+    let v = t
+        .get(key)
+        .and_then(toml::Value::as_float)
+        .unwrap_or(default);
+    t.insert(key.into(), toml::Value::Float(v / by));
+}
+
+/// Time settings divided by the speed factor (and the nominal speed multiplied by it).
+fn scale_times(config: &mut toml::Table, speed: f64) {
+    let f = sub(config, "fusion");
+    for (k, default) in [
+        ("window_before_s", 2.0),
+        ("window_after_s", 3.0),
+        ("merge_gap_s", 0.8),
+        ("lateness_s", 2.0),
+        ("max_presence_s", 600.0),
+        ("sensor_silent_s", 120.0),
+        ("tracker_forget_s", 43_200.0),
+    ] {
+        scale(f, k, default, speed);
+    }
+    scale(f, "nominal_speed_kmh", 10.0, 1.0 / speed);
+    let rules = sub(config, "rules");
+    scale(sub(rules, "radiation"), "background_s", 60.0, speed);
+    scale(sub(rules, "seal"), "silent_s", 900.0, speed);
+}
+
+/// Reads one EGTS packet from `conn`.
+fn read_egts(conn: &mut TcpStream) -> Result<acsgd_drivers::egts::Packet, String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        match acsgd_drivers::egts::scan(&buf) {
+            acsgd_drivers::egts::Scan::Packet(n) => {
+                return acsgd_drivers::egts::parse_packet(&buf[..n]).map_err(|e| e.to_string())
+            }
+            acsgd_drivers::egts::Scan::Skip(_, e) => return Err(e.to_string()),
+            acsgd_drivers::egts::Scan::Incomplete => {}
+        }
+        let n = conn.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn connect(addr: &str) -> Option<TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                return Some(s);
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(25)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends one tracker packet and waits for its acknowledgement; on a broken connection
+/// (the appliance was killed) reconnects and sends again, as a device does.
+fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
+    let Port::Tcp {
+        addr,
+        conn,
+        protocol,
+    } = port
+    else {
+        return;
+    };
+    report.tracker_packets += 1;
+    for _attempt in 0..5 {
+        if conn.is_none() {
+            *conn = connect(addr);
+        }
+        let Some(c) = conn.as_mut() else {
+            break;
+        };
+        if c.write_all(bytes).is_err() {
+            *conn = None;
+            continue;
+        }
+        let acked = match protocol.as_str() {
+            "egts" => {
+                let pid = acsgd_drivers::egts::parse_packet(bytes).map(|p| p.pid).ok();
+                match read_egts(c) {
+                    Ok(r) => r.response_to.map(|(id, _)| id) == pid,
+                    Err(_) => false,
+                }
+            }
+            _ => true,
+        };
+        if acked {
+            report.tracker_acks += 1;
+            return;
+        }
+        *conn = None;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    report.fail(format!("a {protocol} packet was never acknowledged"));
+}
+
+/// A deterministic noise source for the noise fault.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Bytes to put on the line before a frame, and how many bad frames they hold for the
+    /// receiver to count (random bytes without a sync pattern count as none).
+    fn burst(&mut self, frame: &[u8]) -> (Vec<u8>, u64) {
+        match self.next() % 4 {
+            // Random bytes (never the sync pattern).
+            0 => (
+                (0..(self.next() % 24 + 1))
+                    .map(|_| (self.next() % 0xA0) as u8)
+                    .collect(),
+                0,
+            ),
+            // The frame with one payload bit flipped: its CRC fails.
+            1 => {
+                let mut f = frame.to_vec();
+                let i = 6 + (self.next() as usize % (f.len() - 8).max(1));
+                f[i] ^= 0x10;
+                (f, 1)
+            }
+            // A truncated copy, then the line goes on.
+            2 => (frame[..frame.len() / 2].to_vec(), 1),
+            _ => (Vec::new(), 0),
+        }
+    }
+}
+
+/// Runs a scenario (see the module docs).
+pub fn run(s: &Scenario) -> Result<Report, HilError> {
+    let mut report = Report {
+        scenario: s.name.clone(),
+        ..Report::default()
+    };
+    let speed = s.expect.speed.max(0.1);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("hil-{}-", s.name))
+        .tempdir()
+        .map_err(setup("temp dir"))?;
+    let mut broker = Mosquitto::start(&tmp.path().join("broker")).map_err(setup("mosquitto"))?;
+    let mut config: toml::Table = toml::from_str(&s.config).map_err(|e| HilError::Scenario {
+        path: s.dir.join("config.toml"),
+        problem: e.message().to_string(),
+    })?;
+    let post = config
+        .get("post")
+        .and_then(toml::Value::as_str)
+        .unwrap_or("hil")
+        .to_string();
+    let inbox = central(broker.port(), &post)?;
+    // Rewire the config to this run's broker, directory and ports.
+    let data_dir = tmp.path().join("data");
+    let uplink = config
+        .entry("uplink")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| HilError::Setup("uplink is not a table".into()))?;
+    uplink.insert(
+        "broker".into(),
+        format!("mqtt://127.0.0.1:{}", broker.port()).into(),
+    );
+    uplink.insert("backoff_initial_ms".into(), 100.into());
+    uplink.insert("backoff_max_s".into(), 1.into());
+    config
+        .entry("storage")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| HilError::Setup("storage is not a table".into()))?
+        .insert("data_dir".into(), data_dir.display().to_string().into());
+    scale_times(&mut config, speed);
+    let dev = tmp.path().join("dev");
+    std::fs::create_dir_all(&dev).map_err(setup("dev dir"))?;
+    let mut ports: HashMap<String, Port> = HashMap::new();
+    if let Some(sensors) = config
+        .get_mut("sensors")
+        .and_then(toml::Value::as_array_mut)
+    {
+        for sensor in sensors {
+            let Some(t) = sensor.as_table_mut() else {
+                continue;
+            };
+            let id = t
+                .get("id")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let protocol = t
+                .get("protocol")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let Some(tr) = t.get_mut("transport").and_then(toml::Value::as_table_mut) else {
+                continue;
+            };
+            match tr.get("kind").and_then(toml::Value::as_str) {
+                Some("serial") => {
+                    let link = dev.join(&id);
+                    let p = pty(&link)?;
+                    tr.insert("path".into(), link.display().to_string().into());
+                    ports.insert(
+                        id,
+                        Port::Serial {
+                            pty: Some(p),
+                            text: matches!(protocol.as_str(), "rpm" | "nmea" | "wialon"),
+                            gone_until: None,
+                        },
+                    );
+                }
+                Some("tcp") => {
+                    let port = free_port().map_err(setup("free port"))?;
+                    tr.insert("listen".into(), format!("127.0.0.1:{port}").into());
+                    ports.insert(
+                        id,
+                        Port::Tcp {
+                            addr: format!("127.0.0.1:{port}"),
+                            conn: None,
+                            protocol,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    let config_path = tmp.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        toml::to_string(&config).map_err(setup("config"))?,
+    )
+    .map_err(setup("config"))?;
+    let log = tmp.path().join("acsgd.log");
+
+    // Central's documents first, as central would have published them (retained).
+    let lines: Vec<replay::Line> = s
+        .trace
+        .lines()
+        .filter_map(|l| replay::parse_line(l).ok().flatten())
+        .collect();
+    for l in lines.iter().filter(|l| l.sensor.starts_with('@')) {
+        let topic = format!("acsgd/v1/{post}/in/{}", &l.sensor[1..]);
+        publish_retained(broker.port(), &topic, l.payload)?;
+    }
+    let mut app = App::start(&config_path, &log)?;
+    // Ready when every TCP sensor port answers.
+    for p in ports.values_mut() {
+        if let Port::Tcp {
+            addr,
+            conn,
+            protocol,
+        } = p
+        {
+            let c = connect(addr)
+                .ok_or_else(|| HilError::Setup(format!("{protocol} port {addr} never opened")))?;
+            *conn = Some(c);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    if s.expect.fault == Fault::BrokerDown {
+        broker.stop();
+    }
+
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let mut killed = false;
+    let start = Instant::now();
+    for l in lines.iter().filter(|l| !l.sensor.starts_with('@')) {
+        let due = start + Duration::from_secs_f64(l.offset_ms.max(0) as f64 / 1000.0 / speed);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        match &s.expect.fault {
+            Fault::Sigkill { at_ms } if !killed && l.offset_ms >= *at_ms => {
+                killed = true;
+                app.kill();
+                app = App::start(&config_path, &log)?;
+                for p in ports.values_mut() {
+                    if let Port::Tcp { conn, .. } = p {
+                        *conn = None;
+                    }
+                }
+            }
+            Fault::Unplug {
+                sensor,
+                at_ms,
+                for_ms,
+            } if l.offset_ms >= *at_ms => {
+                if let Some(Port::Serial {
+                    pty: p, gone_until, ..
+                }) = ports.get_mut(sensor)
+                {
+                    if gone_until.is_none() && p.is_some() {
+                        // The device disappears: its node is gone and the line hangs up.
+                        if let Some(old) = p.take() {
+                            let _ = std::fs::remove_file(&old.link);
+                        }
+                        *gone_until = Some(
+                            Instant::now()
+                                + Duration::from_secs_f64(*for_ms as f64 / 1000.0 / speed),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        // A device comes back when its time is up.
+        for (id, p) in ports.iter_mut() {
+            if let Port::Serial {
+                pty: slot,
+                gone_until: Some(until),
+                ..
+            } = p
+            {
+                if Instant::now() >= *until && slot.is_none() {
+                    *slot = Some(pty(&dev.join(id))?);
+                }
+            }
+        }
+        let bytes = match replay::payload(l) {
+            Ok(b) => b,
+            Err(e) => {
+                report.fail(format!("trace line for {}: {e}", l.sensor));
+                continue;
+            }
+        };
+        report.lines_played += 1;
+        let Some(port) = ports.get_mut(l.sensor) else {
+            report.fail(format!(
+                "trace names sensor {} that the config lacks",
+                l.sensor
+            ));
+            continue;
+        };
+        match port {
+            Port::Serial {
+                pty: Some(p), text, ..
+            } => {
+                let mut out = Vec::with_capacity(bytes.len() + 64);
+                if matches!(&s.expect.fault, Fault::Noise { sensor } if sensor == l.sensor) {
+                    let (burst, bad) = noise.burst(&bytes);
+                    out.extend_from_slice(&burst);
+                    report.bad_frames_injected += bad;
+                }
+                out.extend_from_slice(&bytes);
+                if *text {
+                    out.extend_from_slice(b"\r\n");
+                }
+                let _ = p.master.write_all(&out);
+            }
+            Port::Serial { pty: None, .. } => {}
+            Port::Tcp {
+                protocol,
+                conn,
+                addr,
+            } if protocol == "camera" => {
+                let mut line = bytes.clone();
+                line.push(b'\n');
+                if conn.as_mut().is_none_or(|c| c.write_all(&line).is_err()) {
+                    *conn = connect(addr);
+                    if let Some(c) = conn.as_mut() {
+                        let _ = c.write_all(&line);
+                    }
+                }
+            }
+            Port::Tcp { .. } => send_tracker(port, &bytes, &mut report),
+        }
+    }
+    // Devices unplugged to the end come back now.
+    for (id, p) in ports.iter_mut() {
+        if let Port::Serial {
+            pty: slot @ None,
+            gone_until: Some(_),
+            ..
+        } = p
+        {
+            *slot = Some(pty(&dev.join(id))?);
+        }
+    }
+    if s.expect.fault == Fault::BrokerDown {
+        std::thread::sleep(Duration::from_millis(500));
+        broker.restart().map_err(setup("restarting mosquitto"))?;
+    }
+
+    // Settle: passages close a few (scaled) seconds after their vehicle; then the outbox
+    // drains. Wait for the expected passages and an empty backlog.
+    let want = s.expect.passage.iter().filter(|p| !p.optional).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let passages = inbox
+            .lock()
+            .expect("inbox")
+            .events
+            .iter()
+            .filter(|e| e["type"] == "passage")
+            .count();
+        let backlog = stat(&data_dir)
+            .map(|v| v["outbox"]["backlog_events"].as_u64().unwrap_or(1))
+            .unwrap_or(1);
+        if (passages >= want && backlog == 0) || Instant::now() > deadline {
+            break;
+        }
+    }
+    // One more fusion settle, so anything unexpected has a chance to show up too.
+    std::thread::sleep(Duration::from_secs_f64((8.0 / speed).max(1.0)));
+    let live = stat(&data_dir);
+    match app.terminate() {
+        Some(st) if st.success() => {}
+        other => report.fail(format!("acsgd did not stop cleanly: {other:?}")),
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    report.log_tail = app
+        .log()
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let final_stat = stat(&data_dir);
+
+    // Invariant: every accepted event reached central, under a gapless seq.
+    let events = inbox.lock().expect("inbox").events.clone();
+    report.events = events.len();
+    let seqs: BTreeSet<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let accepted = final_stat
+        .as_ref()
+        .ok()
+        .and_then(|v| v["outbox"]["counters"]["accepted"].as_u64())
+        .unwrap_or(0);
+    let last = final_stat
+        .as_ref()
+        .ok()
+        .and_then(|v| v["outbox"]["last_seq"].as_u64())
+        .unwrap_or(0);
+    let backlog = final_stat
+        .as_ref()
+        .ok()
+        .and_then(|v| v["outbox"]["backlog_events"].as_u64())
+        .unwrap_or(u64::MAX);
+    if backlog != 0 {
+        report.fail(format!("{backlog} events still in the outbox at the end"));
+    }
+    let missing: Vec<u64> = (1..=last).filter(|q| !seqs.contains(q)).collect();
+    if !missing.is_empty() {
+        report.fail(format!(
+            "{} of {last} accepted events never reached central (first: seq {:?})",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        ));
+    }
+    if accepted < last.saturating_sub(1) && !killed {
+        report.fail(format!("accepted counter {accepted} below last seq {last}"));
+    }
+    // Invariant: every injected bad frame was counted.
+    if let Ok(v) = &live {
+        if let Some(m) = v["sensors"].as_object() {
+            for (id, c) in m {
+                report
+                    .bad_frames_counted
+                    .insert(id.clone(), c["bad_frames"].as_u64().unwrap_or(0));
+            }
+        }
+    }
+    if let Fault::Noise { sensor } = &s.expect.fault {
+        let counted = report.bad_frames_counted.get(sensor).copied().unwrap_or(0);
+        if counted < report.bad_frames_injected {
+            report.fail(format!(
+                "{} bad frames injected on {sensor}, {counted} counted",
+                report.bad_frames_injected
+            ));
+        }
+    }
+    if let Fault::Unplug { sensor, .. } = &s.expect.fault {
+        let reopened = live
+            .as_ref()
+            .ok()
+            .and_then(|v| v["sensors"][sensor]["reconnects"].as_u64())
+            .unwrap_or(0);
+        if reopened == 0 {
+            report.fail(format!("{sensor} was unplugged but never reopened"));
+        }
+        report.reopened = reopened;
+    }
+    if report.tracker_acks != report.tracker_packets {
+        report.fail(format!(
+            "{} of {} tracker packets acknowledged",
+            report.tracker_acks, report.tracker_packets
+        ));
+    }
+    // The expected passages, no more and no less.
+    let mut passages: Vec<Value> = Vec::new();
+    let mut seen_ids = BTreeSet::new();
+    for e in events.iter().filter(|e| e["type"] == "passage") {
+        if seen_ids.insert(e["body"]["id"].as_str().unwrap_or("").to_string()) {
+            passages.push(e["body"].clone());
+        }
+    }
+    passages.sort_by_key(|p| p["start"].as_str().unwrap_or("").to_string());
+    check_passages(&s.expect.passage, &passages, &mut report);
+    report.passages = passages;
+    drop(broker);
+    Ok(report)
+}
+
+fn front_plate(p: &Value) -> Option<String> {
+    p["plates"]
+        .as_array()?
+        .iter()
+        .find(|r| r["view"] == "front")
+        .and_then(|r| r["text"].as_str())
+        .map(acsgd::fusion::plates::normalise)
+}
+
+fn check_passages(expected: &[ExpectedPassage], got: &[Value], report: &mut Report) {
+    let mut used = vec![false; got.len()];
+    for (i, want) in expected.iter().enumerate() {
+        // By plate where the truck shows one (tolerating OCR confusions), else the first
+        // unused passage without a front plate on its lane.
+        let found = got.iter().enumerate().position(|(j, p)| {
+            !used[j]
+                && p["lane"] == want.lane.as_str()
+                && match &want.plate {
+                    Some(pl) => front_plate(p)
+                        .is_some_and(|f| acsgd::fusion::plates::compare(&f, pl).is_some()),
+                    None => front_plate(p).is_none(),
+                }
+        });
+        let Some(j) = found else {
+            if !want.optional {
+                report.fail(format!(
+                    "expected passage {} ({:?} on lane {}) not received",
+                    i + 1,
+                    want.plate,
+                    want.lane
+                ));
+            }
+            continue;
+        };
+        used[j] = true;
+        if want.optional {
+            continue;
+        }
+        let p = &got[j];
+        let reasons: BTreeSet<String> = p["reasons"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want_reasons: BTreeSet<String> = want.reasons.iter().cloned().collect();
+        if p["channel"] != want.channel.as_str() || reasons != want_reasons {
+            report.fail(format!(
+                "passage {:?}: channel {} reasons {:?}, expected {} {:?}",
+                want.plate, p["channel"], reasons, want.channel, want_reasons
+            ));
+        }
+    }
+    let optional = expected.iter().filter(|e| e.optional).count();
+    let extra = used.iter().filter(|u| !**u).count();
+    if extra > optional {
+        report.fail(format!(
+            "{} passages received that no truck explains: {:?}",
+            extra,
+            got.iter()
+                .zip(&used)
+                .filter(|(_, u)| !**u)
+                .map(|(p, _)| (p["id"].clone(), front_plate(p)))
+                .collect::<Vec<_>>()
+        ));
+    }
+}
+
+/// `acsgd outbox --data-dir DIR stat --json`.
+fn stat(data_dir: &Path) -> Result<Value, String> {
+    let out = Command::new(acsgd_binary())
+        .args(["outbox", "--data-dir"])
+        .arg(data_dir)
+        .args(["stat", "--json"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}

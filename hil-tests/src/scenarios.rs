@@ -1,0 +1,176 @@
+//! The committed scenarios, written by the simulator (`acsgd::simulate`): one lane with a lane
+//! node and a portal on serial lines, cameras with their own plate recognition and an EGTS
+//! seal feed over TCP. Each scenario's trucks are drawn from a fixed seed, searched so that
+//! the truck shows its one finding and nothing borderline (a 5-axle truck, gross mass well
+//! inside the limit), so the expected outcome follows from how it was built, not from running
+//! the appliance. `tests/traces.rs` checks the folders are exactly what this writes.
+
+use acsgd::simulate::{self, Options, Rng, Special, Truck};
+
+/// A scenario as files.
+pub struct Generated {
+    pub name: &'static str,
+    pub config: String,
+    pub trace: String,
+    pub expect: String,
+}
+
+/// What a truck of a kind must give: channel and the exact failed rules.
+fn verdict(s: Special) -> (&'static str, &'static [&'static str]) {
+    match s {
+        Special::None | Special::Norm => ("green", &[]),
+        Special::OverweightAxle => ("yellow", &["axle_load"]),
+        Special::UnderDeclared => ("red", &["declared_mass"]),
+        Special::GammaSource => ("red", &["radiation_gamma"]),
+        Special::NeutronSource => ("red", &["radiation_neutron"]),
+        Special::SealTampered => ("red", &["seal_tamper"]),
+        Special::SealSilent => ("yellow", &["seal_silent"]),
+        Special::RouteDeviation => ("red", &["route_deviation"]),
+        Special::PlateUnread => ("yellow", &["plate_unread"]),
+        Special::NoDeclaration => ("yellow", &["no_declaration"]),
+        Special::Watchlisted => ("red", &["watchlist"]),
+    }
+}
+
+/// A 5-axle truck whose gross is well inside the limit: no borderline verdicts.
+fn clear_cut(t: &Truck) -> bool {
+    t.axles.len() == 5 && t.gross_kg() < 36_000.0 && t.speed_kmh > 6.0
+}
+
+struct Plan {
+    name: &'static str,
+    description: &'static str,
+    /// Each truck's kind, and the gap after the previous one (seconds).
+    trucks: &'static [(Special, f64)],
+    /// The fault section of expect.toml (truck arrival times can be used through `{arrival:N}`
+    /// and `{middle:N}`, `{end:N}` for truck N).
+    fault: &'static str,
+    /// Trucks the fault may lose.
+    optional: &'static [usize],
+}
+
+const PLANS: &[Plan] = &[
+    Plan { name: "clean_passage", description: "a declared, sealed, clean truck is released (green)", trucks: &[(Special::None, 0.0)], fault: "", optional: &[] },
+    Plan { name: "overweight_axle", description: "a drive axle over 10 t: yellow, axle_load", trucks: &[(Special::OverweightAxle, 0.0)], fault: "", optional: &[] },
+    Plan { name: "gross_over_declared", description: "the weighed gross mass is far above the declared one: red, declared_mass", trucks: &[(Special::UnderDeclared, 0.0)], fault: "", optional: &[] },
+    Plan { name: "radiation_gamma", description: "a gamma source in the cargo: red, radiation_gamma", trucks: &[(Special::GammaSource, 0.0)], fault: "", optional: &[] },
+    Plan { name: "radiation_neutron", description: "a neutron source in the cargo: red, radiation_neutron", trucks: &[(Special::NeutronSource, 0.0)], fault: "", optional: &[] },
+    Plan { name: "norm_cargo", description: "NORM cargo raises the whole profile 10-16 %: benign, green", trucks: &[(Special::Norm, 0.0)], fault: "", optional: &[] },
+    Plan { name: "seal_tampered", description: "the seal reported its case opened on the way: red, seal_tamper", trucks: &[(Special::SealTampered, 0.0)], fault: "", optional: &[] },
+    Plan { name: "seal_silent", description: "the declared seal never reported: yellow, seal_silent", trucks: &[(Special::SealSilent, 0.0)], fault: "", optional: &[] },
+    Plan { name: "route_deviation", description: "the seal left the declared corridor on the way: red, route_deviation", trucks: &[(Special::RouteDeviation, 0.0)], fault: "", optional: &[] },
+    Plan { name: "plate_unread", description: "no camera read a plate: yellow, plate_unread", trucks: &[(Special::PlateUnread, 0.0)], fault: "", optional: &[] },
+    Plan { name: "no_declaration", description: "plates read, no declaration for them: yellow, no_declaration", trucks: &[(Special::NoDeclaration, 0.0)], fault: "", optional: &[] },
+    Plan { name: "watchlist_hit", description: "the tractor's plate is on central's watchlist: red, watchlist", trucks: &[(Special::Watchlisted, 0.0)], fault: "", optional: &[] },
+    Plan { name: "three_trucks_back_to_back", description: "three trucks 1.5 s apart keep their own plates, weights and verdicts", trucks: &[(Special::None, 0.0), (Special::GammaSource, 1.5), (Special::None, 1.5)], fault: "", optional: &[] },
+    Plan { name: "broker_down_whole_trace", description: "the broker is down for the whole trace and comes back: everything arrives, in seq order, nothing lost", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 6.0)], fault: "[fault]\nkind = \"broker_down\"\n", optional: &[] },
+    Plan { name: "sigkill_mid_passage", description: "the appliance is SIGKILLed while the second of three trucks is on the lane and restarts: no accepted event lost, the trucks before and after judged as usual", trucks: &[(Special::None, 0.0), (Special::None, 8.0), (Special::UnderDeclared, 12.0)], fault: "[fault]\nkind = \"sigkill\"\nat_ms = {middle:2}\n", optional: &[2] },
+    Plan { name: "noisy_serial_line", description: "random bytes, truncated frames and bad CRCs between the lane node's frames: each bad frame counted, the passage unharmed", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 4.0)], fault: "[fault]\nkind = \"noise\"\nsensor = \"node-1\"\n", optional: &[] },
+    Plan { name: "serial_unplugged", description: "the lane node's serial adapter is unplugged between two trucks and plugged back: the appliance reopens it by itself", trucks: &[(Special::None, 0.0), (Special::None, 16.0)], fault: "[fault]\nkind = \"unplug\"\nsensor = \"node-1\"\nat_ms = {end_plus:1:2000}\nfor_ms = 5000\n", optional: &[] },
+];
+
+/// Every scenario.
+pub fn all() -> Vec<Generated> {
+    PLANS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| generate(p, 1000 + i as u64 * 100))
+        .collect()
+}
+
+fn generate(plan: &Plan, seed: u64) -> Generated {
+    let lanes = vec!["1".to_string()];
+    let o = Options {
+        lanes: lanes.clone(),
+        ..Options::default()
+    };
+    // Search seeds until every truck is clear-cut (deterministic: the first that is).
+    let mut seed = seed;
+    let (trucks, mut rng) = loop {
+        let mut rng = Rng::new(seed);
+        let mut t_ms = 20_000i64;
+        let mut trucks = Vec::new();
+        for (n, (special, gap)) in plan.trucks.iter().enumerate() {
+            if let Some(prev) = trucks.last() {
+                let prev: &Truck = prev;
+                let occupancy = (prev.length_m + 2.0) / (prev.speed_kmh / 3.6);
+                t_ms = prev.arrival_ms + ((occupancy + gap) * 1000.0) as i64;
+            }
+            trucks.push(simulate::truck(
+                &mut rng,
+                "1",
+                t_ms,
+                seed as u32 * 10 + n as u32 + 1,
+                *special,
+            ));
+        }
+        if trucks.iter().all(clear_cut) {
+            break (trucks, rng);
+        }
+        seed += 1;
+    };
+    let last = trucks.last().expect("a truck");
+    let end = last.arrival_ms + ((last.length_m + 2.0) / (last.speed_kmh / 3.6) * 1000.0) as i64;
+    let o = Options {
+        seed,
+        duration_s: (end / 1000 + 15) as u64,
+        ..o
+    };
+    let trace = simulate::trace(&o, &trucks, &mut rng);
+    let config = simulate::config("hil", &lanes, "mqtt://127.0.0.1:1883", "/var/lib/acsgd")
+        .replace(
+            "{ kind = \"url\", url = \"rtsp://127.0.0.1/1/front\" }",
+            "{ kind = \"tcp\", listen = \"127.0.0.1:0\" }",
+        )
+        .replace(
+            "{ kind = \"url\", url = \"rtsp://127.0.0.1/1/rear\" }",
+            "{ kind = \"tcp\", listen = \"127.0.0.1:0\" }",
+        );
+    let occupancy_end =
+        |t: &Truck| t.arrival_ms + ((t.length_m + 2.0) / (t.speed_kmh / 3.6) * 1000.0) as i64;
+    let mut fault = plan.fault.to_string();
+    for (n, t) in trucks.iter().enumerate() {
+        let k = n + 1;
+        fault = fault
+            .replace(
+                &format!("{{middle:{k}}}"),
+                &((t.arrival_ms + occupancy_end(t)) / 2).to_string(),
+            )
+            .replace(
+                &format!("{{end_plus:{k}:2000}}"),
+                &(occupancy_end(t) + 2000).to_string(),
+            );
+    }
+    let mut expect = format!(
+        "# Written by acsgd_hil::scenarios (seed {seed}); regenerate with ACSGD_REGENERATE=1.\n\
+         description = \"{}\"\nspeed = 2.0\n{fault}",
+        plan.description
+    );
+    for (n, t) in trucks.iter().enumerate() {
+        let (channel, reasons) = verdict(t.special);
+        let plate = if t.special == Special::PlateUnread {
+            String::new()
+        } else {
+            format!("plate = \"{}\"\n", t.plate_front)
+        };
+        expect += &format!(
+            "\n[[passage]]\nlane = \"1\"\n{plate}channel = \"{channel}\"\nreasons = [{}]\n{}",
+            reasons
+                .iter()
+                .map(|r| format!("\"{r}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if plan.optional.contains(&(n + 1)) {
+                "optional = true\n"
+            } else {
+                ""
+            }
+        );
+    }
+    Generated {
+        name: plan.name,
+        config,
+        trace,
+        expect,
+    }
+}
