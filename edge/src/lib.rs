@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod logging;
 pub mod mosquitto;
 pub mod outbox;
+pub mod record;
 pub mod replay;
 pub mod sensors;
 pub mod service;

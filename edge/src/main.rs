@@ -59,6 +59,33 @@ enum Command {
         #[arg(long)]
         unsigned: bool,
     },
+    /// Capture what a device sends on a port into a trace (stdout, or --out FILE).
+    Record {
+        /// The sensor id to write in the trace (as the config will name it).
+        #[arg(long)]
+        sensor: String,
+        /// nmea, egts, wialon, teltonika, rpm or lane: how to cut the bytes into frames.
+        #[arg(long)]
+        protocol: acsgd_drivers::decode::Protocol,
+        /// A serial port to read.
+        #[arg(long, conflicts_with_all = ["tcp", "udp"])]
+        serial: Option<String>,
+        /// Its baud rate.
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+        /// Listen for the device on this TCP address.
+        #[arg(long, conflicts_with = "udp")]
+        tcp: Option<std::net::SocketAddr>,
+        /// Receive the device's datagrams on this UDP address.
+        #[arg(long)]
+        udp: Option<std::net::SocketAddr>,
+        /// Stop after this many seconds (default: Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Write the trace here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Inspect the outbox.
     Outbox {
         /// The data directory (storage.data_dir of the config).
@@ -81,7 +108,10 @@ enum OutboxCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Replay { .. });
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Replay { .. } | Command::Record { .. }
+    );
     acsgd::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,6 +184,52 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             for p in &s.first_problems {
                 eprintln!("  {p}");
             }
+            Ok(())
+        }
+        Command::Record {
+            sensor,
+            protocol,
+            serial,
+            baud,
+            tcp,
+            udp,
+            duration,
+            out,
+        } => {
+            use acsgd::record::Source;
+            let source = match (serial, tcp, udp) {
+                (Some(path), None, None) => Source::Serial { path, baud },
+                (None, Some(a), None) => Source::Tcp(a),
+                (None, None, Some(a)) => Source::Udp(a),
+                _ => return Err((2, "record: give one of --serial, --tcp, --udp".into())),
+            };
+            let duration = duration.map(std::time::Duration::from_secs);
+            let rt = runtime()?;
+            let summary = match out {
+                Some(path) => {
+                    let f = std::fs::File::create(&path)
+                        .map_err(|e| (1, format!("{}: {e}", path.display())))?;
+                    rt.block_on(acsgd::record::run(
+                        &sensor,
+                        protocol,
+                        source,
+                        duration,
+                        std::io::BufWriter::new(f),
+                    ))
+                }
+                None => rt.block_on(acsgd::record::run(
+                    &sensor,
+                    protocol,
+                    source,
+                    duration,
+                    std::io::stdout().lock(),
+                )),
+            }
+            .map_err(|e| (1, e.to_string()))?;
+            eprintln!(
+                "acsgd record: {} frames, {} noise runs, {} connections",
+                summary.frames, summary.noise, summary.connections
+            );
             Ok(())
         }
         Command::Outbox {

@@ -58,6 +58,8 @@ pub enum Fault {
     None,
     /// The broker is stopped before the trace and started again after it.
     BrokerDown,
+    /// The broker is stopped when the trace reaches `at_ms` and started again `for_ms` later.
+    BrokerOutage { at_ms: i64, for_ms: i64 },
     /// The appliance is SIGKILLed when the trace reaches `at_ms` and started again.
     Sigkill { at_ms: i64 },
     /// Random bytes, truncated frames and frames with a bad CRC between the frames of
@@ -69,6 +71,12 @@ pub enum Fault {
         sensor: String,
         at_ms: i64,
         for_ms: i64,
+    },
+    /// The uplink goes through a proxy that passes `bytes_per_s` each way and drops every
+    /// connection every `drop_every_ms` (trace time), as a satellite channel does.
+    SlowUplink {
+        bytes_per_s: u64,
+        drop_every_ms: i64,
     },
 }
 
@@ -102,6 +110,9 @@ pub struct Expect {
     pub fault: Fault,
     #[serde(default)]
     pub passage: Vec<ExpectedPassage>,
+    /// At least this many position fixes reach central (over all `position` events).
+    #[serde(default)]
+    pub positions_min: usize,
 }
 
 fn one() -> f64 {
@@ -168,6 +179,13 @@ struct Pty {
     master: File,
     _slave: File,
     link: PathBuf,
+}
+
+/// Creates a pty whose slave is reachable at `link`; returns it as (master, link).
+pub fn pty_at(link: &Path) -> Result<(File, PathBuf), HilError> {
+    let p = pty(link)?;
+    std::mem::forget(p._slave);
+    Ok((p.master, p.link))
 }
 
 fn pty(link: &Path) -> Result<Pty, HilError> {
@@ -359,6 +377,10 @@ pub struct Report {
     pub bad_frames_counted: BTreeMap<String, u64>,
     /// Times the unplugged device was reopened by the appliance.
     pub reopened: u64,
+    /// Connection directions the lossy uplink cut.
+    pub uplink_drops: u64,
+    /// Position fixes central received.
+    pub fixes: usize,
     pub failures: Vec<String>,
     pub log_tail: String,
 }
@@ -429,6 +451,22 @@ fn read_egts(conn: &mut TcpStream) -> Result<acsgd_drivers::egts::Packet, String
     }
 }
 
+/// Reads one CR LF-terminated line.
+fn read_line(conn: &mut TcpStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 256 {
+        match conn.read(&mut b) {
+            Ok(1) if b[0] == b'\n' => {
+                return Some(String::from_utf8_lossy(&line).trim().to_string())
+            }
+            Ok(1) => line.push(b[0]),
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn connect(addr: &str) -> Option<TcpStream> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -474,6 +512,8 @@ fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
                     Err(_) => false,
                 }
             }
+            // One answer line per packet (`#AL#1`, `#AD#1`, `#AB#3`…).
+            "wialon" => read_line(c).is_some_and(|l| l.starts_with("#A")),
             _ => true,
         };
         if acked {
@@ -522,6 +562,145 @@ impl Noise {
     }
 }
 
+/// A throttling, connection-dropping TCP proxy to the broker (the slow, lossy uplink).
+struct Proxy {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the fault is over: no more drops, full speed.
+    calm: Arc<std::sync::atomic::AtomicBool>,
+    /// Connection directions cut so far.
+    drops: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    fn start(upstream: u16, bytes_per_s: u64, drop_every: Duration) -> Result<Proxy, HilError> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(setup("proxy"))?;
+        let port = listener.local_addr().map_err(setup("proxy"))?.port();
+        listener.set_nonblocking(true).map_err(setup("proxy"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let calm = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(AtomicU64::new(0));
+        let drops = Arc::new(AtomicU64::new(0));
+        {
+            let (stop, calm, generation) = (stop.clone(), calm.clone(), generation.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(drop_every);
+                    if !calm.load(Ordering::Relaxed) {
+                        generation.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        {
+            let (stop, calm, generation, drops) = (
+                stop.clone(),
+                calm.clone(),
+                generation.clone(),
+                drops.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((down, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let _ = down.set_nonblocking(false);
+                    let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        continue;
+                    };
+                    let born = generation.load(Ordering::Relaxed);
+                    for (from, to) in [
+                        (down.try_clone(), up.try_clone()),
+                        (up.try_clone(), down.try_clone()),
+                    ] {
+                        let (Ok(from), Ok(to)) = (from, to) else {
+                            continue;
+                        };
+                        let link = Link {
+                            bytes_per_s,
+                            born,
+                            stop: stop.clone(),
+                            calm: calm.clone(),
+                            generation: generation.clone(),
+                            drops: drops.clone(),
+                        };
+                        std::thread::spawn(move || pump(from, to, &link));
+                    }
+                }
+            });
+        }
+        Ok(Proxy {
+            port,
+            stop,
+            calm,
+            drops,
+        })
+    }
+
+    /// Ends the fault: the link stops dropping and throttling.
+    fn calm(&self) {
+        self.calm.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One proxied connection's view of the link.
+struct Link {
+    bytes_per_s: u64,
+    /// The generation it was made in; a newer one means it is dropped.
+    born: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    calm: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    drops: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Copies one direction at `bytes_per_s` until the connection's generation ends.
+fn pump(mut from: TcpStream, mut to: TcpStream, link: &Link) {
+    use std::sync::atomic::Ordering;
+    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = vec![0u8; (link.bytes_per_s / 20).max(1) as usize];
+    let close = |from: &TcpStream, to: &TcpStream| {
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    };
+    loop {
+        if link.generation.load(Ordering::Relaxed) != link.born {
+            link.drops.fetch_add(1, Ordering::Relaxed);
+            return close(&from, &to);
+        }
+        if link.stop.load(Ordering::Relaxed) {
+            return close(&from, &to);
+        }
+        match from.read(&mut buf) {
+            Ok(0) => return close(&from, &to),
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return close(&from, &to);
+                }
+                // The channel's rate: this chunk's share of a second.
+                if !link.calm.load(Ordering::Relaxed) {
+                    let share = n as f64 / link.bytes_per_s as f64;
+                    std::thread::sleep(Duration::from_secs_f64(share));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return close(&from, &to),
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Runs a scenario (see the module docs).
 pub fn run(s: &Scenario) -> Result<Report, HilError> {
     let mut report = Report {
@@ -551,9 +730,21 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
         .or_insert_with(|| toml::Value::Table(toml::Table::new()))
         .as_table_mut()
         .ok_or_else(|| HilError::Setup("uplink is not a table".into()))?;
+    let proxy = match &s.expect.fault {
+        Fault::SlowUplink {
+            bytes_per_s,
+            drop_every_ms,
+        } => Some(Proxy::start(
+            broker.port(),
+            *bytes_per_s,
+            Duration::from_secs_f64(*drop_every_ms as f64 / 1000.0 / speed),
+        )?),
+        _ => None,
+    };
+    let uplink_port = proxy.as_ref().map_or(broker.port(), |p| p.port);
     uplink.insert(
         "broker".into(),
-        format!("mqtt://127.0.0.1:{}", broker.port()).into(),
+        format!("mqtt://127.0.0.1:{uplink_port}").into(),
     );
     uplink.insert("backoff_initial_ms".into(), 100.into());
     uplink.insert("backoff_max_s".into(), 1.into());
@@ -657,6 +848,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
 
     let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
     let mut killed = false;
+    let mut broker_back: Option<Instant> = None;
     let start = Instant::now();
     for l in lines.iter().filter(|l| !l.sensor.starts_with('@')) {
         let due = start + Duration::from_secs_f64(l.offset_ms.max(0) as f64 / 1000.0 / speed);
@@ -674,6 +866,13 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                         *conn = None;
                     }
                 }
+            }
+            Fault::BrokerOutage { at_ms, for_ms }
+                if l.offset_ms >= *at_ms && broker_back.is_none() =>
+            {
+                broker.stop();
+                broker_back =
+                    Some(Instant::now() + Duration::from_secs_f64(*for_ms as f64 / 1000.0 / speed));
             }
             Fault::Unplug {
                 sensor,
@@ -697,6 +896,9 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                 }
             }
             _ => {}
+        }
+        if broker_back.is_some_and(|t| Instant::now() >= t) && broker.pid().is_none() {
+            broker.restart().map_err(setup("restarting mosquitto"))?;
         }
         // A device comes back when its time is up.
         for (id, p) in ports.iter_mut() {
@@ -757,6 +959,11 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                     }
                 }
             }
+            Port::Tcp { protocol, .. } if protocol == "wialon" => {
+                let mut line = bytes.clone();
+                line.extend_from_slice(b"\r\n");
+                send_tracker(port, &line, &mut report)
+            }
             Port::Tcp { .. } => send_tracker(port, &bytes, &mut report),
         }
     }
@@ -771,7 +978,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
             *slot = Some(pty(&dev.join(id))?);
         }
     }
-    if s.expect.fault == Fault::BrokerDown {
+    if s.expect.fault == Fault::BrokerDown || broker.pid().is_none() {
         std::thread::sleep(Duration::from_millis(500));
         broker.restart().map_err(setup("restarting mosquitto"))?;
     }
@@ -779,7 +986,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     // Settle: passages close a few (scaled) seconds after their vehicle; then the outbox
     // drains. Wait for the expected passages and an empty backlog.
     let want = s.expect.passage.iter().filter(|p| !p.optional).count();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         std::thread::sleep(Duration::from_millis(250));
         let passages = inbox
@@ -796,8 +1003,21 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
             break;
         }
     }
-    // One more fusion settle, so anything unexpected has a chance to show up too.
+    // The fault is over; one more fusion settle, so anything unexpected has a chance to show
+    // up too, and what it made (health events of the lossy link, say) is delivered.
+    if let Some(p) = &proxy {
+        p.calm();
+    }
     std::thread::sleep(Duration::from_secs_f64((8.0 / speed).max(1.0)));
+    let drained = Instant::now() + Duration::from_secs(30);
+    while stat(&data_dir)
+        .map(|v| v["outbox"]["backlog_events"].as_u64().unwrap_or(1))
+        .unwrap_or(1)
+        > 0
+        && Instant::now() < drained
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let live = stat(&data_dir);
     match app.terminate() {
         Some(st) if st.success() => {}
@@ -879,6 +1099,12 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
         }
         report.reopened = reopened;
     }
+    if let Some(p) = &proxy {
+        report.uplink_drops = p.drops.load(std::sync::atomic::Ordering::Relaxed);
+        if report.uplink_drops == 0 {
+            report.fail("the uplink proxy never dropped a connection".into());
+        }
+    }
     if report.tracker_acks != report.tracker_packets {
         report.fail(format!(
             "{} of {} tracker packets acknowledged",
@@ -895,6 +1121,17 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     }
     passages.sort_by_key(|p| p["start"].as_str().unwrap_or("").to_string());
     check_passages(&s.expect.passage, &passages, &mut report);
+    report.fixes = events
+        .iter()
+        .filter(|e| e["type"] == "position")
+        .map(|e| e["body"]["fixes"].as_array().map_or(0, Vec::len))
+        .sum();
+    if report.fixes < s.expect.positions_min {
+        report.fail(format!(
+            "{} position fixes reached central, at least {} expected",
+            report.fixes, s.expect.positions_min
+        ));
+    }
     report.passages = passages;
     drop(broker);
     Ok(report)

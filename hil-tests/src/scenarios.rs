@@ -64,18 +64,100 @@ const PLANS: &[Plan] = &[
     Plan { name: "watchlist_hit", description: "the tractor's plate is on central's watchlist: red, watchlist", trucks: &[(Special::Watchlisted, 0.0)], fault: "", optional: &[] },
     Plan { name: "three_trucks_back_to_back", description: "three trucks 1.5 s apart keep their own plates, weights and verdicts", trucks: &[(Special::None, 0.0), (Special::GammaSource, 1.5), (Special::None, 1.5)], fault: "", optional: &[] },
     Plan { name: "broker_down_whole_trace", description: "the broker is down for the whole trace and comes back: everything arrives, in seq order, nothing lost", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 6.0)], fault: "[fault]\nkind = \"broker_down\"\n", optional: &[] },
+    Plan { name: "broker_outage_mid_trace", description: "the broker stops while a truck is on the lane and comes back 12 s later: everything arrives, nothing lost", trucks: &[(Special::None, 0.0), (Special::SealTampered, 6.0)], fault: "[fault]\nkind = \"broker_outage\"\nat_ms = {middle:1}\nfor_ms = 12000\n", optional: &[] },
     Plan { name: "sigkill_mid_passage", description: "the appliance is SIGKILLed while the second of three trucks is on the lane and restarts: no accepted event lost, the trucks before and after judged as usual", trucks: &[(Special::None, 0.0), (Special::None, 8.0), (Special::UnderDeclared, 12.0)], fault: "[fault]\nkind = \"sigkill\"\nat_ms = {middle:2}\n", optional: &[2] },
     Plan { name: "noisy_serial_line", description: "random bytes, truncated frames and bad CRCs between the lane node's frames: each bad frame counted, the passage unharmed", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 4.0)], fault: "[fault]\nkind = \"noise\"\nsensor = \"node-1\"\n", optional: &[] },
+    Plan { name: "slow_lossy_uplink", description: "the uplink is an 8 kB/s channel that drops the connection every 10 s: every event arrives, nothing lost, in seq order", trucks: &[(Special::None, 0.0), (Special::GammaSource, 6.0)], fault: "[fault]\nkind = \"slow_uplink\"\nbytes_per_s = 8000\ndrop_every_ms = 10000\n", optional: &[] },
     Plan { name: "serial_unplugged", description: "the lane node's serial adapter is unplugged between two trucks and plugged back: the appliance reopens it by itself", trucks: &[(Special::None, 0.0), (Special::None, 16.0)], fault: "[fault]\nkind = \"unplug\"\nsensor = \"node-1\"\nat_ms = {end_plus:1:2000}\nfor_ms = 5000\n", optional: &[] },
 ];
 
-/// Every scenario.
+/// Every scenario (the real-captures one only where `../shared/traces` is beside the
+/// checkout, as it is in CI).
 pub fn all() -> Vec<Generated> {
-    PLANS
+    let mut out: Vec<Generated> = PLANS
         .iter()
         .enumerate()
         .map(|(i, p)| generate(p, 1000 + i as u64 * 100))
-        .collect()
+        .collect();
+    if let Some(g) = real_captures(&shared_traces()) {
+        out.push(g);
+    }
+    out
+}
+
+/// `../shared/traces` beside the checkout.
+pub fn shared_traces() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
+}
+
+/// Real device captures as feeds: a u-blox NEO-M8N's NMEA log (gpsd's regression suite) on
+/// a serial GNSS receiver at 10 sentences a second, and every TCP capture of Traccar's EGTS
+/// and Wialon IPS tests on tracker ports. The expected fixes come from the captures' own
+/// references: gpsd's TPV reports with a position, and one per Traccar row with a position.
+pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
+    let nmea = std::fs::read_to_string(shared.join("nmea/neo-m8n.log")).ok()?;
+    let chk = std::fs::read_to_string(shared.join("nmea/neo-m8n.log.chk")).ok()?;
+    let tpvs = chk
+        .lines()
+        .filter(|l| l.contains("\"class\":\"TPV\"") && l.contains("\"lat\""))
+        .count();
+    let mut data: Vec<(i64, String)> = Vec::new();
+    let mut t = 0;
+    for line in nmea
+        .lines()
+        .filter(|l| l.starts_with('$') || l.starts_with('!'))
+    {
+        data.push((t, format!("{t}\tgnss\ttext\t{}", line.trim_end())));
+        t += 100;
+    }
+    let mut tracker_fixes = 0;
+    for (sensor, file, step) in [("egts", "egts.tsv", 2_000), ("wialon", "wialon.tsv", 1_500)] {
+        let rows = std::fs::read_to_string(shared.join("trackers").join(file)).ok()?;
+        let mut t = 500;
+        for row in rows.lines().skip(1) {
+            let f: Vec<&str> = row.split('\t').collect();
+            if f.len() < 5 || f[1] == "udp" {
+                continue;
+            }
+            if f[2].starts_with("position") {
+                tracker_fixes += 1;
+            }
+            data.push((t, format!("{t}\t{sensor}\t{}\t{}", f[3], f[4])));
+            t += step;
+        }
+    }
+    data.sort_by_key(|d| d.0);
+    let mut trace = String::from(
+        "# Real captures: gpsd's neo-m8n.log (BSD-2-Clause) and Traccar's EGTS and Wialon IPS\n\
+         # test packets (Apache-2.0), from ../shared/traces, timed by the scenario generator.\n",
+    );
+    for (_, l) in data {
+        trace += &l;
+        trace.push('\n');
+    }
+    let config = "post = \"hil\"\n\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n\n\
+        [storage]\ndata_dir = \"/var/lib/acsgd\"\n\n\
+        [[sensors]]\nid = \"gnss\"\nprotocol = \"nmea\"\n\
+        transport = { kind = \"serial\", path = \"/dev/null\" }\n\n\
+        [[sensors]]\nid = \"egts\"\nprotocol = \"egts\"\n\
+        transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n\n\
+        [[sensors]]\nid = \"wialon\"\nprotocol = \"wialon\"\n\
+        transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n"
+        .to_string();
+    let expect = format!(
+        "# Written by acsgd_hil::scenarios from ../shared/traces; regenerate with ACSGD_REGENERATE=1.\n\
+         description = \"real captures as feeds: every packet acknowledged, every fix delivered\"\n\
+         speed = 2.0\n\
+         # gpsd reported {tpvs} fixes for the NMEA log, Traccar {tracker_fixes} rows with positions.\n\
+         positions_min = {}\n",
+        tpvs + tracker_fixes
+    );
+    Some(Generated {
+        name: "real_captures",
+        config,
+        trace,
+        expect,
+    })
 }
 
 fn generate(plan: &Plan, seed: u64) -> Generated {

@@ -7,7 +7,7 @@ fn check(name: &str) {
     let s = acsgd_hil::Scenario::load(&dir).unwrap_or_else(|e| panic!("{e}"));
     let r = acsgd_hil::run(&s).unwrap_or_else(|e| panic!("{name}: {e}"));
     eprintln!(
-        "{name}: {} lines played, {} events at central, {} passages, tracker packets {}/{} acknowledged, bad frames injected {} counted {:?}, reopened {}",
+        "{name}: {} lines played, {} events at central, {} passages, tracker packets {}/{} acknowledged, bad frames injected {} counted {:?}, reopened {}, uplink drops {}, fixes {}",
         r.lines_played,
         r.events,
         r.passages.len(),
@@ -15,7 +15,9 @@ fn check(name: &str) {
         r.tracker_packets,
         r.bad_frames_injected,
         r.bad_frames_counted,
-        r.reopened
+        r.reopened,
+        r.uplink_drops,
+        r.fixes
     );
     assert!(
         r.failures.is_empty(),
@@ -60,6 +62,9 @@ scenario!(no_declaration);
 scenario!(watchlist_hit);
 scenario!(three_trucks_back_to_back);
 scenario!(broker_down_whole_trace);
+scenario!(broker_outage_mid_trace);
 scenario!(sigkill_mid_passage);
 scenario!(noisy_serial_line);
 scenario!(serial_unplugged);
+scenario!(slow_lossy_uplink);
+scenario!(real_captures);
