@@ -308,6 +308,8 @@ enum Port {
         addr: String,
         conn: Option<TcpStream>,
         protocol: String,
+        /// Teltonika: the IMEI handshake, said again on every new connection.
+        hello: Option<Vec<u8>>,
     },
 }
 
@@ -488,14 +490,32 @@ fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
         addr,
         conn,
         protocol,
+        hello,
     } = port
     else {
         return;
     };
     report.tracker_packets += 1;
+    // A Teltonika device opens with its IMEI (`00 0F` + 15 digits), answered with one byte.
+    if protocol == "teltonika" && bytes.len() == 17 && bytes[..2] == [0, 15] {
+        *hello = Some(bytes.to_vec());
+        *conn = None;
+    }
     for _attempt in 0..5 {
         if conn.is_none() {
             *conn = connect(addr);
+            if let (Some(c), Some(h)) = (conn.as_mut(), hello.as_ref()) {
+                let mut ok = [0u8; 1];
+                let greeted = c.write_all(h).is_ok() && c.read_exact(&mut ok).is_ok();
+                if !greeted || ok != [1] {
+                    *conn = None;
+                    continue;
+                }
+                if h == bytes {
+                    report.tracker_acks += 1;
+                    return;
+                }
+            }
         }
         let Some(c) = conn.as_mut() else {
             break;
@@ -514,6 +534,11 @@ fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
             }
             // One answer line per packet (`#AL#1`, `#AD#1`, `#AB#3`…).
             "wialon" => read_line(c).is_some_and(|l| l.starts_with("#A")),
+            // The record count it took (0 for a packet it could not use: still an answer).
+            "teltonika" => {
+                let mut count = [0u8; 4];
+                c.read_exact(&mut count).is_ok()
+            }
             _ => true,
         };
         if acked {
@@ -802,6 +827,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                             addr: format!("127.0.0.1:{port}"),
                             conn: None,
                             protocol,
+                            hello: None,
                         },
                     );
                 }
@@ -834,6 +860,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
             addr,
             conn,
             protocol,
+            ..
         } = p
         {
             let c = connect(addr)
@@ -949,6 +976,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                 protocol,
                 conn,
                 addr,
+                ..
             } if protocol == "camera" => {
                 let mut line = bytes.clone();
                 line.push(b'\n');

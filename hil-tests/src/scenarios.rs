@@ -85,14 +85,26 @@ pub fn all() -> Vec<Generated> {
     out
 }
 
+/// A Teltonika TCP capture is whole: an IMEI handshake, or an AVL packet whose length field
+/// matches its bytes (preamble, length, data, CRC).
+fn teltonika_whole(hex: &str) -> bool {
+    let Ok(b) = acsgd_drivers::decode::unhex(hex.as_bytes()) else {
+        return false;
+    };
+    if b.len() >= 2 && b[..2] == [0, 15] {
+        return true;
+    }
+    b.len() >= 12 && u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize + 12 == b.len()
+}
+
 /// `../shared/traces` beside the checkout.
 pub fn shared_traces() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
 }
 
 /// Real device captures as feeds: a u-blox NEO-M8N's NMEA log (gpsd's regression suite) on
-/// a serial GNSS receiver at 10 sentences a second, and every TCP capture of Traccar's EGTS
-/// and Wialon IPS tests on tracker ports. The expected fixes come from the captures' own
+/// a serial GNSS receiver at 10 sentences a second, and every TCP capture of Traccar's EGTS,
+/// Wialon IPS and Teltonika tests on tracker ports. The expected fixes come from the captures' own
 /// references: gpsd's TPV reports with a position, and one per Traccar row with a position.
 pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
     let nmea = std::fs::read_to_string(shared.join("nmea/neo-m8n.log")).ok()?;
@@ -111,12 +123,23 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
         t += 100;
     }
     let mut tracker_fixes = 0;
-    for (sensor, file, step) in [("egts", "egts.tsv", 2_000), ("wialon", "wialon.tsv", 1_500)] {
+    let mut left_out = 0;
+    for (sensor, file, step) in [
+        ("egts", "egts.tsv", 2_000),
+        ("wialon", "wialon.tsv", 1_500),
+        ("teltonika", "teltonika.tsv", 900),
+    ] {
         let rows = std::fs::read_to_string(shared.join("trackers").join(file)).ok()?;
         let mut t = 500;
         for row in rows.lines().skip(1) {
             let f: Vec<&str> = row.split('\t').collect();
             if f.len() < 5 || f[1] == "udp" {
+                continue;
+            }
+            // A Teltonika AVL capture whose length field disagrees with its bytes was cut
+            // short when recorded: on a stream the appliance would rightly wait for the rest.
+            if sensor == "teltonika" && !teltonika_whole(f[4]) {
+                left_out += 1;
                 continue;
             }
             if f[2].starts_with("position") {
@@ -127,9 +150,10 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
         }
     }
     data.sort_by_key(|d| d.0);
-    let mut trace = String::from(
-        "# Real captures: gpsd's neo-m8n.log (BSD-2-Clause) and Traccar's EGTS and Wialon IPS\n\
-         # test packets (Apache-2.0), from ../shared/traces, timed by the scenario generator.\n",
+    let mut trace = format!(
+        "# Real captures: gpsd's neo-m8n.log (BSD-2-Clause) and Traccar's EGTS, Wialon IPS and Teltonika\n\
+         # test packets (Apache-2.0), from ../shared/traces, timed by the scenario generator.\n\
+         # {left_out} Teltonika capture(s) left out: their length field exceeds the bytes recorded.\n",
     );
     for (_, l) in data {
         trace += &l;
@@ -142,6 +166,8 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
         [[sensors]]\nid = \"egts\"\nprotocol = \"egts\"\n\
         transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n\n\
         [[sensors]]\nid = \"wialon\"\nprotocol = \"wialon\"\n\
+        transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n\n\
+        [[sensors]]\nid = \"teltonika\"\nprotocol = \"teltonika\"\n\
         transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n"
         .to_string();
     let expect = format!(
