@@ -311,6 +311,11 @@ enum Port {
         /// Teltonika: the IMEI handshake, said again on every new connection.
         hello: Option<Vec<u8>>,
     },
+    Udp {
+        socket: std::net::UdpSocket,
+        target: String,
+        protocol: String,
+    },
 }
 
 /// The appliance process.
@@ -549,6 +554,37 @@ fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
         std::thread::sleep(Duration::from_millis(200));
     }
     report.fail(format!("a {protocol} packet was never acknowledged"));
+}
+
+/// Sends one datagram and, for Teltonika, waits for the acknowledgement of its packet id
+/// (resending as a device does when none comes).
+fn send_datagram(
+    socket: &std::net::UdpSocket,
+    target: &str,
+    protocol: &str,
+    bytes: &[u8],
+    report: &mut Report,
+) {
+    report.tracker_packets += 1;
+    for _attempt in 0..5 {
+        if socket.send_to(bytes, target).is_err() {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        if protocol != "teltonika" {
+            report.tracker_acks += 1;
+            return;
+        }
+        let mut ack = [0u8; 64];
+        if let Ok(n) = socket.recv(&mut ack) {
+            // length 5, the datagram's packet id, type 01, its AVL packet id, records taken
+            if n == 7 && ack[2..4] == bytes[2..4] && ack[5] == bytes[5] {
+                report.tracker_acks += 1;
+                return;
+            }
+        }
+    }
+    report.fail(format!("a {protocol} datagram was never acknowledged"));
 }
 
 /// A deterministic noise source for the noise fault.
@@ -818,6 +854,23 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                         },
                     );
                 }
+                Some("udp") => {
+                    let port = free_port().map_err(setup("free port"))?;
+                    tr.insert("listen".into(), format!("127.0.0.1:{port}").into());
+                    let socket =
+                        std::net::UdpSocket::bind("127.0.0.1:0").map_err(setup("udp socket"))?;
+                    socket
+                        .set_read_timeout(Some(Duration::from_secs(2)))
+                        .map_err(setup("udp socket"))?;
+                    ports.insert(
+                        id,
+                        Port::Udp {
+                            socket,
+                            target: format!("127.0.0.1:{port}"),
+                            protocol,
+                        },
+                    );
+                }
                 Some("tcp") => {
                     let port = free_port().map_err(setup("free port"))?;
                     tr.insert("listen".into(), format!("127.0.0.1:{port}").into());
@@ -993,6 +1046,11 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                 send_tracker(port, &line, &mut report)
             }
             Port::Tcp { .. } => send_tracker(port, &bytes, &mut report),
+            Port::Udp {
+                socket,
+                target,
+                protocol,
+            } => send_datagram(socket, target, protocol, &bytes, &mut report),
         }
     }
     // Devices unplugged to the end come back now.

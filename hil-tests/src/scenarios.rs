@@ -103,8 +103,9 @@ pub fn shared_traces() -> std::path::PathBuf {
 }
 
 /// Real device captures as feeds: a u-blox NEO-M8N's NMEA log (gpsd's regression suite) on
-/// a serial GNSS receiver at 10 sentences a second, and every TCP capture of Traccar's EGTS,
-/// Wialon IPS and Teltonika tests on tracker ports. The expected fixes come from the captures' own
+/// a serial GNSS receiver at 10 sentences a second, every TCP capture of Traccar's EGTS,
+/// Wialon IPS and Teltonika tests on tracker ports, and the Teltonika records again as UDP
+/// datagrams. The expected fixes come from the captures' own
 /// references: gpsd's TPV reports with a position, and one per Traccar row with a position.
 pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
     let nmea = std::fs::read_to_string(shared.join("nmea/neo-m8n.log")).ok()?;
@@ -149,6 +150,46 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
             t += step;
         }
     }
+    // The same Teltonika records as a device sends them over UDP: each AVL packet's data in a
+    // datagram with its own header (length, packet id, type, AVL packet id, IMEI).
+    let rows = std::fs::read_to_string(shared.join("trackers/teltonika.tsv")).ok()?;
+    let mut t = 700;
+    let mut imei = None;
+    for row in rows.lines().skip(1) {
+        let f: Vec<&str> = row.split('\t').collect();
+        let Some(b) = f
+            .get(4)
+            .and_then(|h| acsgd_drivers::decode::unhex(h.as_bytes()).ok())
+        else {
+            continue;
+        };
+        if b.len() == 17 && b[..2] == [0, 15] {
+            imei = Some(b[2..].to_vec());
+            continue;
+        }
+        let (Some(imei), true) = (imei.as_ref(), teltonika_whole(f[4])) else {
+            continue;
+        };
+        // Codecs 8, 8E and 16 travel over UDP; the text codecs answer commands over TCP.
+        if !matches!(b[8], 0x08 | 0x8E | 0x10) {
+            continue;
+        }
+        if f[2].starts_with("position") {
+            tracker_fixes += 1;
+        }
+        let id = (t / 100) as u16;
+        let mut d = id.to_be_bytes().to_vec();
+        d.push(0x01);
+        d.push((id & 0xff) as u8);
+        d.extend_from_slice(&(imei.len() as u16).to_be_bytes());
+        d.extend_from_slice(imei);
+        d.extend_from_slice(&b[8..b.len() - 4]);
+        let mut dg = (d.len() as u16).to_be_bytes().to_vec();
+        dg.extend(d);
+        let hex: String = dg.iter().map(|x| format!("{x:02x}")).collect();
+        data.push((t, format!("{t}\tteltonika-udp\thex\t{hex}")));
+        t += 1_100;
+    }
     data.sort_by_key(|d| d.0);
     let mut trace = format!(
         "# Real captures: gpsd's neo-m8n.log (BSD-2-Clause) and Traccar's EGTS, Wialon IPS and Teltonika\n\
@@ -168,7 +209,9 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
         [[sensors]]\nid = \"wialon\"\nprotocol = \"wialon\"\n\
         transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n\n\
         [[sensors]]\nid = \"teltonika\"\nprotocol = \"teltonika\"\n\
-        transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n"
+        transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n\n\
+        [[sensors]]\nid = \"teltonika-udp\"\nprotocol = \"teltonika\"\n\
+        transport = { kind = \"udp\", listen = \"127.0.0.1:0\" }\n"
         .to_string();
     let expect = format!(
         "# Written by acsgd_hil::scenarios from ../shared/traces; regenerate with ACSGD_REGENERATE=1.\n\
