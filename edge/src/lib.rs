@@ -5,6 +5,7 @@
 //! and lane fusion) → [`outbox`] (group commit, accepted = on disk) → [`uplink`] (QoS 1, removed
 //! only after PUBACK) → central. [`health`] turns component state changes into events.
 
+pub mod anpr;
 pub mod config;
 pub mod decode;
 pub mod demo;

@@ -1,0 +1,318 @@
+//! Country-aware plate formats: which plates these posts see, and how to turn an OCR read into
+//! a valid plate by the fewest and likeliest corrections.
+//!
+//! A format is a sequence of slots (`D` digit, `L` one of the country's letters, `P` a Chinese
+//! province character, `A` a letter or digit, `T` the trailer mark `挂`). Double-row plates are
+//! read top row first and concatenated, so the same formats apply.
+//!
+//! | country | formats (normalised, no separators) | example |
+//! |---|---|---|
+//! | KZ | `DDDLLLDD`, `DDDLLDD`, trailer `DDDDLLDD` | `123ABC02` |
+//! | KG | `DDDDDLLL` | `01123ABC` (`01 123 ABC`) |
+//! | UZ | `DDLDDDLL`, legal entities `DDDDDLLL` | `01A123BC` |
+//! | RU | `LDDDLLDD`, `LDDDLLDDD`, trailer `LLDDDDDD`, `LLDDDDDDD`; letters АВЕКМНОРСТУХ only | `A123BC77` |
+//! | CN | `PLAAAAA`, new energy `PLAAAAAA`, trailer `PLAAAAT` | `新A12345` |
+//!
+//! Correction maps a character that does not fit its slot through the confusions OCR makes
+//! (a letter where a digit belongs: O→0, I→1, Z→2, S→5, G→6, T→7, B→8; the reverse where a
+//! letter belongs); each correction costs, and the format needing the fewest wins. With
+//! per-position candidates from the recogniser ([`correct_candidates`]) the likeliest
+//! candidate that fits each slot is taken instead.
+
+use crate::fusion::plates::normalise;
+
+/// Latin letters on plates of these countries (KZ, KG, UZ and CN use the Latin alphabet;
+/// CN leaves out I and O).
+const LATIN: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const CN_LETTERS: &str = "ABCDEFGHJKLMNPQRSTUVWXYZ";
+/// Russian plates use only the Cyrillic letters that look Latin, written here as their twins.
+const RU_LETTERS: &str = "ABEKMHOPCTYX";
+
+/// Chinese province abbreviations.
+const PROVINCES: &str = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼";
+
+/// One plate format.
+#[derive(Debug, Clone, Copy)]
+pub struct Format {
+    pub country: &'static str,
+    pub slots: &'static str,
+    /// Letters allowed in `L` (and the letters of `A`) slots.
+    pub letters: &'static str,
+}
+
+/// Every format, in the order ties are broken.
+pub const FORMATS: &[Format] = &[
+    Format {
+        country: "KZ",
+        slots: "DDDLLLDD",
+        letters: LATIN,
+    },
+    Format {
+        country: "KZ",
+        slots: "DDDLLDD",
+        letters: LATIN,
+    },
+    Format {
+        country: "KZ",
+        slots: "DDDDLLDD",
+        letters: LATIN,
+    },
+    Format {
+        country: "KG",
+        slots: "DDDDDLLL",
+        letters: LATIN,
+    },
+    Format {
+        country: "UZ",
+        slots: "DDLDDDLL",
+        letters: LATIN,
+    },
+    Format {
+        country: "UZ",
+        slots: "DDDDDLLL",
+        letters: LATIN,
+    },
+    Format {
+        country: "RU",
+        slots: "LDDDLLDD",
+        letters: RU_LETTERS,
+    },
+    Format {
+        country: "RU",
+        slots: "LDDDLLDDD",
+        letters: RU_LETTERS,
+    },
+    Format {
+        country: "RU",
+        slots: "LLDDDDDD",
+        letters: RU_LETTERS,
+    },
+    Format {
+        country: "RU",
+        slots: "LLDDDDDDD",
+        letters: RU_LETTERS,
+    },
+    Format {
+        country: "CN",
+        slots: "PLAAAAA",
+        letters: CN_LETTERS,
+    },
+    Format {
+        country: "CN",
+        slots: "PLAAAAAA",
+        letters: CN_LETTERS,
+    },
+    Format {
+        country: "CN",
+        slots: "PLAAAAT",
+        letters: CN_LETTERS,
+    },
+];
+
+/// A read made valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Corrected {
+    pub text: String,
+    pub country: &'static str,
+    /// Characters changed to fit the format.
+    pub corrections: usize,
+}
+
+fn to_digit(c: char) -> Option<char> {
+    Some(match c {
+        'O' | 'D' | 'Q' | 'U' => '0',
+        'I' | 'L' | 'J' => '1',
+        'Z' => '2',
+        'S' => '5',
+        'G' | 'b' => '6',
+        'T' => '7',
+        'B' => '8',
+        'A' => '4',
+        _ => return None,
+    })
+}
+
+fn to_letter(c: char) -> Option<char> {
+    Some(match c {
+        '0' => 'O',
+        '1' => 'I',
+        '2' => 'Z',
+        '4' => 'A',
+        '5' => 'S',
+        '6' => 'G',
+        '7' => 'T',
+        '8' => 'B',
+        _ => return None,
+    })
+}
+
+/// The character `c` as it fits `slot` of `f`: itself, a correction, or `None`.
+fn fit(c: char, slot: char, f: &Format) -> Option<(char, bool)> {
+    let letter_ok = |l: char| f.letters.contains(l);
+    match slot {
+        'D' if c.is_ascii_digit() => Some((c, false)),
+        'D' => to_digit(c).map(|d| (d, true)),
+        'L' if letter_ok(c) => Some((c, false)),
+        'L' => to_letter(c).filter(|&l| letter_ok(l)).map(|l| (l, true)),
+        'A' if c.is_ascii_digit() || letter_ok(c) => Some((c, false)),
+        // I and O are not used on Chinese plates: read them as the digits.
+        'A' => to_digit(c).map(|d| (d, true)),
+        'P' if PROVINCES.contains(c) => Some((c, false)),
+        'T' if c == '挂' => Some((c, false)),
+        _ => None,
+    }
+}
+
+/// Fits a normalised read to one format.
+pub fn fit_format(read: &str, f: &Format) -> Option<Corrected> {
+    let chars: Vec<char> = read.chars().collect();
+    if chars.len() != f.slots.chars().count() {
+        return None;
+    }
+    let mut text = String::with_capacity(read.len());
+    let mut corrections = 0;
+    for (c, slot) in chars.into_iter().zip(f.slots.chars()) {
+        let (out, changed) = fit(c, slot, f)?;
+        corrections += usize::from(changed);
+        text.push(out);
+    }
+    Some(Corrected {
+        text,
+        country: f.country,
+        corrections,
+    })
+}
+
+/// The best valid plate for an OCR read: normalised, then fitted to every format; the fewest
+/// corrections win, then the order of [`FORMATS`]. `None` when no format fits at all, or
+/// when more than `max_corrections` characters would have to change.
+pub fn correct(read: &str, max_corrections: usize) -> Option<Corrected> {
+    let n = normalise(read);
+    FORMATS
+        .iter()
+        .filter_map(|f| fit_format(&n, f))
+        .filter(|c| c.corrections <= max_corrections)
+        .min_by_key(|c| c.corrections)
+}
+
+/// The likeliest valid plate from per-position candidates (`(char, probability)`, as a
+/// recogniser's output gives them). Each slot takes its likeliest candidate that fits; a
+/// slot none fits as read takes the likeliest correction at a tenth of its probability.
+/// Returns the plate and the product of the chosen probabilities.
+pub fn correct_candidates(positions: &[Vec<(char, f32)>]) -> Option<(Corrected, f32)> {
+    let mut best: Option<(Corrected, f32)> = None;
+    for f in FORMATS {
+        if positions.len() != f.slots.chars().count() {
+            continue;
+        }
+        let mut text = String::new();
+        let mut p = 1.0f32;
+        let mut corrections = 0;
+        let mut ok = true;
+        for (cands, slot) in positions.iter().zip(f.slots.chars()) {
+            let pick = cands
+                .iter()
+                .filter_map(|&(c, q)| {
+                    let c = normalise(&c.to_string()).chars().next().unwrap_or(c);
+                    fit(c, slot, f)
+                        .map(|(out, changed)| (out, if changed { q * 0.1 } else { q }, changed))
+                })
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match pick {
+                Some((c, q, changed)) => {
+                    text.push(c);
+                    p *= q;
+                    corrections += usize::from(changed);
+                }
+                None => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok && best.as_ref().is_none_or(|(_, bp)| p > *bp) {
+            best = Some((
+                Corrected {
+                    text,
+                    country: f.country,
+                    corrections,
+                },
+                p,
+            ));
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(read: &str) -> Option<(String, &'static str, usize)> {
+        correct(read, 2).map(|c| (c.text, c.country, c.corrections))
+    }
+
+    #[test]
+    fn kazakhstan() {
+        assert_eq!(c("123 ABC 02"), Some(("123ABC02".into(), "KZ", 0)));
+        assert_eq!(c("123 AB 02"), Some(("123AB02".into(), "KZ", 0)));
+        assert_eq!(c("I23 ABC O2"), Some(("123ABC02".into(), "KZ", 2)));
+        // Three characters off is more than the two allowed here.
+        assert_eq!(c("I23 A8C O2"), None);
+        assert_eq!(c("0001 AP 02"), Some(("0001AP02".into(), "KZ", 0)));
+    }
+
+    #[test]
+    fn kyrgyzstan_and_uzbekistan() {
+        assert_eq!(c("01 123 ABC"), Some(("01123ABC".into(), "KG", 0)));
+        assert_eq!(c("01 A 123 BC"), Some(("01A123BC".into(), "UZ", 0)));
+        // A digit read where UZ has its letter.
+        assert_eq!(c("01 4 123 BC"), Some(("01A123BC".into(), "UZ", 1)));
+    }
+
+    #[test]
+    fn russia_takes_only_its_twelve_letters() {
+        assert_eq!(c("А123ВС 77"), Some(("A123BC77".into(), "RU", 0)));
+        assert_eq!(c("А123ВС 777"), Some(("A123BC777".into(), "RU", 0)));
+        assert_eq!(c("АВ1234 77"), Some(("AB123477".into(), "RU", 0)));
+        // D and F are not Russian plate letters: no Russian format fits, KZ does not either.
+        assert_eq!(correct("D123FG77", 0), None);
+        // A 0 where a letter belongs is an O (eight characters would be a valid KZ trailer).
+        assert_eq!(c("0123BC777"), Some(("O123BC777".into(), "RU", 1)));
+    }
+
+    #[test]
+    fn china_keeps_province_and_trailer_mark() {
+        assert_eq!(c("新A·12345"), Some(("新A12345".into(), "CN", 0)));
+        assert_eq!(c("粤B·D12345"), Some(("粤BD12345".into(), "CN", 0)));
+        assert_eq!(c("新A·1234挂"), Some(("新A1234挂".into(), "CN", 0)));
+        // O and I are not used on Chinese plates: read as digits.
+        assert_eq!(c("新A·1O34I"), Some(("新A10341".into(), "CN", 2)));
+        // Not a province.
+        assert_eq!(correct("X A12345", 3), None);
+    }
+
+    #[test]
+    fn too_many_corrections_is_no_plate() {
+        assert_eq!(correct("OOO ABC OO", 2), None);
+        assert!(correct("OOO ABC OO", 5).is_some());
+        assert_eq!(correct("", 2), None);
+        assert_eq!(correct("12", 2), None);
+    }
+
+    #[test]
+    fn candidates_pick_the_likeliest_fit_per_slot() {
+        // "123ABC02" where the recogniser hesitated: slot 0 says I (0.6) or 1 (0.4), slot 4 says
+        // 8 (0.7) or B (0.3).
+        let mut pos: Vec<Vec<(char, f32)>> = "123ABC02".chars().map(|c| vec![(c, 0.99)]).collect();
+        pos[0] = vec![('I', 0.6), ('1', 0.4)];
+        pos[4] = vec![('8', 0.7), ('B', 0.3)];
+        let (plate, p) = correct_candidates(&pos).unwrap();
+        assert_eq!(
+            (plate.text.as_str(), plate.country, plate.corrections),
+            ("123ABC02", "KZ", 0)
+        );
+        assert!((p - 0.4 * 0.3 * 0.99f32.powi(6)).abs() < 1e-4, "{p}");
+        assert!(correct_candidates(&[vec![('?', 1.0)]]).is_none());
+    }
+}
