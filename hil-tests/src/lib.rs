@@ -181,7 +181,9 @@ struct Pty {
     link: PathBuf,
 }
 
-/// Creates a pty whose slave is reachable at `link`; returns it as (master, link).
+/// Creates a pty whose slave is reachable at `link`, for tests outside the runner; returns the
+/// master and the link. The runner's own slave descriptor is kept open (deliberately leaked)
+/// for the life of the process, so the line does not hang up between a reader's opens.
 pub fn pty_at(link: &Path) -> Result<(File, PathBuf), HilError> {
     let p = pty(link)?;
     std::mem::forget(p._slave);
