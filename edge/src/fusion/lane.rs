@@ -20,6 +20,8 @@
 //! `fusion::tests` checks exactly this). A presence without an end closes after
 //! `max_presence_s` as a stopped vehicle.
 
+use acsgd_drivers::lane::Body;
+
 use super::settings::FusionSettings;
 use crate::config::View;
 
@@ -29,27 +31,8 @@ pub type Millis = i64;
 /// A lane reading, reduced to what fusion uses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
-    Loop {
-        loop_id: u8,
-        on: bool,
-    },
-    Axle {
-        vehicle: u16,
-        index: u8,
-        left_kg: u16,
-        right_kg: u16,
-        spacing_mm: u16,
-        speed_dkmh: u16,
-    },
-    Wim {
-        vehicle: u16,
-        axles: u8,
-        gross_kg: u32,
-        speed_dkmh: u16,
-        length_cm: u16,
-        class: u8,
-        error: u8,
-    },
+    /// A lane-node frame: `Loop`, `Axle` or `Vehicle` (the others are not buffered).
+    Node(Body),
     /// A 200 ms scan interval of the portal.
     Scan {
         gamma: bool,
@@ -91,11 +74,14 @@ impl Input {
     /// A total order over inputs of equal time and sensor, so sorting is deterministic.
     fn tie(&self) -> (u8, u64, u64) {
         match self {
-            Input::Loop { loop_id, on } => (0, *loop_id as u64, *on as u64),
-            Input::Axle { vehicle, index, .. } => (1, *vehicle as u64, *index as u64),
-            Input::Wim {
+            Input::Node(Body::Loop {
+                loop_id, occupied, ..
+            }) => (0, *loop_id as u64, *occupied as u64),
+            Input::Node(Body::Axle { vehicle, index, .. }) => (1, *vehicle as u64, *index as u64),
+            Input::Node(Body::Vehicle {
                 vehicle, gross_kg, ..
-            } => (2, *vehicle as u64, *gross_kg as u64),
+            }) => (2, *vehicle as u64, *gross_kg as u64),
+            Input::Node(_) => (5, 0, 0),
             Input::Scan { gamma, counts, .. } => (
                 3,
                 *gamma as u64,
@@ -231,7 +217,7 @@ impl Assembler {
     fn is_presence(&self, i: &Input) -> bool {
         matches!(
             (self.source, i),
-            (PresenceSource::Loops, Input::Loop { .. })
+            (PresenceSource::Loops, Input::Node(Body::Loop { .. }))
                 | (PresenceSource::Portal, Input::Scan { .. })
         )
     }
@@ -245,7 +231,12 @@ impl Assembler {
                 let mut count = 0usize;
                 let mut start = 0;
                 for it in &self.pending {
-                    if let Input::Loop { loop_id, on: now } = it.input {
+                    if let Input::Node(Body::Loop {
+                        loop_id,
+                        occupied: now,
+                        ..
+                    }) = it.input
+                    {
                         let slot = &mut on[loop_id as usize];
                         if *slot == now {
                             continue;

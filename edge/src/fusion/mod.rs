@@ -564,46 +564,7 @@ impl Fusion {
     ) {
         let t = at - self.sensors[idx].shift;
         let input = match *body {
-            Body::Loop {
-                loop_id, occupied, ..
-            } => Input::Loop {
-                loop_id,
-                on: occupied,
-            },
-            Body::Axle {
-                vehicle,
-                index,
-                left_kg,
-                right_kg,
-                spacing_mm,
-                speed_dkmh,
-                ..
-            } => Input::Axle {
-                vehicle,
-                index,
-                left_kg,
-                right_kg,
-                spacing_mm,
-                speed_dkmh,
-            },
-            Body::Vehicle {
-                vehicle,
-                axles,
-                gross_kg,
-                speed_dkmh,
-                length_cm,
-                class,
-                error,
-                ..
-            } => Input::Wim {
-                vehicle,
-                axles,
-                gross_kg,
-                speed_dkmh,
-                length_cm,
-                class,
-                error,
-            },
+            Body::Loop { .. } | Body::Axle { .. } | Body::Vehicle { .. } => Input::Node(*body),
             Body::Health {
                 faults,
                 supply_mv,
@@ -713,9 +674,9 @@ impl Fusion {
         let mut by_sensor: BTreeMap<u16, (usize, Millis, Millis, &'static str)> = BTreeMap::new();
         for it in items {
             let kind = match it.input {
-                Input::Loop { .. } => "loop",
-                Input::Axle { .. } => "axle",
-                Input::Wim { .. } => "wim",
+                Input::Node(Body::Loop { .. }) => "loop",
+                Input::Node(Body::Axle { .. }) => "axle",
+                Input::Node(_) => "wim",
                 Input::Scan { .. } => "scan",
                 Input::Plate { .. } => "plate",
             };

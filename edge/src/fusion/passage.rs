@@ -4,6 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use acsgd_drivers::lane::Body;
+
 use super::lane::{Closed, Input, Millis};
 use super::plates::{self, PlateMatch};
 use super::radiation::{self, GammaResult, NeutronResult};
@@ -185,36 +187,36 @@ impl Facts {
             .items
             .iter()
             .map(|i| &i.input)
-            .filter(|i| matches!(i, Input::Wim { .. }))
+            .filter(|i| matches!(i, Input::Node(Body::Vehicle { .. })))
             .collect();
         let best = records
             .iter()
-            .filter(|i| matches!(i, Input::Wim { error: 0, .. }))
+            .filter(|i| matches!(i, Input::Node(Body::Vehicle { error: 0, .. })))
             .max_by_key(|i| match i {
-                Input::Wim { gross_kg, .. } => *gross_kg,
+                Input::Node(Body::Vehicle { gross_kg, .. }) => *gross_kg,
                 _ => 0,
             })
             .or(records.last());
-        if let Some(Input::Wim {
+        if let Some(Input::Node(Body::Vehicle {
             vehicle,
-            axles: _,
             gross_kg,
             speed_dkmh,
             length_cm,
             class,
             error,
-        }) = best
+            ..
+        })) = best
         {
             let mut axles: Vec<Axle> = Vec::new();
             for it in &c.items {
-                if let Input::Axle {
+                if let Input::Node(Body::Axle {
                     vehicle: v,
                     index,
                     left_kg,
                     right_kg,
                     spacing_mm,
                     ..
-                } = it.input
+                }) = it.input
                 {
                     if v == *vehicle && !axles.iter().any(|a| a.index == index) {
                         axles.push(Axle {
