@@ -67,7 +67,8 @@ pub struct NeutronResult {
 
 const CHANNELS: [&str; 7] = ["d1", "d2", "d3", "d4", "side_a", "side_b", "sum"];
 
-fn channel_values(c: [u64; 4]) -> [u64; 7] {
+/// The seven channels of four detector values: each detector, each side, the sum.
+fn channel_values<T: Copy + std::ops::Add<Output = T>>(c: [T; 4]) -> [T; 7] {
     [
         c[0],
         c[1],
@@ -154,7 +155,7 @@ pub fn gamma_test(
     result.shadow = shadow;
     let alpha = false_alarms / (CHANNELS.len() * sums.len()) as f64;
     let window_t = w as f64 * INTERVAL_S;
-    let bg7 = channel_values_f(background);
+    let bg7 = channel_values(background);
     let thresholds: Vec<f64> = bg7
         .iter()
         .map(|&b| {
@@ -182,18 +183,6 @@ pub fn gamma_test(
         }
     }
     result
-}
-
-fn channel_values_f(b: [f64; 4]) -> [f64; 7] {
-    [
-        b[0],
-        b[1],
-        b[2],
-        b[3],
-        b[0] + b[1],
-        b[2] + b[3],
-        b[0] + b[1] + b[2] + b[3],
-    ]
 }
 
 /// The neutron test of one occupancy. `background_cps` is the summed neutron background.
