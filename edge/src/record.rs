@@ -14,6 +14,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use crate::envelope::to_hex as hex;
 use acsgd_drivers::codec::{Cut, FrameCodec};
 use acsgd_drivers::decode::Protocol;
 use bytes::BytesMut;
@@ -87,10 +88,6 @@ impl<W: Write> Writer<W> {
             .and_then(|_| self.out.flush())
             .map_err(RecordError::Write)
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Records until `duration` passes (or forever), writing trace lines to `out`.

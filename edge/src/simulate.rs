@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 
 use acsgd_drivers::lane::{self, Body, Frame};
 
+use crate::envelope::to_hex as hex;
 use crate::fusion::radiation::ln_factorial;
 
 /// Khorgos, the post; the corridor runs from it towards Almaty.
@@ -261,14 +262,6 @@ impl Trace {
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 fn lane_frame(seq: &mut u8, body: Body) -> String {

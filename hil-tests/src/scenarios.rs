@@ -186,7 +186,7 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
         d.extend_from_slice(&b[8..b.len() - 4]);
         let mut dg = (d.len() as u16).to_be_bytes().to_vec();
         dg.extend(d);
-        let hex: String = dg.iter().map(|x| format!("{x:02x}")).collect();
+        let hex = acsgd::envelope::to_hex(&dg);
         data.push((t, format!("{t}\tteltonika-udp\thex\t{hex}")));
         t += 1_100;
     }
