@@ -254,14 +254,6 @@ impl Trace {
         }
         out
     }
-
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
 }
 
 fn lane_frame(seq: &mut u8, body: Body) -> String {

@@ -281,11 +281,6 @@ impl Fusion {
         self.lanes.iter().map(|l| l.assembler.pending()).sum()
     }
 
-    /// Whether `sensor` is configured.
-    pub fn knows(&self, sensor: &str) -> bool {
-        self.by_id.contains_key(sensor)
-    }
-
     fn event(&mut self, at: Millis, kind: &str, body: Value) -> Event {
         match kind {
             "alert" => self.stats.alerts += 1,
