@@ -34,6 +34,15 @@ fn replay(config: &str, trace: &std::path::Path, dir: &std::path::Path) -> (usiz
     )
 }
 
+/// The payload column of a trace's reading lines.
+fn payloads(trace: &str) -> Vec<&str> {
+    trace
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').nth(3).unwrap())
+        .collect()
+}
+
 const BASE: &str =
     "post = \"rec\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n[storage]\ndata_dir = \"/tmp/x\"\n";
 
@@ -90,11 +99,7 @@ fn a_serial_lane_node_with_line_noise_records_frame_for_frame() {
     let status = child.wait().unwrap();
     assert!(status.success());
     let text = std::fs::read_to_string(&trace).unwrap();
-    let recorded: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split('\t').nth(3).unwrap())
-        .collect();
+    let recorded = payloads(&text);
     assert_eq!(recorded, sent, "{text}");
     assert_eq!(
         text.lines().filter(|l| l.contains(": noise: ")).count(),
@@ -161,11 +166,7 @@ fn an_egts_device_over_tcp_records_packet_for_packet() {
     drop(conn);
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(&trace).unwrap();
-    let recorded: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split('\t').nth(3).unwrap())
-        .collect();
+    let recorded = payloads(&text);
     assert_eq!(recorded, sent, "{text}");
     let config = format!(
         "{BASE}[[sensors]]\nid = \"seals\"\nprotocol = \"egts\"\ntransport = {{ kind = \"tcp\", listen = \"127.0.0.1:0\" }}\n"
