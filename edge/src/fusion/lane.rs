@@ -43,7 +43,19 @@ pub enum Input {
         text: String,
         confidence: f64,
         view: Option<View>,
+        /// What the appliance's own recognition saw: the box in the frame and a JPEG crop.
+        image: Option<Box<PlateImage>>,
     },
+}
+
+/// The picture behind a plate read from the appliance's own recognition.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PlateImage {
+    /// x, y, width, height in the camera frame.
+    #[serde(rename = "box")]
+    pub bbox: [i32; 4],
+    /// The rectified plate as JPEG, base64.
+    pub crop_jpeg: String,
 }
 
 /// Which part of a presence a reading is taken at.
@@ -193,6 +205,10 @@ impl Assembler {
     /// reading of the closing one.
     fn settle(&self) -> Millis {
         self.before.max(self.after + 1)
+    }
+
+    pub fn source(&self) -> PresenceSource {
+        self.source
     }
 
     pub fn pending(&self) -> usize {

@@ -39,6 +39,7 @@ use time::OffsetDateTime;
 use crate::config::{Config, Protocol, View};
 use crate::envelope::Event;
 pub use lane::Millis;
+pub use lane::PlateImage;
 use lane::{Assembler, Input, Item, PresenceSource, Settled};
 use passage::{DeclarationMatch, Facts, Passage};
 use settings::{Channel, FusionSettings, RuleSettings};
@@ -149,6 +150,10 @@ struct LaneState {
     neutron_bg: Background,
     /// Portal fault or tamper currently active, and since when.
     portal_fault: Option<(String, Millis)>,
+    /// Loops occupied now (bit per loop id), for [`Fusion::occupied`].
+    loops_occupied: u64,
+    /// Arrival time of the last portal scan line.
+    last_scan: Millis,
 }
 
 /// Counters of what fusion did.
@@ -231,6 +236,8 @@ impl Fusion {
                     gamma_bg: Background::default(),
                     neutron_bg: Background::default(),
                     portal_fault: None,
+                    loops_occupied: 0,
+                    last_scan: Millis::MIN / 2,
                 }
             })
             .collect();
@@ -406,6 +413,18 @@ impl Fusion {
 
     /// A plate read by camera `sensor` at `at`.
     pub fn plate(&mut self, at: Millis, sensor: &str, text: &str, confidence: f64) -> Vec<Event> {
+        self.plate_seen(at, sensor, text, confidence, None)
+    }
+
+    /// A plate read with the picture behind it (the appliance's own recognition).
+    pub fn plate_seen(
+        &mut self,
+        at: Millis,
+        sensor: &str,
+        text: &str,
+        confidence: f64,
+        image: Option<PlateImage>,
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         let Some(&idx) = self.by_id.get(sensor) else {
             return out;
@@ -420,11 +439,24 @@ impl Fusion {
                     text: text.to_string(),
                     confidence,
                     view: self.sensors[idx].view,
+                    image: image.map(Box::new),
                 },
             };
             self.push_item(l, item, &mut out);
         }
         out
+    }
+
+    /// Whether a vehicle is on the lane of `sensor` now, as its presence sensor last said:
+    /// any loop occupied, or portal scans within the last second. `None` when the lane has
+    /// no presence sensor (or `sensor` no lane).
+    pub fn occupied(&self, sensor: &str, now: Millis) -> Option<bool> {
+        let lane = &self.lanes[self.sensors[*self.by_id.get(sensor)?].lane?];
+        match lane.assembler.source() {
+            PresenceSource::Loops => Some(lane.loops_occupied != 0),
+            PresenceSource::Portal => Some(now - lane.last_scan < 1000),
+            PresenceSource::None => None,
+        }
     }
 
     fn push_item(&mut self, lane: usize, item: Item, out: &mut Vec<Event>) {
@@ -455,6 +487,7 @@ impl Fusion {
                 | RpmCode::NeutronAlarm,
                 Some(c),
             ) => {
+                self.lanes[lane].last_scan = at;
                 let item = Item {
                     t,
                     sensor: idx as u16,
@@ -558,6 +591,18 @@ impl Fusion {
         out: &mut Vec<Event>,
     ) {
         let t = at - self.sensors[idx].shift;
+        if let Body::Loop {
+            loop_id, occupied, ..
+        } = *body
+        {
+            let bit = 1u64 << (loop_id % 64);
+            let l = &mut self.lanes[lane];
+            l.loops_occupied = if occupied {
+                l.loops_occupied | bit
+            } else {
+                l.loops_occupied & !bit
+            };
+        }
         let input = match *body {
             Body::Loop { .. } | Body::Axle { .. } | Body::Vehicle { .. } => Input::Node(*body),
             Body::Health {

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use acsgd_drivers::lane::Body;
 
-use super::lane::{Closed, Input, Millis};
+use super::lane::{Closed, Input, Millis, PlateImage};
 use super::plates::{self, PlateMatch};
 use super::radiation::{self, GammaResult, NeutronResult};
 use super::settings::{Channel, RadiationSettings};
@@ -79,6 +79,9 @@ pub struct PlateRead {
     pub confidence: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country: Option<&'static str>,
+    /// The box and crop, where the appliance read the plate itself.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Box<PlateImage>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -258,6 +261,7 @@ impl Facts {
                     text,
                     confidence,
                     view,
+                    image,
                 } => {
                     let n = plates::normalise(text);
                     // One read per view: the most confident.
@@ -267,12 +271,14 @@ impl Facts {
                             p.country = plates::country(&n);
                             p.text = n;
                             p.confidence = *confidence;
+                            p.image = image.clone();
                         }
                         None => f.plates.push(PlateRead {
                             country: plates::country(&n),
                             text: n,
                             view: *view,
                             confidence: *confidence,
+                            image: image.clone(),
                         }),
                     }
                 }
