@@ -1,0 +1,163 @@
+"""Evaluates `acsgd anpr` and a reference pipeline on the same synthetic test scenes.
+
+    python3 models/plates/synth.py scenes --split test --per-country 200 --out /tmp/plates-test
+    python3 models/plates/evaluate.py /tmp/plates-test --acsgd target/release/acsgd [--reference]
+
+Ours: the `acsgd anpr` binary, run once over every image (its `ms` is per frame: localisation
+and OCR). The reference: PaddleOCR's PP-OCRv4 detection and recognition models (Apache-2.0)
+as the `rapidocr-onnxruntime` wheel ships them, in Python onnxruntime, on the same images in
+the same run. A labelled plate counts as read when a plate read whose box centre lies inside
+the plate's quadrilateral has exactly its text; for the reference, the text lines whose box
+centres lie inside the plate (grown by a fifth of its height) are joined top to bottom, then
+normalised as `acsgd` normalises (separators out, Cyrillic look-alikes to Latin).
+
+Prints a Markdown table; `--json FILE` writes the numbers too.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import synth  # noqa: E402
+
+CYR = dict(zip("АВЕКМНОРСТУХ", "ABEKMHOPCTYX"))
+
+
+def normalise(s):
+    s = "".join(CYR.get(c, c) for c in s.upper())
+    return "".join(c for c in s if c.isalnum())
+
+
+def inside(pt, quad, grow=0.0):
+    q = np.array(quad, np.float32)
+    if grow:
+        c = q.mean(0)
+        h = (np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2
+        q = c + (q - c) * (1 + grow * h / max(1.0, np.linalg.norm(q[0] - c)))
+    return cv2.pointPolygonTest(q.reshape(-1, 1, 2), (float(pt[0]), float(pt[1])), False) >= 0
+
+
+def cer(pred, truth):
+    """Character error rate: edit distance over the truth's length."""
+    d = list(range(len(truth) + 1))
+    for i, p in enumerate(pred, 1):
+        prev, d[0] = d[0], i
+        for j, t in enumerate(truth, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (p != t))
+    return d[len(truth)] / max(1, len(truth))
+
+
+def summarise(rows, ms):
+    out = {}
+    for c in synth.COUNTRIES + ["all"]:
+        r = [x for x in rows if c == "all" or x[0] == c]
+        if not r:
+            continue
+        out[c] = {
+            "plates": len(r),
+            "exact": sum(p == t for _, p, t in r) / len(r),
+            "cer": sum(cer(p, t) for _, p, t in r) / len(r),
+        }
+    out["ms_median"] = statistics.median(ms) if ms else None
+    out["ms_p95"] = sorted(ms)[int(0.95 * (len(ms) - 1))] if ms else None
+    return out
+
+
+def ours(d, labels, binary, threads):
+    paths = [os.path.join(d, l["image"]) for l in labels]
+    cmd = [binary, "anpr", "--threads", str(threads)] + paths
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    by_image = {}
+    for line in res.stdout.splitlines():
+        v = json.loads(line)
+        by_image[v["image"]] = v
+    rows, ms, extra = [], [], 0
+    for l, p in zip(labels, paths):
+        v = by_image.get(p, {"plates": []})
+        if "ms" in v:
+            ms.append(v["ms"])
+        matched = set()
+        for plate in l["plates"]:
+            got = ""
+            for i, r in enumerate(v.get("plates", [])):
+                x, y, w, h = r["box"]
+                if inside((x + w / 2, y + h / 2), plate["quad"]):
+                    got = r["text"]
+                    matched.add(i)
+            rows.append((plate["country"], got, plate["text"]))
+        extra += len(v.get("plates", [])) - len(matched)
+    print("acsgd: %d reads where no plate is (of %d frames)" % (extra, len(labels)), file=sys.stderr)
+    return rows, ms
+
+
+def reference(d, labels):
+    from rapidocr_onnxruntime import RapidOCR
+
+    eng = RapidOCR()
+    rows, ms = [], []
+    for l in labels:
+        img = cv2.imread(os.path.join(d, l["image"]))
+        t = time.perf_counter()
+        result, _ = eng(img, use_cls=False)
+        ms.append((time.perf_counter() - t) * 1e3)
+        lines = []
+        for box, text, score in result or []:
+            b = np.array(box, np.float32)
+            lines.append((b.mean(0), text))
+        for plate in l["plates"]:
+            mine = sorted([(c[1], c[0], t) for c, t in lines if inside(c, plate["quad"], 0.2)])
+            # Rows top to bottom; within a row, left to right.
+            mine.sort(key=lambda x: (round(x[0] / 20), x[1]))
+            rows.append((plate["country"], normalise("".join(t for _, _, t in mine)), plate["text"]))
+    return rows, ms
+
+
+def table(results):
+    names = list(results)
+    head = "| | " + " | ".join("%s exact | %s CER" % (n, n) for n in names) + " |"
+    sep = "|---|" + "---|---|" * len(names)
+    lines = [head, sep]
+    for c in synth.COUNTRIES + ["all"]:
+        if c not in results[names[0]]:
+            continue
+        cells = []
+        for n in names:
+            r = results[n][c]
+            cells.append("%.1f %% | %.3f" % (100 * r["exact"], r["cer"]))
+        lines.append("| %s (%d) | %s |" % (c, results[names[0]][c]["plates"], " | ".join(cells)))
+    lines.append("| frame ms, median / p95 | " + " | ".join("%.1f / %.1f | " % (results[n]["ms_median"], results[n]["ms_p95"]) for n in names) + "")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("dir")
+    p.add_argument("--acsgd", default="target/release/acsgd")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--reference", action="store_true", help="also run the PaddleOCR reference")
+    p.add_argument("--json")
+    a = p.parse_args()
+    with open(os.path.join(a.dir, "labels.jsonl")) as f:
+        labels = [json.loads(x) for x in f]
+    results = {}
+    rows, ms = ours(a.dir, labels, a.acsgd, a.threads)
+    results["acsgd"] = summarise(rows, ms)
+    if a.reference:
+        rows, ms = reference(a.dir, labels)
+        results["PP-OCRv4"] = summarise(rows, ms)
+    print(table(results))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,536 @@
+"""Synthetic licence plates and lane-camera scenes for the five countries these posts see.
+
+Owns: plate text sampling per country (the formats of `edge/src/anpr/format.rs`), plate
+rendering (fonts from Debian packages: fonts-dejavu-core, fonts-liberation2, fonts-freefont-ttf,
+fonts-noto-cjk), the degradations a lane camera adds (perspective, blur, night/IR, glare, dirt,
+low resolution, JPEG), whole 1280x720 scenes for the localiser and rectified crops for the
+recogniser, and the recogniser's input preparation, which `edge/src/anpr/recognise.rs` mirrors.
+
+Training and test data come from disjoint seed ranges and disjoint background families
+(`split`): the test split's backgrounds, vehicle colours and clutter words are never drawn for
+training.
+
+    python3 models/plates/synth.py scenes --split test --per-country 200 --out DIR
+    python3 models/plates/synth.py video --out FILE.avi --text 123ABC02 --country KZ
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+COUNTRIES = ["KZ", "KG", "UZ", "RU", "CN"]
+DIGITS = "0123456789"
+LATIN = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+CN_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+RU_LETTERS = "ABEKMHOPCTYX"
+RU_CYRILLIC = dict(zip("ABEKMHOPCTYX", "АВЕКМНОРСТУХ"))
+PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+TRAILER = "挂"
+# The recogniser's alphabet; class 0 is the CTC blank.
+CHARSET = DIGITS + LATIN + PROVINCES + TRAILER
+
+OCR_H, OCR_W = 32, 128
+# Plate width in a 1280x720 frame (a single-row plate; double-row ones are 0.62 of it). A lane
+# camera is installed for plate reading: 130 px puts a character at about 20 px high, the
+# least ANPR installation guides ask for.
+PLATE_MIN_PX, PLATE_MAX_PX = 130, 300
+# A rectified plate narrower than this (width / height) is read as two rows.
+DOUBLE_ROW_ASPECT = 3.0
+# The rectifier keeps this much margin around the localised quadrilateral (fraction of height):
+# enough that a plate whose corners the localiser placed a little inside is still whole.
+MARGIN = 0.2
+
+LATIN_FONTS = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Bold.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSansBold.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationMono-Bold.ttf",
+]
+CJK_FONT = ("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", 2)  # index 2: SC
+
+SPLITS = {
+    # seed offset, background family, clutter words
+    "train": (0, 0, ["SCANIA", "VOLVO", "MAN", "DAF", "IVECO", "KAMAZ", "SHACMAN"]),
+    "test": (10_000_000, 1, ["HOWO", "FAW", "MAZ", "RENAULT", "FOTON", "URAL", "SITRAK"]),
+}
+
+_font_cache = {}
+
+
+def font(path, size, index=0):
+    key = (path, size, index)
+    if key not in _font_cache:
+        _font_cache[key] = ImageFont.truetype(path, size, index=index)
+    return _font_cache[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plate text
+
+
+def pick(rng, s, n):
+    return "".join(s[rng.integers(len(s))] for _ in range(n))
+
+
+def sample_text(rng, country):
+    """Normalised plate text (as `acsgd anpr` prints it) and where a double-row plate splits."""
+    if country == "KZ":
+        kind = rng.integers(3)
+        region = "%02d" % rng.integers(1, 21)
+        if kind == 0:
+            return pick(rng, DIGITS, 3) + pick(rng, LATIN, 3) + region, 3
+        if kind == 1:
+            return pick(rng, DIGITS, 3) + pick(rng, LATIN, 2) + region, 3
+        return pick(rng, DIGITS, 4) + pick(rng, LATIN, 2) + region, 4
+    if country == "KG":
+        return "%02d" % rng.integers(1, 10) + pick(rng, DIGITS, 3) + pick(rng, LATIN, 3), 2
+    if country == "UZ":
+        region = "%02d" % rng.choice([1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95])
+        if rng.random() < 0.75:
+            return region + pick(rng, LATIN, 1) + pick(rng, DIGITS, 3) + pick(rng, LATIN, 2), 2
+        return region + pick(rng, DIGITS, 3) + pick(rng, LATIN, 3), 2
+    if country == "RU":
+        region = str(rng.integers(1, 200)).zfill(2) if rng.random() < 0.3 else "%02d" % rng.integers(1, 100)
+        if rng.random() < 0.75:
+            return pick(rng, RU_LETTERS, 1) + pick(rng, DIGITS, 3) + pick(rng, RU_LETTERS, 2) + region, 4
+        return pick(rng, RU_LETTERS, 2) + pick(rng, DIGITS, 4) + region, 2
+    if country == "CN":
+        head = PROVINCES[rng.integers(len(PROVINCES))] + CN_LETTERS[rng.integers(len(CN_LETTERS))]
+        kind = rng.random()
+        alnum = DIGITS * 3 + CN_LETTERS
+        if kind < 0.6:
+            return head + pick(rng, alnum, 5), 2
+        if kind < 0.8:
+            return head + pick(rng, DIGITS + "DF", 1) + pick(rng, DIGITS, 5), 2
+        return head + pick(rng, alnum, 4) + TRAILER, 2
+    raise ValueError(country)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plate rendering
+
+
+def draw_text_box(img, box, text, path, index=0, fill=(0, 0, 0), squeeze=1.0):
+    """Draws `text` stretched into `box` (x0, y0, x1, y1) of a PIL image."""
+    x0, y0, x1, y1 = [int(round(v)) for v in box]
+    bw, bh = max(2, x1 - x0), max(2, y1 - y0)
+    f = font(path, 96, index)
+    l, t, r, b = f.getbbox(text)
+    tw, th = max(1, r - l), max(1, b - t)
+    layer = Image.new("L", (tw + 8, th + 8), 0)
+    ImageDraw.Draw(layer).text((4 - l, 4 - t), text, font=f, fill=255)
+    w = min(bw, int(bh * tw / th * squeeze * 1.25))
+    layer = layer.resize((max(2, w), bh), Image.BILINEAR)
+    colour = Image.new("RGB", layer.size, fill)
+    img.paste(colour, (x0 + (bw - w) // 2, y0), layer)
+
+
+def render_plate(rng, country, text, split_at, double):
+    """An RGB plate image (numpy) with `text` laid out as the country's plates are."""
+    lf = LATIN_FONTS[rng.integers(len(LATIN_FONTS))]
+    shown = "".join(RU_CYRILLIC.get(c, c) for c in text) if country == "RU" else text
+    yellow = country == "CN" and (double or rng.random() < 0.5)
+    if country == "CN":
+        bg, fg = ((245, 200, 20), (10, 10, 10)) if yellow else ((20, 70, 190), (245, 245, 245))
+    else:
+        shade = int(rng.integers(215, 256))
+        bg, fg = (shade, shade, shade - int(rng.integers(0, 25))), (15, 15, 15)
+    w, h = ((300, 200) if country != "CN" else (440, 220)) if double else (520, 112)
+    img = Image.new("RGB", (w, h), bg)
+    d = ImageDraw.Draw(img)
+    d.rectangle([2, 2, w - 3, h - 3], outline=fg, width=3)
+    sq = float(rng.uniform(0.85, 1.1))
+
+    def cjk_aware(box, s):
+        # Province characters and the trailer mark need the CJK font.
+        x0, y0, x1, y1 = box
+        n = len(s)
+        for i, c in enumerate(s):
+            cb = (x0 + (x1 - x0) * i / n, y0, x0 + (x1 - x0) * (i + 1) / n - 3, y1)
+            if c in PROVINCES or c == TRAILER:
+                draw_text_box(img, cb, c, CJK_FONT[0], CJK_FONT[1], fg, 1.0)
+            else:
+                draw_text_box(img, cb, c, lf, 0, fg, sq)
+
+    if double:
+        top, bottom = shown[:split_at], shown[split_at:]
+        if country == "CN":
+            cjk_aware((w * 0.28, h * 0.08, w * 0.72, h * 0.40), top)
+            cjk_aware((w * 0.05, h * 0.46, w * 0.95, h * 0.92), bottom)
+        else:
+            mark = {"KZ": "KZ", "KG": "KG", "UZ": "UZ", "RU": "RUS"}[country]
+            draw_text_box(img, (w * 0.04, h * 0.10, w * 0.2, h * 0.24), mark, lf, 0, fg)
+            draw_text_box(img, (w * 0.22, h * 0.08, w * 0.94, h * 0.44), top, lf, 0, fg, sq)
+            draw_text_box(img, (w * 0.06, h * 0.52, w * 0.94, h * 0.92), bottom, lf, 0, fg, sq)
+        return np.array(img)
+
+    if country == "KZ":
+        d.rectangle([6, 6, int(w * 0.11), h - 7], fill=(0, 150, 200))
+        draw_text_box(img, (10, h * 0.62, w * 0.1, h * 0.86), "KZ", lf, 0, (255, 255, 255))
+        main, region = shown[:-2], shown[-2:]
+        digits = len(main) - len(main.lstrip("0123456789"))
+        draw_text_box(img, (w * 0.13, h * 0.14, w * 0.78, h * 0.86), main[:digits] + " " + main[digits:], lf, 0, fg, sq)
+        d.line([int(w * 0.8), 6, int(w * 0.8), h - 7], fill=fg, width=3)
+        draw_text_box(img, (w * 0.82, h * 0.14, w * 0.97, h * 0.86), region, lf, 0, fg, sq)
+    elif country == "KG":
+        d.rectangle([6, 6, int(w * 0.11), h - 7], fill=(200, 20, 30))
+        draw_text_box(img, (10, h * 0.62, w * 0.1, h * 0.86), "KG", lf, 0, (255, 255, 255))
+        draw_text_box(img, (w * 0.13, h * 0.14, w * 0.27, h * 0.86), shown[:2], lf, 0, fg, sq)
+        d.line([int(w * 0.285), 6, int(w * 0.285), h - 7], fill=fg, width=3)
+        draw_text_box(img, (w * 0.30, h * 0.14, w * 0.97, h * 0.86), shown[2:5] + " " + shown[5:], lf, 0, fg, sq)
+    elif country == "UZ":
+        draw_text_box(img, (w * 0.03, h * 0.14, w * 0.16, h * 0.86), shown[:2], lf, 0, fg, sq)
+        d.line([int(w * 0.175), 6, int(w * 0.175), h - 7], fill=fg, width=3)
+        rest = shown[2:]
+        spaced = rest[0] + " " + rest[1:4] + " " + rest[4:] if rest[0].isalpha() else rest[:3] + " " + rest[3:]
+        draw_text_box(img, (w * 0.19, h * 0.14, w * 0.86, h * 0.86), spaced, lf, 0, fg, sq)
+        d.rectangle([int(w * 0.88), int(h * 0.15), int(w * 0.97), int(h * 0.5)], fill=(30, 160, 220))
+        draw_text_box(img, (w * 0.88, h * 0.58, w * 0.97, h * 0.85), "UZ", lf, 0, fg)
+    elif country == "RU":
+        region = shown[-3:] if len(shown) in (9,) else shown[-2:]
+        main = shown[: len(shown) - len(region)]
+        spaced = main[0] + " " + main[1:4] + " " + main[4:] if not main[1].isdigit() is False and main[1].isdigit() else main[:2] + " " + main[2:]
+        draw_text_box(img, (w * 0.03, h * 0.12, w * 0.72, h * 0.9), spaced, lf, 0, fg, sq)
+        d.line([int(w * 0.74), 6, int(w * 0.74), h - 7], fill=fg, width=3)
+        draw_text_box(img, (w * 0.76, h * 0.08, w * 0.97, h * 0.62), region, lf, 0, fg, sq)
+        draw_text_box(img, (w * 0.76, h * 0.68, w * 0.88, h * 0.88), "RUS", lf, 0, fg)
+        for i, c in enumerate([(255, 255, 255), (0, 60, 200), (220, 20, 20)]):
+            d.rectangle([int(w * 0.89), int(h * (0.68 + 0.067 * i)), int(w * 0.96), int(h * (0.68 + 0.067 * (i + 1)))], fill=c)
+    else:  # CN single row
+        cjk_aware((w * 0.04, h * 0.12, w * 0.27, h * 0.88), shown[:2])
+        d.ellipse([int(w * 0.295), int(h * 0.46), int(w * 0.315), int(h * 0.56)], fill=fg)
+        cjk_aware((w * 0.34, h * 0.12, w * 0.96, h * 0.88), shown[2:])
+    return np.array(img)
+
+
+# ---------------------------------------------------------------------------------------------
+# Degradations
+
+
+def degrade_plate(rng, plate):
+    """Dirt and wear on the plate itself (before it is placed)."""
+    h, w = plate.shape[:2]
+    out = plate.astype(np.float32)
+    if rng.random() < 0.35:
+        for _ in range(int(rng.integers(1, 6))):
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            r = rng.uniform(0.05, 0.25) * h
+            mask = np.zeros((h, w), np.float32)
+            cv2.circle(mask, (int(cx), int(cy)), int(r), 1.0, -1)
+            mask = cv2.GaussianBlur(mask, (0, 0), r / 2 + 1) * rng.uniform(0.2, 0.6)
+            dirt = np.array([90, 70, 50], np.float32) * rng.uniform(0.6, 1.2)
+            out = out * (1 - mask[..., None]) + dirt * mask[..., None]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def degrade_image(rng, img, night):
+    """What the camera does to the whole picture: glare, blur, noise, low resolution, JPEG."""
+    out = img.astype(np.float32)
+    h, w = img.shape[:2]
+    if night:
+        g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        out = np.repeat(g[..., None], 3, axis=2)
+    if rng.random() < 0.25:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        r = rng.uniform(0.03, 0.15) * max(w, h)
+        yy, xx = np.mgrid[0:h, 0:w]
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r)) * rng.uniform(60, 170)
+        out = out + blob[..., None]
+    out = np.clip(out, 0, 255)
+    k = rng.random()
+    if k < 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.6))
+    elif k < 0.45:
+        n = int(rng.integers(3, 8))
+        kern = np.zeros((n, n), np.float32)
+        kern[n // 2, :] = 1.0 / n
+        out = cv2.filter2D(out, -1, kern)
+    out = out + rng.normal(0, rng.uniform(1, 10 if not night else 16), out.shape)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.25:
+        f = rng.uniform(0.6, 0.85)
+        small = cv2.resize(out, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    q = int(rng.integers(40, 95))
+    ok, enc = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+    return cv2.imdecode(enc, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenes
+
+
+def background(rng, family, w, h):
+    """A lane scene without the vehicle: sky, road, kerb, shadows, texture. The two families
+    (train, test) differ in palette and in the kind of clutter."""
+    img = np.zeros((h, w, 3), np.float32)
+    horizon = int(h * rng.uniform(0.15, 0.45))
+    sky = np.array([rng.uniform(120, 220), rng.uniform(140, 230), rng.uniform(170, 255)])
+    if family == 1:
+        sky = sky[::-1] * rng.uniform(0.5, 0.9)
+    img[:horizon] = sky
+    road = rng.uniform(60, 140)
+    img[horizon:] = road
+    yy = np.linspace(0, 1, h)[:, None, None]
+    img = img * (0.8 + 0.4 * yy)
+    noise = cv2.resize(rng.normal(0, 1, (h // 16 + 1, w // 16 + 1)).astype(np.float32), (w, h))
+    img += noise[..., None] * rng.uniform(5, 25)
+    for _ in range(int(rng.integers(3, 12))):
+        c = rng.uniform(0, 255, 3) if family == 0 else rng.uniform(0, 255) * np.ones(3)
+        x0, y0 = int(rng.uniform(0, w)), int(rng.uniform(0, h))
+        if family == 0:
+            cv2.rectangle(img, (x0, y0), (x0 + int(rng.uniform(20, 300)), y0 + int(rng.uniform(10, 200))), c.tolist(), -1)
+        else:
+            cv2.line(img, (x0, y0), (int(rng.uniform(0, w)), int(rng.uniform(0, h))), c.tolist(), int(rng.integers(2, 12)))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def vehicle(rng, img, family, words, rear):
+    """Paints a truck front (grille, headlights, bumper) or a trailer rear; returns the box of
+    the bumper area where the plate goes."""
+    h, w = img.shape[:2]
+    vw = int(rng.uniform(0.35, 0.75) * w)
+    vh = int(rng.uniform(0.5, 0.95) * h)
+    x0 = int(rng.uniform(-0.1 * vw, w - 0.9 * vw))
+    y0 = int(rng.uniform(0, h - vh * 0.8))
+    palette = [(200, 30, 30), (240, 240, 240), (30, 60, 160), (20, 120, 60), (230, 180, 30), (90, 90, 90)]
+    if family == 1:
+        palette = [(250, 110, 20), (150, 20, 120), (200, 200, 160), (40, 40, 40), (100, 160, 200), (140, 90, 50)]
+    col = np.array(palette[rng.integers(len(palette))], np.float32) * rng.uniform(0.6, 1.1)
+    cv2.rectangle(img, (x0, y0), (x0 + vw, y0 + vh), col.tolist(), -1)
+    if rear:
+        for i in range(int(rng.integers(2, 6))):
+            x = x0 + int(vw * (i + 1) / 6)
+            cv2.line(img, (x, y0), (x, y0 + vh), (col * 0.6).tolist(), int(rng.integers(2, 8)))
+        for sx in (x0 + int(vw * 0.05), x0 + int(vw * 0.85)):
+            cv2.rectangle(img, (sx, y0 + int(vh * 0.75)), (sx + int(vw * 0.1), y0 + int(vh * 0.8)), (30, 30, 220), -1)
+    else:
+        gx0, gx1 = x0 + int(vw * 0.2), x0 + int(vw * 0.8)
+        gy0, gy1 = y0 + int(vh * 0.35), y0 + int(vh * 0.65)
+        cv2.rectangle(img, (gx0, gy0), (gx1, gy1), (40, 40, 40), -1)
+        for y in range(gy0, gy1, int(rng.integers(6, 18))):
+            cv2.line(img, (gx0, y), (gx1, y), (150, 150, 150), int(rng.integers(1, 4)))
+        for hx in (x0 + int(vw * 0.04), x0 + int(vw * 0.84)):
+            cv2.rectangle(img, (hx, y0 + int(vh * 0.62)), (hx + int(vw * 0.12), y0 + int(vh * 0.7)), (250, 250, 230), -1)
+        word = words[rng.integers(len(words))]
+        cv2.putText(img, word, (gx0 + 10, gy0 - 10), cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.8, 2.0), (230, 230, 230), int(rng.integers(2, 5)))
+    by0 = y0 + int(vh * 0.72)
+    cv2.rectangle(img, (x0, by0), (x0 + vw, y0 + int(vh * 0.9)), (col * 0.5).tolist(), -1)
+    return x0 + int(vw * 0.2), by0, x0 + int(vw * 0.8), y0 + int(vh * 0.9)
+
+
+def perspective_quad(rng, pw, ph, cx, cy, width, strength=1.0):
+    """Where a plate of pw x ph pixels lands: scaled to `width`, rotated, foreshortened."""
+    s = width / pw
+    pts = np.array([[-pw / 2, -ph / 2], [pw / 2, -ph / 2], [pw / 2, ph / 2], [-pw / 2, ph / 2]]) * s
+    yaw = rng.uniform(-0.35, 0.35) * strength  # horizontal foreshortening
+    pts[:, 1] *= 1 + yaw * np.sign(pts[:, 0]) * 0.3
+    pts[:, 0] *= 1 - abs(yaw) * 0.3
+    pitch = rng.uniform(-0.25, 0.25) * strength
+    pts[:, 0] *= 1 + pitch * np.sign(pts[:, 1]) * 0.25
+    a = math.radians(rng.uniform(-7, 7) * strength)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    pts = pts @ rot.T
+    return (pts + [cx, cy]).astype(np.float32)
+
+
+def paste_plate(img, plate, quad):
+    ph, pw = plate.shape[:2]
+    src = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], np.float32)
+    m = cv2.getPerspectiveTransform(src, quad)
+    h, w = img.shape[:2]
+    warped = cv2.warpPerspective(plate.astype(np.float32), m, (w, h), flags=cv2.INTER_AREA)
+    mask = cv2.warpPerspective(np.ones((ph, pw), np.float32), m, (w, h), flags=cv2.INTER_LINEAR)
+    img[:] = np.clip(img * (1 - mask[..., None]) + warped * mask[..., None], 0, 255)
+
+
+def make_plate(rng, country=None, double=None):
+    country = country or COUNTRIES[rng.integers(len(COUNTRIES))]
+    text, split_at = sample_text(rng, country)
+    if double is None:
+        double = rng.random() < 0.25
+    plate = degrade_plate(rng, render_plate(rng, country, text, split_at, double))
+    return country, text, double, plate
+
+
+def scene(rng, split, country=None, w=1280, h=720, scale=1.0):
+    """One lane-camera frame with one plate (sometimes two vehicles). Returns the RGB image
+    and the plates: text, country, quadrilateral (tl, tr, br, bl)."""
+    _, family, words = SPLITS[split]
+    img = background(rng, family, w, h)
+    night = rng.random() < 0.2
+    plates = []
+    bumpers = [vehicle(rng, img, family, words, rear=rng.random() < 0.4) for _ in range(1 if rng.random() < 0.85 else 2)]
+    for k, (bx0, by0, bx1, by1) in enumerate(reversed(bumpers)):
+        c, text, double, plate = make_plate(rng, country if k == 0 else None)
+        ph, pw = plate.shape[:2]
+        width = rng.uniform(PLATE_MIN_PX, PLATE_MAX_PX) * (0.62 if double else 1.0) * scale
+        cx = np.clip(rng.uniform(bx0, bx1), width, w - width)
+        cy = np.clip(rng.uniform(by0, by1), width * ph / pw + 5, h - width * ph / pw - 5)
+        quad = perspective_quad(rng, pw, ph, cx, cy, width)
+        if any(quad_overlaps(quad, p["quad"]) for p in plates):
+            continue
+        if night:
+            plate = np.clip(plate.astype(np.float32) * 1.3 + 40, 0, 255)
+        paste_plate(img, plate, quad)
+        plates.append({"text": text, "country": c, "double": bool(double), "quad": quad.round(1).tolist()})
+    img = img.astype(np.float32)
+    if night:
+        img = img * rng.uniform(0.25, 0.5)
+        for p in plates:
+            q = np.array(p["quad"], np.float32)
+            m = np.zeros((h, w), np.float32)
+            cv2.fillConvexPoly(m, q.astype(np.int32), 1.0)
+            img = img * (1 + m[..., None] * 1.8)
+    img = degrade_image(rng, np.clip(img, 0, 255).astype(np.uint8), night)
+    return img, plates
+
+
+def quad_overlaps(a, b):
+    a, b = np.array(a), np.array(b)
+    return not (a[:, 0].max() < b[:, 0].min() or b[:, 0].max() < a[:, 0].min() or a[:, 1].max() < b[:, 1].min() or b[:, 1].max() < a[:, 1].min())
+
+
+# ---------------------------------------------------------------------------------------------
+# The recogniser's input (mirrored by edge/src/anpr/recognise.rs)
+
+
+def order_quad(q):
+    """tl, tr, br, bl from any four corners."""
+    q = np.array(q, np.float32)
+    s, d = q.sum(1), q[:, 1] - q[:, 0]
+    return np.array([q[s.argmin()], q[d.argmin()], q[s.argmax()], q[d.argmax()]], np.float32)
+
+
+def rectify(img, quad):
+    """Warps the quadrilateral (grown by MARGIN of its height) to an upright crop."""
+    q = order_quad(quad)
+    wt = (np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2
+    ht = (np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2
+    ow, oh = max(8, int(round(wt + 2 * MARGIN * ht))), max(8, int(round(ht * (1 + 2 * MARGIN))))
+    m = MARGIN * ht
+    dst = np.array([[m, m], [ow - m, m], [ow - m, oh - m], [m, oh - m]], np.float32)
+    t = cv2.getPerspectiveTransform(q, dst)
+    return cv2.warpPerspective(img, t, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def ocr_input(crop_rgb):
+    """32x128 grey, float in [-1, 1]: a double-row plate's rows side by side, top row first."""
+    g = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2GRAY)
+    h, w = g.shape
+    if w / h < DOUBLE_ROW_ASPECT:
+        top = g[: int(h * 0.5)]
+        bottom = g[int(h * 0.42):]
+        g = np.concatenate([
+            cv2.resize(top, (OCR_W * 3 // 8, OCR_H), interpolation=cv2.INTER_LINEAR),
+            cv2.resize(bottom, (OCR_W - OCR_W * 3 // 8, OCR_H), interpolation=cv2.INTER_LINEAR),
+        ], axis=1)
+    else:
+        g = cv2.resize(g, (OCR_W, OCR_H), interpolation=cv2.INTER_LINEAR)
+    return g
+
+
+def ocr_sample(rng, split):
+    """One recogniser training sample: a plate in a patch of scene, degraded, rectified from a
+    jittered quadrilateral (as the localiser would find it)."""
+    _, family, _ = SPLITS[split]
+    # Chinese plates are over-drawn: 31 province characters need more examples than digits.
+    country = COUNTRIES[rng.choice(5, p=[0.17, 0.17, 0.17, 0.17, 0.32])]
+    country, text, double, plate = make_plate(rng, country)
+    ph, pw = plate.shape[:2]
+    width = rng.uniform(PLATE_MIN_PX * 0.9, PLATE_MAX_PX) * (0.62 if double else 1.0)
+    hh = width * ph / pw
+    W, H = int(width * 1.8 + 40), int(hh * 2.2 + 40)
+    img = background(rng, family, W, H)
+    night = rng.random() < 0.2
+    if night:
+        plate = np.clip(plate.astype(np.float32) * 1.3 + 40, 0, 255)
+        img = (img * 0.3).astype(np.uint8)
+    quad = perspective_quad(rng, pw, ph, W / 2, H / 2, width)
+    paste_plate(img, plate, quad)
+    img = degrade_image(rng, np.clip(img, 0, 255).astype(np.uint8), night)
+    # Measured on the localiser (models/plate_loc.md): median 0.08 of the height, 90th
+    # percentile 0.27; a mixture covers both.
+    spread = np.array([0.08, 0.06]) if rng.random() < 0.7 else np.array([0.25, 0.18])
+    jitter = rng.normal(0, 1, (4, 2)) * spread * hh
+    crop = rectify(img, quad + jitter.astype(np.float32))
+    return ocr_input(crop), text, country
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def cmd_scenes(args):
+    os.makedirs(args.out, exist_ok=True)
+    off = SPLITS[args.split][0]
+    with open(os.path.join(args.out, "labels.jsonl"), "w") as labels:
+        n = 0
+        for ci, c in enumerate(COUNTRIES):
+            for i in range(args.per_country):
+                rng = np.random.default_rng(off + 1_000_000 + ci * 100_000 + i)
+                img, plates = scene(rng, args.split, c)
+                name = "%s_%04d.jpg" % (c.lower(), i)
+                cv2.imwrite(os.path.join(args.out, name), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+                labels.write(json.dumps({"image": name, "plates": plates}, ensure_ascii=False) + "\n")
+                n += 1
+    print("%d scenes in %s" % (n, args.out), file=sys.stderr)
+
+
+def cmd_video(args):
+    """A truck driving through the camera's view with the given plate: frames for the
+    end-to-end test."""
+    rng = np.random.default_rng(args.seed)
+    w, h = args.width, args.height
+    bg = background(rng, 1, w, h)
+    plate = render_plate(rng, args.country, args.text, 3 if args.country == "KZ" else 2, False)
+    ph, pw = plate.shape[:2]
+    out = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"MJPG"), args.fps, (w, h))
+    frames = args.frames
+    for i in range(frames):
+        img = bg.copy()
+        t = i / (frames - 1)
+        # An empty lane for the first and last sixth; between, the truck approaches.
+        if 1 / 6 <= t <= 5 / 6:
+            u = (t - 1 / 6) * 1.5
+            width = w * (0.12 + 0.12 * u)
+            cy = h * (0.45 + 0.35 * u)
+            vw = width * 3.2
+            cv2.rectangle(img, (int(w / 2 - vw / 2), int(cy - 0.5 * h)), (int(w / 2 + vw / 2), int(cy + 0.15 * h)), (200, 30, 30), -1)
+            quad = perspective_quad(np.random.default_rng(1), pw, ph, w / 2, cy, width, 0.3)
+            paste_plate(img, plate, quad)
+        frame = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+        out.write(frame[..., ::-1].copy())
+    out.release()
+    print("%d frames in %s" % (frames, args.out), file=sys.stderr)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("scenes", help="1280x720 scenes with labels.jsonl")
+    s.add_argument("--split", choices=SPLITS, default="test")
+    s.add_argument("--per-country", type=int, default=200)
+    s.add_argument("--out", required=True)
+    v = sub.add_parser("video", help="an MJPEG AVI of one truck passing")
+    v.add_argument("--out", required=True)
+    v.add_argument("--text", default="123ABC02")
+    v.add_argument("--country", default="KZ")
+    v.add_argument("--frames", type=int, default=40)
+    v.add_argument("--fps", type=int, default=10)
+    v.add_argument("--width", type=int, default=640)
+    v.add_argument("--height", type=int, default=360)
+    v.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    {"scenes": cmd_scenes, "video": cmd_video}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
