@@ -73,6 +73,44 @@ pub struct Config {
     /// Transit-control rule thresholds and the channel each rule raises.
     #[serde(default)]
     pub rules: crate::fusion::settings::RuleSettings,
+    /// Plate recognition for cameras with a `url` transport.
+    #[serde(default)]
+    pub anpr: Anpr,
+}
+
+/// Plate recognition on the appliance (cameras whose transport is a `url`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Anpr {
+    /// `libonnxruntime.so` (absent: `$ORT_DYLIB_PATH`, beside the binary, `/usr/lib/acsgd/`).
+    pub onnxruntime: Option<PathBuf>,
+    /// A directory with `plate_loc.onnx` and `plate_ocr.onnx` to use instead of the models
+    /// built into the binary.
+    pub models: Option<PathBuf>,
+    /// Threads per inference (0: one per core).
+    pub threads: usize,
+    /// Frames read per vehicle at most; later frames of a long presence are skipped.
+    pub max_frames: usize,
+    /// Reads below this confidence do not vote.
+    pub min_confidence: f32,
+    /// On a lane without a presence sensor: a plate unseen this long has left.
+    pub gap_s: f64,
+    /// Seconds between attempts to reopen a failed stream (doubling up to a minute).
+    pub retry_s: f64,
+}
+
+impl Default for Anpr {
+    fn default() -> Self {
+        Anpr {
+            onnxruntime: None,
+            models: None,
+            threads: 0,
+            max_frames: 40,
+            min_confidence: 0.2,
+            gap_s: 1.0,
+            retry_s: 2.0,
+        }
+    }
 }
 
 /// A lane of the post.
@@ -450,7 +488,39 @@ impl Config {
                 ));
             }
         }
+        let a = &self.anpr;
+        if a.max_frames == 0 || a.max_frames > 1000 {
+            return Err((
+                "anpr.max_frames".into(),
+                "must be between 1 and 1000".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&a.min_confidence) {
+            return Err((
+                "anpr.min_confidence".into(),
+                "must be between 0 and 1".into(),
+            ));
+        }
+        for (key, v) in [("anpr.gap_s", a.gap_s), ("anpr.retry_s", a.retry_s)] {
+            if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+                return Err((
+                    key.into(),
+                    "must be more than 0 and at most 3600 seconds".into(),
+                ));
+            }
+        }
         for (i, s) in self.sensors.iter().enumerate() {
+            if let Transport::Url { url } = &s.transport {
+                if s.protocol != Protocol::Camera {
+                    return Err((
+                        format!("sensors[{i}].transport"),
+                        "only cameras are read from a url".into(),
+                    ));
+                }
+                if url.trim().is_empty() {
+                    return Err((format!("sensors[{i}].transport.url"), "is empty".into()));
+                }
+            }
             if !valid_ident(&s.id) {
                 return Err((
                     format!("sensors[{i}].id"),

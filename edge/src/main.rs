@@ -86,6 +86,24 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Read the plates in images: one JSON line per image on stdout.
+    Anpr {
+        /// Images (JPEG, PNG, anything opencv decodes).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// A directory with plate_loc.onnx and plate_ocr.onnx instead of the built-in models.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// libonnxruntime.so (default: $ORT_DYLIB_PATH, beside the binary, /usr/lib/acsgd).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+        /// Threads per inference (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Write each plate's rectified crop into this directory.
+        #[arg(long)]
+        crops: Option<PathBuf>,
+    },
     /// Inspect the outbox.
     Outbox {
         /// The data directory (storage.data_dir of the config).
@@ -110,7 +128,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Replay { .. } | Command::Record { .. }
+        Command::Demo { .. }
+            | Command::Replay { .. }
+            | Command::Record { .. }
+            | Command::Anpr { .. }
     );
     acsgd::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
@@ -230,6 +251,27 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
                 "acsgd record: {} frames, {} noise runs, {} connections",
                 summary.frames, summary.noise, summary.connections
             );
+            Ok(())
+        }
+        Command::Anpr {
+            images,
+            models,
+            onnxruntime,
+            threads,
+            crops,
+        } => {
+            let o = acsgd::anpr::cli::Options {
+                images,
+                models,
+                onnxruntime,
+                threads,
+                crops,
+            };
+            let failed = acsgd::anpr::cli::run(&o, &mut std::io::stdout().lock())
+                .map_err(|e| (1, e.to_string()))?;
+            if failed > 0 {
+                eprintln!("acsgd anpr: {failed} of {} images not read", o.images.len());
+            }
             Ok(())
         }
         Command::Outbox {

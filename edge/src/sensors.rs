@@ -58,6 +58,7 @@ pub(crate) fn driver_protocol(p: Protocol) -> Option<DriverProtocol> {
 /// Starts every sensor with a driver, and the task that stores what they read.
 pub async fn start(
     sensors: &[Sensor],
+    anpr: &crate::config::Anpr,
     outbox: Outbox,
     fusion: Shared,
     stop: watch::Receiver<bool>,
@@ -98,8 +99,26 @@ pub async fn start(
                     local_addr,
                     task,
                 });
-            } else {
-                tracing::info!(sensor = %s.id, "camera streams are read by the ANPR pipeline");
+            } else if let Transport::Url { url } = &s.transport {
+                let stats = Arc::new(Stats::default());
+                match crate::anpr::camera::spawn(
+                    s,
+                    url,
+                    anpr,
+                    fusion.clone(),
+                    outbox.clone(),
+                    stop.clone(),
+                    stats.clone(),
+                ) {
+                    Ok(task) => started.push(Started {
+                        id: s.id.clone(),
+                        stats,
+                        local_addr: None,
+                        task,
+                    }),
+                    // The post goes on without this camera; fusion reports it silent.
+                    Err(e) => tracing::error!(sensor = %s.id, "plate recognition not started: {e}"),
+                }
             }
             continue;
         };

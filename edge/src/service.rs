@@ -102,8 +102,14 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         crate::fusion::Fusion::new(&config, crate::fusion::live::now()),
     ));
     let opened = if transports { &config.sensors[..] } else { &[] };
-    let (sensors, sensor_store) =
-        crate::sensors::start(opened, outbox.clone(), fusion.clone(), stop_rx.clone()).await?;
+    let (sensors, sensor_store) = crate::sensors::start(
+        opened,
+        &config.anpr,
+        outbox.clone(),
+        fusion.clone(),
+        stop_rx.clone(),
+    )
+    .await?;
     let fusion_task = tokio::spawn(crate::fusion::live::run(
         fusion.clone(),
         outbox.clone(),

@@ -4,84 +4,11 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::FromRawFd;
 use std::time::Duration;
 
-use acsgd_drivers::lane::{self, Body, Frame};
+use acsgd_drivers::lane::Body;
 use common::*;
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-
-/// A pty pair: the master we write to, and the slave's path the appliance opens. The slave
-/// stays open here too, so the line does not hang up between the appliance's opens.
-struct Pty {
-    master: File,
-    _slave: File,
-    path: String,
-}
-
-fn pty() -> Pty {
-    let (mut m, mut s) = (0, 0);
-    // SAFETY: openpty writes two descriptors we then own; name, termios and winsize are null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut m,
-            &mut s,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    for fd in [m, s] {
-        // SAFETY: fcntl on descriptors we own; the appliance must not inherit them.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    // SAFETY: `s` is an open descriptor; ttyname returns a static buffer we copy at once.
-    let path = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: both descriptors are ours alone from here on.
-    unsafe {
-        Pty {
-            master: File::from_raw_fd(m),
-            _slave: File::from_raw_fd(s),
-            path,
-        }
-    }
-}
-
-fn frame(seq: &mut u8, body: Body) -> Vec<u8> {
-    let mut buf = [0u8; lane::MAX_FRAME];
-    *seq = seq.wrapping_add(1);
-    let n = lane::encode(
-        &Frame {
-            addr: 1,
-            seq: *seq,
-            body,
-        },
-        &mut buf,
-    )
-    .unwrap();
-    buf[..n].to_vec()
-}
-
-/// Publishes what central sends, retained, and waits for the broker's PUBACK.
-fn publish_retained(port: u16, topic: &str, payload: &str) {
-    let mut o = MqttOptions::new("central-publisher", "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5));
-    let (client, mut conn) = Client::new(o, 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
-        .unwrap();
-    for ev in conn.iter() {
-        if let Ok(Event::Incoming(Packet::PubAck(_))) = ev {
-            break;
-        }
-    }
-    let _ = client.disconnect();
-}
 
 #[test]
 fn a_truck_on_serial_sensors_becomes_a_red_passage_at_central() {

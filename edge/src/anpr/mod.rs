@@ -1,7 +1,36 @@
-//! Plate recognition on the appliance (issue 6). Present so far: the country-aware format
-//! rules and correction ([`format`]) and multi-frame voting ([`vote`]), the parts after the
-//! recogniser. Frame sources, localisation, rectification and the ONNX recogniser come next
-//! (see the README's "What is not here yet").
+//! Plate recognition on the appliance: camera frames to plate reads.
+//!
+//! - [`source`]: frames from opencv `VideoCapture` (RTSP, video file, V4L2 device) or HTTP
+//!   JPEG snapshots.
+//! - [`pipeline`]: localisation, rectification and recognition of one frame (two ONNX models,
+//!   [`models`]), then [`format`] correction.
+//! - [`vote`]: one plate per passage out of the frames' reads.
+//! - [`camera`]: the capture loop of a camera sensor, driven by its lane's occupancy, that
+//!   hands one read per vehicle (with its JPEG crop) to fusion.
+//! - [`cli`]: `acsgd anpr IMAGE…`.
 
+pub mod camera;
+pub mod cli;
 pub mod format;
+pub mod models;
+pub mod pipeline;
+pub mod source;
 pub mod vote;
+
+/// What can go wrong reading plates.
+#[derive(Debug, thiserror::Error)]
+pub enum AnprError {
+    /// ONNX Runtime could not be loaded.
+    #[error("{0}")]
+    Runtime(String),
+    #[error("model {model}: {problem}")]
+    Model { model: String, problem: String },
+    #[error("inference: {0}")]
+    Inference(String),
+    /// An image that could not be read or processed.
+    #[error("image: {0}")]
+    Image(String),
+    /// A frame source that could not be opened or read.
+    #[error("source {source_url}: {problem}")]
+    Source { source_url: String, problem: String },
+}

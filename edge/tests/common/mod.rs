@@ -3,14 +3,17 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use acsgd::mosquitto::{free_port, Mosquitto};
+use acsgd_drivers::lane::{self, Body, Frame};
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 
 pub const POST: &str = "test-post";
@@ -402,4 +405,74 @@ pub fn check_delivery(
         );
     }
     (by_seq.len(), dups)
+}
+
+/// A pty pair: the master we write to, and the slave's path the appliance opens. The slave
+/// stays open here too, so the line does not hang up between the appliance's opens.
+pub struct Pty {
+    pub master: File,
+    _slave: File,
+    pub path: String,
+}
+
+pub fn pty() -> Pty {
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty writes two descriptors we then own; name, termios and winsize are null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    for fd in [m, s] {
+        // SAFETY: fcntl on descriptors we own; the appliance must not inherit them.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: `s` is an open descriptor; ttyname returns a static buffer we copy at once.
+    let path = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: both descriptors are ours alone from here on.
+    unsafe {
+        Pty {
+            master: File::from_raw_fd(m),
+            _slave: File::from_raw_fd(s),
+            path,
+        }
+    }
+}
+
+pub fn frame(seq: &mut u8, body: Body) -> Vec<u8> {
+    let mut buf = [0u8; lane::MAX_FRAME];
+    *seq = seq.wrapping_add(1);
+    let n = lane::encode(
+        &Frame {
+            addr: 1,
+            seq: *seq,
+            body,
+        },
+        &mut buf,
+    )
+    .unwrap();
+    buf[..n].to_vec()
+}
+
+/// Publishes what central sends, retained, and waits for the broker's PUBACK.
+pub fn publish_retained(port: u16, topic: &str, payload: &str) {
+    let mut o = MqttOptions::new("central-publisher", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(o, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
+        .unwrap();
+    for ev in conn.iter() {
+        if let Ok(Event::Incoming(Packet::PubAck(_))) = ev {
+            break;
+        }
+    }
+    let _ = client.disconnect();
 }

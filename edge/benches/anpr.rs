@@ -1,0 +1,92 @@
+//! Plate recognition latency: `cargo bench -p acsgd --bench anpr`.
+//!
+//! Whole frames (1280x720: localisation, rectification, OCR, correction) and the recogniser
+//! alone on single rectified crops, with the built-in models and ONNX Runtime's default
+//! threads (one per core). Frames come from `edge/tests/data/plates/` or `$ACSGD_ANPR_DIR`
+//! (for example the 1000-frame test set `models/plates/synth.py scenes` writes); each is
+//! read `$ACSGD_ANPR_ROUNDS` times (default 5) after one untimed warm-up.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use acsgd::anpr::models::{init_runtime, ModelSource};
+use acsgd::anpr::pipeline::Reader;
+use opencv::prelude::*;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let dir = std::env::var_os("ACSGD_ANPR_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/plates"));
+    let rounds: usize = std::env::var("ACSGD_ANPR_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
+    let mut reader = Reader::new(&env, &ModelSource::default()).expect("models");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("frame directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    paths.sort();
+    let frames: Vec<Mat> = paths
+        .iter()
+        .map(|p| {
+            opencv::imgcodecs::imread(p.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR).unwrap()
+        })
+        .collect();
+    let (mut whole, mut loc, mut ocr_frame) = (Vec::new(), Vec::new(), Vec::new());
+    let mut crops = Vec::new();
+    for f in &frames {
+        crops.extend(reader.read(f).unwrap().into_iter().map(|p| p.crop));
+    }
+    for _ in 0..rounds {
+        for f in &frames {
+            let t = Instant::now();
+            reader.read(f).unwrap();
+            whole.push(t.elapsed().as_secs_f64() * 1e3);
+            loc.push(reader.timing.localise_ms);
+            ocr_frame.push(reader.timing.recognise_ms);
+        }
+    }
+    let mut single = Vec::new();
+    for _ in 0..rounds {
+        for c in &crops {
+            let t = Instant::now();
+            reader.recognise(std::slice::from_ref(c)).unwrap();
+            single.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    println!(
+        "{} frames ({}x{}) x {rounds}, {} crops",
+        frames.len(),
+        frames[0].cols(),
+        frames[0].rows(),
+        crops.len()
+    );
+    println!(
+        "whole frame   median {:6.2} ms  p95 {:6.2} ms",
+        pct(&mut whole, 0.5),
+        pct(&mut whole, 0.95)
+    );
+    println!(
+        "  localise    median {:6.2} ms  p95 {:6.2} ms",
+        pct(&mut loc, 0.5),
+        pct(&mut loc, 0.95)
+    );
+    println!(
+        "  rectify+OCR median {:6.2} ms  p95 {:6.2} ms (all of a frame's crops)",
+        pct(&mut ocr_frame, 0.5),
+        pct(&mut ocr_frame, 0.95)
+    );
+    println!(
+        "OCR one crop  median {:6.2} ms  p95 {:6.2} ms (input prep + inference + decoding)",
+        pct(&mut single, 0.5),
+        pct(&mut single, 0.95)
+    );
+}

@@ -1,0 +1,242 @@
+//! A camera sensor read by the appliance itself: the capture loop, driven by its lane's
+//! occupancy, that turns a vehicle's frames into one plate read.
+//!
+//! While the lane's presence sensor (loops, or the portal) says a vehicle is there, every
+//! frame is read; when the vehicle has gone, the reads vote ([`super::vote`]) and the winner
+//! goes to fusion with the box and JPEG crop of its most confident frame. On a lane without a
+//! presence sensor every frame is read and a plate unseen for `anpr.gap_s` has left. The
+//! read's time is that of the frame that saw the plate first (front camera), last (rear
+//! camera) or best, so fusion places it on the right vehicle.
+//!
+//! The loop runs on a blocking thread: inference never runs on the async runtime. A stream
+//! that fails is reopened after `anpr.retry_s`, doubling to a minute; a video file that ends
+//! ends the loop.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::sync::watch;
+
+use acsgd_drivers::transport::Stats;
+
+use super::models::{init_runtime, ModelSource};
+use super::pipeline::{jpeg, PlateFound, Reader};
+use super::source::Source;
+use super::vote::vote;
+use super::AnprError;
+use crate::config::{Anpr, Sensor, View};
+use crate::fusion::live::{self, Shared};
+use crate::fusion::{Millis, PlateImage};
+use crate::outbox::Outbox;
+
+/// One frame's best plate, kept for the vote.
+struct Kept {
+    at: Millis,
+    plate: PlateFound,
+}
+
+/// The reads of the vehicle in front of the camera now.
+#[derive(Default)]
+struct Vehicle {
+    reads: Vec<Kept>,
+    frames: usize,
+}
+
+/// Opens the models and starts the capture loop of camera `sensor` reading `url`.
+pub fn spawn(
+    sensor: &Sensor,
+    url: &str,
+    settings: &Anpr,
+    fusion: Shared,
+    outbox: Outbox,
+    stop: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) -> Result<tokio::task::JoinHandle<()>, AnprError> {
+    let env = init_runtime(settings.onnxruntime.as_deref())?;
+    let reader = Reader::new(
+        &env,
+        &ModelSource {
+            dir: settings.models.clone(),
+            threads: settings.threads,
+        },
+    )?;
+    let handle = tokio::runtime::Handle::current();
+    let lp = Loop {
+        sensor: sensor.id.clone(),
+        url: url.to_string(),
+        view: sensor.view,
+        settings: settings.clone(),
+        fusion,
+        outbox,
+        stats,
+        reader,
+        handle,
+    };
+    Ok(tokio::task::spawn_blocking(move || lp.run(stop)))
+}
+
+struct Loop {
+    sensor: String,
+    url: String,
+    view: Option<View>,
+    settings: Anpr,
+    fusion: Shared,
+    outbox: Outbox,
+    stats: Arc<Stats>,
+    reader: Reader,
+    handle: tokio::runtime::Handle,
+}
+
+impl Loop {
+    fn run(mut self, stop: watch::Receiver<bool>) {
+        let mut source: Option<Source> = None;
+        let mut retry = Duration::from_secs_f64(self.settings.retry_s);
+        let mut vehicle = Vehicle::default();
+        let mut was_active = false;
+        let mut last_seen: Millis = 0;
+        while !*stop.borrow() {
+            let src = match source.as_mut() {
+                Some(s) => s,
+                None => match Source::open(&self.url, true) {
+                    Ok(s) => {
+                        tracing::info!(sensor = %self.sensor, url = %self.url, "camera opened");
+                        retry = Duration::from_secs_f64(self.settings.retry_s);
+                        source.insert(s)
+                    }
+                    Err(e) => {
+                        tracing::warn!(sensor = %self.sensor, "{e}; retrying in {retry:?}");
+                        self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        sleep_unless_stopped(retry, &stop);
+                        retry = (retry * 2).min(Duration::from_secs(60));
+                        continue;
+                    }
+                },
+            };
+            let frame = match src.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    tracing::info!(sensor = %self.sensor, "video ended");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(sensor = %self.sensor, "{e}; reopening");
+                    self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    source = None;
+                    continue;
+                }
+            };
+            self.stats.frames.fetch_add(1, Ordering::Relaxed);
+            let now = live::now();
+            let occupied = self
+                .fusion
+                .lock()
+                .expect("fusion lock")
+                .occupied(&self.sensor, now);
+            let active = occupied.unwrap_or(true);
+            if active && vehicle.frames < self.settings.max_frames {
+                vehicle.frames += 1;
+                match self.reader.read(&frame) {
+                    Ok(plates) => {
+                        if let Some(best) = plates
+                            .into_iter()
+                            .filter(|p| p.confidence >= self.settings.min_confidence)
+                            .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
+                        {
+                            last_seen = now;
+                            vehicle.reads.push(Kept {
+                                at: now,
+                                plate: best,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(sensor = %self.sensor, "frame not read: {e}");
+                    }
+                }
+            }
+            let gone = match occupied {
+                Some(_) => was_active && !active,
+                None => {
+                    !vehicle.reads.is_empty()
+                        && now - last_seen > (self.settings.gap_s * 1000.0) as Millis
+                }
+            };
+            if gone {
+                self.finish(std::mem::take(&mut vehicle));
+            }
+            was_active = active;
+        }
+        // What was seen of the last vehicle still counts.
+        self.finish(vehicle);
+    }
+
+    /// Votes over a vehicle's reads and hands the winner to fusion.
+    fn finish(&mut self, vehicle: Vehicle) {
+        if vehicle.reads.is_empty() {
+            return;
+        }
+        let texts: Vec<(String, f32)> = vehicle
+            .reads
+            .iter()
+            .map(|k| (k.plate.text.clone(), k.plate.confidence))
+            .collect();
+        let Some(v) = vote(&texts, 2) else {
+            tracing::info!(sensor = %self.sensor, reads = texts.len(), "no valid plate among the reads");
+            return;
+        };
+        let agreeing: Vec<&Kept> = vehicle
+            .reads
+            .iter()
+            .filter(|k| {
+                super::format::correct(&k.plate.text, 2).is_some_and(|c| c.text == v.plate.text)
+            })
+            .collect();
+        let Some(best) = agreeing
+            .iter()
+            .max_by(|a, b| a.plate.confidence.total_cmp(&b.plate.confidence))
+        else {
+            return;
+        };
+        let at = match self.view {
+            Some(View::Front) => agreeing.iter().map(|k| k.at).min(),
+            Some(View::Rear) => agreeing.iter().map(|k| k.at).max(),
+            None => Some(best.at),
+        }
+        .unwrap_or(best.at);
+        let image = match jpeg(&best.plate.crop, 85) {
+            Ok(bytes) => Some(PlateImage {
+                bbox: best.plate.bbox,
+                crop_jpeg: base64::engine::general_purpose::STANDARD.encode(bytes),
+            }),
+            Err(e) => {
+                tracing::warn!(sensor = %self.sensor, "crop not encoded: {e}");
+                None
+            }
+        };
+        tracing::info!(sensor = %self.sensor, plate = %v.plate.text, confidence = v.confidence, agreeing = v.agreeing, valid = v.valid, "plate read");
+        let events = self.fusion.lock().expect("fusion lock").plate_seen(
+            at,
+            &self.sensor,
+            &v.plate.text,
+            v.confidence as f64,
+            image,
+        );
+        if !events.is_empty() {
+            for r in self.handle.block_on(self.outbox.append_many(events)) {
+                if let Err(e) = r {
+                    tracing::error!(sensor = %self.sensor, "event not stored: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &watch::Receiver<bool>) {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end && !*stop.borrow() {
+        std::thread::sleep(Duration::from_millis(100).min(end - std::time::Instant::now()));
+    }
+}

@@ -1,0 +1,119 @@
+//! ONNX Runtime and the two plate models: where the runtime library is found, the models
+//! built into the binary (or taken from a directory), and the sessions made from them once.
+//!
+//! The runtime is loaded at run time (`ort`'s `load-dynamic`): `libonnxruntime.so` from PyPI's
+//! `onnxruntime` wheel, which `.ci/setup` fetches, checks against its sha256 and caches. It is
+//! looked for, in order, at the path given (config `[anpr] onnxruntime`, `--onnxruntime`),
+//! `$ORT_DYLIB_PATH`, `libonnxruntime.so` beside the binary, and `/usr/lib/acsgd/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+
+use super::AnprError;
+
+/// The localiser (`models/plate_loc.onnx`, see its model card).
+pub const LOCALISER: &[u8] = include_bytes!("../../../models/plate_loc.onnx");
+/// The recogniser (`models/plate_ocr.onnx`).
+pub const RECOGNISER: &[u8] = include_bytes!("../../../models/plate_ocr.onnx");
+
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+fn candidates(given: Option<&Path>) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = given.map(Path::to_path_buf).into_iter().collect();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        v.push(p.into());
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        v.push(dir.join("libonnxruntime.so"));
+    }
+    v.push("/usr/lib/acsgd/libonnxruntime.so".into());
+    v
+}
+
+/// Loads ONNX Runtime once per process. Later calls return the first call's outcome.
+pub fn init_runtime(given: Option<&Path>) -> Result<Environment, AnprError> {
+    RUNTIME
+        .get_or_init(|| {
+            let tried = candidates(given);
+            let Some(path) = tried.iter().find(|p| p.is_file()) else {
+                return Err(format!(
+                    "ONNX Runtime library not found (tried {}); run .ci/setup, or set ORT_DYLIB_PATH",
+                    tried
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            // Held here, the environment lives as long as the process.
+            ort::init_from(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .with_name("acsgd-anpr")
+                .build()
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .clone()
+        .map_err(AnprError::Runtime)
+}
+
+/// Where the models come from.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSource {
+    /// A directory with `plate_loc.onnx` and `plate_ocr.onnx` instead of the built-in ones.
+    pub dir: Option<PathBuf>,
+    /// Threads per inference (0: ONNX Runtime's choice, one per core).
+    pub threads: usize,
+}
+
+impl ModelSource {
+    fn bytes(&self, name: &str, builtin: &'static [u8]) -> Result<Vec<u8>, AnprError> {
+        match &self.dir {
+            None => Ok(builtin.to_vec()),
+            Some(d) => {
+                let p = d.join(name);
+                std::fs::read(&p).map_err(|e| AnprError::Model {
+                    model: p.display().to_string(),
+                    problem: e.to_string(),
+                })
+            }
+        }
+    }
+
+    fn session(
+        &self,
+        env: &Environment,
+        name: &str,
+        builtin: &'static [u8],
+    ) -> Result<Session, AnprError> {
+        let bytes = self.bytes(name, builtin)?;
+        let model_err = |e: &dyn std::fmt::Display| AnprError::Model {
+            model: name.to_string(),
+            problem: e.to_string(),
+        };
+        let mut b = Session::builder(env)
+            .map_err(|e| model_err(&e))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| model_err(&e))?;
+        if self.threads > 0 {
+            b = b
+                .with_intra_threads(self.threads)
+                .map_err(|e| model_err(&e))?;
+        }
+        b.commit_from_memory(&bytes).map_err(|e| model_err(&e))
+    }
+
+    pub fn localiser(&self, env: &Environment) -> Result<Session, AnprError> {
+        self.session(env, "plate_loc.onnx", LOCALISER)
+    }
+
+    pub fn recogniser(&self, env: &Environment) -> Result<Session, AnprError> {
+        self.session(env, "plate_ocr.onnx", RECOGNISER)
+    }
+}

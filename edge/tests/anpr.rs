@@ -1,0 +1,182 @@
+//! Plate recognition through the real binary: `acsgd anpr` on synthetic test-split frames
+//! (never seen in training), and a camera reading a video file during a lane node's
+//! occupancy, its plate arriving at central inside the passage, crop included.
+//!
+//! Needs ONNX Runtime: `.ci/setup` fetches it and sets `ORT_DYLIB_PATH`.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use acsgd_drivers::lane::Body;
+use base64::Engine;
+use common::*;
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+fn anpr(args: &[&Path]) -> (Vec<serde_json::Value>, String, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+        .arg("anpr")
+        .args(args)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn anpr_reads_test_frames_of_every_country_and_reports_bad_files() {
+    let dir = data("plates");
+    let labels: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("labels.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut images: Vec<PathBuf> = labels
+        .iter()
+        .map(|l| dir.join(l["image"].as_str().unwrap()))
+        .collect();
+    let not_image = dir.join("labels.jsonl");
+    images.push(not_image.clone());
+    images.push(dir.join("missing.jpg"));
+    let args: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+    let (lines, stderr, ok) = anpr(&args);
+    assert!(ok, "{stderr}");
+    assert_eq!(lines.len(), images.len(), "{stderr}");
+    let mut wrong = Vec::new();
+    let mut countries = std::collections::BTreeSet::new();
+    for (i, (label, line)) in labels.iter().zip(&lines).enumerate() {
+        assert_eq!(line["image"], images[i].to_str().unwrap());
+        assert!(line["ms"].as_f64().unwrap() > 0.0, "{line}");
+        for want in label["plates"].as_array().unwrap() {
+            countries.insert(want["country"].as_str().unwrap().to_string());
+            let q = want["quad"].as_array().unwrap();
+            let cx = q.iter().map(|p| p[0].as_f64().unwrap()).sum::<f64>() / 4.0;
+            let cy = q.iter().map(|p| p[1].as_f64().unwrap()).sum::<f64>() / 4.0;
+            // The read whose box holds the plate's centre.
+            let got = line["plates"].as_array().unwrap().iter().find(|p| {
+                let b: Vec<f64> = p["box"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
+                cx >= b[0] && cx <= b[0] + b[2] && cy >= b[1] && cy <= b[1] + b[3]
+            });
+            match got {
+                Some(p) if p["text"] == want["text"] => {
+                    let c = p["confidence"].as_f64().unwrap();
+                    assert!((0.0..=1.0).contains(&c), "{p}");
+                }
+                _ => wrong.push(format!(
+                    "{}: want {} got {got:?}",
+                    label["image"], want["text"]
+                )),
+            }
+        }
+    }
+    assert_eq!(countries.len(), 5, "{countries:?}");
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    let n = labels.len();
+    assert!(
+        lines[n]["error"].as_str().unwrap().contains("decode"),
+        "{}",
+        lines[n]
+    );
+    assert!(
+        lines[n + 1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no such file"),
+        "{}",
+        lines[n + 1]
+    );
+    assert!(stderr.contains("2 of"), "{stderr}");
+}
+
+#[test]
+fn a_camera_video_becomes_a_plate_in_the_passage_at_central() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let central = Central::connect(broker.port(), "central-anpr");
+    let setup = Setup::new(tmp.path(), broker.port(), "", "");
+    let mut node = pty();
+    let mut cfg = std::fs::read_to_string(&setup.config).unwrap();
+    cfg.push_str(&format!(
+        "[fusion]\nwindow_before_s = 1.0\nwindow_after_s = 1.0\nlateness_s = 0.5\nmerge_gap_s = 0.5\n\
+         [[sensors]]\nid = \"node-1\"\nlane = \"1\"\nprotocol = \"lane\"\n\
+         transport = {{ kind = \"serial\", path = \"{}\", baud = 115200 }}\n\
+         [[sensors]]\nid = \"cam-front\"\nlane = \"1\"\nprotocol = \"camera\"\nview = \"front\"\n\
+         transport = {{ kind = \"url\", url = \"{}\" }}\n",
+        node.path,
+        data("truck-123ABC02.avi").display()
+    ));
+    std::fs::write(&setup.config, cfg).unwrap();
+    publish_retained(
+        broker.port(),
+        &format!("acsgd/v1/{POST}/in/declarations"),
+        r#"[{"mrn": "26KZ5500000000001A", "plates": ["123ABC02"], "gross_kg": 24000}]"#,
+    );
+    let _app = setup.start();
+    // The video (6 s at 10 frames/s) shows an empty lane for its first second and its last;
+    // the loop is occupied while the truck is in view.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut seq = 0u8;
+    let mut loop_edge = |occupied: bool| {
+        let f = frame(
+            &mut seq,
+            Body::Loop {
+                t_ms: 0,
+                loop_id: 1,
+                occupied,
+            },
+        );
+        node.master.write_all(&f).unwrap();
+        node.master.flush().unwrap();
+    };
+    loop_edge(true);
+    std::thread::sleep(Duration::from_millis(3500));
+    loop_edge(false);
+
+    let events = central.wait_for(40, "a passage with a plate", |ev| {
+        ev.iter().any(|e| e["type"] == "passage")
+    });
+    let p = &events.iter().find(|e| e["type"] == "passage").unwrap()["body"];
+    let plates = p["plates"].as_array().unwrap();
+    assert_eq!(plates.len(), 1, "{p}");
+    let plate = &plates[0];
+    assert_eq!(plate["text"], "123ABC02", "{}", setup.log());
+    assert_eq!(plate["view"], "front");
+    assert_eq!(plate["country"], "KZ");
+    assert!(plate["confidence"].as_f64().unwrap() > 0.5, "{plate}");
+    let b: Vec<i64> = plate["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert!(
+        b[2] > 20 && b[3] > 5 && b[0] + b[2] <= 640 && b[1] + b[3] <= 360,
+        "{b:?}"
+    );
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(plate["crop_jpeg"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8], "the crop is a JPEG");
+    assert_eq!(p["declaration"]["mrn"], "26KZ5500000000001A", "{p}");
+}
