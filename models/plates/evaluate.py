@@ -74,7 +74,9 @@ def summarise(rows, ms):
 def ours(d, labels, binary, threads):
     paths = [os.path.join(d, l["image"]) for l in labels]
     cmd = [binary, "anpr", "--threads", str(threads)] + paths
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit("acsgd anpr failed: " + res.stderr.strip())
     by_image = {}
     for line in res.stdout.splitlines():
         v = json.loads(line)

@@ -109,6 +109,7 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--init", help="start from these weights (a .pt this script saved)")
     a = p.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
@@ -117,6 +118,8 @@ def main():
     va = np.load(os.path.join(a.data, "ocr_val.npz"))
     x, texts = tr["x"], tr["text"]
     model = CRNN()
+    if a.init:
+        model.load_state_dict(torch.load(a.init))
     print("parameters", sum(p.numel() for p in model.parameters()), file=sys.stderr)
     steps = a.epochs * (len(x) // a.batch)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)

@@ -32,6 +32,8 @@ pub const DOUBLE_ROW_ASPECT: f32 = 3.0;
 pub const MARGIN: f32 = 0.2;
 /// Mask probability above which a pixel is plate.
 const MASK_THRESHOLD: f32 = 0.4;
+/// A read that fits no plate format is kept only above this recogniser confidence.
+const UNFORMATTED_MIN: f32 = 0.5;
 /// Smallest plate blob kept, in pixels of the localiser's input.
 const MIN_BLOB: f64 = 40.0;
 /// The recogniser's classes after the CTC blank (must match `synth.CHARSET`).
@@ -118,12 +120,16 @@ impl Reader {
             }
             let (text, country, conf) = match correct_candidates(&d.positions) {
                 Some((c, p)) => (c.text, Some(c.country), p),
-                // No format fits: kept, at half the confidence, for the officer to judge.
-                None => (
-                    normalise(&d.raw),
-                    None,
-                    d.positions.iter().map(|c| c[0].1).product::<f32>() * 0.5,
-                ),
+                None => {
+                    // No format fits: a foreign plate, or something that is not a plate
+                    // (a badge, a sign). Kept, at half its confidence, only when read
+                    // clearly enough for an officer to judge.
+                    let p = d.positions.iter().map(|c| c[0].1).product::<f32>();
+                    if p < UNFORMATTED_MIN || d.positions.len() < 5 {
+                        continue;
+                    }
+                    (normalise(&d.raw), None, p * 0.5)
+                }
             };
             let double_row = aspect(&quad) < DOUBLE_ROW_ASPECT;
             out.push(PlateFound {
