@@ -173,11 +173,11 @@ pub fn http_get(host: &str, port: u16, path: &str, timeout: Duration) -> Result<
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    write!(
-        s,
+    // One write: a camera may answer and close as soon as it has the request line.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: image/jpeg\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
+    );
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.take(MAX_SNAPSHOT as u64 + 64 * 1024)
         .read_to_end(&mut raw)
@@ -260,8 +260,15 @@ mod tests {
         std::thread::spawn(move || {
             for reply in replies {
                 let (mut c, _) = l.accept().unwrap();
-                let mut req = [0u8; 1024];
-                let _ = c.read(&mut req);
+                // The whole request, then the reply, as a camera's web server does.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 256];
+                while !req.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
                 c.write_all(&reply).unwrap();
             }
         });
