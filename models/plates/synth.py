@@ -196,7 +196,7 @@ def render_plate(rng, country, text, split_at, double):
     elif country == "RU":
         region = shown[-3:] if len(shown) in (9,) else shown[-2:]
         main = shown[: len(shown) - len(region)]
-        spaced = main[0] + " " + main[1:4] + " " + main[4:] if not main[1].isdigit() is False and main[1].isdigit() else main[:2] + " " + main[2:]
+        spaced = main[0] + " " + main[1:4] + " " + main[4:] if main[1].isdigit() else main[:2] + " " + main[2:]
         draw_text_box(img, (w * 0.03, h * 0.12, w * 0.72, h * 0.9), spaced, lf, 0, fg, sq)
         d.line([int(w * 0.74), 6, int(w * 0.74), h - 7], fill=fg, width=3)
         draw_text_box(img, (w * 0.76, h * 0.08, w * 0.97, h * 0.62), region, lf, 0, fg, sq)
