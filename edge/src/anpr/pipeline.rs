@@ -1,7 +1,8 @@
 //! One frame to plate reads: localisation (ONNX mask) → quadrilaterals → perspective
 //! rectification → recogniser input (double-row plates split and laid side by side, top row
 //! first) → ONNX recogniser → CTC decoding with per-character candidates → country-aware
-//! format correction ([`super::format`]).
+//! format correction ([`super::format`]; where no format fits, the read without one of its
+//! characters is tried, the commonest length error).
 //!
 //! The preprocessing here mirrors `models/plates/synth.py` (`rectify`, `ocr_input`), which made
 //! the training data; a change on one side needs the same change on the other.
@@ -118,19 +119,20 @@ impl Reader {
             if d.positions.len() < 4 {
                 continue;
             }
-            let (text, country, conf) = match correct_candidates(&d.positions) {
-                Some((c, p)) => (c.text, Some(c.country), p),
-                None => {
-                    // No format fits: a foreign plate, or something that is not a plate
-                    // (a badge, a sign). Kept, at half its confidence, only when read
-                    // clearly enough for an officer to judge.
-                    let p = d.positions.iter().map(|c| c[0].1).product::<f32>();
-                    if p < UNFORMATTED_MIN || d.positions.len() < 5 {
-                        continue;
+            let (text, country, conf) =
+                match correct_candidates(&d.positions).or_else(|| without_one(&d.positions)) {
+                    Some((c, p)) => (c.text, Some(c.country), p),
+                    None => {
+                        // No format fits: a foreign plate, or something that is not a plate
+                        // (a badge, a sign). Kept, at half its confidence, only when read
+                        // clearly enough for an officer to judge.
+                        let p = d.positions.iter().map(|c| c[0].1).product::<f32>();
+                        if p < UNFORMATTED_MIN || d.positions.len() < 5 {
+                            continue;
+                        }
+                        (normalise(&d.raw), None, p * 0.5)
                     }
-                    (normalise(&d.raw), None, p * 0.5)
-                }
-            };
+                };
             let double_row = aspect(&quad) < DOUBLE_ROW_ASPECT;
             out.push(PlateFound {
                 text,
@@ -267,6 +269,20 @@ impl Reader {
             .map(|p| ctc_decode(p, t, k, &self.charset))
             .collect())
     }
+}
+
+/// One character too many is the recogniser's commonest length error (a flag mark, a border
+/// or a separator read as a character): the best valid plate without one of the positions,
+/// its probability scaled by how unsure the recogniser was of the dropped one.
+fn without_one(positions: &[Vec<(char, f32)>]) -> Option<(super::format::Corrected, f32)> {
+    (0..positions.len())
+        .filter_map(|i| {
+            let mut rest = positions.to_vec();
+            let dropped = rest.remove(i);
+            let (c, p) = correct_candidates(&rest)?;
+            Some((c, p * (1.0 - dropped[0].1).clamp(0.0, 1.0)))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// Greedy CTC decoding: the likeliest class per step, repeats merged, blanks dropped. Each
@@ -477,6 +493,19 @@ mod tests {
         assert_eq!(d.raw, "1123");
         assert_eq!(d.positions.len(), 4);
         assert_eq!(d.positions[3][0], ('3', 1.0));
+    }
+
+    #[test]
+    fn a_read_one_character_too_long_loses_its_least_certain_one() {
+        let pos: Vec<Vec<(char, f32)>> = "123ABCX02"
+            .chars()
+            .map(|c| vec![(c, if c == 'X' { 0.3 } else { 0.95 })])
+            .collect();
+        assert!(correct_candidates(&pos).is_none());
+        let (c, p) = without_one(&pos).unwrap();
+        assert_eq!((c.text.as_str(), c.country), ("123ABC02", "KZ"));
+        // The kept characters' probabilities, times how unsure the dropped one was.
+        assert!((p - 0.95f32.powi(8) * 0.7).abs() < 1e-4, "{p}");
     }
 
     #[test]
