@@ -190,9 +190,8 @@ impl Loop {
         let agreeing: Vec<&Kept> = vehicle
             .reads
             .iter()
-            .filter(|k| {
-                super::format::correct(&k.plate.text, 2).is_some_and(|c| c.text == v.plate.text)
-            })
+            // Reads come out of the pipeline already corrected.
+            .filter(|k| k.plate.text == v.plate.text)
             .collect();
         let Some(best) = agreeing
             .iter()

@@ -45,16 +45,11 @@ pub const CHARSET: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ京津沪渝冀�
 pub struct PlateFound {
     /// Normalised and, where a format fits, corrected.
     pub text: String,
-    /// What the recogniser read, before correction.
-    pub raw: String,
     /// The country whose format the text fits (`None`: no format fits).
     pub country: Option<&'static str>,
     pub confidence: f32,
-    /// Corners in frame pixels: top-left, top-right, bottom-right, bottom-left.
-    pub quad: [Point2f; 4],
     /// Bounding box in frame pixels: x, y, w, h.
     pub bbox: [i32; 4],
-    pub double_row: bool,
     /// The rectified plate (BGR).
     pub crop: Mat,
 }
@@ -133,15 +128,11 @@ impl Reader {
                         (normalise(&d.raw), None, p * 0.5)
                     }
                 };
-            let double_row = aspect(&quad) < DOUBLE_ROW_ASPECT;
             out.push(PlateFound {
                 text,
-                raw: d.raw,
                 country,
                 confidence: (conf * loc_score.sqrt()).clamp(0.0, 1.0),
                 bbox: bbox(&quad, frame.cols(), frame.rows()),
-                quad,
-                double_row,
                 crop,
             });
         }

@@ -109,12 +109,6 @@ impl Source {
         })
     }
 
-    pub fn url(&self) -> &str {
-        match self {
-            Source::Capture { url, .. } | Source::Snapshot { url, .. } => url,
-        }
-    }
-
     /// The next frame (BGR); `None` when a file has ended.
     pub fn next_frame(&mut self) -> Result<Option<Mat>, AnprError> {
         match self {
