@@ -28,6 +28,8 @@ pub enum Source {
     Capture {
         url: String,
         cap: VideoCapture,
+        /// A video file: its end is the end of the source, not a stream failure.
+        file: bool,
         /// For a file: the interval its frame rate gives, and when the last frame was due.
         pace: Option<(Duration, Instant)>,
     },
@@ -105,6 +107,7 @@ impl Source {
         Ok(Source::Capture {
             url: url.to_string(),
             cap,
+            file,
             pace,
         })
     }
@@ -112,7 +115,12 @@ impl Source {
     /// The next frame (BGR); `None` when a file has ended.
     pub fn next_frame(&mut self) -> Result<Option<Mat>, AnprError> {
         match self {
-            Source::Capture { url, cap, pace } => {
+            Source::Capture {
+                url,
+                cap,
+                file,
+                pace,
+            } => {
                 if let Some((interval, due)) = pace {
                     *due += *interval;
                     let now = Instant::now();
@@ -126,10 +134,10 @@ impl Source {
                 let mut frame = Mat::default();
                 let got = cap.read(&mut frame).map_err(|e| err(url, e))?;
                 if !got || frame.empty() {
-                    return match pace {
-                        Some(_) => Ok(None),
-                        None if url.starts_with('/') || url.starts_with("file://") => Ok(None),
-                        None => Err(err(url, "stream ended")),
+                    return if *file {
+                        Ok(None)
+                    } else {
+                        Err(err(url, "stream ended"))
                     };
                 }
                 Ok(Some(frame))
