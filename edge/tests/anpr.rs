@@ -116,22 +116,13 @@ fn a_camera_video_becomes_a_plate_in_the_passage_at_central() {
     let central = Central::connect(broker.port(), "central-anpr");
     let setup = Setup::new(tmp.path(), broker.port(), "", "");
     let mut node = pty();
-    let mut cfg = std::fs::read_to_string(&setup.config).unwrap();
-    cfg.push_str(&format!(
-        "[fusion]\nwindow_before_s = 1.0\nwindow_after_s = 1.0\nlateness_s = 0.5\nmerge_gap_s = 0.5\n\
-         [[sensors]]\nid = \"node-1\"\nlane = \"1\"\nprotocol = \"lane\"\n\
-         transport = {{ kind = \"serial\", path = \"{}\", baud = 115200 }}\n\
-         [[sensors]]\nid = \"cam-front\"\nlane = \"1\"\nprotocol = \"camera\"\nview = \"front\"\n\
+    setup.add(&format!(
+        "{}[[sensors]]\nid = \"cam-front\"\nlane = \"1\"\nprotocol = \"camera\"\nview = \"front\"\n\
          transport = {{ kind = \"url\", url = \"{}\" }}\n",
-        node.path,
+        fast_lane_with_node(&node.path),
         data("truck-123ABC02.avi").display()
     ));
-    std::fs::write(&setup.config, cfg).unwrap();
-    publish_retained(
-        broker.port(),
-        &format!("acsgd/v1/{POST}/in/declarations"),
-        r#"[{"mrn": "26KZ5500000000001A", "plates": ["123ABC02"], "gross_kg": 24000}]"#,
-    );
+    declare_123abc02(broker.port());
     let _app = setup.start();
     // The video (6 s at 10 frames/s) shows an empty lane for its first second and its last;
     // the loop is occupied while the truck is in view.

@@ -17,21 +17,13 @@ fn a_truck_on_serial_sensors_becomes_a_red_passage_at_central() {
     let central = Central::connect(broker.port(), "central-lanes");
     let setup = Setup::new(tmp.path(), broker.port(), "", "");
     let (mut node, mut rpm) = (pty(), pty());
-    let mut cfg = std::fs::read_to_string(&setup.config).unwrap();
-    cfg.push_str(&format!(
-        "[fusion]\nwindow_before_s = 1.0\nwindow_after_s = 1.0\nlateness_s = 0.5\nmerge_gap_s = 0.5\n\
-         [[sensors]]\nid = \"node-1\"\nlane = \"1\"\nprotocol = \"lane\"\n\
-         transport = {{ kind = \"serial\", path = \"{}\", baud = 115200 }}\n\
-         [[sensors]]\nid = \"rpm-1\"\nlane = \"1\"\nprotocol = \"rpm\"\n\
+    setup.add(&format!(
+        "{}[[sensors]]\nid = \"rpm-1\"\nlane = \"1\"\nprotocol = \"rpm\"\n\
          transport = {{ kind = \"serial\", path = \"{}\", baud = 9600 }}\n",
-        node.path, rpm.path
+        fast_lane_with_node(&node.path),
+        rpm.path
     ));
-    std::fs::write(&setup.config, cfg).unwrap();
-    publish_retained(
-        broker.port(),
-        &format!("acsgd/v1/{POST}/in/declarations"),
-        r#"[{"mrn": "26KZ5500000000001A", "plates": ["123ABC02"], "gross_kg": 24000}]"#,
-    );
+    declare_123abc02(broker.port());
     let _app = setup.start();
     // Let the sensor tasks open their ports and fusion load the declaration.
     std::thread::sleep(Duration::from_millis(1500));

@@ -55,12 +55,10 @@ fn a_tracker_acknowledged_before_a_sigkill_loses_nothing() {
     let central = Central::connect(broker.port(), "central-trackers");
     let setup = Setup::new(tmp.path(), broker.port(), "", "");
     let port = free_port().unwrap();
-    let mut cfg = std::fs::read_to_string(&setup.config).unwrap();
-    cfg.push_str(&format!(
+    setup.add(&format!(
         "[[sensors]]\nid = \"seals-teltonika\"\nprotocol = \"teltonika\"\n\
          transport = {{ kind = \"tcp\", listen = \"127.0.0.1:{port}\", allow = [\"356307042441013\"] }}\n"
     ));
-    std::fs::write(&setup.config, cfg).unwrap();
 
     let base = 1_700_000_000_000u64;
     let packets: Vec<Vec<u8>> = (0..40).map(|i| codec8(base + i as u64 * 1000, i)).collect();

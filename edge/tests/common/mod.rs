@@ -192,6 +192,13 @@ impl Setup {
         }
     }
 
+    /// Appends TOML (sensors, sections) to the config.
+    pub fn add(&self, toml: &str) {
+        let mut cfg = std::fs::read_to_string(&self.config).unwrap();
+        cfg.push_str(toml);
+        std::fs::write(&self.config, cfg).unwrap();
+    }
+
     /// Starts `acsgd run` and waits until its ingest port answers.
     pub fn start(&self) -> Appliance {
         let log = std::fs::OpenOptions::new()
@@ -459,6 +466,25 @@ pub fn frame(seq: &mut u8, body: Body) -> Vec<u8> {
     )
     .unwrap();
     buf[..n].to_vec()
+}
+
+/// Fusion windows short enough for a test, and the lane node `node-1` of lane 1 on a serial
+/// port: the start of a lane's config.
+pub fn fast_lane_with_node(node_path: &str) -> String {
+    format!(
+        "[fusion]\nwindow_before_s = 1.0\nwindow_after_s = 1.0\nlateness_s = 0.5\nmerge_gap_s = 0.5\n\
+         [[sensors]]\nid = \"node-1\"\nlane = \"1\"\nprotocol = \"lane\"\n\
+         transport = {{ kind = \"serial\", path = \"{node_path}\", baud = 115200 }}\n"
+    )
+}
+
+/// Central declares truck `123ABC02` (MRN 26KZ5500000000001A, 24 t), retained.
+pub fn declare_123abc02(port: u16) {
+    publish_retained(
+        port,
+        &format!("acsgd/v1/{POST}/in/declarations"),
+        r#"[{"mrn": "26KZ5500000000001A", "plates": ["123ABC02"], "gross_kg": 24000}]"#,
+    );
 }
 
 /// Publishes what central sends, retained, and waits for the broker's PUBACK.
