@@ -6,6 +6,7 @@
 //! looked for, in order, at the path given (config `[anpr] onnxruntime`, `--onnxruntime`),
 //! `$ORT_DYLIB_PATH`, `libonnxruntime.so` beside the binary, and `/usr/lib/acsgd/`.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -73,15 +74,17 @@ pub struct ModelSource {
 }
 
 impl ModelSource {
-    fn bytes(&self, name: &str, builtin: &'static [u8]) -> Result<Vec<u8>, AnprError> {
+    fn bytes(&self, name: &str, builtin: &'static [u8]) -> Result<Cow<'static, [u8]>, AnprError> {
         match &self.dir {
-            None => Ok(builtin.to_vec()),
+            None => Ok(Cow::Borrowed(builtin)),
             Some(d) => {
                 let p = d.join(name);
-                std::fs::read(&p).map_err(|e| AnprError::Model {
-                    model: p.display().to_string(),
-                    problem: e.to_string(),
-                })
+                std::fs::read(&p)
+                    .map(Cow::Owned)
+                    .map_err(|e| AnprError::Model {
+                        model: p.display().to_string(),
+                        problem: e.to_string(),
+                    })
             }
         }
     }
