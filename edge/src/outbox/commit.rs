@@ -1,16 +1,33 @@
 //! The group-commit writer: one OS thread owns appends (sled and fsync block), async callers
-//! queue requests to it and get their answer once their batch is on disk.
+//! queue requests to it and get their answer once their batch is on disk. Accepted events are
+//! also offered to in-process watchers (the officer display) once they are on disk.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::{encode_record, Store};
 use crate::envelope::{Event, Priority, Signer};
 
 /// Requests queued at most; a producer beyond that waits (backpressure).
 const QUEUE: usize = 1024;
+
+/// Accepted events a slow watcher may fall behind by before it is told it lagged.
+const FEED: usize = 4096;
+
+/// An event on disk, as offered to watchers.
+#[derive(Debug, Clone)]
+pub struct Fed {
+    pub seq: u64,
+    pub id: String,
+    pub kind: String,
+    /// The event's own time, RFC 3339.
+    pub time: String,
+    pub body: serde_json::Value,
+    /// When the fsync that accepted it returned (Unix ms).
+    pub accepted_ms: i64,
+}
 
 /// An accepted event: on disk, numbered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +63,7 @@ pub struct Outbox {
     tx: mpsc::Sender<Msg>,
     store: Arc<Store>,
     durable: watch::Receiver<u64>,
+    feed: broadcast::Sender<Arc<Fed>>,
 }
 
 impl Outbox {
@@ -53,12 +71,25 @@ impl Outbox {
     pub fn start(store: Arc<Store>, signer: Signer, batch_max: usize) -> Outbox {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (durable_tx, durable) = watch::channel(store.last_seq());
+        let (feed, _) = broadcast::channel(FEED);
         let s = store.clone();
+        let f = feed.clone();
         std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer(s, signer, rx, batch_max.max(1), durable_tx))
+            .spawn(move || writer(s, signer, rx, batch_max.max(1), durable_tx, f))
             .expect("spawning the outbox writer thread");
-        Outbox { tx, store, durable }
+        Outbox {
+            tx,
+            store,
+            durable,
+            feed,
+        }
+    }
+
+    /// Events as they become accepted (on disk), in `seq` order. Events are copied for
+    /// watchers only while somebody watches.
+    pub fn watch(&self) -> broadcast::Receiver<Arc<Fed>> {
+        self.feed.subscribe()
     }
 
     /// Appends one event; returns once it is on disk.
@@ -106,15 +137,17 @@ fn writer(
     mut rx: mpsc::Receiver<Msg>,
     batch_max: usize,
     durable: watch::Sender<u64>,
+    feed: broadcast::Sender<Arc<Fed>>,
 ) {
     // Pipelined group commit: this thread seals and applies batch N+1 while the flusher
     // thread waits on the fsync of batch N. Answers go out only after the fsync.
     let (to_flusher, flushes) = std::sync::mpsc::channel::<Flush>();
     let flusher = {
         let store = store.clone();
+        let feed = feed.clone();
         std::thread::Builder::new()
             .name("outbox-flusher".into())
-            .spawn(move || flusher(&store, flushes, durable))
+            .spawn(move || flusher(&store, flushes, durable, feed))
             .expect("spawning the outbox flusher thread")
     };
     let mut closing = None;
@@ -141,7 +174,8 @@ fn writer(
             }
         }
         if !reqs.is_empty() {
-            let _ = to_flusher.send(commit(&store, &signer, reqs));
+            let watched = feed.receiver_count() > 0;
+            let _ = to_flusher.send(commit(&store, &signer, reqs, watched));
         }
     }
     rx.close();
@@ -162,10 +196,17 @@ struct Flush {
     /// The last `seq` assigned when the batch was applied.
     upto: u64,
     replies: Vec<(Reply, oneshot::Sender<Reply>)>,
+    /// Copies of the accepted events, when someone watches.
+    fed: Vec<Fed>,
 }
 
 /// Flushes whatever batches are waiting, with one fsync, then answers them.
-fn flusher(store: &Store, rx: std::sync::mpsc::Receiver<Flush>, durable: watch::Sender<u64>) {
+fn flusher(
+    store: &Store,
+    rx: std::sync::mpsc::Receiver<Flush>,
+    durable: watch::Sender<u64>,
+    feed: broadcast::Sender<Arc<Fed>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         while let Ok(b) = rx.try_recv() {
@@ -183,7 +224,14 @@ fn flusher(store: &Store, rx: std::sync::mpsc::Receiver<Flush>, durable: watch::
                 grew
             });
         }
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         for b in batches {
+            if flushed.is_ok() {
+                for mut f in b.fed {
+                    f.accepted_ms = now_ms;
+                    let _ = feed.send(Arc::new(f));
+                }
+            }
             for (mut results, reply) in b.replies {
                 if let Err(e) = &flushed {
                     for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -230,6 +278,7 @@ fn commit(
     store: &Store,
     signer: &Signer,
     reqs: Vec<(Vec<Event>, oneshot::Sender<Reply>)>,
+    watched: bool,
 ) -> Flush {
     let mut batch = sled::Batch::default();
     let mut seq = store.last_seq();
@@ -242,6 +291,7 @@ fn commit(
     let all: Vec<&Event> = reqs.iter().flat_map(|(evs, _)| evs.iter()).collect();
     let mut sealed = seal_all(signer, &all, base).into_iter();
     let mut index = 0u64;
+    let mut fed = Vec::new();
     for (events, reply) in reqs {
         let mut results = Vec::with_capacity(events.len());
         for ev in &events {
@@ -283,6 +333,16 @@ fn commit(
             }
             batch.insert(&seq.to_be_bytes(), rec);
             accepted += 1;
+            if watched {
+                fed.push(Fed {
+                    seq,
+                    id: ev.id.clone(),
+                    kind: ev.kind.clone(),
+                    time: crate::envelope::rfc3339_ms(ev.time),
+                    body: ev.body.clone(),
+                    accepted_ms: 0,
+                });
+            }
             results.push(Ok(Accepted {
                 seq,
                 id: ev.id.clone(),
@@ -327,10 +387,12 @@ fn commit(
                 }
             }
             store.rebuild_accounting();
+            fed.clear();
         }
     }
     Flush {
         upto: store.last_seq(),
         replies,
+        fed,
     }
 }

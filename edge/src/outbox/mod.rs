@@ -60,7 +60,7 @@
 
 mod commit;
 
-pub use commit::{Accepted, AppendError, Outbox};
+pub use commit::{Accepted, AppendError, Fed, Outbox};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -558,6 +558,12 @@ impl Store {
         self.inbox.flush()?;
         self.inbox_generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// A tree of its own for another part of the appliance (the display's board and
+    /// sessions), in the same database so it shares the data directory and its fsyncs.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, sled::Error> {
+        self.db.open_tree(name)
     }
 
     /// Changes to the inbox since the store was opened.
