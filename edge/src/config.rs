@@ -61,9 +61,9 @@ pub struct Config {
     pub uplink: Uplink,
     /// Local storage: the outbox and caches.
     pub storage: Storage,
-    /// The officer display.
+    /// The officer display (absent: not served).
     #[serde(default)]
-    pub display: Display,
+    pub display: Option<Display>,
     /// Local JSON-lines event ingest for integrations (absent: disabled).
     #[serde(default)]
     pub ingest: Option<Ingest>,
@@ -322,25 +322,181 @@ fn default_commit_batch() -> usize {
     4096
 }
 
-/// The officer display.
+/// The officer display (absent: not served).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Display {
-    /// Address the display is served on.
+    /// Address the display is served on (the box's own screen: loopback; the post's LAN:
+    /// that interface's address).
     #[serde(default = "default_display_bind")]
     pub bind: SocketAddr,
+    /// A TOML file of `[[accounts]]` (what `acsgd account add` writes); relative paths are
+    /// taken from the config file's directory. Read at start.
+    #[serde(default)]
+    pub accounts_file: Option<PathBuf>,
+    /// Accounts given here, besides the file's.
+    #[serde(default)]
+    pub accounts: Vec<Account>,
+    /// A session unused this long ends.
+    #[serde(default = "default_idle_min")]
+    pub session_idle_min: u32,
+    /// A session ends this long after sign-in, used or not.
+    #[serde(default = "default_max_h")]
+    pub session_max_h: u32,
+    /// Language for accounts that name none: `kk`, `ru`, `en` or `zh`.
+    #[serde(default = "default_lang")]
+    pub lang: String,
 }
 
 impl Default for Display {
     fn default() -> Self {
         Display {
             bind: default_display_bind(),
+            accounts_file: None,
+            accounts: Vec::new(),
+            session_idle_min: default_idle_min(),
+            session_max_h: default_max_h(),
+            lang: default_lang(),
         }
     }
 }
 
 fn default_display_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_idle_min() -> u32 {
+    30
+}
+fn default_max_h() -> u32 {
+    12
+}
+fn default_lang() -> String {
+    "ru".into()
+}
+
+/// The display's languages.
+pub const LANGS: &[&str] = &["kk", "ru", "en", "zh"];
+
+/// Who may do what on the display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sees the lanes and acknowledges alerts.
+    Officer,
+    /// An officer who may also override a passage's verdict.
+    Supervisor,
+    /// Health and configuration pages; no passage data.
+    Technician,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Officer => "officer",
+            Role::Supervisor => "supervisor",
+            Role::Technician => "technician",
+        }
+    }
+}
+
+/// A display account.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// Sign-in name: 1-32 lowercase letters, digits, `.`, `_`, `-`; goes into audit events.
+    pub user: String,
+    /// Full name shown on the screen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub role: Role,
+    /// Argon2 PHC string (`$argon2id$…`), as `acsgd account add` writes it.
+    pub password_hash: String,
+    /// `kk`, `ru`, `en` or `zh` (default: `display.lang`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+}
+
+/// An accounts file: `[[accounts]]` tables.
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsFile {
+    #[serde(default)]
+    pub accounts: Vec<Account>,
+}
+
+/// A valid account user name.
+pub fn valid_user(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Checks one account; the key is relative to the account.
+pub fn check_account(a: &Account, default_lang: &str) -> Result<(), (&'static str, String)> {
+    if !valid_user(&a.user) {
+        return Err((
+            "user",
+            format!(
+                "{:?} is not a user name: use 1-32 lowercase letters, digits, '.', '_', '-'",
+                a.user
+            ),
+        ));
+    }
+    if argon2::PasswordHash::new(&a.password_hash).is_err()
+        || !a.password_hash.starts_with("$argon2")
+    {
+        return Err((
+            "password_hash",
+            "is not an argon2 hash (make one with `acsgd account add`)".into(),
+        ));
+    }
+    let lang = a.lang.as_deref().unwrap_or(default_lang);
+    if !LANGS.contains(&lang) {
+        return Err(("lang", format!("{lang:?} is not one of kk, ru, en, zh")));
+    }
+    Ok(())
+}
+
+impl AccountsFile {
+    /// Parses an accounts file; errors name the file, the line and the key.
+    pub fn parse(path: &Path, text: &str, default_lang: &str) -> Result<AccountsFile, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let f: AccountsFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::Invalid {
+                file: path.to_path_buf(),
+                line: inner.span().map(|s| line_of(text, s.start)),
+                key: KeyPath(if key == "." { String::new() } else { key }),
+                problem: inner
+                    .message()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid")
+                    .to_string(),
+            }
+        })?;
+        for (i, a) in f.accounts.iter().enumerate() {
+            check_account(a, default_lang).map_err(|(k, problem)| ConfigError::Invalid {
+                file: path.to_path_buf(),
+                line: find_key_line(text, k),
+                key: KeyPath(format!("accounts[{i}].{k}")),
+                problem,
+            })?;
+        }
+        Ok(f)
+    }
+
+    /// Reads an accounts file; a missing file is an error (a typo must not lock officers out
+    /// silently).
+    pub fn load(path: &Path, default_lang: &str) -> Result<AccountsFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        AccountsFile::parse(path, &text, default_lang)
+    }
 }
 
 /// Local event ingest: JSON lines over TCP, each answered only once the event is on disk.
@@ -428,7 +584,7 @@ impl Config {
             problem,
         };
         let de = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let mut key = e.path().to_string();
             if key == "." {
                 key.clear();
@@ -460,6 +616,29 @@ impl Config {
         config
             .validate()
             .map_err(|(key, problem)| invalid(find_key_line(text, &key), key, problem))?;
+        if let Some(d) = &mut config.display {
+            if let Some(f) = &d.accounts_file {
+                let f = path.parent().map_or_else(|| f.clone(), |dir| dir.join(f));
+                let text_f = std::fs::read_to_string(&f).map_err(|e| {
+                    invalid(
+                        find_key_line(text, "accounts_file"),
+                        "display.accounts_file".into(),
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?;
+                let file = AccountsFile::parse(&f, &text_f, &d.lang)?;
+                d.accounts.extend(file.accounts);
+                d.accounts_file = Some(f);
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(a) = d.accounts.iter().find(|a| !seen.insert(a.user.as_str())) {
+                return Err(invalid(
+                    None,
+                    "display.accounts".into(),
+                    format!("user {:?} is defined twice", a.user),
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -632,6 +811,26 @@ impl Config {
                 ),
             ));
         }
+        if let Some(d) = &self.display {
+            if !LANGS.contains(&d.lang.as_str()) {
+                return Err((
+                    "display.lang".into(),
+                    format!("{:?} is not one of kk, ru, en, zh", d.lang),
+                ));
+            }
+            if d.session_idle_min == 0 || d.session_max_h == 0 {
+                let k = if d.session_idle_min == 0 {
+                    "session_idle_min"
+                } else {
+                    "session_max_h"
+                };
+                return Err((format!("display.{k}"), "must be at least 1".into()));
+            }
+            for (i, a) in d.accounts.iter().enumerate() {
+                check_account(a, &d.lang)
+                    .map_err(|(k, p)| (format!("display.accounts[{i}].{k}"), p))?;
+            }
+        }
         if let Some(ingest) = &self.ingest {
             if ingest.max_connections == 0 {
                 return Err(("ingest.max_connections".into(), "must be at least 1".into()));
@@ -723,7 +922,7 @@ data_dir = "/var/lib/acsgd"
         assert_eq!(c.uplink.protocol, MqttVersion::V311);
         assert_eq!(c.client_id(), "acsgd-korgas");
         assert_eq!(c.quota_bytes(), 1024 * 1024 * 1024);
-        assert_eq!(c.display.bind.port(), 8080);
+        assert!(c.display.is_none());
         assert!(c.ingest.is_none());
     }
 
