@@ -9,6 +9,7 @@ pub mod anpr;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod display;
 pub mod envelope;
 pub mod fusion;
 pub mod health;

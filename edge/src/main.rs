@@ -36,6 +36,17 @@ enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration: Option<u64>,
+        /// Serve the officer display here (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+    },
+    /// Manage the officer display's accounts file (`display.accounts_file`).
+    Account {
+        /// The accounts file; created by the first `add`.
+        #[arg(long)]
+        file: PathBuf,
+        #[command(subcommand)]
+        what: AccountCommand,
     },
     /// Decode a capture to JSON lines, one object per message (`-` or no FILE: stdin).
     Decode {
@@ -115,6 +126,29 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum AccountCommand {
+    /// Add an account; the password is asked on the terminal (or read as one line of stdin).
+    Add {
+        user: String,
+        #[arg(long, value_parser = ["officer", "supervisor", "technician"])]
+        role: String,
+        /// Full name shown on the screen.
+        #[arg(long)]
+        name: Option<String>,
+        /// kk, ru, en or zh (default: the display's).
+        #[arg(long)]
+        lang: Option<String>,
+        /// Set a new password (and role, name, language) for an existing account.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove an account.
+    Remove { user: String },
+    /// List the accounts (user, role, name; never the hashes).
+    List,
+}
+
+#[derive(Subcommand)]
 enum OutboxCommand {
     /// Backlog size, oldest event, counters.
     Stat {
@@ -132,6 +166,7 @@ fn main() -> ExitCode {
             | Command::Replay { .. }
             | Command::Record { .. }
             | Command::Anpr { .. }
+            | Command::Account { .. }
     );
     acsgd::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
@@ -141,6 +176,54 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+fn account(
+    file: &std::path::Path,
+    what: AccountCommand,
+) -> Result<(), acsgd::display::accounts::AccountError> {
+    use acsgd::config::Role;
+    use acsgd::display::accounts;
+    match what {
+        AccountCommand::Add {
+            user,
+            role,
+            name,
+            lang,
+            replace,
+        } => {
+            let role = match role.as_str() {
+                "officer" => Role::Officer,
+                "supervisor" => Role::Supervisor,
+                _ => Role::Technician,
+            };
+            let password = accounts::read_password()?;
+            let new = accounts::NewAccount {
+                user: user.clone(),
+                name,
+                role,
+                lang,
+                replace,
+            };
+            accounts::add(file, new, &password)?;
+            eprintln!("acsgd account: {user} written to {}", file.display());
+        }
+        AccountCommand::Remove { user } => {
+            accounts::remove(file, &user)?;
+            eprintln!("acsgd account: {user} removed from {}", file.display());
+        }
+        AccountCommand::List => {
+            for a in acsgd::config::AccountsFile::load(file, "ru")?.accounts {
+                println!(
+                    "{}\t{}\t{}",
+                    a.user,
+                    a.role.as_str(),
+                    a.name.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn dispatch(command: Command) -> Result<(), (u8, String)> {
@@ -161,13 +244,16 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             broker,
             data_dir,
             duration,
+            http,
         } => runtime()?
             .block_on(acsgd::demo::run(acsgd::demo::Options {
                 broker,
                 data_dir,
                 duration: duration.map(std::time::Duration::from_secs),
+                http: Some(http),
             }))
             .map_err(|e| (1, e.to_string())),
+        Command::Account { file, what } => account(&file, what).map_err(|e| (1, e.to_string())),
         Command::Decode {
             protocol,
             hex,

@@ -32,6 +32,8 @@ pub enum ServiceError {
     Uplink(#[from] UplinkError),
     #[error(transparent)]
     Sensor(#[from] crate::sensors::SensorError),
+    #[error(transparent)]
+    Display(#[from] crate::display::DisplayError),
     #[error("ingest: cannot listen on {addr}: {source}")]
     IngestBind {
         addr: std::net::SocketAddr,
@@ -45,6 +47,9 @@ pub struct Running {
     pub uplink: Arc<UplinkState>,
     pub health: Arc<Health>,
     pub ingest_addr: Option<std::net::SocketAddr>,
+    /// Where the officer display is served, when configured.
+    pub display_addr: Option<std::net::SocketAddr>,
+    display: Option<crate::display::Served>,
     /// The sensors with a driver, their counters and bound addresses.
     pub sensors: Vec<crate::sensors::Started>,
     sensor_store: JoinHandle<()>,
@@ -98,6 +103,25 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         report_open_note(&health, note).await;
     }
     let (stop, stop_rx) = watch::channel(false);
+    let state = Arc::new(UplinkState::default());
+    let sensor_counters: SensorCounters = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The display watches the outbox from here on, so it sees every event of this run.
+    let display = {
+        let (c, o, st, counters) = (
+            config.clone(),
+            outbox.clone(),
+            state.clone(),
+            sensor_counters.clone(),
+        );
+        let status: crate::display::StatusFn = Arc::new(move || {
+            let sensors: SensorStats = Arc::new(counters.lock().expect("counters lock").clone());
+            snapshot(&c, &o, &st, &sensors)
+                .ok()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or_default()
+        });
+        crate::display::start(&config, outbox.clone(), status, stop_rx.clone()).await?
+    };
     let fusion: crate::fusion::live::Shared = Arc::new(std::sync::Mutex::new(
         crate::fusion::Fusion::new(&config, crate::fusion::live::now()),
     ));
@@ -115,7 +139,6 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         outbox.clone(),
         stop_rx.clone(),
     ));
-    let state = Arc::new(UplinkState::default());
     let uplink_task = tokio::spawn(uplink::run(
         uplink_cfg,
         outbox.clone(),
@@ -144,6 +167,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             .map(|s| (s.id.clone(), s.stats.clone()))
             .collect(),
     );
+    *sensor_counters.lock().expect("counters lock") = sensor_stats.as_ref().clone();
     let status_task = tokio::spawn(status_loop(
         config.clone(),
         outbox.clone(),
@@ -157,6 +181,8 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         uplink: state,
         health,
         ingest_addr,
+        display_addr: display.as_ref().map(|d| d.addr),
+        display,
         sensors,
         sensor_store,
         fusion,
@@ -232,6 +258,9 @@ impl Running {
         self.outbox.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.uplink_task).await;
         let _ = self.status_task.await;
+        if let Some(d) = self.display {
+            d.stopped().await;
+        }
         if let Ok(s) = snapshot(&self.config, &self.outbox, &self.uplink, &self.sensor_stats) {
             let _ = status::write_live(&self.config.storage.data_dir, &s);
         }
@@ -241,6 +270,8 @@ impl Running {
 
 /// Sensor ids and their counters, for the status file.
 type SensorStats = Arc<Vec<(String, Arc<acsgd_drivers::transport::Stats>)>>;
+/// The same, filled in once the sensors have started (the display starts before them).
+type SensorCounters = Arc<std::sync::Mutex<Vec<(String, Arc<acsgd_drivers::transport::Stats>)>>>;
 
 fn snapshot(
     config: &Config,

@@ -7,7 +7,7 @@ use std::process::Command;
 #[test]
 fn demo_forwards_signed_passages_and_positions() {
     let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
-        .args(["demo", "--duration", "25"])
+        .args(["demo", "--duration", "25", "--http", "127.0.0.1:0"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

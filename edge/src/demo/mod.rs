@@ -4,7 +4,9 @@
 //! of finding) played in real time through the real drivers, and a stand-in for central that
 //! subscribes, checks every signature and counts duplicates. Declarations in the trace go
 //! into the inbox cache the way the uplink stores what central publishes. The trace loops
-//! when it ends. Prints one summary line per second.
+//! when it ends. The officer display is served (`--http`, default `127.0.0.1:8080`) with
+//! three demo accounts made for the run, one per role, whose passwords are printed. Prints
+//! one summary line per second.
 
 mod player;
 
@@ -28,6 +30,8 @@ pub struct Options {
     pub broker: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub duration: Option<Duration>,
+    /// Serve the officer display here.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Why the demo stopped early.
@@ -104,8 +108,14 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
             "[uplink]",
             "[uplink]\nbackoff_initial_ms = 200\nbackoff_max_s = 5",
         );
-    let config = Config::parse(std::path::Path::new("<demo>"), &text)?;
+    let mut config = Config::parse(std::path::Path::new("<demo>"), &text)?;
     let addr = config.broker();
+    let mut accounts = Vec::new();
+    if let Some(bind) = opts.http {
+        let (display, made) = demo_display(bind)?;
+        config.display = Some(display);
+        accounts = made;
+    }
 
     let central = Arc::new(Central::default());
     let (stop_central, stop_rx) = watch::channel(false);
@@ -123,6 +133,17 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
     );
     let mut player = player::Player::new(&config);
     println!("demo: {}", player.describe());
+    if let Some(a) = running.display_addr {
+        println!("demo: officer display on http://{a}/ (technician pages: http://{a}/tech)");
+        for a in &accounts {
+            println!(
+                "demo: account {} password {} ({})",
+                a.user,
+                a.password,
+                a.role.as_str()
+            );
+        }
+    }
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_line = Instant::now();
@@ -172,6 +193,60 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
         central.duplicates.load(Ordering::Relaxed)
     );
     Ok(())
+}
+
+/// A demo account and its password, printed for whoever runs the demo.
+struct DemoAccount {
+    user: &'static str,
+    role: crate::config::Role,
+    password: String,
+}
+
+/// The display's configuration for the demo, and its accounts: one per role, with passwords
+/// made for this run.
+fn demo_display(
+    bind: std::net::SocketAddr,
+) -> Result<(crate::config::Display, Vec<DemoAccount>), DemoError> {
+    use crate::config::{Account, Role};
+    let mut made = Vec::new();
+    let mut list = Vec::new();
+    for (user, role, name, lang) in [
+        ("officer", Role::Officer, "Demo officer", "ru"),
+        ("supervisor", Role::Supervisor, "Demo supervisor", "kk"),
+        ("technician", Role::Technician, "Demo technician", "en"),
+    ] {
+        let password = demo_password()?;
+        let hash = crate::display::auth::hash_password(&password).map_err(std::io::Error::other)?;
+        list.push(Account {
+            user: user.into(),
+            name: Some(name.into()),
+            role,
+            password_hash: hash,
+            lang: Some(lang.into()),
+        });
+        made.push(DemoAccount {
+            user,
+            role,
+            password,
+        });
+    }
+    let display = crate::config::Display {
+        bind,
+        accounts: list,
+        ..Default::default()
+    };
+    Ok((display, made))
+}
+
+/// Ten characters from an alphabet without look-alikes.
+fn demo_password() -> Result<String, std::io::Error> {
+    const A: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut raw = [0u8; 10];
+    getrandom::getrandom(&mut raw).map_err(std::io::Error::other)?;
+    Ok(raw
+        .iter()
+        .map(|b| A[*b as usize % A.len()] as char)
+        .collect())
 }
 
 fn summary(t: Duration, running: &service::Running, central: &Central) -> String {

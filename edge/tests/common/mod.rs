@@ -42,13 +42,18 @@ pub struct Central {
 impl Central {
     /// Connects, subscribes to everything the post publishes and waits for the SUBACK.
     pub fn connect(port: u16, client_id: &str) -> Central {
+        Central::connect_post(port, client_id, POST)
+    }
+
+    /// Like [`Central::connect`], for another post's topics.
+    pub fn connect_post(port: u16, client_id: &str, post: &str) -> Central {
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
         o.set_clean_session(false)
             .set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(4 << 20, 4 << 20);
         let (client, conn) = Client::new(o, 100);
         client
-            .subscribe(format!("acsgd/v1/{POST}/#"), QoS::AtLeastOnce)
+            .subscribe(format!("acsgd/v1/{post}/#"), QoS::AtLeastOnce)
             .unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -1,0 +1,813 @@
+//! The officer display: the lane screen served by `acsgd` itself (HTML, script, styles and
+//! language catalogues are built into the binary; nothing comes from the internet).
+//!
+//! - [`accounts`]: `acsgd account`, the accounts file.
+//! - [`auth`]: sign-in, sessions. Roles: officer (sees lanes, acknowledges),
+//!   supervisor (also overrides a verdict), technician (health and configuration, no passage
+//!   data).
+//! - [`board`]: what the screens show, fed from the events the outbox accepted.
+//! - [`i18n`]: the Kazakh, Russian, English and Chinese catalogues.
+//! - this module: the HTTP API, the live stream (server-sent events; the browser reconnects by
+//!   itself after a restart) and the assets.
+//!
+//! Acknowledgements and overrides become `ack` and `override` events in the outbox, with the
+//! officer's id: they reach central like every other event and are the audit trail. Every
+//! request that changes something needs a session, JSON, and (when the browser says where it
+//! comes from) the display's own origin.
+
+pub mod accounts;
+pub mod auth;
+pub mod board;
+pub mod i18n;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Role, Transport, LANGS};
+use crate::envelope::Event;
+use crate::outbox::Outbox;
+use auth::{Auth, Session, SignIn};
+use board::{Board, Refusal, Update};
+
+/// Live streams served at once at most (each screen holds one).
+const MAX_STREAMS: usize = 64;
+/// Characters kept of an officer's note.
+const MAX_NOTE: usize = 500;
+const COOKIE: &str = "acsgd_session";
+
+/// Why the display could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DisplayError {
+    #[error("display: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("display: store: {0}")]
+    Store(#[from] sled::Error),
+}
+
+/// The status the screens show (uplink, backlog, sensors), made on demand.
+pub type StatusFn = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// The running display.
+pub struct Served {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+    feed: JoinHandle<()>,
+}
+
+impl Served {
+    /// Waits for the server to finish after the stop signal (streams end with it).
+    pub async fn stopped(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.task).await;
+        self.feed.abort();
+    }
+}
+
+struct App {
+    post: String,
+    auth: Auth,
+    board: Mutex<Board>,
+    updates: broadcast::Sender<Arc<Update>>,
+    outbox: Outbox,
+    status: StatusFn,
+    tech: Value,
+    default_lang: String,
+    max_age_s: u64,
+    streams: AtomicUsize,
+    stop: watch::Receiver<bool>,
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Binds, loads the board and starts serving; stops when `stop` turns true.
+pub async fn start(
+    config: &Config,
+    outbox: Outbox,
+    status: StatusFn,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<Served>, DisplayError> {
+    let Some(d) = &config.display else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(d.bind)
+        .await
+        .map_err(|source| DisplayError::Bind {
+            addr: d.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| DisplayError::Bind {
+        addr: d.bind,
+        source,
+    })?;
+    let tree = outbox.store().tree("display")?;
+    let sessions = outbox.store().tree("display_sessions")?;
+    let lanes: Vec<String> = config.lanes.iter().map(|l| l.id.clone()).collect();
+    let board = Board::load(tree, &lanes);
+    let auth = Auth::new(&d.accounts, sessions, d.session_idle_min, d.session_max_h);
+    auth.sweep(now_ms());
+    if auth.is_empty() {
+        tracing::warn!(
+            "display: no accounts, nobody can sign in (add one with `acsgd account add`)"
+        );
+    }
+    let (updates, _) = broadcast::channel(1024);
+    let app = Arc::new(App {
+        post: config.post.clone(),
+        auth,
+        board: Mutex::new(board),
+        updates,
+        outbox: outbox.clone(),
+        status,
+        tech: tech_summary(config),
+        default_lang: d.lang.clone(),
+        max_age_s: u64::from(d.session_max_h) * 3600,
+        streams: AtomicUsize::new(0),
+        stop: stop.clone(),
+    });
+    let feed = tokio::spawn(feed(app.clone(), outbox.watch()));
+    let router = router(app);
+    let mut stop_rx = stop;
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            while !*stop_rx.borrow() {
+                if stop_rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "display server failed");
+        }
+    });
+    tracing::info!(%addr, "display serving");
+    Ok(Some(Served { addr, task, feed }))
+}
+
+/// Accepted events into the board, and the board's changes out to the screens.
+async fn feed(app: Arc<App>, mut rx: broadcast::Receiver<Arc<crate::outbox::Fed>>) {
+    loop {
+        match rx.recv().await {
+            Ok(f) => {
+                let u = app.board.lock().expect("board lock").apply(&f);
+                if let Some(u) = u {
+                    let _ = app.updates.send(Arc::new(u));
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "display fell behind the outbox; some events are not on the screen"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/tech", get(tech_page))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
+        .route("/assets/i18n/{lang}", get(catalogue))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+        .route("/api/me/lang", post(set_lang))
+        .route("/api/state", get(state))
+        .route("/api/stream", get(stream))
+        .route("/api/alerts/{id}/ack", post(ack))
+        .route("/api/passages/{id}/override", post(override_verdict))
+        .route("/api/tech", get(tech))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(middleware::from_fn(guard))
+        .with_state(app)
+}
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Security headers on every answer; changes only from the display's own pages.
+async fn guard(req: Request, next: Next) -> Response {
+    if req.method() == Method::POST {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|h| h.to_str().ok());
+        if let (Some(o), Some(h)) = (origin, host) {
+            let from = o.split_once("://").map_or(o, |(_, rest)| rest);
+            if from != h {
+                return ApiError(StatusCode::FORBIDDEN, "origin", "request from another site")
+                    .into_response();
+            }
+        }
+    }
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// An error answer: `{"error": key, "message": text}`; the screen translates the key.
+struct ApiError(StatusCode, &'static str, &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1, "message": self.2}))).into_response()
+    }
+}
+
+fn token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .filter(|t| t.len() == 64)
+}
+
+impl App {
+    fn session(&self, headers: &HeaderMap) -> Result<Session, ApiError> {
+        token(headers)
+            .and_then(|t| self.auth.session(t, now_ms()))
+            .ok_or(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "signed_out",
+                "sign in first",
+            ))
+    }
+
+    fn lang_of(&self, s: &Session) -> String {
+        self.board
+            .lock()
+            .expect("board lock")
+            .lang(&s.user)
+            .or_else(|| self.auth.account(&s.user).and_then(|a| a.lang.clone()))
+            .unwrap_or_else(|| self.default_lang.clone())
+    }
+
+    fn me(&self, s: &Session) -> Value {
+        json!({"user": s.user, "name": s.name, "role": s.role, "lang": self.lang_of(s), "post": self.post, "langs": LANGS})
+    }
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+/// The technician pages: the same application, allowed to technicians only.
+async fn tech_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match app.session(&headers) {
+        Err(_) => Redirect::to("/").into_response(),
+        Ok(s) if s.role == Role::Technician => index().await,
+        Ok(s) => {
+            tracing::warn!(user = %s.user, "display: refused the technician pages");
+            (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                FORBIDDEN_HTML,
+            )
+                .into_response()
+        }
+    }
+}
+
+const FORBIDDEN_HTML: &str = "<!doctype html><meta charset=utf-8><title>403</title>\
+<h1 id=forbidden>403</h1><p>Техник беттері · Страницы техника · Technician pages · 技术员页面</p><p><a href=/>←</a></p>";
+
+async fn catalogue(Path(lang): Path<String>) -> Response {
+    let lang = lang.trim_end_matches(".json");
+    match i18n::catalogue(lang) {
+        Some(c) => asset("application/json; charset=utf-8", c),
+        None => ApiError(StatusCode::NOT_FOUND, "not_found", "no such language").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    user: String,
+    password: String,
+}
+
+async fn login(State(app): State<Arc<App>>, Json(l): Json<Login>) -> Response {
+    if l.user.len() > 64 || l.password.len() > 256 {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "wrong_password",
+            "wrong user or password",
+        )
+        .into_response();
+    }
+    let a = app.clone();
+    let user = l.user.clone();
+    let r =
+        tokio::task::spawn_blocking(move || a.auth.sign_in(&l.user, &l.password, now_ms())).await;
+    match r {
+        Ok(Ok((token, s))) => {
+            tracing::info!(user = %s.user, role = ?s.role, "display: signed in");
+            let cookie = format!(
+                "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                app.max_age_s
+            );
+            ([(header::SET_COOKIE, cookie)], Json(app.me(&s))).into_response()
+        }
+        Ok(Err(SignIn::Locked(secs))) => {
+            tracing::warn!(%user, "display: sign-in refused, user locked out");
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"error": "locked", "message": "too many wrong passwords", "retry_s": secs})),
+            )
+                .into_response()
+        }
+        _ => {
+            tracing::warn!(%user, "display: wrong password");
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "wrong_password",
+                "wrong user or password",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(t) = token(&headers) {
+        app.auth.sign_out(t);
+    }
+    let clear = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    ([(header::SET_COOKIE, clear)], Json(json!({}))).into_response()
+}
+
+async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let s = app.session(&headers)?;
+    Ok(Json(app.me(&s)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lang {
+    lang: String,
+}
+
+async fn set_lang(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(l): Json<Lang>,
+) -> Result<Json<Value>, ApiError> {
+    let s = app.session(&headers)?;
+    if !LANGS.contains(&l.lang.as_str()) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_lang",
+            "not one of kk, ru, en, zh",
+        ));
+    }
+    app.board
+        .lock()
+        .expect("board lock")
+        .set_lang(&s.user, &l.lang);
+    Ok(Json(app.me(&s)))
+}
+
+async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let s = app.session(&headers)?;
+    let mut v = app
+        .board
+        .lock()
+        .expect("board lock")
+        .snapshot(s.sees_passages());
+    v["status"] = (app.status)();
+    Ok(Json(v))
+}
+
+/// The live stream: a snapshot, then every change, and the status each second. Ends when
+/// the session does (the screen then asks the officer to sign in again) or the service stops.
+async fn stream(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let s = app.session(&headers)?;
+    let token = token(&headers).unwrap_or_default().to_string();
+    if app.streams.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
+        app.streams.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many screens",
+        ));
+    }
+    let rx = app.updates.subscribe();
+    let mut first = app
+        .board
+        .lock()
+        .expect("board lock")
+        .snapshot(s.sees_passages());
+    first["status"] = (app.status)();
+    let first = SseEvent::default()
+        .event("snapshot")
+        .retry(Duration::from_millis(1000))
+        .data(first.to_string());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let st = Stream {
+        app: app.clone(),
+        rx,
+        tick,
+        token,
+        passages: s.sees_passages(),
+        first: Some(first),
+        stop: app.stop.clone(),
+    };
+    let events = futures_util::stream::unfold(st, |mut st| async move {
+        let ev = st.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(ev), st))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+struct Stream {
+    app: Arc<App>,
+    rx: broadcast::Receiver<Arc<Update>>,
+    tick: tokio::time::Interval,
+    token: String,
+    passages: bool,
+    first: Option<SseEvent>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.app.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Stream {
+    async fn next(&mut self) -> Option<SseEvent> {
+        if let Some(f) = self.first.take() {
+            return Some(f);
+        }
+        loop {
+            if *self.stop.borrow() {
+                return None;
+            }
+            tokio::select! {
+                u = self.rx.recv() => match u {
+                    Ok(u) if u.passage_data && !self.passages => continue,
+                    Ok(u) => {
+                        let data = json!({"kind": u.kind, "data": u.data});
+                        return Some(SseEvent::default().event("update").data(data.to_string()));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Too far behind to patch: send the whole board again.
+                        let mut s = self.app.board.lock().expect("board lock").snapshot(self.passages);
+                        s["status"] = (self.app.status)();
+                        return Some(SseEvent::default().event("snapshot").data(s.to_string()));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = self.tick.tick() => {
+                    self.app.auth.session(&self.token, now_ms())?;
+                    let s = (self.app.status)();
+                    return Some(SseEvent::default().event("status").data(s.to_string()));
+                }
+                _ = self.stop.changed() => return None,
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ack {
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// The decisions an officer can take on an alert.
+pub const DECISIONS: &[&str] = &["released", "inspection", "false_alarm"];
+
+fn note(n: &str) -> String {
+    n.trim()
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .take(MAX_NOTE)
+        .collect()
+}
+
+async fn ack(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(a): Json<Ack>,
+) -> Result<Json<Value>, ApiError> {
+    let s = app.session(&headers)?;
+    if !s.sees_passages() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "your role cannot do this",
+        ));
+    }
+    if !DECISIONS.contains(&a.decision.as_str()) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_decision",
+            "decision must be released, inspection or false_alarm",
+        ));
+    }
+    let alert = app
+        .board
+        .lock()
+        .expect("board lock")
+        .claim_alert(&id)
+        .map_err(refused)?;
+    let mut body = json!({
+        "alert": id,
+        "rule": alert["body"]["rule"],
+        "lane": alert["body"]["lane"],
+        "decision": a.decision,
+        "note": note(&a.note),
+        "officer": s.user,
+        "officer_name": s.name,
+        "role": s.role,
+    });
+    if let Some(p) = alert["body"].get("passage") {
+        body["passage"] = p.clone();
+    }
+    let ev = Event::now("ack", body);
+    match app.outbox.append(ev).await {
+        Ok(acc) => {
+            tracing::info!(officer = %s.user, alert = %id, decision = %a.decision, "display: alert acknowledged");
+            Ok(Json(json!({"event": acc.id, "seq": acc.seq})))
+        }
+        Err(e) => {
+            app.board.lock().expect("board lock").release(&id);
+            tracing::error!(error = %e, "display: acknowledgement not stored");
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_stored",
+                "could not store the acknowledgement; try again",
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Override {
+    channel: String,
+    note: String,
+}
+
+async fn override_verdict(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(o): Json<Override>,
+) -> Result<Json<Value>, ApiError> {
+    let s = app.session(&headers)?;
+    if s.role != Role::Supervisor {
+        tracing::warn!(user = %s.user, "display: override refused to a non-supervisor");
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only a supervisor can override a verdict",
+        ));
+    }
+    if !["green", "yellow", "red"].contains(&o.channel.as_str()) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_channel",
+            "channel must be green, yellow or red",
+        ));
+    }
+    let note = note(&o.note);
+    if note.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "note_required",
+            "an override needs a note",
+        ));
+    }
+    let p = app
+        .board
+        .lock()
+        .expect("board lock")
+        .claim_passage(&id)
+        .map_err(refused)?;
+    let from = p["override"]["to"]
+        .as_str()
+        .map_or_else(|| p["body"]["channel"].clone(), |c| json!(c));
+    let body = json!({
+        "passage": id,
+        "lane": p["body"]["lane"],
+        "mrn": p["body"]["mrn"],
+        "from": from,
+        "to": o.channel,
+        "note": note,
+        "officer": s.user,
+        "officer_name": s.name,
+        "role": s.role,
+    });
+    match app.outbox.append(Event::now("override", body)).await {
+        Ok(acc) => {
+            tracing::info!(officer = %s.user, passage = %id, to = %o.channel, "display: verdict overridden");
+            Ok(Json(json!({"event": acc.id, "seq": acc.seq})))
+        }
+        Err(e) => {
+            app.board.lock().expect("board lock").release(&id);
+            tracing::error!(error = %e, "display: override not stored");
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_stored",
+                "could not store the override; try again",
+            ))
+        }
+    }
+}
+
+fn refused(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Unknown => ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "not on the screen any more",
+        ),
+        Refusal::Already => ApiError(StatusCode::CONFLICT, "already", "already done"),
+    }
+}
+
+async fn tech(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let s = app.session(&headers)?;
+    if s.role != Role::Technician {
+        tracing::warn!(user = %s.user, "display: refused the technician pages");
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "technicians only",
+        ));
+    }
+    let mut v = app.board.lock().expect("board lock").snapshot(false);
+    v["status"] = (app.status)();
+    v["config"] = app.tech.clone();
+    Ok(Json(v))
+}
+
+/// The configuration as the technician pages show it: no password hashes, no credentials in
+/// camera URLs.
+fn tech_summary(c: &Config) -> Value {
+    let sensors: Vec<Value> = c
+        .sensors
+        .iter()
+        .map(|s| {
+            let transport = match &s.transport {
+                Transport::Serial { path, baud } => format!("serial {} {baud}", path.display()),
+                Transport::Tcp { listen, .. } => format!("tcp {listen}"),
+                Transport::Udp { listen, .. } => format!("udp {listen}"),
+                Transport::Url { url } => format!("url {}", without_credentials(url)),
+            };
+            json!({"id": s.id, "lane": s.lane, "protocol": format!("{:?}", s.protocol).to_lowercase(), "transport": transport})
+        })
+        .collect();
+    let d = c.display.as_ref();
+    json!({
+        "post": c.post,
+        "version": env!("CARGO_PKG_VERSION"),
+        "lanes": c.lanes.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        "sensors": sensors,
+        "broker": without_credentials(&c.uplink.broker),
+        "data_dir": c.storage.data_dir.display().to_string(),
+        "quota_mb": c.storage.quota_mb,
+        "display": d.map(|d| json!({
+            "bind": d.bind.to_string(),
+            "accounts": d.accounts.iter().map(|a| json!({"user": a.user, "role": a.role})).collect::<Vec<_>>(),
+            "session_idle_min": d.session_idle_min,
+            "session_max_h": d.session_max_h,
+        })),
+        "ingest": c.ingest.as_ref().map(|i| i.listen.to_string()),
+    })
+}
+
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (auth, host) = rest.split_once('/').map_or((rest, ""), |(a, h)| (a, h));
+            let auth = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+            if host.is_empty() && !rest.contains('/') {
+                format!("{scheme}://{auth}")
+            } else {
+                format!("{scheme}://{auth}/{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_urls() {
+        assert_eq!(
+            without_credentials("rtsp://admin:secret@10.0.0.5:554/s1"),
+            "rtsp://10.0.0.5:554/s1"
+        );
+        assert_eq!(
+            without_credentials("mqtt://u:p@central:1883"),
+            "mqtt://central:1883"
+        );
+        assert_eq!(
+            without_credentials("http://cam/snap.jpg"),
+            "http://cam/snap.jpg"
+        );
+    }
+
+    #[test]
+    fn session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        let t = "a".repeat(64);
+        h.insert(
+            header::COOKIE,
+            format!("x=1; {COOKIE}={t}; y=2").parse().unwrap(),
+        );
+        assert_eq!(token(&h), Some(t.as_str()));
+        h.insert(header::COOKIE, format!("{COOKIE}=short").parse().unwrap());
+        assert_eq!(token(&h), None);
+    }
+
+    #[test]
+    fn notes_are_trimmed_and_bounded() {
+        assert_eq!(note("  seal intact\u{7}  "), "seal intact");
+        assert_eq!(note(&"x".repeat(2000)).len(), MAX_NOTE);
+    }
+}

@@ -1,0 +1,775 @@
+//! The officer display in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+//! driven over WebDriver with fantoccini), against the real `acsgd demo` replaying its bundled
+//! trace into a real mosquitto: sign-in refused and accepted, a passage appearing within a
+//! second of being stored, an alert acknowledged and its `ack` event at central, the tone
+//! silenced, both languages photographed, the technician pages closed to an officer and open
+//! to a technician without passage data, and the screen reconnecting by itself across a
+//! restart of the appliance.
+//!
+//! Set `ACSGD_SCREENSHOTS=DIR` to keep the screenshots (the README's come from here).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const DEMO_POST: &str = "demo-korgas";
+
+/// `acsgd demo` with the display on `port`, its output collected.
+struct Demo {
+    child: Child,
+    out: Arc<Mutex<Vec<String>>>,
+}
+
+impl Demo {
+    fn start(port: u16, broker: u16, data_dir: &Path) -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+            .args(["demo", "--http", &format!("127.0.0.1:{port}")])
+            .args(["--broker", &format!("mqtt://127.0.0.1:{broker}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let o = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                o.lock().unwrap().push(line);
+            }
+        });
+        let d = Demo { child, out };
+        d.wait_line("demo: account technician", 30);
+        d
+    }
+
+    fn wait_line(&self, prefix: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(l) = self
+                .out
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.starts_with(prefix))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "demo never printed {prefix:?}: {:?}",
+                self.out.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The password printed for a demo account.
+    fn password(&self, user: &str) -> String {
+        let l = self.wait_line(&format!("demo: account {user} password "), 5);
+        l.split_whitespace().nth(4).unwrap().to_string()
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "demo exited with {status}");
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver on a free port, and a headless Chromium session through it.
+struct Browser {
+    driver: Child,
+    client: Option<Client>,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port().unwrap();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; .ci/setup installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                         "--window-size=1600,1100", "--lang=en-GB", "--autoplay-policy=no-user-gesture-required"],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a Chromium session");
+        Browser {
+            driver,
+            client: Some(client),
+        }
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().unwrap()
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c().execute(script, vec![]).await.unwrap()
+    }
+
+    /// Waits until `script` (a JS expression) is truthy; returns its value.
+    async fn until(&self, secs: u64, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.js(&format!("return ({script});")).await;
+            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let html = self
+                    .js("return document.body.innerText.slice(0, 2000);")
+                    .await;
+                panic!("timed out waiting for {what}; the page says: {html}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let e = self.c().find(Locator::Css(css)).await.unwrap();
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.c()
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn sign_in(&self, base: &str, user: &str, password: &str) {
+        self.c().goto(base).await.unwrap();
+        self.until(10, "the sign-in form", "document.querySelector('#login')")
+            .await;
+        self.fill("#user", user).await;
+        self.fill("#password", password).await;
+        self.click("#signin").await;
+    }
+
+    /// Calls the display's API from inside the page (with its session cookie).
+    async fn fetch(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let script = format!(
+            "const done = arguments[arguments.length - 1];
+             fetch({path:?}, {{method: {method:?}, headers: {{'Content-Type': 'application/json'}},
+               body: {method:?} === 'GET' ? undefined : JSON.stringify({body})}})
+             .then(async r => done([r.status, await r.json().catch(() => null)]));"
+        );
+        let v = self.c().execute_async(&script, vec![]).await.unwrap();
+        (v[0].as_u64().unwrap() as u16, v[1].clone())
+    }
+
+    async fn screenshot(&self, name: &str, dir: &Path) -> PathBuf {
+        let png = self.c().screenshot().await.unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 20_000,
+            "{name}: {} bytes",
+            png.len()
+        );
+        let p = dir.join(name);
+        std::fs::write(&p, png).unwrap();
+        p
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officers_and_technicians_at_the_lane_screen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let central = Central::connect_post(broker.port(), "central-display", DEMO_POST);
+    let port = free_port().unwrap();
+    let data = tmp.path().join("data");
+    let mut demo = Demo::start(port, broker.port(), &data);
+    let base = format!("http://127.0.0.1:{port}/");
+    let shots = std::env::var_os("ACSGD_SCREENSHOTS")
+        .map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
+    std::fs::create_dir_all(&shots).unwrap();
+    let b = Browser::start().await;
+
+    // A wrong password is refused, and says so in the screen's language.
+    b.sign_in(&base, "officer", "not-the-password").await;
+    let msg = b
+        .until(
+            10,
+            "the refusal",
+            "document.querySelector('#login-error').textContent",
+        )
+        .await;
+    assert!(msg.as_str().unwrap().len() > 5, "{msg}");
+    let (code, body) = b.fetch("GET", "/api/me", json!(null)).await;
+    assert_eq!((code, body["error"].as_str()), (401, Some("signed_out")));
+    // Nothing changes without a session.
+    let (code, _) = b
+        .fetch("POST", "/api/alerts/x/ack", json!({"decision": "released"}))
+        .await;
+    assert_eq!(code, 401);
+
+    // The officer signs in; the demo's lanes come live.
+    b.sign_in(&base, "officer", &demo.password("officer")).await;
+    b.until(
+        10,
+        "the lanes",
+        "document.querySelectorAll('.lane').length === 2",
+    )
+    .await;
+    assert_eq!(b.js("return document.documentElement.lang;").await, "ru");
+    // A passage the replay makes after the screen connected, on the screen within a second.
+    b.until(
+        60,
+        "a live passage",
+        "document.querySelector('.passage[data-latency-ms]')",
+    )
+    .await;
+    let card = b.js("const p = document.querySelector('.passage[data-latency-ms]'); return {plates: p.querySelector('.plate-text')?.textContent, channel: p.dataset.channel, trace: !!p.querySelector('svg.trace .thr'), axles: p.querySelectorAll('.wim tr').length};").await;
+    assert!(
+        ["green", "yellow", "red"].contains(&card["channel"].as_str().unwrap()),
+        "{card}"
+    );
+    assert!(
+        card["plates"].as_str().is_some_and(|p| p.len() >= 6),
+        "{card}"
+    );
+    assert!(
+        card["trace"] == json!(true) && card["axles"].as_u64().unwrap() >= 3,
+        "{card}"
+    );
+
+    // An alert: on top, sounding until silenced.
+    let alert = b
+        .until(
+            90,
+            "an open alert",
+            "document.querySelector('#open-alerts .alert')?.dataset.event",
+        )
+        .await;
+    let alert = alert.as_str().unwrap().to_string();
+    assert_eq!(b.js("return document.body.dataset.tone;").await, "on");
+    b.click("#silence").await;
+    assert_eq!(b.js("return document.body.dataset.tone;").await, "silenced");
+    b.screenshot("lane-screen-ru.png", &shots).await;
+
+    // Acknowledged with a decision and a note; the ack event reaches central with the officer.
+    b.click(&format!(".alert[data-event='{alert}'] .ack-btn"))
+        .await;
+    b.until(
+        5,
+        "the acknowledgement dialog",
+        "document.querySelector('#decision-inspection')",
+    )
+    .await;
+    b.click("#decision-inspection").await;
+    b.fill("#ack-note", "seal checked, sent to the ramp").await;
+    b.click("#confirm").await;
+    b.until(
+        10,
+        "the alert acknowledged",
+        &format!("document.querySelector(\"#acked .alert[data-event='{alert}']\")"),
+    )
+    .await;
+    let events = central.wait_for(15, "the ack event", |ev| {
+        ev.iter()
+            .any(|e| e["type"] == "ack" && e["body"]["alert"] == alert.as_str())
+    });
+    let ack = &events
+        .iter()
+        .find(|e| e["type"] == "ack" && e["body"]["alert"] == alert.as_str())
+        .unwrap()["body"];
+    assert_eq!(ack["officer"], "officer");
+    assert_eq!(ack["decision"], "inspection");
+    assert_eq!(ack["note"], "seal checked, sent to the ramp");
+    // Acknowledged once only.
+    let (code, body) = b
+        .fetch(
+            "POST",
+            &format!("/api/alerts/{alert}/ack"),
+            json!({"decision": "released"}),
+        )
+        .await;
+    assert_eq!((code, body["error"].as_str()), (409, Some("already")));
+    // Officers cannot override a verdict.
+    let pid = b
+        .js("return document.querySelector('.passage').dataset.passage;")
+        .await;
+    let (code, _) = b
+        .fetch(
+            "POST",
+            &format!("/api/passages/{}/override", pid.as_str().unwrap()),
+            json!({"channel": "green", "note": "x"}),
+        )
+        .await;
+    assert_eq!(code, 403);
+
+    // The officer's language, English this time, kept for the next sign-in.
+    b.c()
+        .find(Locator::Css("#lang"))
+        .await
+        .unwrap()
+        .select_by_value("en")
+        .await
+        .unwrap();
+    b.until(10, "English", "document.documentElement.lang === 'en' && document.querySelector('#alerts h2').textContent.startsWith('Alerts')").await;
+    b.screenshot("lane-screen-en.png", &shots).await;
+
+    // Event-to-screen latency, as the page measured it for every live passage and alert.
+    let lat = b.js("return window.acsgd.latencies.map(l => l.ms);").await;
+    let lat: Vec<i64> = lat
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let max = *lat.iter().max().unwrap();
+    eprintln!(
+        "event to screen: {} events, max {max} ms, all {lat:?}",
+        lat.len()
+    );
+    assert!(max <= 1000, "event to screen took {max} ms: {lat:?}");
+
+    // The technician pages are not the officer's.
+    b.c().goto(&format!("{base}tech")).await.unwrap();
+    assert!(b.c().find(Locator::Css("#forbidden")).await.is_ok());
+    let (code, _) = b.fetch("GET", "/api/tech", json!(null)).await;
+    assert_eq!(code, 403);
+
+    // The appliance restarts; the screen reconnects by itself and goes on showing passages.
+    b.c().goto(&base).await.unwrap();
+    b.until(
+        10,
+        "live again",
+        "document.querySelector('#conn')?.dataset.live === 'yes'",
+    )
+    .await;
+    let before = b
+        .js("return window.acsgd.latencies.length;")
+        .await
+        .as_u64()
+        .unwrap();
+    demo.stop();
+    b.until(
+        10,
+        "the screen noticing",
+        "document.querySelector('#conn').dataset.live === 'no'",
+    )
+    .await;
+    let demo2 = Demo::start(port, broker.port(), &data);
+    b.until(
+        15,
+        "reconnected",
+        "document.querySelector('#conn').dataset.live === 'yes'",
+    )
+    .await;
+    assert!(
+        b.js("return !document.querySelector('#login');").await == json!(true),
+        "signed out by the restart"
+    );
+    b.until(
+        60,
+        "a passage after the restart",
+        &format!("window.acsgd.latencies.length > {before}"),
+    )
+    .await;
+
+    // A technician: health and configuration, no passage data.
+    b.click("#logout").await;
+    b.until(10, "signed out", "document.querySelector('#login')")
+        .await;
+    b.sign_in(&base, "technician", &demo2.password("technician"))
+        .await;
+    b.until(
+        10,
+        "the technician pages",
+        "location.pathname === '/tech' && document.querySelector('#tech table.kv')",
+    )
+    .await;
+    let text = b
+        .js("return document.querySelector('#tech').innerText;")
+        .await;
+    assert!(text.as_str().unwrap().contains(DEMO_POST), "{text}");
+    let (code, state) = b.fetch("GET", "/api/state", json!(null)).await;
+    assert_eq!(code, 200);
+    assert!(
+        state["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["passages"].as_array().unwrap().is_empty()),
+        "{state}"
+    );
+    assert!(state.get("alerts").is_none(), "{state}");
+    let (code, _) = b
+        .fetch("POST", "/api/alerts/x/ack", json!({"decision": "released"}))
+        .await;
+    assert_eq!(code, 403);
+    b.screenshot("technician-en.png", &shots).await;
+}
+
+/// One HTTP/1.1 request on a fresh connection: status, `Set-Cookie` (the session part), JSON.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, String, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !cookie.is_empty() {
+        req.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        && !body.is_empty()
+    {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let code: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let set_cookie = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        code,
+        set_cookie,
+        serde_json::from_str(rest).unwrap_or(Value::Null),
+    )
+}
+
+fn add_account(file: &Path, user: &str, role: &str, password: &str) {
+    use std::io::Write;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+        .args(["account", "--file"])
+        .arg(file)
+        .args([
+            "add",
+            user,
+            "--role",
+            role,
+            "--name",
+            &format!("{user} (test)"),
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(c.stdin.take().unwrap(), "{password}").unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The service (`acsgd run`) with accounts made by `acsgd account add`: what needs a session,
+/// who may override, where requests may come from, and the audit events at central.
+#[test]
+fn access_rules_and_audit_events_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let central = Central::connect(broker.port(), "central-access");
+    let setup = Setup::new(tmp.path(), broker.port(), "", "");
+    add_account(
+        &tmp.path().join("accounts.toml"),
+        "sup",
+        "supervisor",
+        "supervisor-pass",
+    );
+    add_account(
+        &tmp.path().join("accounts.toml"),
+        "off",
+        "officer",
+        "officer-pass",
+    );
+    let port = free_port().unwrap();
+    setup.add(&format!("[display]\nbind = \"127.0.0.1:{port}\"\naccounts_file = \"accounts.toml\"\nlang = \"kk\"\n"));
+    let _app = setup.start();
+
+    // Without a session: the page and its assets, nothing else.
+    let (code, _, _) = http(port, "GET", "/", "", &[], None);
+    assert_eq!(code, 200);
+    for (m, p, b) in [
+        ("GET", "/api/state", None),
+        ("GET", "/api/stream", None),
+        ("GET", "/api/tech", None),
+        (
+            "POST",
+            "/api/alerts/x/ack",
+            Some(json!({"decision": "released"})),
+        ),
+        (
+            "POST",
+            "/api/passages/x/override",
+            Some(json!({"channel": "green", "note": "n"})),
+        ),
+        ("POST", "/api/me/lang", Some(json!({"lang": "en"}))),
+    ] {
+        let (code, _, body) = http(port, m, p, "", &[], b);
+        assert_eq!(
+            (code, body["error"].as_str()),
+            (401, Some("signed_out")),
+            "{m} {p}"
+        );
+    }
+    let (code, cookie, _) = http(
+        port,
+        "POST",
+        "/api/login",
+        "",
+        &[],
+        Some(json!({"user": "sup", "password": "officer-pass"})),
+    );
+    assert_eq!((code, cookie.as_str()), (401, ""));
+    let (code, sup, me) = http(
+        port,
+        "POST",
+        "/api/login",
+        "",
+        &[],
+        Some(json!({"user": "sup", "password": "supervisor-pass"})),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        (
+            me["role"].as_str(),
+            me["lang"].as_str(),
+            me["name"].as_str()
+        ),
+        (Some("supervisor"), Some("kk"), Some("sup (test)"))
+    );
+    let (_, off, _) = http(
+        port,
+        "POST",
+        "/api/login",
+        "",
+        &[],
+        Some(json!({"user": "off", "password": "officer-pass"})),
+    );
+
+    // A passage and its alert, as fusion would store them.
+    let mut answers = Vec::new();
+    setup
+        .ingest()
+        .send(
+            &[
+                ("passage", json!({"id": "1-100", "lane": "1", "channel": "red", "plates": [{"text": "123ABC02", "confidence": 0.9}], "reasons": ["radiation_gamma"], "rules": []})),
+                ("alert", json!({"rule": "radiation_gamma", "lane": "1", "channel": "red", "severity": "high", "passage": "1-100", "message": {"key": "alert.radiation_gamma", "params": {}}})),
+            ],
+            &mut answers,
+        )
+        .unwrap();
+    let Answer::Ok { id: alert, .. } = answers[1].clone() else {
+        panic!("{answers:?}")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, s) = http(port, "GET", "/api/state", &off, &[], None);
+        if s["alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(s["lanes"][0]["passages"][0]["body"]["id"], "1-100");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the board never showed the alert: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Only a supervisor overrides, from the display's own origin, with a reason.
+    let ov = |c: &str, h: &[(&str, &str)], b: Value| {
+        http(port, "POST", "/api/passages/1-100/override", c, h, Some(b))
+    };
+    assert_eq!(
+        ov(&off, &[], json!({"channel": "green", "note": "x"})).0,
+        403
+    );
+    assert_eq!(
+        ov(
+            &sup,
+            &[("Origin", "http://evil.example")],
+            json!({"channel": "green", "note": "x"})
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        ov(
+            &sup,
+            &[("Content-Type", "text/plain")],
+            json!({"channel": "green", "note": "x"})
+        )
+        .0,
+        415
+    );
+    assert_eq!(
+        ov(&sup, &[], json!({"channel": "green", "note": "  "})).2["error"],
+        "note_required"
+    );
+    assert_eq!(
+        ov(&sup, &[], json!({"channel": "blue", "note": "x"})).2["error"],
+        "bad_channel"
+    );
+    let origin = format!("http://127.0.0.1:{port}");
+    let (code, _, _) = ov(
+        &sup,
+        &[("Origin", &origin)],
+        json!({"channel": "green", "note": "source was a calibration check"}),
+    );
+    assert_eq!(code, 200);
+    // The officer acknowledges; a second acknowledgement is refused.
+    let ack = |c: &str, d: &str| {
+        http(
+            port,
+            "POST",
+            &format!("/api/alerts/{alert}/ack"),
+            c,
+            &[],
+            Some(json!({"decision": d, "note": "calibration"})),
+        )
+    };
+    assert_eq!(ack(&off, "waved").2["error"], "bad_decision");
+    assert_eq!(ack(&off, "false_alarm").0, 200);
+    assert_eq!(ack(&sup, "released").0, 409);
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            "/api/alerts/nope/ack",
+            &off,
+            &[],
+            Some(json!({"decision": "released"}))
+        )
+        .0,
+        404
+    );
+
+    let events = central.wait_for(15, "the override and the ack", |ev| {
+        ev.iter().any(|e| e["type"] == "override") && ev.iter().any(|e| e["type"] == "ack")
+    });
+    let o = &events.iter().find(|e| e["type"] == "override").unwrap()["body"];
+    assert_eq!(
+        (o["officer"].as_str(), o["from"].as_str(), o["to"].as_str()),
+        (Some("sup"), Some("red"), Some("green"))
+    );
+    assert_eq!(o["passage"], "1-100");
+    let a = &events.iter().find(|e| e["type"] == "ack").unwrap()["body"];
+    assert_eq!(
+        (
+            a["officer"].as_str(),
+            a["decision"].as_str(),
+            a["alert"].as_str()
+        ),
+        (Some("off"), Some("false_alarm"), Some(alert.as_str()))
+    );
+    assert_eq!(events.iter().filter(|e| e["type"] == "ack").count(), 1);
+
+    // Signing out ends the session.
+    assert_eq!(
+        http(port, "POST", "/api/logout", &off, &[], Some(json!({}))).0,
+        200
+    );
+    assert_eq!(http(port, "GET", "/api/me", &off, &[], None).0, 401);
+    assert_eq!(http(port, "GET", "/api/me", &sup, &[], None).0, 200);
+}
+
+/// A broken accounts file stops the service at start with one line naming file, line and key.
+#[test]
+fn a_bad_accounts_file_is_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path(), 1, "", "");
+    std::fs::write(
+        tmp.path().join("accounts.toml"),
+        "[[accounts]]\nuser = \"off\"\nrole = \"officer\"\npassword_hash = \"hunter2\"\n",
+    )
+    .unwrap();
+    setup.add("[display]\naccounts_file = \"accounts.toml\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+        .args(["run", "--config"])
+        .arg(&setup.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("accounts.toml:4")
+            && err.contains("accounts[0].password_hash")
+            && err.contains("argon2"),
+        "{err}"
+    );
+    std::fs::remove_file(tmp.path().join("accounts.toml")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+        .args(["run", "--config"])
+        .arg(&setup.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("display.accounts_file") && err.contains("cannot read"),
+        "{err}"
+    );
+}
