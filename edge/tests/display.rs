@@ -547,6 +547,16 @@ fn access_rules_and_audit_events_over_http() {
     let port = free_port().unwrap();
     setup.add(&format!("[display]\nbind = \"127.0.0.1:{port}\"\naccounts_file = \"accounts.toml\"\nlang = \"kk\"\n"));
     let _app = setup.start();
+    // The ingest port answers before the display is bound.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the display never listened: {}",
+            setup.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Without a session: the page and its assets, nothing else.
     let (code, _, _) = http(port, "GET", "/", "", &[], None);
