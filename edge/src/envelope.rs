@@ -24,8 +24,7 @@
 //! its public half is published retained on `acsgd/v1/{post}/key`.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
@@ -233,21 +232,8 @@ impl Signer {
                 let mut seed = [0u8; 32];
                 getrandom::getrandom(&mut seed)
                     .map_err(|e| io(std::io::Error::other(e.to_string())))?;
-                // Write under a temporary name and rename, so a crash never leaves half a key.
-                let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io)?;
-                f.write_all(&seed).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                fs::rename(&tmp, &path).map_err(io)?;
-                fs::File::open(data_dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io)?;
+                // A crash never leaves half a key.
+                crate::files::write_private(&path, &seed).map_err(io)?;
                 tracing::info!(path = %path.display(), "generated a new signing key");
                 seed
             }

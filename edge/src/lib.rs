@@ -11,6 +11,7 @@ pub mod decode;
 pub mod demo;
 pub mod display;
 pub mod envelope;
+pub mod files;
 pub mod fusion;
 pub mod health;
 pub mod ingest;

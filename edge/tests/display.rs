@@ -652,36 +652,45 @@ fn access_rules_and_audit_events_over_http() {
     let ov = |c: &str, h: &[(&str, &str)], b: Value| {
         http(port, "POST", "/api/passages/1-100/override", c, h, Some(b))
     };
-    assert_eq!(
-        ov(&off, &[], json!({"channel": "green", "note": "x"})).0,
-        403
-    );
-    assert_eq!(
-        ov(
+    let green = json!({"channel": "green", "note": "x"});
+    for (who, headers, body, code, error) in [
+        (&off, &[][..], green.clone(), 403, "forbidden"),
+        (
             &sup,
             &[("Origin", "http://evil.example")],
-            json!({"channel": "green", "note": "x"})
-        )
-        .0,
-        403
-    );
-    assert_eq!(
-        ov(
+            green.clone(),
+            403,
+            "origin",
+        ),
+        (
             &sup,
             &[("Content-Type", "text/plain")],
-            json!({"channel": "green", "note": "x"})
-        )
-        .0,
-        415
-    );
-    assert_eq!(
-        ov(&sup, &[], json!({"channel": "green", "note": "  "})).2["error"],
-        "note_required"
-    );
-    assert_eq!(
-        ov(&sup, &[], json!({"channel": "blue", "note": "x"})).2["error"],
-        "bad_channel"
-    );
+            green.clone(),
+            415,
+            "",
+        ),
+        (
+            &sup,
+            &[],
+            json!({"channel": "green", "note": "  "}),
+            400,
+            "note_required",
+        ),
+        (
+            &sup,
+            &[],
+            json!({"channel": "blue", "note": "x"}),
+            400,
+            "bad_channel",
+        ),
+    ] {
+        let (c, _, b) = ov(who, headers, body);
+        assert_eq!(
+            (c, b["error"].as_str().unwrap_or("")),
+            (code, error),
+            "{headers:?}"
+        );
+    }
     let origin = format!("http://127.0.0.1:{port}");
     let (code, _, _) = ov(
         &sup,
@@ -735,6 +744,19 @@ fn access_rules_and_audit_events_over_http() {
         (Some("off"), Some("false_alarm"), Some(alert.as_str()))
     );
     assert_eq!(events.iter().filter(|e| e["type"] == "ack").count(), 1);
+    // Both bodies as their schemas say, and the schemas refuse one without its officer.
+    for (kind, body) in [("ack", a), ("override", o)] {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{kind}.schema.json"));
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        if let Err(e) = v.validate(body) {
+            panic!("{kind}: {e}\n{body}");
+        }
+        let mut anonymous = body.clone();
+        anonymous.as_object_mut().unwrap().remove("officer");
+        assert!(v.validate(&anonymous).is_err(), "{kind}");
+    }
 
     // Signing out ends the session.
     assert_eq!(

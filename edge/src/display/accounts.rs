@@ -135,7 +135,6 @@ pub fn remove(file: &Path, user: &str) -> Result<(), AccountError> {
 }
 
 fn write(file: &Path, accounts: &AccountsFile) -> Result<(), AccountError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| AccountError::Io {
         path: file.to_path_buf(),
         source,
@@ -144,17 +143,7 @@ fn write(file: &Path, accounts: &AccountsFile) -> Result<(), AccountError> {
         "# Officer display accounts; written by `acsgd account`. Passwords are argon2 hashes.\n{}",
         toml::to_string(accounts).map_err(|e| AccountError::Invalid(e.to_string()))?
     );
-    let tmp = file.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, file).map_err(io)
+    crate::files::write_private(file, text.as_bytes()).map_err(io)
 }
 
 #[cfg(test)]

@@ -368,8 +368,15 @@ async fn login(State(app): State<Arc<App>>, Json(l): Json<Login>) -> Response {
     }
     let a = app.clone();
     let user = l.user.clone();
-    let r =
-        tokio::task::spawn_blocking(move || a.auth.sign_in(&l.user, &l.password, now_ms())).await;
+    let r = tokio::task::spawn_blocking(move || {
+        let r = a.auth.sign_in(&l.user, &l.password, now_ms());
+        // Expired sessions go now and then, so the store stays small.
+        if r.is_ok() {
+            a.auth.sweep(now_ms());
+        }
+        r
+    })
+    .await;
     match r {
         Ok(Ok((token, s))) => {
             tracing::info!(user = %s.user, role = ?s.role, "display: signed in");
@@ -603,19 +610,31 @@ async fn ack(
     if let Some(p) = alert["body"].get("passage") {
         body["passage"] = p.clone();
     }
-    let ev = Event::now("ack", body);
+    let what = format!("alert {id} acknowledged as {}", a.decision);
+    store(&app, Event::now("ack", body), &id, &s, &what).await
+}
+
+/// Stores an `ack` or `override` made on the screen; the claim on `target` is released if it
+/// could not be stored, so the officer can try again.
+async fn store(
+    app: &App,
+    ev: Event,
+    target: &str,
+    s: &Session,
+    what: &str,
+) -> Result<Json<Value>, ApiError> {
     match app.outbox.append(ev).await {
         Ok(acc) => {
-            tracing::info!(officer = %s.user, alert = %id, decision = %a.decision, "display: alert acknowledged");
+            tracing::info!(officer = %s.user, "display: {what}");
             Ok(Json(json!({"event": acc.id, "seq": acc.seq})))
         }
         Err(e) => {
-            app.board.lock().expect("board lock").release(&id);
-            tracing::error!(error = %e, "display: acknowledgement not stored");
+            app.board.lock().expect("board lock").release(target);
+            tracing::error!(error = %e, "display: not stored: {what}");
             Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_stored",
-                "could not store the acknowledgement; try again",
+                "could not store it; try again",
             ))
         }
     }
@@ -678,21 +697,8 @@ async fn override_verdict(
         "officer_name": s.name,
         "role": s.role,
     });
-    match app.outbox.append(Event::now("override", body)).await {
-        Ok(acc) => {
-            tracing::info!(officer = %s.user, passage = %id, to = %o.channel, "display: verdict overridden");
-            Ok(Json(json!({"event": acc.id, "seq": acc.seq})))
-        }
-        Err(e) => {
-            app.board.lock().expect("board lock").release(&id);
-            tracing::error!(error = %e, "display: override not stored");
-            Err(ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_stored",
-                "could not store the override; try again",
-            ))
-        }
-    }
+    let what = format!("passage {id} overridden to {}", o.channel);
+    store(&app, Event::now("override", body), &id, &s, &what).await
 }
 
 fn refused(r: Refusal) -> ApiError {
