@@ -279,12 +279,13 @@ async fn officers_and_technicians_at_the_lane_screen() {
         "{card}"
     );
 
-    // An alert: on top, sounding until silenced.
+    // The alert of a passage on the screen: on top, sounding until silenced.
     let alert = b
         .until(
             90,
-            "an open alert",
-            "document.querySelector('#open-alerts .alert')?.dataset.event",
+            "an open alert of a passage on the screen",
+            "[...document.querySelectorAll('#open-alerts .alert[data-passage]')]
+               .find(a => document.querySelector(`.passage[data-passage='${a.dataset.passage}']`))?.dataset.event",
         )
         .await;
     let alert = alert.as_str().unwrap().to_string();
@@ -778,14 +779,19 @@ fn a_bad_accounts_file_is_one_clear_line() {
     )
     .unwrap();
     setup.add("[display]\naccounts_file = \"accounts.toml\"\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
-        .args(["run", "--config"])
-        .arg(&setup.config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // The service refuses to start: exit 2 and one line on stderr.
+    let refused = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+            .args(["run", "--config"])
+            .arg(&setup.config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        err
+    };
+    let err = refused();
     assert!(
         err.contains("accounts.toml:4")
             && err.contains("accounts[0].password_hash")
@@ -793,13 +799,7 @@ fn a_bad_accounts_file_is_one_clear_line() {
         "{err}"
     );
     std::fs::remove_file(tmp.path().join("accounts.toml")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
-        .args(["run", "--config"])
-        .arg(&setup.config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused();
     assert!(
         err.contains("display.accounts_file") && err.contains("cannot read"),
         "{err}"

@@ -271,7 +271,7 @@ function alertText(b) {
 
 function alertItem(a) {
   const b = a.body;
-  const li = el('li', { class: 'alert ch-' + (b.channel || 'yellow') + (a.ack ? ' done' : ''), 'data-event': a.event, 'data-rule': b.rule },
+  const li = el('li', { class: 'alert ch-' + (b.channel || 'yellow') + (a.ack ? ' done' : ''), 'data-event': a.event, 'data-rule': b.rule, 'data-passage': b.passage },
     el('span', { class: 'when', text: time(a.time) }),
     el('span', { class: 'lane-tag', text: t('lane.title', { id: b.lane }) }),
     el('strong', { class: 'what', text: alertText(b) }),
