@@ -371,8 +371,11 @@ fn default_max_h() -> u32 {
     12
 }
 fn default_lang() -> String {
-    "ru".into()
+    DEFAULT_LANG.into()
 }
+
+/// The display's language where neither the account nor `display.lang` names one.
+pub const DEFAULT_LANG: &str = "ru";
 
 /// The display's languages.
 pub const LANGS: &[&str] = &["kk", "ru", "en", "zh"];

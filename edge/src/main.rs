@@ -213,7 +213,8 @@ fn account(
             eprintln!("acsgd account: {user} removed from {}", file.display());
         }
         AccountCommand::List => {
-            for a in acsgd::config::AccountsFile::load(file, "ru")?.accounts {
+            for a in acsgd::config::AccountsFile::load(file, acsgd::config::DEFAULT_LANG)?.accounts
+            {
                 println!(
                     "{}\t{}\t{}",
                     a.user,

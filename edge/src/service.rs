@@ -47,8 +47,6 @@ pub struct Running {
     pub uplink: Arc<UplinkState>,
     pub health: Arc<Health>,
     pub ingest_addr: Option<std::net::SocketAddr>,
-    /// Where the officer display is served, when configured.
-    pub display_addr: Option<std::net::SocketAddr>,
     display: Option<crate::display::Served>,
     /// The sensors with a driver, their counters and bound addresses.
     pub sensors: Vec<crate::sensors::Started>,
@@ -90,6 +88,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     };
 
     let outbox = Outbox::start(Arc::new(store), signer, config.storage.commit_batch);
+    let display_bound = crate::display::bind(&config, &outbox).await?;
     let health = Arc::new(Health::new(outbox.clone()));
     health
         .event(
@@ -104,24 +103,6 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     }
     let (stop, stop_rx) = watch::channel(false);
     let state = Arc::new(UplinkState::default());
-    let sensor_counters: SensorCounters = Arc::new(std::sync::Mutex::new(Vec::new()));
-    // The display watches the outbox from here on, so it sees every event of this run.
-    let display = {
-        let (c, o, st, counters) = (
-            config.clone(),
-            outbox.clone(),
-            state.clone(),
-            sensor_counters.clone(),
-        );
-        let status: crate::display::StatusFn = Arc::new(move || {
-            let sensors: SensorStats = Arc::new(counters.lock().expect("counters lock").clone());
-            snapshot(&c, &o, &st, &sensors)
-                .ok()
-                .and_then(|s| serde_json::to_value(s).ok())
-                .unwrap_or_default()
-        });
-        crate::display::start(&config, outbox.clone(), status, stop_rx.clone()).await?
-    };
     let fusion: crate::fusion::live::Shared = Arc::new(std::sync::Mutex::new(
         crate::fusion::Fusion::new(&config, crate::fusion::live::now()),
     ));
@@ -167,12 +148,27 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             .map(|s| (s.id.clone(), s.stats.clone()))
             .collect(),
     );
-    *sensor_counters.lock().expect("counters lock") = sensor_stats.as_ref().clone();
+    let first = snapshot(&config, &outbox, &state, &sensor_stats)
+        .ok()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_default();
+    let (status_tx, status_rx) = watch::channel(first);
+    let display = match display_bound {
+        Some(b) => Some(crate::display::start(
+            b,
+            &config,
+            outbox.clone(),
+            status_rx,
+            stop_rx.clone(),
+        )?),
+        None => None,
+    };
     let status_task = tokio::spawn(status_loop(
         config.clone(),
         outbox.clone(),
         state.clone(),
         sensor_stats.clone(),
+        status_tx,
         stop_rx,
     ));
     tracing::info!(post = %config.post, broker = %config.broker(), data_dir = %data_dir.display(), "service started");
@@ -181,7 +177,6 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         uplink: state,
         health,
         ingest_addr,
-        display_addr: display.as_ref().map(|d| d.addr),
         display,
         sensors,
         sensor_store,
@@ -236,6 +231,11 @@ async fn report_open_note(health: &Health, note: OpenNote) {
 }
 
 impl Running {
+    /// Where the officer display is served, when configured.
+    pub fn display_addr(&self) -> Option<std::net::SocketAddr> {
+        self.display.as_ref().map(|d| d.addr)
+    }
+
     /// The status now.
     pub fn status(&self) -> Result<Status, StoreError> {
         snapshot(&self.config, &self.outbox, &self.uplink, &self.sensor_stats)
@@ -268,10 +268,8 @@ impl Running {
     }
 }
 
-/// Sensor ids and their counters, for the status file.
+/// Sensor ids and their counters, for the status file and the display.
 type SensorStats = Arc<Vec<(String, Arc<acsgd_drivers::transport::Stats>)>>;
-/// The same, filled in once the sensors have started (the display starts before them).
-type SensorCounters = Arc<std::sync::Mutex<Vec<(String, Arc<acsgd_drivers::transport::Stats>)>>>;
 
 fn snapshot(
     config: &Config,
@@ -297,6 +295,7 @@ async fn status_loop(
     outbox: Outbox,
     uplink: Arc<UplinkState>,
     sensors: SensorStats,
+    screens: watch::Sender<serde_json::Value>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -308,6 +307,10 @@ async fn status_loop(
         let dir = config.storage.data_dir.clone();
         match snapshot(&config, &outbox, &uplink, &sensors) {
             Ok(s) => {
+                // The same status for the officer display's screens.
+                if let Ok(v) = serde_json::to_value(&s) {
+                    screens.send_replace(v);
+                }
                 let r = tokio::task::spawn_blocking(move || status::write_live(&dir, &s)).await;
                 if let Ok(Err(e)) = r {
                     tracing::warn!(error = %e, "cannot write the status file");

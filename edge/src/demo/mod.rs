@@ -133,7 +133,7 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
     );
     let mut player = player::Player::new(&config);
     println!("demo: {}", player.describe());
-    if let Some(a) = running.display_addr {
+    if let Some(a) = running.display_addr() {
         println!("demo: officer display on http://{a}/ (technician pages: http://{a}/tech)");
         for a in &accounts {
             println!(

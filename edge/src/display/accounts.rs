@@ -6,7 +6,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use crate::config::{check_account, Account, AccountsFile, ConfigError, Role};
+use crate::config::{check_account, Account, AccountsFile, ConfigError, Role, DEFAULT_LANG};
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD: usize = 8;
@@ -102,7 +102,7 @@ pub fn add(file: &Path, new: NewAccount, password: &str) -> Result<(), AccountEr
         )));
     }
     let mut accounts = if file.exists() {
-        AccountsFile::load(file, "ru")?
+        AccountsFile::load(file, DEFAULT_LANG)?
     } else {
         AccountsFile::default()
     };
@@ -114,7 +114,8 @@ pub fn add(file: &Path, new: NewAccount, password: &str) -> Result<(), AccountEr
         password_hash: hash,
         lang: new.lang,
     };
-    check_account(&account, "ru").map_err(|(k, p)| AccountError::Invalid(format!("{k}: {p}")))?;
+    check_account(&account, DEFAULT_LANG)
+        .map_err(|(k, p)| AccountError::Invalid(format!("{k}: {p}")))?;
     match accounts.accounts.iter_mut().find(|a| a.user == new.user) {
         Some(_) if !new.replace => return Err(AccountError::Exists(new.user)),
         Some(a) => *a = account,
@@ -125,7 +126,7 @@ pub fn add(file: &Path, new: NewAccount, password: &str) -> Result<(), AccountEr
 
 /// Removes an account.
 pub fn remove(file: &Path, user: &str) -> Result<(), AccountError> {
-    let mut accounts = AccountsFile::load(file, "ru")?;
+    let mut accounts = AccountsFile::load(file, DEFAULT_LANG)?;
     let before = accounts.accounts.len();
     accounts.accounts.retain(|a| a.user != user);
     if accounts.accounts.len() == before {

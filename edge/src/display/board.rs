@@ -53,6 +53,10 @@ fn item(f: &Fed) -> Value {
     json!({"event": f.id, "seq": f.seq, "time": f.time, "accepted_ms": f.accepted_ms, "body": f.body})
 }
 
+fn passage_key(lane: &str, seq: u64) -> String {
+    format!("p/{lane}/{seq:020}")
+}
+
 fn seq_of(v: &Value) -> u64 {
     v["seq"].as_u64().unwrap_or(0)
 }
@@ -96,10 +100,10 @@ impl Board {
                 q.push_back(it.clone());
                 let _ = self
                     .tree
-                    .insert(format!("p/{lane}/{:020}", f.seq), it.to_string().as_bytes());
+                    .insert(passage_key(&lane, f.seq), it.to_string().as_bytes());
                 while q.len() > PASSAGES_PER_LANE {
                     if let Some(old) = q.pop_front() {
-                        let _ = self.tree.remove(format!("p/{lane}/{:020}", seq_of(&old)));
+                        let _ = self.tree.remove(passage_key(&lane, seq_of(&old)));
                     }
                 }
                 Some(Update {
@@ -150,10 +154,9 @@ impl Board {
                 o["time"] = json!(f.time);
                 p["override"] = o;
                 let p = p.clone();
-                let _ = self.tree.insert(
-                    format!("p/{lane}/{:020}", seq_of(&p)),
-                    p.to_string().as_bytes(),
-                );
+                let _ = self
+                    .tree
+                    .insert(passage_key(lane, seq_of(&p)), p.to_string().as_bytes());
                 Some(Update {
                     kind: "override",
                     data: p,

@@ -61,8 +61,37 @@ pub enum DisplayError {
     Store(#[from] sled::Error),
 }
 
-/// The status the screens show (uplink, backlog, sensors), made on demand.
-pub type StatusFn = Arc<dyn Fn() -> Value + Send + Sync>;
+/// The status the screens show (uplink, backlog, sensors): the service's status loop
+/// publishes it once a second for every screen, so no screen makes its own.
+pub type StatusFeed = watch::Receiver<Value>;
+
+/// The display's socket and its subscription to the outbox, taken before the service starts
+/// anything else: a taken address stops the start, and the board misses no event of the run.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    accepted: broadcast::Receiver<Arc<crate::outbox::Fed>>,
+}
+
+/// Binds the configured address and starts watching the outbox (`None`: no display).
+pub async fn bind(config: &Config, outbox: &Outbox) -> Result<Option<Bound>, DisplayError> {
+    let Some(d) = &config.display else {
+        return Ok(None);
+    };
+    let bind_err = |source| DisplayError::Bind {
+        addr: d.bind,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(d.bind)
+        .await
+        .map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok(Some(Bound {
+        listener,
+        addr,
+        accepted: outbox.watch(),
+    }))
+}
 
 /// The running display.
 pub struct Served {
@@ -85,7 +114,7 @@ struct App {
     board: Mutex<Board>,
     updates: broadcast::Sender<Arc<Update>>,
     outbox: Outbox,
-    status: StatusFn,
+    status: StatusFeed,
     tech: Value,
     default_lang: String,
     max_age_s: u64,
@@ -97,26 +126,23 @@ fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Binds, loads the board and starts serving; stops when `stop` turns true.
-pub async fn start(
+/// Loads the board and starts serving on the bound socket; stops when `stop` turns true.
+pub fn start(
+    bound: Bound,
     config: &Config,
     outbox: Outbox,
-    status: StatusFn,
+    status: StatusFeed,
     stop: watch::Receiver<bool>,
-) -> Result<Option<Served>, DisplayError> {
-    let Some(d) = &config.display else {
-        return Ok(None);
-    };
-    let listener = tokio::net::TcpListener::bind(d.bind)
-        .await
-        .map_err(|source| DisplayError::Bind {
-            addr: d.bind,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| DisplayError::Bind {
-        addr: d.bind,
-        source,
-    })?;
+) -> Result<Served, DisplayError> {
+    let Bound {
+        listener,
+        addr,
+        accepted,
+    } = bound;
+    let d = config
+        .display
+        .as_ref()
+        .expect("bound only with a display configured");
     let tree = outbox.store().tree("display")?;
     let sessions = outbox.store().tree("display_sessions")?;
     let lanes: Vec<String> = config.lanes.iter().map(|l| l.id.clone()).collect();
@@ -142,7 +168,7 @@ pub async fn start(
         streams: AtomicUsize::new(0),
         stop: stop.clone(),
     });
-    let feed = tokio::spawn(feed(app.clone(), outbox.watch()));
+    let feed = tokio::spawn(feed(app.clone(), accepted));
     let router = router(app);
     let mut stop_rx = stop;
     let task = tokio::spawn(async move {
@@ -161,7 +187,7 @@ pub async fn start(
         }
     });
     tracing::info!(%addr, "display serving");
-    Ok(Some(Served { addr, task, feed }))
+    Ok(Served { addr, task, feed })
 }
 
 /// Accepted events into the board, and the board's changes out to the screens.
@@ -295,6 +321,13 @@ impl App {
                 "signed_out",
                 "sign in first",
             ))
+    }
+
+    /// The board as a screen of this kind sees it, with the latest status.
+    fn view(&self, passages: bool) -> Value {
+        let mut v = self.board.lock().expect("board lock").snapshot(passages);
+        v["status"] = self.status.borrow().clone();
+        v
     }
 
     fn lang_of(&self, s: &Session) -> String {
@@ -447,13 +480,7 @@ async fn set_lang(
 
 async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let s = app.session(&headers)?;
-    let mut v = app
-        .board
-        .lock()
-        .expect("board lock")
-        .snapshot(s.sees_passages());
-    v["status"] = (app.status)();
-    Ok(Json(v))
+    Ok(Json(app.view(s.sees_passages())))
 }
 
 /// The live stream: a snapshot, then every change, and the status each second. Ends when
@@ -470,16 +497,10 @@ async fn stream(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respo
         ));
     }
     let rx = app.updates.subscribe();
-    let mut first = app
-        .board
-        .lock()
-        .expect("board lock")
-        .snapshot(s.sees_passages());
-    first["status"] = (app.status)();
     let first = SseEvent::default()
         .event("snapshot")
         .retry(Duration::from_millis(1000))
-        .data(first.to_string());
+        .data(app.view(s.sees_passages()).to_string());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let st = Stream {
@@ -534,16 +555,15 @@ impl Stream {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Too far behind to patch: send the whole board again.
-                        let mut s = self.app.board.lock().expect("board lock").snapshot(self.passages);
-                        s["status"] = (self.app.status)();
-                        return Some(SseEvent::default().event("snapshot").data(s.to_string()));
+                        let s = self.app.view(self.passages).to_string();
+                        return Some(SseEvent::default().event("snapshot").data(s));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = self.tick.tick() => {
                     self.app.auth.session(&self.token, now_ms())?;
-                    let s = (self.app.status)();
-                    return Some(SseEvent::default().event("status").data(s.to_string()));
+                    let s = self.app.status.borrow().to_string();
+                    return Some(SseEvent::default().event("status").data(s));
                 }
                 _ = self.stop.changed() => return None,
             }
@@ -722,8 +742,7 @@ async fn tech(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Va
             "technicians only",
         ));
     }
-    let mut v = app.board.lock().expect("board lock").snapshot(false);
-    v["status"] = (app.status)();
+    let mut v = app.view(false);
     v["config"] = app.tech.clone();
     Ok(Json(v))
 }
