@@ -40,8 +40,11 @@ OCR_H, OCR_W = 32, 128
 # camera is installed for plate reading: 130 px puts a character at about 20 px high, the
 # least ANPR installation guides ask for.
 PLATE_MIN_PX, PLATE_MAX_PX = 130, 300
-# A rectified plate narrower than this (width / height) is read as two rows.
-DOUBLE_ROW_ASPECT = 3.0
+# A rectified single-row plate is about 3.6 times as wide as high (520x112 with the margin),
+# a double-row one about 1.4; perspective and loose corners move both. Below the first bound
+# a crop is read as two rows, above the second as one, and between as both, the likelier
+# valid read winning (`edge/src/anpr/pipeline.rs`).
+LAYOUT_ASPECTS = (1.6, 4.5)
 # The rectifier keeps this much margin around the localised quadrilateral (fraction of height):
 # enough that a plate whose corners the localiser placed a little inside is still whole.
 MARGIN = 0.2
@@ -403,10 +406,12 @@ def quad_overlaps(a, b):
 
 
 def order_quad(q):
-    """tl, tr, br, bl from any four corners."""
+    """tl, tr, br, bl from any four corners: the two leftmost are the left ones, the upper of
+    each pair the top (as `order` in `edge/src/anpr/pipeline.rs`)."""
     q = np.array(q, np.float32)
-    s, d = q.sum(1), q[:, 1] - q[:, 0]
-    return np.array([q[s.argmin()], q[d.argmin()], q[s.argmax()], q[d.argmax()]], np.float32)
+    q = q[np.argsort(q[:, 0], kind="stable")]
+    (tl, bl), (tr, br) = sorted(q[:2], key=lambda p: p[1]), sorted(q[2:], key=lambda p: p[1])
+    return np.array([tl, tr, br, bl], np.float32)
 
 
 def rectify(img, quad):
@@ -421,11 +426,11 @@ def rectify(img, quad):
     return cv2.warpPerspective(img, t, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def ocr_input(crop_rgb):
-    """32x128 grey, float in [-1, 1]: a double-row plate's rows side by side, top row first."""
+def ocr_input(crop_rgb, double):
+    """32x128 grey: a double-row plate's rows side by side, top row first."""
     g = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2GRAY)
     h, w = g.shape
-    if w / h < DOUBLE_ROW_ASPECT:
+    if double:
         top = g[: int(h * 0.5)]
         bottom = g[int(h * 0.42):]
         g = np.concatenate([
@@ -461,7 +466,9 @@ def ocr_sample(rng, split):
     spread = np.array([0.08, 0.06]) if rng.random() < 0.7 else np.array([0.25, 0.18])
     jitter = rng.normal(0, 1, (4, 2)) * spread * hh
     crop = rectify(img, quad + jitter.astype(np.float32))
-    return ocr_input(crop), text, country
+    # Laid out as the plate is: the reader tries both layouts where the crop's shape leaves
+    # it open, and keeps the one that reads as a plate.
+    return ocr_input(crop, double), text, country
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@
 //!
 //! Correction maps a character that does not fit its slot through the confusions OCR makes
 //! (a letter where a digit belongs: O→0, I→1, Z→2, S→5, G→6, T→7, B→8; the reverse where a
-//! letter belongs); each correction costs, and the format needing the fewest wins. With
-//! per-position candidates from the recogniser ([`correct_candidates`]) the likeliest
-//! candidate that fits each slot is taken instead.
+//! letter belongs); each correction costs, and the format needing the fewest wins. That is
+//! for reads that come as text (a camera's own reads); the appliance's recogniser is decoded
+//! straight into the formats ([`super::ctc`], with [`allows`]).
 
 use crate::fusion::plates::normalise;
 
@@ -195,53 +195,10 @@ pub fn correct(read: &str, max_corrections: usize) -> Option<Corrected> {
         .min_by_key(|c| c.corrections)
 }
 
-/// The likeliest valid plate from per-position candidates (`(char, probability)`, as a
-/// recogniser's output gives them). Each slot takes its likeliest candidate that fits; a
-/// slot none fits as read takes the likeliest correction at a tenth of its probability.
-/// Returns the plate and the product of the chosen probabilities.
-pub fn correct_candidates(positions: &[Vec<(char, f32)>]) -> Option<(Corrected, f32)> {
-    let mut best: Option<(Corrected, f32)> = None;
-    for f in FORMATS {
-        if positions.len() != f.slots.chars().count() {
-            continue;
-        }
-        let mut text = String::new();
-        let mut p = 1.0f32;
-        let mut corrections = 0;
-        let mut ok = true;
-        for (cands, slot) in positions.iter().zip(f.slots.chars()) {
-            let pick = cands
-                .iter()
-                .filter_map(|&(c, q)| {
-                    let c = normalise(&c.to_string()).chars().next().unwrap_or(c);
-                    fit(c, slot, f)
-                        .map(|(out, changed)| (out, if changed { q * 0.1 } else { q }, changed))
-                })
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            match pick {
-                Some((c, q, changed)) => {
-                    text.push(c);
-                    p *= q;
-                    corrections += usize::from(changed);
-                }
-                None => {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        if ok && best.as_ref().is_none_or(|(_, bp)| p > *bp) {
-            best = Some((
-                Corrected {
-                    text,
-                    country: f.country,
-                    corrections,
-                },
-                p,
-            ));
-        }
-    }
-    best
+/// Whether `c` fits `slot` of `f` as it is, without a correction: what the format-constrained
+/// decoder ([`super::ctc`]) lets each slot take.
+pub fn allows(f: &Format, slot: char, c: char) -> bool {
+    matches!(fit(c, slot, f), Some((_, false)))
 }
 
 #[cfg(test)]
@@ -301,18 +258,13 @@ mod tests {
     }
 
     #[test]
-    fn candidates_pick_the_likeliest_fit_per_slot() {
-        // "123ABC02" where the recogniser hesitated: slot 0 says I (0.6) or 1 (0.4), slot 4 says
-        // 8 (0.7) or B (0.3).
-        let mut pos: Vec<Vec<(char, f32)>> = "123ABC02".chars().map(|c| vec![(c, 0.99)]).collect();
-        pos[0] = vec![('I', 0.6), ('1', 0.4)];
-        pos[4] = vec![('8', 0.7), ('B', 0.3)];
-        let (plate, p) = correct_candidates(&pos).unwrap();
-        assert_eq!(
-            (plate.text.as_str(), plate.country, plate.corrections),
-            ("123ABC02", "KZ", 0)
-        );
-        assert!((p - 0.4 * 0.3 * 0.99f32.powi(6)).abs() < 1e-4, "{p}");
-        assert!(correct_candidates(&[vec![('?', 1.0)]]).is_none());
+    fn slots_allow_their_own_characters_only() {
+        let kz = &FORMATS[0];
+        let ru = FORMATS.iter().find(|f| f.country == "RU").unwrap();
+        let cn = FORMATS.iter().find(|f| f.country == "CN").unwrap();
+        assert!(allows(kz, 'D', '7') && !allows(kz, 'D', 'O'));
+        assert!(allows(kz, 'L', 'Q') && !allows(ru, 'L', 'Q'));
+        assert!(allows(cn, 'A', 'B') && !allows(cn, 'A', 'O'));
+        assert!(allows(cn, 'P', '新') && !allows(cn, 'P', '挂') && allows(cn, 'T', '挂'));
     }
 }

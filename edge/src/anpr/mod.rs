@@ -3,7 +3,7 @@
 //! - [`source`]: frames from opencv `VideoCapture` (RTSP, video file, V4L2 device) or HTTP
 //!   JPEG snapshots.
 //! - [`pipeline`]: localisation, rectification and recognition of one frame (two ONNX models,
-//!   [`models`]), then [`format`] correction.
+//!   [`models`]), decoded straight into the plate [`format`]s by [`ctc`].
 //! - [`vote`]: one plate per passage out of the frames' reads.
 //! - [`camera`]: the capture loop of a camera sensor, driven by its lane's occupancy, that
 //!   hands one read per vehicle (with its JPEG crop) to fusion.
@@ -11,6 +11,7 @@
 
 pub mod camera;
 pub mod cli;
+pub mod ctc;
 pub mod format;
 pub mod models;
 pub mod pipeline;

@@ -1,8 +1,7 @@
 //! One frame to plate reads: localisation (ONNX mask) → quadrilaterals → perspective
 //! rectification → recogniser input (double-row plates split and laid side by side, top row
-//! first) → ONNX recogniser → CTC decoding with per-character candidates → country-aware
-//! format correction ([`super::format`]; where no format fits, the read without one of its
-//! characters is tried, the commonest length error).
+//! first; a crop whose shape leaves the layout open is read both ways) → ONNX recogniser →
+//! CTC decoding constrained to the plate formats ([`super::ctc`]).
 //!
 //! The preprocessing here mirrors `models/plates/synth.py` (`rectify`, `ocr_input`), which made
 //! the training data; a change on one side needs the same change on the other.
@@ -16,10 +15,9 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor;
 
-use super::format::correct_candidates;
+use super::ctc::{Decoder, Recognised};
 use super::models::ModelSource;
 use super::AnprError;
-use crate::fusion::plates::normalise;
 
 /// The localiser's input size (the frame is resized to it).
 pub const LOC_W: i32 = 640;
@@ -27,14 +25,19 @@ pub const LOC_H: i32 = 360;
 /// The recogniser's input size.
 pub const OCR_W: i32 = 128;
 pub const OCR_H: i32 = 32;
-/// A rectified plate narrower than this (width / height) is read as two rows.
-pub const DOUBLE_ROW_ASPECT: f32 = 3.0;
+/// A rectified single-row plate is about 3.6 times as wide as high (margin included), a
+/// double-row one about 1.4, but perspective and loose corners spread both (measured on the
+/// synthetic crops: single-row 1st percentile 2.5, double-row 99th 2.2). A crop narrower than
+/// the first bound is read as two rows, one wider than the second as one row, and one in
+/// between both ways, the likelier read winning. As `synth.LAYOUT_ASPECTS`.
+pub const LAYOUT_ASPECTS: (f32, f32) = (1.6, 4.5);
 /// Margin kept around the localised quadrilateral, as a fraction of its height.
 pub const MARGIN: f32 = 0.2;
 /// Mask probability above which a pixel is plate.
 const MASK_THRESHOLD: f32 = 0.4;
-/// A read that fits no plate format is kept only above this recogniser confidence.
-const UNFORMATTED_MIN: f32 = 0.5;
+/// How far (in the blob's heights) a simplified outline's corner may lie from its
+/// minimum-area rectangle's for the outline to be trusted.
+const CORNER_TOLERANCE: f32 = 0.35;
 /// Smallest plate blob kept, in pixels of the localiser's input.
 const MIN_BLOB: f64 = 40.0;
 /// The recogniser's classes after the CTC blank (must match `synth.CHARSET`).
@@ -54,12 +57,22 @@ pub struct PlateFound {
     pub crop: Mat,
 }
 
-/// One recogniser output, decoded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
-    pub raw: String,
-    /// Per character: its candidates, likeliest first, with their probabilities.
-    pub positions: Vec<Vec<(char, f32)>>,
+/// How a plate's characters are laid out in its crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Single,
+    Double,
+}
+
+/// The layouts to read a crop of this shape (width / height) in.
+pub fn layouts(aspect: f32) -> &'static [Layout] {
+    if aspect < LAYOUT_ASPECTS.0 {
+        &[Layout::Double]
+    } else if aspect > LAYOUT_ASPECTS.1 {
+        &[Layout::Single]
+    } else {
+        &[Layout::Single, Layout::Double]
+    }
 }
 
 /// How long the stages of the last frame took, in milliseconds.
@@ -73,7 +86,8 @@ pub struct Timing {
 pub struct Reader {
     loc: Session,
     ocr: Session,
-    charset: Vec<char>,
+    classes: usize,
+    decoder: Decoder,
     pub timing: Timing,
 }
 
@@ -90,7 +104,8 @@ impl Reader {
         Ok(Reader {
             loc: models.localiser(env)?,
             ocr: models.recogniser(env)?,
-            charset: CHARSET.chars().collect(),
+            classes: CHARSET.chars().count() + 1,
+            decoder: Decoder::new(&CHARSET.chars().collect::<Vec<_>>()),
             timing: Timing::default(),
         })
     }
@@ -104,34 +119,18 @@ impl Reader {
         for (q, _) in &quads {
             crops.push(rectify(frame, q)?);
         }
-        let decoded = self.recognise(&crops)?;
+        let reads = self.recognise(&crops)?;
         self.timing = Timing {
             localise_ms: (t1 - t0).as_secs_f64() * 1e3,
             recognise_ms: t1.elapsed().as_secs_f64() * 1e3,
         };
         let mut out = Vec::new();
-        for (((quad, loc_score), crop), d) in quads.into_iter().zip(crops).zip(decoded) {
-            if d.positions.len() < 4 {
-                continue;
-            }
-            let (text, country, conf) =
-                match correct_candidates(&d.positions).or_else(|| without_one(&d.positions)) {
-                    Some((c, p)) => (c.text, Some(c.country), p),
-                    None => {
-                        // No format fits: a foreign plate, or something that is not a plate
-                        // (a badge, a sign). Kept, at half its confidence, only when read
-                        // clearly enough for an officer to judge.
-                        let p = d.positions.iter().map(|c| c[0].1).product::<f32>();
-                        if p < UNFORMATTED_MIN || d.positions.len() < 5 {
-                            continue;
-                        }
-                        (normalise(&d.raw), None, p * 0.5)
-                    }
-                };
+        for (((quad, loc_score), crop), r) in quads.into_iter().zip(crops).zip(reads) {
+            let Some(r) = r else { continue };
             out.push(PlateFound {
-                text,
-                country,
-                confidence: (conf * loc_score.sqrt()).clamp(0.0, 1.0),
+                text: r.text,
+                country: r.country,
+                confidence: (r.confidence * loc_score.sqrt()).clamp(0.0, 1.0),
                 bbox: bbox(&quad, frame.cols(), frame.rows()),
                 crop,
             });
@@ -232,93 +231,51 @@ impl Reader {
         Ok(out)
     }
 
-    /// Runs the recogniser on rectified crops, all in one batch.
-    pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<Decoded>, AnprError> {
+    /// Reads rectified crops, all in one batch: each crop in its layouts, the better read
+    /// kept; `None` for a crop with no read worth reporting.
+    pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<Option<Recognised>>, AnprError> {
         if crops.is_empty() {
             return Ok(Vec::new());
         }
         let per = (OCR_W * OCR_H) as usize;
-        let mut input = Vec::with_capacity(per * crops.len());
-        for c in crops {
-            input.extend(ocr_input(c)?);
+        let mut input = Vec::with_capacity(per * crops.len() * 2);
+        let mut of_crop = Vec::with_capacity(crops.len() * 2);
+        for (i, c) in crops.iter().enumerate() {
+            for &layout in layouts(c.cols() as f32 / c.rows().max(1) as f32) {
+                input.extend(ocr_input(c, layout)?);
+                of_crop.push(i);
+            }
         }
-        let tensor = Tensor::from_array(([crops.len(), 1, OCR_H as usize, OCR_W as usize], input))
-            .map_err(ort_err)?;
+        let tensor =
+            Tensor::from_array(([of_crop.len(), 1, OCR_H as usize, OCR_W as usize], input))
+                .map_err(ort_err)?;
         let outputs = self.ocr.run(ort::inputs!["x" => tensor]).map_err(ort_err)?;
         let (shape, probs) = outputs["probs"]
             .try_extract_tensor::<f32>()
             .map_err(ort_err)?;
         let (t, k) = (shape[1] as usize, shape[2] as usize);
-        if k != self.charset.len() + 1 {
+        if k != self.classes {
             return Err(AnprError::Inference(format!(
                 "recogniser has {k} classes, the charset {} (+ blank)",
-                self.charset.len()
+                self.classes - 1
             )));
         }
-        Ok(probs
-            .chunks_exact(t * k)
-            .map(|p| ctc_decode(p, t, k, &self.charset))
-            .collect())
-    }
-}
-
-/// One character too many is the recogniser's commonest length error (a flag mark, a border
-/// or a separator read as a character): the best valid plate without one of the positions,
-/// its probability scaled by how unsure the recogniser was of the dropped one.
-fn without_one(positions: &[Vec<(char, f32)>]) -> Option<(super::format::Corrected, f32)> {
-    (0..positions.len())
-        .filter_map(|i| {
-            let mut rest = positions.to_vec();
-            let dropped = rest.remove(i);
-            let (c, p) = correct_candidates(&rest)?;
-            Some((c, p * (1.0 - dropped[0].1).clamp(0.0, 1.0)))
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-}
-
-/// Greedy CTC decoding: the likeliest class per step, repeats merged, blanks dropped. Each
-/// character keeps the three likeliest classes at its most confident step.
-pub fn ctc_decode(probs: &[f32], t: usize, k: usize, charset: &[char]) -> Decoded {
-    let mut raw = String::new();
-    let mut positions: Vec<Vec<(char, f32)>> = Vec::new();
-    let mut best_p: Vec<f32> = Vec::new();
-    let mut prev = 0usize;
-    for step in 0..t {
-        let row = &probs[step * k..(step + 1) * k];
-        let (arg, &p) = row
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .expect("k > 0");
-        if arg != 0 {
-            let mut top: Vec<(char, f32)> = row[1..]
-                .iter()
-                .enumerate()
-                .map(|(i, &q)| (charset[i], q))
-                .collect();
-            top.sort_by(|a, b| b.1.total_cmp(&a.1));
-            top.truncate(3);
-            if arg != prev {
-                raw.push(charset[arg - 1]);
-                positions.push(top);
-                best_p.push(p);
-            } else if let (Some(last), Some(bp)) = (positions.last_mut(), best_p.last_mut()) {
-                if p > *bp {
-                    *last = top;
-                    *bp = p;
+        let mut best: Vec<Option<Recognised>> = vec![None; crops.len()];
+        for (&i, p) in of_crop.iter().zip(probs.chunks_exact(t * k)) {
+            if let Some(r) = self.decoder.read(p, t, k) {
+                if best[i].as_ref().is_none_or(|b| r.better_than(b)) {
+                    best[i] = Some(r);
                 }
             }
         }
-        prev = arg;
+        Ok(best)
     }
-    Decoded { raw, positions }
 }
 
 /// Width over height of a quadrilateral (tl, tr, br, bl).
 fn aspect(q: &[Point2f; 4]) -> f32 {
-    let d = |a: Point2f, b: Point2f| ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
-    let w = (d(q[0], q[1]) + d(q[3], q[2])) / 2.0;
-    let h = (d(q[0], q[3]) + d(q[1], q[2])) / 2.0;
+    let w = (dist(q[0], q[1]) + dist(q[3], q[2])) / 2.0;
+    let h = (dist(q[0], q[3]) + dist(q[1], q[2])) / 2.0;
     if h <= 0.0 {
         0.0
     } else {
@@ -326,42 +283,62 @@ fn aspect(q: &[Point2f; 4]) -> f32 {
     }
 }
 
-/// The four corners of a plate blob: its convex hull simplified to four points where it
-/// simplifies to four, else its minimum-area rectangle.
+/// The four corners of a plate blob: its convex hull simplified to four points, which keeps
+/// the perspective, where those lie near the corners of the blob's minimum-area rectangle;
+/// else that rectangle (a blob whose outline simplifies badly, a corner cut off by a flag
+/// or a shadow, would otherwise give a crop of half a plate).
 fn quadrilateral(contour: &Vector<Point>) -> Result<[Point2f; 4], AnprError> {
+    let r = imgproc::min_area_rect(contour).map_err(cv)?;
+    let mut rect = [Point2f::default(); 4];
+    r.points(&mut rect).map_err(cv)?;
+    let rect = order(&rect);
     let mut hull = Vector::<Point>::new();
     imgproc::convex_hull(contour, &mut hull, false, true).map_err(cv)?;
     let peri = imgproc::arc_length(&hull, true).map_err(cv)?;
     let mut approx = Vector::<Point>::new();
     imgproc::approx_poly_dp(&hull, &mut approx, 0.04 * peri, true).map_err(cv)?;
-    let pts: Vec<Point2f> = if approx.len() == 4 {
-        approx
+    if approx.len() == 4 {
+        let pts: Vec<Point2f> = approx
             .iter()
             .map(|p| Point2f::new(p.x as f32, p.y as f32))
-            .collect()
-    } else {
-        let r = imgproc::min_area_rect(contour).map_err(cv)?;
-        let mut p = [Point2f::default(); 4];
-        r.points(&mut p).map_err(cv)?;
-        p.to_vec()
-    };
-    Ok(order(&pts))
+            .collect();
+        let quad = order(&pts);
+        let tolerance = CORNER_TOLERANCE * r.size.width.min(r.size.height);
+        if quad
+            .iter()
+            .zip(&rect)
+            .all(|(a, b)| dist(*a, *b) <= tolerance)
+        {
+            return Ok(quad);
+        }
+    }
+    Ok(rect)
 }
 
-/// Top-left, top-right, bottom-right, bottom-left (as `synth.order_quad`).
+fn dist(a: Point2f, b: Point2f) -> f32 {
+    ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt()
+}
+
+/// Top-left, top-right, bottom-right, bottom-left (as `synth.order_quad`): the two leftmost
+/// points are the left corners, the upper of each pair the top one. Plates are wider than
+/// high and never turned near 90 degrees, so this holds where sorting by x + y does not (a
+/// turned plate's top-left can have a larger x + y than its bottom-left).
 fn order(p: &[Point2f]) -> [Point2f; 4] {
-    let by = |f: &dyn Fn(&Point2f) -> f32, max: bool| {
-        let it = p.iter().copied();
-        if max {
-            it.max_by(|a, b| f(a).total_cmp(&f(b)))
-        } else {
-            it.min_by(|a, b| f(a).total_cmp(&f(b)))
-        }
-        .unwrap_or_default()
+    let mut s: Vec<Point2f> = p.to_vec();
+    s.resize(4, Point2f::default());
+    s.sort_by(|a, b| a.x.total_cmp(&b.x));
+    let (l, r) = s.split_at(2);
+    let (tl, bl) = if l[0].y <= l[1].y {
+        (l[0], l[1])
+    } else {
+        (l[1], l[0])
     };
-    let s = |q: &Point2f| q.x + q.y;
-    let d = |q: &Point2f| q.y - q.x;
-    [by(&s, false), by(&d, false), by(&s, true), by(&d, true)]
+    let (tr, br) = if r[0].y <= r[1].y {
+        (r[0], r[1])
+    } else {
+        (r[1], r[0])
+    };
+    [tl, tr, br, bl]
 }
 
 fn bbox(q: &[Point2f; 4], w: i32, h: i32) -> [i32; 4] {
@@ -381,9 +358,8 @@ fn mean_inside(prob: &Mat, bin: &Mat, r: Rect) -> Result<f32, AnprError> {
 
 /// Warps the quadrilateral, grown by [`MARGIN`] of its height, to an upright crop.
 pub fn rectify(frame: &Mat, q: &[Point2f; 4]) -> Result<Mat, AnprError> {
-    let d = |a: Point2f, b: Point2f| ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt();
-    let wt = (d(q[0], q[1]) + d(q[3], q[2])) / 2.0;
-    let ht = (d(q[0], q[3]) + d(q[1], q[2])) / 2.0;
+    let wt = (dist(q[0], q[1]) + dist(q[3], q[2])) / 2.0;
+    let ht = (dist(q[0], q[3]) + dist(q[1], q[2])) / 2.0;
     let ow = ((wt + 2.0 * MARGIN * ht).round() as i32).max(8);
     let oh = ((ht * (1.0 + 2.0 * MARGIN)).round() as i32).max(8);
     let m = MARGIN * ht;
@@ -427,11 +403,11 @@ fn resized(src: &Mat, w: i32, h: i32) -> Result<Mat, AnprError> {
 
 /// The recogniser's input for a rectified crop: grey, 32x128, scaled to [-1, 1]; a
 /// double-row plate's rows side by side, top row first (as `synth.ocr_input`).
-pub fn ocr_input(crop: &Mat) -> Result<Vec<f32>, AnprError> {
+pub fn ocr_input(crop: &Mat, layout: Layout) -> Result<Vec<f32>, AnprError> {
     let mut g = Mat::default();
     imgproc::cvt_color(crop, &mut g, imgproc::COLOR_BGR2GRAY, 0).map_err(cv)?;
     let (w, h) = (g.cols(), g.rows());
-    let img = if (w as f32) / (h as f32) < DOUBLE_ROW_ASPECT {
+    let img = if layout == Layout::Double {
         let top_h = (h as f32 * 0.5) as i32;
         let bottom_y = (h as f32 * 0.42) as i32;
         let top = Mat::roi(&g, Rect::new(0, 0, w, top_h.max(1))).map_err(cv)?;
@@ -467,36 +443,11 @@ pub fn jpeg(img: &Mat, quality: i32) -> Result<Vec<u8>, AnprError> {
 mod tests {
     use super::*;
 
-    fn onehot(seq: &[usize], k: usize) -> Vec<f32> {
-        let mut v = vec![0.0; seq.len() * k];
-        for (t, &c) in seq.iter().enumerate() {
-            v[t * k + c] = 1.0;
-        }
-        v
-    }
-
     #[test]
-    fn ctc_merges_repeats_and_drops_blanks() {
-        let cs: Vec<char> = "0123".chars().collect();
-        // 1 1 _ 1 2 2 _ _ 3 -> "1123" (blank between repeats keeps both)
-        let p = onehot(&[2, 2, 0, 2, 3, 3, 0, 0, 4], 5);
-        let d = ctc_decode(&p, 9, 5, &cs);
-        assert_eq!(d.raw, "1123");
-        assert_eq!(d.positions.len(), 4);
-        assert_eq!(d.positions[3][0], ('3', 1.0));
-    }
-
-    #[test]
-    fn a_read_one_character_too_long_loses_its_least_certain_one() {
-        let pos: Vec<Vec<(char, f32)>> = "123ABCX02"
-            .chars()
-            .map(|c| vec![(c, if c == 'X' { 0.3 } else { 0.95 })])
-            .collect();
-        assert!(correct_candidates(&pos).is_none());
-        let (c, p) = without_one(&pos).unwrap();
-        assert_eq!((c.text.as_str(), c.country), ("123ABC02", "KZ"));
-        // The kept characters' probabilities, times how unsure the dropped one was.
-        assert!((p - 0.95f32.powi(8) * 0.7).abs() < 1e-4, "{p}");
+    fn layouts_by_shape() {
+        assert_eq!(layouts(1.4), &[Layout::Double]);
+        assert_eq!(layouts(2.8), &[Layout::Single, Layout::Double]);
+        assert_eq!(layouts(5.0), &[Layout::Single]);
     }
 
     #[test]
@@ -522,5 +473,37 @@ mod tests {
         assert_eq!(o[2], Point2f::new(98.0, 52.0));
         assert_eq!(o[3], Point2f::new(10.0, 50.0));
         assert!((aspect(&o) - 2.1).abs() < 0.1);
+        // A badly simplified outline (from a real blob) where x + y ordering picked the same
+        // point as top-left and bottom-left: every point is used once.
+        let p = [
+            (374.0, 308.0),
+            (397.0, 295.0),
+            (449.0, 306.0),
+            (451.0, 319.0),
+        ]
+        .map(|(x, y)| Point2f::new(x, y));
+        let o = order(&p);
+        assert!(p.iter().all(|q| o.contains(q)), "{o:?}");
+    }
+
+    #[test]
+    fn a_blob_with_a_corner_cut_off_is_its_rectangle() {
+        // A 100x25 plate whose bottom-left corner the mask missed.
+        let cut: Vector<Point> = [(0, 0), (100, 0), (100, 25), (30, 25), (0, 12)]
+            .into_iter()
+            .map(|(x, y)| Point::new(x, y))
+            .collect();
+        let q = quadrilateral(&cut).unwrap();
+        let want = [(0.0, 0.0), (100.0, 0.0), (100.0, 25.0), (0.0, 25.0)];
+        for (got, (x, y)) in q.iter().zip(want) {
+            assert!(dist(*got, Point2f::new(x, y)) < 2.0, "{q:?}");
+        }
+        // A clean perspective outline keeps its own corners.
+        let plate: Vector<Point> = [(0, 2), (100, 0), (98, 27), (2, 25)]
+            .into_iter()
+            .map(|(x, y)| Point::new(x, y))
+            .collect();
+        let q = quadrilateral(&plate).unwrap();
+        assert_eq!(q[2], Point2f::new(98.0, 27.0));
     }
 }

@@ -1,0 +1,402 @@
+//! Reading the recogniser's output: CTC decoding constrained to the plate formats.
+//!
+//! The recogniser gives, for each of its `t` column steps, a probability over the CTC blank
+//! and the characters of [`super::pipeline::CHARSET`]. Instead of taking the likeliest class
+//! per step and repairing the text afterwards, the decoder finds, for every format of
+//! [`super::format::FORMATS`], the likeliest alignment whose characters fit that format's
+//! slots (a Viterbi pass over the format's slots with blanks between them), and keeps the
+//! likeliest of all formats. A read one character too long or too short, or a digit where
+//! the format needs a letter, so becomes the plate the recogniser found next likeliest, and
+//! the choice between O and 0 is the recogniser's, not a fixed table's.
+//!
+//! Where even the best format needs characters the recogniser gave almost no probability,
+//! the plate is read as written instead (the unconstrained greedy read), for an officer to
+//! judge: a foreign plate, or something that is not a plate.
+
+use super::format::{allows, Format, FORMATS};
+use crate::fusion::plates::normalise;
+
+/// A formatted read is kept when the product of its characters' probabilities is at least
+/// this (a single character the recogniser all but ruled out brings it below)...
+const FORMATTED_MIN: f32 = 0.01;
+/// ...and its alignment at least this fraction as likely as the unconstrained one (a blank
+/// forced where the recogniser clearly saw a character brings it below).
+const FORMATTED_MIN_RATIO: f32 = 1e-4;
+/// A read that fits no plate format is kept only at this confidence, and only this long.
+const UNFORMATTED_MIN: f32 = 0.5;
+const UNFORMATTED_MIN_LEN: usize = 5;
+/// Log-probability of a step that cannot be taken.
+const NEG: f32 = -1e30;
+
+/// One crop's read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recognised {
+    /// Normalised; fits `country`'s format when there is one.
+    pub text: String,
+    pub country: Option<&'static str>,
+    /// The product of the characters' probabilities (each its best step's), halved for a
+    /// read that fits no format.
+    pub confidence: f32,
+    /// Log-probability of the alignment read, over all steps: what decides between two reads
+    /// of the same crop (its two layouts).
+    pub log_p: f32,
+}
+
+impl Recognised {
+    /// Whether this read of a crop is to be preferred over `other`, a read of the same crop
+    /// in another layout: a formatted read over an unformatted one, then the likelier.
+    pub fn better_than(&self, other: &Recognised) -> bool {
+        match (self.country.is_some(), other.country.is_some()) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => self.log_p > other.log_p,
+        }
+    }
+}
+
+/// The decoder for one recogniser: each format's slots as masks over its classes.
+pub struct Decoder {
+    charset: Vec<char>,
+    /// Per format, per slot: which classes (index into the output, 0 the blank) fit.
+    masks: Vec<(&'static Format, Vec<Vec<bool>>)>,
+}
+
+/// The likeliest alignment through one format: the classes read and each one's probability.
+struct Path {
+    classes: Vec<usize>,
+    probs: Vec<f32>,
+    log_p: f32,
+}
+
+impl Decoder {
+    pub fn new(charset: &[char]) -> Decoder {
+        let masks = FORMATS
+            .iter()
+            .map(|f| {
+                let slots = f
+                    .slots
+                    .chars()
+                    .map(|slot| {
+                        std::iter::once(false)
+                            .chain(charset.iter().map(|&c| allows(f, slot, c)))
+                            .collect()
+                    })
+                    .collect();
+                (f, slots)
+            })
+            .collect();
+        Decoder {
+            charset: charset.to_vec(),
+            masks,
+        }
+    }
+
+    /// The read of one crop's output (`t` steps of `k` probabilities), or `None` when it has
+    /// neither a formatted nor a clear unformatted read.
+    pub fn read(&self, probs: &[f32], t: usize, k: usize) -> Option<Recognised> {
+        debug_assert_eq!(k, self.charset.len() + 1);
+        let lp: Vec<f32> = probs.iter().map(|&p| p.max(1e-30).ln()).collect();
+        let best = self
+            .masks
+            .iter()
+            .filter_map(|(f, m)| viterbi(&lp, t, k, m).map(|p| (f, p)))
+            // Ties (KG and UZ share a format) go to the first in `FORMATS`.
+            .reduce(|a, b| if b.1.log_p > a.1.log_p { b } else { a });
+        let (raw, probs, log_p) = greedy(&lp, t, k, &self.charset);
+        if let Some((f, path)) = best {
+            let confidence = path.probs.iter().product::<f32>();
+            if confidence >= FORMATTED_MIN && path.log_p - log_p >= FORMATTED_MIN_RATIO.ln() {
+                return Some(Recognised {
+                    text: path.classes.iter().map(|&c| self.charset[c - 1]).collect(),
+                    country: Some(f.country),
+                    confidence,
+                    log_p: path.log_p,
+                });
+            }
+        }
+        let confidence = probs.iter().product::<f32>();
+        (confidence >= UNFORMATTED_MIN && probs.len() >= UNFORMATTED_MIN_LEN).then(|| Recognised {
+            text: normalise(&raw),
+            country: None,
+            confidence: confidence * 0.5,
+            log_p,
+        })
+    }
+}
+
+/// Greedy CTC decoding over log-probabilities: the likeliest class per step, repeats merged,
+/// blanks dropped; each character with its best step's probability.
+fn greedy(lp: &[f32], t: usize, k: usize, charset: &[char]) -> (String, Vec<f32>, f32) {
+    let (mut raw, mut probs, mut log_p, mut prev) = (String::new(), Vec::new(), 0.0, 0);
+    for row in lp.chunks_exact(k).take(t) {
+        let (arg, &l) = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .expect("k > 0");
+        log_p += l;
+        if arg != 0 && arg != prev {
+            raw.push(charset[arg - 1]);
+            probs.push(l.exp());
+        } else if arg != 0 {
+            let last = probs.last_mut().expect("a repeat follows a character");
+            *last = last.max(l.exp());
+        }
+        prev = arg;
+    }
+    (raw, probs, log_p)
+}
+
+/// The likeliest alignment of `lp` (`t` steps of `k` log-probabilities) whose characters fit
+/// `slots` in order. States: `blank[j]`, a blank after `j` characters; `char[j][c]`, the
+/// `j`-th character being class `c`. A character follows a blank or a different character
+/// (a repeat needs a blank between).
+fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<bool>]) -> Option<Path> {
+    let n = slots.len();
+    if n == 0 || t < n {
+        return None;
+    }
+    // Where each state's best path came from, per step: for `char` states STAY (the same
+    // character goes on), FROM_BLANK, or the previous character's class; for `blank` states
+    // FROM_BLANK or the class of the character before.
+    const STAY: u8 = u8::MAX;
+    const FROM_BLANK: u8 = u8::MAX - 1;
+    debug_assert!(k < FROM_BLANK as usize);
+    let mut blank = vec![NEG; n + 1];
+    let mut chars = vec![NEG; n * k];
+    let mut bp_blank = vec![FROM_BLANK; t * (n + 1)];
+    let mut bp_char = vec![STAY; t * n * k];
+    blank[0] = lp[0];
+    for c in 1..k {
+        if slots[0][c] {
+            chars[c] = lp[c];
+            bp_char[c] = FROM_BLANK;
+        }
+    }
+    let (mut nb, mut nc) = (vec![NEG; n + 1], vec![NEG; n * k]);
+    for step in 1..t {
+        let row = &lp[step * k..(step + 1) * k];
+        // The best and second-best class of each character, for "a different character".
+        let tops: Vec<[(f32, usize); 2]> = (0..n)
+            .map(|j| {
+                let mut top = [(NEG, 0), (NEG, 0)];
+                for (c, &v) in chars[j * k..(j + 1) * k].iter().enumerate() {
+                    if v > top[0].0 {
+                        top = [(v, c), top[0]];
+                    } else if v > top[1].0 {
+                        top[1] = (v, c);
+                    }
+                }
+                top
+            })
+            .collect();
+        for j in 0..=n {
+            let (mut best, mut from) = (blank[j], FROM_BLANK);
+            if j > 0 && tops[j - 1][0].0 > best {
+                (best, from) = (tops[j - 1][0].0, tops[j - 1][0].1 as u8);
+            }
+            nb[j] = if best > NEG { best + row[0] } else { NEG };
+            bp_blank[step * (n + 1) + j] = from;
+        }
+        for j in 0..n {
+            for c in 1..k {
+                let i = j * k + c;
+                if !slots[j][c] {
+                    nc[i] = NEG;
+                    continue;
+                }
+                let (mut best, mut from) = (chars[i], STAY);
+                if blank[j] > best {
+                    (best, from) = (blank[j], FROM_BLANK);
+                }
+                if j > 0 {
+                    let other = if tops[j - 1][0].1 == c {
+                        tops[j - 1][1]
+                    } else {
+                        tops[j - 1][0]
+                    };
+                    if other.0 > best {
+                        (best, from) = (other.0, other.1 as u8);
+                    }
+                }
+                nc[i] = if best > NEG { best + row[c] } else { NEG };
+                bp_char[(step * n + j) * k + c] = from;
+            }
+        }
+        std::mem::swap(&mut blank, &mut nb);
+        std::mem::swap(&mut chars, &mut nc);
+    }
+    // End after the last character or a blank after it.
+    let last = &chars[(n - 1) * k..n * k];
+    let (lc, &lv) = last
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .expect("k > 0");
+    let log_p = lv.max(blank[n]);
+    if log_p <= NEG / 2.0 {
+        return None;
+    }
+    // Back along the path: (in a char state?, j, class).
+    let mut state = if blank[n] >= lv {
+        (false, n, 0)
+    } else {
+        (true, n - 1, lc)
+    };
+    let mut classes = vec![0usize; n];
+    let mut probs = vec![0f32; n];
+    for step in (0..t).rev() {
+        let (is_char, j, c) = state;
+        if is_char {
+            classes[j] = c;
+            probs[j] = probs[j].max(lp[step * k + c].exp());
+            let from = bp_char[(step * n + j) * k + c];
+            state = match from {
+                STAY => (true, j, c),
+                FROM_BLANK => (false, j, 0),
+                prev => (true, j - 1, prev as usize),
+            };
+        } else {
+            let from = bp_blank[step * (n + 1) + j];
+            state = match from {
+                FROM_BLANK => (false, j, 0),
+                prev => (true, j - 1, prev as usize),
+            };
+        }
+    }
+    Some(Path {
+        classes,
+        probs,
+        log_p,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::anpr::pipeline::CHARSET;
+
+    /// Recogniser output for `steps`: each step a list of (character or '_' for the blank,
+    /// probability); the rest of the step's mass spread over the other classes.
+    fn output(steps: &[&[(char, f32)]]) -> (Vec<f32>, usize, usize) {
+        let cs: Vec<char> = CHARSET.chars().collect();
+        let k = cs.len() + 1;
+        let mut p = Vec::new();
+        for s in steps {
+            let given: f32 = s.iter().map(|x| x.1).sum();
+            let mut row = vec![(1.0 - given).max(0.0) / (k - s.len()) as f32; k];
+            for &(c, q) in s.iter() {
+                let i = if c == '_' {
+                    0
+                } else {
+                    1 + cs.iter().position(|&x| x == c).unwrap()
+                };
+                row[i] = q;
+            }
+            p.extend(row);
+        }
+        (p, steps.len(), k)
+    }
+
+    /// A clean read of `text`: each character over two steps, blanks around and between.
+    fn clean(text: &str) -> Vec<Vec<(char, f32)>> {
+        let mut steps = vec![vec![('_', 0.97)]];
+        for c in text.chars() {
+            steps.push(vec![(c, 0.97)]);
+            steps.push(vec![(c, 0.9)]);
+            steps.push(vec![('_', 0.97)]);
+        }
+        steps
+    }
+
+    fn read(steps: &[Vec<(char, f32)>]) -> Option<Recognised> {
+        let s: Vec<&[(char, f32)]> = steps.iter().map(|s| s.as_slice()).collect();
+        let (p, t, k) = output(&s);
+        Decoder::new(&CHARSET.chars().collect::<Vec<_>>()).read(&p, t, k)
+    }
+
+    #[test]
+    fn a_clean_read_is_its_plate() {
+        for (text, country) in [
+            ("123ABC02", "KZ"),
+            ("01123ABC", "KG"),
+            ("01A123BC", "UZ"),
+            ("A123BC777", "RU"),
+            ("新A1234挂", "CN"),
+            ("粤BD12345", "CN"),
+        ] {
+            let r = read(&clean(text)).unwrap();
+            assert_eq!((r.text.as_str(), r.country), (text, Some(country)));
+            assert!(
+                r.confidence > 0.97f32.powi(9) - 1e-3,
+                "{text}: {}",
+                r.confidence
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_characters_need_a_blank_between() {
+        let r = read(&clean("110AB02")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("110AB02", Some("KZ")));
+        // Without the blank between the two 1s they are one: six characters, and no format
+        // fits without a blank where the recogniser clearly saw a 1.
+        let mut steps = clean("110AB02");
+        steps.remove(3);
+        let r = read(&steps).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("10AB02", None));
+    }
+
+    #[test]
+    fn the_format_picks_the_recognisers_second_choice() {
+        // The second slot of a Chinese plate is a letter: the recogniser said 4 (0.6) or A (0.35).
+        let mut steps = clean("新A12345");
+        steps[4] = vec![('4', 0.6), ('A', 0.35)];
+        steps[5] = vec![('_', 0.97)];
+        let r = read(&steps).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("新A12345", Some("CN")));
+        assert!(
+            (r.confidence - 0.35 * 0.97f32.powi(6)).abs() < 0.01,
+            "{}",
+            r.confidence
+        );
+        // Where the read fits a format as it is, that format wins: 1238BC02 is a KZ trailer.
+        let mut steps = clean("123ABC02");
+        steps[10] = vec![('8', 0.6), ('B', 0.35)];
+        steps[11] = vec![('_', 0.97)];
+        assert_eq!(read(&steps).unwrap().text, "1238BC02");
+    }
+
+    #[test]
+    fn a_stray_character_is_left_out() {
+        // A flag mark read as an X between the plate's characters, not sure of itself.
+        let mut steps = clean("123ABC02");
+        steps.insert(19, vec![('X', 0.4), ('_', 0.35)]);
+        let r = read(&steps).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("123ABC02", Some("KZ")));
+    }
+
+    #[test]
+    fn unformatted_reads_are_kept_only_when_clear() {
+        // A German plate: no format fits without characters the recogniser ruled out.
+        let r = read(&clean("BMW4711")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("BMW4711", None));
+        assert!(r.confidence < 0.5);
+        // Too short for a plate, and nothing at all.
+        assert_eq!(read(&clean("AB1")), None);
+        assert_eq!(read(&vec![vec![('_', 0.99)]; 20]), None);
+    }
+
+    #[test]
+    fn a_formatted_read_beats_an_unformatted_one_then_the_likelier_wins() {
+        let r = |country, log_p| Recognised {
+            text: String::new(),
+            country,
+            confidence: 0.5,
+            log_p,
+        };
+        assert!(r(Some("KZ"), -9.0).better_than(&r(None, -1.0)));
+        assert!(!r(None, -1.0).better_than(&r(Some("KZ"), -9.0)));
+        assert!(r(Some("KZ"), -1.0).better_than(&r(Some("CN"), -2.0)));
+    }
+}
