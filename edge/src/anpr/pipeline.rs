@@ -38,6 +38,11 @@ const MASK_THRESHOLD: f32 = 0.4;
 /// How far (in the blob's heights) a simplified outline's corner may lie from its
 /// minimum-area rectangle's for the outline to be trusted.
 const CORNER_TOLERANCE: f32 = 0.35;
+/// A plate's blob fills 0.8–0.9 of its minimum-area rectangle; two plates that touch in the
+/// mask fill about half of theirs (measured on the synthetic test scenes).
+const SPLIT_FILL: f64 = 0.7;
+/// The higher mask thresholds a touching pair is parted at, tried in turn.
+const SPLIT_THRESHOLDS: [f64; 2] = [0.6, 0.8];
 /// Smallest plate blob kept, in pixels of the localiser's input.
 const MIN_BLOB: f64 = 40.0;
 /// The recogniser's classes after the CTC blank (must match `synth.CHARSET`).
@@ -211,11 +216,15 @@ impl Reader {
         .map_err(cv)?;
         let sx = frame.cols() as f32 / LOC_W as f32;
         let sy = frame.rows() as f32 / LOC_H as f32;
-        let mut out = Vec::new();
+        let mut blobs = Vec::new();
         for c in contours.iter() {
             if imgproc::contour_area(&c, false).map_err(cv)? < MIN_BLOB {
                 continue;
             }
+            blobs.extend(split_touching(&up, c)?);
+        }
+        let mut out = Vec::new();
+        for c in blobs {
             let quad = quadrilateral(&c)?;
             let quad = quad.map(|p| Point2f::new(p.x * sx, p.y * sy));
             let a = aspect(&quad);
@@ -347,6 +356,51 @@ fn bbox(q: &[Point2f; 4], w: i32, h: i32) -> [i32; 4] {
     let x1 = (q.iter().map(|p| p.x).fold(f32::MIN, f32::max).ceil() as i32).min(w);
     let y1 = (q.iter().map(|p| p.y).fold(f32::MIN, f32::max).ceil() as i32).min(h);
     [x0, y0, (x1 - x0).max(0), (y1 - y0).max(0)]
+}
+
+/// Two plates close together (a tractor's front plate beside the next truck's, two trailers
+/// side by side) can touch in the mask and make one blob that is no plate's shape. A blob
+/// that fills less than [`SPLIT_FILL`] of its minimum-area rectangle is thresholded again,
+/// higher, inside its bounding box; where that parts it into blobs of plate size, those
+/// are the plates. Otherwise the blob is kept as it is.
+fn split_touching(prob: &Mat, blob: Vector<Point>) -> Result<Vec<Vector<Point>>, AnprError> {
+    let r = imgproc::min_area_rect(&blob).map_err(cv)?;
+    let area = imgproc::contour_area(&blob, false).map_err(cv)?;
+    let rect_area = f64::from(r.size.width) * f64::from(r.size.height);
+    if rect_area <= 0.0 || area / rect_area >= SPLIT_FILL {
+        return Ok(vec![blob]);
+    }
+    let bounds = imgproc::bounding_rect(&blob).map_err(cv)?;
+    let roi = Mat::roi(prob, bounds)
+        .map_err(cv)?
+        .try_clone()
+        .map_err(cv)?;
+    for threshold in SPLIT_THRESHOLDS {
+        let mut bin = Mat::default();
+        imgproc::threshold(&roi, &mut bin, threshold, 255.0, imgproc::THRESH_BINARY).map_err(cv)?;
+        let mut bin8 = Mat::default();
+        bin.convert_to(&mut bin8, core::CV_8U, 1.0, 0.0)
+            .map_err(cv)?;
+        let mut parts = Vector::<Vector<Point>>::new();
+        imgproc::find_contours(
+            &bin8,
+            &mut parts,
+            imgproc::RETR_EXTERNAL,
+            imgproc::CHAIN_APPROX_SIMPLE,
+            bounds.tl(),
+        )
+        .map_err(cv)?;
+        let mut big = Vec::new();
+        for p in parts {
+            if imgproc::contour_area(&p, false).map_err(cv)? >= MIN_BLOB {
+                big.push(p);
+            }
+        }
+        if big.len() >= 2 {
+            return Ok(big);
+        }
+    }
+    Ok(vec![blob])
 }
 
 fn mean_inside(prob: &Mat, bin: &Mat, r: Rect) -> Result<f32, AnprError> {
@@ -484,6 +538,55 @@ mod tests {
         .map(|(x, y)| Point2f::new(x, y));
         let o = order(&p);
         assert!(p.iter().all(|q| o.contains(q)), "{o:?}");
+    }
+
+    #[test]
+    fn plates_that_touch_in_the_mask_are_parted() {
+        // Two plates, diagonal to each other, joined by a strip of middling probability.
+        let mut prob =
+            Mat::new_rows_cols_with_default(60, 120, core::CV_32F, Scalar::all(0.0)).unwrap();
+        for (r, v) in [
+            (Rect::new(10, 10, 50, 15), 0.95),
+            (Rect::new(55, 32, 50, 15), 0.95),
+            (Rect::new(50, 20, 12, 14), 0.5),
+        ] {
+            Mat::roi_mut(&mut prob, r)
+                .unwrap()
+                .set_to(&Scalar::all(v), &core::no_array())
+                .unwrap();
+        }
+        let outline = |p: &Mat, t: f64| {
+            let (mut bin, mut bin8) = (Mat::default(), Mat::default());
+            imgproc::threshold(p, &mut bin, t, 255.0, imgproc::THRESH_BINARY).unwrap();
+            bin.convert_to(&mut bin8, core::CV_8U, 1.0, 0.0).unwrap();
+            let mut c = Vector::<Vector<Point>>::new();
+            imgproc::find_contours(
+                &bin8,
+                &mut c,
+                imgproc::RETR_EXTERNAL,
+                imgproc::CHAIN_APPROX_SIMPLE,
+                Point::new(0, 0),
+            )
+            .unwrap();
+            c
+        };
+        let joined = outline(&prob, 0.4);
+        assert_eq!(joined.len(), 1);
+        let parts = split_touching(&prob, joined.get(0).unwrap()).unwrap();
+        let mut boxes: Vec<Rect> = parts
+            .iter()
+            .map(|p| imgproc::bounding_rect(p).unwrap())
+            .collect();
+        boxes.sort_by_key(|b| b.x);
+        assert_eq!(
+            boxes,
+            [Rect::new(10, 10, 50, 15), Rect::new(55, 32, 50, 15)]
+        );
+        // One plate on its own is left as it is.
+        let one = outline(&prob, 0.9).get(0).unwrap();
+        let kept = split_touching(&prob, one.clone()).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].to_vec(), one.to_vec());
     }
 
     #[test]
