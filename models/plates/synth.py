@@ -442,12 +442,13 @@ def ocr_input(crop_rgb, double):
     return g
 
 
-def ocr_sample(rng, split):
+def ocr_sample(rng, split, cn_share=0.32):
     """One recogniser training sample: a plate in a patch of scene, degraded, rectified from a
     jittered quadrilateral (as the localiser would find it)."""
     _, family, _ = SPLITS[split]
     # Chinese plates are over-drawn: 31 province characters need more examples than digits.
-    country = COUNTRIES[rng.choice(5, p=[0.17, 0.17, 0.17, 0.17, 0.32])]
+    other = (1 - cn_share) / 4
+    country = COUNTRIES[rng.choice(5, p=[other] * 4 + [cn_share])]
     country, text, double, plate = make_plate(rng, country)
     ph, pw = plate.shape[:2]
     width = rng.uniform(PLATE_MIN_PX * 0.9, PLATE_MAX_PX) * (0.62 if double else 1.0)
@@ -481,7 +482,7 @@ def cmd_scenes(args):
     with open(os.path.join(args.out, "labels.jsonl"), "w") as labels:
         n = 0
         for ci, c in enumerate(COUNTRIES):
-            for i in range(args.per_country):
+            for i in range(args.first, args.first + args.per_country):
                 rng = np.random.default_rng(off + 1_000_000 + ci * 100_000 + i)
                 img, plates = scene(rng, args.split, c)
                 name = "%s_%04d.jpg" % (c.lower(), i)
@@ -525,6 +526,7 @@ def main():
     s = sub.add_parser("scenes", help="1280x720 scenes with labels.jsonl")
     s.add_argument("--split", choices=SPLITS, default="test")
     s.add_argument("--per-country", type=int, default=200)
+    s.add_argument("--first", type=int, default=0, help="index of each country's first scene (a later range is a second, untouched test set)")
     s.add_argument("--out", required=True)
     v = sub.add_parser("video", help="an MJPEG AVI of one truck passing")
     v.add_argument("--out", required=True)

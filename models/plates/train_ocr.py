@@ -31,14 +31,14 @@ class CRNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.cnn = nn.Sequential(
-            *block(1, 16), nn.MaxPool2d(2),            # 16 x 64
-            *block(16, 32), nn.MaxPool2d(2),           # 8 x 32
-            *block(32, 64), *block(64, 64), nn.MaxPool2d((2, 1)),  # 4 x 32
-            *block(64, 96), nn.MaxPool2d((4, 1)),      # 1 x 32
+            *block(1, 24), nn.MaxPool2d(2),            # 16 x 64
+            *block(24, 48), nn.MaxPool2d(2),           # 8 x 32
+            *block(48, 96), *block(96, 96), nn.MaxPool2d((2, 1)),  # 4 x 32
+            *block(96, 128), nn.MaxPool2d((4, 1)),     # 1 x 32
         )
-        self.seq = nn.Sequential(nn.Conv1d(96, 128, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout(0.1),
-                                 nn.Conv1d(128, 128, 3, padding=1), nn.ReLU(inplace=True))
-        self.head = nn.Conv1d(128, NCLASS, 1)
+        self.seq = nn.Sequential(nn.Conv1d(128, 160, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout(0.1),
+                                 nn.Conv1d(160, 160, 3, padding=1), nn.ReLU(inplace=True))
+        self.head = nn.Conv1d(160, NCLASS, 1)
 
     def forward(self, x):
         f = self.cnn(x).squeeze(2)          # N, C, T
