@@ -193,34 +193,11 @@ impl Reader {
             imgproc::INTER_LINEAR,
         )
         .map_err(cv)?;
-        let mut bin = Mat::default();
-        imgproc::threshold(
-            &up,
-            &mut bin,
-            MASK_THRESHOLD as f64,
-            255.0,
-            imgproc::THRESH_BINARY,
-        )
-        .map_err(cv)?;
-        let mut bin8 = Mat::default();
-        bin.convert_to(&mut bin8, core::CV_8U, 1.0, 0.0)
-            .map_err(cv)?;
-        let mut contours = Vector::<Vector<Point>>::new();
-        imgproc::find_contours(
-            &bin8,
-            &mut contours,
-            imgproc::RETR_EXTERNAL,
-            imgproc::CHAIN_APPROX_SIMPLE,
-            Point::new(0, 0),
-        )
-        .map_err(cv)?;
+        let (bin8, found) = blobs_above(&up, MASK_THRESHOLD as f64, Point::new(0, 0))?;
         let sx = frame.cols() as f32 / LOC_W as f32;
         let sy = frame.rows() as f32 / LOC_H as f32;
         let mut blobs = Vec::new();
-        for c in contours.iter() {
-            if imgproc::contour_area(&c, false).map_err(cv)? < MIN_BLOB {
-                continue;
-            }
+        for c in found {
             blobs.extend(split_touching(&up, c)?);
         }
         let mut out = Vec::new();
@@ -376,31 +353,42 @@ fn split_touching(prob: &Mat, blob: Vector<Point>) -> Result<Vec<Vector<Point>>,
         .try_clone()
         .map_err(cv)?;
     for threshold in SPLIT_THRESHOLDS {
-        let mut bin = Mat::default();
-        imgproc::threshold(&roi, &mut bin, threshold, 255.0, imgproc::THRESH_BINARY).map_err(cv)?;
-        let mut bin8 = Mat::default();
-        bin.convert_to(&mut bin8, core::CV_8U, 1.0, 0.0)
-            .map_err(cv)?;
-        let mut parts = Vector::<Vector<Point>>::new();
-        imgproc::find_contours(
-            &bin8,
-            &mut parts,
-            imgproc::RETR_EXTERNAL,
-            imgproc::CHAIN_APPROX_SIMPLE,
-            bounds.tl(),
-        )
-        .map_err(cv)?;
-        let mut big = Vec::new();
-        for p in parts {
-            if imgproc::contour_area(&p, false).map_err(cv)? >= MIN_BLOB {
-                big.push(p);
-            }
-        }
-        if big.len() >= 2 {
-            return Ok(big);
+        let (_, parts) = blobs_above(&roi, threshold, bounds.tl())?;
+        if parts.len() >= 2 {
+            return Ok(parts);
         }
     }
     Ok(vec![blob])
+}
+
+/// The mask thresholded (0 or 255, 8-bit) and the outlines of its blobs of at least
+/// [`MIN_BLOB`] pixels, shifted by `offset`.
+fn blobs_above(
+    prob: &Mat,
+    threshold: f64,
+    offset: Point,
+) -> Result<(Mat, Vec<Vector<Point>>), AnprError> {
+    let mut bin = Mat::default();
+    imgproc::threshold(prob, &mut bin, threshold, 255.0, imgproc::THRESH_BINARY).map_err(cv)?;
+    let mut bin8 = Mat::default();
+    bin.convert_to(&mut bin8, core::CV_8U, 1.0, 0.0)
+        .map_err(cv)?;
+    let mut outlines = Vector::<Vector<Point>>::new();
+    imgproc::find_contours(
+        &bin8,
+        &mut outlines,
+        imgproc::RETR_EXTERNAL,
+        imgproc::CHAIN_APPROX_SIMPLE,
+        offset,
+    )
+    .map_err(cv)?;
+    let mut blobs = Vec::new();
+    for o in outlines {
+        if imgproc::contour_area(&o, false).map_err(cv)? >= MIN_BLOB {
+            blobs.push(o);
+        }
+    }
+    Ok((bin8, blobs))
 }
 
 fn mean_inside(prob: &Mat, bin: &Mat, r: Rect) -> Result<f32, AnprError> {
@@ -555,24 +543,10 @@ mod tests {
                 .set_to(&Scalar::all(v), &core::no_array())
                 .unwrap();
         }
-        let outline = |p: &Mat, t: f64| {
-            let (mut bin, mut bin8) = (Mat::default(), Mat::default());
-            imgproc::threshold(p, &mut bin, t, 255.0, imgproc::THRESH_BINARY).unwrap();
-            bin.convert_to(&mut bin8, core::CV_8U, 1.0, 0.0).unwrap();
-            let mut c = Vector::<Vector<Point>>::new();
-            imgproc::find_contours(
-                &bin8,
-                &mut c,
-                imgproc::RETR_EXTERNAL,
-                imgproc::CHAIN_APPROX_SIMPLE,
-                Point::new(0, 0),
-            )
-            .unwrap();
-            c
-        };
-        let joined = outline(&prob, 0.4);
+        let outline = |t: f64| blobs_above(&prob, t, Point::new(0, 0)).unwrap().1;
+        let mut joined = outline(0.4);
         assert_eq!(joined.len(), 1);
-        let parts = split_touching(&prob, joined.get(0).unwrap()).unwrap();
+        let parts = split_touching(&prob, joined.remove(0)).unwrap();
         let mut boxes: Vec<Rect> = parts
             .iter()
             .map(|p| imgproc::bounding_rect(p).unwrap())
@@ -583,7 +557,7 @@ mod tests {
             [Rect::new(10, 10, 50, 15), Rect::new(55, 32, 50, 15)]
         );
         // One plate on its own is left as it is.
-        let one = outline(&prob, 0.9).get(0).unwrap();
+        let one = outline(0.9).remove(0);
         let kept = split_touching(&prob, one.clone()).unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].to_vec(), one.to_vec());
