@@ -4,7 +4,7 @@ Owns: plate text sampling per country (the formats of `edge/src/anpr/format.rs`)
 rendering (fonts from Debian packages: fonts-dejavu-core, fonts-liberation2, fonts-freefont-ttf,
 fonts-noto-cjk), the degradations a lane camera adds (perspective, blur, night/IR, glare, dirt,
 low resolution, JPEG), whole 1280x720 scenes for the localiser and rectified crops for the
-recogniser, and the recogniser's input preparation, which `edge/src/anpr/recognise.rs` mirrors.
+recogniser, and the recogniser's input preparation, which `edge/src/anpr/pipeline.rs` mirrors.
 
 Training and test data come from disjoint seed ranges and disjoint background families
 (`split`): the test split's backgrounds, vehicle colours and clutter words are never drawn for
@@ -40,11 +40,6 @@ OCR_H, OCR_W = 32, 128
 # camera is installed for plate reading: 130 px puts a character at about 20 px high, the
 # least ANPR installation guides ask for.
 PLATE_MIN_PX, PLATE_MAX_PX = 130, 300
-# A rectified single-row plate is about 3.6 times as wide as high (520x112 with the margin),
-# a double-row one about 1.4; perspective and loose corners move both. Below the first bound
-# a crop is read as two rows, above the second as one, and between as both, the likelier
-# valid read winning (`edge/src/anpr/pipeline.rs`).
-LAYOUT_ASPECTS = (1.6, 4.5)
 # The rectifier keeps this much margin around the localised quadrilateral (fraction of height):
 # enough that a plate whose corners the localiser placed a little inside is still whole.
 MARGIN = 0.2
@@ -402,7 +397,7 @@ def quad_overlaps(a, b):
 
 
 # ---------------------------------------------------------------------------------------------
-# The recogniser's input (mirrored by edge/src/anpr/recognise.rs)
+# The recogniser's input (mirrored by edge/src/anpr/pipeline.rs)
 
 
 def order_quad(q):
@@ -429,7 +424,7 @@ def rectify(img, quad):
 def ocr_input(crop_rgb, double):
     """32x128 grey: a double-row plate's rows side by side, top row first."""
     g = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2GRAY)
-    h, w = g.shape
+    h = g.shape[0]
     if double:
         top = g[: int(h * 0.5)]
         bottom = g[int(h * 0.42):]
@@ -467,8 +462,8 @@ def ocr_sample(rng, split, cn_share=0.32):
     spread = np.array([0.08, 0.06]) if rng.random() < 0.7 else np.array([0.25, 0.18])
     jitter = rng.normal(0, 1, (4, 2)) * spread * hh
     crop = rectify(img, quad + jitter.astype(np.float32))
-    # Laid out as the plate is: the reader tries both layouts where the crop's shape leaves
-    # it open, and keeps the one that reads as a plate.
+    # Laid out as the plate is: the appliance reads a crop both ways where its shape leaves
+    # the layout open (`LAYOUT_ASPECTS` in edge/src/anpr/pipeline.rs) and keeps the likelier.
     return ocr_input(crop, double), text, country
 
 

@@ -91,6 +91,11 @@ impl Decoder {
         }
     }
 
+    /// Classes the recogniser must output: the CTC blank and the charset.
+    pub fn classes(&self) -> usize {
+        self.charset.len() + 1
+    }
+
     /// The read of one crop's output (`t` steps of `k` probabilities), or `None` when it has
     /// neither a formatted nor a clear unformatted read.
     pub fn read(&self, probs: &[f32], t: usize, k: usize) -> Option<Recognised> {
@@ -174,22 +179,20 @@ fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<bool>]) -> Option<Path> 
         }
     }
     let (mut nb, mut nc) = (vec![NEG; n + 1], vec![NEG; n * k]);
+    // The best and second-best class of each character, for "a different character".
+    let mut tops = vec![[(NEG, 0usize); 2]; n];
     for step in 1..t {
         let row = &lp[step * k..(step + 1) * k];
-        // The best and second-best class of each character, for "a different character".
-        let tops: Vec<[(f32, usize); 2]> = (0..n)
-            .map(|j| {
-                let mut top = [(NEG, 0), (NEG, 0)];
-                for (c, &v) in chars[j * k..(j + 1) * k].iter().enumerate() {
-                    if v > top[0].0 {
-                        top = [(v, c), top[0]];
-                    } else if v > top[1].0 {
-                        top[1] = (v, c);
-                    }
+        for (top, per_char) in tops.iter_mut().zip(chars.chunks_exact(k)) {
+            *top = [(NEG, 0), (NEG, 0)];
+            for (c, &v) in per_char.iter().enumerate() {
+                if v > top[0].0 {
+                    *top = [(v, c), top[0]];
+                } else if v > top[1].0 {
+                    top[1] = (v, c);
                 }
-                top
-            })
-            .collect();
+            }
+        }
         for j in 0..=n {
             let (mut best, mut from) = (blank[j], FROM_BLANK);
             if j > 0 && tops[j - 1][0].0 > best {

@@ -29,7 +29,8 @@ pub const OCR_H: i32 = 32;
 /// double-row one about 1.4, but perspective and loose corners spread both (measured on the
 /// synthetic crops: single-row 1st percentile 2.5, double-row 99th 2.2). A crop narrower than
 /// the first bound is read as two rows, one wider than the second as one row, and one in
-/// between both ways, the likelier read winning. As `synth.LAYOUT_ASPECTS`.
+/// between both ways, the likelier read winning. (Training crops are laid out as their plate
+/// is: `synth.ocr_input`.)
 pub const LAYOUT_ASPECTS: (f32, f32) = (1.6, 4.5);
 /// Margin kept around the localised quadrilateral, as a fraction of its height.
 pub const MARGIN: f32 = 0.2;
@@ -91,7 +92,6 @@ pub struct Timing {
 pub struct Reader {
     loc: Session,
     ocr: Session,
-    classes: usize,
     decoder: Decoder,
     pub timing: Timing,
 }
@@ -109,7 +109,6 @@ impl Reader {
         Ok(Reader {
             loc: models.localiser(env)?,
             ocr: models.recogniser(env)?,
-            classes: CHARSET.chars().count() + 1,
             decoder: Decoder::new(&CHARSET.chars().collect::<Vec<_>>()),
             timing: Timing::default(),
         })
@@ -240,10 +239,10 @@ impl Reader {
             .try_extract_tensor::<f32>()
             .map_err(ort_err)?;
         let (t, k) = (shape[1] as usize, shape[2] as usize);
-        if k != self.classes {
+        if k != self.decoder.classes() {
             return Err(AnprError::Inference(format!(
                 "recogniser has {k} classes, the charset {} (+ blank)",
-                self.classes - 1
+                self.decoder.classes() - 1
             )));
         }
         let mut best: Vec<Option<Recognised>> = vec![None; crops.len()];
