@@ -71,9 +71,9 @@ def summarise(rows, ms):
     return out
 
 
-def ours(d, labels, binary, threads):
+def ours(d, labels, binary, threads, models=None):
     paths = [os.path.join(d, l["image"]) for l in labels]
-    cmd = [binary, "anpr", "--threads", str(threads)] + paths
+    cmd = [binary, "anpr", "--threads", str(threads)] + (["--models", models] if models else []) + paths
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         sys.exit("acsgd anpr failed: " + res.stderr.strip())
@@ -143,6 +143,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("dir")
     p.add_argument("--acsgd", default="target/release/acsgd")
+    p.add_argument("--models", help="a directory with candidate models instead of the built-in ones")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--reference", action="store_true", help="also run the PaddleOCR reference")
     p.add_argument("--json")
@@ -150,7 +151,7 @@ def main():
     with open(os.path.join(a.dir, "labels.jsonl")) as f:
         labels = [json.loads(x) for x in f]
     results = {}
-    rows, ms = ours(a.dir, labels, a.acsgd, a.threads)
+    rows, ms = ours(a.dir, labels, a.acsgd, a.threads, a.models)
     results["acsgd"] = summarise(rows, ms)
     if a.reference:
         rows, ms = reference(a.dir, labels)

@@ -80,6 +80,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--lr", type=float, default=4e-3)
+    p.add_argument("--init", help="start from these weights (a .pt this script saved)")
     a = p.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count())
@@ -91,6 +92,8 @@ def main():
     y = masks(tr["quads"], h, w)
     vx, vy = to_tensor(va["x"]), torch.from_numpy(masks(va["quads"], h, w))
     model = Localiser()
+    if a.init:
+        model.load_state_dict(torch.load(a.init))
     print("parameters", sum(p.numel() for p in model.parameters()), file=sys.stderr)
     steps = a.epochs * (n // a.batch)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
