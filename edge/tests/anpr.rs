@@ -110,6 +110,34 @@ fn anpr_reads_test_frames_of_every_country_and_reports_bad_files() {
 }
 
 #[test]
+fn a_model_of_the_wrong_shape_is_refused_at_load_naming_its_file() {
+    // A recogniser whose input is not this build's (here the localiser's file in its place:
+    // three channels, any size): one error naming the file and both shapes, no per-frame
+    // failures.
+    let tmp = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    std::fs::copy(
+        models.join("plate_loc.onnx"),
+        tmp.path().join("plate_loc.onnx"),
+    )
+    .unwrap();
+    std::fs::copy(
+        models.join("plate_loc.onnx"),
+        tmp.path().join("plate_ocr.onnx"),
+    )
+    .unwrap();
+    let frame = data("plates").join("kz_0000.jpg");
+    let (lines, stderr, ok) = anpr(&[Path::new("--models"), tmp.path(), &frame]);
+    assert!(!ok, "{stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+    let want = format!(
+        "{}: input `x` is [?, 3, ?, ?], this build feeds [N, 1, 32, 192]",
+        tmp.path().join("plate_ocr.onnx").display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+}
+
+#[test]
 fn a_camera_video_becomes_a_plate_in_the_passage_at_central() {
     let tmp = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();

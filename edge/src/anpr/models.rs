@@ -14,6 +14,7 @@ use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 
+use super::pipeline::{LOC_H, LOC_W, OCR_H, OCR_W};
 use super::AnprError;
 
 /// The localiser (`models/plate_loc.onnx`, see its model card).
@@ -89,6 +90,14 @@ impl ModelSource {
         }
     }
 
+    /// The model's file, or that it is the built-in one, for messages.
+    fn label(&self, name: &str) -> String {
+        match &self.dir {
+            None => format!("{name} (built in)"),
+            Some(d) => d.join(name).display().to_string(),
+        }
+    }
+
     fn session(
         &self,
         env: &Environment,
@@ -113,10 +122,49 @@ impl ModelSource {
     }
 
     pub fn localiser(&self, env: &Environment) -> Result<Session, AnprError> {
-        self.session(env, "plate_loc.onnx", LOCALISER)
+        let s = self.session(env, "plate_loc.onnx", LOCALISER)?;
+        expect_input(&s, &self.label("plate_loc.onnx"), 3, LOC_H, LOC_W)?;
+        Ok(s)
     }
 
     pub fn recogniser(&self, env: &Environment) -> Result<Session, AnprError> {
-        self.session(env, "plate_ocr.onnx", RECOGNISER)
+        let s = self.session(env, "plate_ocr.onnx", RECOGNISER)?;
+        expect_input(&s, &self.label("plate_ocr.onnx"), 1, OCR_H, OCR_W)?;
+        Ok(s)
+    }
+}
+
+/// A model from another release (the recogniser's input was 32x128 before it was 32x192)
+/// is refused when it is loaded, with what it wants and what it would get, rather than
+/// failing on every frame. Dimensions the model leaves open (-1) fit anything.
+fn expect_input(s: &Session, model: &str, channels: i32, h: i32, w: i32) -> Result<(), AnprError> {
+    let want = [channels as i64, h as i64, w as i64];
+    let shape: Option<Vec<i64>> = s
+        .inputs()
+        .iter()
+        .find(|i| i.name() == "x")
+        .and_then(|i| i.dtype().tensor_shape())
+        .map(|s| s.iter().copied().collect());
+    let fits =
+        |got: &[i64]| got.len() == 4 && got[1..].iter().zip(want).all(|(&g, w)| g < 0 || g == w);
+    match shape {
+        Some(got) if fits(&got) => Ok(()),
+        got => Err(AnprError::Model {
+            model: model.to_string(),
+            problem: format!(
+                "input `x` is {}, this build feeds [N, {}, {}, {}]",
+                got.map_or("missing".to_string(), |g| {
+                    // Open dimensions as `?`, as ONNX tools print them.
+                    let dims: Vec<String> = g
+                        .iter()
+                        .map(|&d| if d < 0 { "?".into() } else { d.to_string() })
+                        .collect();
+                    format!("[{}]", dims.join(", "))
+                }),
+                want[0],
+                want[1],
+                want[2]
+            ),
+        }),
     }
 }
