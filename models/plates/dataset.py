@@ -21,13 +21,13 @@ import synth  # noqa: E402
 
 
 def ocr_one(args):
-    split, i, cn_share = args
+    split, i, cn_share, double_share = args
     rng = np.random.default_rng(synth.SPLITS[split][0] + i)
-    return synth.ocr_sample(rng, split, cn_share)
+    return synth.ocr_sample(rng, split, cn_share, double_share)
 
 
 def loc_one(args):
-    split, i, _ = args
+    split, i, _, _ = args
     rng = np.random.default_rng(synth.SPLITS[split][0] + 5_000_000 + i)
     img, plates = synth.scene(rng, split, w=640, h=360, scale=0.5)
     return img, [p["quad"] for p in plates]
@@ -41,11 +41,12 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--first", type=int, default=0, help="seed index of the first sample (a later range is fresh data)")
     p.add_argument("--cn-share", type=float, default=0.32, help="ocr: share of Chinese plates")
+    p.add_argument("--double-share", type=float, default=0.25, help="ocr: share of double-row plates")
     a = p.parse_args()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with mp.Pool() as pool:
         fn = ocr_one if a.kind == "ocr" else loc_one
-        res = pool.map(fn, [(a.split, i, a.cn_share) for i in range(a.first, a.first + a.n)], chunksize=64)
+        res = pool.map(fn, [(a.split, i, a.cn_share, a.double_share) for i in range(a.first, a.first + a.n)], chunksize=64)
     if a.kind == "ocr":
         np.savez_compressed(a.out, x=np.stack([r[0] for r in res]), text=np.array([r[1] for r in res]), country=np.array([r[2] for r in res]))
     else:

@@ -35,7 +35,7 @@ TRAILER = "挂"
 # The recogniser's alphabet; class 0 is the CTC blank.
 CHARSET = DIGITS + LATIN + PROVINCES + TRAILER
 
-OCR_H, OCR_W = 32, 128
+OCR_H, OCR_W = 32, 192
 # Plate width in a 1280x720 frame (a single-row plate; double-row ones are 0.62 of it). A lane
 # camera is installed for plate reading: 130 px puts a character at about 20 px high, the
 # least ANPR installation guides ask for.
@@ -349,11 +349,11 @@ def paste_plate(img, plate, quad):
     img[:] = np.clip(img * (1 - mask[..., None]) + warped * mask[..., None], 0, 255)
 
 
-def make_plate(rng, country=None, double=None):
+def make_plate(rng, country=None, double=None, double_share=0.25):
     country = country or COUNTRIES[rng.integers(len(COUNTRIES))]
     text, split_at = sample_text(rng, country)
     if double is None:
-        double = rng.random() < 0.25
+        double = rng.random() < double_share
     plate = degrade_plate(rng, render_plate(rng, country, text, split_at, double))
     return country, text, double, plate
 
@@ -422,29 +422,30 @@ def rectify(img, quad):
 
 
 def ocr_input(crop_rgb, double):
-    """32x128 grey: a double-row plate's rows side by side, top row first."""
+    """32x192 grey: a double-row plate's rows side by side, top row first, each in half the
+    width (for both plate shapes that keeps the characters' proportions, within 15 %)."""
     g = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2GRAY)
     h = g.shape[0]
     if double:
         top = g[: int(h * 0.5)]
         bottom = g[int(h * 0.42):]
         g = np.concatenate([
-            cv2.resize(top, (OCR_W * 3 // 8, OCR_H), interpolation=cv2.INTER_LINEAR),
-            cv2.resize(bottom, (OCR_W - OCR_W * 3 // 8, OCR_H), interpolation=cv2.INTER_LINEAR),
+            cv2.resize(top, (OCR_W // 2, OCR_H), interpolation=cv2.INTER_LINEAR),
+            cv2.resize(bottom, (OCR_W - OCR_W // 2, OCR_H), interpolation=cv2.INTER_LINEAR),
         ], axis=1)
     else:
         g = cv2.resize(g, (OCR_W, OCR_H), interpolation=cv2.INTER_LINEAR)
     return g
 
 
-def ocr_sample(rng, split, cn_share=0.32):
+def ocr_sample(rng, split, cn_share=0.32, double_share=0.25):
     """One recogniser training sample: a plate in a patch of scene, degraded, rectified from a
     jittered quadrilateral (as the localiser would find it)."""
     _, family, _ = SPLITS[split]
     # Chinese plates are over-drawn: 31 province characters need more examples than digits.
     other = (1 - cn_share) / 4
     country = COUNTRIES[rng.choice(5, p=[other] * 4 + [cn_share])]
-    country, text, double, plate = make_plate(rng, country)
+    country, text, double, plate = make_plate(rng, country, double_share=double_share)
     ph, pw = plate.shape[:2]
     width = rng.uniform(PLATE_MIN_PX * 0.9, PLATE_MAX_PX) * (0.62 if double else 1.0)
     hh = width * ph / pw

@@ -23,7 +23,7 @@ use super::AnprError;
 pub const LOC_W: i32 = 640;
 pub const LOC_H: i32 = 360;
 /// The recogniser's input size.
-pub const OCR_W: i32 = 128;
+pub const OCR_W: i32 = 192;
 pub const OCR_H: i32 = 32;
 /// A rectified single-row plate is about 3.6 times as wide as high (margin included), a
 /// double-row one about 1.4, but perspective and loose corners spread both (measured on the
@@ -442,8 +442,9 @@ fn resized(src: &Mat, w: i32, h: i32) -> Result<Mat, AnprError> {
     Ok(out)
 }
 
-/// The recogniser's input for a rectified crop: grey, 32x128, scaled to [-1, 1]; a
-/// double-row plate's rows side by side, top row first (as `synth.ocr_input`).
+/// The recogniser's input for a rectified crop: grey, 32x192, scaled to [-1, 1]; a
+/// double-row plate's rows side by side, top row first, each in half the width, which keeps
+/// the characters' proportions for both plate shapes (as `synth.ocr_input`).
 pub fn ocr_input(crop: &Mat, layout: Layout) -> Result<Vec<f32>, AnprError> {
     let mut g = Mat::default();
     imgproc::cvt_color(crop, &mut g, imgproc::COLOR_BGR2GRAY, 0).map_err(cv)?;
@@ -453,7 +454,7 @@ pub fn ocr_input(crop: &Mat, layout: Layout) -> Result<Vec<f32>, AnprError> {
         let bottom_y = (h as f32 * 0.42) as i32;
         let top = Mat::roi(&g, Rect::new(0, 0, w, top_h.max(1))).map_err(cv)?;
         let bottom = Mat::roi(&g, Rect::new(0, bottom_y, w, (h - bottom_y).max(1))).map_err(cv)?;
-        let tw = OCR_W * 3 / 8;
+        let tw = OCR_W / 2;
         let a = resized(&top.try_clone().map_err(cv)?, tw, OCR_H)?;
         let b = resized(&bottom.try_clone().map_err(cv)?, OCR_W - tw, OCR_H)?;
         let mut both = Mat::default();
