@@ -3,7 +3,7 @@
     python3 models/plates/train_ocr.py --data DIR --out models/plate_ocr.onnx
 
 Input: `x` float32 [N, 1, 32, 192], grey scaled to [-1, 1] (see `synth.ocr_input`).
-Output: `probs` float32 [N, 32, 1 + len(CHARSET)], softmax over class 0 (CTC blank) and the
+Output: `probs` float32 [N, 48, 1 + len(CHARSET)], softmax over class 0 (CTC blank) and the
 characters of `synth.CHARSET`, one row per 4-pixel column of the input.
 """
 
