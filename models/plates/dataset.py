@@ -3,7 +3,7 @@
     python3 models/plates/dataset.py ocr --split train --n 60000 --out DIR/ocr_train.npz
     python3 models/plates/dataset.py loc --split train --n 6000 --out DIR/loc_train.npz
 
-`ocr`: 32x128 grey crops and their texts. `loc`: 640x360 scenes (drawn at that size) and the
+`ocr`: 32x192 grey crops and their texts. `loc`: 640x360 scenes (drawn at that size) and the
 plate quadrilaterals. Sample i of a split always comes from seed offset(split) + i; `--first`
 starts later, for fresh samples that do not repeat an earlier set's.
 """
@@ -27,7 +27,7 @@ def ocr_one(args):
 
 
 def loc_one(args):
-    split, i, _, _ = args
+    split, i = args
     rng = np.random.default_rng(synth.SPLITS[split][0] + 5_000_000 + i)
     img, plates = synth.scene(rng, split, w=640, h=360, scale=0.5)
     return img, [p["quad"] for p in plates]
@@ -46,7 +46,8 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with mp.Pool() as pool:
         fn = ocr_one if a.kind == "ocr" else loc_one
-        res = pool.map(fn, [(a.split, i, a.cn_share, a.double_share) for i in range(a.first, a.first + a.n)], chunksize=64)
+        extra = (a.cn_share, a.double_share) if a.kind == "ocr" else ()
+        res = pool.map(fn, [(a.split, i) + extra for i in range(a.first, a.first + a.n)], chunksize=64)
     if a.kind == "ocr":
         np.savez_compressed(a.out, x=np.stack([r[0] for r in res]), text=np.array([r[1] for r in res]), country=np.array([r[2] for r in res]))
     else:

@@ -31,10 +31,10 @@ class CRNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.cnn = nn.Sequential(
-            *block(1, 24), nn.MaxPool2d(2),            # 16 x 64
-            *block(24, 48), nn.MaxPool2d(2),           # 8 x 32
-            *block(48, 96), *block(96, 96), nn.MaxPool2d((2, 1)),  # 4 x 32
-            *block(96, 128), nn.MaxPool2d((4, 1)),     # 1 x 32
+            *block(1, 24), nn.MaxPool2d(2),            # 16 x 96
+            *block(24, 48), nn.MaxPool2d(2),           # 8 x 48
+            *block(48, 96), *block(96, 96), nn.MaxPool2d((2, 1)),  # 4 x 48
+            *block(96, 128), nn.MaxPool2d((4, 1)),     # 1 x 48
         )
         self.seq = nn.Sequential(nn.Conv1d(128, 160, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout(0.1),
                                  nn.Conv1d(160, 160, 3, padding=1), nn.ReLU(inplace=True))

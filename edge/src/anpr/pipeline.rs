@@ -337,8 +337,8 @@ fn bbox(q: &[Point2f; 4], w: i32, h: i32) -> [i32; 4] {
 /// Two plates close together (a tractor's front plate beside the next truck's, two trailers
 /// side by side) can touch in the mask and make one blob that is no plate's shape. A blob
 /// that fills less than [`SPLIT_FILL`] of its minimum-area rectangle is thresholded again,
-/// higher, inside its bounding box; where that parts it into blobs of plate size, those
-/// are the plates. Otherwise the blob is kept as it is.
+/// higher, inside its bounding box; where that parts it into two or more blobs (of at least
+/// [`MIN_BLOB`] pixels), those are the plates. Otherwise the blob is kept as it is.
 fn split_touching(prob: &Mat, blob: Vector<Point>) -> Result<Vec<Vector<Point>>, AnprError> {
     let r = imgproc::min_area_rect(&blob).map_err(cv)?;
     let area = imgproc::contour_area(&blob, false).map_err(cv)?;
