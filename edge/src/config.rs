@@ -269,6 +269,22 @@ pub struct Uplink {
     /// TLS settings; required for `mqtts://` unless the system roots are to be trusted.
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// Messages from central larger than this (KiB) are refused with a `health` event and
+    /// acknowledged, so the broker does not send them again.
+    #[serde(default = "default_max_inbound_kb")]
+    pub max_inbound_kb: u64,
+    /// The largest MQTT packet (KiB) read from the broker. Set it to at least what the broker
+    /// allows (mosquitto's `message_size_limit`; MQTT's own maximum, 256 MiB, by default):
+    /// a packet over it breaks the connection, and the broker would send it again on the next.
+    #[serde(default = "default_max_packet_kb")]
+    pub max_packet_kb: u64,
+}
+
+fn default_max_inbound_kb() -> u64 {
+    16 * 1024
+}
+fn default_max_packet_kb() -> u64 {
+    256 * 1024
 }
 
 fn default_mqtt_version() -> MqttVersion {
@@ -313,6 +329,14 @@ pub struct Storage {
     /// At most this many events share one disk flush (group commit).
     #[serde(default = "default_commit_batch")]
     pub commit_batch: usize,
+    /// Free space (MiB) on the data directory's file system kept for keep events (passages,
+    /// alerts, acks, health): below it, bulk events (positions, telemetry) are refused.
+    #[serde(default = "default_reserve_mb")]
+    pub reserve_mb: u64,
+}
+
+fn default_reserve_mb() -> u64 {
+    64
 }
 
 fn default_quota_mb() -> u64 {
@@ -801,6 +825,24 @@ impl Config {
                     ))
                 }
             }
+        }
+        if u.max_inbound_kb == 0 || u.max_inbound_kb > u.max_packet_kb {
+            return Err((
+                "uplink.max_inbound_kb".into(),
+                format!(
+                    "must be between 1 and uplink.max_packet_kb ({}), got {}",
+                    u.max_packet_kb, u.max_inbound_kb
+                ),
+            ));
+        }
+        if u.max_packet_kb > 256 * 1024 {
+            return Err((
+                "uplink.max_packet_kb".into(),
+                format!(
+                    "must be at most 262144 (MQTT's limit), got {}",
+                    u.max_packet_kb
+                ),
+            ));
         }
         if self.storage.quota_mb == 0 {
             return Err(("storage.quota_mb".into(), "must be at least 1".into()));

@@ -356,6 +356,12 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             };
             let failed = acsgd::anpr::cli::run(&o, &mut std::io::stdout().lock())
                 .map_err(|e| (1, e.to_string()))?;
+            if failed > 0 && failed == o.images.len() {
+                return Err((
+                    1,
+                    format!("anpr: none of the {failed} images could be read"),
+                ));
+            }
             if failed > 0 {
                 eprintln!("acsgd anpr: {failed} of {} images not read", o.images.len());
             }

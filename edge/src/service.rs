@@ -72,6 +72,7 @@ pub async fn start(config: Config) -> Result<Running, ServiceError> {
 pub async fn start_with(config: Config, transports: bool) -> Result<Running, ServiceError> {
     let data_dir = config.storage.data_dir.clone();
     let (store, notes) = Store::open(&data_dir, config.quota_bytes(), OpenMode::Service)?;
+    store.set_disk_reserve(config.storage.reserve_mb.saturating_mul(1024 * 1024));
     let signer = Signer::load_or_create(&data_dir, &config.post)?;
     let announce = signer.key_announcement();
     let uplink_cfg = UplinkConfig::from_config(&config)?;
@@ -90,14 +91,8 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     let outbox = Outbox::start(Arc::new(store), signer, config.storage.commit_batch);
     let display_bound = crate::display::bind(&config, &outbox).await?;
     let health = Arc::new(Health::new(outbox.clone()));
-    health
-        .event(
-            "service",
-            State::Up,
-            "started",
-            json!({"version": env!("CARGO_PKG_VERSION"), "last_seq": outbox.store().last_seq()}),
-        )
-        .await;
+    // What opening the store found is news whether or not the rest starts: the store has
+    // already been repaired and would not report it again.
     for note in notes {
         report_open_note(&health, note).await;
     }
@@ -171,6 +166,16 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         status_tx,
         stop_rx,
     ));
+    // Only now: a start that failed above (a port in use, a sensor that cannot be opened)
+    // must not queue a "started" event for central on every try.
+    health
+        .event(
+            "service",
+            State::Up,
+            "started",
+            json!({"version": env!("CARGO_PKG_VERSION"), "last_seq": outbox.store().last_seq()}),
+        )
+        .await;
     tracing::info!(post = %config.post, broker = %config.broker(), data_dir = %data_dir.display(), "service started");
     Ok(Running {
         outbox,

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::outbox::{write_atomic, OpenMode, Stat, Store, StoreError, STATUS_FILE};
+use crate::files::write_atomic;
+use crate::outbox::{OpenMode, Stat, Store, StoreError, STATUS_FILE};
 use crate::uplink::UplinkSnapshot;
 
 /// Where a status came from.

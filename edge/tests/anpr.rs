@@ -199,3 +199,15 @@ fn a_camera_video_becomes_a_plate_in_the_passage_at_central() {
     assert_eq!(&jpeg[..2], &[0xff, 0xd8], "the crop is a JPEG");
     assert_eq!(p["declaration"]["mrn"], "26KZ5500000000001A", "{p}");
 }
+
+#[test]
+fn anpr_fails_when_no_image_could_be_read() {
+    let dir = data("plates");
+    let (lines, stderr, ok) = anpr(&[&dir.join("labels.jsonl"), &dir.join("missing.jpg")]);
+    assert!(!ok, "every image failed, yet acsgd anpr exited 0: {stderr}");
+    assert_eq!(lines.len(), 2, "each image still has its line: {stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "acsgd: anpr: none of the 2 images could be read"
+    );
+}

@@ -13,6 +13,7 @@ use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Account, Role};
+use crate::outbox::KvTree;
 
 /// Consecutive failures after which a user is locked out for [`LOCKOUT_MS`].
 pub const MAX_FAILURES: u32 = 5;
@@ -66,7 +67,7 @@ pub enum SignIn {
 /// Accounts and sessions.
 pub struct Auth {
     accounts: HashMap<String, Account>,
-    sessions: sled::Tree,
+    sessions: KvTree,
     idle_ms: i64,
     max_ms: i64,
     failures: Mutex<HashMap<String, (u32, i64)>>,
@@ -75,7 +76,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(accounts: &[Account], sessions: sled::Tree, idle_min: u32, max_h: u32) -> Auth {
+    pub fn new(accounts: &[Account], sessions: KvTree, idle_min: u32, max_h: u32) -> Auth {
         Auth {
             accounts: accounts
                 .iter()
@@ -182,7 +183,7 @@ impl Auth {
 
     /// Drops expired sessions (called now and then, so the tree stays small).
     pub fn sweep(&self, now_ms: i64) {
-        for (k, v) in self.sessions.iter().flatten() {
+        for (k, v) in self.sessions.entries().unwrap_or_default() {
             let dead = serde_json::from_slice::<Session>(&v).map_or(true, |s| {
                 now_ms - s.last_ms > self.idle_ms || now_ms - s.created_ms > self.max_ms
             });
@@ -196,10 +197,12 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::{OpenMode, Store};
 
-    fn auth(idle_min: u32) -> (Auth, tempfile::TempDir) {
+    fn auth(idle_min: u32) -> (Auth, (std::sync::Arc<Store>, tempfile::TempDir)) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let (store, _) = Store::open(dir.path(), 1 << 20, OpenMode::Service).unwrap();
+        let store = std::sync::Arc::new(store);
         let accounts = vec![Account {
             user: "aserik".into(),
             name: Some("Serik A.".into()),
@@ -208,8 +211,8 @@ mod tests {
             lang: None,
         }];
         (
-            Auth::new(&accounts, db.open_tree("s").unwrap(), idle_min, 12),
-            dir,
+            Auth::new(&accounts, store.tree("s").unwrap(), idle_min, 12),
+            (store, dir),
         )
     }
 
@@ -271,9 +274,10 @@ mod tests {
         let (token, _) = a.sign_in("aserik", "kordai-7", 0).unwrap();
         let stored: Vec<Vec<u8>> = a
             .sessions
-            .iter()
-            .keys()
-            .map(|k| k.unwrap().to_vec())
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
             .collect();
         assert_eq!(stored.len(), 1);
         assert!(!String::from_utf8_lossy(&stored[0]).contains(&token));

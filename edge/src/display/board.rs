@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde_json::{json, Value};
 
-use crate::outbox::Fed;
+use crate::outbox::{Fed, KvTree};
 
 /// Passages kept per lane.
 pub const PASSAGES_PER_LANE: usize = 20;
@@ -46,7 +46,7 @@ pub struct Board {
     health: BTreeMap<String, Value>,
     /// Alerts (event ids) whose `ack` is being written.
     acking: HashSet<String>,
-    tree: sled::Tree,
+    tree: KvTree,
 }
 
 fn item(f: &Fed) -> Value {
@@ -63,7 +63,7 @@ fn seq_of(v: &Value) -> u64 {
 
 impl Board {
     /// Loads what the last run left in `tree`, for the configured lanes.
-    pub fn load(tree: sled::Tree, lanes: &[String]) -> Board {
+    pub fn load(tree: KvTree, lanes: &[String]) -> Board {
         let mut b = Board {
             lanes: lanes.iter().map(|l| (l.clone(), VecDeque::new())).collect(),
             alerts: BTreeMap::new(),
@@ -71,7 +71,11 @@ impl Board {
             acking: HashSet::new(),
             tree,
         };
-        for (k, v) in b.tree.iter().flatten() {
+        let stored = b.tree.entries().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "display: cannot read the stored board");
+            Vec::new()
+        });
+        for (k, v) in stored {
             let Ok(v) = serde_json::from_slice::<Value>(&v) else {
                 continue;
             };
@@ -97,6 +101,9 @@ impl Board {
                 let lane = f.body["lane"].as_str()?.to_string();
                 let it = item(f);
                 let (_, q) = self.lanes.iter_mut().find(|(id, _)| *id == lane)?;
+                if q.iter().any(|p| p["event"] == f.id.as_str()) {
+                    return None;
+                }
                 q.push_back(it.clone());
                 let _ = self
                     .tree
@@ -113,6 +120,11 @@ impl Board {
                 })
             }
             "alert" => {
+                // A producer that retried after a lost answer can store the same event (same
+                // id) twice: the screen shows it once, so it can be acknowledged once.
+                if self.alerts.values().any(|a| a["event"] == f.id.as_str()) {
+                    return None;
+                }
                 let mut it = item(f);
                 it["ack"] = Value::Null;
                 self.put_alert(it.clone());
@@ -277,6 +289,11 @@ impl Board {
         s
     }
 
+    #[cfg(test)]
+    fn snapshot_alerts(&self) -> Vec<&Value> {
+        self.alerts.values().collect()
+    }
+
     /// An officer's chosen language, if they chose one.
     pub fn lang(&self, user: &str) -> Option<String> {
         let v = self.tree.get(format!("lang/{user}")).ok()??;
@@ -291,6 +308,7 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::{OpenMode, Store};
 
     fn fed(seq: u64, kind: &str, body: Value) -> Fed {
         Fed {
@@ -303,16 +321,40 @@ mod tests {
         }
     }
 
-    fn board(dir: &std::path::Path) -> Board {
-        let db = sled::open(dir).unwrap();
-        Board::load(db.open_tree("display").unwrap(), &["1".into(), "2".into()])
+    fn board(dir: &std::path::Path) -> (std::sync::Arc<Store>, Board) {
+        let (store, _) = Store::open(dir, 1 << 20, OpenMode::Service).unwrap();
+        let store = std::sync::Arc::new(store);
+        let b = Board::load(store.tree("display").unwrap(), &["1".into(), "2".into()]);
+        (store, b)
+    }
+
+    #[test]
+    fn an_event_stored_twice_under_one_id_is_shown_once_and_acked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, mut b) = board(dir.path());
+        let body = json!({"rule": "radiation.gamma", "lane": "1"});
+        let mut first = fed(7, "alert", body.clone());
+        first.id = "retried".into();
+        let mut again = fed(8, "alert", body);
+        again.id = "retried".into();
+        assert!(b.apply(&first).is_some());
+        assert!(b.apply(&again).is_none(), "the retry's copy is not shown");
+        assert_eq!(b.snapshot_alerts().len(), 1);
+        b.claim_alert("retried").unwrap();
+        let passage = json!({"lane": "1", "id": "p-1"});
+        let mut p1 = fed(9, "passage", passage.clone());
+        p1.id = "pass-retried".into();
+        let mut p2 = fed(10, "passage", passage);
+        p2.id = "pass-retried".into();
+        assert!(b.apply(&p1).is_some());
+        assert!(b.apply(&p2).is_none());
     }
 
     #[test]
     fn passages_alerts_and_acks_survive_a_reload() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut b = board(dir.path());
+            let (_store, mut b) = board(dir.path());
             for s in 1..=25 {
                 let u = b
                     .apply(&fed(
@@ -371,7 +413,7 @@ mod tests {
             ));
             b.set_lang("aserik", "kk");
         }
-        let b = board(dir.path());
+        let (_store, b) = board(dir.path());
         let s = b.snapshot(true);
         let lane1 = s["lanes"][0]["passages"].as_array().unwrap();
         assert_eq!(lane1.len(), PASSAGES_PER_LANE);
@@ -393,7 +435,7 @@ mod tests {
     #[test]
     fn acknowledged_alerts_leave_first_and_open_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = board(dir.path());
+        let (_store, mut b) = board(dir.path());
         let mut seq = 0;
         for i in 0..MAX_ALERTS + 100 {
             seq += 1;

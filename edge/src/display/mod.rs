@@ -58,7 +58,7 @@ pub enum DisplayError {
         source: std::io::Error,
     },
     #[error("display: store: {0}")]
-    Store(#[from] sled::Error),
+    Store(#[from] crate::outbox::StoreError),
 }
 
 /// The status the screens show (uplink, backlog, sensors): the service's status loop

@@ -41,6 +41,8 @@ pub struct Accepted {
 pub enum AppendError {
     #[error("refused: outbox quota full and `{0}` is bulk data")]
     QuotaFull(String),
+    #[error("refused: the disk is down to the reserve kept for passages and alerts, and `{0}` is bulk data")]
+    DiskLow(String),
     #[error("outbox is closed")]
     Closed,
     #[error("outbox storage failed: {0}")]
@@ -213,7 +215,8 @@ fn flusher(
             batches.push(b);
         }
         let upto = batches.iter().map(|b| b.upto).max().unwrap_or(0);
-        let flushed = store.db.flush();
+        // The fsync this whole design rests on: sled's flush plus an fdatasync of its files.
+        let flushed = store.flush();
         if let Err(e) = &flushed {
             tracing::error!(error = %e, "outbox flush failed; its batches are not accepted");
         }
@@ -281,6 +284,10 @@ fn commit(
     watched: bool,
 ) -> Flush {
     let mut batch = sled::Batch::default();
+    // After an I/O error (a full disk) the store is reopened here, before numbering: the
+    // reopened store may hold more than was acknowledged, and numbering goes on after it.
+    let handles = store.handles();
+    let disk_low = store.disk_low();
     let mut seq = store.last_seq();
     let (mut accepted, mut evicted, mut refused) = (0u64, 0u64, 0u64);
     let mut replies: Vec<(Reply, oneshot::Sender<Reply>)> = Vec::with_capacity(reqs.len());
@@ -307,7 +314,12 @@ fn commit(
             let rec = encode_record(prio, time_ms, &ev.kind, &payload);
             let size = rec.len() as u64;
             {
-                let mut acct = store.acct.lock().expect("accounting lock");
+                let mut acct = store.acct.lock().unwrap_or_else(|p| p.into_inner());
+                if disk_low && prio == Priority::Bulk {
+                    refused += 1;
+                    results.push(Err(AppendError::DiskLow(ev.kind.clone())));
+                    continue;
+                }
                 if acct.bytes + size > store.quota {
                     if prio == Priority::Bulk {
                         refused += 1;
@@ -353,7 +365,9 @@ fn commit(
 
     let c = store.counters();
     c.refused.fetch_add(refused, Ordering::Relaxed);
-    if refused > 0 {
+    if refused > 0 && disk_low {
+        tracing::warn!(refused, "disk down to its reserve: bulk events refused");
+    } else if refused > 0 {
         tracing::warn!(refused, "outbox quota full: bulk events refused");
     }
     if evicted > 0 {
@@ -363,9 +377,10 @@ fn commit(
         if accepted == 0 && evicted == 0 {
             return Ok(());
         }
+        let h = handles?;
         store.reserve_upto(seq)?;
-        store.events.apply_batch(batch)?;
-        store.meta.insert("last_seq", &seq.to_be_bytes())?;
+        store.check(h.events.apply_batch(batch))?;
+        store.check(h.meta.insert("last_seq", &seq.to_be_bytes()))?;
         Ok(())
     })();
     match written {

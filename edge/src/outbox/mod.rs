@@ -62,16 +62,16 @@ mod commit;
 
 pub use commit::{Accepted, AppendError, Fed, Outbox};
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 
 use crate::envelope::Priority;
+use crate::files::sync_dir;
 
 /// How far ahead of use `seq.reserve` is written.
 const RESERVE_BLOCK: u64 = 100_000;
@@ -95,6 +95,13 @@ pub enum StoreError {
     Unreadable { path: PathBuf, reason: String },
     #[error("outbox storage: {0}")]
     Sled(#[from] sled::Error),
+    #[error("outbox {path}: syncing to disk failed: {source}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("outbox is being reopened after an I/O error")]
+    Reopening,
     #[error("seq reservation {path}: {source}")]
     Reserve {
         path: PathBuf,
@@ -177,6 +184,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     pub corrupt: AtomicU64,
     pub quarantined: AtomicU64,
+    /// Events the broker refused for good, moved to the dead-letter tree.
+    pub dead_lettered: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -188,19 +197,22 @@ pub struct CounterValues {
     pub refused: u64,
     pub corrupt: u64,
     pub quarantined: u64,
+    #[serde(default)]
+    pub dead_lettered: u64,
 }
 
 impl Counters {
-    const NAMES: [&'static str; 6] = [
+    const NAMES: [&'static str; 7] = [
         "accepted",
         "delivered",
         "evicted",
         "refused",
         "corrupt",
         "quarantined",
+        "dead_lettered",
     ];
 
-    fn all(&self) -> [&AtomicU64; 6] {
+    fn all(&self) -> [&AtomicU64; 7] {
         [
             &self.accepted,
             &self.delivered,
@@ -208,6 +220,7 @@ impl Counters {
             &self.refused,
             &self.corrupt,
             &self.quarantined,
+            &self.dead_lettered,
         ]
     }
 
@@ -220,6 +233,7 @@ impl Counters {
             refused: v[3],
             corrupt: v[4],
             quarantined: v[5],
+            dead_lettered: v[6],
         }
     }
 }
@@ -260,6 +274,12 @@ pub struct Stat {
     pub last_seq: u64,
     pub counters: CounterValues,
     pub inbox_entries: u64,
+    /// Events in the dead-letter tree.
+    #[serde(default)]
+    pub dead_letters: u64,
+    /// Free space on the data directory's file system.
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
 }
 
 /// An event waiting to be published.
@@ -278,16 +298,33 @@ pub enum OpenMode {
     Inspect,
 }
 
-/// The sled-backed store. Cheap operations only; the group-commit writer lives in
-/// [`Outbox`].
-pub struct Store {
+/// sled's handles on one open database. Replaced whole when the store reopens after an I/O
+/// error: sled records the first I/O error for good and fails every later call with it.
+struct Handles {
     db: sled::Db,
     events: sled::Tree,
     meta: sled::Tree,
     inbox: sled::Tree,
     corrupt: sled::Tree,
+    /// Events the broker refused for good (MQTT 5 reason code), by `seq`: never sent again.
+    dead: sled::Tree,
+    /// sled's log file. sled ends a flush with `sync_file_range`, which commits neither the
+    /// file's metadata nor the file system's journal nor the drive's cache: after a power cut
+    /// the flushed tail can be gone. [`Store::sync`] fdatasyncs it after every flush.
+    log: std::fs::File,
+}
+
+/// The sled-backed store. Cheap operations only; the group-commit writer lives in
+/// [`Outbox`].
+pub struct Store {
+    /// `None` only while [`Store::recover`] swaps the database.
+    h: RwLock<Option<Arc<Handles>>>,
+    db_path: PathBuf,
     data_dir: PathBuf,
     quota: u64,
+    /// Free bytes on the data directory's file system below which bulk events are refused:
+    /// what is left is kept for passages, alerts and the rest of the keep events.
+    reserve: AtomicU64,
     acct: Mutex<Accounting>,
     counters: Counters,
     /// Last assigned (and, between batches, last durable) `seq`. Written by the writer only.
@@ -295,6 +332,14 @@ pub struct Store {
     reserved: AtomicU64,
     /// Bumped on every inbox change, so fusion knows to reload declarations.
     inbox_generation: AtomicU64,
+    /// An operation failed with an I/O error: the next one reopens the database first.
+    broken: AtomicBool,
+    /// When the last reopen was tried (ms since `opened`), so a disk that stays full is not
+    /// hammered.
+    last_recovery_ms: AtomicU64,
+    opened: std::time::Instant,
+    /// Blob files (sled's values too large for its log) already fdatasynced.
+    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
 }
 
 impl Store {
@@ -326,19 +371,8 @@ impl Store {
         let reserved = read_reserve(&reserve_path);
         let mut notes = Vec::new();
 
-        // sled lets go of its file lock from a background thread after the last handle is
-        // dropped, so an in-process reopen can briefly see the lock still held: wait a little
-        // before calling the store locked by someone else.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let opened = loop {
-            match open_and_scan(&db_path) {
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other,
-            }
-        };
-        let (db, scan) = match opened {
+        let opened = open_waiting(&db_path);
+        let (handles, scan) = match opened {
             Ok(x) => x,
             Err(e @ StoreError::Locked { .. }) => return Err(e),
             Err(e) if mode == OpenMode::Inspect => return Err(e),
@@ -350,39 +384,40 @@ impl Store {
                 let moved_to = quarantine(data_dir, &db_path).map_err(dir_err)?;
                 tracing::error!(%reason, moved_to = %moved_to.display(),
                     "outbox store is unreadable; quarantined it and starting a new one");
-                let (db, scan) = open_and_scan(&db_path)?;
+                let (h, scan) = open_and_scan(&db_path)?;
                 let resumed_at = reserved.unwrap_or(0) + 1;
                 notes.push(OpenNote::Quarantined {
                     reason,
                     moved_to,
                     resumed_at,
                 });
-                (db, scan)
+                (h, scan)
             }
         };
         let quarantined_now = !notes.is_empty();
-        let events = db.open_tree("events")?;
-        let meta = db.open_tree("meta")?;
+        let meta = handles.meta.clone();
         let store = Store {
-            inbox: db.open_tree("inbox")?,
-            corrupt: db.open_tree("corrupt")?,
-            events,
-            meta,
-            db,
+            h: RwLock::new(Some(Arc::new(handles))),
+            db_path,
             data_dir: data_dir.to_path_buf(),
             quota,
+            reserve: AtomicU64::new(0),
             acct: Mutex::new(scan.acct),
             counters: Counters::default(),
             last_seq: AtomicU64::new(0),
             reserved: AtomicU64::new(reserved.unwrap_or(0)),
             inbox_generation: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
+            last_recovery_ms: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
+            synced_blobs: Mutex::new(HashSet::new()),
         };
         for (name, c) in Counters::NAMES.iter().zip(store.counters.all()) {
-            if let Some(v) = store.meta.get(format!("c.{name}"))? {
+            if let Some(v) = meta.get(format!("c.{name}"))? {
                 c.store(be_u64(&v), Ordering::Relaxed);
             }
         }
-        let stored_last = store.meta.get("last_seq")?.map(|v| be_u64(&v));
+        let stored_last = meta.get("last_seq")?.map(|v| be_u64(&v));
         let mut last = stored_last.unwrap_or(0).max(scan.last_key);
         if quarantined_now {
             last = last.max(reserved.unwrap_or(0));
@@ -397,10 +432,11 @@ impl Store {
         }
         store.last_seq.store(last, Ordering::Relaxed);
         if mode == OpenMode::Service {
+            let h = store.handles()?;
             // Move records that failed their CRC aside: they can never be sent.
             for (seq, raw) in &scan.bad {
-                store.corrupt.insert(seq.to_be_bytes(), raw.as_slice())?;
-                store.events.remove(seq.to_be_bytes())?;
+                h.corrupt.insert(seq.to_be_bytes(), raw.as_slice())?;
+                h.events.remove(seq.to_be_bytes())?;
             }
             if !scan.bad.is_empty() {
                 store
@@ -411,12 +447,98 @@ impl Store {
                     count: scan.bad.len() as u64,
                 });
             }
-            store.meta.insert("last_seq", &last.to_be_bytes())?;
+            h.meta.insert("last_seq", &last.to_be_bytes())?;
+            drop(h);
             store.persist_counters()?;
             store.reserve_upto(last)?;
-            store.db.flush()?;
+            store.flush()?;
+            // The database's own directory entries (its log file, created by sled) and ours.
+            sync_dir(&store.db_path).map_err(dir_err)?;
+            sync_dir(data_dir).map_err(dir_err)?;
         }
         Ok((store, notes))
+    }
+
+    /// Keeps `bytes` of the file system free for keep events: below that, bulk events are
+    /// refused (`storage.reserve_mb`).
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The current handles. After an I/O error the database is reopened first (at most
+    /// twice a second); while that fails, every call fails with the reason.
+    fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        if self.broken.load(Ordering::Acquire) {
+            let now = self.opened.elapsed().as_millis() as u64;
+            let last = self.last_recovery_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 500 || last == 0 {
+                self.last_recovery_ms.store(now.max(1), Ordering::Relaxed);
+                self.recover()?;
+            }
+        }
+        self.h
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StoreError::Reopening)
+    }
+
+    /// Passes a sled result through, marking the store for a reopen if sled failed on I/O.
+    fn check<T>(&self, r: Result<T, sled::Error>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            if matches!(e, sled::Error::Io(_)) {
+                self.broken.store(true, Ordering::Release);
+            }
+            StoreError::Sled(e)
+        })
+    }
+
+    /// Whether the last I/O failed and the store waits to be reopened.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Reopens the database after an I/O error (a full disk, a file system remounted): drops
+    /// the old handles, waits for sled to let go of its files, opens again and recounts what
+    /// is there. Numbering goes on after the highest `seq` found, so no number is reused.
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut slot = self.h.write().unwrap_or_else(|p| p.into_inner());
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(old) = slot.take() {
+            let weak = Arc::downgrade(&old);
+            drop(old);
+            // Another thread may still be inside a call with the old handles.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while weak.strong_count() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        let (h, scan) = match open_waiting(&self.db_path) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox still cannot be reopened");
+                return Err(e);
+            }
+        };
+        let stored_last = h.meta.get("last_seq").ok().flatten().map(|v| be_u64(&v));
+        let last = self
+            .last_seq
+            .load(Ordering::Acquire)
+            .max(stored_last.unwrap_or(0))
+            .max(scan.last_key);
+        self.last_seq.store(last, Ordering::Release);
+        *self.acct.lock().unwrap_or_else(|p| p.into_inner()) = scan.acct;
+        self.synced_blobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *slot = Some(Arc::new(h));
+        self.broken.store(false, Ordering::Release);
+        self.inbox_generation.fetch_add(1, Ordering::Release);
+        tracing::info!(last_seq = last, "outbox reopened after an I/O error");
+        Ok(())
     }
 
     /// The data directory.
@@ -446,8 +568,9 @@ impl Store {
         if from > upto {
             return Ok(out);
         }
-        for item in self.events.range(from.to_be_bytes()..=upto.to_be_bytes()) {
-            let (k, v) = item?;
+        let h = self.handles()?;
+        for item in h.events.range(from.to_be_bytes()..=upto.to_be_bytes()) {
+            let (k, v) = self.check(item)?;
             let seq = be_u64(&k);
             match decode_record(&v) {
                 Ok(r) => out.push(Pending {
@@ -457,8 +580,8 @@ impl Store {
                 }),
                 Err(e) => {
                     tracing::error!(seq, error = %e, "outbox record failed its check; set aside");
-                    self.corrupt.insert(&k, v)?;
-                    self.forget(seq)?;
+                    self.check(h.corrupt.insert(&k, v))?;
+                    self.forget(&h, seq)?;
                     self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -471,23 +594,67 @@ impl Store {
 
     /// The lowest `seq` still in the outbox.
     pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.events.first()?.map(|(k, _)| be_u64(&k)))
+        let h = self.handles()?;
+        Ok(self.check(h.events.first())?.map(|(k, _)| be_u64(&k)))
     }
 
     /// Removes an event the broker has acknowledged. Returns whether it was still there.
     pub fn delivered(&self, seq: u64) -> Result<bool, StoreError> {
-        let gone = self.forget(seq)?;
+        let h = self.handles()?;
+        let gone = self.forget(&h, seq)?;
         if gone {
             self.counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
         Ok(gone)
     }
 
+    /// Moves an event the broker refused for good into the `dead` tree, with the reason, so
+    /// that the events after it flow. It is kept there for forensics and never sent again.
+    /// Returns whether it was still in the outbox.
+    pub fn dead_letter(&self, seq: u64, reason: &str) -> Result<bool, StoreError> {
+        let h = self.handles()?;
+        let Some(rec) = self.check(h.events.get(seq.to_be_bytes()))? else {
+            return Ok(false);
+        };
+        let mut kept = Vec::with_capacity(rec.len() + reason.len() + 2);
+        kept.extend_from_slice(&(reason.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        kept.extend_from_slice(&reason.as_bytes()[..reason.len().min(u16::MAX as usize)]);
+        kept.extend_from_slice(&rec);
+        self.check(h.dead.insert(seq.to_be_bytes(), kept))?;
+        let gone = self.forget(&h, seq)?;
+        if gone {
+            self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(h);
+        self.flush()?;
+        Ok(gone)
+    }
+
+    /// Events moved to the dead-letter tree: (`seq`, reason, event type).
+    pub fn dead_letters(&self) -> Result<Vec<(u64, String, String)>, StoreError> {
+        let h = self.handles()?;
+        let mut out = Vec::new();
+        for item in h.dead.iter() {
+            let (k, v) = self.check(item)?;
+            let n = v
+                .get(..2)
+                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+            let reason = String::from_utf8_lossy(v.get(2..2 + n).unwrap_or_default()).into_owned();
+            let kind = v
+                .get(2 + n..)
+                .and_then(|r| decode_record(r).ok())
+                .map(|r| r.kind.to_string())
+                .unwrap_or_default();
+            out.push((be_u64(&k), reason, kind));
+        }
+        Ok(out)
+    }
+
     /// Removes a record and updates the accounting; `false` if it was already gone (delivered
     /// and evicted at once, or removed twice).
-    fn forget(&self, seq: u64) -> Result<bool, StoreError> {
-        let mut acct = self.acct.lock().expect("accounting lock");
-        let Some(old) = self.events.remove(seq.to_be_bytes())? else {
+    fn forget(&self, h: &Handles, seq: u64) -> Result<bool, StoreError> {
+        let mut acct = self.acct.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(old) = self.check(h.events.remove(seq.to_be_bytes()))? else {
             return Ok(false);
         };
         let live = match old.get(1).copied().and_then(Priority::from_u8) {
@@ -504,8 +671,9 @@ impl Store {
     /// Recomputes the accounting from what is in the tree (after a failed write, whose
     /// in-memory bookkeeping can no longer be trusted).
     fn rebuild_accounting(&self) {
-        let mut acct = self.acct.lock().expect("accounting lock");
-        match scan_tree(&self.events) {
+        let Ok(h) = self.handles() else { return };
+        let mut acct = self.acct.lock().unwrap_or_else(|p| p.into_inner());
+        match scan_tree(&h.events) {
             Ok(s) => *acct = s.acct,
             Err(e) => tracing::error!(error = %e, "cannot re-read the outbox"),
         }
@@ -513,11 +681,12 @@ impl Store {
 
     /// Writes the counters to `meta` (flushed with the next batch).
     fn persist_counters(&self) -> Result<(), StoreError> {
+        let h = self.handles()?;
         for (name, c) in Counters::NAMES.iter().zip(self.counters.all()) {
-            self.meta.insert(
+            self.check(h.meta.insert(
                 format!("c.{name}"),
                 &c.load(Ordering::Relaxed).to_be_bytes(),
-            )?;
+            ))?;
         }
         Ok(())
     }
@@ -529,41 +698,102 @@ impl Store {
         }
         let next = seq + RESERVE_BLOCK;
         let path = self.data_dir.join(RESERVE_FILE);
-        write_atomic(&path, next.to_string().as_bytes()).map_err(|source| StoreError::Reserve {
-            path: path.clone(),
-            source,
+        crate::files::write_atomic(&path, next.to_string().as_bytes()).map_err(|source| {
+            StoreError::Reserve {
+                path: path.clone(),
+                source,
+            }
         })?;
         self.reserved.store(next, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes everything written to sled so far durable: sled's flush, then an fdatasync of its
+    /// log file and of any blob file not synced yet (see [`Handles::log`]).
+    fn sync(&self, h: &Handles) -> Result<(), StoreError> {
+        self.check(h.db.flush())?;
+        let synced = h.log.sync_data().and_then(|()| self.sync_blobs());
+        synced.map_err(|e| {
+            self.broken.store(true, Ordering::Release);
+            StoreError::Sync {
+                path: self.db_path.clone(),
+                source: e,
+            }
+        })
+    }
+
+    /// sled writes values too large for its log segments to `blobs/<lsn>` with no sync at all.
+    /// The directory is listed at each flush (it is empty for ordinary events) and every file
+    /// not seen before is fdatasynced, then the directory itself.
+    fn sync_blobs(&self) -> std::io::Result<()> {
+        let dir = self.db_path.join("blobs");
+        let mut seen = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut now = HashSet::new();
+        let mut fresh = false;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let name = e?.file_name();
+            if !seen.contains(&name) {
+                std::fs::File::open(dir.join(&name))?.sync_data()?;
+                fresh = true;
+            }
+            now.insert(name);
+        }
+        if fresh {
+            sync_dir(&dir)?;
+        }
+        *seen = now;
         Ok(())
     }
 
     /// Flushes everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.persist_counters()?;
-        self.db.flush()?;
-        Ok(())
+        let h = self.handles()?;
+        self.sync(&h)
     }
 
     /// Stores something central sent, durably (fsync) before returning.
     pub fn inbox_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.inbox.insert(key.as_bytes(), value)?;
-        self.inbox.flush()?;
+        self.inbox_put_many(&[(key, value)])
+    }
+
+    /// Stores several documents from one message with one flush.
+    pub fn inbox_put_many(&self, docs: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        let h = self.handles()?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in docs {
+            batch.insert(k.as_bytes(), *v);
+        }
+        self.check(h.inbox.apply_batch(batch))?;
+        self.sync(&h)?;
         self.inbox_generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     /// Removes something central withdrew, durably.
     pub fn inbox_remove(&self, key: &str) -> Result<(), StoreError> {
-        self.inbox.remove(key.as_bytes())?;
-        self.inbox.flush()?;
+        let h = self.handles()?;
+        self.check(h.inbox.remove(key.as_bytes()))?;
+        self.sync(&h)?;
         self.inbox_generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
     /// A tree of its own for another part of the appliance (the display's board and
-    /// sessions), in the same database so it shares the data directory and its fsyncs.
-    pub fn tree(&self, name: &str) -> Result<sled::Tree, sled::Error> {
-        self.db.open_tree(name)
+    /// sessions), in the same database so it shares the data directory and its fsyncs. It
+    /// follows the store across a reopen.
+    pub fn tree(self: &Arc<Self>, name: &str) -> Result<KvTree, StoreError> {
+        let h = self.handles()?;
+        self.check(h.db.open_tree(name))?;
+        Ok(KvTree {
+            store: Arc::downgrade(self),
+            name: name.to_string(),
+        })
     }
 
     /// Changes to the inbox since the store was opened.
@@ -573,25 +803,39 @@ impl Store {
 
     /// Reads something central sent.
     pub fn inbox_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.inbox.get(key.as_bytes())?.map(|v| v.to_vec()))
+        let h = self.handles()?;
+        Ok(self.check(h.inbox.get(key.as_bytes()))?.map(|v| v.to_vec()))
     }
 
     /// Keys cached from central under a prefix (e.g. `declarations/`).
     pub fn inbox_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inbox
+        let h = self.handles()?;
+        h.inbox
             .scan_prefix(prefix.as_bytes())
             .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .map(|k| Ok(String::from_utf8_lossy(&self.check(k)?).into_owned()))
             .collect()
+    }
+
+    /// Free bytes for us on the data directory's file system (statvfs), `None` if unknown.
+    fn free_bytes(&self) -> Option<u64> {
+        crate::files::free_bytes(&self.data_dir)
+    }
+
+    /// Whether the file system is down to the keep events' reserve.
+    fn disk_low(&self) -> bool {
+        let reserve = self.reserve.load(Ordering::Relaxed);
+        reserve > 0 && self.free_bytes().is_some_and(|f| f < reserve)
     }
 
     /// The backlog.
     pub fn stat(&self) -> Result<Stat, StoreError> {
         let (backlog_events, backlog_bytes) = {
-            let a = self.acct.lock().expect("accounting lock");
+            let a = self.acct.lock().unwrap_or_else(|p| p.into_inner());
             (a.count, a.bytes)
         };
-        let first = self.events.first()?;
+        let h = self.handles()?;
+        let first = self.check(h.events.first())?;
         let (oldest_seq, oldest_age_s) = match &first {
             Some((k, v)) => {
                 let age = decode_record(v).ok().map(|r| {
@@ -610,7 +854,51 @@ impl Store {
             oldest_age_s,
             last_seq: self.last_seq(),
             counters: self.counters.snapshot(),
-            inbox_entries: self.inbox.len() as u64,
+            inbox_entries: h.inbox.len() as u64,
+            dead_letters: h.dead.len() as u64,
+            disk_free_bytes: self.free_bytes(),
+        })
+    }
+}
+
+/// A key and its value, as [`KvTree::entries`] returns them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A key-value tree of the store's database for another part of the appliance. Each call
+/// goes through the store's current handles, so the tree works on after the store reopened.
+/// Errors are the store's; callers that can live without their tree log them.
+#[derive(Clone)]
+pub struct KvTree {
+    store: std::sync::Weak<Store>,
+    name: String,
+}
+
+impl KvTree {
+    fn with<T>(&self, f: impl FnOnce(&sled::Tree) -> sled::Result<T>) -> Result<T, StoreError> {
+        let store = self.store.upgrade().ok_or(StoreError::Reopening)?;
+        let h = store.handles()?;
+        let tree = store.check(h.db.open_tree(&self.name))?;
+        store.check(f(&tree))
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|t| t.get(key).map(|v| v.map(|v| v.to_vec())))
+    }
+
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        self.with(|t| t.insert(key.as_ref(), value.as_ref()).map(|_| ()))
+    }
+
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        self.with(|t| t.remove(key).map(|_| ()))
+    }
+
+    /// Every entry, in key order.
+    pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        self.with(|t| {
+            t.iter()
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect()
         })
     }
 }
@@ -622,8 +910,23 @@ struct Scan {
     bad: Vec<(u64, Vec<u8>)>,
 }
 
+/// [`open_and_scan`], waiting briefly for a lock that this process itself still holds: sled
+/// lets go of its file lock from a background thread after the last handle is dropped, so an
+/// in-process reopen can briefly see the lock still held.
+fn open_waiting(db_path: &Path) -> Result<(Handles, Scan), StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match open_and_scan(db_path) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens sled, turning refusals and panics into [`StoreError`], then reads every record.
-fn open_and_scan(db_path: &Path) -> Result<(sled::Db, Scan), StoreError> {
+fn open_and_scan(db_path: &Path) -> Result<(Handles, Scan), StoreError> {
     let unreadable = |reason: String| StoreError::Unreadable {
         path: db_path.to_path_buf(),
         reason,
@@ -648,7 +951,17 @@ fn open_and_scan(db_path: &Path) -> Result<(sled::Db, Scan), StoreError> {
     let scan = quietly(|| scan(&db))
         .map_err(|panic| unreadable(format!("sled panicked while reading: {panic}")))?
         .map_err(|e| unreadable(e.to_string()))?;
-    Ok((db, scan))
+    let log = std::fs::File::open(db_path.join("db")).map_err(|e| unreadable(e.to_string()))?;
+    let handles = Handles {
+        events: db.open_tree("events")?,
+        meta: db.open_tree("meta")?,
+        inbox: db.open_tree("inbox")?,
+        corrupt: db.open_tree("corrupt")?,
+        dead: db.open_tree("dead")?,
+        log,
+        db,
+    };
+    Ok((handles, scan))
 }
 
 fn scan(db: &sled::Db) -> Result<Scan, sled::Error> {
@@ -718,25 +1031,12 @@ fn quarantine(data_dir: &Path, db_path: &Path) -> std::io::Result<PathBuf> {
         target = qdir.join(format!("outbox-{stamp}-{n}"));
     }
     std::fs::rename(db_path, &target)?;
-    std::fs::File::open(data_dir)?.sync_all()?;
+    sync_dir(data_dir)?;
     Ok(target)
 }
 
 fn read_reserve(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Writes a small file so that a crash leaves either the old or the new content.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn be_u64(b: &[u8]) -> u64 {

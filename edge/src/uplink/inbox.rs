@@ -9,9 +9,16 @@
 //!
 //! A message is acknowledged to the broker only after it is stored (fsync); one that cannot be
 //! understood is logged, counted and acknowledged, so it is not redelivered forever.
+//!
+//! A document is checked as fusion will read it (a declaration by
+//! [`Declaration::parse`], the watchlist by [`Transit::set_watchlist`]) *before* it is stored:
+//! an invalid one is refused and the last valid one stays in the cache, so one bad message
+//! from central cannot empty the watchlist or lose a declaration. In an array of
+//! declarations the valid ones are stored and each invalid one is refused with its reason.
 
 use serde_json::Value;
 
+use crate::fusion::transit::{Declaration, Transit};
 use crate::outbox::{Store, StoreError};
 
 /// Why a message from central was not cached.
@@ -23,23 +30,43 @@ pub enum InboxError {
     NotJson { topic: String, error: String },
     #[error("declaration on {0} has no valid `mrn`")]
     NoMrn(String),
+    #[error("{what} on {topic} refused, the last valid one is kept: {reason}")]
+    Invalid {
+        topic: String,
+        what: &'static str,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Stores one message; returns the keys written (or removed).
+/// What one message changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Stored {
+    /// Keys written or removed.
+    pub keys: Vec<String>,
+    /// Documents of the message that were refused, one line each (the rest was stored).
+    pub refused: Vec<String>,
+}
+
+/// Stores one message.
 pub fn store_inbound(
     store: &Store,
     post: &str,
     topic: &str,
     payload: &[u8],
-) -> Result<Vec<String>, InboxError> {
+) -> Result<Stored, InboxError> {
     let prefix = format!("acsgd/v1/{post}/in/");
     let unknown = || InboxError::UnknownTopic(topic.to_string());
     let rest = topic.strip_prefix(&prefix).ok_or_else(unknown)?;
     let (kind, sub) = match rest.split_once('/') {
         Some((k, s)) => (k, Some(s)),
         None => (rest, None),
+    };
+    let invalid = |what, reason: String| InboxError::Invalid {
+        topic: topic.to_string(),
+        what,
+        reason,
     };
     match (kind, sub) {
         ("declarations", Some(mrn)) => {
@@ -50,10 +77,20 @@ pub fn store_inbound(
             if payload.is_empty() {
                 store.inbox_remove(&key)?;
             } else {
-                parse(topic, payload)?;
+                let d = Declaration::parse(&parse(topic, payload)?)
+                    .map_err(|e| invalid("declaration", e.to_string()))?;
+                if d.mrn != mrn {
+                    return Err(invalid(
+                        "declaration",
+                        format!("its mrn {} is not the topic's", d.mrn),
+                    ));
+                }
                 store.inbox_put(&key, payload)?;
             }
-            Ok(vec![key])
+            Ok(Stored {
+                keys: vec![key],
+                refused: Vec::new(),
+            })
         }
         ("declarations", None) => {
             let v = parse(topic, payload)?;
@@ -61,24 +98,51 @@ pub fn store_inbound(
                 Value::Array(items) => items,
                 one => vec![one],
             };
-            let mut keys = Vec::with_capacity(docs.len());
-            for d in &docs {
-                let mrn = d
-                    .get("mrn")
-                    .and_then(Value::as_str)
-                    .filter(|m| valid_mrn(m))
-                    .ok_or_else(|| InboxError::NoMrn(topic.into()))?;
-                keys.push(format!("declarations/{mrn}"));
+            let mut out = Stored::default();
+            let mut good = Vec::with_capacity(docs.len());
+            for (i, d) in docs.iter().enumerate() {
+                match Declaration::parse(d) {
+                    Ok(parsed) => {
+                        out.keys.push(format!("declarations/{}", parsed.mrn));
+                        good.push(d.to_string());
+                    }
+                    Err(e) => out.refused.push(format!("declaration [{i}]: {e}")),
+                }
             }
-            for (k, d) in keys.iter().zip(&docs) {
-                store.inbox_put(k, d.to_string().as_bytes())?;
+            if good.is_empty() && !out.refused.is_empty() {
+                return Err(invalid("declarations", out.refused.join("; ")));
             }
-            Ok(keys)
+            let pairs: Vec<(&str, &[u8])> = out
+                .keys
+                .iter()
+                .zip(&good)
+                .map(|(k, d)| (k.as_str(), d.as_bytes()))
+                .collect();
+            // One flush for the whole message: 100 000 declarations are one fsync, not
+            // 100 000 of them.
+            store.inbox_put_many(&pairs)?;
+            Ok(out)
         }
-        ("watchlist" | "config", None) => {
-            parse(topic, payload)?;
+        ("watchlist", None) => {
+            let doc = parse(topic, payload)?;
+            Transit::default()
+                .set_watchlist(&doc)
+                .map_err(|e| invalid("watchlist", e.to_string()))?;
             store.inbox_put(kind, payload)?;
-            Ok(vec![kind.to_string()])
+            Ok(Stored {
+                keys: vec![kind.to_string()],
+                refused: Vec::new(),
+            })
+        }
+        ("config", None) => {
+            if !parse(topic, payload)?.is_object() {
+                return Err(invalid("config", "not a JSON object".into()));
+            }
+            store.inbox_put(kind, payload)?;
+            Ok(Stored {
+                keys: vec![kind.to_string()],
+                refused: Vec::new(),
+            })
         }
         _ => Err(unknown()),
     }
@@ -110,7 +174,7 @@ mod tests {
         let t = "acsgd/v1/korgas/in/declarations";
         let batch =
             br#"[{"mrn":"26KZ5500000000001A","plates":["123ABC02"]},{"mrn":"26KZ5500000000002B"}]"#;
-        assert_eq!(store_inbound(&s, "korgas", t, batch).unwrap().len(), 2);
+        assert_eq!(store_inbound(&s, "korgas", t, batch).unwrap().keys.len(), 2);
         let one = br#"{"mrn":"26KZ5500000000003C"}"#;
         store_inbound(&s, "korgas", &format!("{t}/26KZ5500000000003C"), one).unwrap();
         store_inbound(&s, "korgas", &format!("{t}/26KZ5500000000002B"), b"").unwrap();
@@ -139,9 +203,58 @@ mod tests {
         assert!(e("acsgd/v1/korgas/in/firmware", b"{}").contains("not one the post understands"));
         assert!(e("acsgd/v1/other/in/watchlist", b"{}").contains("not one the post understands"));
         assert!(e("acsgd/v1/korgas/in/watchlist", b"{oops").contains("not JSON"));
-        assert!(
-            e("acsgd/v1/korgas/in/declarations", br#"{"mrn":"short"}"#).contains("no valid `mrn`")
-        );
+        assert!(e("acsgd/v1/korgas/in/declarations", br#"{"mrn":"short"}"#)
+            .contains("mrn \"short\" is not 18 letters and digits"));
         assert_eq!(s.inbox_keys("").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_invalid_document_keeps_the_last_valid_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path(), 1 << 20, OpenMode::Service).unwrap();
+        let w = "acsgd/v1/korgas/in/watchlist";
+        let good = br#"{"plates":["777XYZ01"]}"#;
+        store_inbound(&s, "korgas", w, good).unwrap();
+        // Valid JSON, but not a watchlist fusion can use: refused, the old one stays.
+        let err = store_inbound(&s, "korgas", w, br#"{"plates":"777XYZ01"}"#).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "watchlist on acsgd/v1/korgas/in/watchlist refused, the last valid one is kept:"
+            ),
+            "{err}"
+        );
+        assert_eq!(s.inbox_get("watchlist").unwrap().unwrap(), good);
+
+        let d = "acsgd/v1/korgas/in/declarations/26KZ5500000000001A";
+        let decl = br#"{"mrn":"26KZ5500000000001A","plates":["123ABC02"],"gross_kg":24000}"#;
+        store_inbound(&s, "korgas", d, decl).unwrap();
+        let bad = br#"{"mrn":"26KZ5500000000001A","plates":["123ABC02"],"gross_kg":"heavy"}"#;
+        assert!(store_inbound(&s, "korgas", d, bad).is_err());
+        let other = br#"{"mrn":"26KZ5500000000009Z"}"#;
+        assert!(store_inbound(&s, "korgas", d, other)
+            .unwrap_err()
+            .to_string()
+            .contains("is not the topic's"));
+        assert_eq!(
+            s.inbox_get("declarations/26KZ5500000000001A")
+                .unwrap()
+                .unwrap(),
+            decl
+        );
+
+        // In an array, the valid declarations are stored and the invalid one is named.
+        let arr = br#"[{"mrn":"26KZ5500000000002B"},{"mrn":"26KZ5500000000003C","gross_kg":"x"}]"#;
+        let out = store_inbound(&s, "korgas", "acsgd/v1/korgas/in/declarations", arr).unwrap();
+        assert_eq!(out.keys, ["declarations/26KZ5500000000002B"]);
+        assert_eq!(out.refused.len(), 1);
+        assert!(
+            out.refused[0].starts_with("declaration [1]:"),
+            "{:?}",
+            out.refused
+        );
+        assert!(s
+            .inbox_get("declarations/26KZ5500000000003C")
+            .unwrap()
+            .is_none());
     }
 }

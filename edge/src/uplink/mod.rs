@@ -11,6 +11,16 @@
 //!   `offline`), the public key retained on `acsgd/v1/{post}/key`, and subscribes to
 //!   `acsgd/v1/{post}/in/#`, caching what arrives (see [`inbox`]).
 //! * On shutdown: waits briefly for outstanding PUBACKs, publishes `offline`, disconnects.
+//!
+//! Poison messages cost one message, never the link:
+//! * an event the broker refuses for good (an MQTT 5 PUBACK with a reason code ≥ 0x80, e.g.
+//!   "not authorized" from an ACL) is moved to the outbox's dead-letter tree with its reason,
+//!   counted and reported as a `health` event; the events after it flow on. (MQTT 3.1.1 has
+//!   no way to refuse: a broker that denies a publish acknowledges it and drops it.)
+//! * a message from central larger than `uplink.max_inbound_kb` is refused with a `health`
+//!   event and acknowledged, so the broker does not send it again; the MQTT packet limit
+//!   (`uplink.max_packet_kb`) is what the broker may send at most, so a large message never
+//!   breaks the connection.
 
 pub mod inbox;
 pub mod session;
@@ -41,8 +51,6 @@ pub enum UplinkError {
     ConnectTimeout(Duration),
     #[error("MQTT client: {0}")]
     Client(String),
-    #[error("broker refused event seq {seq}: {reason}")]
-    Refused { seq: u64, reason: String },
     #[error("TLS file {path}: {source}")]
     TlsFile {
         path: String,
@@ -61,6 +69,10 @@ pub struct UplinkState {
     /// Events sent again after a reconnect (possible duplicates at central).
     pub resent: AtomicU64,
     pub connects: AtomicU64,
+    /// Events the broker refused for good, moved to the dead-letter tree since start.
+    pub dead_lettered: AtomicU64,
+    /// Messages from central refused for their size since start.
+    pub inbound_refused: AtomicU64,
     max_sent: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -72,6 +84,10 @@ pub struct UplinkSnapshot {
     pub forwarded: u64,
     pub resent: u64,
     pub connects: u64,
+    #[serde(default)]
+    pub dead_lettered: u64,
+    #[serde(default)]
+    pub inbound_refused: u64,
     pub last_error: Option<String>,
 }
 
@@ -82,6 +98,8 @@ impl UplinkState {
             forwarded: self.forwarded.load(Ordering::Relaxed),
             resent: self.resent.load(Ordering::Relaxed),
             connects: self.connects.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            inbound_refused: self.inbound_refused.load(Ordering::Relaxed),
             last_error: self.last_error.lock().expect("state lock").clone(),
         }
     }
@@ -97,6 +115,8 @@ pub struct UplinkConfig {
     pub backoff_max: Duration,
     /// Time to wait for outstanding PUBACKs at shutdown.
     pub drain_grace: Duration,
+    /// Messages from central larger than this are refused (and acknowledged).
+    pub max_inbound: usize,
 }
 
 impl UplinkConfig {
@@ -137,6 +157,7 @@ impl UplinkConfig {
                     .map(|user| (user, u.password.clone().unwrap_or_default())),
                 keep_alive: Duration::from_secs(u.keep_alive_s),
                 inflight: u.window,
+                max_packet: u.max_packet_kb.saturating_mul(1024) as usize,
                 tls,
                 last_will: (
                     format!("acsgd/v1/{}/status", c.post),
@@ -147,6 +168,7 @@ impl UplinkConfig {
             backoff_initial: Duration::from_millis(u.backoff_initial_ms),
             backoff_max: Duration::from_secs(u.backoff_max_s),
             drain_grace: Duration::from_secs(3),
+            max_inbound: u.max_inbound_kb.saturating_mul(1024) as usize,
         })
     }
 }
@@ -230,6 +252,12 @@ impl Connection<'_> {
         let topic_prefix = format!("acsgd/v1/{post}/");
         self.state.connects.fetch_add(1, Ordering::Relaxed);
         self.state.connected.store(true, Ordering::Relaxed);
+        // The last error describes an outage that is over now.
+        *self
+            .state
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         tracing::info!(broker = %self.cfg.session.broker, "uplink connected");
         let online = serde_json::json!({"schema": SCHEMA, "post": post, "state": "online",
             "since": rfc3339_ms(time::OffsetDateTime::now_utc()), "version": env!("CARGO_PKG_VERSION")});
@@ -243,13 +271,21 @@ impl Connection<'_> {
 
         let store = self.outbox.store().clone();
         let mut durable_rx = self.outbox.durable();
-        // Everything still in the outbox is (re)sent from its lowest seq.
+        // Everything still in the outbox is (re)sent from its lowest seq. Until the first
+        // event is acknowledged only that one is in flight: if it is the one the broker refuses
+        // (and the broker closes the connection after refusing, as mosquitto does), its
+        // PUBACK is read before the close instead of being lost to a write on a dead socket.
         let mut cursor = 0u64;
         let mut outstanding = 0usize;
+        let forwarded_before = self.state.forwarded.load(Ordering::Relaxed);
+        let dead_before = self.state.dead_lettered.load(Ordering::Relaxed);
         loop {
             let durable = *durable_rx.borrow_and_update();
-            if outstanding < self.cfg.window && cursor <= durable {
-                let batch = store.read_range(cursor, durable, self.cfg.window - outstanding)?;
+            let answered = self.state.forwarded.load(Ordering::Relaxed) > forwarded_before
+                || self.state.dead_lettered.load(Ordering::Relaxed) > dead_before;
+            let window = if answered { self.cfg.window } else { 1 };
+            if outstanding < window && cursor <= durable {
+                let batch = store.read_range(cursor, durable, window - outstanding)?;
                 if batch.is_empty() {
                     cursor = durable + 1;
                 }
@@ -272,7 +308,7 @@ impl Connection<'_> {
                     return Ok(());
                 }
                 io = self.session.poll() => self.handle(io?, &mut outstanding).await?,
-                r = durable_rx.changed(), if idle && outstanding < self.cfg.window => {
+                r = durable_rx.changed(), if idle && outstanding < window => {
                     if r.is_err() {
                         // The outbox is gone: the service is stopping.
                         self.drain(&mut outstanding).await;
@@ -319,11 +355,32 @@ impl Connection<'_> {
                 }
             }
             Io::Refused(pkid, reason) => {
-                let seq = self.inflight.get(&pkid).copied().unwrap_or(0);
-                // The event stays in the outbox and goes again on the next connection.
-                return Err(UplinkError::Refused { seq, reason });
+                let Some(seq) = self.inflight.remove(&pkid) else {
+                    // A control message (status, key): nothing to set aside.
+                    tracing::warn!(pkid, %reason, "broker refused a control message");
+                    return Ok(());
+                };
+                *outstanding -= 1;
+                self.dead_letter(seq, &reason).await?;
             }
             Io::Inbound(msg) => {
+                if msg.payload.len() > self.cfg.max_inbound {
+                    self.state.inbound_refused.fetch_add(1, Ordering::Relaxed);
+                    let why = format!(
+                        "message on {} refused: {} bytes, over uplink.max_inbound_kb ({} bytes)",
+                        msg.topic,
+                        msg.payload.len(),
+                        self.cfg.max_inbound
+                    );
+                    let detail = serde_json::json!({"topic": msg.topic, "bytes": msg.payload.len(),
+                        "limit": self.cfg.max_inbound});
+                    self.health
+                        .event("inbox", State::Degraded, &why, detail)
+                        .await;
+                    // Acknowledged all the same: the broker must not send it again.
+                    self.session.ack(&msg)?;
+                    return Ok(());
+                }
                 let store = self.outbox.store().clone();
                 let (post, topic, payload) = (
                     self.cfg.post.clone(),
@@ -336,15 +393,60 @@ impl Connection<'_> {
                 .await
                 .map_err(|e| UplinkError::Client(e.to_string()))?;
                 match stored {
-                    Ok(keys) => {
-                        tracing::info!(topic = %msg.topic, ?keys, "cached message from central")
+                    Ok(s) => {
+                        tracing::info!(topic = %msg.topic, keys = s.keys.len(), "cached message from central");
+                        if !s.refused.is_empty() {
+                            let why = format!(
+                                "{} of the documents on {} refused, the rest stored",
+                                s.refused.len(),
+                                msg.topic
+                            );
+                            let first: Vec<_> = s.refused.iter().take(10).collect();
+                            let detail = serde_json::json!({"topic": msg.topic, "refused": first});
+                            self.health
+                                .event("inbox", State::Degraded, &why, detail)
+                                .await;
+                        }
                     }
                     Err(inbox::InboxError::Store(e)) => return Err(e.into()),
-                    Err(e) => tracing::warn!(error = %e, "ignored a message from central"),
+                    Err(e) => {
+                        let why = e.to_string();
+                        tracing::warn!(error = %why, "ignored a message from central");
+                        let detail = serde_json::json!({"topic": msg.topic});
+                        self.health
+                            .event("inbox", State::Degraded, &why, detail)
+                            .await;
+                    }
                 }
                 self.session.ack(&msg)?;
             }
             Io::Connected | Io::Other => {}
+        }
+        Ok(())
+    }
+
+    /// Sets aside an event the broker refused for good, so the rest of the outbox flows.
+    async fn dead_letter(&mut self, seq: u64, reason: &str) -> Result<(), UplinkError> {
+        let kind = self
+            .outbox
+            .store()
+            .read_range(seq, seq, 1)?
+            .pop()
+            .map(|p| p.kind)
+            .unwrap_or_default();
+        if !self.outbox.store().dead_letter(seq, reason)? {
+            return Ok(());
+        }
+        self.state.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let why = format!("broker refused event seq {seq} ({kind}): {reason}; set aside");
+        if kind == "health" {
+            // Reporting it as a health event could be refused in turn, forever.
+            tracing::error!("{why}");
+        } else {
+            let detail = serde_json::json!({"seq": seq, "type": kind, "reason": reason});
+            self.health
+                .event("uplink", State::Degraded, &why, detail)
+                .await;
         }
         Ok(())
     }

@@ -11,8 +11,22 @@ use rumqttc::{v5, QoS, TlsConfiguration, Transport};
 use super::UplinkError;
 use crate::config::{BrokerAddr, MqttVersion};
 
-/// Largest packet sent or accepted.
-pub const MAX_PACKET: usize = 4 * 1024 * 1024;
+/// Largest packet sent: events are far smaller (an ingest line is at most 256 KiB).
+pub const MAX_OUTGOING: usize = 4 * 1024 * 1024;
+
+/// One line for a connection error. rumqttc nests an OS error inside its state error and
+/// prints it with `{:?}` ("Mqtt state: Io error: Custom { kind: ConnectionAborted, .. }"):
+/// the OS error's own text is what a technician needs, so it is used when there is one.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.to_string();
+        }
+        cur = err.source();
+    }
+    e.to_string()
+}
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -24,6 +38,9 @@ pub struct SessionConfig {
     pub keep_alive: Duration,
     /// Publishes in flight at most (rumqttc's own limit is set a little above it).
     pub inflight: u16,
+    /// Largest packet accepted from the broker: at least what the broker may send, so that no
+    /// message from central can break the connection (larger ones are refused above).
+    pub max_packet: usize,
     /// PEM: CA bundle, and the client certificate and key if the broker wants one.
     pub tls: Option<TlsMaterial>,
     pub last_will: (String, Vec<u8>),
@@ -73,6 +90,9 @@ pub enum Session {
     V5 {
         client: v5::AsyncClient,
         events: v5::EventLoop,
+        /// The error that ended the connection, held back while packets read before it are
+        /// still being handed out.
+        failed: Option<String>,
     },
 }
 
@@ -97,7 +117,7 @@ impl Session {
                     .set_inflight(inflight)
                     .set_request_channel_capacity(cap)
                     .set_manual_acks(true)
-                    .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+                    .set_max_packet_size(c.max_packet, MAX_OUTGOING)
                     .set_last_will(rumqttc::LastWill::new(
                         &c.last_will.0,
                         c.last_will.1.clone(),
@@ -123,7 +143,7 @@ impl Session {
                     .set_outgoing_inflight_upper_limit(inflight)
                     .set_request_channel_capacity(cap)
                     .set_manual_acks(true)
-                    .set_max_packet_size(Some(MAX_PACKET as u32))
+                    .set_max_packet_size(Some(c.max_packet.min(u32::MAX as usize) as u32))
                     .set_connection_timeout(10)
                     .set_last_will(v5::mqttbytes::v5::LastWill::new(
                         &c.last_will.0,
@@ -139,7 +159,11 @@ impl Session {
                     o.set_transport(t);
                 }
                 let (client, events) = v5::AsyncClient::new(o, cap);
-                Session::V5 { client, events }
+                Session::V5 {
+                    client,
+                    events,
+                    failed: None,
+                }
             }
         }
     }
@@ -152,7 +176,7 @@ impl Session {
                 let ev = events
                     .poll()
                     .await
-                    .map_err(|e| UplinkError::Connection(e.to_string()))?;
+                    .map_err(|e| UplinkError::Connection(describe(&e)))?;
                 Ok(match ev {
                     Event::Incoming(Packet::ConnAck(_)) => Io::Connected,
                     Event::Incoming(Packet::PubAck(a)) => Io::Acked(a.pkid),
@@ -168,13 +192,32 @@ impl Session {
                     _ => Io::Other,
                 })
             }
-            Session::V5 { events, .. } => {
+            Session::V5 { events, failed, .. } => {
                 use v5::mqttbytes::v5::{Packet, PubAckReason};
                 use v5::Event;
-                let ev = events
-                    .poll()
-                    .await
-                    .map_err(|e| UplinkError::Connection(e.to_string()))?;
+                // A broker may answer a refused publish with a PUBACK and close the connection
+                // at once (mosquitto does after an ACL denial): rumqttc has then read the
+                // PUBACK into its queue and returns the error first. The packets it read are
+                // handed out before the error, so the refusal is not lost with the session.
+                let ev = match failed {
+                    Some(e) => match events.state.events.pop_front() {
+                        Some(ev) => ev,
+                        None => return Err(UplinkError::Connection(e.clone())),
+                    },
+                    None => match events.poll().await {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            let msg = describe(&e);
+                            match events.state.events.pop_front() {
+                                Some(ev) => {
+                                    *failed = Some(msg);
+                                    ev
+                                }
+                                None => return Err(UplinkError::Connection(msg)),
+                            }
+                        }
+                    },
+                };
                 Ok(match ev {
                     Event::Incoming(Packet::ConnAck(_)) => Io::Connected,
                     Event::Incoming(Packet::PubAck(a)) => match a.reason {
@@ -247,5 +290,26 @@ impl Session {
             Session::V4 { client, .. } => client.try_disconnect().map_err(|e| e.to_string()),
             Session::V5 { client, .. } => client.try_disconnect().map_err(|e| e.to_string()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_error_is_one_line_with_the_os_text() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "connection closed by peer",
+        );
+        let nested = rumqttc::ConnectionError::MqttState(rumqttc::StateError::Io(io));
+        assert_eq!(describe(&nested), "connection closed by peer");
+        let refused = rumqttc::ConnectionError::Io(std::io::Error::from_raw_os_error(111));
+        assert_eq!(describe(&refused), "Connection refused (os error 111)");
+        assert_eq!(
+            describe(&rumqttc::ConnectionError::NetworkTimeout),
+            "Network timeout"
+        );
     }
 }

@@ -50,7 +50,8 @@ impl Central {
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
         o.set_clean_session(false)
             .set_keep_alive(Duration::from_secs(5))
-            .set_max_packet_size(4 << 20, 4 << 20);
+            // Room for what central itself publishes to the post (a test sends 5 MiB).
+            .set_max_packet_size(64 << 20, 4 << 20);
         let (client, conn) = Client::new(o, 100);
         client
             .subscribe(format!("acsgd/v1/{post}/#"), QoS::AtLeastOnce)
