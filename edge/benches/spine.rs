@@ -7,6 +7,11 @@
 //!    producers appending 100 at a time (as the ingest does with a pipelined connection).
 //!
 //! Set `ACSGD_BENCH_N` to change the event count (default 50 000).
+//!
+//! The figures move between machines of one kind, so the bench first prints what they depend
+//! on: the CPU features AWS-LC picks its Ed25519 and SHA-512 code paths by at run time (BMI2
+//! and ADX for the curve arithmetic, AVX2 and AVX-512 for SHA-512), the cost of the fdatasync every accepted batch waits for on the file system
+//! the bench writes to, and the load the machine carried when the bench started.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -57,6 +62,7 @@ fn main() {
             .unwrap_or(0)
     );
     println!("events: {n}, window {WINDOW}, broker mosquitto on loopback");
+    depends_on(tmp.path());
 
     let signer = Signer::load_or_create(tmp.path(), "bench").unwrap();
     let payloads: Vec<Vec<u8>> = (0..n)
@@ -224,4 +230,64 @@ async fn append(
         |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
     outbox.close().await;
     (rate, pct(0.50), pct(0.99))
+}
+
+/// Prints what the figures below depend on (see the module docs).
+fn depends_on(dir: &std::path::Path) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .map(|l| {
+            l.split(':')
+                .nth(1)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect()
+        })
+        .unwrap_or_default();
+    let has = |f: &str| if flags.contains(&f) { "yes" } else { "no" };
+    println!(
+        "signing paths: bmi2 {}, adx {}, avx2 {}, avx512f {} (AWS-LC picks its Ed25519 and SHA-512 code by these at run time)",
+        has("bmi2"),
+        has("adx"),
+        has("avx2"),
+        has("avx512f")
+    );
+    // The fsync the outbox waits for: 4 KiB appended and fdatasynced, 200 times.
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 4096];
+    let mut lat = Vec::with_capacity(200);
+    for _ in 0..200 {
+        use std::io::Write;
+        let t = Instant::now();
+        f.write_all(&block).unwrap();
+        f.sync_data().unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    let _ = std::fs::remove_file(&path);
+    let fs = std::process::Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE", "-T"])
+        .arg(dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "fdatasync of a 4 KiB append on {} ({fs}): p50 {:.3} ms, p99 {:.3} ms",
+        dir.display(),
+        lat[100],
+        lat[198]
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "load average at start: {}; kernel {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        kernel.trim()
+    );
 }

@@ -128,9 +128,18 @@ pub fn render(s: &Status) -> String {
     }
     out += &format!("last seq      {}\n", o.last_seq);
     out += &format!(
-        "counters      accepted {}  delivered {}  evicted {}  refused {}  corrupt {}  quarantined {}\n",
-        c.accepted, c.delivered, c.evicted, c.refused, c.corrupt, c.quarantined
+        "counters      accepted {}  delivered {}  evicted {}  refused {}  corrupt {}  quarantined {}  dead-lettered {}\n",
+        c.accepted, c.delivered, c.evicted, c.refused, c.corrupt, c.quarantined, c.dead_lettered
     );
+    if o.dead_letters > 0 {
+        out += &format!(
+            "dead letters  {} events the broker refused, kept in the store, never resent\n",
+            o.dead_letters
+        );
+    }
+    if let Some(free) = o.disk_free_bytes {
+        out += &format!("disk free     {:.1} MiB\n", free as f64 / 1048576.0);
+    }
     out += &format!("from central  {} cached entries\n", o.inbox_entries);
     if let Some(u) = &s.uplink {
         let state = if u.connected {

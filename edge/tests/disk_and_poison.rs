@@ -463,10 +463,12 @@ fn an_event_the_broker_refuses_is_set_aside_and_the_rest_flows() {
         let stat = setup.stat();
         if stat["outbox"]["dead_letters"] == 1 && stat["outbox"]["backlog_events"] == 0 {
             assert_eq!(stat["outbox"]["counters"]["dead_lettered"], 1, "{stat}");
-            // mosquitto closes the connection after refusing a publish: one reconnect, not a
-            // loop on the refused event.
+            // mosquitto closes the connection after refusing a publish. A connection sends one
+            // event until its first answer, so the refusal is read on the connection whose
+            // first event it is: a few reconnects (more when earlier events were still in
+            // flight at the close), not a loop on the refused event.
             assert!(
-                stat["uplink"]["connects"].as_u64().unwrap() <= 3,
+                stat["uplink"]["connects"].as_u64().unwrap() <= 5,
                 "no reconnect loop: {stat}"
             );
             break;

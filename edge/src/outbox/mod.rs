@@ -1,23 +1,39 @@
 //! The outbox: every event the appliance emits, on disk, until central has acknowledged it.
 //!
 //! # Guarantees
-//! * **Accepted means on disk.** An event is *accepted* when the flush (fsync) of the batch that
-//!   holds it has returned. Only then does its producer get an answer (and a tracker its ACK),
-//!   and only then may the uplink publish it: the uplink never reads past the *durable
-//!   watermark*, the highest `seq` flushed.
+//! * **Accepted means on disk.** An event is *accepted* when the sync of the batch that holds
+//!   it has returned: sled's flush, then an `fdatasync` of sled's log file and of any new blob
+//!   file (sled's own flush ends in `sync_file_range`, which commits neither the file's
+//!   metadata nor the file system's journal nor the drive's cache, and it writes blobs with no
+//!   sync at all). Only then does its producer get an answer (and a tracker its ACK), and only
+//!   then may the uplink publish it: the uplink never reads past the *durable watermark*, the
+//!   highest `seq` synced. This holds across a process crash and a power cut.
 //! * **Group commit, pipelined.** A writer thread takes every append request queued at that
 //!   moment (up to `storage.commit_batch` events), assigns `seq`, signs (on all cores) and
-//!   applies them as one sled batch; a flusher thread fsyncs whatever batches are applied, once
+//!   applies them as one sled batch; a flusher thread syncs whatever batches are applied, once
 //!   for all of them, and only then answers them and moves the durable watermark. The writer
-//!   prepares the next batch while the previous one is being flushed.
-//! * **Gapless `seq`.** `seq` is assigned by the writer, in order, only to events it accepts; a
-//!   refused event gets none. The last assigned `seq` is written in the same batch as the events,
-//!   so after a crash the next `seq` follows the last *durable* one: events that were not yet
-//!   flushed were never acknowledged and never published, so their numbers are reused.
+//!   prepares the next batch while the previous one is being synced.
+//! * **`seq` is never issued twice to events anyone saw.** `seq` is assigned by the writer, in
+//!   order, only to events it accepts; a refused event gets none. The last assigned `seq` is
+//!   written in the same batch as the events, so after a crash the next `seq` follows the last
+//!   *durable* one: events that were not yet synced were never acknowledged, never published
+//!   and never shown, so nobody has seen their numbers. When a sync fails, its batch is refused,
+//!   but what sled had already written may still reach the disk and be sent later under its
+//!   number (the producer was told "not accepted" and may send it again: at-least-once).
 //! * **Delivered means acknowledged.** A record is removed only after the broker's PUBACK for it.
-//!   Removals are flushed lazily (sled's flusher, every second, and with the next batch): after a
+//!   Removals are synced lazily (with the next batch, or sled's own flush once a second): after a
 //!   crash a few delivered events may be sent again with the same `id` (at-least-once).
-//!
+//! * **An I/O error is not the end.** sled keeps its first I/O error for good and fails every
+//!   later call with it. The store then reopens the database by itself, at the next call and at
+//!   most twice a second, until the disk takes writes again (space freed, a file system back
+//!   read-write); numbering goes on above the highest `seq` found. Meanwhile appends are
+//!   refused with the reason (a tracker is not acknowledged and sends again).
+//! * **Keep events have a disk reserve.** Below `storage.reserve_mb` of free space on the file
+//!   system, bulk events are refused, so passages and alerts still fit when something else
+//!   fills the disk.
+//! * **Poison events are set aside.** An event the broker refuses for good is moved to the
+//!   `dead` tree with its reason and never sent again (see [`crate::uplink`]).
+
 //! # On disk (`<data_dir>/`)
 //! * `outbox/`: a sled database with three trees:
 //!   * `events`: key = `seq` as u64 big-endian (so iteration is delivery order), value = record:
@@ -30,6 +46,7 @@
 //!   * `meta`: `last_seq` (u64 BE) and the persisted counters `c.<name>` (u64 BE).
 //!   * `inbox`: what central sent on `acsgd/v1/{post}/in/#` (see [`crate::uplink::inbox`]).
 //!   * `corrupt`: records that failed their CRC, kept by `seq` for forensics, never sent.
+//!   * `dead`: events the broker refused, by `seq`: reason length u16 LE, reason, record.
 //! * `seq.reserve`: a `seq` that no event has reached yet, written (fsync, rename) a block ahead
 //!   of use. If the store is lost, numbering resumes above it: the jump shows central that
 //!   events were lost rather than silently reusing their numbers.
@@ -55,6 +72,8 @@
 //!    (1); a single bad record is moved to `corrupt` and counted.
 //! 3. `last_seq` = the larger of the stored `last_seq` and the last key; if the store was
 //!    quarantined or has lost its `last_seq`, numbering resumes after `seq.reserve`.
+//!
+//! After an I/O error while running, the same scan runs again on reopen (see above).
 //!
 //! Each of these raises a health note that the service publishes as a `health` event.
 
