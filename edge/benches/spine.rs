@@ -71,6 +71,7 @@ fn main() {
     let avg = payloads.iter().map(Vec::len).sum::<usize>() / n;
     println!("envelope size: {avg} B average\n");
 
+    let steal_at_start = cpu_times();
     let raw = rt.block_on(raw_publish(broker.port(), &payloads));
     println!("raw rumqttc QoS 1 publish     {:>9.0} msg/s", raw);
     let drain = rt.block_on(outbox_drain(&tmp.path().join("drain"), &broker.url(), n));
@@ -102,6 +103,24 @@ fn main() {
             rate, p50, p99
         );
     }
+    if let (Some((steal0, all0)), Some((steal1, all1))) = (steal_at_start, cpu_times()) {
+        println!(
+            "cpu steal during the bench: {:.1} % (time the VM's cores were runnable but the host ran something else)",
+            100.0 * (steal1 - steal0) as f64 / (all1 - all0).max(1) as f64
+        );
+    }
+}
+
+/// (steal, total) jiffies of all cores, from /proc/stat.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Some((*v.get(7)?, v.iter().take(8).sum()))
 }
 
 /// Publishes every payload at QoS 1 with `WINDOW` in flight and waits for every PUBACK.
