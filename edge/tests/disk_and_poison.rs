@@ -463,13 +463,17 @@ fn an_event_the_broker_refuses_is_set_aside_and_the_rest_flows() {
         let stat = setup.stat();
         if stat["outbox"]["dead_letters"] == 1 && stat["outbox"]["backlog_events"] == 0 {
             assert_eq!(stat["outbox"]["counters"]["dead_lettered"], 1, "{stat}");
-            // mosquitto closes the connection after refusing a publish. A connection sends one
-            // event until its first answer, so the refusal is read on the connection whose
-            // first event it is: a few reconnects (more when earlier events were still in
-            // flight at the close), not a loop on the refused event.
+            // mosquitto closes the connection after refusing a publish, and the PUBACKs in
+            // flight with it can be lost. Each connection's window starts at one event and
+            // doubles per round trip, so the refused event is reached in about log2(window)
+            // reconnects (256: 8), not a loop.
             assert!(
-                stat["uplink"]["connects"].as_u64().unwrap() <= 5,
+                stat["uplink"]["connects"].as_u64().unwrap() <= 12,
                 "no reconnect loop: {stat}"
+            );
+            eprintln!(
+                "refused event: set aside after {} connections, {} events resent",
+                stat["uplink"]["connects"], stat["uplink"]["resent"]
             );
             break;
         }

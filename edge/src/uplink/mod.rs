@@ -1,7 +1,9 @@
 //! The uplink: forwards the outbox to central over MQTT, QoS 1, in `seq` order.
 //!
 //! * Reads only up to the outbox's durable watermark, so nothing unflushed ever leaves.
-//! * Keeps at most `uplink.window` events in flight. rumqttc reports each publish it sends with
+//! * Keeps at most `uplink.window` events in flight; each connection starts with one and
+//!   grows by one per answer (slow start, so a refused event is found in O(log window)
+//!   reconnects; see `Connection::run`). rumqttc reports each publish it sends with
 //!   its packet id, in the order they were queued; a FIFO of queued `seq`s maps packet ids back
 //!   to events, and a PUBACK removes its event from the outbox.
 //! * On any connection error the session is dropped whole; after a capped, jittered exponential
@@ -271,36 +273,47 @@ impl Connection<'_> {
 
         let store = self.outbox.store().clone();
         let mut durable_rx = self.outbox.durable();
-        // Everything still in the outbox is (re)sent from its lowest seq. Until the first
-        // event is acknowledged only that one is in flight: if it is the one the broker refuses
-        // (and the broker closes the connection after refusing, as mosquitto does), its
-        // PUBACK is read before the close instead of being lost to a write on a dead socket.
+        // Everything still in the outbox is (re)sent from its lowest seq, with a window that
+        // starts at one event and grows by one per answer (doubling every round trip, as TCP's
+        // slow start does). A broker that refuses a publish may close the connection at once
+        // (mosquitto does), and the PUBACKs of the events in flight with it can be lost to the
+        // reset: starting small, each new connection gets about half-way closer to the refused
+        // event, and once it is the first event sent its refusal is read before the close. A
+        // poison event costs O(log window) reconnects, never a loop; a healthy connection
+        // reaches the full window within log2(window) round trips.
         let mut cursor = 0u64;
         let mut outstanding = 0usize;
+        // Events read from the store and not yet published: the store is read a window at a
+        // time rather than with one range scan per PUBACK (the window refills one slot at a
+        // time).
+        let mut ahead: VecDeque<crate::outbox::Pending> = VecDeque::new();
         let forwarded_before = self.state.forwarded.load(Ordering::Relaxed);
         let dead_before = self.state.dead_lettered.load(Ordering::Relaxed);
         loop {
             let durable = *durable_rx.borrow_and_update();
-            let answered = self.state.forwarded.load(Ordering::Relaxed) > forwarded_before
-                || self.state.dead_lettered.load(Ordering::Relaxed) > dead_before;
-            let window = if answered { self.cfg.window } else { 1 };
-            if outstanding < window && cursor <= durable {
-                let batch = store.read_range(cursor, durable, window - outstanding)?;
-                if batch.is_empty() {
-                    cursor = durable + 1;
-                }
-                for p in batch {
-                    let topic = format!("{topic_prefix}{}", p.kind);
-                    self.session.publish(&topic, p.payload, false)?;
-                    self.fifo.push_back(Some(p.seq));
-                    outstanding += 1;
-                    cursor = p.seq + 1;
-                    if self.state.max_sent.fetch_max(p.seq, Ordering::Relaxed) >= p.seq {
-                        self.state.resent.fetch_add(1, Ordering::Relaxed);
-                    }
+            let answered = (self.state.forwarded.load(Ordering::Relaxed) - forwarded_before)
+                + (self.state.dead_lettered.load(Ordering::Relaxed) - dead_before);
+            let window = (1 + answered as usize).min(self.cfg.window);
+            if outstanding < window && ahead.is_empty() && cursor <= durable {
+                let batch = store.read_range(cursor, durable, self.cfg.window)?;
+                // A short read means the range is exhausted up to the watermark.
+                cursor = match batch.last() {
+                    Some(p) if batch.len() == self.cfg.window => p.seq + 1,
+                    _ => durable + 1,
+                };
+                ahead.extend(batch);
+            }
+            while outstanding < window {
+                let Some(p) = ahead.pop_front() else { break };
+                let topic = format!("{topic_prefix}{}", p.kind);
+                self.session.publish(&topic, p.payload, false)?;
+                self.fifo.push_back(Some(p.seq));
+                outstanding += 1;
+                if self.state.max_sent.fetch_max(p.seq, Ordering::Relaxed) >= p.seq {
+                    self.state.resent.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let idle = cursor > durable;
+            let idle = ahead.is_empty() && cursor > durable;
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
