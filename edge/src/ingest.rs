@@ -13,6 +13,10 @@
 //! A producer that has no `"ok":true` for an event must assume it was not accepted and send it
 //! again (with the same `id` if it wants central to de-duplicate). Lines queued together on a
 //! connection share one disk flush. A line longer than [`MAX_LINE`] costs that line only.
+//!
+//! The audit events `ack` and `override` are refused here: they record what a signed-in officer
+//! did on the display, which writes them itself; anyone who can reach this port could
+//! otherwise sign one in a supervisor's name.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +32,8 @@ use crate::outbox::Outbox;
 
 /// Longest accepted request line, newline included.
 pub const MAX_LINE: usize = 256 * 1024;
+/// Event types only the officer display writes (see the module docs).
+const AUDIT_TYPES: [&str; 2] = ["ack", "override"];
 /// Lines answered with one flush at most.
 const MAX_PIPELINE: usize = 1024;
 
@@ -176,6 +182,12 @@ fn parse(line: &[u8]) -> Result<Event, String> {
             req.kind
         ));
     }
+    if AUDIT_TYPES.contains(&req.kind.as_str()) {
+        return Err(format!(
+            "type {:?} is written only by the officer display for a signed-in officer, never through ingest",
+            req.kind
+        ));
+    }
     if !req.body.is_object() {
         return Err("body must be a JSON object".into());
     }
@@ -211,6 +223,14 @@ mod tests {
         for (line, want) in [
             (&br#"{"type":"Alert","body":{}}"#[..], "bad type"),
             (br#"{"type":"status","body":{}}"#, "bad type"),
+            (
+                br#"{"type":"override","body":{"passage":"p-1","to":"green"}}"#,
+                "written only by the officer display",
+            ),
+            (
+                br#"{"type":"ack","body":{"alert":"a-1"}}"#,
+                "written only by the officer display",
+            ),
             (
                 br#"{"type":"alert","body":[1]}"#,
                 "body must be a JSON object",

@@ -18,6 +18,10 @@ use crate::outbox::KvTree;
 /// Consecutive failures after which a user is locked out for [`LOCKOUT_MS`].
 pub const MAX_FAILURES: u32 = 5;
 pub const LOCKOUT_MS: i64 = 60_000;
+/// Unknown user names whose failures are counted at most (so that probing a name costs the
+/// same as probing an account); beyond it the stalest entry goes. Accounts are counted in a
+/// table of their own that nothing evicts, so no flood of names can switch their lock-out off.
+const MAX_UNKNOWN: usize = 10_000;
 /// A session's last use is written back at most this often.
 const TOUCH_MS: i64 = 30_000;
 
@@ -70,7 +74,10 @@ pub struct Auth {
     sessions: KvTree,
     idle_ms: i64,
     max_ms: i64,
+    /// Failures of real accounts: (count, locked until, last failure), bounded by the accounts.
     failures: Mutex<HashMap<String, (u32, i64)>>,
+    /// Failures of unknown names, bounded by [`MAX_UNKNOWN`]: (count, locked until, last).
+    unknown: Mutex<HashMap<String, (u32, i64, i64)>>,
     /// Checked for unknown users, so that their answer takes as long as a known user's.
     decoy: String,
 }
@@ -86,6 +93,7 @@ impl Auth {
             idle_ms: i64::from(idle_min) * 60_000,
             max_ms: i64::from(max_h) * 3_600_000,
             failures: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
             decoy: hash_password("decoy").unwrap_or_default(),
         }
     }
@@ -106,23 +114,35 @@ impl Auth {
         password: &str,
         now_ms: i64,
     ) -> Result<(String, Session), SignIn> {
-        if let Some((n, until)) = self.failures.lock().expect("auth lock").get(user) {
-            if *n >= MAX_FAILURES && now_ms < *until {
-                return Err(SignIn::Locked((until - now_ms + 999) / 1000));
-            }
+        let known = self.accounts.contains_key(user);
+        let locked_until = if known {
+            let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            f.get(user)
+                .filter(|(n, _)| *n >= MAX_FAILURES)
+                .map(|(_, u)| *u)
+        } else {
+            let f = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+            f.get(user)
+                .filter(|(n, ..)| *n >= MAX_FAILURES)
+                .map(|(_, u, _)| *u)
+        };
+        if let Some(until) = locked_until.filter(|u| now_ms < *u) {
+            return Err(SignIn::Locked((until - now_ms + 999) / 1000));
         }
         let account = self.accounts.get(user);
         let hash = account.map_or(self.decoy.as_str(), |a| a.password_hash.as_str());
         let ok = verify(hash, password) && account.is_some();
-        let mut failures = self.failures.lock().expect("auth lock");
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let Some(account) = account.filter(|_| ok) else {
-            // Unknown users are counted too, within a bound, so probing costs the same.
-            if failures.len() < 10_000 || failures.contains_key(user) {
+            if known {
                 let e = failures.entry(user.to_string()).or_insert((0, 0));
                 e.0 += 1;
                 if e.0 >= MAX_FAILURES {
                     e.1 = now_ms + LOCKOUT_MS;
                 }
+            } else {
+                drop(failures);
+                self.count_unknown(user, now_ms);
             }
             return Err(SignIn::Wrong);
         };
@@ -142,6 +162,30 @@ impl Auth {
         };
         self.put(&token, &s);
         Ok((token, s))
+    }
+
+    /// Counts a failure for a name that is no account, within [`MAX_UNKNOWN`] entries: when
+    /// full, entries whose lock-out is over go first, then the stalest.
+    fn count_unknown(&self, user: &str, now_ms: i64) {
+        let mut f = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if f.len() >= MAX_UNKNOWN && !f.contains_key(user) {
+            f.retain(|_, (_, until, last)| *until > now_ms || now_ms - *last < LOCKOUT_MS);
+            if f.len() >= MAX_UNKNOWN {
+                if let Some(stalest) = f
+                    .iter()
+                    .min_by_key(|(_, (_, _, last))| *last)
+                    .map(|(k, _)| k.clone())
+                {
+                    f.remove(&stalest);
+                }
+            }
+        }
+        let e = f.entry(user.to_string()).or_insert((0, 0, now_ms));
+        e.0 += 1;
+        e.2 = now_ms;
+        if e.0 >= MAX_FAILURES {
+            e.1 = now_ms + LOCKOUT_MS;
+        }
     }
 
     fn key(token: &str) -> Vec<u8> {
@@ -245,6 +289,35 @@ mod tests {
             let alive = a.session(&token, t).is_some();
             assert_eq!(alive, t <= 12 * 3_600_000, "at {t}");
         }
+    }
+
+    #[test]
+    fn a_flood_of_unknown_names_never_switches_an_accounts_lock_out_off() {
+        let (a, _d) = auth(30);
+        // Counting is what a flood could exhaust; the hashing is the same for every name.
+        for i in 0..MAX_UNKNOWN + 500 {
+            a.count_unknown(&format!("probe-{i}"), i as i64);
+        }
+        assert!(a.unknown.lock().unwrap().len() <= MAX_UNKNOWN);
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                a.sign_in("aserik", "guess", 20_000).unwrap_err(),
+                SignIn::Wrong
+            );
+        }
+        assert_eq!(
+            a.sign_in("aserik", "kordai-7", 21_000).unwrap_err(),
+            SignIn::Locked(59),
+            "the right password during the lock-out is refused too"
+        );
+        // An unknown name is locked out like an account, so lock-out does not tell them apart.
+        for _ in 0..MAX_FAILURES {
+            let _ = a.sign_in("nobody", "guess", 30_000);
+        }
+        assert_eq!(
+            a.sign_in("nobody", "guess", 31_000).unwrap_err(),
+            SignIn::Locked(59)
+        );
     }
 
     #[test]

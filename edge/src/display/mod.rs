@@ -45,6 +45,11 @@ use board::{Board, Refusal, Update};
 
 /// Live streams served at once at most (each screen holds one).
 const MAX_STREAMS: usize = 64;
+/// Password checks run at once at most (each is an argon2 hash of 19 MiB and tens of
+/// milliseconds of a core); the rest wait their turn, up to [`HASH_WAIT`].
+const HASHERS: usize = 2;
+/// How long a sign-in waits for a free hasher before it is told to try again (429).
+const HASH_WAIT: Duration = Duration::from_secs(5);
 /// Characters kept of an officer's note.
 const MAX_NOTE: usize = 500;
 const COOKIE: &str = "acsgd_session";
@@ -119,6 +124,8 @@ struct App {
     default_lang: String,
     max_age_s: u64,
     streams: AtomicUsize,
+    /// Permits to run a password check (see [`HASHERS`]).
+    hashers: Arc<tokio::sync::Semaphore>,
     stop: watch::Receiver<bool>,
 }
 
@@ -166,6 +173,7 @@ pub fn start(
         default_lang: d.lang.clone(),
         max_age_s: u64::from(d.session_max_h) * 3600,
         streams: AtomicUsize::new(0),
+        hashers: Arc::new(tokio::sync::Semaphore::new(HASHERS)),
         stop: stop.clone(),
     });
     let feed = tokio::spawn(feed(app.clone(), accepted));
@@ -401,7 +409,20 @@ async fn login(State(app): State<Arc<App>>, Json(l): Json<Login>) -> Response {
     }
     let a = app.clone();
     let user = l.user.clone();
+    let permit = match tokio::time::timeout(HASH_WAIT, app.hashers.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            tracing::warn!(%user, "display: sign-in refused, too many at once");
+            return ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                "signin_busy",
+                "too many sign-ins at once, try again",
+            )
+            .into_response();
+        }
+    };
     let r = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let r = a.auth.sign_in(&l.user, &l.password, now_ms());
         // Expired sessions go now and then, so the store stays small.
         if r.is_ok() {
