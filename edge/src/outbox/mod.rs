@@ -629,12 +629,15 @@ impl Store {
 
     /// Moves an event the broker refused for good into the `dead` tree, with the reason, so
     /// that the events after it flow. It is kept there for forensics and never sent again.
-    /// Returns whether it was still in the outbox.
-    pub fn dead_letter(&self, seq: u64, reason: &str) -> Result<bool, StoreError> {
+    /// Returns the event's type, or `None` if it was no longer in the outbox.
+    pub fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<String>, StoreError> {
         let h = self.handles()?;
         let Some(rec) = self.check(h.events.get(seq.to_be_bytes()))? else {
-            return Ok(false);
+            return Ok(None);
         };
+        let kind = decode_record(&rec)
+            .map(|r| r.kind.to_string())
+            .unwrap_or_default();
         let mut kept = Vec::with_capacity(rec.len() + reason.len() + 2);
         kept.extend_from_slice(&(reason.len().min(u16::MAX as usize) as u16).to_le_bytes());
         kept.extend_from_slice(&reason.as_bytes()[..reason.len().min(u16::MAX as usize)]);
@@ -646,27 +649,7 @@ impl Store {
         }
         drop(h);
         self.flush()?;
-        Ok(gone)
-    }
-
-    /// Events moved to the dead-letter tree: (`seq`, reason, event type).
-    pub fn dead_letters(&self) -> Result<Vec<(u64, String, String)>, StoreError> {
-        let h = self.handles()?;
-        let mut out = Vec::new();
-        for item in h.dead.iter() {
-            let (k, v) = self.check(item)?;
-            let n = v
-                .get(..2)
-                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
-            let reason = String::from_utf8_lossy(v.get(2..2 + n).unwrap_or_default()).into_owned();
-            let kind = v
-                .get(2 + n..)
-                .and_then(|r| decode_record(r).ok())
-                .map(|r| r.kind.to_string())
-                .unwrap_or_default();
-            out.push((be_u64(&k), reason, kind));
-        }
-        Ok(out)
+        Ok(gone.then_some(kind))
     }
 
     /// Removes a record and updates the accounting; `false` if it was already gone (delivered

@@ -440,16 +440,9 @@ impl Connection<'_> {
 
     /// Sets aside an event the broker refused for good, so the rest of the outbox flows.
     async fn dead_letter(&mut self, seq: u64, reason: &str) -> Result<(), UplinkError> {
-        let kind = self
-            .outbox
-            .store()
-            .read_range(seq, seq, 1)?
-            .pop()
-            .map(|p| p.kind)
-            .unwrap_or_default();
-        if !self.outbox.store().dead_letter(seq, reason)? {
+        let Some(kind) = self.outbox.store().dead_letter(seq, reason)? else {
             return Ok(());
-        }
+        };
         self.state.dead_lettered.fetch_add(1, Ordering::Relaxed);
         let why = format!("broker refused event seq {seq} ({kind}): {reason}; set aside");
         if kind == "health" {
