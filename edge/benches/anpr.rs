@@ -1,8 +1,9 @@
 //! Plate recognition latency: `cargo bench -p acsgd --bench anpr`.
 //!
-//! Whole frames (1280x720: localisation, rectification, OCR, correction) and the recogniser
-//! alone on single rectified crops, with the built-in models and ONNX Runtime's default
-//! threads (one per core). Frames come from `edge/tests/data/plates/` or `$ACSGD_ANPR_DIR`
+//! Whole frames (1280x720: the text models' detection and recognition, then the plate models'
+//! localisation, rectification, OCR, correction), the plate models alone on the same frames
+//! (the reader before the text models came, for the ratio), and each recogniser alone on
+//! single crops, with the built-in models and ONNX Runtime's default threads (one per core). Frames come from `edge/tests/data/plates/` or `$ACSGD_ANPR_DIR`
 //! (for example the 1000-frame test set `models/plates/synth.py scenes` writes); each is
 //! read `$ACSGD_ANPR_ROUNDS` times (default 5) after one untimed warm-up.
 
@@ -41,6 +42,7 @@ fn main() {
         })
         .collect();
     let (mut whole, mut loc, mut ocr_frame) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plates_only, mut det, mut rec) = (Vec::new(), Vec::new(), Vec::new());
     let mut crops = Vec::new();
     for f in &frames {
         crops.extend(reader.read(f).unwrap().into_iter().map(|p| p.crop));
@@ -52,6 +54,19 @@ fn main() {
             whole.push(t.elapsed().as_secs_f64() * 1e3);
             loc.push(reader.timing.localise_ms);
             ocr_frame.push(reader.timing.recognise_ms);
+            det.push(reader.text.detect_ms);
+            rec.push(reader.text.recognise_ms);
+            let t = Instant::now();
+            reader.read_plates(f).unwrap();
+            plates_only.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let mut line = Vec::new();
+    for _ in 0..rounds {
+        for c in &crops {
+            let t = Instant::now();
+            reader.text.recognise(std::slice::from_ref(c)).unwrap();
+            line.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
     let mut single = Vec::new();
@@ -75,6 +90,16 @@ fn main() {
         pct(&mut whole, 0.95)
     );
     println!(
+        "  text detect median {:6.2} ms  p95 {:6.2} ms",
+        pct(&mut det, 0.5),
+        pct(&mut det, 0.95)
+    );
+    println!(
+        "  text read   median {:6.2} ms  p95 {:6.2} ms (every line, joined lines, decoding)",
+        pct(&mut rec, 0.5),
+        pct(&mut rec, 0.95)
+    );
+    println!(
         "  localise    median {:6.2} ms  p95 {:6.2} ms",
         pct(&mut loc, 0.5),
         pct(&mut loc, 0.95)
@@ -88,5 +113,15 @@ fn main() {
         "OCR one crop  median {:6.2} ms  p95 {:6.2} ms (input prep + inference + decoding)",
         pct(&mut single, 0.5),
         pct(&mut single, 0.95)
+    );
+    println!(
+        "text one crop median {:6.2} ms  p95 {:6.2} ms (input prep + inference + folding)",
+        pct(&mut line, 0.5),
+        pct(&mut line, 0.95)
+    );
+    let (w, p) = (pct(&mut whole, 0.5), pct(&mut plates_only, 0.5));
+    println!(
+        "plate models alone (the previous reader): whole frame median {p:6.2} ms; now {:.1} x that",
+        w / p
     );
 }

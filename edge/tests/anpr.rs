@@ -211,3 +211,68 @@ fn anpr_fails_when_no_image_could_be_read() {
         "acsgd: anpr: none of the 2 images could be read"
     );
 }
+
+/// Real photos nobody here made (`../shared/anpr-real-dev`, never committed): every third
+/// one of them, 83 photos of Kazakh, Russian and Chinese plates (street, parking, toll and
+/// barrier cameras). A photo counts as read when its labelled plate is among the reads, as
+/// `models/plates/evaluate.py` counts. When this was written the whole set read 89 % (KZ
+/// 79 %, RU 90 %, CN 93 %) and this third 72 of 83 (KZ 13 of 19); the floors sit below
+/// that, far above the plate models alone (22 % of the set).
+#[test]
+fn real_photos_of_plates_are_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anpr-real-dev");
+    let Ok(labels) = std::fs::read_to_string(dir.join("labels.tsv")) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: CI runs with ../shared beside the clone",
+            dir.display()
+        );
+        eprintln!("{} absent: real photos not read", dir.display());
+        return;
+    };
+    let photos: Vec<(PathBuf, String, String)> = labels
+        .lines()
+        .skip(1)
+        .step_by(3)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (dir.join(f[0]), f[1].to_string(), f[2].to_string())
+        })
+        .collect();
+    let args: Vec<&Path> = photos.iter().map(|p| p.0.as_path()).collect();
+    let (lines, stderr, ok) = anpr(&args);
+    assert!(ok, "{stderr}");
+    assert_eq!(lines.len(), photos.len(), "{stderr}");
+    let mut per: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    let mut missed = Vec::new();
+    for ((path, country, plate), line) in photos.iter().zip(&lines) {
+        assert_eq!(line["image"], path.to_str().unwrap());
+        let reads: Vec<&str> = line["plates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["text"].as_str().unwrap())
+            .collect();
+        let e = per.entry(country).or_default();
+        e.1 += 1;
+        if reads.contains(&plate.as_str()) {
+            e.0 += 1;
+        } else {
+            missed.push(format!("{plate}: {reads:?}"));
+        }
+    }
+    let read: usize = per.values().map(|v| v.0).sum();
+    let rate = read as f64 / photos.len() as f64;
+    eprintln!("real photos: {read}/{} read, {per:?}", photos.len());
+    assert!(
+        rate >= 0.8,
+        "{read}/{} read; missed {missed:#?}",
+        photos.len()
+    );
+    for (country, (r, n)) in &per {
+        assert!(
+            *r as f64 >= 0.6 * *n as f64,
+            "{country}: {r}/{n} read; missed {missed:#?}"
+        );
+    }
+}

@@ -13,7 +13,7 @@
 //! the plate is read as written instead (the unconstrained greedy read), for an officer to
 //! judge: a foreign plate, or something that is not a plate.
 
-use super::format::{allows, Format, FORMATS};
+use super::format::{allows, everyday, Format, FORMATS};
 use crate::fusion::plates::normalise;
 
 /// A formatted read is kept when the product of its characters' probabilities is at least
@@ -57,6 +57,9 @@ impl Recognised {
 /// The decoder for one recogniser: each format's slots as masks over its classes.
 pub struct Decoder {
     charset: Vec<char>,
+    /// Log-probability added to a format no longer issued, when the decoder chooses between
+    /// formats (0: none).
+    rare_prior: f32,
     /// Per format, per slot: which classes (index into the output, 0 the blank) fit.
     masks: Vec<(&'static Format, Vec<Vec<bool>>)>,
 }
@@ -87,8 +90,17 @@ impl Decoder {
             .collect();
         Decoder {
             charset: charset.to_vec(),
+            rare_prior: 0.0,
             masks,
         }
+    }
+
+    /// The same decoder, weighing formats no longer issued ([`super::format::everyday`])
+    /// down by `log_p` when it chooses between formats: where the characters fit an old
+    /// and a current format about equally, the current plate is the likelier one.
+    pub fn with_rare_prior(mut self, log_p: f32) -> Decoder {
+        self.rare_prior = log_p;
+        self
     }
 
     /// Classes the recogniser must output: the CTC blank and the charset.
@@ -106,7 +118,16 @@ impl Decoder {
             .iter()
             .filter_map(|(f, m)| viterbi(&lp, t, k, m).map(|p| (f, p)))
             // Ties (KG and UZ share a format) go to the first in `FORMATS`.
-            .reduce(|a, b| if b.1.log_p > a.1.log_p { b } else { a });
+            .reduce(|a, b| {
+                let w = |(f, p): &(&&Format, Path)| {
+                    p.log_p + if everyday(f) { 0.0 } else { self.rare_prior }
+                };
+                if w(&b) > w(&a) {
+                    b
+                } else {
+                    a
+                }
+            });
         let (raw, probs, log_p) = greedy(&lp, t, k, &self.charset);
         if let Some((f, path)) = best {
             let confidence = path.probs.iter().product::<f32>();

@@ -4,6 +4,8 @@
 //!   JPEG snapshots.
 //! - [`pipeline`]: localisation, rectification and recognition of one frame (two ONNX models,
 //!   [`models`]), decoded straight into the plate [`format`]s by [`ctc`].
+//! - [`text`]: plates found as text by PP-OCRv4's detector and recogniser (weights trained on
+//!   real photos), decoded into the same formats; [`pipeline`] runs both readers.
 //! - [`vote`]: one plate per passage out of the frames' reads.
 //! - [`camera`]: the capture loop of a camera sensor, driven by its lane's occupancy, that
 //!   hands one read per vehicle (with its JPEG crop) to fusion.
@@ -16,6 +18,7 @@ pub mod format;
 pub mod models;
 pub mod pipeline;
 pub mod source;
+pub mod text;
 pub mod vote;
 
 /// What can go wrong reading plates.

@@ -21,6 +21,10 @@ use super::AnprError;
 pub const LOCALISER: &[u8] = include_bytes!("../../../models/plate_loc.onnx");
 /// The recogniser (`models/plate_ocr.onnx`).
 pub const RECOGNISER: &[u8] = include_bytes!("../../../models/plate_ocr.onnx");
+/// PP-OCRv4's text detector (`models/text_det.onnx`, see `models/text_models.md`).
+pub const TEXT_DETECTOR: &[u8] = include_bytes!("../../../models/text_det.onnx");
+/// PP-OCRv4's text recogniser, its dictionary in its metadata (`models/text_rec.onnx`).
+pub const TEXT_RECOGNISER: &[u8] = include_bytes!("../../../models/text_rec.onnx");
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
 
@@ -68,7 +72,8 @@ pub fn init_runtime(given: Option<&Path>) -> Result<Environment, AnprError> {
 /// Where the models come from.
 #[derive(Debug, Clone, Default)]
 pub struct ModelSource {
-    /// A directory with `plate_loc.onnx` and `plate_ocr.onnx` instead of the built-in ones.
+    /// A directory with candidate models (`plate_loc.onnx`, `plate_ocr.onnx`, `text_det.onnx`,
+    /// `text_rec.onnx`): those it holds replace the built-in ones.
     pub dir: Option<PathBuf>,
     /// Threads per inference (0: ONNX Runtime's choice, one per core).
     pub threads: usize,
@@ -77,8 +82,7 @@ pub struct ModelSource {
 impl ModelSource {
     fn bytes(&self, name: &str, builtin: &'static [u8]) -> Result<Cow<'static, [u8]>, AnprError> {
         match &self.dir {
-            None => Ok(Cow::Borrowed(builtin)),
-            Some(d) => {
+            Some(d) if d.join(name).exists() => {
                 let p = d.join(name);
                 std::fs::read(&p)
                     .map(Cow::Owned)
@@ -87,14 +91,15 @@ impl ModelSource {
                         problem: e.to_string(),
                     })
             }
+            _ => Ok(Cow::Borrowed(builtin)),
         }
     }
 
     /// The model's file, or that it is the built-in one, for messages.
-    fn label(&self, name: &str) -> String {
+    pub(crate) fn label(&self, name: &str) -> String {
         match &self.dir {
-            None => format!("{name} (built in)"),
-            Some(d) => d.join(name).display().to_string(),
+            Some(d) if d.join(name).exists() => d.join(name).display().to_string(),
+            _ => format!("{name} (built in)"),
         }
     }
 
@@ -132,11 +137,24 @@ impl ModelSource {
         expect_input(&s, &self.label("plate_ocr.onnx"), 1, OCR_H, OCR_W)?;
         Ok(s)
     }
+
+    pub fn text_detector(&self, env: &Environment) -> Result<Session, AnprError> {
+        let s = self.session(env, "text_det.onnx", TEXT_DETECTOR)?;
+        expect_input(&s, &self.label("text_det.onnx"), 3, -1, -1)?;
+        Ok(s)
+    }
+
+    pub fn text_recogniser(&self, env: &Environment) -> Result<Session, AnprError> {
+        let s = self.session(env, "text_rec.onnx", TEXT_RECOGNISER)?;
+        expect_input(&s, &self.label("text_rec.onnx"), 3, -1, -1)?;
+        Ok(s)
+    }
 }
 
 /// A model from another release (the recogniser's input was 32x128 before it was 32x192)
 /// is refused when it is loaded, with what it wants and what it would get, rather than
 /// failing on every frame. Dimensions the model leaves open (-1) fit anything.
+/// `-1` in `h` or `w`: any size (the text models take frames and lines of any shape).
 fn expect_input(s: &Session, model: &str, channels: i32, h: i32, w: i32) -> Result<(), AnprError> {
     let want = [channels as i64, h as i64, w as i64];
     let shape: Option<Vec<i64>> = s
@@ -145,8 +163,21 @@ fn expect_input(s: &Session, model: &str, channels: i32, h: i32, w: i32) -> Resu
         .find(|i| i.name() == "x")
         .and_then(|i| i.dtype().tensor_shape())
         .map(|s| s.iter().copied().collect());
-    let fits =
-        |got: &[i64]| got.len() == 4 && got[1..].iter().zip(want).all(|(&g, w)| g < 0 || g == w);
+    let fits = |got: &[i64]| {
+        got.len() == 4
+            && got[1..]
+                .iter()
+                .zip(want)
+                .all(|(&g, w)| g < 0 || w < 0 || g == w)
+    };
+    // Open dimensions as `?`, as ONNX tools print them.
+    let dim = |d: i64| {
+        if d < 0 {
+            "?".to_string()
+        } else {
+            d.to_string()
+        }
+    };
     match shape {
         Some(got) if fits(&got) => Ok(()),
         got => Err(AnprError::Model {
@@ -154,16 +185,12 @@ fn expect_input(s: &Session, model: &str, channels: i32, h: i32, w: i32) -> Resu
             problem: format!(
                 "input `x` is {}, this build feeds [N, {}, {}, {}]",
                 got.map_or("missing".to_string(), |g| {
-                    // Open dimensions as `?`, as ONNX tools print them.
-                    let dims: Vec<String> = g
-                        .iter()
-                        .map(|&d| if d < 0 { "?".into() } else { d.to_string() })
-                        .collect();
+                    let dims: Vec<String> = g.iter().map(|&d| dim(d)).collect();
                     format!("[{}]", dims.join(", "))
                 }),
-                want[0],
-                want[1],
-                want[2]
+                dim(want[0]),
+                dim(want[1]),
+                dim(want[2])
             ),
         }),
     }

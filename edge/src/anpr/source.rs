@@ -127,8 +127,16 @@ impl Source {
                     if *due > now {
                         std::thread::sleep(*due - now);
                     } else {
-                        // Behind (slow recognition): play on from now, as a camera would.
-                        *due = now;
+                        // Behind (recognition slower than the frame rate): the frames whose
+                        // time has passed are skipped, as a live camera's would be gone, so
+                        // what is read is what the camera shows now.
+                        let behind = ((now - *due).as_secs_f64() / interval.as_secs_f64()) as u64;
+                        for _ in 0..behind {
+                            if !cap.grab().map_err(|e| err(url, e))? {
+                                break;
+                            }
+                        }
+                        *due += interval.mul_f64(behind as f64);
                     }
                 }
                 let mut frame = Mat::default();

@@ -1,0 +1,611 @@
+//! Plates found as text, by models trained on real photos: PaddleOCR's PP-OCRv4 text detector
+//! and recogniser (Apache-2.0; `models/text_det.md`, `models/text_rec.md`).
+//!
+//! The detector marks every line of text in the frame (a DB probability map, turned into
+//! boxes as PaddleOCR's own post-processing does). Each line is cut out upright and read by
+//! the recogniser, whose dictionary holds the province characters, Latin letters and
+//! digits; its output is folded onto the plate charset ([`TEXT_CHARSET`]: lower case and
+//! Cyrillic look-alikes onto their Latin twins) and decoded straight into the plate formats
+//! ([`super::ctc`]), so a read that fits no format is dropped: makes, dealers' frames,
+//! `RUS` marks, shop signs.
+//!
+//! A plate is not always one line to the detector: a Russian plate's region sits beside its
+//! series behind a bar, a Kazakh plate's region beside its flag strip, a double-row plate is
+//! two lines, one above the other. So lines that sit side by side on one baseline, and lines
+//! stacked as a double-row plate's rows, are also read joined (their step sequences one
+//! after the other, a blank between), and the likeliest reads win where candidates overlap.
+
+use opencv::core::{self, Mat, Point, Point2f, Rect, RotatedRect, Scalar, Size, Vector};
+use opencv::imgproc;
+use opencv::prelude::*;
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::ctc::{Decoder, Recognised};
+use super::models::ModelSource;
+use super::pipeline::{bbox, order, PlateFound};
+use super::AnprError;
+use crate::fusion::plates::normalise;
+
+/// The plate characters the recogniser's dictionary is folded onto: the plate recogniser's
+/// charset and the special-use marks of Chinese plates (learner `学`, police `警`).
+pub const TEXT_CHARSET: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼挂学警";
+/// The detector's input: the frame scaled so that its longer side is this (up or down),
+/// each side rounded to a multiple of 32 as the network needs.
+pub const DET_SIDE: i32 = 960;
+/// Detector probability above which a pixel is text (PaddleOCR's default).
+const DET_THRESHOLD: f64 = 0.3;
+/// Mean probability over a box below which it is dropped (PaddleOCR's default).
+const BOX_THRESHOLD: f64 = 0.5;
+/// The detector marks a shrunk core of each line; its boxes are grown back by
+/// area × this / perimeter on every side (PaddleOCR's default).
+const UNCLIP: f32 = 1.6;
+/// Lines read per frame at most, the likeliest first: bounds the work on a frame full of
+/// text (a billboard, a page of a newspaper held to the camera).
+const MAX_LINES: usize = 48;
+/// The recogniser's input height, and the width every batch is padded to at least.
+pub const REC_H: i32 = 48;
+const REC_MIN_W: i32 = 320;
+/// A line wider than this many times its height is no plate, nor part of one (a plate with
+/// its flag strip is about 5; a sentence is far longer).
+const MAX_LINE_ASPECT: f32 = 12.0;
+/// The recogniser emits one step per this many input columns.
+const REC_STRIDE: i32 = 8;
+/// How much less likely than a current plate one of a format no longer issued is taken to
+/// be, as a log-probability.
+const RARE_PRIOR: f32 = -0.7;
+/// The share of `0`'s probability that `O` gets, and the reverse.
+const TWIN_SHARE: f32 = 0.5;
+/// Two candidates for one plate: where the smaller's box lies this much inside the
+/// larger's, only the likelier read is kept.
+const OVERLAP: f32 = 0.5;
+
+/// One line of text found in a frame.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Corners in frame pixels: top-left, top-right, bottom-right, bottom-left.
+    pub quad: [Point2f; 4],
+    /// Mean detector probability over the line.
+    pub score: f32,
+}
+
+/// The two sessions and the map from the recogniser's classes onto [`TEXT_CHARSET`].
+pub struct TextReader {
+    det: Session,
+    rec: Session,
+    /// For each recogniser class: its class in the folded output (0 the blank), or `None`
+    /// for a character no plate has.
+    fold: Vec<Option<usize>>,
+    /// The folded classes of `O` and `0`.
+    twin: (Option<usize>, Option<usize>),
+    decoder: Decoder,
+    /// How long the last frame's detection and recognition took, in milliseconds.
+    pub detect_ms: f64,
+    pub recognise_ms: f64,
+}
+
+fn cv(e: opencv::Error) -> AnprError {
+    AnprError::Image(e.to_string())
+}
+
+fn ort_err(e: ort::Error) -> AnprError {
+    AnprError::Inference(e.to_string())
+}
+
+/// Maps the recogniser's classes (the CTC blank, its dictionary, and the space PaddleOCR
+/// appends) onto the plate charset's classes.
+fn fold_map(dictionary: &[String], charset: &[char]) -> Vec<Option<usize>> {
+    let mut map = vec![Some(0)];
+    for entry in dictionary {
+        let n = normalise(entry);
+        let mut cs = n.chars();
+        map.push(match (cs.next(), cs.next()) {
+            (Some(c), None) => charset.iter().position(|&x| x == c).map(|i| i + 1),
+            _ => None,
+        });
+    }
+    // The trailing space class.
+    map.push(None);
+    map
+}
+
+impl TextReader {
+    pub fn new(env: &Environment, models: &ModelSource) -> Result<TextReader, AnprError> {
+        let det = models.text_detector(env)?;
+        let rec = models.text_recogniser(env)?;
+        let dictionary: Vec<String> = rec
+            .metadata()
+            .ok()
+            .and_then(|m| m.custom("character"))
+            .map(|s| s.lines().map(str::to_string).collect())
+            .ok_or_else(|| AnprError::Model {
+                model: models.label("text_rec.onnx"),
+                problem: "no `character` dictionary in its metadata".into(),
+            })?;
+        let charset: Vec<char> = TEXT_CHARSET.chars().collect();
+        let class = |c: char| charset.iter().position(|&x| x == c).map(|i| i + 1);
+        Ok(TextReader {
+            det,
+            rec,
+            twin: (class('O'), class('0')),
+            fold: fold_map(&dictionary, &charset),
+            decoder: Decoder::new(&charset).with_rare_prior(RARE_PRIOR),
+            detect_ms: 0.0,
+            recognise_ms: 0.0,
+        })
+    }
+
+    /// Every plate read in a BGR frame.
+    pub fn read(&mut self, frame: &Mat) -> Result<Vec<PlateFound>, AnprError> {
+        let t0 = std::time::Instant::now();
+        let mut lines = self.detect(frame)?;
+        self.detect_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = std::time::Instant::now();
+        lines.sort_by(|a, b| b.score.total_cmp(&a.score));
+        lines.truncate(MAX_LINES);
+        let mut crops = Vec::with_capacity(lines.len());
+        let mut kept = Vec::with_capacity(lines.len());
+        for l in lines {
+            let c = upright(frame, &l.quad)?;
+            if c.cols() as f32 > MAX_LINE_ASPECT * c.rows() as f32 || c.rows() < 4 {
+                continue;
+            }
+            crops.push(c);
+            kept.push(l);
+        }
+        let steps = self.recognise(&crops)?;
+        let k = self.decoder.classes();
+        let mut cands: Vec<(Recognised, [Point2f; 4], Vec<usize>)> = Vec::new();
+        let mut try_read = |parts: Vec<usize>| {
+            let mut probs: Vec<f32> = Vec::new();
+            for (n, &i) in parts.iter().enumerate() {
+                if n > 0 {
+                    // A blank between the parts, so that a character ending one and the same
+                    // character starting the next stay two.
+                    let mut b = vec![0.0; k];
+                    b[0] = 1.0;
+                    probs.extend(b);
+                }
+                probs.extend_from_slice(&steps[i]);
+            }
+            let t = probs.len() / k;
+            if let Some(r) = self.decoder.read(&probs, t, k) {
+                if r.country.is_some() {
+                    let quad = union(parts.iter().map(|&i| &kept[i].quad));
+                    cands.push((r, quad, parts));
+                }
+            }
+        };
+        for i in 0..kept.len() {
+            try_read(vec![i]);
+            for j in 0..kept.len() {
+                if i != j
+                    && (beside(&kept[i].quad, &kept[j].quad) || above(&kept[i].quad, &kept[j].quad))
+                {
+                    try_read(vec![i, j]);
+                }
+            }
+        }
+        // The likeliest read first, by the geometric mean of its characters' probabilities
+        // (a product would favour a plate read short, its region left off); a candidate
+        // mostly inside one already kept is the same plate read another way.
+        let per_char = |r: &Recognised| {
+            r.confidence
+                .powf(1.0 / r.text.chars().count().max(1) as f32)
+        };
+        cands.sort_by(|a, b| per_char(&b.0).total_cmp(&per_char(&a.0)));
+        let mut out: Vec<PlateFound> = Vec::new();
+        for (r, quad, _) in cands {
+            let b = bbox(&quad, frame.cols(), frame.rows());
+            if out.iter().any(|p| overlap(&p.bbox, &b) > OVERLAP) {
+                continue;
+            }
+            out.push(PlateFound {
+                text: r.text,
+                country: r.country,
+                confidence: r.confidence.clamp(0.0, 1.0),
+                bbox: b,
+                crop: upright(frame, &quad)?,
+            });
+        }
+        out.sort_by_key(|p| p.bbox[0]);
+        self.recognise_ms = t1.elapsed().as_secs_f64() * 1e3;
+        Ok(out)
+    }
+
+    /// The lines of text in a frame, as PaddleOCR's DB post-processing finds them.
+    pub fn detect(&mut self, frame: &Mat) -> Result<Vec<Line>, AnprError> {
+        if frame.empty() || frame.channels() != 3 {
+            return Err(AnprError::Image(
+                "expected a non-empty 3-channel frame".into(),
+            ));
+        }
+        let (w, h) = (frame.cols(), frame.rows());
+        let s = DET_SIDE as f32 / w.max(h) as f32;
+        let round32 = |v: i32| ((v as f32 * s / 32.0).round() as i32).max(1) * 32;
+        let (dw, dh) = (round32(w), round32(h));
+        let mut small = Mat::default();
+        imgproc::resize(
+            frame,
+            &mut small,
+            Size::new(dw, dh),
+            0.0,
+            0.0,
+            imgproc::INTER_LINEAR,
+        )
+        .map_err(cv)?;
+        let plane = (dw * dh) as usize;
+        let mut input = vec![0f32; 3 * plane];
+        for (i, px) in small.data_bytes().map_err(cv)?.chunks_exact(3).enumerate() {
+            // BGR planes scaled to [-1, 1], as PaddleOCR feeds them.
+            for (c, &v) in px.iter().enumerate() {
+                input[c * plane + i] = v as f32 / 127.5 - 1.0;
+            }
+        }
+        let tensor =
+            Tensor::from_array(([1usize, 3, dh as usize, dw as usize], input)).map_err(ort_err)?;
+        let outputs = self.det.run(ort::inputs!["x" => tensor]).map_err(ort_err)?;
+        let (shape, prob) = outputs[0].try_extract_tensor::<f32>().map_err(ort_err)?;
+        let (mh, mw) = (shape[2] as i32, shape[3] as i32);
+        let prob = Mat::new_rows_cols_with_data(mh, mw, prob)
+            .map_err(cv)?
+            .try_clone()
+            .map_err(cv)?;
+        drop(outputs);
+        let mut bin = Mat::default();
+        imgproc::threshold(
+            &prob,
+            &mut bin,
+            DET_THRESHOLD,
+            255.0,
+            imgproc::THRESH_BINARY,
+        )
+        .map_err(cv)?;
+        let mut bin8 = Mat::default();
+        bin.convert_to(&mut bin8, core::CV_8U, 1.0, 0.0)
+            .map_err(cv)?;
+        let kernel = Mat::ones(2, 2, core::CV_8U)
+            .map_err(cv)?
+            .to_mat()
+            .map_err(cv)?;
+        let mut dilated = Mat::default();
+        imgproc::dilate(
+            &bin8,
+            &mut dilated,
+            &kernel,
+            Point::new(-1, -1),
+            1,
+            core::BORDER_CONSTANT,
+            imgproc::morphology_default_border_value().map_err(cv)?,
+        )
+        .map_err(cv)?;
+        let mut outlines = Vector::<Vector<Point>>::new();
+        imgproc::find_contours(
+            &dilated,
+            &mut outlines,
+            imgproc::RETR_LIST,
+            imgproc::CHAIN_APPROX_SIMPLE,
+            Point::new(0, 0),
+        )
+        .map_err(cv)?;
+        let (sx, sy) = (w as f32 / mw as f32, h as f32 / mh as f32);
+        let mut lines = Vec::new();
+        for o in outlines.iter().take(1000) {
+            let r = imgproc::min_area_rect(&o).map_err(cv)?;
+            if r.size.width.min(r.size.height) < 3.0 {
+                continue;
+            }
+            let score = box_score(&prob, &r)?;
+            if score < BOX_THRESHOLD {
+                continue;
+            }
+            let (bw, bh) = (r.size.width, r.size.height);
+            let grow = bw * bh * UNCLIP / (2.0 * (bw + bh));
+            let grown = RotatedRect::new(
+                r.center,
+                core::Size2f::new(bw + 2.0 * grow, bh + 2.0 * grow),
+                r.angle,
+            )
+            .map_err(cv)?;
+            if grown.size.width.min(grown.size.height) < 5.0 {
+                continue;
+            }
+            let mut pts = [Point2f::default(); 4];
+            grown.points(&mut pts).map_err(cv)?;
+            let quad = order(&pts).map(|p| {
+                Point2f::new(
+                    (p.x * sx).clamp(0.0, w as f32 - 1.0),
+                    (p.y * sy).clamp(0.0, h as f32 - 1.0),
+                )
+            });
+            lines.push(Line {
+                quad,
+                score: score as f32,
+            });
+        }
+        Ok(lines)
+    }
+
+    /// Each crop's recogniser steps, folded onto the plate charset: `t × classes` values
+    /// per crop, `t` as many steps as the crop's own width gives (the padding is not read).
+    pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<Vec<f32>>, AnprError> {
+        if crops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let widths: Vec<i32> = crops
+            .iter()
+            .map(|c| {
+                ((REC_H as f32 * c.cols() as f32 / c.rows().max(1) as f32).ceil() as i32).max(8)
+            })
+            .collect();
+        let bw = widths
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(REC_MIN_W)
+            .max(REC_MIN_W);
+        let bw = (bw + REC_STRIDE - 1) / REC_STRIDE * REC_STRIDE;
+        let plane = (REC_H * bw) as usize;
+        let mut input = vec![0f32; 3 * plane * crops.len()];
+        for (n, (c, &cw)) in crops.iter().zip(&widths).enumerate() {
+            let mut r = Mat::default();
+            imgproc::resize(
+                c,
+                &mut r,
+                Size::new(cw, REC_H),
+                0.0,
+                0.0,
+                imgproc::INTER_LINEAR,
+            )
+            .map_err(cv)?;
+            let base = 3 * plane * n;
+            for (i, px) in r.data_bytes().map_err(cv)?.chunks_exact(3).enumerate() {
+                let (y, x) = (i / cw as usize, i % cw as usize);
+                for (ch, &v) in px.iter().enumerate() {
+                    input[base + ch * plane + y * bw as usize + x] = v as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+        let tensor = Tensor::from_array(([crops.len(), 3, REC_H as usize, bw as usize], input))
+            .map_err(ort_err)?;
+        let outputs = self.rec.run(ort::inputs!["x" => tensor]).map_err(ort_err)?;
+        let (shape, probs) = outputs[0].try_extract_tensor::<f32>().map_err(ort_err)?;
+        let (t, kr) = (shape[1] as usize, shape[2] as usize);
+        if kr != self.fold.len() {
+            return Err(AnprError::Inference(format!(
+                "text recogniser has {kr} classes, its dictionary {} (+ blank and space)",
+                self.fold.len() - 2
+            )));
+        }
+        let k = self.decoder.classes();
+        let mut out = Vec::with_capacity(crops.len());
+        for (n, &cw) in widths.iter().enumerate() {
+            let steps = (((cw + REC_STRIDE - 1) / REC_STRIDE) as usize + 1).min(t);
+            let mut folded = vec![0f32; steps * k];
+            for s in 0..steps {
+                let row = &probs[(n * t + s) * kr..(n * t + s + 1) * kr];
+                let dst = &mut folded[s * k..(s + 1) * k];
+                for (&p, m) in row.iter().zip(&self.fold) {
+                    if let Some(m) = m {
+                        dst[*m] += p;
+                    }
+                }
+            }
+            // A plate's O and 0 are nearly one glyph to a reader of general text (Kazakh and
+            // Russian plates draw them alike): each takes half the other's probability too,
+            // so a slot's format decides between them where the recogniser barely can, and
+            // where two formats fit (a Kazakh `115 0DK 01` or `115 ODK 01`), the recogniser.
+            if let (Some(o), Some(z)) = (self.twin.0, self.twin.1) {
+                for row in folded.chunks_exact_mut(k) {
+                    let (po, pz) = (row[o], row[z]);
+                    row[o] = po + TWIN_SHARE * pz;
+                    row[z] = pz + TWIN_SHARE * po;
+                }
+            }
+            out.push(folded);
+        }
+        Ok(out)
+    }
+}
+
+/// Mean detector probability inside a rotated box (PaddleOCR's "fast" score).
+fn box_score(prob: &Mat, r: &RotatedRect) -> Result<f64, AnprError> {
+    let mut pts = [Point2f::default(); 4];
+    r.points(&mut pts).map_err(cv)?;
+    let (w, h) = (prob.cols(), prob.rows());
+    let xs = pts.iter().map(|p| p.x);
+    let ys = pts.iter().map(|p| p.y);
+    let x0 = (xs.clone().fold(f32::MAX, f32::min).floor() as i32).clamp(0, w - 1);
+    let x1 = (xs.fold(f32::MIN, f32::max).ceil() as i32).clamp(0, w - 1);
+    let y0 = (ys.clone().fold(f32::MAX, f32::min).floor() as i32).clamp(0, h - 1);
+    let y1 = (ys.fold(f32::MIN, f32::max).ceil() as i32).clamp(0, h - 1);
+    let roi = Rect::new(x0, y0, x1 - x0 + 1, y1 - y0 + 1);
+    let mut mask =
+        Mat::new_rows_cols_with_default(roi.height, roi.width, core::CV_8U, Scalar::all(0.0))
+            .map_err(cv)?;
+    let poly: Vector<Point> = pts
+        .iter()
+        .map(|p| {
+            Point::new(
+                (p.x - x0 as f32).round() as i32,
+                (p.y - y0 as f32).round() as i32,
+            )
+        })
+        .collect();
+    let polys: Vector<Vector<Point>> = std::iter::once(poly).collect();
+    imgproc::fill_poly(
+        &mut mask,
+        &polys,
+        Scalar::all(1.0),
+        imgproc::LINE_8,
+        0,
+        Point::default(),
+    )
+    .map_err(cv)?;
+    let p = Mat::roi(prob, roi).map_err(cv)?;
+    Ok(core::mean(&p, &mask).map_err(cv)?[0])
+}
+
+fn dist(a: Point2f, b: Point2f) -> f32 {
+    ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt()
+}
+
+/// The quadrilateral cut out upright, as PaddleOCR cuts its lines: as wide and as high as its
+/// longer edges.
+pub fn upright(frame: &Mat, q: &[Point2f; 4]) -> Result<Mat, AnprError> {
+    let w = dist(q[0], q[1]).max(dist(q[3], q[2])).round().max(1.0) as i32;
+    let h = dist(q[0], q[3]).max(dist(q[1], q[2])).round().max(1.0) as i32;
+    let src: Vector<Point2f> = q.iter().copied().collect();
+    let dst: Vector<Point2f> = [
+        Point2f::new(0.0, 0.0),
+        Point2f::new(w as f32, 0.0),
+        Point2f::new(w as f32, h as f32),
+        Point2f::new(0.0, h as f32),
+    ]
+    .into_iter()
+    .collect();
+    let t = imgproc::get_perspective_transform(&src, &dst, core::DECOMP_LU).map_err(cv)?;
+    let mut out = Mat::default();
+    imgproc::warp_perspective(
+        frame,
+        &mut out,
+        &t,
+        Size::new(w, h),
+        imgproc::INTER_CUBIC,
+        core::BORDER_REPLICATE,
+        Scalar::default(),
+    )
+    .map_err(cv)?;
+    Ok(out)
+}
+
+/// Axis-aligned extent of a quadrilateral: x0, y0, x1, y1.
+fn extent(q: &[Point2f; 4]) -> (f32, f32, f32, f32) {
+    q.iter().fold(
+        (f32::MAX, f32::MAX, f32::MIN, f32::MIN),
+        |(a, b, c, d), p| (a.min(p.x), b.min(p.y), c.max(p.x), d.max(p.y)),
+    )
+}
+
+/// The axis-aligned box around several quadrilaterals, as corners.
+fn union<'a>(qs: impl Iterator<Item = &'a [Point2f; 4]>) -> [Point2f; 4] {
+    let (x0, y0, x1, y1) = qs.fold(
+        (f32::MAX, f32::MAX, f32::MIN, f32::MIN),
+        |(a, b, c, d), q| {
+            let (e, f, g, h) = extent(q);
+            (a.min(e), b.min(f), c.max(g), d.max(h))
+        },
+    );
+    [
+        Point2f::new(x0, y0),
+        Point2f::new(x1, y0),
+        Point2f::new(x1, y1),
+        Point2f::new(x0, y1),
+    ]
+}
+
+/// `b` is the next part of the same plate to the right of `a`: it starts near where `a`
+/// ends (within about a character), its middle lies within `a`'s height, and it is no
+/// taller than `a` by much (a Russian region, a Kazakh region beside a flag strip).
+fn beside(a: &[Point2f; 4], b: &[Point2f; 4]) -> bool {
+    let (ax0, ay0, ax1, ay1) = extent(a);
+    let (bx0, by0, bx1, by1) = extent(b);
+    let (ah, bh) = (ay1 - ay0, by1 - by0);
+    let bc = (by0 + by1) / 2.0;
+    bx0 >= ax1 - 0.3 * ah
+        && bx0 - ax1 < 1.2 * ah
+        && bx1 > ax1
+        && (ay0 - 0.2 * ah..=ay1 + 0.2 * ah).contains(&bc)
+        && (0.3 * ah..1.3 * ah).contains(&bh)
+        && ax0 < bx0
+}
+
+/// `b` is the lower row of a double-row plate whose upper row is `a`: it starts below `a`'s
+/// middle, close under it, overlaps it across most of the narrower row, and is about as tall
+/// or taller (the lower row's characters are the bigger ones).
+fn above(a: &[Point2f; 4], b: &[Point2f; 4]) -> bool {
+    let (ax0, ay0, ax1, ay1) = extent(a);
+    let (bx0, by0, bx1, by1) = extent(b);
+    let (ah, bh) = (ay1 - ay0, by1 - by0);
+    let shared = ax1.min(bx1) - ax0.max(bx0);
+    by0 >= (ay0 + ay1) / 2.0
+        && by0 - ay1 < 0.6 * ah
+        && shared > 0.5 * (ax1 - ax0).min(bx1 - bx0)
+        && (0.6 * ah..2.5 * ah).contains(&bh)
+}
+
+/// The share of the smaller box that lies inside the other (boxes as x, y, w, h).
+pub(crate) fn overlap(a: &[i32; 4], b: &[i32; 4]) -> f32 {
+    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+    if ix <= 0 || iy <= 0 {
+        return 0.0;
+    }
+    let smaller = (a[2] * a[3]).min(b[2] * b[3]).max(1);
+    (ix * iy) as f32 / smaller as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quad(x0: f32, y0: f32, x1: f32, y1: f32) -> [Point2f; 4] {
+        [
+            Point2f::new(x0, y0),
+            Point2f::new(x1, y0),
+            Point2f::new(x1, y1),
+            Point2f::new(x0, y1),
+        ]
+    }
+
+    #[test]
+    fn the_dictionary_folds_onto_the_plate_charset() {
+        let dict: Vec<String> = ["a", "7", "К", "学", "é", "AB", " "]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cs: Vec<char> = TEXT_CHARSET.chars().collect();
+        let m = fold_map(&dict, &cs);
+        let pos = |c: char| cs.iter().position(|&x| x == c).map(|i| i + 1);
+        // Blank, then a→A, 7, Cyrillic К→K, 学, é (no plate has it), a two-character entry,
+        // a space, and the trailing space class.
+        assert_eq!(
+            m,
+            vec![
+                Some(0),
+                pos('A'),
+                pos('7'),
+                pos('K'),
+                pos('学'),
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn a_russian_region_is_beside_its_series_and_a_lower_row_below_its_upper() {
+        let series = quad(100.0, 50.0, 260.0, 90.0);
+        let region = quad(262.0, 48.0, 310.0, 80.0);
+        assert!(beside(&series, &region));
+        assert!(!beside(&region, &series));
+        // A line far to the right, or on another line, is another text.
+        assert!(!beside(&series, &quad(400.0, 50.0, 480.0, 90.0)));
+        assert!(!beside(&series, &quad(262.0, 100.0, 310.0, 140.0)));
+        let top = quad(120.0, 100.0, 200.0, 125.0);
+        let bottom = quad(100.0, 128.0, 220.0, 170.0);
+        assert!(above(&top, &bottom));
+        assert!(!above(&bottom, &top));
+        assert!(!above(&top, &quad(300.0, 128.0, 420.0, 170.0)));
+    }
+
+    #[test]
+    fn overlap_is_the_share_of_the_smaller_box() {
+        assert_eq!(overlap(&[0, 0, 10, 10], &[20, 0, 10, 10]), 0.0);
+        assert_eq!(overlap(&[0, 0, 100, 20], &[10, 5, 10, 10]), 1.0);
+        assert!((overlap(&[0, 0, 10, 10], &[5, 0, 10, 10]) - 0.5).abs() < 1e-6);
+    }
+}
