@@ -340,6 +340,46 @@ mod tests {
     }
 
     #[test]
+    fn a_format_no_longer_issued_wins_only_when_clearly_likelier() {
+        // Four glyphs the recogniser can barely tell apart (B/8, 4/A, S/5, Z/2), the letter
+        // of each a little likelier: the Kazakh format before 2012 (`B124KSZ`) or the current
+        // one (`812AK52`).
+        let mut steps = vec![vec![('_', 0.97)]];
+        for c in [
+            vec![('B', 0.46), ('8', 0.44)],
+            vec![('1', 0.97)],
+            vec![('2', 0.97)],
+            vec![('4', 0.46), ('A', 0.44)],
+            vec![('K', 0.97)],
+            vec![('S', 0.46), ('5', 0.44)],
+            vec![('Z', 0.46), ('2', 0.44)],
+        ] {
+            // One step each, so that no path reads one glyph as two characters.
+            steps.push(c);
+            steps.push(vec![('_', 0.97)]);
+        }
+        let s: Vec<&[(char, f32)]> = steps.iter().map(|s| s.as_slice()).collect();
+        let (p, t, k) = output(&s);
+        let cs: Vec<char> = CHARSET.chars().collect();
+        let plain = Decoder::new(&cs).read(&p, t, k).unwrap();
+        assert_eq!(plain.text, "B124KSZ");
+        let weighed = Decoder::new(&cs)
+            .with_rare_prior(-0.7)
+            .read(&p, t, k)
+            .unwrap();
+        assert_eq!(
+            (weighed.text.as_str(), weighed.country),
+            ("812AK52", Some("KZ"))
+        );
+        // A plate that fits only the old format is still read as one.
+        let old = Decoder::new(&cs).with_rare_prior(-0.7);
+        let s = clean("B124KSZ");
+        let s: Vec<&[(char, f32)]> = s.iter().map(|s| s.as_slice()).collect();
+        let (p, t, k) = output(&s);
+        assert_eq!(old.read(&p, t, k).unwrap().text, "B124KSZ");
+    }
+
+    #[test]
     fn a_clean_read_is_its_plate() {
         for (text, country) in [
             ("123ABC02", "KZ"),

@@ -266,6 +266,17 @@ mod tests {
         assert_eq!(c("新A·1O34I"), Some(("新A10341".into(), "CN", 2)));
         // Not a province.
         assert_eq!(correct("X A12345", 3), None);
+        // Learner and police plates end in their mark; Guangdong's city code O is a letter.
+        assert_eq!(c("渝B·3587学"), Some(("渝B3587学".into(), "CN", 0)));
+        assert_eq!(c("鄂F·8888警"), Some(("鄂F8888警".into(), "CN", 0)));
+        assert_eq!(c("粤O·A2160"), Some(("粤OA2160".into(), "CN", 0)));
+        assert_eq!(c("粤0·A2160"), Some(("粤OA2160".into(), "CN", 1)));
+    }
+
+    #[test]
+    fn kazakhstan_before_2012() {
+        assert_eq!(c("B 124 KSZ"), Some(("B124KSZ".into(), "KZ", 0)));
+        assert!(!everyday(&FORMATS[3]) && everyday(&FORMATS[0]));
     }
 
     #[test]

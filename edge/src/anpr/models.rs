@@ -117,6 +117,10 @@ impl ModelSource {
         let mut b = Session::builder(env)
             .map_err(|e| model_err(&e))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| model_err(&e))?
+            // A frame runs four sessions one after the other; threads left spinning after
+            // one session's run would take the cores from the next one's.
+            .with_intra_op_spinning(false)
             .map_err(|e| model_err(&e))?;
         if self.threads > 0 {
             b = b

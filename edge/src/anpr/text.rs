@@ -55,6 +55,9 @@ const REC_STRIDE: i32 = 8;
 /// How much less likely than a current plate one of a format no longer issued is taken to
 /// be, as a log-probability.
 const RARE_PRIOR: f32 = -0.7;
+/// Candidates whose greedy read has fewer characters are not decoded (formats have 7 to 9;
+/// a plate read joined from a line and its neighbour may lose one or two to the join).
+const MIN_CHARACTERS: usize = 5;
 /// The share of `0`'s probability that `O` gets, and the reverse.
 const TWIN_SHARE: f32 = 0.5;
 /// Two candidates for one plate: where the smaller's box lies this much inside the
@@ -170,6 +173,12 @@ impl TextReader {
                 probs.extend_from_slice(&steps[i]);
             }
             let t = probs.len() / k;
+            // Every format has at least seven characters; a candidate whose likeliest
+            // classes give fewer than five (a word of another script, a logo) is not
+            // worth the constrained decoding, which is most of this stage's time.
+            if characters(&probs, k) < MIN_CHARACTERS {
+                return;
+            }
             if let Some(r) = self.decoder.read(&probs, t, k) {
                 if r.country.is_some() {
                     let quad = union(parts.iter().map(|&i| &kept[i].quad));
@@ -409,6 +418,24 @@ impl TextReader {
     }
 }
 
+/// The characters a greedy read of folded steps gives: runs of one non-blank likeliest class.
+fn characters(probs: &[f32], k: usize) -> usize {
+    let mut prev = 0;
+    let mut n = 0;
+    for row in probs.chunks_exact(k) {
+        let arg = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        if arg != 0 && arg != prev {
+            n += 1;
+        }
+        prev = arg;
+    }
+    n
+}
+
 /// Mean detector probability inside a rotated box (PaddleOCR's "fast" score).
 fn box_score(prob: &Mat, r: &RotatedRect) -> Result<f64, AnprError> {
     let mut pts = [Point2f::default(); 4];
@@ -600,6 +627,18 @@ mod tests {
         assert!(above(&top, &bottom));
         assert!(!above(&bottom, &top));
         assert!(!above(&top, &quad(300.0, 128.0, 420.0, 170.0)));
+    }
+
+    #[test]
+    fn characters_are_runs_of_one_likeliest_class() {
+        // Three classes (blank, a, b), steps: a a _ a b b _ → three characters.
+        let steps = [1, 1, 0, 1, 2, 2, 0];
+        let probs: Vec<f32> = steps
+            .iter()
+            .flat_map(|&c| (0..3).map(move |i| if i == c { 0.8 } else { 0.1 }))
+            .collect();
+        assert_eq!(characters(&probs, 3), 3);
+        assert_eq!(characters(&[], 3), 0);
     }
 
     #[test]
