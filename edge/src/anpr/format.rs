@@ -2,9 +2,9 @@
 //! a valid plate by the fewest and likeliest corrections.
 //!
 //! A format is a sequence of slots (`D` digit, `L` one of the country's letters, `P` a Chinese
-//! province character, `C` a Chinese city code letter, `A` a letter or digit, `T` the trailer, learner or police mark `挂`,
-//! `学`, `警`). Double-row plates are read top row first and concatenated, so the same
-//! formats apply.
+//! province character, `G` and `O` the `粤` and the letter O of Guangdong's `粤O` plates, `A` a
+//! letter or digit, `T` the trailer, learner or police mark `挂`, `学`, `警`). Double-row
+//! plates are read top row first and concatenated, so the same formats apply.
 //!
 //! | country | formats (normalised, no separators) | example |
 //! |---|---|---|
@@ -12,7 +12,7 @@
 //! | KG | `DDDDDLLL` | `01123ABC` (`01 123 ABC`) |
 //! | UZ | `DDLDDDLL`, legal entities `DDDDDLLL` | `01A123BC` |
 //! | RU | `LDDDLLDD`, `LDDDLLDDD`, trailer `LLDDDDDD`, `LLDDDDDDD`; letters АВЕКМНОРСТУХ only | `A123BC77` |
-//! | CN | `PCAAAAA`, new energy `PCAAAAAA`, trailer, learner, police `PCAAAAT` (`挂`, `学`, `警`) | `新A12345` |
+//! | CN | `PLAAAAA`, new energy `PLAAAAAA`, `粤O` `GOAAAAA`, trailer, learner, police `PLAAAAT` (`挂`, `学`, `警`) | `新A12345` |
 //!
 //! Correction maps a character that does not fit its slot through the confusions OCR makes
 //! (a letter where a digit belongs: O→0, I→1, Z→2, S→5, G→6, T→7, B→8; the reverse where a
@@ -101,17 +101,22 @@ pub const FORMATS: &[Format] = &[
     },
     Format {
         country: "CN",
-        slots: "PCAAAAA",
+        slots: "PLAAAAA",
         letters: CN_LETTERS,
     },
     Format {
         country: "CN",
-        slots: "PCAAAAAA",
+        slots: "PLAAAAAA",
         letters: CN_LETTERS,
     },
     Format {
         country: "CN",
-        slots: "PCAAAAT",
+        slots: "GOAAAAA",
+        letters: CN_LETTERS,
+    },
+    Format {
+        country: "CN",
+        slots: "PLAAAAT",
         letters: CN_LETTERS,
     },
 ];
@@ -165,11 +170,10 @@ fn fit(c: char, slot: char, f: &Format) -> Option<(char, bool)> {
         // I and O are not used on Chinese plates: read them as the digits.
         'A' => to_digit(c).map(|d| (d, true)),
         'P' if PROVINCES.contains(c) => Some((c, false)),
-        // A city code, where O is used (`粤O`, Guangdong's police and government plates).
-        'C' if letter_ok(c) || c == 'O' => Some((c, false)),
-        'C' => to_letter(c)
-            .filter(|&l| letter_ok(l) || l == 'O')
-            .map(|l| (l, true)),
+        // Guangdong's `粤O` plates (police and government) are the one city code O.
+        'G' if c == '粤' => Some((c, false)),
+        'O' if c == 'O' => Some((c, false)),
+        'O' if c == '0' => Some(('O', true)),
         // Trailer, learner and police plates end in their mark.
         'T' if matches!(c, '挂' | '学' | '警') => Some((c, false)),
         _ => None,
