@@ -276,3 +276,33 @@ fn real_photos_of_plates_are_read() {
         );
     }
 }
+
+/// A PNG of a few dozen bytes that declares 30 000 x 30 000 pixels (2.7 GB decoded) and a
+/// FIFO nobody writes to: each costs its own error line, nothing is decoded or waited for,
+/// and the real frame after them is still read.
+#[test]
+fn a_decompression_bomb_and_a_fifo_are_refused_and_the_rest_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(30_000u32.to_be_bytes());
+    ihdr.extend(30_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32fast::hash(&ihdr).to_be_bytes());
+    let bomb = tmp.path().join("bomb.png");
+    std::fs::write(&bomb, &png).unwrap();
+    let fifo = tmp.path().join("fifo.jpg");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let frame = data("plates").join("kz_0001.jpg");
+    let (lines, stderr, ok) = anpr(&[&bomb, &fifo, &frame]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        lines[0]["error"],
+        "image: 30000x30000 pixels is more than the 40 megapixels decoded"
+    );
+    assert_eq!(lines[1]["error"], "image: not a regular file");
+    assert_eq!(lines[2]["plates"][0]["text"], "661QAM18", "{}", lines[2]);
+}

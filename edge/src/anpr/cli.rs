@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use opencv::prelude::*;
 use serde_json::json;
 
 use super::models::{init_runtime, ModelSource};
@@ -59,15 +58,7 @@ fn read_one(
     path: &std::path::Path,
     crops: Option<&std::path::Path>,
 ) -> Result<serde_json::Value, AnprError> {
-    if !path.is_file() {
-        return Err(AnprError::Image("no such file".into()));
-    }
-    let name = path.to_string_lossy().into_owned();
-    let frame = opencv::imgcodecs::imread(&name, opencv::imgcodecs::IMREAD_COLOR)
-        .map_err(|e| AnprError::Image(e.to_string()))?;
-    if frame.empty() {
-        return Err(AnprError::Image("not an image opencv can decode".into()));
-    }
+    let frame = super::image::read_file(path)?;
     let t = Instant::now();
     let plates = reader.read(&frame)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;

@@ -1,5 +1,6 @@
 //! Plate recognition on the appliance: camera frames to plate reads.
 //!
+//! - [`image`]: outside images decoded only after their declared size is checked.
 //! - [`source`]: frames from opencv `VideoCapture` (RTSP, video file, V4L2 device) or HTTP
 //!   JPEG snapshots.
 //! - [`pipeline`]: localisation, rectification and recognition of one frame (two ONNX models,
@@ -15,6 +16,7 @@ pub mod camera;
 pub mod cli;
 pub mod ctc;
 pub mod format;
+pub mod image;
 pub mod models;
 pub mod pipeline;
 pub mod source;

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use opencv::core::{Mat, Vector};
+use opencv::core::Mat;
 use opencv::prelude::*;
 use opencv::videoio::{self, VideoCapture};
 
@@ -158,12 +158,16 @@ impl Source {
                 timeout,
             } => {
                 let body = http_get(host, *port, path, *timeout).map_err(|e| err(url, e))?;
-                let buf = Vector::<u8>::from_slice(&body);
-                let frame = opencv::imgcodecs::imdecode(&buf, opencv::imgcodecs::IMREAD_COLOR)
-                    .map_err(|e| err(url, e))?;
-                if frame.empty() {
-                    return Err(err(url, "the snapshot is not an image opencv can decode"));
-                }
+                // Dimensions checked before decoding: a small file can declare a huge image.
+                let frame = super::image::decode(&body).map_err(|e| {
+                    err(
+                        url,
+                        match e {
+                            AnprError::Image(m) => format!("the snapshot: {m}"),
+                            e => e.to_string(),
+                        },
+                    )
+                })?;
                 Ok(Some(frame))
             }
         }
