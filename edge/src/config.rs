@@ -518,10 +518,7 @@ impl AccountsFile {
     /// Reads an accounts file; a missing file is an error (a typo must not lock officers out
     /// silently).
     pub fn load(path: &Path, default_lang: &str) -> Result<AccountsFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_bounded(path)?;
         AccountsFile::parse(path, &text, default_lang)
     }
 }
@@ -595,10 +592,7 @@ impl fmt::Display for BrokerAddr {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_bounded(path)?;
         Config::parse(path, &text)
     }
 
@@ -646,7 +640,11 @@ impl Config {
         if let Some(d) = &mut config.display {
             if let Some(f) = &d.accounts_file {
                 let f = path.parent().map_or_else(|| f.clone(), |dir| dir.join(f));
-                let text_f = std::fs::read_to_string(&f).map_err(|e| {
+                let text_f = read_bounded(&f).map_err(|e| {
+                    let e = match e {
+                        ConfigError::Read { source, .. } => source.to_string(),
+                        e => e.to_string(),
+                    };
                     invalid(
                         find_key_line(text, "accounts_file"),
                         "display.accounts_file".into(),
@@ -942,6 +940,37 @@ fn find_key_line(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The most a config or accounts file may hold: far above any real one, far below what
+/// would hurt the box to parse.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A config file's text: a regular file (a FIFO or a device would hang or never end the
+/// start) of at most [`MAX_CONFIG_BYTES`].
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} bytes, more than the {} KiB a config may hold",
+                meta.len(),
+                MAX_CONFIG_BYTES >> 10
+            ),
+        )));
+    }
+    std::fs::read_to_string(path).map_err(read_err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1052,5 +1081,31 @@ data_dir = "/var/lib/acsgd"
             1884
         );
         assert!(BrokerAddr::parse("mqtt://:1").is_err());
+    }
+
+    #[test]
+    fn a_fifo_or_an_oversized_file_is_refused_in_one_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("acsgd.toml");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = Config::load(&fifo).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("config {}: cannot read: not a regular file", fifo.display())
+        );
+        let big = tmp.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "config {}: cannot read: 1048577 bytes, more than the 1024 KiB a config may hold",
+                big.display()
+            )
+        );
     }
 }
