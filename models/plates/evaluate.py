@@ -100,18 +100,25 @@ def ours(d, labels, binary, threads, models=None):
     return rows, ms
 
 
-def reference(d, labels):
+def reference_runs(d, labels, ms):
+    """RapidOCR's pipeline over every labelled image: (label, its text lines), the time of
+    each image appended to `ms`."""
     from rapidocr_onnxruntime import RapidOCR
 
     eng = RapidOCR()
-    rows, ms = [], []
     for l in labels:
         img = cv2.imread(os.path.join(d, l["image"]))
         t = time.perf_counter()
         result, _ = eng(img, use_cls=False)
         ms.append((time.perf_counter() - t) * 1e3)
+        yield l, result or []
+
+
+def reference(d, labels):
+    rows, ms = [], []
+    for l, result in reference_runs(d, labels, ms):
         lines = []
-        for box, text, score in result or []:
+        for box, text, score in result:
             b = np.array(box, np.float32)
             lines.append((b.mean(0), text))
         for plate in l["plates"]:
@@ -161,18 +168,11 @@ def reference_real(d, labels, failures=None):
     """PP-OCRv4 finds the plate when the labelled text is one of its lines (separators out,
     country marks such as `RUS` or `KZ` around it allowed), or two of its lines joined top
     to bottom (double-row plates). Generous on purpose: the reference is the bar to beat."""
-    from rapidocr_onnxruntime import RapidOCR
-
-    eng = RapidOCR()
     rows, ms = [], []
-    for l in labels:
-        img = cv2.imread(os.path.join(d, l["image"]))
-        t = time.perf_counter()
-        result, _ = eng(img, use_cls=False)
-        ms.append((time.perf_counter() - t) * 1e3)
-        lines = [normalise(text) for _, text, _ in result or []]
+    for l, result in reference_runs(d, labels, ms):
+        lines = [normalise(text) for _, text, _ in result]
         lines = [x for x in lines if x]
-        cands = set(lines) | {a + b for a in lines for b in lines if a is not b}
+        cands = set(lines) | {a + b for i, a in enumerate(lines) for j, b in enumerate(lines) if i != j}
         hit = any(l["text"] in c and len(c) <= len(l["text"]) + 3 for c in cands)
         rows.append((l["country"], l["text"] if hit else (lines[0] if lines else ""), l["text"]))
         if failures is not None and not hit:

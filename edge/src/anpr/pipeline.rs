@@ -101,11 +101,11 @@ pub struct Reader {
     pub timing: Timing,
 }
 
-fn cv(e: opencv::Error) -> AnprError {
+pub(crate) fn cv(e: opencv::Error) -> AnprError {
     AnprError::Image(e.to_string())
 }
 
-fn ort_err(e: ort::Error) -> AnprError {
+pub(crate) fn ort_err(e: ort::Error) -> AnprError {
     AnprError::Inference(e.to_string())
 }
 
@@ -336,7 +336,7 @@ fn quadrilateral(contour: &Vector<Point>) -> Result<[Point2f; 4], AnprError> {
     Ok(rect)
 }
 
-fn dist(a: Point2f, b: Point2f) -> f32 {
+pub(crate) fn dist(a: Point2f, b: Point2f) -> f32 {
     ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt()
 }
 
@@ -440,23 +440,34 @@ pub fn rectify(frame: &Mat, q: &[Point2f; 4]) -> Result<Mat, AnprError> {
     let ow = ((wt + 2.0 * MARGIN * ht).round() as i32).max(8);
     let oh = ((ht * (1.0 + 2.0 * MARGIN)).round() as i32).max(8);
     let m = MARGIN * ht;
-    let src: Vector<Point2f> = q.iter().copied().collect();
-    let dst: Vector<Point2f> = [
+    let dst = [
         Point2f::new(m, m),
         Point2f::new(ow as f32 - m, m),
         Point2f::new(ow as f32 - m, oh as f32 - m),
         Point2f::new(m, oh as f32 - m),
-    ]
-    .into_iter()
-    .collect();
+    ];
+    warp(frame, q, &dst, Size::new(ow, oh), imgproc::INTER_LINEAR)
+}
+
+/// The frame warped so that the quadrilateral `q` lands on `dst` in an image of `size`
+/// (edges replicated beyond the frame).
+pub(crate) fn warp(
+    frame: &Mat,
+    q: &[Point2f; 4],
+    dst: &[Point2f; 4],
+    size: Size,
+    interpolation: i32,
+) -> Result<Mat, AnprError> {
+    let src: Vector<Point2f> = q.iter().copied().collect();
+    let dst: Vector<Point2f> = dst.iter().copied().collect();
     let t = imgproc::get_perspective_transform(&src, &dst, core::DECOMP_LU).map_err(cv)?;
     let mut out = Mat::default();
     imgproc::warp_perspective(
         frame,
         &mut out,
         &t,
-        Size::new(ow, oh),
-        imgproc::INTER_LINEAR,
+        size,
+        interpolation,
         core::BORDER_REPLICATE,
         Scalar::default(),
     )

@@ -24,7 +24,7 @@ use ort::value::Tensor;
 
 use super::ctc::{Decoder, Recognised};
 use super::models::ModelSource;
-use super::pipeline::{bbox, order, PlateFound};
+use super::pipeline::{bbox, cv, dist, order, ort_err, warp, PlateFound};
 use super::AnprError;
 use crate::fusion::plates::normalise;
 
@@ -86,14 +86,6 @@ pub struct TextReader {
     /// How long the last frame's detection and recognition took, in milliseconds.
     pub detect_ms: f64,
     pub recognise_ms: f64,
-}
-
-fn cv(e: opencv::Error) -> AnprError {
-    AnprError::Image(e.to_string())
-}
-
-fn ort_err(e: ort::Error) -> AnprError {
-    AnprError::Inference(e.to_string())
 }
 
 /// Maps the recogniser's classes (the CTC blank, its dictionary, and the space PaddleOCR
@@ -474,37 +466,18 @@ fn box_score(prob: &Mat, r: &RotatedRect) -> Result<f64, AnprError> {
     Ok(core::mean(&p, &mask).map_err(cv)?[0])
 }
 
-fn dist(a: Point2f, b: Point2f) -> f32 {
-    ((a.x - b.x).powi(2) + (a.y - b.y).powi(2)).sqrt()
-}
-
 /// The quadrilateral cut out upright, as PaddleOCR cuts its lines: as wide and as high as its
 /// longer edges.
 pub fn upright(frame: &Mat, q: &[Point2f; 4]) -> Result<Mat, AnprError> {
     let w = dist(q[0], q[1]).max(dist(q[3], q[2])).round().max(1.0) as i32;
     let h = dist(q[0], q[3]).max(dist(q[1], q[2])).round().max(1.0) as i32;
-    let src: Vector<Point2f> = q.iter().copied().collect();
-    let dst: Vector<Point2f> = [
+    let dst = [
         Point2f::new(0.0, 0.0),
         Point2f::new(w as f32, 0.0),
         Point2f::new(w as f32, h as f32),
         Point2f::new(0.0, h as f32),
-    ]
-    .into_iter()
-    .collect();
-    let t = imgproc::get_perspective_transform(&src, &dst, core::DECOMP_LU).map_err(cv)?;
-    let mut out = Mat::default();
-    imgproc::warp_perspective(
-        frame,
-        &mut out,
-        &t,
-        Size::new(w, h),
-        imgproc::INTER_CUBIC,
-        core::BORDER_REPLICATE,
-        Scalar::default(),
-    )
-    .map_err(cv)?;
-    Ok(out)
+    ];
+    warp(frame, q, &dst, Size::new(w, h), imgproc::INTER_CUBIC)
 }
 
 /// Axis-aligned extent of a quadrilateral: x0, y0, x1, y1.
