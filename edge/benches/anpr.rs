@@ -19,6 +19,15 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// One line of the report: the median and 95th percentile of `v`, in milliseconds.
+fn report(name: &str, v: &mut [f64], note: &str) {
+    println!(
+        "{name} median {:6.2} ms  p95 {:6.2} ms{note}",
+        pct(v, 0.5),
+        pct(v, 0.95)
+    );
+}
+
 fn main() {
     let dir = std::env::var_os("ACSGD_ANPR_DIR")
         .map(PathBuf::from)
@@ -84,40 +93,24 @@ fn main() {
         frames[0].rows(),
         crops.len()
     );
-    println!(
-        "whole frame   median {:6.2} ms  p95 {:6.2} ms",
-        pct(&mut whole, 0.5),
-        pct(&mut whole, 0.95)
+    report("whole frame  ", &mut whole, "");
+    report("  text detect", &mut det, "");
+    report(
+        "  text read  ",
+        &mut rec,
+        " (every line, joined lines, decoding)",
     );
-    println!(
-        "  text detect median {:6.2} ms  p95 {:6.2} ms",
-        pct(&mut det, 0.5),
-        pct(&mut det, 0.95)
+    report("  localise   ", &mut loc, "");
+    report("  rectify+OCR", &mut ocr_frame, " (all of a frame's crops)");
+    report(
+        "OCR one crop ",
+        &mut single,
+        " (input prep + inference + decoding)",
     );
-    println!(
-        "  text read   median {:6.2} ms  p95 {:6.2} ms (every line, joined lines, decoding)",
-        pct(&mut rec, 0.5),
-        pct(&mut rec, 0.95)
-    );
-    println!(
-        "  localise    median {:6.2} ms  p95 {:6.2} ms",
-        pct(&mut loc, 0.5),
-        pct(&mut loc, 0.95)
-    );
-    println!(
-        "  rectify+OCR median {:6.2} ms  p95 {:6.2} ms (all of a frame's crops)",
-        pct(&mut ocr_frame, 0.5),
-        pct(&mut ocr_frame, 0.95)
-    );
-    println!(
-        "OCR one crop  median {:6.2} ms  p95 {:6.2} ms (input prep + inference + decoding)",
-        pct(&mut single, 0.5),
-        pct(&mut single, 0.95)
-    );
-    println!(
-        "text one crop median {:6.2} ms  p95 {:6.2} ms (input prep + inference + folding)",
-        pct(&mut line, 0.5),
-        pct(&mut line, 0.95)
+    report(
+        "text one crop",
+        &mut line,
+        " (input prep + inference + folding)",
     );
     let (w, p) = (pct(&mut whole, 0.5), pct(&mut plates_only, 0.5));
     println!(

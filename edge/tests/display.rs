@@ -450,6 +450,18 @@ async fn officers_and_technicians_at_the_lane_screen() {
 }
 
 /// One HTTP/1.1 request on a fresh connection: status, `Set-Cookie` (the session part), JSON.
+/// `POST /api/login` as the display's sign-in form sends it: status, session cookie, body.
+fn login(port: u16, user: &str, password: &str) -> (u16, String, Value) {
+    http(
+        port,
+        "POST",
+        "/api/login",
+        "",
+        &[],
+        Some(json!({"user": user, "password": password})),
+    )
+}
+
 fn http(
     port: u16,
     method: &str,
@@ -585,23 +597,9 @@ fn access_rules_and_audit_events_over_http() {
             "{m} {p}"
         );
     }
-    let (code, cookie, _) = http(
-        port,
-        "POST",
-        "/api/login",
-        "",
-        &[],
-        Some(json!({"user": "sup", "password": "officer-pass"})),
-    );
+    let (code, cookie, _) = login(port, "sup", "officer-pass");
     assert_eq!((code, cookie.as_str()), (401, ""));
-    let (code, sup, me) = http(
-        port,
-        "POST",
-        "/api/login",
-        "",
-        &[],
-        Some(json!({"user": "sup", "password": "supervisor-pass"})),
-    );
+    let (code, sup, me) = login(port, "sup", "supervisor-pass");
     assert_eq!(code, 200);
     assert_eq!(
         (
@@ -611,14 +609,7 @@ fn access_rules_and_audit_events_over_http() {
         ),
         (Some("supervisor"), Some("kk"), Some("sup (test)"))
     );
-    let (_, off, _) = http(
-        port,
-        "POST",
-        "/api/login",
-        "",
-        &[],
-        Some(json!({"user": "off", "password": "officer-pass"})),
-    );
+    let (_, off, _) = login(port, "off", "officer-pass");
 
     // A passage and its alert, as fusion would store them.
     let mut answers = Vec::new();
@@ -847,14 +838,7 @@ fn two_hundred_concurrent_failed_sign_ins_are_bounded_and_the_officer_still_gets
     let threads: Vec<_> = (0..200)
         .map(|i| {
             std::thread::spawn(move || {
-                let (code, _, _) = http(
-                    port,
-                    "POST",
-                    "/api/login",
-                    "",
-                    &[],
-                    Some(json!({"user": format!("intruder{i}"), "password": "x"})),
-                );
+                let (code, _, _) = login(port, &format!("intruder{i}"), "x");
                 code
             })
         })
@@ -872,14 +856,7 @@ fn two_hundred_concurrent_failed_sign_ins_are_bounded_and_the_officer_still_gets
         peak / 1024
     );
     // And the officer still signs in.
-    let (code, cookie, _) = http(
-        port,
-        "POST",
-        "/api/login",
-        "",
-        &[],
-        Some(json!({"user": "off", "password": "officer-pass"})),
-    );
+    let (code, cookie, _) = login(port, "off", "officer-pass");
     assert_eq!(code, 200);
     assert!(!cookie.is_empty());
 }

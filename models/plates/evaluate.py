@@ -71,16 +71,23 @@ def summarise(rows, ms):
     return out
 
 
-def ours(d, labels, binary, threads, models=None):
+def run_acsgd(d, labels, binary, threads, models=None):
+    """`acsgd anpr` once over every labelled image: the image paths and each one's output line.
+    Exit 1 (no image could be read) still has a line per image; no output at all is a failure."""
     paths = [os.path.join(d, l["image"]) for l in labels]
     cmd = [binary, "anpr", "--threads", str(threads)] + (["--models", models] if models else []) + paths
     res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
+    if res.returncode not in (0, 1) or not res.stdout.strip():
         sys.exit("acsgd anpr failed: " + res.stderr.strip())
     by_image = {}
     for line in res.stdout.splitlines():
         v = json.loads(line)
         by_image[v["image"]] = v
+    return paths, by_image
+
+
+def ours(d, labels, binary, threads, models=None):
+    paths, by_image = run_acsgd(d, labels, binary, threads, models)
     rows, ms, extra = [], [], 0
     for l, p in zip(labels, paths):
         v = by_image.get(p, {"plates": []})
@@ -142,15 +149,7 @@ def read_real(d):
 
 def ours_real(d, labels, binary, threads, models=None, failures=None):
     """A photo counts as read when its labelled text is among the frame's plate reads."""
-    paths = [os.path.join(d, l["image"]) for l in labels]
-    cmd = [binary, "anpr", "--threads", str(threads)] + (["--models", models] if models else []) + paths
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode not in (0, 1) or not res.stdout.strip():
-        sys.exit("acsgd anpr failed: " + res.stderr.strip())
-    by_image = {}
-    for line in res.stdout.splitlines():
-        v = json.loads(line)
-        by_image[v["image"]] = v
+    paths, by_image = run_acsgd(d, labels, binary, threads, models)
     rows, ms = [], []
     for l, p in zip(labels, paths):
         v = by_image.get(p, {"plates": []})
