@@ -111,6 +111,11 @@ fn an_unwritable_data_dir_is_one_line_naming_it() {
 fn an_unreachable_broker_means_retries_and_a_health_event_not_an_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port().unwrap();
+    let mut broker = Central::registered_on_stopped_broker(
+        &tmp.path().join("broker"),
+        port,
+        "central-unreachable",
+    );
     let setup = Setup::new(tmp.path(), port, "", "");
     let mut app = setup.start();
     std::thread::sleep(Duration::from_secs(3));
@@ -130,7 +135,7 @@ fn an_unreachable_broker_means_retries_and_a_health_event_not_an_exit() {
         "{log}"
     );
     // The broker comes: the backlog, including the outage's health event, is delivered.
-    let broker = Mosquitto::start_with(&tmp.path().join("broker"), port, "").unwrap();
+    broker.restart().unwrap();
     let central = Central::connect(broker.port(), "central-unreachable");
     let got = central.wait_for(20, "the uplink health events", |ev| {
         ev.iter().any(|e| {

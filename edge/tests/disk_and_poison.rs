@@ -225,6 +225,11 @@ fn a_full_disk_keeps_room_for_alerts_and_recovers_by_itself_once_space_is_freed(
     let mnt = tmp.path().join("mnt");
     let _fs = Mount::tmpfs(&mnt, "24m");
     let broker_port = free_port().unwrap();
+    let mut broker = Central::registered_on_stopped_broker(
+        &tmp.path().join("broker"),
+        broker_port,
+        "central-full",
+    );
     let mut setup = Setup::new(tmp.path(), broker_port, "", "reserve_mb = 4");
     data_dir_at(&mut setup, &mnt.join("data"));
     let _app = setup.start();
@@ -318,13 +323,40 @@ fn a_full_disk_keeps_room_for_alerts_and_recovers_by_itself_once_space_is_freed(
 
     // And forwarding works without a restart: the broker comes up, everything acknowledged
     // arrives.
-    let _broker = Mosquitto::start_with(&tmp.path().join("broker"), broker_port, "").unwrap();
+    broker.restart().unwrap();
     let central = Central::connect(broker_port, "central-full");
     let acked = acked_ids(&answers);
-    let received = central.wait_for(120, "every acknowledged event", |ev| {
+    let missing = |ev: &[serde_json::Value]| -> Vec<u64> {
         let ids: HashSet<&str> = ev.iter().filter_map(|e| e["id"].as_str()).collect();
-        acked.keys().all(|id| ids.contains(id.as_str()))
-    });
+        let mut m: Vec<u64> = acked
+            .iter()
+            .filter(|(id, _)| !ids.contains(id.as_str()))
+            .map(|(_, seq)| *seq)
+            .collect();
+        m.sort_unstable();
+        m
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let received = loop {
+        let ev = central.events();
+        let m = missing(&ev);
+        if m.is_empty() {
+            break ev;
+        }
+        // On failure, say what is missing and what the appliance thought of it.
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} acknowledged events never arrived (central has {}; seqs {:?}…); \
+             outbox: {}; log:\n{}",
+            m.len(),
+            acked.len(),
+            ev.len(),
+            &m[..m.len().min(10)],
+            setup.stat(),
+            setup.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let seqs: HashMap<u64, &str> = received
         .iter()
         .map(|e| (e["seq"].as_u64().unwrap(), e["id"].as_str().unwrap()))

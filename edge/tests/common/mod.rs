@@ -45,6 +45,18 @@ impl Central {
         Central::connect_post(port, client_id, POST)
     }
 
+    /// A broker on `port`, stopped, that already holds this central's persistent session: for a
+    /// test whose appliance starts while the broker is down. Once [`Mosquitto::restart`]ed, the
+    /// broker queues for central whatever the uplink forwards, even if the uplink reconnects
+    /// before central does (as it may on a loaded machine, where a broker without the session
+    /// would drop those events for want of a subscriber).
+    pub fn registered_on_stopped_broker(dir: &Path, port: u16, client_id: &str) -> Mosquitto {
+        let mut broker = Mosquitto::start_with(dir, port, "").expect("mosquitto starts");
+        drop(Central::connect(port, client_id));
+        broker.stop();
+        broker
+    }
+
     /// Like [`Central::connect`], for another post's topics.
     pub fn connect_post(port: u16, client_id: &str, post: &str) -> Central {
         let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
