@@ -104,6 +104,7 @@ impl Decoder for FrameCodec {
                     Some(Cut::Frame(src.split_to(n)))
                 }
                 teltonika::Scan::Avl(n) => Some(Cut::Frame(src.split_to(n))),
+                teltonika::Scan::KeepAlive => Some(Cut::Frame(src.split_to(1))),
                 teltonika::Scan::Incomplete => None,
                 teltonika::Scan::Skip(n, e) => {
                     src.advance(n);

@@ -190,6 +190,7 @@ impl Decoder {
                         handshaken = true;
                         (n, Some(self.packet(&bytes[..n])))
                     }
+                    teltonika::Scan::KeepAlive => (1, Some(self.packet(&bytes[..1]))),
                     teltonika::Scan::Incomplete => (
                         bytes.len(),
                         Some(Err("truncated packet at end of input".into())),

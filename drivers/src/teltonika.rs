@@ -20,8 +20,11 @@
 //! timestamp u64 ms │ priority │ lon i32 │ lat i32 (×10⁻⁷ °) │ alt i16 m │ angle u16 │ sats u8 │ speed u16 km/h
 //! │ event IO id │ total IO │ N1 × (id, u8) │ N2 × (id, u16) │ N4 × (id, u32) │ N8 × (id, u64)
 //! ```
-//! Counts, lengths and the CRC are all checked against the bytes: a packet whose record count,
-//! length or CRC disagrees is refused whole and not acknowledged, so the device sends it again.
+//! The records are read by their structure, as Traccar reads them; then counts, length and CRC
+//! are checked against the bytes. A record count that disagrees refuses the packet; a length
+//! field or CRC that disagrees (or a CRC cut short, as in captures) leaves the records readable
+//! but the packet is never acknowledged, so the device sends it again. After the handshake a
+//! lone `FF` byte is the device's keep-alive: a heartbeat, not noise, and not answered.
 
 use std::collections::BTreeMap;
 
@@ -65,10 +68,16 @@ pub enum Scan {
     Imei(usize),
     /// An AVL packet of this many bytes.
     Avl(usize),
+    /// The one-byte `FF` keep-alive devices send over an idle TCP connection (not answered).
+    KeepAlive,
     Incomplete,
     /// Drop this many bytes and look again.
     Skip(usize, TeltonikaError),
 }
+
+/// The keep-alive byte: FMB/FMC devices send it alone between AVL packets to hold the
+/// connection open through NAT; it is never the first byte of a packet (the preamble is zero).
+pub const KEEP_ALIVE: u8 = 0xFF;
 
 /// Cuts the next frame from a TCP stream. Before the handshake only an IMEI is valid, after it
 /// only AVL packets.
@@ -88,6 +97,9 @@ pub fn scan(buf: &[u8], handshaken: bool) -> Scan {
             return Scan::Skip(1, TeltonikaError::BadImei);
         }
         return Scan::Imei(2 + n);
+    }
+    if buf[0] == KEEP_ALIVE {
+        return Scan::KeepAlive;
     }
     // Resynchronise on the next run of four zero bytes.
     let zeros = buf.iter().take_while(|&&b| b == 0).count();
@@ -189,8 +201,22 @@ pub fn parse_avl(buf: &[u8], imei: Option<&str>) -> Result<Avl, TeltonikaError> 
         return Err(TeltonikaError::TooLong(buf.len()));
     }
     let declared = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-    let total = buf.len();
-    let data = &buf[8..total - 4];
+    // Where the records end is decided by their structure, as Traccar reads them: first the
+    // layout of a whole packet (data, then a four-byte CRC), then the end the length field
+    // gives, which is what a packet cut short inside its CRC still has right. Either way a
+    // length or CRC that disagrees is an integrity finding, never a silent acceptance.
+    let whole = buf.len() - 4;
+    let (mut avl, end) = match parse_data(&buf[8..whole], imei) {
+        Ok(avl) => (avl, whole),
+        Err(first) => {
+            let end = 8 + declared;
+            if declared < 2 || end == whole || end > buf.len() {
+                return Err(first);
+            }
+            (parse_data(&buf[8..end], imei).map_err(|_| first)?, end)
+        }
+    };
+    let data = &buf[8..end];
     let mut problems = Vec::new();
     if declared != data.len() {
         problems.push(format!(
@@ -198,17 +224,16 @@ pub fn parse_avl(buf: &[u8], imei: Option<&str>) -> Result<Avl, TeltonikaError> 
             data.len()
         ));
     }
-    let stated = u32::from_be_bytes([
-        buf[total - 4],
-        buf[total - 3],
-        buf[total - 2],
-        buf[total - 1],
-    ]);
-    let computed = crc16_arc(data);
-    if stated != computed as u32 {
-        problems.push(TeltonikaError::Crc { stated, computed }.to_string());
+    let crc = &buf[end..];
+    if crc.len() != 4 {
+        problems.push(format!("CRC field has {} bytes, not 4", crc.len()));
+    } else {
+        let stated = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        let computed = crc16_arc(data);
+        if stated != computed as u32 {
+            problems.push(TeltonikaError::Crc { stated, computed }.to_string());
+        }
     }
-    let mut avl = parse_data(data, imei)?;
     problems.extend(avl.integrity.take());
     avl.integrity = (!problems.is_empty()).then(|| problems.join("; "));
     Ok(avl)
@@ -549,6 +574,11 @@ fn hex(b: &[u8]) -> String {
 /// Decodes one captured packet of any kind (for `acsgd decode`): an IMEI handshake, a TCP AVL
 /// packet or a UDP datagram.
 pub fn decode_packet(buf: &[u8], imei: Option<&str>) -> Result<Vec<Reading>, TeltonikaError> {
+    if buf == [KEEP_ALIVE] {
+        return Ok(vec![Reading::Heartbeat(Heartbeat {
+            device: imei.map(str::to_string),
+        })]);
+    }
     let avl = if buf.len() >= 4 && buf[..4] == [0, 0, 0, 0] {
         parse_avl(buf, imei)?
     } else if let Ok(imei) = parse_imei(buf) {
@@ -636,6 +666,78 @@ mod tests {
         let mut b = unhex(CODEC8);
         b[n - 5] = 2; // N2 = 2 but N1 = 1
         assert_eq!(parse_avl(&b, None), Err(TeltonikaError::Counts(1, 2)));
+    }
+
+    #[test]
+    fn a_packet_cut_inside_its_crc_is_read_by_its_structure_and_not_acknowledged() {
+        let whole = unhex(CODEC8);
+        for cut in 1..=3 {
+            let b = &whole[..whole.len() - cut];
+            let avl = parse_avl(b, None).unwrap();
+            assert_eq!((avl.codec, avl.count, avl.readings.len()), (8, 1, 1));
+            let why = avl.integrity.unwrap();
+            assert!(
+                why.contains(&format!("CRC field has {} bytes", 4 - cut)),
+                "{why}"
+            );
+        }
+        // Cut into the records themselves, nothing is made up.
+        assert!(parse_avl(&whole[..whole.len() - 6], None).is_err());
+    }
+
+    #[test]
+    fn a_gh3000_packet_cut_inside_its_crc_gives_its_positions() {
+        // Codec 7, two records: time (s since 2007, priority in the top bits), global mask
+        // 0x01 (location only), location mask 0x11 (lat/lon floats and satellites).
+        let mut data = vec![0x07, 0x02];
+        for (t, lat, lon) in [
+            (0x41bf_9db0u32, 43.21f32, 76.95f32),
+            (0x41bf_9dceu32, 43.22, 76.96),
+        ] {
+            data.extend(t.to_be_bytes());
+            data.extend([0x01, 0x11]);
+            data.extend(lat.to_bits().to_be_bytes());
+            data.extend(lon.to_bits().to_be_bytes());
+            data.push(7);
+        }
+        data.push(0x02);
+        let mut b = vec![0, 0, 0, 0];
+        b.extend((data.len() as u32).to_be_bytes());
+        b.extend(&data);
+        b.extend(crc16_arc(&data).to_be_bytes()); // two of the CRC's four bytes
+        let avl = parse_avl(&b, None).unwrap();
+        let fixes: Vec<_> = avl.readings.iter().filter_map(Reading::position).collect();
+        assert_eq!(fixes.len(), 2);
+        assert!((fixes[1].lat - 43.22).abs() < 1e-5 && (fixes[1].lon - 76.96).abs() < 1e-5);
+        assert_eq!(
+            fixes[0].time.unwrap().unix_timestamp(),
+            1_167_609_600 + 0x01bf_9db0
+        );
+        assert!(avl.integrity.unwrap().contains("CRC field has 2 bytes"));
+        // Whole, with its CRC, the same packet is clean.
+        let n = b.len();
+        b.truncate(n - 2);
+        b.extend((crc16_arc(&data) as u32).to_be_bytes());
+        assert_eq!(parse_avl(&b, None).unwrap().integrity, None);
+    }
+
+    #[test]
+    fn the_keep_alive_byte_is_cut_alone_and_read_as_a_heartbeat() {
+        let mut b = vec![KEEP_ALIVE];
+        b.extend(unhex(CODEC8));
+        assert_eq!(scan(&b, true), Scan::KeepAlive);
+        assert_eq!(scan(&b[1..], true), Scan::Avl(b.len() - 1));
+        // Before the handshake it is no IMEI.
+        assert!(matches!(
+            scan(&b, false),
+            Scan::Skip(1, TeltonikaError::BadImei)
+        ));
+        assert_eq!(
+            decode_packet(&[KEEP_ALIVE], Some("356307042441013")).unwrap(),
+            vec![Reading::Heartbeat(Heartbeat {
+                device: Some("356307042441013".into())
+            })]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::codec::{Cut, FrameCodec};
 use crate::decode::{Decoder, Protocol};
-use crate::reading::Reading;
+use crate::reading::{Heartbeat, Reading};
 use crate::wialon::WialonDecoder;
 use crate::{egts, teltonika, wialon};
 
@@ -235,6 +235,15 @@ impl Session {
                     bad: Some(e.to_string()),
                     ..Step::default()
                 },
+            };
+        }
+        if frame == [teltonika::KEEP_ALIVE] {
+            // Keeps the connection open; the device expects no answer.
+            return Step {
+                readings: vec![Reading::Heartbeat(Heartbeat {
+                    device: self.device.clone(),
+                })],
+                ..Step::default()
             };
         }
         match teltonika::parse_avl(frame, self.device.as_deref()) {

@@ -110,6 +110,34 @@ async fn teltonika_is_acknowledged_only_after_the_sink_accepts() {
 }
 
 #[tokio::test]
+async fn a_teltonika_keep_alive_byte_is_a_heartbeat_not_an_error_and_gets_no_answer() {
+    let mut srv = server(Protocol::Teltonika, opts()).await;
+    let mut c = TcpStream::connect(srv.addr).await.unwrap();
+    c.write_all(&unhex("000F333536333037303432343431303133"))
+        .await
+        .unwrap();
+    assert_eq!(read_n(&mut c, 1).await, [0x01]);
+    // FMB devices send a lone FF to keep NAT open; in the same write as the next packet here,
+    // so the cutter has to take exactly one byte.
+    let mut bytes = vec![0xFF];
+    bytes.extend(unhex(CODEC8));
+    c.write_all(&bytes).await.unwrap();
+    let beat = srv.batches.recv().await.unwrap();
+    assert!(
+        matches!(&beat.readings[..], [Reading::Heartbeat(h)] if h.device.as_deref() == Some("356307042441013")),
+        "{:?}",
+        beat.readings
+    );
+    beat.accepted.send(true).unwrap();
+    let batch = srv.batches.recv().await.unwrap();
+    assert!(matches!(&batch.readings[0], Reading::Position(_)));
+    batch.accepted.send(true).unwrap();
+    // The only answer is the packet's: the keep-alive is not answered.
+    assert_eq!(read_n(&mut c, 4).await, [0, 0, 0, 1]);
+    assert_eq!(Stats::get(&srv.stats.bad_frames), 0);
+}
+
+#[tokio::test]
 async fn a_device_not_on_the_allowlist_is_refused_and_disconnected() {
     let allow: HashSet<String> = ["111111111111111".to_string()].into();
     let srv = server(
