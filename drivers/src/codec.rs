@@ -9,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio_util::codec::Decoder;
 
 use crate::decode::Protocol;
-use crate::{egts, lane, teltonika};
+use crate::{arnavi, egts, galileo, lane, teltonika};
 
 /// What the codec cut from the stream.
 #[derive(Debug, PartialEq)]
@@ -107,6 +107,22 @@ impl Decoder for FrameCodec {
                 teltonika::Scan::KeepAlive => Some(Cut::Frame(src.split_to(1))),
                 teltonika::Scan::Incomplete => None,
                 teltonika::Scan::Skip(n, e) => {
+                    src.advance(n);
+                    Some(Cut::Noise(e.to_string()))
+                }
+            },
+            Protocol::Galileosky => match galileo::scan(src) {
+                galileo::Scan::Packet(n) => Some(Cut::Frame(src.split_to(n))),
+                galileo::Scan::Incomplete => None,
+                galileo::Scan::Skip(n, e) => {
+                    src.advance(n);
+                    Some(Cut::Noise(e.to_string()))
+                }
+            },
+            Protocol::Arnavi => match arnavi::scan(src) {
+                arnavi::Scan::Message(n) => Some(Cut::Frame(src.split_to(n))),
+                arnavi::Scan::Incomplete => None,
+                arnavi::Scan::Skip(n, e) => {
                     src.advance(n);
                     Some(Cut::Noise(e.to_string()))
                 }

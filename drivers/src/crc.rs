@@ -41,7 +41,16 @@ pub fn crc16_ccitt_false(data: &[u8]) -> u16 {
 /// CRC-16/ARC (also called CRC-16/IBM): poly 0x8005 reflected (0xA001), init 0. Teltonika AVL
 /// packets and Wialon IPS 2.0.
 pub fn crc16_arc(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
+    crc16_reflected_8005(0, data)
+}
+
+/// CRC-16/MODBUS: the same polynomial as ARC, init 0xFFFF. Galileosky packets.
+pub fn crc16_modbus(data: &[u8]) -> u16 {
+    crc16_reflected_8005(0xFFFF, data)
+}
+
+fn crc16_reflected_8005(init: u16, data: &[u8]) -> u16 {
+    let mut crc: u16 = init;
     for &b in data {
         crc ^= b as u16;
         for _ in 0..8 {
@@ -75,5 +84,10 @@ mod tests {
     #[test]
     fn crc16_arc_matches_the_catalogue_check_value() {
         assert_eq!(crc16_arc(CHECK), 0xBB3D);
+    }
+
+    #[test]
+    fn crc16_modbus_matches_the_catalogue_check_value() {
+        assert_eq!(crc16_modbus(CHECK), 0x4B37);
     }
 }

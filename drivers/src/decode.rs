@@ -11,8 +11,9 @@ use std::str::FromStr;
 
 use crate::nmea::NmeaDecoder;
 use crate::reading::Reading;
+use crate::reading::Warning;
 use crate::wialon::WialonDecoder;
-use crate::{egts, lane, rpm, teltonika};
+use crate::{arnavi, egts, galileo, lane, rpm, teltonika};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -20,16 +21,20 @@ pub enum Protocol {
     Egts,
     Wialon,
     Teltonika,
+    Galileosky,
+    Arnavi,
     Rpm,
     Lane,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 6] = [
+    pub const ALL: [Protocol; 8] = [
         Protocol::Nmea,
         Protocol::Egts,
         Protocol::Wialon,
         Protocol::Teltonika,
+        Protocol::Galileosky,
+        Protocol::Arnavi,
         Protocol::Rpm,
         Protocol::Lane,
     ];
@@ -45,6 +50,8 @@ impl Protocol {
             Protocol::Egts => "egts",
             Protocol::Wialon => "wialon",
             Protocol::Teltonika => "teltonika",
+            Protocol::Galileosky => "galileosky",
+            Protocol::Arnavi => "arnavi",
             Protocol::Rpm => "rpm",
             Protocol::Lane => "lane",
         }
@@ -64,7 +71,8 @@ impl FromStr for Protocol {
             .into_iter()
             .find(|p| p.name() == s)
             .ok_or_else(|| {
-                format!("unknown protocol {s:?} (one of nmea, egts, wialon, teltonika, rpm, lane)")
+                let all: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+                format!("unknown protocol {s:?} (one of {})", all.join(", "))
             })
     }
 }
@@ -159,6 +167,20 @@ impl Decoder {
                 }
                 Ok(out)
             }
+            Protocol::Galileosky => {
+                let p = galileo::parse(bytes, self.imei.as_deref()).map_err(|e| e.to_string())?;
+                if p.imei.is_some() {
+                    self.imei = p.imei;
+                }
+                Ok(with_warning(p.readings, p.integrity))
+            }
+            Protocol::Arnavi => {
+                let d = arnavi::parse(bytes, self.imei.as_deref(), 0).map_err(|e| e.to_string())?;
+                if d.imei.is_some() {
+                    self.imei = d.imei;
+                }
+                Ok(with_warning(d.readings, d.integrity))
+            }
             Protocol::Lane => match lane::scan(bytes) {
                 lane::Scan::Frame(f, n) if n == bytes.len() => Ok(vec![Reading::Lane(f)]),
                 lane::Scan::Frame(_, n) => {
@@ -197,6 +219,26 @@ impl Decoder {
                     ),
                     teltonika::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
                 },
+                Protocol::Galileosky => match galileo::scan(bytes) {
+                    galileo::Scan::Packet(n) => (n, Some(self.packet(&bytes[..n]))),
+                    galileo::Scan::Incomplete => (
+                        bytes.len(),
+                        Some(Err("truncated packet at end of input".into())),
+                    ),
+                    galileo::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                },
+                Protocol::Arnavi => match arnavi::scan(bytes) {
+                    arnavi::Scan::Message(n) => (n, Some(self.packet(&bytes[..n]))),
+                    // The last text line of a file may lack its line ending.
+                    arnavi::Scan::Incomplete if bytes[0] == b'$' => {
+                        (bytes.len(), Some(self.packet(bytes)))
+                    }
+                    arnavi::Scan::Incomplete => (
+                        bytes.len(),
+                        Some(Err("truncated message at end of input".into())),
+                    ),
+                    arnavi::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                },
                 Protocol::Lane => match lane::scan(bytes) {
                     lane::Scan::Frame(f, n) => (n, Some(Ok(vec![Reading::Lane(f)]))),
                     lane::Scan::Incomplete => (
@@ -226,4 +268,15 @@ impl Decoder {
         }
         out
     }
+}
+
+/// Readings of a message that decoded, with its integrity finding (CRC, checksum) appended as a
+/// warning: shown by `acsgd decode`, and the reason the transport does not acknowledge it.
+fn with_warning(mut readings: Vec<Reading>, integrity: Option<String>) -> Vec<Reading> {
+    if let Some(problem) = integrity {
+        readings.push(Reading::Warning(Warning {
+            problem: format!("{problem}: would not be acknowledged"),
+        }));
+    }
+    readings
 }

@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "std")]
+pub mod arnavi;
+#[cfg(feature = "std")]
 pub mod codec;
 pub mod crc;
 #[cfg(feature = "std")]
@@ -20,6 +22,8 @@ pub mod lane;
 
 #[cfg(feature = "std")]
 pub mod egts;
+#[cfg(feature = "std")]
+pub mod galileo;
 #[cfg(feature = "std")]
 pub mod nmea;
 #[cfg(feature = "std")]

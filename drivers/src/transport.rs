@@ -29,7 +29,7 @@ use crate::codec::{Cut, FrameCodec};
 use crate::decode::{Decoder, Protocol};
 use crate::reading::{Heartbeat, Reading};
 use crate::wialon::WialonDecoder;
-use crate::{egts, teltonika, wialon};
+use crate::{arnavi, egts, galileo, teltonika, wialon};
 
 /// At most one warning per link per this interval.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -201,6 +201,8 @@ impl Session {
             Protocol::Teltonika => self.teltonika(frame),
             Protocol::Egts => self.egts(frame),
             Protocol::Wialon => self.wialon(frame),
+            Protocol::Galileosky => self.galileo(frame),
+            Protocol::Arnavi => self.arnavi(frame),
             _ => {
                 // Line and lane protocols over TCP (serial servers): no acknowledgements.
                 match self.plain.packet(frame) {
@@ -265,6 +267,99 @@ impl Session {
                 ..Step::default()
             },
         }
+    }
+
+    /// Galileosky: the first packet names the device (tag 03); each packet is answered with
+    /// its own CRC once accepted. There is no negative answer: a packet not answered is sent
+    /// again.
+    fn galileo(&mut self, frame: &[u8]) -> Step {
+        let p = match galileo::parse(frame, self.device.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Step {
+                    bad: Some(e.to_string()),
+                    ..Step::default()
+                }
+            }
+        };
+        if let Some(refused) = self.identify(p.imei, "Galileosky") {
+            return refused;
+        }
+        if p.integrity.is_some() {
+            return Step {
+                bad: p.integrity,
+                ..Step::default()
+            };
+        }
+        Step {
+            readings: p.readings,
+            ack: p.ack,
+            ..Step::default()
+        }
+    }
+
+    /// Arnavi: the header names the device and is answered with the server's time; each
+    /// package is answered with its number once accepted; `$AV` lines carry their own device
+    /// id and are not answered.
+    fn arnavi(&mut self, frame: &[u8]) -> Step {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        let d = match arnavi::parse(frame, self.device.as_deref(), now) {
+            Ok(d) => d,
+            Err(e) => {
+                return Step {
+                    bad: Some(e.to_string()),
+                    ..Step::default()
+                }
+            }
+        };
+        let id = d.imei.clone().or_else(|| {
+            // A text line names its device in every line.
+            (frame.first() == Some(&b'$'))
+                .then(|| d.readings.iter().find_map(reading_device))
+                .flatten()
+        });
+        if let Some(refused) = self.identify(id, "Arnavi") {
+            return refused;
+        }
+        if d.integrity.is_some() {
+            return Step {
+                bad: d.integrity,
+                ..Step::default()
+            };
+        }
+        Step {
+            readings: d.readings,
+            ack: d.ack,
+            ..Step::default()
+        }
+    }
+
+    /// Takes the identity a message carried; refuses the connection when the allowlist does
+    /// not hold it, or when data comes before any identity while an allowlist is set.
+    fn identify(&mut self, id: Option<String>, protocol: &str) -> Option<Step> {
+        if let Some(id) = id {
+            if !self.allowed(&id) {
+                return Some(Step {
+                    refuse: Some((
+                        Vec::new(),
+                        format!("{protocol} device {id} not on the allowlist"),
+                    )),
+                    ..Step::default()
+                });
+            }
+            self.device = Some(id);
+        } else if self.opts.allow.is_some() && self.device.is_none() {
+            return Some(Step {
+                refuse: Some((
+                    Vec::new(),
+                    format!("{protocol} data before the device named itself"),
+                )),
+                ..Step::default()
+            });
+        }
+        None
     }
 
     fn egts(&mut self, frame: &[u8]) -> Step {
@@ -658,4 +753,15 @@ pub async fn serve_serial(
 /// Resolves once shutdown is requested (or its sender is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// The device a reading names, if it names one.
+fn reading_device(r: &Reading) -> Option<String> {
+    match r {
+        Reading::Position(p) => p.device.clone(),
+        Reading::Telemetry(t) => t.device.clone(),
+        Reading::Message(m) => m.device.clone(),
+        Reading::Login(l) => Some(l.device.clone()),
+        _ => None,
+    }
 }

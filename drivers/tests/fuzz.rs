@@ -16,6 +16,17 @@ fn corpus(protocol: Protocol) -> Vec<Vec<u8>> {
         Protocol::Egts => "egts.tsv",
         Protocol::Wialon => "wialon.tsv",
         Protocol::Teltonika => "teltonika.tsv",
+        Protocol::Galileosky => "galileo.tsv",
+        Protocol::Arnavi => {
+            // Binary captures, and text lines (the text capture file has no rows yet).
+            let mut frames = tracker_file("arnavi-binary.tsv");
+            frames.push(
+                b"$AV,V4,85164,20451,1146,418,-1,1,1,192,0,0,0,0,1,9,412.5,-34.0,104340,\
+                  4314.3369N,07653.3825E,12.0,270.5,060219,11,0,32767,,SF*47\r\n"
+                    .to_vec(),
+            );
+            return frames;
+        }
         Protocol::Nmea => {
             let log = std::fs::read(traces().join("nmea/neo-m8n.log")).unwrap();
             return log
@@ -50,9 +61,15 @@ fn corpus(protocol: Protocol) -> Vec<Vec<u8>> {
             return vec![buf[..n].to_vec()];
         }
     };
+    tracker_file(file)
+}
+
+/// The packets of one tracker capture file.
+fn tracker_file(file: &str) -> Vec<Vec<u8>> {
     let text = std::fs::read_to_string(traces().join("trackers").join(file)).unwrap();
     text.lines()
         .skip(1)
+        .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let c: Vec<&str> = l.split('\t').collect();
             if c[3] == "hex" {
@@ -109,6 +126,8 @@ fuzz_protocol!(nmea_never_panics, Protocol::Nmea);
 fuzz_protocol!(egts_never_panics, Protocol::Egts);
 fuzz_protocol!(wialon_never_panics, Protocol::Wialon);
 fuzz_protocol!(teltonika_never_panics, Protocol::Teltonika);
+fuzz_protocol!(galileosky_never_panics, Protocol::Galileosky);
+fuzz_protocol!(arnavi_never_panics, Protocol::Arnavi);
 fuzz_protocol!(rpm_never_panics, Protocol::Rpm);
 fuzz_protocol!(lane_never_panics, Protocol::Lane);
 

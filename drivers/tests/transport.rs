@@ -333,3 +333,136 @@ async fn a_teltonika_udp_datagram_is_acknowledged_to_its_sender_after_acceptance
         .unwrap();
     assert_eq!(&ack[..n], [0x00, 0x05, 0xCA, 0xFE, 0x01, 0x07, 0x01]);
 }
+
+/// A Galileosky main packet around `tags`, with its CRC-16/MODBUS.
+fn galileo_packet(tags: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x01];
+    b.extend((tags.len() as u16).to_le_bytes());
+    b.extend(tags);
+    let crc = acsgd_drivers::crc::crc16_modbus(&b);
+    b.extend(crc.to_le_bytes());
+    b
+}
+
+#[tokio::test]
+async fn galileosky_packets_are_answered_with_their_crc_only_after_acceptance() {
+    let mut srv = server(Protocol::Galileosky, opts()).await;
+    let mut c = TcpStream::connect(srv.addr).await.unwrap();
+    let mut head = vec![0x01, 0x82, 0x02, 0x17, 0x03];
+    head.extend(b"868204001549087");
+    let head = galileo_packet(&head);
+    c.write_all(&head).await.unwrap();
+    let batch = srv.batches.recv().await.unwrap();
+    assert!(matches!(&batch.readings[..], [Reading::Login(l)] if l.device == "868204001549087"));
+    batch.accepted.send(true).unwrap();
+    assert_eq!(
+        read_n(&mut c, 3).await,
+        [0x02, head[head.len() - 2], head[head.len() - 1]]
+    );
+
+    let mut rec = vec![0x20];
+    rec.extend(1_700_000_000u32.to_le_bytes());
+    rec.extend([0x30, 0x09]);
+    rec.extend(43_238_949i32.to_le_bytes());
+    rec.extend(76_889_709i32.to_le_bytes());
+    let data = galileo_packet(&rec);
+    // A damaged copy first: not delivered, not answered; then the packet itself.
+    let mut bad = data.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 0x5A;
+    c.write_all(&bad).await.unwrap();
+    c.write_all(&data).await.unwrap();
+    let batch = srv.batches.recv().await.unwrap();
+    let p = batch.readings[0].position().unwrap();
+    assert_eq!(
+        p.device.as_deref(),
+        Some("868204001549087"),
+        "the IMEI of the head packet"
+    );
+    let mut one = [0u8; 1];
+    assert!(
+        timeout(Duration::from_millis(300), c.read(&mut one))
+            .await
+            .is_err(),
+        "answered before acceptance"
+    );
+    batch.accepted.send(true).unwrap();
+    assert_eq!(read_n(&mut c, 3).await, [0x02, data[n - 2], data[n - 1]]);
+    assert_eq!(Stats::get(&srv.stats.bad_frames), 1);
+}
+
+#[tokio::test]
+async fn a_galileosky_device_off_the_allowlist_is_disconnected() {
+    let mut o = opts();
+    o.allow = Some(HashSet::from(["868204001549087".to_string()]));
+    let srv = server(Protocol::Galileosky, o).await;
+    let mut c = TcpStream::connect(srv.addr).await.unwrap();
+    let mut head = vec![0x03];
+    head.extend(b"868204001549088");
+    c.write_all(&galileo_packet(&head)).await.unwrap();
+    let mut b = [0u8; 8];
+    let n = timeout(Duration::from_secs(5), c.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "closed without an answer");
+    assert_eq!(Stats::get(&srv.stats.refused_connections), 1);
+}
+
+#[tokio::test]
+async fn arnavi_header_package_and_text_line_over_one_connection() {
+    let mut srv = server(Protocol::Arnavi, opts()).await;
+    let mut c = TcpStream::connect(srv.addr).await.unwrap();
+    let mut header = vec![0xFF, 0x23];
+    header.extend(861_785_007_918_323u64.to_le_bytes());
+    c.write_all(&header).await.unwrap();
+    let batch = srv.batches.recv().await.unwrap();
+    assert!(matches!(&batch.readings[..], [Reading::Login(l)] if l.device == "861785007918323"));
+    batch.accepted.send(true).unwrap();
+    // 7B 04 00 CS time 7D: the server's time, its bytes summed into CS.
+    let answer = read_n(&mut c, 9).await;
+    assert_eq!(answer[..3], [0x7B, 0x04, 0x00]);
+    assert_eq!(
+        answer[3],
+        answer[4..8].iter().fold(0u8, |a, &b| a.wrapping_add(b))
+    );
+    assert_eq!(answer[8], 0x7D);
+
+    // A package with one data packet: latitude, longitude, navigation.
+    let mut data = vec![0x03];
+    data.extend(43.238_95f32.to_le_bytes());
+    data.push(0x04);
+    data.extend(76.889_71f32.to_le_bytes());
+    data.extend([0x05, 10, 80, 0x09, 20]);
+    let mut body = 1_700_000_000u32.to_le_bytes().to_vec();
+    body.extend(&data);
+    let mut package = vec![0x5B, 0x07, 0x01];
+    package.extend((data.len() as u16).to_le_bytes());
+    package.extend(&body);
+    package.push(body.iter().fold(0u8, |a, &b| a.wrapping_add(b)));
+    package.push(0x5D);
+    c.write_all(&package).await.unwrap();
+    let batch = srv.batches.recv().await.unwrap();
+    let p = batch.readings[0].position().unwrap();
+    assert_eq!(p.device.as_deref(), Some("861785007918323"));
+    assert!(p.valid);
+    batch.accepted.send(true).unwrap();
+    assert_eq!(read_n(&mut c, 4).await, [0x7B, 0x00, 0x07, 0x7D]);
+
+    // A text line on the same connection: delivered, not answered.
+    let body = "AV,V2,32768,12487,2277,203,-1,0,0,193,0,0,1,13,200741,5950.6773N,03029.1043E,0.0,0.0,121012,";
+    let cs = body.bytes().fold(0u8, |a, b| a ^ b);
+    c.write_all(format!("${body}*{cs:02X}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let batch = srv.batches.recv().await.unwrap();
+    assert!(
+        matches!(&batch.readings[0], Reading::Position(p) if p.device.as_deref() == Some("32768"))
+    );
+    batch.accepted.send(true).unwrap();
+    let mut one = [0u8; 1];
+    assert!(timeout(Duration::from_millis(300), c.read(&mut one))
+        .await
+        .is_err());
+    assert_eq!(Stats::get(&srv.stats.bad_frames), 0);
+}

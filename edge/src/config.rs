@@ -179,6 +179,8 @@ pub enum Protocol {
     Egts,
     Wialon,
     Teltonika,
+    Galileosky,
+    Arnavi,
     Rpm,
     Lane,
     Camera,

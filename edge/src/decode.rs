@@ -190,6 +190,52 @@ mod tests {
     }
 
     #[test]
+    fn galileosky_and_arnavi_decode_from_hex_and_from_a_raw_stream() {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut tags = vec![0x03];
+        tags.extend(b"868204001549087");
+        tags.push(0x20);
+        tags.extend(1_700_000_000u32.to_le_bytes());
+        tags.extend([0x30, 0x07]);
+        tags.extend(43_238_949i32.to_le_bytes());
+        tags.extend(76_889_709i32.to_le_bytes());
+        let mut g = vec![0x01];
+        g.extend((tags.len() as u16).to_le_bytes());
+        g.extend(&tags);
+        g.extend(acsgd_drivers::crc::crc16_modbus(&g).to_le_bytes());
+        let out = decode(Protocol::Galileosky, true, &hex(&g));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0]["kind"].as_str(), out[0]["device"].as_str()),
+            (Some("position"), Some("868204001549087"))
+        );
+        assert!((out[0]["lat"].as_f64().unwrap() - 43.238949).abs() < 1e-9);
+
+        // Arnavi: a header in hex, then a text line in a raw capture.
+        let mut header = vec![0xFF, 0x23];
+        header.extend(861_785_007_918_323u64.to_le_bytes());
+        let out = decode(Protocol::Arnavi, true, &hex(&header));
+        assert_eq!(
+            (out[0]["kind"].as_str(), out[0]["device"].as_str()),
+            (Some("login"), Some("861785007918323"))
+        );
+        let body = "AV,V2,32768,12487,2277,203,-1,0,0,193,0,0,1,13,200741,5950.6773N,03029.1043E,0.0,0.0,121012,";
+        let cs = body.bytes().fold(0u8, |a, b| a ^ b);
+        let out = decode(
+            Protocol::Arnavi,
+            false,
+            &format!("${body}*{cs:02X}\r\n${body}*00"),
+        );
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0]["kind"], "position");
+        // The second line's checksum is wrong: read, with the warning that it is not acknowledged.
+        assert_eq!(
+            (out[1]["kind"].as_str(), out[2]["kind"].as_str()),
+            (Some("position"), Some("warning"))
+        );
+    }
+
+    #[test]
     fn an_unreadable_input_is_an_error_of_the_command() {
         let e = run(
             Protocol::Nmea,

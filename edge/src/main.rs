@@ -50,7 +50,7 @@ enum Command {
     },
     /// Decode a capture to JSON lines, one object per message (`-` or no FILE: stdin).
     Decode {
-        /// nmea, egts, wialon, teltonika, rpm or lane.
+        /// nmea, egts, wialon, teltonika, galileosky, arnavi, rpm or lane.
         #[arg(long)]
         protocol: acsgd_drivers::decode::Protocol,
         /// Each input line is one captured packet in hex.
@@ -75,7 +75,7 @@ enum Command {
         /// The sensor id to write in the trace (as the config will name it).
         #[arg(long)]
         sensor: String,
-        /// nmea, egts, wialon, teltonika, rpm or lane: how to cut the bytes into frames.
+        /// nmea, egts, wialon, teltonika, galileosky, arnavi, rpm or lane: how to cut the bytes into frames.
         #[arg(long)]
         protocol: acsgd_drivers::decode::Protocol,
         /// A serial port to read.

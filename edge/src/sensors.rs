@@ -49,6 +49,8 @@ pub(crate) fn driver_protocol(p: Protocol) -> Option<DriverProtocol> {
         Protocol::Egts => DriverProtocol::Egts,
         Protocol::Wialon => DriverProtocol::Wialon,
         Protocol::Teltonika => DriverProtocol::Teltonika,
+        Protocol::Galileosky => DriverProtocol::Galileosky,
+        Protocol::Arnavi => DriverProtocol::Arnavi,
         Protocol::Rpm => DriverProtocol::Rpm,
         Protocol::Lane => DriverProtocol::Lane,
         Protocol::Camera => return None,
