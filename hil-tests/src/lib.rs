@@ -476,6 +476,18 @@ fn read_line(conn: &mut TcpStream) -> Option<String> {
     None
 }
 
+/// Reads the answer to a device's opening message: Teltonika's `01`, Arnavi's `7B … 7D` (4
+/// bytes for a version-22 header, 9 with the server's time for later versions).
+fn greeted(c: &mut TcpStream, protocol: &str, hello: &[u8]) -> bool {
+    if protocol == "arnavi" {
+        let n = if hello.get(1) == Some(&0x22) { 4 } else { 9 };
+        let mut b = vec![0u8; n];
+        return c.read_exact(&mut b).is_ok() && b[0] == 0x7B && b[n - 1] == 0x7D;
+    }
+    let mut ok = [0u8; 1];
+    c.read_exact(&mut ok).is_ok() && ok == [1]
+}
+
 fn connect(addr: &str) -> Option<TcpStream> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -503,8 +515,14 @@ fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
         return;
     };
     report.tracker_packets += 1;
-    // A Teltonika device opens with its IMEI (`00 0F` + 15 digits), answered with one byte.
-    if protocol == "teltonika" && bytes.len() == 17 && bytes[..2] == [0, 15] {
+    // A Teltonika device opens with its IMEI (`00 0F` + 15 digits), an Arnavi device with its
+    // header (`FF`, version, IMEI): each connection starts with it again.
+    let opening = match protocol.as_str() {
+        "teltonika" => bytes.len() == 17 && bytes[..2] == [0, 15],
+        "arnavi" => bytes.first() == Some(&0xFF),
+        _ => false,
+    };
+    if opening {
         *hello = Some(bytes.to_vec());
         *conn = None;
     }
@@ -512,9 +530,7 @@ fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
         if conn.is_none() {
             *conn = connect(addr);
             if let (Some(c), Some(h)) = (conn.as_mut(), hello.as_ref()) {
-                let mut ok = [0u8; 1];
-                let greeted = c.write_all(h).is_ok() && c.read_exact(&mut ok).is_ok();
-                if !greeted || ok != [1] {
+                if !(c.write_all(h).is_ok() && greeted(c, protocol, h)) {
                     *conn = None;
                     continue;
                 }
@@ -545,6 +561,17 @@ fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
             "teltonika" => {
                 let mut count = [0u8; 4];
                 c.read_exact(&mut count).is_ok()
+            }
+            // 02 and the packet's own CRC bytes.
+            "galileosky" => {
+                let mut a = [0u8; 3];
+                c.read_exact(&mut a).is_ok() && a[0] == 0x02 && a[1..] == bytes[bytes.len() - 2..]
+            }
+            // 7B 00 <package number> 7D; `$AV` text lines are not answered.
+            "arnavi" if bytes.first() == Some(&b'$') => true,
+            "arnavi" => {
+                let mut a = [0u8; 4];
+                c.read_exact(&mut a).is_ok() && a == [0x7B, 0x00, bytes[1], 0x7D]
             }
             _ => true,
         };

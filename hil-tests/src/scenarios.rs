@@ -97,6 +97,35 @@ fn teltonika_whole(hex: &str) -> bool {
     b.len() >= 12 && u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize + 12 == b.len()
 }
 
+/// Why the appliance rightly leaves a Galileosky or Arnavi capture unanswered on a stream, if
+/// it does: a checksum that fails (Traccar's hand-edited samples), or an Iridium SBD message
+/// (it comes from the satellite gateway, which expects no answer).
+fn not_acknowledged(sensor: &str, hex: &str) -> Option<String> {
+    use acsgd_drivers::decode::{unhex, Decoder, Protocol};
+    let protocol = match sensor {
+        "galileosky" => Protocol::Galileosky,
+        "arnavi" => Protocol::Arnavi,
+        _ => return None,
+    };
+    let b = unhex(hex.as_bytes()).ok()?;
+    if protocol == Protocol::Galileosky && b.len() > 6 && b[3..6] == [0x01, 0x00, 0x1C] {
+        return Some("Iridium SBD message: the gateway expects no answer".into());
+    }
+    match Decoder::new(protocol).packet(&b) {
+        Err(e) => Some(e),
+        Ok(r) => r.iter().find_map(|r| match r {
+            acsgd_drivers::Reading::Warning(w) => Some(w.problem.clone()),
+            _ => None,
+        }),
+    }
+}
+
+/// A Galileosky packet answering a command (tag E0, the command number, then E1, the reply).
+fn galileo_reply(hex: &str) -> bool {
+    acsgd_drivers::decode::unhex(hex.as_bytes())
+        .is_ok_and(|b| b.windows(6).any(|w| w[0] == 0xE0 && w[5] == 0xE1))
+}
+
 /// `../shared/traces` beside the checkout.
 pub fn shared_traces() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces")
@@ -104,7 +133,7 @@ pub fn shared_traces() -> std::path::PathBuf {
 
 /// Real device captures as feeds: a u-blox NEO-M8N's NMEA log (gpsd's regression suite) on
 /// a serial GNSS receiver at 10 sentences a second, every TCP capture of Traccar's EGTS,
-/// Wialon IPS and Teltonika tests on tracker ports, and the Teltonika records again as UDP
+/// Wialon IPS, Teltonika, Galileosky and Arnavi tests on tracker ports, and the Teltonika records again as UDP
 /// datagrams. The expected fixes come from the captures' own
 /// references: gpsd's TPV reports with a position, and one per Traccar row with a position.
 pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
@@ -125,10 +154,13 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
     }
     let mut tracker_fixes = 0;
     let mut left_out = 0;
+    let mut left_out_why = Vec::new();
     for (sensor, file, step) in [
         ("egts", "egts.tsv", 2_000),
         ("wialon", "wialon.tsv", 1_500),
         ("teltonika", "teltonika.tsv", 900),
+        ("galileosky", "galileo.tsv", 1_300),
+        ("arnavi", "arnavi-binary.tsv", 1_700),
     ] {
         let rows = std::fs::read_to_string(shared.join("trackers").join(file)).ok()?;
         let mut t = 500;
@@ -143,7 +175,13 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
                 left_out += 1;
                 continue;
             }
-            if f[2].starts_with("position") {
+            if let Some(why) = not_acknowledged(sensor, f[4]) {
+                left_out_why.push(format!("{sensor} {why}"));
+                continue;
+            }
+            // Traccar counts a Galileosky command reply as a position (it attaches the last
+            // known one); the appliance reports the reply alone.
+            if f[2].starts_with("position") && !(sensor == "galileosky" && galileo_reply(f[4])) {
                 tracker_fixes += 1;
             }
             data.push((t, format!("{t}\t{sensor}\t{}\t{}", f[3], f[4])));
@@ -192,10 +230,14 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
     }
     data.sort_by_key(|d| d.0);
     let mut trace = format!(
-        "# Real captures: gpsd's neo-m8n.log (BSD-2-Clause) and Traccar's EGTS, Wialon IPS and Teltonika\n\
-         # test packets (Apache-2.0), from ../shared/traces, timed by the scenario generator.\n\
+        "# Real captures: gpsd's neo-m8n.log (BSD-2-Clause) and Traccar's EGTS, Wialon IPS, Teltonika,\n\
+         # Galileosky and Arnavi test packets (Apache-2.0), from ../shared/traces, timed by the\n\
+         # scenario generator.\n\
          # {left_out} Teltonika capture(s) left out: their length field exceeds the bytes recorded.\n",
     );
+    for why in &left_out_why {
+        trace += &format!("# left out: {why}\n");
+    }
     for (_, l) in data {
         trace += &l;
         trace.push('\n');
@@ -211,7 +253,11 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
         [[sensors]]\nid = \"teltonika\"\nprotocol = \"teltonika\"\n\
         transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n\n\
         [[sensors]]\nid = \"teltonika-udp\"\nprotocol = \"teltonika\"\n\
-        transport = { kind = \"udp\", listen = \"127.0.0.1:0\" }\n"
+        transport = { kind = \"udp\", listen = \"127.0.0.1:0\" }\n\n\
+        [[sensors]]\nid = \"galileosky\"\nprotocol = \"galileosky\"\n\
+        transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n\n\
+        [[sensors]]\nid = \"arnavi\"\nprotocol = \"arnavi\"\n\
+        transport = { kind = \"tcp\", listen = \"127.0.0.1:0\" }\n"
         .to_string();
     let expect = format!(
         "# Written by acsgd_hil::scenarios from ../shared/traces; regenerate with ACSGD_REGENERATE=1.\n\
