@@ -76,6 +76,34 @@ pub struct Config {
     /// Plate recognition for cameras with a `url` transport.
     #[serde(default)]
     pub anpr: Anpr,
+    /// What trackers' numbered inputs mean for their seal, by device model.
+    #[serde(default)]
+    pub seal_models: Vec<SealModel>,
+}
+
+/// A tracker model's seal wiring: for each seal flag, conditions on the values the device
+/// reports (`"io1 = 0"`); the flag is raised when any holds (see
+/// [`crate::fusion::seal_models`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealModel {
+    /// The name a sensor's `seal_model` refers to.
+    pub name: String,
+    /// Devices (IMEI or the protocol's device id) of this model, wherever they connect.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// The seal's wire or case opened.
+    #[serde(default)]
+    pub tamper: Vec<String>,
+    /// The panic input or the device's own alarm.
+    #[serde(default)]
+    pub alarm: Vec<String>,
+    /// External power lost.
+    #[serde(default)]
+    pub power_lost: Vec<String>,
+    /// The GNSS receiver or antenna failed (jamming, a cut antenna).
+    #[serde(default)]
+    pub gnss_fault: Vec<String>,
 }
 
 /// Plate recognition on the appliance (cameras whose transport is a `url`).
@@ -159,6 +187,10 @@ pub struct Sensor {
     /// For cameras: which plate this one reads.
     #[serde(default)]
     pub view: Option<View>,
+    /// For trackers: the `[[seal_models]]` entry that says what their inputs mean for the
+    /// seal (a model's own `devices` list takes precedence).
+    #[serde(default)]
+    pub seal_model: Option<String>,
 }
 
 /// Which end of the vehicle a camera sees.
@@ -759,6 +791,14 @@ impl Config {
                     "only cameras have a view".into(),
                 ));
             }
+            if let Some(name) = &s.seal_model {
+                if !self.seal_models.iter().any(|m| &m.name == name) {
+                    return Err((
+                        format!("sensors[{i}].seal_model"),
+                        format!("no [[seal_models]] entry is named {name:?}"),
+                    ));
+                }
+            }
             if let Transport::Serial { baud, .. } = s.transport {
                 if !(300..=4_000_000).contains(&baud) {
                     return Err((
@@ -880,6 +920,19 @@ impl Config {
             if ingest.max_connections == 0 {
                 return Err(("ingest.max_connections".into(), "must be at least 1".into()));
             }
+        }
+        for (i, m) in self.seal_models.iter().enumerate() {
+            if m.name.trim().is_empty() {
+                return Err((format!("seal_models[{i}].name"), "is empty".into()));
+            }
+            if self.seal_models[..i].iter().any(|o| o.name == m.name) {
+                return Err((
+                    format!("seal_models[{i}].name"),
+                    format!("duplicate model {:?}", m.name),
+                ));
+            }
+            crate::fusion::seal_models::SealMap::parse(m)
+                .map_err(|(k, p)| (format!("seal_models[{i}].{k}"), p))?;
         }
         self.fusion
             .validate()
@@ -1041,6 +1094,8 @@ data_dir = "/var/lib/acsgd"
             (MINIMAL.replace("[storage]", "window = 0\n[storage]"), "uplink.window: must be between"),
             (format!("{MINIMAL}[[sensors]]\nid=\"a\"\nlane=\"9\"\nprotocol=\"nmea\"\ntransport={{kind=\"udp\",listen=\"127.0.0.1:1\"}}\n"), "sensors[0].lane: no lane \"9\""),
             (MINIMAL.replace("[storage]", "[uplink.tls]\nca_file = \"/etc/ca.pem\"\n[storage]"), "uplink.tls: TLS settings given but the broker is mqtt://"),
+            (format!("{MINIMAL}[[seal_models]]\nname=\"fmb\"\ntamper=[\"io1 = 0\", \"io2 is open\"]\n"), "seal_models[0].tamper[1]: \"io2 is open\": expected"),
+            (format!("{MINIMAL}[[sensors]]\nid=\"t\"\nprotocol=\"teltonika\"\nseal_model=\"fmb\"\ntransport={{kind=\"udp\",listen=\"127.0.0.1:1\"}}\n"), "sensors[0].seal_model: no [[seal_models]] entry is named \"fmb\""),
         ];
         for (text, want) in cases {
             let e = err(&text);

@@ -21,6 +21,7 @@ pub mod passage;
 pub mod plates;
 pub mod radiation;
 pub mod rules;
+pub mod seal_models;
 pub mod settings;
 pub mod trackers;
 pub mod transit;
@@ -186,6 +187,8 @@ pub struct Fusion {
     by_id: BTreeMap<String, usize>,
     lanes: Vec<LaneState>,
     trackers: Trackers,
+    /// What trackers' numbered inputs mean for their seal.
+    seals: seal_models::SealModels,
     transit: Transit,
     clock: Millis,
     /// When trackers were last swept for silence.
@@ -250,6 +253,7 @@ impl Fusion {
             sensors,
             lanes,
             trackers: Trackers::new(s.max_trackers),
+            seals: seal_models::SealModels::new(config),
             transit: Transit::default(),
             clock: start,
             swept: start,
@@ -344,6 +348,8 @@ impl Fusion {
         self.heard(idx, at, &mut out);
         self.stats.readings += readings.len() as u64;
         let lane = self.sensors[idx].lane;
+        let readings = self.seals.apply(sensor, readings);
+        let readings: &[Reading] = &readings;
         // Tracker messages: batched positions per device, telemetry one by one.
         let mut fixes: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for r in readings {

@@ -275,6 +275,19 @@ fn fix(device: &str, lat: f64, lon: f64, tamper: bool) -> In {
     }))
 }
 
+/// A fix as Teltonika reports it: no seal state of its own, only numbered IO elements.
+fn io_fix(device: &str, io1: u64) -> In {
+    In::R(Reading::Position(Position {
+        device: Some(device.into()),
+        source: "codec8",
+        lat: 44.2126,
+        lon: 80.4088,
+        valid: true,
+        attributes: [("io1".to_string(), json!(io1))].into_iter().collect(),
+        ..Position::default()
+    }))
+}
+
 fn declaration(mrn: &str, plates: &[&str], gross_kg: f64) -> Value {
     json!({
         "mrn": mrn, "plates": plates, "tracker": "4242", "gross_kg": gross_kg,
@@ -856,5 +869,29 @@ proptest! {
         for (a, b) in reference.iter().zip(&shuffled) {
             prop_assert_eq!(a, b);
         }
+    }
+}
+
+#[test]
+fn a_seal_model_turns_a_trackers_numbered_input_into_a_tamper() {
+    let model =
+        "[[seal_models]]\nname = \"fmb-din1\"\ndevices = [\"4242\"]\ntamper = [\"io1 = 0\"]\n";
+    for (io1, configured, want) in [(0, true, "fail"), (1, true, "pass"), (0, false, "pass")] {
+        let v = Vehicle::new(T0 + 40_000);
+        let mut w = World::new();
+        if configured {
+            w.config = config(model);
+        }
+        w.inputs
+            .push((v.start - 30_000, "seals", io_fix("4242", io1)));
+        w.vehicle(&v, 1);
+        let ps = passages(&w.run());
+        assert_eq!(ps.len(), 1);
+        assert_eq!(
+            outcome(&ps[0], "seal_tamper")["result"],
+            want,
+            "io1 = {io1}, model configured: {configured}: {}",
+            ps[0]
+        );
     }
 }
