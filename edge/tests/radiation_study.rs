@@ -1,7 +1,17 @@
 //! The radiation study's targets on a quick run (the long run is `cargo bench -p acsgd --bench
-//! radiation`): at most 1 false alarm in 1000 occupancies, and a higher detection probability
-//! than the plain 4σ gross-count test for every source strength, and than the plain test
-//! calibrated to the same false-alarm rate.
+//! radiation`).
+//!
+//! On the simulator's occupancies: at most 1 false alarm in 1000, NORM quiet, higher detection
+//! than the plain 4σ gross-count test at every strength, and than the plain test calibrated
+//! to the same false-alarm rate from 150 cps up. (Below that the calibrated plain test wins on
+//! the simulator alone: its shadow is one constant depth, so a gross count calibrated on it
+//! may sit 4σ *below* background; on families of shadow shapes that calibration gives
+//! k ≈ +2σ and finds almost nothing. The alarm no longer trusts any shadow shape, which costs
+//! it sources hidden in deep shadow; see `fusion/radiation.rs`.)
+//!
+//! On families of models the alarm was not designed on (`study/families.rs`): the budget holds
+//! in every null family, detection beats the plain test at the same rate in every source
+//! family, NORM alarms stay under 10 %.
 
 mod study;
 
@@ -29,12 +39,50 @@ fn appliance_alarm_beats_the_plain_gross_count_test() {
     assert!(norm.ours * 10 < norm.plain, "{table}");
     for r in &rows[2..] {
         assert!(r.ours > r.plain, "{}\n{table}", r.label);
+    }
+    for r in &rows[3..] {
         assert!(r.ours > r.plain_calibrated, "{}\n{table}", r.label);
     }
-    // Not a marginal difference: at 150 cps the appliance finds nearly every source.
-    assert!(rows[3].ours_rate() > 0.95, "{table}");
+    // Not a marginal difference: well above the calibrated plain test at 150 cps, nearly
+    // every source at 200.
     assert!(
         rows[3].ours_rate() > rows[3].plain_calibrated_rate() + 0.3,
         "{table}"
     );
+    assert!(rows[4].ours_rate() > 0.95, "{table}");
+}
+
+#[test]
+fn the_budget_holds_on_families_of_models_the_alarm_was_not_designed_on() {
+    use study::families::{run, upper95};
+    let rows = run(7, 8_000, 1_000);
+    let table = study::families::render(&rows);
+    eprintln!("{table}");
+    let budget = acsgd::fusion::settings::RadiationSettings::default().gamma_false_alarms;
+    let (mut k, mut n) = (0, 0);
+    for r in rows.iter().filter(|r| r.family.is_null()) {
+        // Each family's measured rate within the budget (its own 95 % bound needs the long
+        // run's 50 000 a family), and all of them together with their bound.
+        assert!(
+            r.rate() <= budget,
+            "{}: {} in {}\n{table}",
+            r.family.label(),
+            r.ours,
+            r.n
+        );
+        k += r.ours;
+        n += r.n;
+    }
+    assert!(upper95(k, n) < budget, "pooled nulls: {k} in {n}\n{table}");
+    for r in rows.iter().filter(|r| !r.family.is_null()) {
+        if r.family == study::families::Family::Norm {
+            assert!(r.rate() <= 0.10, "NORM alarms {}\n{table}", r.rate());
+        } else {
+            assert!(
+                r.ours > r.plain_same_rate + r.n / 50,
+                "{}: not above the plain test at the same rate\n{table}",
+                r.family.label()
+            );
+        }
+    }
 }

@@ -7,6 +7,8 @@
 //! 10–30 %. Each occupancy goes through the appliance's test (`gamma_test` with the default
 //! budget) and the plain single-interval 4σ gross-count test, on the same counts.
 
+pub mod families;
+
 use acsgd::fusion::radiation::{gamma_test, plain_gross_test, INTERVAL_S};
 use acsgd::fusion::settings::RadiationSettings;
 use acsgd::simulate::{occupancy, Rng};
