@@ -400,14 +400,23 @@ impl Session {
                 login_rn = packet.records.first().map(|r| r.number);
             }
         }
-        if self.device.is_none() && self.opts.allow.is_some() {
+        if self.opts.allow.is_some() {
+            // Every record, not only the login: a terminal admitted as one id must not pass
+            // records off as another object's. A record for the terminal's own id, or for an
+            // object on the allowlist, is accepted; one without an object id is the terminal's
+            // own, so it needs a login first.
             let strangers: Vec<String> = packet
                 .records
                 .iter()
                 .filter_map(|r| r.object_id.map(|o| o.to_string()))
-                .filter(|o| !self.allowed(o))
+                .filter(|o| !self.allowed(o) && self.device.as_deref() != Some(o.as_str()))
                 .collect();
-            if !strangers.is_empty() || packet.records.iter().any(|r| r.object_id.is_none()) {
+            let anonymous = self.device.is_none()
+                && packet
+                    .records
+                    .iter()
+                    .any(|r| r.object_id.is_none() && r.source_service != egts::SERVICE_AUTH);
+            if !strangers.is_empty() || anonymous {
                 return Step {
                     refuse: Some((
                         Vec::new(),
@@ -520,9 +529,12 @@ async fn connection(
         egts_pid: 0,
     };
     let mut limiter = Limiter::new();
+    // Only a frame that decodes keeps the connection alive: a garbage byte every few seconds
+    // must not hold a slot past the idle timeout.
+    let mut alive_until = tokio::time::Instant::now() + opts.idle_timeout;
     loop {
         let next = tokio::select! {
-            r = tokio::time::timeout(opts.idle_timeout, frames.next()) => r,
+            r = tokio::time::timeout_at(alive_until, frames.next()) => r,
             _ = stopped(&mut shutdown) => break,
         };
         let cut = match next {
@@ -545,6 +557,7 @@ async fn connection(
             }
             Cut::Frame(f) => f,
         };
+        alive_until = tokio::time::Instant::now() + opts.idle_timeout;
         Stats::inc(&stats.frames);
         let step = session.step(&frame);
         if let Some((answer, why)) = step.refuse {

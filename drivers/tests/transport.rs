@@ -466,3 +466,100 @@ async fn arnavi_header_package_and_text_line_over_one_connection() {
         .is_err());
     assert_eq!(Stats::get(&srv.stats.bad_frames), 0);
 }
+
+/// Reads one EGTS packet (header, body, CRC) from the connection.
+async fn read_egts_packet(c: &mut TcpStream) -> acsgd_drivers::egts::Packet {
+    let mut p = read_n(c, 11).await;
+    let fdl = u16::from_le_bytes([p[5], p[6]]) as usize;
+    if fdl > 0 {
+        p.extend(read_n(c, fdl + 2).await);
+    }
+    acsgd_drivers::egts::parse_packet(&p).unwrap()
+}
+
+/// A TERM_IDENTITY login for terminal `tid`, no optional fields.
+fn egts_login(pid: u16, tid: u32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&8u16.to_le_bytes()); // RL: one 5-byte subrecord and its header
+    body.extend_from_slice(&1u16.to_le_bytes()); // RN
+    body.push(0); // RFL: no OID
+    body.push(acsgd_drivers::egts::SERVICE_AUTH); // SST
+    body.push(acsgd_drivers::egts::SERVICE_AUTH); // RST
+    body.push(1); // SRT: TERM_IDENTITY
+    body.extend_from_slice(&5u16.to_le_bytes()); // SRL
+    body.extend_from_slice(&tid.to_le_bytes()); // TID
+    body.push(0); // flags: nothing else
+    acsgd_drivers::egts::frame(pid, 1, &body)
+}
+
+#[tokio::test]
+async fn an_egts_terminal_admitted_by_its_login_cannot_send_another_objects_records() {
+    let mut srv = server(
+        Protocol::Egts,
+        TcpOptions {
+            allow: Some(["12345".to_string()].into()),
+            ..opts()
+        },
+    )
+    .await;
+    let mut c = TcpStream::connect(srv.addr).await.unwrap();
+    c.write_all(&egts_login(1, 12345)).await.unwrap();
+    // The login is answered (RESPONSE, then RESULT_CODE) without a batch.
+    assert_eq!(read_egts_packet(&mut c).await.response_to, Some((1, 0)));
+    read_egts_packet(&mut c).await;
+    // Its own records are accepted.
+    let own =
+        acsgd_drivers::egts::encode_position(2, 2, 12345, 1_700_000_000, 43.2, 76.9, 0.0, 0, 0);
+    c.write_all(&own).await.unwrap();
+    let batch = srv.batches.recv().await.unwrap();
+    batch.accepted.send(true).unwrap();
+    assert_eq!(read_egts_packet(&mut c).await.response_to, Some((2, 0)));
+    // Another object's record on the same connection: refused, connection closed, nothing
+    // delivered.
+    let other =
+        acsgd_drivers::egts::encode_position(3, 3, 99999, 1_700_000_000, 43.2, 76.9, 0.0, 0, 0);
+    c.write_all(&other).await.unwrap();
+    let mut rest = Vec::new();
+    timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .expect("closed")
+        .unwrap();
+    assert!(
+        srv.batches.try_recv().is_err(),
+        "nothing from object 99999 delivered"
+    );
+    assert_eq!(Stats::get(&srv.stats.refused_connections), 1);
+}
+
+#[tokio::test]
+async fn garbage_does_not_keep_an_idle_tracker_connection_open() {
+    let srv = server(
+        Protocol::Teltonika,
+        TcpOptions {
+            idle_timeout: Duration::from_secs(1),
+            ..opts()
+        },
+    )
+    .await;
+    let mut c = TcpStream::connect(srv.addr).await.unwrap();
+    // A byte of noise every 200 ms: before the fix each one restarted the idle clock. The
+    // server must close the connection although bytes keep coming; 10 s is only the test's
+    // own give-up point, far beyond the 1 s timeout.
+    let closed = timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 16];
+        loop {
+            if c.write_all(b"\x7f").await.is_err() {
+                return;
+            }
+            match timeout(Duration::from_millis(200), c.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a connection sending only noise was kept open"
+    );
+}
