@@ -566,10 +566,26 @@ pub struct Ingest {
     /// Connections served at once; more wait in the kernel's accept queue.
     #[serde(default = "default_ingest_connections")]
     pub max_connections: usize,
+    /// Connections one address may hold at once; more are closed at once, so one client
+    /// cannot take every slot.
+    #[serde(default = "default_ingest_per_client")]
+    pub max_per_client: usize,
+    /// A connection that completes no request line for this long is closed (a line sent a
+    /// byte at a time has this long to end).
+    #[serde(default = "default_ingest_idle_s")]
+    pub idle_timeout_s: u64,
 }
 
 fn default_ingest_connections() -> usize {
     64
+}
+
+fn default_ingest_per_client() -> usize {
+    8
+}
+
+fn default_ingest_idle_s() -> u64 {
+    60
 }
 
 /// A parsed broker address.
@@ -919,6 +935,15 @@ impl Config {
         if let Some(ingest) = &self.ingest {
             if ingest.max_connections == 0 {
                 return Err(("ingest.max_connections".into(), "must be at least 1".into()));
+            }
+            if ingest.max_per_client == 0 {
+                return Err(("ingest.max_per_client".into(), "must be at least 1".into()));
+            }
+            if !(1..=86_400).contains(&ingest.idle_timeout_s) {
+                return Err((
+                    "ingest.idle_timeout_s".into(),
+                    "must be between 1 and 86400 seconds".into(),
+                ));
             }
         }
         for (i, m) in self.seal_models.iter().enumerate() {

@@ -14,12 +14,18 @@
 //! again (with the same `id` if it wants central to de-duplicate). Lines queued together on a
 //! connection share one disk flush. A line longer than [`MAX_LINE`] costs that line only.
 //!
+//! A connection that completes no line for `idle_timeout_s` is closed (a line trickled a byte
+//! at a time included), and one address holds at most `max_per_client` of the
+//! `max_connections` slots: idle or slow clients cannot hold the port shut.
+//!
 //! The audit events `ack` and `override` are refused here: they record what a signed-in officer
 //! did on the display, which writes them itself; anyone who can reach this port could
 //! otherwise sign one in a supervisor's name.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -49,14 +55,66 @@ struct Request {
     time: Option<String>,
 }
 
+/// What one listener allows (`[ingest]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections one address may hold at once.
+    pub max_per_client: usize,
+    /// How long a connection may go without completing a request line.
+    pub idle: Duration,
+}
+
+impl From<&crate::config::Ingest> for Limits {
+    fn from(i: &crate::config::Ingest) -> Self {
+        Limits {
+            max_connections: i.max_connections,
+            max_per_client: i.max_per_client,
+            idle: Duration::from_secs(i.idle_timeout_s),
+        }
+    }
+}
+
+/// Connections held per client address, released when a connection ends.
+#[derive(Default)]
+struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut m = self.0.lock().expect("per-client lock");
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+struct ClientSlot(Arc<PerClient>, IpAddr);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().expect("per-client lock");
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Serves ingest connections until `shutdown` is true.
 pub async fn serve(
     listener: TcpListener,
     outbox: Outbox,
-    max_connections: usize,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(PerClient::default());
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         // Wait for a free slot first, so extra clients queue in the kernel, not in memory.
@@ -75,12 +133,25 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(client) = per_client.take(peer.ip(), limits.max_per_client) else {
+            // Over its share: told why in one line, then closed, and its slot is free again.
+            tracing::warn!(%peer, "ingest: more than {} connections from one address; closing", limits.max_per_client);
+            let mut stream = stream;
+            let line = format!(
+                "{}\n",
+                json!({"ok": false, "error": format!("more than {} connections from this address", limits.max_per_client)})
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes()))
+                .await;
+            continue;
+        };
         let outbox = outbox.clone();
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(e) = connection(stream, peer, outbox, stop).await {
+            if let Err(e) = connection(stream, peer, outbox, limits.idle, stop).await {
                 tracing::debug!(%peer, error = %e, "ingest connection ended");
             }
+            drop(client);
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
@@ -93,6 +164,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     outbox: Outbox,
+    idle: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
@@ -103,8 +175,15 @@ async fn connection(
         // One blocking read for the first line, then whatever is already buffered.
         loop {
             line.clear();
+            // The first line of a batch has `idle` to arrive whole; the rest are buffered.
             let n = tokio::select! {
-                n = read_line(&mut r, &mut line) => n?,
+                n = tokio::time::timeout(idle, read_line(&mut r, &mut line)) => match n {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        tracing::info!(%peer, "ingest: no complete line for {idle:?}; closing");
+                        return Ok(());
+                    }
+                },
                 _ = shutdown.changed(), if parsed.is_empty() => return Ok(()),
             };
             if n == 0 {

@@ -131,7 +131,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             Some(tokio::spawn(crate::ingest::serve(
                 l,
                 outbox.clone(),
-                i.max_connections,
+                crate::ingest::Limits::from(i),
                 stop_rx.clone(),
             )))
         }

@@ -1,0 +1,114 @@
+//! Hostile clients on the post's network (issue 19), against the real binary on loopback:
+//! each listener bounds what one client can hold.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Sends one alert on `c` and returns the answer line.
+fn alert(c: &mut TcpStream) -> String {
+    c.write_all(b"{\"type\":\"alert\",\"body\":{\"rule\":\"probe\"}}\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// A connection to `port` from the loopback address `from` (Linux answers on all of 127/8).
+fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+#[test]
+fn an_ingest_client_trickling_bytes_is_closed_after_the_idle_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path(), free_port().unwrap(), "", "");
+    setup.add("idle_timeout_s = 1\n");
+    let _app = setup.start();
+    let mut c = TcpStream::connect(("127.0.0.1", setup.ingest_port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // A valid line, one byte every 200 ms, never finished: the line had 1 s to arrive. The
+    // test gives up at 20 s, far beyond it.
+    let started = Instant::now();
+    let line = b"{\"type\":\"alert\",\"body\":{\"rule\":\"slow\",\"pad\":\"";
+    let mut buf = [0u8; 64];
+    let mut closed = false;
+    for b in line.iter().chain(std::iter::repeat(&b'x')) {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        if c.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        closed,
+        "a line trickled for 20 s kept the connection: {}",
+        setup.log()
+    );
+    // The port still serves a real client.
+    let mut ok = TcpStream::connect(("127.0.0.1", setup.ingest_port)).unwrap();
+    ok.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert!(alert(&mut ok).contains("\"ok\":true"));
+}
+
+#[test]
+fn one_address_cannot_take_every_ingest_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path(), free_port().unwrap(), "", "");
+    setup.add("max_connections = 4\nmax_per_client = 2\nidle_timeout_s = 60\n");
+    let _app = setup.start();
+    let port = setup.ingest_port;
+    // Two connections from 127.0.0.3, each proved admitted by an answer (the start-up probe's
+    // own slot may take a moment to be released: retry until both are in).
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.len() < 2 {
+        let mut c = connect_from([127, 0, 0, 3], port);
+        if alert(&mut c).contains("\"ok\":true") {
+            held.push(c);
+        } else {
+            assert!(Instant::now() < deadline, "{}", setup.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // A third from the same address is told why and closed.
+    let mut third = connect_from([127, 0, 0, 3], port);
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.contains("more than 2 connections from this address"),
+        "{answer:?}"
+    );
+    // Another address is served while the first holds its two.
+    let mut other = connect_from([127, 0, 0, 4], port);
+    assert!(alert(&mut other).contains("\"ok\":true"));
+    drop(held);
+}
