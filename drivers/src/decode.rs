@@ -105,6 +105,10 @@ pub struct Decoder {
     nmea: NmeaDecoder,
     wialon: WialonDecoder,
     imei: Option<String>,
+    /// A Teltonika stream got past its handshake (kept across [`Decoder::stream_part`]s).
+    handshaken: bool,
+    /// The reason of the last skipped run, so that a run split across parts is one entry.
+    last_skip: Option<String>,
 }
 
 impl Decoder {
@@ -114,6 +118,8 @@ impl Decoder {
             nmea: NmeaDecoder::new(),
             wialon: WialonDecoder::new(),
             imei: None,
+            handshaken: false,
+            last_skip: None,
         }
     }
 
@@ -192,81 +198,98 @@ impl Decoder {
         }
     }
 
-    /// Cuts a raw binary stream into packets and decodes each; noise between packets is one
-    /// error entry per skipped run.
-    pub fn stream(&mut self, mut bytes: &[u8]) -> Vec<Decoded> {
+    /// Cuts a raw binary stream into packets and decodes each; a run of skipped bytes with
+    /// one reason is one error entry.
+    pub fn stream(&mut self, bytes: &[u8]) -> Vec<Decoded> {
+        self.stream_part(bytes, true).0
+    }
+
+    /// Like [`Decoder::stream`] for input that arrives in parts: decodes the whole frames at
+    /// the start of `bytes` and returns them with how many bytes they took. Unless `eof`, an
+    /// incomplete frame at the end is left for the caller to present again with more bytes
+    /// (its size is bounded by the protocol's largest frame). A run of skipped bytes that
+    /// spans parts is still one error entry.
+    pub fn stream_part(&mut self, mut bytes: &[u8], eof: bool) -> (Vec<Decoded>, usize) {
+        let start = bytes.len();
         let mut out = Vec::new();
-        let mut handshaken = self.imei.is_some();
+        let mut handshaken = self.imei.is_some() || self.handshaken;
+        let incomplete = |what: &str| Some(Err(format!("truncated {what} at end of input")));
         while !bytes.is_empty() {
-            let (used, item) = match self.protocol {
+            // (bytes used, what they gave, whether they were skipped as garbage); `None` for
+            // an incomplete frame that waits for more input.
+            let step: Option<(usize, Option<Decoded>, bool)> = match self.protocol {
                 Protocol::Egts => match egts::scan(bytes) {
-                    egts::Scan::Packet(n) => (n, Some(self.packet(&bytes[..n]))),
-                    egts::Scan::Incomplete => (
-                        bytes.len(),
-                        Some(Err("truncated packet at end of input".into())),
-                    ),
-                    egts::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                    egts::Scan::Packet(n) => Some((n, Some(self.packet(&bytes[..n])), false)),
+                    egts::Scan::Incomplete => {
+                        eof.then(|| (bytes.len(), incomplete("packet"), false))
+                    }
+                    egts::Scan::Skip(n, e) => Some((n, Some(Err(e.to_string())), true)),
                 },
                 Protocol::Teltonika => match teltonika::scan(bytes, handshaken) {
                     teltonika::Scan::Imei(n) | teltonika::Scan::Avl(n) => {
                         handshaken = true;
-                        (n, Some(self.packet(&bytes[..n])))
+                        Some((n, Some(self.packet(&bytes[..n])), false))
                     }
-                    teltonika::Scan::KeepAlive => (1, Some(self.packet(&bytes[..1]))),
-                    teltonika::Scan::Incomplete => (
-                        bytes.len(),
-                        Some(Err("truncated packet at end of input".into())),
-                    ),
-                    teltonika::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                    teltonika::Scan::KeepAlive => Some((1, Some(self.packet(&bytes[..1])), false)),
+                    teltonika::Scan::Incomplete => {
+                        eof.then(|| (bytes.len(), incomplete("packet"), false))
+                    }
+                    teltonika::Scan::Skip(n, e) => Some((n, Some(Err(e.to_string())), true)),
                 },
                 Protocol::Galileosky => match galileo::scan(bytes) {
-                    galileo::Scan::Packet(n) => (n, Some(self.packet(&bytes[..n]))),
-                    galileo::Scan::Incomplete => (
-                        bytes.len(),
-                        Some(Err("truncated packet at end of input".into())),
-                    ),
-                    galileo::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                    galileo::Scan::Packet(n) => Some((n, Some(self.packet(&bytes[..n])), false)),
+                    galileo::Scan::Incomplete => {
+                        eof.then(|| (bytes.len(), incomplete("packet"), false))
+                    }
+                    galileo::Scan::Skip(n, e) => Some((n, Some(Err(e.to_string())), true)),
                 },
                 Protocol::Arnavi => match arnavi::scan(bytes) {
-                    arnavi::Scan::Message(n) => (n, Some(self.packet(&bytes[..n]))),
+                    arnavi::Scan::Message(n) => Some((n, Some(self.packet(&bytes[..n])), false)),
                     // The last text line of a file may lack its line ending.
-                    arnavi::Scan::Incomplete if bytes[0] == b'$' => {
-                        (bytes.len(), Some(self.packet(bytes)))
+                    arnavi::Scan::Incomplete if eof && bytes[0] == b'$' => {
+                        Some((bytes.len(), Some(self.packet(bytes)), false))
                     }
-                    arnavi::Scan::Incomplete => (
-                        bytes.len(),
-                        Some(Err("truncated message at end of input".into())),
-                    ),
-                    arnavi::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                    arnavi::Scan::Incomplete => {
+                        eof.then(|| (bytes.len(), incomplete("message"), false))
+                    }
+                    arnavi::Scan::Skip(n, e) => Some((n, Some(Err(e.to_string())), true)),
                 },
                 Protocol::Lane => match lane::scan(bytes) {
-                    lane::Scan::Frame(f, n) => (n, Some(Ok(vec![Reading::Lane(f)]))),
-                    lane::Scan::Incomplete => (
-                        bytes.len(),
-                        Some(Err("truncated frame at end of input".into())),
-                    ),
-                    lane::Scan::Skip(n, e) => (n, Some(Err(e.to_string()))),
+                    lane::Scan::Frame(f, n) => Some((n, Some(Ok(vec![Reading::Lane(f)])), false)),
+                    lane::Scan::Incomplete => {
+                        eof.then(|| (bytes.len(), incomplete("frame"), false))
+                    }
+                    lane::Scan::Skip(n, e) => Some((n, Some(Err(e.to_string())), true)),
                 },
-                _ => {
-                    let end = bytes
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(bytes.len(), |i| i + 1);
-                    let line = &bytes[..end];
-                    let blank = line.iter().all(u8::is_ascii_whitespace);
-                    (end, (!blank).then(|| self.packet(line)))
-                }
+                _ => match bytes.iter().position(|&b| b == b'\n') {
+                    None if !eof => None,
+                    end => {
+                        let end = end.map_or(bytes.len(), |i| i + 1);
+                        let line = &bytes[..end];
+                        let blank = line.iter().all(u8::is_ascii_whitespace);
+                        Some((end, (!blank).then(|| self.packet(line)), false))
+                    }
+                },
             };
-            // Merge consecutive noise skips into one entry so a burst of garbage is one error.
+            let Some((used, item, skipped)) = step else {
+                break;
+            };
             if let Some(item) = item {
-                let merge = matches!((&item, out.last()), (Err(a), Some(Err(b))) if a == b && a.contains("noise"));
-                if !merge {
+                // Consecutive skips for one reason are one burst of garbage: one entry.
+                let repeat =
+                    skipped && matches!((&item, &self.last_skip), (Err(a), Some(b)) if a == b);
+                if !repeat {
+                    self.last_skip = match (&item, skipped) {
+                        (Err(e), true) => Some(e.clone()),
+                        _ => None,
+                    };
                     out.push(item);
                 }
             }
             bytes = &bytes[used.max(1).min(bytes.len())..];
         }
-        out
+        self.handshaken = handshaken;
+        (out, start - bytes.len())
     }
 }
 
@@ -279,4 +302,52 @@ fn with_warning(mut readings: Vec<Reading>, integrity: Option<String>) -> Vec<Re
         }));
     }
     readings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `bytes` presented in parts of `part` bytes, as `acsgd decode` reads a stream.
+    fn in_parts(protocol: Protocol, bytes: &[u8], part: usize) -> Vec<Decoded> {
+        let mut d = Decoder::new(protocol);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunks = bytes.chunks(part).peekable();
+        loop {
+            let chunk = chunks.next();
+            buf.extend_from_slice(chunk.unwrap_or(&[]));
+            let eof = chunk.is_none();
+            let (items, used) = d.stream_part(&buf, eof);
+            out.extend(items);
+            buf.drain(..used);
+            if eof {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_decodes_the_same_whole_or_in_parts() {
+        let mut bytes = unhex(b"000F333536333037303432343431303133").unwrap();
+        bytes.extend_from_slice(b"garbage!");
+        bytes.extend(
+            unhex(b"000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF")
+                .unwrap(),
+        );
+        let whole = Decoder::new(Protocol::Teltonika).stream(&bytes);
+        assert_eq!(whole.len(), 3, "{whole:?}"); // login, one noise entry, the packet
+        for part in [1, 2, 3, 7, 16, 64] {
+            assert_eq!(
+                in_parts(Protocol::Teltonika, &bytes, part),
+                whole,
+                "parts of {part}"
+            );
+        }
+        // A text protocol's last line without its ending is still read at the end.
+        let nmea = b"$GPZDA,201530.00,04,07,2002,00,00*60\n$GPZDA,201531.00,04,07,2002,00,00*61";
+        let whole = Decoder::new(Protocol::Nmea).stream(nmea);
+        assert_eq!(in_parts(Protocol::Nmea, nmea, 5), whole);
+        assert_eq!(whole.len(), 2);
+    }
 }

@@ -88,7 +88,13 @@ pub fn scan(buf: &[u8], handshaken: bool) -> Scan {
         }
         let n = u16::from_be_bytes([buf[0], buf[1]]) as usize;
         if !(15..=17).contains(&n) {
-            return Scan::Skip(1, TeltonikaError::BadImei);
+            // Skip to the next place a handshake could start (00 0F…00 11), in one step: a
+            // burst of garbage costs one error, not one per byte.
+            let next = buf[1..]
+                .windows(2)
+                .position(|w| w[0] == 0 && (15..=17).contains(&w[1]))
+                .map_or(buf.len() - 1, |p| p + 1);
+            return Scan::Skip(next.max(1), TeltonikaError::BadImei);
         }
         if buf.len() < 2 + n {
             return Scan::Incomplete;
@@ -730,7 +736,7 @@ mod tests {
         // Before the handshake it is no IMEI.
         assert!(matches!(
             scan(&b, false),
-            Scan::Skip(1, TeltonikaError::BadImei)
+            Scan::Skip(_, TeltonikaError::BadImei)
         ));
         assert_eq!(
             decode_packet(&[KEEP_ALIVE], Some("356307042441013")).unwrap(),

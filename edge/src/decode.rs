@@ -6,7 +6,7 @@
 //! that does not decode prints `{"input": N, "kind": "error", "error": "…"}` and decoding goes
 //! on; only an unreadable input is an error of the command.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead, BufWriter, Read, Write};
 use std::path::Path;
 
 use acsgd_drivers::decode::{unhex, Decoded, Decoder, Protocol};
@@ -19,17 +19,18 @@ pub fn run(
     input: Option<&Path>,
     out: impl Write,
 ) -> Result<(), String> {
-    let mut bytes = Vec::new();
-    match input {
-        Some(p) if p != Path::new("-") => {
-            bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        }
-        _ => {
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-        }
-    }
+    // The input is read a part at a time: a capture of any size decodes in the memory of
+    // its largest frame or line.
+    let (mut reader, name): (Box<dyn Read>, String) = match input {
+        Some(p) if p != Path::new("-") => (
+            Box::new(
+                std::fs::File::open(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+            ),
+            p.display().to_string(),
+        ),
+        _ => (Box::new(std::io::stdin().lock()), "standard input".into()),
+    };
+    let read_err = |e: std::io::Error| format!("cannot read {name}: {e}");
     let mut out = BufWriter::new(out);
     let mut d = Decoder::new(protocol);
     let mut emit = |n: usize, decoded: Decoded| -> std::io::Result<()> {
@@ -54,13 +55,29 @@ pub fn run(
     };
     // A closed pipe (`acsgd decode … | head`) ends the output quietly, as other tools do.
     let write_err = |e: std::io::Error| format!("cannot write output: {e}");
-    let result = (|| -> std::io::Result<()> {
+    let result = (|| -> Result<(), Failure> {
         if hex || protocol.is_text() {
-            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-                let trimmed = trim(line);
-                // Blank lines and comments are not inputs. NMEA and RPM captures (gpsd's logs) mark
-                // comments with '#'; Wialon packets start with '#', so only a hex capture or a
-                // line-protocol whose messages never start with '#' may have comments.
+            let mut r = std::io::BufReader::with_capacity(PART, &mut reader);
+            let mut line = Vec::new();
+            for i in 1.. {
+                line.clear();
+                let n = (&mut r)
+                    .take(MAX_LINE as u64 + 1)
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| Failure::Read(read_err(e)))?;
+                if n == 0 {
+                    break;
+                }
+                if n > MAX_LINE && line.last() != Some(&b'\n') {
+                    // Too long to be one message: the rest of the line goes unread.
+                    skip_line(&mut r).map_err(|e| Failure::Read(read_err(e)))?;
+                    emit(i, Err(format!("line longer than {MAX_LINE} bytes")))?;
+                    continue;
+                }
+                let trimmed = trim(line.strip_suffix(b"\n").unwrap_or(&line));
+                // Blank lines and comments are not inputs. NMEA and RPM captures (gpsd's logs)
+                // mark comments with '#'; Wialon packets start with '#', so only a hex capture
+                // or a line protocol whose messages never start with '#' may have comments.
                 let comment =
                     trimmed.first() == Some(&b'#') && (hex || protocol != Protocol::Wialon);
                 if trimmed.is_empty() || comment {
@@ -74,18 +91,79 @@ pub fn run(
                 } else {
                     d.packet(trimmed)
                 };
-                emit(i + 1, decoded)?;
+                emit(i, decoded)?;
             }
         } else {
-            for (i, decoded) in d.stream(&bytes).into_iter().enumerate() {
-                emit(i + 1, decoded)?;
+            let mut buf: Vec<u8> = Vec::with_capacity(2 * PART);
+            let mut n = 0;
+            loop {
+                let start = buf.len();
+                buf.resize(start + PART, 0);
+                let got = loop {
+                    match reader.read(&mut buf[start..]) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        r => break r.map_err(|e| Failure::Read(read_err(e)))?,
+                    }
+                };
+                buf.truncate(start + got);
+                let eof = got == 0;
+                let (decoded, used) = d.stream_part(&buf, eof);
+                for item in decoded {
+                    n += 1;
+                    emit(n, item)?;
+                }
+                buf.drain(..used);
+                if eof {
+                    break;
+                }
             }
         }
         Ok(())
     })();
-    match result.and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.map_err(write_err),
+    match result.and_then(|()| out.flush().map_err(Failure::Write)) {
+        Err(Failure::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(Failure::Write(e)) => Err(write_err(e)),
+        Err(Failure::Read(e)) => Err(e),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Bytes read at a time.
+const PART: usize = 64 * 1024;
+
+/// The longest line of a text or hex capture: a hex line of the largest binary frame (64 KiB)
+/// and then some.
+pub const MAX_LINE: usize = 256 * 1024;
+
+/// Why decoding stopped.
+enum Failure {
+    Read(String),
+    Write(std::io::Error),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Write(e)
+    }
+}
+
+/// Reads and drops the rest of an over-long line.
+fn skip_line(r: &mut impl std::io::BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = buf.len();
+                r.consume(n);
+            }
+        }
     }
 }
 

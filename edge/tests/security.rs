@@ -112,3 +112,68 @@ fn one_address_cannot_take_every_ingest_slot() {
     assert!(alert(&mut other).contains("\"ok\":true"));
     drop(held);
 }
+
+/// The largest resident set of the children this test has waited for, in bytes.
+fn children_max_rss() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    u.ru_maxrss as u64 * 1024
+}
+
+#[test]
+fn decode_streams_its_input_in_bounded_memory() {
+    use std::process::{Command, Stdio};
+    // 64 MiB of zeros as a Teltonika stream: before, the whole input and one error per byte
+    // were held at once (1 GiB took 12 GB).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+        .args(["decode", "--protocol", "teltonika", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            stdin.write_all(&zeros).unwrap();
+        }
+    });
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    feeder.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    // One burst of garbage is one error line (and the last zero, a handshake cut short, one
+    // more).
+    assert!(out.lines().count() <= 2, "{}", &out[..out.len().min(500)]);
+    assert!(
+        out.lines().all(|l| l.contains("\"kind\":\"error\"")),
+        "{out}"
+    );
+    let rss = children_max_rss();
+    assert!(rss < 150 << 20, "peak resident memory {} MiB", rss >> 20);
+
+    // A hex capture with a 16 MiB line: that line is one error, the next still decodes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.hex");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&vec![b'0'; 16 << 20]).unwrap();
+    f.write_all(b"\n000F333536333037303432343431303133\n")
+        .unwrap();
+    drop(f);
+    let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+        .args(["decode", "--protocol", "teltonika", "--hex"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("line longer than"), "{}", lines[0]);
+    assert!(lines[1].contains("\"kind\":\"login\""), "{}", lines[1]);
+}
