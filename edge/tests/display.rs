@@ -900,3 +900,91 @@ fn the_ingest_port_cannot_forge_audit_events() {
         "no audit event reached central"
     );
 }
+
+/// Opens `GET /api/stream` with `cookie` and returns the connection once the answer's status
+/// line is read (the body keeps coming).
+fn open_stream(port: u16, cookie: &str) -> (u16, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let code = String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (code, s)
+}
+
+/// Reads from a live stream until it ends; false if it is still sending after `secs`.
+fn stream_ends(s: &mut std::net::TcpStream, secs: u64) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 4096];
+    let mut tail = Vec::new();
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                // The chunked body's last chunk: the server ended the stream.
+                if tail.windows(5).any(|w| w == b"0\r\n\r\n") {
+                    return true;
+                }
+                let keep = tail.len().saturating_sub(8);
+                tail.drain(..keep);
+            }
+        }
+    }
+    false
+}
+
+/// Issue 19, finding 4: 500 streams on one technician's session took every slot and the
+/// supervisor's screen got 503. A session now holds at most three (a new one closes its
+/// oldest), and passage screens always find a slot.
+#[test]
+fn one_session_cannot_hold_every_live_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    add_account(
+        &tmp.path().join("accounts.toml"),
+        "tech",
+        "technician",
+        "tech-pass",
+    );
+    let (_setup, _app, port) = service_with_display(tmp.path(), broker.port());
+    let (code, tech, _) = login(port, "tech", "tech-pass");
+    assert_eq!(code, 200);
+    let mut streams: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| {
+            let (code, s) = open_stream(port, &tech);
+            assert_eq!(code, 200);
+            s
+        })
+        .collect();
+    // The first streams were closed to make room; the newest is live.
+    assert!(
+        stream_ends(&mut streams[0], 20),
+        "the oldest stream is still open"
+    );
+    assert!(
+        !stream_ends(&mut streams[9], 3),
+        "the newest stream was closed"
+    );
+    // The officer's screen connects.
+    let (code, off, _) = login(port, "off", "officer-pass");
+    assert_eq!(code, 200);
+    let (code, _s) = open_stream(port, &off);
+    assert_eq!(code, 200);
+}

@@ -21,7 +21,6 @@ pub mod board;
 pub mod i18n;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +44,14 @@ use board::{Board, Refusal, Update};
 
 /// Live streams served at once at most (each screen holds one).
 const MAX_STREAMS: usize = 64;
+/// Of those, kept for the screens that show passages (officers, supervisors): technicians'
+/// streams never take the last ones.
+const STREAM_RESERVE: usize = 16;
+/// Streams one session may hold (a screen, its reconnect, a second tab); a new one beyond
+/// closes the session's oldest.
+const STREAMS_PER_SESSION: usize = 3;
+/// Streams one user may hold over all their sessions; a new one beyond closes the oldest.
+const STREAMS_PER_USER: usize = 6;
 /// Password checks run at once at most (each is an argon2 hash of 19 MiB and tens of
 /// milliseconds of a core); the rest wait their turn, up to [`HASH_WAIT`].
 const HASHERS: usize = 2;
@@ -123,7 +130,7 @@ struct App {
     tech: Value,
     default_lang: String,
     max_age_s: u64,
-    streams: AtomicUsize,
+    streams: Mutex<Streams>,
     /// Permits to run a password check (see [`HASHERS`]).
     hashers: Arc<tokio::sync::Semaphore>,
     stop: watch::Receiver<bool>,
@@ -172,7 +179,7 @@ pub fn start(
         tech: tech_summary(config),
         default_lang: d.lang.clone(),
         max_age_s: u64::from(d.session_max_h) * 3600,
-        streams: AtomicUsize::new(0),
+        streams: Mutex::new(Streams::default()),
         hashers: Arc::new(tokio::sync::Semaphore::new(HASHERS)),
         stop: stop.clone(),
     });
@@ -509,14 +516,16 @@ async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<V
 async fn stream(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let s = app.session(&headers)?;
     let token = token(&headers).unwrap_or_default().to_string();
-    if app.streams.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
-        app.streams.fetch_sub(1, Ordering::AcqRel);
-        return Err(ApiError(
+    let (id, closed) = app
+        .streams
+        .lock()
+        .expect("streams lock")
+        .open(&token, &s.user, s.sees_passages())
+        .ok_or(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
             "too many screens",
-        ));
-    }
+        ))?;
     let rx = app.updates.subscribe();
     let first = SseEvent::default()
         .event("snapshot")
@@ -526,6 +535,8 @@ async fn stream(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respo
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let st = Stream {
         app: app.clone(),
+        id,
+        closed,
         rx,
         tick,
         token,
@@ -542,8 +553,88 @@ async fn stream(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Respo
         .into_response())
 }
 
+/// The open live streams: who holds each, and how to end it.
+#[derive(Default)]
+struct Streams {
+    next_id: u64,
+    /// Oldest first.
+    open: Vec<OpenStream>,
+}
+
+struct OpenStream {
+    id: u64,
+    token: String,
+    user: String,
+    /// Shows passages (an officer's or supervisor's screen).
+    privileged: bool,
+    close: watch::Sender<bool>,
+}
+
+impl Streams {
+    /// Registers a new stream, first closing the oldest of its session or user beyond their
+    /// share, or (for a passage screen at the limit) the oldest technician stream. `None`:
+    /// no room (all slots held by passage screens, or a technician at their share).
+    fn open(
+        &mut self,
+        token: &str,
+        user: &str,
+        privileged: bool,
+    ) -> Option<(u64, watch::Receiver<bool>)> {
+        self.close_oldest_beyond(|o| o.token == token, STREAMS_PER_SESSION - 1);
+        self.close_oldest_beyond(|o| o.user == user, STREAMS_PER_USER - 1);
+        if !privileged {
+            let held = self.open.iter().filter(|o| !o.privileged).count();
+            if held >= MAX_STREAMS - STREAM_RESERVE {
+                return None;
+            }
+        }
+        if self.open.len() >= MAX_STREAMS {
+            if !privileged {
+                return None;
+            }
+            // A passage screen always connects while technicians hold streams: their oldest
+            // one makes room.
+            let technicians = self.open.iter().filter(|o| !o.privileged).count();
+            self.close_oldest_beyond(|o| !o.privileged, technicians.saturating_sub(1));
+            if self.open.len() >= MAX_STREAMS {
+                return None;
+            }
+        }
+        let (close, closed) = watch::channel(false);
+        self.next_id += 1;
+        self.open.push(OpenStream {
+            id: self.next_id,
+            token: token.to_string(),
+            user: user.to_string(),
+            privileged,
+            close,
+        });
+        Some((self.next_id, closed))
+    }
+
+    /// Closes the oldest streams matching `which` until at most `keep` of them are left.
+    fn close_oldest_beyond(&mut self, which: impl Fn(&OpenStream) -> bool, keep: usize) {
+        let mut matching = self.open.iter().filter(|o| which(o)).count();
+        while matching > keep {
+            let Some(i) = self.open.iter().position(&which) else {
+                return;
+            };
+            let o = self.open.remove(i);
+            let _ = o.close.send(true);
+            matching -= 1;
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.open.retain(|o| o.id != id);
+    }
+}
+
 struct Stream {
     app: Arc<App>,
+    id: u64,
+    /// Set when the registry ends this stream (its session or user opened too many).
+    closed: watch::Receiver<bool>,
     rx: broadcast::Receiver<Arc<Update>>,
     tick: tokio::time::Interval,
     token: String,
@@ -554,7 +645,11 @@ struct Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.app.streams.fetch_sub(1, Ordering::AcqRel);
+        self.app
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.id);
     }
 }
 
@@ -587,6 +682,7 @@ impl Stream {
                     return Some(SseEvent::default().event("status").data(s));
                 }
                 _ = self.stop.changed() => return None,
+                _ = self.closed.changed() => return None,
             }
         }
     }
@@ -821,6 +917,55 @@ fn without_credentials(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_or_user_over_its_share_loses_its_oldest_stream() {
+        let mut s = Streams::default();
+        let first: Vec<_> = (0..STREAMS_PER_SESSION)
+            .map(|_| s.open("t1", "tech", false).unwrap())
+            .collect();
+        // One more on the same session closes the oldest, not the new one.
+        let (_, newest) = s.open("t1", "tech", false).unwrap();
+        assert!(*first[0].1.borrow(), "the oldest was closed");
+        assert!(!*first[1].1.borrow() && !*newest.borrow());
+        assert_eq!(
+            s.open.iter().filter(|o| o.token == "t1").count(),
+            STREAMS_PER_SESSION
+        );
+        // Many sessions of one user: at most their share stays open.
+        for i in 0..20 {
+            s.open(&format!("u{i}"), "tech2", false).unwrap();
+        }
+        assert_eq!(
+            s.open.iter().filter(|o| o.user == "tech2").count(),
+            STREAMS_PER_USER
+        );
+    }
+
+    #[test]
+    fn technicians_never_take_the_screens_reserve_and_a_passage_screen_always_connects() {
+        let mut s = Streams::default();
+        // Technicians of many users fill every slot they may have.
+        let mut opened = 0;
+        for i in 0..MAX_STREAMS {
+            if s.open(&format!("t{i}"), &format!("tech{i}"), false)
+                .is_some()
+            {
+                opened += 1;
+            }
+        }
+        assert_eq!(opened, MAX_STREAMS - STREAM_RESERVE);
+        // Officers get the reserve…
+        for i in 0..STREAM_RESERVE {
+            assert!(s.open(&format!("o{i}"), &format!("off{i}"), true).is_some());
+        }
+        assert_eq!(s.open.len(), MAX_STREAMS);
+        // …and beyond it a technician's oldest stream makes room for one more.
+        assert!(s.open("sup", "sup", true).is_some());
+        assert_eq!(s.open.len(), MAX_STREAMS);
+        assert!(!s.open.iter().any(|o| o.token == "t0"));
+        assert!(s.open("late-tech", "late", false).is_none());
+    }
 
     #[test]
     fn credentials_leave_urls() {
