@@ -988,3 +988,65 @@ fn one_session_cannot_hold_every_live_stream() {
     let (code, _s) = open_stream(port, &off);
     assert_eq!(code, 200);
 }
+
+/// Issue 19, finding 2: an alert whose message key was `constructor` made the script throw
+/// and blanked every screen for as long as it was on the board. Hostile keys and parameters
+/// now cost their own item ("unknown alert" with the raw key); the rest of the screen stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_alert_keys_and_parameters_never_blank_the_screen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let (setup, _app, port) = service_with_display(tmp.path(), broker.port());
+    let hostile = [
+        json!({"rule": "hostile", "lane": "1", "channel": "red", "message": {"key": "constructor"}}),
+        json!({"rule": "hostile", "lane": "1", "message": {"key": "__proto__", "params": {"x": 1}}}),
+        json!({"rule": "hostile", "lane": "1", "message": {"key": "toString"}}),
+        json!({"rule": "hostile", "lane": "1",
+               "message": {"key": "alert.unmatched_reading", "params": {"sensor": {"toString": "boom"}}}}),
+        json!({"rule": "hostile", "lane": "1", "message": {"key": "alert.unmatched_reading", "params": "text"}}),
+        json!({"rule": "hostile", "lane": "1", "message": 7}),
+        json!({"rule": "seal_tamper", "lane": "1", "channel": "red"}),
+    ];
+    let events: Vec<(&str, Value)> = hostile.iter().map(|b| ("alert", b.clone())).collect();
+    let mut answers = Vec::new();
+    setup.ingest().send(&events, &mut answers).unwrap();
+    assert_eq!(acked_ids(&answers).len(), hostile.len(), "{answers:?}");
+
+    let b = Browser::start().await;
+    b.sign_in(&format!("http://127.0.0.1:{port}/"), "off", "officer-pass")
+        .await;
+    let n = b
+        .until(
+            20,
+            "every alert on the screen",
+            "document.querySelectorAll('#open-alerts li').length >= 7 && document.querySelectorAll('#open-alerts li').length",
+        )
+        .await;
+    assert_eq!(n, json!(hostile.len()));
+    // The known alert reads as the catalogue says; the unknown keys are shown raw.
+    let texts = b
+        .js("return [...document.querySelectorAll('#open-alerts li .what')].map(e => e.textContent);")
+        .await;
+    let texts: Vec<String> = serde_json::from_value(texts).unwrap();
+    let tamper = b
+        .js("return window.acsgd.cat['alert.seal_tamper'] || window.acsgd.en['alert.seal_tamper'];")
+        .await;
+    assert!(
+        texts.iter().any(|t| Some(t.as_str()) == tamper.as_str()),
+        "{texts:?}"
+    );
+    for key in ["constructor", "__proto__", "toString"] {
+        assert!(texts.iter().any(|t| t.contains(key)), "{key}: {texts:?}");
+    }
+    assert!(
+        texts.iter().any(|t| t.contains("{\"toString\":\"boom\"}")),
+        "an object parameter is shown as JSON: {texts:?}"
+    );
+    // And the lanes are still drawn.
+    b.until(
+        10,
+        "the lane",
+        "document.querySelector('.lane[data-lane=\"1\"] h2')",
+    )
+    .await;
+}

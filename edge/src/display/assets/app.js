@@ -13,9 +13,32 @@ window.acsgd = S;
 
 // ---- helpers ----------------------------------------------------------------------------
 
+// A catalogue entry: only the catalogue's own string entries count. Keys come from events
+// (an alert's message key), and a key such as "constructor" exists on every object.
+function lookup(cat, key) {
+  if (!cat || typeof key !== 'string' || !Object.prototype.hasOwnProperty.call(cat, key)) return undefined;
+  const v = cat[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function known(key) {
+  return lookup(S.cat, key) !== undefined || lookup(S.en, key) !== undefined;
+}
+
+// A parameter as text, whatever an event put there (an object whose "toString" is a string
+// would make String() throw).
+function param(v) {
+  if (v === null || v === undefined) return '';
+  if (typeof v !== 'object') return String(v);
+  try { return JSON.stringify(v); } catch (_) { return '?'; }
+}
+
 function t(key, params) {
-  let s = S.cat[key] ?? S.en[key] ?? key;
-  for (const [k, v] of Object.entries(params || {})) s = s.split('{' + k + '}').join(String(v));
+  const k = typeof key === 'string' ? key : param(key);
+  let s = lookup(S.cat, k) ?? lookup(S.en, k) ?? k;
+  if (params && typeof params === 'object' && !Array.isArray(params)) {
+    for (const p of Object.keys(params)) s = s.split('{' + p + '}').join(param(params[p]));
+  }
   return s;
 }
 
@@ -264,12 +287,25 @@ function renderAlerts() {
 }
 
 function alertText(b) {
-  const params = Object.assign({}, (b.message && b.message.params) || {});
-  const key = (b.message && b.message.key) || ('alert.' + b.rule);
-  return t(key, params);
+  const m = b && typeof b.message === 'object' && b.message !== null ? b.message : {};
+  const key = typeof m.key === 'string' ? m.key : 'alert.' + param(b && b.rule);
+  // An alert the catalogue does not know is shown as such, with its raw key.
+  if (!known(key)) return t('alert.unknown', { key });
+  return t(key, m.params);
 }
 
+// One alert's list item; an alert that cannot be shown costs its own item, never the screen.
 function alertItem(a) {
+  try {
+    return alertItemOf(a);
+  } catch (e) {
+    const key = a && a.body && a.body.message && a.body.message.key;
+    return el('li', { class: 'alert ch-yellow', 'data-event': param(a && a.event) },
+      el('strong', { class: 'what', text: t('alert.unknown', { key: param(key ?? (a && a.body && a.body.rule)) }) }));
+  }
+}
+
+function alertItemOf(a) {
   const b = a.body;
   const li = el('li', { class: 'alert ch-' + (b.channel || 'yellow') + (a.ack ? ' done' : ''), 'data-event': a.event, 'data-rule': b.rule, 'data-passage': b.passage },
     el('span', { class: 'when', text: time(a.time) }),
