@@ -574,6 +574,23 @@ pub struct Ingest {
     /// byte at a time has this long to end).
     #[serde(default = "default_ingest_idle_s")]
     pub idle_timeout_s: u64,
+    /// Who may write, and what. With clients configured, a connection first names itself
+    /// with `{"auth":"<token>"}` and may then send only its own event types. Without, the
+    /// port is open to whoever reaches it, which is allowed on loopback only.
+    #[serde(default)]
+    pub clients: Vec<IngestClient>,
+}
+
+/// One integration allowed on the ingest port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestClient {
+    /// Shown in the log and in answers.
+    pub name: String,
+    /// Its secret: at least 24 characters (e.g. `openssl rand -hex 16`).
+    pub token: String,
+    /// The event types it may send (`alert`, `telemetry`, …; never `ack` or `override`).
+    pub types: Vec<String>,
 }
 
 fn default_ingest_connections() -> usize {
@@ -939,6 +956,40 @@ impl Config {
             if ingest.max_per_client == 0 {
                 return Err(("ingest.max_per_client".into(), "must be at least 1".into()));
             }
+            if ingest.clients.is_empty() && !ingest.listen.ip().is_loopback() {
+                return Err((
+                    "ingest.listen".into(),
+                    format!(
+                        "{} is reachable from the network: configure [[ingest.clients]] with tokens, or listen on loopback",
+                        ingest.listen
+                    ),
+                ));
+            }
+            for (i, c) in ingest.clients.iter().enumerate() {
+                let key = |k: &str| format!("ingest.clients[{i}].{k}");
+                if c.name.trim().is_empty() {
+                    return Err((key("name"), "is empty".into()));
+                }
+                if c.token.chars().count() < 24 {
+                    return Err((key("token"), "must be at least 24 characters".into()));
+                }
+                if ingest.clients[..i].iter().any(|o| o.token == c.token) {
+                    return Err((key("token"), "is the same as another client's".into()));
+                }
+                if c.types.is_empty() {
+                    return Err((key("types"), "names no event type".into()));
+                }
+                for (j, t) in c.types.iter().enumerate() {
+                    if !crate::envelope::valid_type(t)
+                        || crate::ingest::AUDIT_TYPES.contains(&t.as_str())
+                    {
+                        return Err((
+                            format!("ingest.clients[{i}].types[{j}]"),
+                            format!("{t:?} cannot come through ingest"),
+                        ));
+                    }
+                }
+            }
             if !(1..=86_400).contains(&ingest.idle_timeout_s) {
                 return Err((
                     "ingest.idle_timeout_s".into(),
@@ -1121,6 +1172,9 @@ data_dir = "/var/lib/acsgd"
             (MINIMAL.replace("[storage]", "[uplink.tls]\nca_file = \"/etc/ca.pem\"\n[storage]"), "uplink.tls: TLS settings given but the broker is mqtt://"),
             (format!("{MINIMAL}[[seal_models]]\nname=\"fmb\"\ntamper=[\"io1 = 0\", \"io2 is open\"]\n"), "seal_models[0].tamper[1]: \"io2 is open\": expected"),
             (format!("{MINIMAL}[[sensors]]\nid=\"t\"\nprotocol=\"teltonika\"\nseal_model=\"fmb\"\ntransport={{kind=\"udp\",listen=\"127.0.0.1:1\"}}\n"), "sensors[0].seal_model: no [[seal_models]] entry is named \"fmb\""),
+            (format!("{MINIMAL}[ingest]\nlisten = \"0.0.0.0:7070\"\n"), "ingest.listen: 0.0.0.0:7070 is reachable from the network"),
+            (format!("{MINIMAL}[ingest]\nlisten = \"127.0.0.1:7070\"\n[[ingest.clients]]\nname = \"a\"\ntoken = \"short\"\ntypes = [\"alert\"]\n"), "ingest.clients[0].token: must be at least 24 characters"),
+            (format!("{MINIMAL}[ingest]\nlisten = \"0.0.0.0:7070\"\n[[ingest.clients]]\nname = \"a\"\ntoken = \"0123456789abcdef01234567\"\ntypes = [\"override\"]\n"), "ingest.clients[0].types[0]: \"override\" cannot come through ingest"),
         ];
         for (text, want) in cases {
             let e = err(&text);

@@ -18,6 +18,11 @@
 //! at a time included), and one address holds at most `max_per_client` of the
 //! `max_connections` slots: idle or slow clients cannot hold the port shut.
 //!
+//! With `[[ingest.clients]]` configured, a connection's first line is `{"auth":"<token>"}`,
+//! answered `{"ok":true,"client":"<name>"}` (or refused, and the connection closed), and the
+//! client may then send only its configured event types. Without clients the port is open to
+//! whoever reaches it, which the configuration allows on loopback only.
+//!
 //! The audit events `ack` and `override` are refused here: they record what a signed-in officer
 //! did on the display, which writes them itself; anyone who can reach this port could
 //! otherwise sign one in a supervisor's name.
@@ -39,7 +44,7 @@ use crate::outbox::Outbox;
 /// Longest accepted request line, newline included.
 pub const MAX_LINE: usize = 256 * 1024;
 /// Event types only the officer display writes (see the module docs).
-const AUDIT_TYPES: [&str; 2] = ["ack", "override"];
+pub const AUDIT_TYPES: [&str; 2] = ["ack", "override"];
 /// Lines answered with one flush at most.
 const MAX_PIPELINE: usize = 1024;
 
@@ -53,6 +58,53 @@ struct Request {
     id: Option<String>,
     #[serde(default)]
     time: Option<String>,
+}
+
+/// A configured client: its name, its token, the types it may send.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: String,
+    token: Vec<u8>,
+    pub types: Vec<String>,
+}
+
+/// Compares in time that depends on the lengths only, not on how much of a guess is right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// Who may write: everyone (no clients configured, loopback only), or the clients by token.
+#[derive(Debug, Clone, Default)]
+pub struct Clients(Vec<Client>);
+
+impl Clients {
+    pub fn from_config(i: &crate::config::Ingest) -> Clients {
+        Clients(
+            i.clients
+                .iter()
+                .map(|c| Client {
+                    name: c.name.clone(),
+                    token: c.token.as_bytes().to_vec(),
+                    types: c.types.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The client a token belongs to; every client's token is compared in full.
+    fn find(&self, token: &str) -> Option<&Client> {
+        let mut found = None;
+        for c in &self.0 {
+            if same_secret(&c.token, token.as_bytes()) {
+                found = Some(c);
+            }
+        }
+        found
+    }
 }
 
 /// What one listener allows (`[ingest]`).
@@ -111,8 +163,10 @@ pub async fn serve(
     listener: TcpListener,
     outbox: Outbox,
     limits: Limits,
+    clients: Clients,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let clients = Arc::new(clients);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = Arc::new(PerClient::default());
     let mut tasks = tokio::task::JoinSet::new();
@@ -147,8 +201,9 @@ pub async fn serve(
         };
         let outbox = outbox.clone();
         let stop = shutdown.clone();
+        let clients = clients.clone();
         tasks.spawn(async move {
-            if let Err(e) = connection(stream, peer, outbox, limits.idle, stop).await {
+            if let Err(e) = connection(stream, peer, outbox, limits.idle, &clients, stop).await {
                 tracing::debug!(%peer, error = %e, "ingest connection ended");
             }
             drop(client);
@@ -165,11 +220,37 @@ async fn connection(
     peer: SocketAddr,
     outbox: Outbox,
     idle: Duration,
+    clients: &Clients,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut line = Vec::with_capacity(1024);
+    // With clients configured, the first line names the client; nothing else is read before.
+    let client = if clients.0.is_empty() {
+        None
+    } else {
+        let n = match tokio::time::timeout(idle, read_line(&mut r, &mut line)).await {
+            Ok(n) => n?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let token = serde_json::from_slice::<Value>(&line)
+            .ok()
+            .and_then(|v| v.get("auth").and_then(Value::as_str).map(str::to_string));
+        let Some(c) = token.as_deref().and_then(|t| clients.find(t)) else {
+            tracing::warn!(%peer, "ingest: a connection without a valid token; closing");
+            let answer = json!({"ok": false, "error": "first send {\"auth\":\"<token>\"} with a configured client's token"});
+            w.write_all(format!("{answer}\n").as_bytes()).await?;
+            return Ok(());
+        };
+        tracing::info!(%peer, client = %c.name, "ingest client signed in");
+        w.write_all(format!("{}\n", json!({"ok": true, "client": c.name})).as_bytes())
+            .await?;
+        Some(c)
+    };
     loop {
         let mut parsed: Vec<Result<Event, String>> = Vec::new();
         // One blocking read for the first line, then whatever is already buffered.
@@ -192,7 +273,13 @@ async fn connection(
                 }
                 break;
             }
-            parsed.push(parse(&line));
+            parsed.push(parse(&line).and_then(|ev| match client {
+                Some(c) if !c.types.contains(&ev.kind) => Err(format!(
+                    "type {:?} is not among the types client {:?} may send",
+                    ev.kind, c.name
+                )),
+                _ => Ok(ev),
+            }));
             if parsed.len() >= MAX_PIPELINE || !r.buffer().contains(&b'\n') {
                 break;
             }

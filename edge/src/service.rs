@@ -132,6 +132,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
                 l,
                 outbox.clone(),
                 crate::ingest::Limits::from(i),
+                crate::ingest::Clients::from_config(i),
                 stop_rx.clone(),
             )))
         }

@@ -177,3 +177,67 @@ fn decode_streams_its_input_in_bounded_memory() {
     assert!(lines[0].contains("line longer than"), "{}", lines[0]);
     assert!(lines[1].contains("\"kind\":\"login\""), "{}", lines[1]);
 }
+
+/// Reads one answer line.
+fn answer(c: &mut TcpStream) -> String {
+    let mut line = String::new();
+    BufReader::new(c.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// Issue 19, finding 1: the ingest port had no authentication. With clients configured, a
+/// connection names itself by token first and may send only its own event types.
+#[test]
+fn ingest_clients_authenticate_and_send_only_their_own_types() {
+    const TOKEN: &str = "5f1c0a9e7d3b42c8a6e0f19b2d7c4e11";
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path(), free_port().unwrap(), "", "");
+    setup.add(&format!(
+        "[[ingest.clients]]\nname = \"lane-controller\"\ntoken = \"{TOKEN}\"\ntypes = [\"alert\"]\n"
+    ));
+    let _app = setup.start();
+    let port = setup.ingest_port;
+    let connect = || {
+        let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
+    };
+    // No token: the event line is taken for a sign-in, refused, and the connection closed.
+    let mut c = connect();
+    let refused = alert(&mut c);
+    assert!(
+        refused.contains("\"ok\":false") && refused.contains("auth"),
+        "{refused}"
+    );
+    let mut rest = String::new();
+    c.read_to_string(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    // A wrong token, one character off: the same.
+    let mut c = connect();
+    let wrong = format!("{}0", &TOKEN[..TOKEN.len() - 1]);
+    c.write_all(format!("{{\"auth\":\"{wrong}\"}}\n").as_bytes())
+        .unwrap();
+    assert!(answer(&mut c).contains("\"ok\":false"));
+    // The right token: its alerts are accepted, other types refused line by line.
+    let mut c = connect();
+    c.write_all(format!("{{\"auth\":\"{TOKEN}\"}}\n").as_bytes())
+        .unwrap();
+    assert!(answer(&mut c).contains("\"client\":\"lane-controller\""));
+    assert!(alert(&mut c).contains("\"ok\":true"));
+    c.write_all(b"{\"type\":\"telemetry\",\"body\":{}}\n")
+        .unwrap();
+    let t = answer(&mut c);
+    assert!(
+        t.contains("not among the types client \\\"lane-controller\\\" may send"),
+        "{t}"
+    );
+    c.write_all(b"{\"type\":\"override\",\"body\":{}}\n")
+        .unwrap();
+    assert!(answer(&mut c).contains("\"ok\":false"));
+    assert!(
+        alert(&mut c).contains("\"ok\":true"),
+        "the connection goes on"
+    );
+}
