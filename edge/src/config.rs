@@ -404,6 +404,22 @@ pub struct Display {
     /// Language for accounts that name none: `kk`, `ru`, `en` or `zh`.
     #[serde(default = "default_lang")]
     pub lang: String,
+    /// Connections open at once at most (browsers, API clients); more wait in the kernel's
+    /// queue. Keep it well below the service's file limit (`LimitNOFILE` in the unit).
+    #[serde(default = "default_display_connections")]
+    pub max_connections: usize,
+    /// A connection silent both ways for this long is closed (a live stream writes every
+    /// second, so only silent ones are).
+    #[serde(default = "default_display_idle_s")]
+    pub idle_timeout_s: u64,
+}
+
+fn default_display_connections() -> usize {
+    512
+}
+
+fn default_display_idle_s() -> u64 {
+    60
 }
 
 impl Default for Display {
@@ -415,6 +431,8 @@ impl Default for Display {
             session_idle_min: default_idle_min(),
             session_max_h: default_max_h(),
             lang: default_lang(),
+            max_connections: default_display_connections(),
+            idle_timeout_s: default_display_idle_s(),
         }
     }
 }
@@ -930,6 +948,21 @@ impl Config {
             ));
         }
         if let Some(d) = &self.display {
+            if !(8..=60_000).contains(&d.max_connections) {
+                return Err((
+                    "display.max_connections".into(),
+                    format!("must be between 8 and 60000, got {}", d.max_connections),
+                ));
+            }
+            if !(2..=86_400).contains(&d.idle_timeout_s) {
+                return Err((
+                    "display.idle_timeout_s".into(),
+                    format!(
+                        "must be between 2 and 86400 seconds, got {}",
+                        d.idle_timeout_s
+                    ),
+                ));
+            }
             if !LANGS.contains(&d.lang.as_str()) {
                 return Err((
                     "display.lang".into(),

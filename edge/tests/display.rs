@@ -1050,3 +1050,64 @@ async fn hostile_alert_keys_and_parameters_never_blank_the_screen() {
     )
     .await;
 }
+
+/// Open descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Issue 19, finding 7: 1 100 silent connections to the display stayed open and took every
+/// descriptor of the service. Now the display holds at most `max_connections` (the rest wait
+/// in the kernel's queue) and closes a connection silent for `idle_timeout_s`.
+#[test]
+fn silent_connections_cannot_exhaust_the_services_descriptors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let setup = Setup::new(tmp.path(), broker.port(), "", "");
+    add_account(
+        &tmp.path().join("accounts.toml"),
+        "off",
+        "officer",
+        "officer-pass",
+    );
+    let port = free_port().unwrap();
+    setup.add(&format!(
+        "[display]\nbind = \"127.0.0.1:{port}\"\naccounts_file = \"accounts.toml\"\nmax_connections = 32\nidle_timeout_s = 2\n"
+    ));
+    let app = setup.start();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let base = open_fds(app.pid());
+    // 100 connections that never send a byte, three times the cap.
+    let mut silent: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let mut peak = 0;
+    for _ in 0..20 {
+        peak = peak.max(open_fds(app.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        peak <= base + 32 + 4,
+        "{peak} descriptors open, {base} before the flood, cap 32"
+    );
+    // The first silent ones were closed by the server after their idle time.
+    let mut first = silent.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    use std::io::Read;
+    assert!(
+        matches!(first.read(&mut b), Ok(0) | Err(_)),
+        "a silent connection is still open"
+    );
+    // And an officer signs in while the rest of the flood still waits its turn.
+    let (code, _, _) = login(port, "off", "officer-pass");
+    assert_eq!(code, 200);
+    drop(silent);
+}

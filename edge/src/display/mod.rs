@@ -19,6 +19,7 @@ pub mod accounts;
 pub mod auth;
 pub mod board;
 pub mod i18n;
+mod listener;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -157,6 +158,11 @@ pub fn start(
         .display
         .as_ref()
         .expect("bound only with a display configured");
+    let listener = listener::Capped::new(
+        listener,
+        d.max_connections,
+        Duration::from_secs(d.idle_timeout_s),
+    );
     let tree = outbox.store().tree("display")?;
     let sessions = outbox.store().tree("display_sessions")?;
     let lanes: Vec<String> = config.lanes.iter().map(|l| l.id.clone()).collect();
