@@ -408,8 +408,8 @@ pub struct Display {
     /// queue. Keep it well below the service's file limit (`LimitNOFILE` in the unit).
     #[serde(default = "default_display_connections")]
     pub max_connections: usize,
-    /// A connection silent both ways for this long is closed (a live stream writes every
-    /// second, so only silent ones are).
+    /// A connection the display has written nothing to for this long is closed (a live
+    /// stream writes every second; a request trickled byte by byte gets no answer and is).
     #[serde(default = "default_display_idle_s")]
     pub idle_timeout_s: u64,
 }

@@ -1117,3 +1117,59 @@ fn silent_connections_cannot_exhaust_the_services_descriptors() {
     assert_eq!(code, 200);
     drop(silent);
 }
+
+/// A client that trickles its request headers a byte at a time is closed after the idle
+/// time, like a silent one (only the server's own writes keep a connection alive).
+#[test]
+fn a_client_trickling_its_request_is_closed() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let setup = Setup::new(tmp.path(), broker.port(), "", "");
+    add_account(
+        &tmp.path().join("accounts.toml"),
+        "off",
+        "officer",
+        "officer-pass",
+    );
+    let port = free_port().unwrap();
+    setup.add(&format!(
+        "[display]\nbind = \"127.0.0.1:{port}\"\naccounts_file = \"accounts.toml\"\nidle_timeout_s = 2\n"
+    ));
+    let _app = setup.start();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    c.write_all(b"GET /api/state HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // A header byte every 200 ms, never ending; the test gives up at 20 s.
+    let started = Instant::now();
+    let mut closed = false;
+    let mut buf = [0u8; 256];
+    while started.elapsed() < Duration::from_secs(20) {
+        if c.write_all(b"X").is_err() {
+            closed = true;
+            break;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "a trickled request held its connection for 20 s");
+}

@@ -1,7 +1,9 @@
 //! The display's connections: at most `max_connections` open at once (more wait in the
-//! kernel's accept queue, holding no descriptor of ours), and a connection on which nothing
-//! has been read or written for `idle` is closed. A live stream writes its status every
-//! second, so only silent connections time out.
+//! kernel's accept queue, holding no descriptor of ours), and a connection to which nothing
+//! has been written for `idle` is closed. Only the server's writes count: a request is read
+//! and answered in far less, a live stream writes its status every second, and a client that
+//! trickles its request headers a byte at a time (which would keep a read-based timer alive
+//! for ever) is closed like a silent one.
 
 use std::future::Future;
 use std::io;
@@ -65,7 +67,7 @@ impl axum::serve::Listener for Capped {
     }
 }
 
-/// A connection that ends when it has been silent both ways for its idle time.
+/// A connection that ends when the server has written nothing to it for its idle time.
 pub struct Idle {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
@@ -95,14 +97,8 @@ impl AsyncRead for Idle {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    self.touch();
-                }
-                Poll::Ready(r)
-            }
+            Poll::Ready(r) => Poll::Ready(r),
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
