@@ -241,3 +241,74 @@ fn ingest_clients_authenticate_and_send_only_their_own_types() {
         "the connection goes on"
     );
 }
+
+/// Reads one EGTS packet from the connection.
+fn read_egts(c: &mut TcpStream) -> acsgd_drivers::egts::Packet {
+    let mut head = [0u8; 11];
+    c.read_exact(&mut head).unwrap();
+    let fdl = u16::from_le_bytes([head[5], head[6]]) as usize;
+    let mut p = head.to_vec();
+    if fdl > 0 {
+        let mut rest = vec![0u8; fdl + 2];
+        c.read_exact(&mut rest).unwrap();
+        p.extend(rest);
+    }
+    acsgd_drivers::egts::parse_packet(&p).unwrap()
+}
+
+/// Issue 19, finding 8, against the service: a terminal admitted as 12345 sent a record for
+/// object 99999 and it was acknowledged and forwarded as 99999's.
+#[test]
+fn an_egts_terminal_cannot_pass_records_off_as_another_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let central = Central::connect(broker.port(), "central-egts-allow");
+    let setup = Setup::new(tmp.path(), broker.port(), "", "");
+    let port = free_port().unwrap();
+    setup.add(&format!(
+        "[[sensors]]\nid = \"seals\"\nprotocol = \"egts\"\n\
+         transport = {{ kind = \"tcp\", listen = \"127.0.0.1:{port}\", allow = [\"12345\"] }}\n"
+    ));
+    let _app = setup.start();
+    let mut login = Vec::new();
+    login.extend_from_slice(&8u16.to_le_bytes()); // RL
+    login.extend_from_slice(&1u16.to_le_bytes()); // RN
+    login.extend_from_slice(&[0, 1, 1, 1]); // RFL, SST = RST = AUTH, SRT = TERM_IDENTITY
+    login.extend_from_slice(&5u16.to_le_bytes()); // SRL
+    login.extend_from_slice(&12345u32.to_le_bytes()); // TID
+    login.push(0); // no optional fields
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(&acsgd_drivers::egts::frame(1, 1, &login))
+        .unwrap();
+    assert_eq!(read_egts(&mut c).response_to, Some((1, 0)));
+    read_egts(&mut c); // RESULT_CODE
+    let own =
+        acsgd_drivers::egts::encode_position(2, 2, 12345, 1_700_000_000, 43.2, 76.9, 0.0, 0, 0);
+    c.write_all(&own).unwrap();
+    assert_eq!(
+        read_egts(&mut c).response_to,
+        Some((2, 0)),
+        "its own record is acknowledged"
+    );
+    let other =
+        acsgd_drivers::egts::encode_position(3, 3, 99999, 1_700_000_060, 43.2, 76.9, 0.0, 0, 0);
+    c.write_all(&other).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "another object's record is not acknowledged: {rest:?}"
+    );
+    // Central gets 12345's position and never one for 99999.
+    let events = central.wait_for(60, "12345's position", |ev| {
+        ev.iter()
+            .any(|e| e["type"] == "position" && e["body"]["device"] == "12345")
+    });
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["type"] == "position" && e["body"]["device"] == "99999"),
+        "{events:?}"
+    );
+}
