@@ -312,3 +312,74 @@ fn an_egts_terminal_cannot_pass_records_off_as_another_objects() {
         "{events:?}"
     );
 }
+
+/// Reads until the peer closes, sending `byte` every 200 ms; true if it closed within `secs`.
+fn closes_while_trickling(c: &mut TcpStream, byte: &[u8], secs: u64) -> bool {
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    while started.elapsed() < Duration::from_secs(secs) {
+        if c.write_all(byte).is_err() {
+            return true;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The camera plate-read port and a tracker port of the service: a line or frame trickled a
+/// byte at a time, and a silent connection, are closed after `idle_timeout_s`.
+#[test]
+fn camera_and_tracker_ports_close_slow_and_silent_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path(), free_port().unwrap(), "", "");
+    let (cam, trk) = (free_port().unwrap(), free_port().unwrap());
+    setup.add(&format!(
+        "[[sensors]]\nid = \"cam\"\nlane = \"1\"\nprotocol = \"camera\"\nview = \"front\"\n\
+         transport = {{ kind = \"tcp\", listen = \"127.0.0.1:{cam}\", idle_timeout_s = 1 }}\n\
+         [[sensors]]\nid = \"trk\"\nprotocol = \"teltonika\"\n\
+         transport = {{ kind = \"tcp\", listen = \"127.0.0.1:{trk}\", idle_timeout_s = 1 }}\n"
+    ));
+    let _app = setup.start();
+    for port in [cam, trk] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "port {port}: {}", setup.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // A plate line a character at a time, never ended.
+    let mut c = TcpStream::connect(("127.0.0.1", cam)).unwrap();
+    c.write_all(b"{\"plate\":\"").unwrap();
+    assert!(
+        closes_while_trickling(&mut c, b"A", 20),
+        "camera port kept a trickled line"
+    );
+    // A Teltonika IMEI handshake a byte at a time (digits after a valid length).
+    let mut t = TcpStream::connect(("127.0.0.1", trk)).unwrap();
+    t.write_all(&[0x00, 0x0F]).unwrap();
+    assert!(
+        closes_while_trickling(&mut t, b"3", 20),
+        "tracker port kept a trickled frame"
+    );
+    // Silent connections on both.
+    for port in [cam, trk] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(s.read(&mut b), Ok(0) | Err(_)),
+            "port {port} kept a silent connection"
+        );
+    }
+}
