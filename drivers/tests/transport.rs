@@ -66,14 +66,20 @@ async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
     b
 }
 
-#[tokio::test]
-async fn teltonika_is_acknowledged_only_after_the_sink_accepts() {
-    let mut srv = server(Protocol::Teltonika, opts()).await;
+/// A Teltonika device connected and past its IMEI handshake (accepted with `01`).
+async fn teltonika_device(srv: &Server) -> TcpStream {
     let mut c = TcpStream::connect(srv.addr).await.unwrap();
     c.write_all(&unhex("000F333536333037303432343431303133"))
         .await
         .unwrap();
     assert_eq!(read_n(&mut c, 1).await, [0x01]);
+    c
+}
+
+#[tokio::test]
+async fn teltonika_is_acknowledged_only_after_the_sink_accepts() {
+    let mut srv = server(Protocol::Teltonika, opts()).await;
+    let mut c = teltonika_device(&srv).await;
     c.write_all(&unhex(CODEC8)).await.unwrap();
     let batch = timeout(Duration::from_secs(5), srv.batches.recv())
         .await
@@ -112,11 +118,7 @@ async fn teltonika_is_acknowledged_only_after_the_sink_accepts() {
 #[tokio::test]
 async fn a_teltonika_keep_alive_byte_is_a_heartbeat_not_an_error_and_gets_no_answer() {
     let mut srv = server(Protocol::Teltonika, opts()).await;
-    let mut c = TcpStream::connect(srv.addr).await.unwrap();
-    c.write_all(&unhex("000F333536333037303432343431303133"))
-        .await
-        .unwrap();
-    assert_eq!(read_n(&mut c, 1).await, [0x01]);
+    let mut c = teltonika_device(&srv).await;
     // FMB devices send a lone FF to keep NAT open; in the same write as the next packet here,
     // so the cutter has to take exactly one byte.
     let mut bytes = vec![0xFF];

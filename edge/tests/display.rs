@@ -800,11 +800,16 @@ fn a_bad_accounts_file_is_one_clear_line() {
 /// Starts `acsgd run` with one officer account and the display on a free port; returns the
 /// running service and the display's port.
 fn service_with_display(tmp: &Path, broker: u16) -> (Setup, Appliance, u16) {
+    service_with_display_keys(tmp, broker, "")
+}
+
+/// Like [`service_with_display`], with more `[display]` keys.
+fn service_with_display_keys(tmp: &Path, broker: u16, keys: &str) -> (Setup, Appliance, u16) {
     let setup = Setup::new(tmp, broker, "", "");
     add_account(&tmp.join("accounts.toml"), "off", "officer", "officer-pass");
     let port = free_port().unwrap();
     setup.add(&format!(
-        "[display]\nbind = \"127.0.0.1:{port}\"\naccounts_file = \"accounts.toml\"\n"
+        "[display]\nbind = \"127.0.0.1:{port}\"\naccounts_file = \"accounts.toml\"\n{keys}\n"
     ));
     let app = setup.start();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1071,21 +1076,11 @@ fn open_fds(pid: u32) -> usize {
 fn silent_connections_cannot_exhaust_the_services_descriptors() {
     let tmp = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
-    let setup = Setup::new(tmp.path(), broker.port(), "", "");
-    add_account(
-        &tmp.path().join("accounts.toml"),
-        "off",
-        "officer",
-        "officer-pass",
+    let (_setup, app, port) = service_with_display_keys(
+        tmp.path(),
+        broker.port(),
+        "max_connections = 32\nidle_timeout_s = 2",
     );
-    let port = free_port().unwrap();
-    setup.add(&format!(
-        "[display]\nbind = \"127.0.0.1:{port}\"\naccounts_file = \"accounts.toml\"\nmax_connections = 32\nidle_timeout_s = 2\n"
-    ));
-    let app = setup.start();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     std::thread::sleep(Duration::from_millis(500));
     let base = open_fds(app.pid());
     // 100 connections that never send a byte, three times the cap.
@@ -1122,54 +1117,17 @@ fn silent_connections_cannot_exhaust_the_services_descriptors() {
 /// time, like a silent one (only the server's own writes keep a connection alive).
 #[test]
 fn a_client_trickling_its_request_is_closed() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
-    let setup = Setup::new(tmp.path(), broker.port(), "", "");
-    add_account(
-        &tmp.path().join("accounts.toml"),
-        "off",
-        "officer",
-        "officer-pass",
-    );
-    let port = free_port().unwrap();
-    setup.add(&format!(
-        "[display]\nbind = \"127.0.0.1:{port}\"\naccounts_file = \"accounts.toml\"\nidle_timeout_s = 2\n"
-    ));
-    let _app = setup.start();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_setup, _app, port) =
+        service_with_display_keys(tmp.path(), broker.port(), "idle_timeout_s = 2");
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
     c.write_all(b"GET /api/state HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     // A header byte every 200 ms, never ending; the test gives up at 20 s.
-    let started = Instant::now();
-    let mut closed = false;
-    let mut buf = [0u8; 256];
-    while started.elapsed() < Duration::from_secs(20) {
-        if c.write_all(b"X").is_err() {
-            closed = true;
-            break;
-        }
-        match c.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                closed = true;
-                break;
-            }
-        }
-    }
-    assert!(closed, "a trickled request held its connection for 20 s");
+    assert!(
+        closes_while_trickling(&mut c, b"X", 20),
+        "a trickled request held its connection for 20 s"
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
@@ -519,4 +519,28 @@ pub fn publish_retained(port: u16, topic: &str, payload: &str) {
         }
     }
     let _ = client.disconnect();
+}
+
+/// Reads until the peer closes, sending `byte` every 200 ms; true if it closed within `secs`.
+pub fn closes_while_trickling(c: &mut TcpStream, byte: &[u8], secs: u64) -> bool {
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    while started.elapsed() < Duration::from_secs(secs) {
+        if c.write_all(byte).is_err() {
+            return true;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
 }
