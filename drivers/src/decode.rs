@@ -166,12 +166,12 @@ impl Decoder {
                 Ok(egts::readings(&p))
             }
             Protocol::Teltonika => {
-                let out = teltonika::decode_packet(bytes, self.imei.as_deref())
+                let (out, integrity) = teltonika::decode_packet(bytes, self.imei.as_deref())
                     .map_err(|e| e.to_string())?;
                 if let [Reading::Login(l)] = out.as_slice() {
                     self.imei = Some(l.device.clone());
                 }
-                Ok(out)
+                Ok(with_warning(out, integrity))
             }
             Protocol::Galileosky => {
                 let p = galileo::parse(bytes, self.imei.as_deref()).map_err(|e| e.to_string())?;

@@ -338,7 +338,7 @@ fn records(body: &[u8], base: usize) -> Result<Vec<Record>, GalileoError> {
                 let value = if len <= 8 {
                     json!(le(v))
                 } else {
-                    json!(hex(v))
+                    json!(crate::reading::hex(v))
                 };
                 rec.attributes.insert(format!("tag_{tag:02x}"), value);
             }
@@ -348,10 +348,6 @@ fn records(body: &[u8], base: usize) -> Result<Vec<Record>, GalileoError> {
         out.push(rec);
     }
     Ok(out)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// An Iridium SBD mobile-originated message carrying Galileosky tags.

@@ -223,3 +223,8 @@ pub(crate) fn ddmm_to_degrees(field: &str) -> Option<f64> {
     // still bounds the result to ±90/±180.
     Some(deg + (v - deg * 100.0) / 60.0)
 }
+
+/// Bytes as lower-case hex, for values a protocol carries as opaque bytes.
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -32,7 +32,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::crc::crc16_arc;
-use crate::reading::{Heartbeat, Login, Message, Position, Reading, Warning};
+use crate::reading::{hex, Heartbeat, Login, Message, Position, Reading};
 
 /// The largest AVL packet accepted. Devices send at most a few KiB of records; Codec 12/13
 /// camera and file transfers can be larger, so leave room without letting a garbage length
@@ -573,36 +573,31 @@ fn text_message(codec: u8, kind: u8, mut body: &[u8], device: &Option<String>) -
     })
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Decodes one captured packet of any kind (for `acsgd decode`): an IMEI handshake, a TCP AVL
-/// packet or a UDP datagram.
-pub fn decode_packet(buf: &[u8], imei: Option<&str>) -> Result<Vec<Reading>, TeltonikaError> {
+/// packet or a UDP datagram; with the integrity finding that would keep it unacknowledged.
+pub fn decode_packet(
+    buf: &[u8],
+    imei: Option<&str>,
+) -> Result<(Vec<Reading>, Option<String>), TeltonikaError> {
     if buf == [KEEP_ALIVE] {
-        return Ok(vec![Reading::Heartbeat(Heartbeat {
+        let beat = Reading::Heartbeat(Heartbeat {
             device: imei.map(str::to_string),
-        })]);
+        });
+        return Ok((vec![beat], None));
     }
     let avl = if buf.len() >= 4 && buf[..4] == [0, 0, 0, 0] {
         parse_avl(buf, imei)?
     } else if let Ok(imei) = parse_imei(buf) {
-        return Ok(vec![Reading::Login(Login {
+        let login = Reading::Login(Login {
             device: imei,
             protocol_version: None,
             attributes: BTreeMap::new(),
-        })]);
+        });
+        return Ok((vec![login], None));
     } else {
         parse_udp(buf)?.avl
     };
-    let mut out = avl.readings;
-    if let Some(problem) = avl.integrity {
-        out.push(Reading::Warning(Warning {
-            problem: format!("{problem}: would not be acknowledged"),
-        }));
-    }
-    Ok(out)
+    Ok((avl.readings, avl.integrity))
 }
 
 #[cfg(test)]
@@ -739,7 +734,9 @@ mod tests {
             Scan::Skip(_, TeltonikaError::BadImei)
         ));
         assert_eq!(
-            decode_packet(&[KEEP_ALIVE], Some("356307042441013")).unwrap(),
+            decode_packet(&[KEEP_ALIVE], Some("356307042441013"))
+                .unwrap()
+                .0,
             vec![Reading::Heartbeat(Heartbeat {
                 device: Some("356307042441013".into())
             })]

@@ -282,20 +282,7 @@ impl Session {
                 }
             }
         };
-        if let Some(refused) = self.identify(p.imei, "Galileosky") {
-            return refused;
-        }
-        if p.integrity.is_some() {
-            return Step {
-                bad: p.integrity,
-                ..Step::default()
-            };
-        }
-        Step {
-            readings: p.readings,
-            ack: p.ack,
-            ..Step::default()
-        }
+        self.admit("Galileosky", p.imei, p.readings, p.ack, p.integrity)
     }
 
     /// Arnavi: the header names the device and is answered with the server's time; each
@@ -320,18 +307,32 @@ impl Session {
                 .then(|| d.readings.iter().find_map(reading_device))
                 .flatten()
         });
-        if let Some(refused) = self.identify(id, "Arnavi") {
+        self.admit("Arnavi", id, d.readings, d.ack, d.integrity)
+    }
+
+    /// A decoded message of a protocol without a negative answer: refused with its
+    /// connection when its identity is not allowed, counted and left unanswered when it
+    /// failed its integrity check (the device sends it again), else delivered and answered.
+    fn admit(
+        &mut self,
+        protocol: &str,
+        id: Option<String>,
+        readings: Vec<Reading>,
+        ack: Vec<u8>,
+        integrity: Option<String>,
+    ) -> Step {
+        if let Some(refused) = self.identify(id, protocol) {
             return refused;
         }
-        if d.integrity.is_some() {
+        if integrity.is_some() {
             return Step {
-                bad: d.integrity,
+                bad: integrity,
                 ..Step::default()
             };
         }
         Step {
-            readings: d.readings,
-            ack: d.ack,
+            readings,
+            ack,
             ..Step::default()
         }
     }

@@ -88,6 +88,16 @@ fn window_intervals(window_s: f64, n: usize) -> usize {
     (((window_s / INTERVAL_S).round() as usize).max(1)).min(n.max(1))
 }
 
+/// The window lengths tested, in whole intervals ([`WINDOW_FACTORS`] of `window_s`), each once.
+fn window_widths(window_s: f64, n: usize) -> Vec<usize> {
+    let mut widths: Vec<usize> = WINDOW_FACTORS
+        .iter()
+        .map(|f| window_intervals(window_s * f, n))
+        .collect();
+    widths.dedup();
+    widths
+}
+
 /// Sliding window sums of each detector.
 fn window_sums(intervals: &[[u32; 4]], w: usize) -> Vec<[u64; 4]> {
     if intervals.len() < w || w == 0 {
@@ -210,11 +220,7 @@ fn cross_side(intervals: &[[u32; 4]], window_s: f64, budget: f64, result: &mut G
     if total_a <= 0.0 || total_b <= 0.0 {
         return;
     }
-    let mut widths: Vec<usize> = WINDOW_FACTORS
-        .iter()
-        .map(|f| window_intervals(window_s * f, n))
-        .collect();
-    widths.dedup();
+    let widths = window_widths(window_s, n);
     let tests: usize = widths.iter().map(|&w| 2 * (n + 1 - w)).sum();
     let z = normal_quantile(1.0 - budget / tests as f64);
     for (this, other, total_this, total_other, name) in [
@@ -262,11 +268,7 @@ fn scan(
     result: &mut GammaResult,
 ) {
     let n = intervals.len();
-    let mut widths: Vec<usize> = WINDOW_FACTORS
-        .iter()
-        .map(|f| window_intervals(window_s * f, n))
-        .collect();
-    widths.dedup();
+    let widths = window_widths(window_s, n);
     let tests: usize = widths.iter().map(|&w| CHANNELS.len() * (n + 1 - w)).sum();
     let alpha = budget / tests as f64;
     let middle = window_intervals(window_s, n);

@@ -223,13 +223,15 @@ impl SealModels {
                 _ => None,
             }
         };
-        if !readings.iter().any(|r| mapped(r).is_some()) {
+        let changed: Vec<Option<Reading>> = readings.iter().map(mapped).collect();
+        if changed.iter().all(Option::is_none) {
             return Cow::Borrowed(readings);
         }
         Cow::Owned(
-            readings
-                .iter()
-                .map(|r| mapped(r).unwrap_or_else(|| r.clone()))
+            changed
+                .into_iter()
+                .zip(readings)
+                .map(|(m, r)| m.unwrap_or_else(|| r.clone()))
                 .collect(),
         )
     }
