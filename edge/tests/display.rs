@@ -1107,8 +1107,10 @@ fn silent_connections_cannot_exhaust_the_services_descriptors() {
         matches!(first.read(&mut b), Ok(0) | Err(_)),
         "a silent connection is still open"
     );
-    // And an officer signs in while the rest of the flood still waits its turn.
-    let (code, _, _) = login(port, "off", "officer-pass");
+    // And the screen still loads while the rest of the flood waits its turn. (Not a sign-in:
+    // on a loaded machine a debug-build argon2 check can outlast this test's 2 s idle time,
+    // and the display closes a connection it has written nothing to for that long.)
+    let (code, _, _) = http(port, "GET", "/", "", &[], None);
     assert_eq!(code, 200);
     drop(silent);
 }
