@@ -6,7 +6,10 @@
 //!    (target ≥ 50 000 events/s on 2 cores), for concurrent single-event producers and for
 //!    producers appending 100 at a time (as the ingest does with a pipelined connection).
 //!
-//! Set `ACSGD_BENCH_N` to change the event count (default 50 000).
+//! Set `ACSGD_BENCH_N` to change the event count (default 50 000), and `ACSGD_BENCH_ONLY` to a
+//! comma-separated list of `raw`, `drain`, `seal`, `append` (or one of `append-64x1`, `append-256x1`,
+//! `append-8x100`) to run only those parts (to
+//! profile one of them with `perf record`).
 //!
 //! The figures move between machines of one kind, so the bench first prints what they depend
 //! on: the CPU features AWS-LC picks its Ed25519 and SHA-512 code paths by at run time (BMI2
@@ -71,27 +74,46 @@ fn main() {
     let avg = payloads.iter().map(Vec::len).sum::<usize>() / n;
     println!("envelope size: {avg} B average\n");
 
+    let only = std::env::var("ACSGD_BENCH_ONLY").unwrap_or_default();
+    let runs = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     let steal_at_start = cpu_times();
-    let raw = rt.block_on(raw_publish(broker.port(), &payloads));
-    println!("raw rumqttc QoS 1 publish     {:>9.0} msg/s", raw);
-    let drain = rt.block_on(outbox_drain(&tmp.path().join("drain"), &broker.url(), n));
-    println!(
-        "outbox -> broker drain        {:>9.0} msg/s  ({:.2} x raw; target >= 0.80)",
-        drain,
-        drain / raw
-    );
-
-    let t = Instant::now();
-    let m = 20_000;
-    for i in 0..m {
-        std::hint::black_box(signer.seal(&event(i), i as u64));
+    let mut raw = None;
+    if runs("raw") {
+        let r = rt.block_on(raw_publish(broker.port(), &payloads));
+        println!("raw rumqttc QoS 1 publish     {:>9.0} msg/s", r);
+        raw = Some(r);
     }
-    println!(
-        "seal (canonical JSON + Ed25519) {:>7.0} events/s on one core",
-        m as f64 / t.elapsed().as_secs_f64()
-    );
+    if runs("drain") {
+        let drain = rt.block_on(outbox_drain(&tmp.path().join("drain"), &broker.url(), n));
+        match raw {
+            Some(raw) => println!(
+                "outbox -> broker drain        {:>9.0} msg/s  ({:.2} x raw; target >= 0.80)",
+                drain,
+                drain / raw
+            ),
+            None => println!("outbox -> broker drain        {:>9.0} msg/s", drain),
+        }
+    }
 
-    for (producers, per_call) in [(64usize, 1usize), (256, 1), (8, 100)] {
+    if runs("seal") {
+        let t = Instant::now();
+        let m = 20_000;
+        for i in 0..m {
+            std::hint::black_box(signer.seal(&event(i), i as u64));
+        }
+        println!(
+            "seal (canonical JSON + Ed25519) {:>7.0} events/s on one core",
+            m as f64 / t.elapsed().as_secs_f64()
+        );
+    }
+
+    let appends = [(64usize, 1usize), (256, 1), (8, 100)];
+    let appends = appends
+        .into_iter()
+        .filter(|(p, c)| runs("append") || runs(&format!("append-{p}x{c}")));
+    for (producers, per_call) in appends {
+        let cpu_before = process_cpu_s();
+        let wall = Instant::now();
         let (rate, p50, p99) = rt.block_on(append(
             &tmp.path().join(format!("append-{producers}-{per_call}")),
             n,
@@ -102,6 +124,12 @@ fn main() {
             "durable append, {producers:>2} producers x {per_call:>3}/call {:>9.0} events/s  latency p50 {:.2} ms, p99 {:.2} ms (target >= 50000/s)",
             rate, p50, p99
         );
+        if let (Some(a), Some(b)) = (cpu_before, process_cpu_s()) {
+            println!(
+                "    cpu used by the process meanwhile: {:.2} cores",
+                (b - a) / wall.elapsed().as_secs_f64()
+            );
+        }
     }
     if let (Some((steal0, all0)), Some((steal1, all1))) = (steal_at_start, cpu_times()) {
         println!(
@@ -109,6 +137,17 @@ fn main() {
             100.0 * (steal1 - steal0) as f64 / (all1 - all0).max(1) as f64
         );
     }
+}
+
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
 }
 
 /// (steal, total) jiffies of all cores, from /proc/stat.

@@ -511,3 +511,114 @@ fn an_event_the_broker_refuses_is_set_aside_and_the_rest_flows() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The writer seals a large batch on every core and writes it a chunk at a time; when the disk
+/// fills in the middle of one, the whole batch is refused (no event of it is reported
+/// accepted), what is accepted stays readable under the number it was given, and no number is
+/// ever given to two events, after space is freed too.
+#[test]
+fn a_large_batch_that_fills_the_disk_is_refused_whole_and_no_number_is_given_twice() {
+    use acsgd::envelope::{Event, Signer};
+    use acsgd::outbox::{AppendError, OpenMode, Outbox, Store};
+    use std::sync::Arc;
+
+    require_root("the full-disk batch test");
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let _fs = Mount::tmpfs(&mnt, "16m");
+    // Freed once the disk is full: sled's reopen itself takes a few megabytes of it.
+    let ballast = mnt.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 8 << 20]).unwrap();
+    let dir = mnt.join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, _) = Store::open(&dir, u64::MAX, OpenMode::Service).unwrap();
+    let store = Arc::new(store);
+    let outbox = Outbox::start(
+        store.clone(),
+        Signer::load_or_create(&dir, "t").unwrap(),
+        4096,
+    );
+    // A kilobyte of text per alert: a batch of 300 is far larger than a chunk.
+    let batch = |b: usize| -> Vec<Event> {
+        (0..300)
+            .map(|i| {
+                Event::now(
+                    "alert",
+                    json!({"rule": "test", "batch": b, "i": i, "pad": "x".repeat(1000)}),
+                )
+            })
+            .collect()
+    };
+    let mut given: HashMap<u64, String> = HashMap::new();
+    let mut refused_batches = 0;
+    let mut b = 0;
+    // Fill the disk until a batch is refused, then free the ballast and go on.
+    while refused_batches == 0 && b < 200 {
+        let events = batch(b);
+        b += 1;
+        let results = rt.block_on(outbox.append_many(events));
+        let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if ok.len() < results.len() {
+            assert!(
+                ok.is_empty(),
+                "batch {b}: {} of {} accepted, {:?}",
+                ok.len(),
+                results.len(),
+                results.iter().find(|r| r.is_err())
+            );
+            assert!(results
+                .iter()
+                .all(|r| matches!(r, Err(AppendError::Storage(_)))));
+            refused_batches += 1;
+        }
+        for a in ok {
+            assert!(
+                given.insert(a.seq, a.id.clone()).is_none(),
+                "seq {} given twice",
+                a.seq
+            );
+        }
+    }
+    assert_eq!(refused_batches, 1, "the disk never filled ({b} batches)");
+    std::fs::remove_file(&ballast).unwrap();
+    // The store reopens itself at most twice a second; until it has, batches are refused.
+    let mut after = 0;
+    let mut retries = 0;
+    while after < 1500 {
+        let results = rt.block_on(outbox.append_many(batch(b)));
+        b += 1;
+        if results.iter().all(|r| r.is_err()) && retries < 600 {
+            retries += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        for r in results {
+            let a = r.expect("accepted once space is back");
+            assert!(
+                given.insert(a.seq, a.id.clone()).is_none(),
+                "seq {} given twice",
+                a.seq
+            );
+            after += 1;
+        }
+    }
+    assert_eq!(after, 1500);
+    // Every accepted event is in the outbox under its own number; nothing else is.
+    let stored = store.read_range(0, u64::MAX, usize::MAX).unwrap();
+    for p in &stored {
+        let env: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+        let id = env["id"].as_str().unwrap();
+        if let Some(expected) = given.get(&p.seq) {
+            assert_eq!(id, expected, "seq {} holds another event", p.seq);
+        }
+    }
+    let stored_seqs: HashSet<u64> = stored.iter().map(|p| p.seq).collect();
+    for seq in given.keys() {
+        assert!(stored_seqs.contains(seq), "accepted seq {seq} is missing");
+    }
+    rt.block_on(outbox.close());
+}

@@ -247,64 +247,159 @@ fn flusher(
     }
 }
 
-/// Seals `events` numbered `base + 1 …`, splitting large batches across the cores.
-fn seal_all(signer: &Signer, events: &[&Event], base: u64) -> Vec<Vec<u8>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || events.len() < 64 {
-        return (0..events.len())
-            .map(|i| signer.seal(events[i], base + 1 + i as u64))
-            .collect();
+/// Events sealed together by one sealing thread, and handed on to the writer as one piece.
+const CHUNK: usize = 64;
+
+/// Sealed envelopes, handed to the writer in `seq` order whatever order they were sealed in.
+enum Sealed<'a> {
+    /// Sealed on this thread, all at once (small batches: threads cost more than they save).
+    Here(std::vec::IntoIter<Vec<u8>>),
+    /// Sealed by threads on every core, [`CHUNK`] events at a time, as the writer goes.
+    Threads {
+        rx: std::sync::mpsc::Receiver<(usize, Vec<Vec<u8>>)>,
+        /// Chunks that arrived before the one the writer needs.
+        early: std::collections::HashMap<usize, Vec<Vec<u8>>>,
+        current: std::vec::IntoIter<Vec<u8>>,
+        next_chunk: usize,
+        _scope: std::marker::PhantomData<&'a ()>,
+    },
+}
+
+impl Sealed<'_> {
+    /// The envelope of the next event, in order.
+    fn next(&mut self) -> Vec<u8> {
+        match self {
+            Sealed::Here(it) => it.next().expect("one sealed envelope per event"),
+            Sealed::Threads {
+                rx,
+                early,
+                current,
+                next_chunk,
+                ..
+            } => loop {
+                if let Some(env) = current.next() {
+                    return env;
+                }
+                let chunk = match early.remove(next_chunk) {
+                    Some(c) => c,
+                    None => loop {
+                        let (i, c) = rx.recv().expect("a sealing thread died");
+                        if i == *next_chunk {
+                            break c;
+                        }
+                        early.insert(i, c);
+                    },
+                };
+                *next_chunk += 1;
+                *current = chunk.into_iter();
+            },
+        }
     }
-    let per = events.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = events
-            .chunks(per)
-            .enumerate()
-            .map(|(c, chunk)| {
-                s.spawn(move || {
-                    let first = base + 1 + (c * per) as u64;
-                    (0..chunk.len())
-                        .map(|i| signer.seal(chunk[i], first + i as u64))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().expect("sealing thread"))
-            .collect()
-    })
 }
 
 /// Seals, numbers and applies one batch (quota rules included); the fsync is the flusher's.
+///
+/// Large batches are sealed on every core while this thread applies what is sealed so far
+/// to sled, a chunk at a time: signing is most of an append's cost and sled's inserts most
+/// of the rest, and they overlap instead of following each other.
 fn commit(
     store: &Store,
     signer: &Signer,
     reqs: Vec<(Vec<Event>, oneshot::Sender<Reply>)>,
     watched: bool,
 ) -> Flush {
-    let mut batch = sled::Batch::default();
+    let (lists, senders): (Vec<Vec<Event>>, Vec<oneshot::Sender<Reply>>) = reqs.into_iter().unzip();
+    let all: Vec<&Event> = lists.iter().flatten().collect();
+    // Sealed up front numbered as if all are accepted. A quota refusal shifts the numbers of
+    // the events after it; those are sealed again (rare: only when the quota is full).
+    let base = store.last_seq();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || all.len() < 2 * CHUNK {
+        let sealed = (0..all.len())
+            .map(|i| signer.seal(all[i], base + 1 + i as u64))
+            .collect::<Vec<_>>();
+        let sealed = Sealed::Here(sealed.into_iter());
+        return apply(store, signer, &lists, senders, sealed, watched);
+    }
+    let chunks = all.len().div_ceil(CHUNK);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..threads {
+            let (tx, next, all) = (tx.clone(), &next, &all);
+            s.spawn(move || loop {
+                let c = next.fetch_add(1, Ordering::Relaxed);
+                if c >= chunks {
+                    return;
+                }
+                let from = c * CHUNK;
+                let sealed = all[from..(from + CHUNK).min(all.len())]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ev)| signer.seal(ev, base + 1 + (from + i) as u64))
+                    .collect();
+                if tx.send((c, sealed)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let sealed = Sealed::Threads {
+            rx,
+            early: Default::default(),
+            current: Vec::new().into_iter(),
+            next_chunk: 0,
+            _scope: std::marker::PhantomData,
+        };
+        apply(store, signer, &lists, senders, sealed, watched)
+    })
+}
+
+/// Numbers the sealed events, applies the quota rules and writes them to sled a chunk at a
+/// time. A failed write refuses the whole batch: chunks written before it are removed again
+/// (or, if even that fails, their numbers are never issued again).
+fn apply(
+    store: &Store,
+    signer: &Signer,
+    lists: &[Vec<Event>],
+    senders: Vec<oneshot::Sender<Reply>>,
+    mut sealed: Sealed<'_>,
+    watched: bool,
+) -> Flush {
     // After an I/O error (a full disk) the store is reopened here, before numbering: the
     // reopened store may hold more than was acknowledged, and numbering goes on after it.
-    let handles = store.handles();
+    let (handles, mut failure) = match store.handles() {
+        Ok(h) => (Some(h), None),
+        Err(e) => (None, Some(e)),
+    };
     let disk_low = store.disk_low();
     let mut seq = store.last_seq();
-    let (mut accepted, mut evicted, mut refused) = (0u64, 0u64, 0u64);
-    let mut replies: Vec<(Reply, oneshot::Sender<Reply>)> = Vec::with_capacity(reqs.len());
-    // Seal the whole batch up front, on every core, numbered as if all are accepted. A quota
-    // refusal shifts the numbers of the events after it; those are sealed again (rare: only
-    // when the quota is full).
     let base = seq;
-    let all: Vec<&Event> = reqs.iter().flat_map(|(evs, _)| evs.iter()).collect();
-    let mut sealed = seal_all(signer, &all, base).into_iter();
+    let (mut accepted, mut evicted, mut refused) = (0u64, 0u64, 0u64);
+    let mut replies: Vec<(Reply, oneshot::Sender<Reply>)> = Vec::with_capacity(senders.len());
     let mut index = 0u64;
     let mut fed = Vec::new();
-    for (events, reply) in reqs {
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0usize;
+    // The seqs written to sled so far, to take back if a later chunk fails.
+    let mut written: Vec<u64> = Vec::new();
+    let write = |batch: sled::Batch, upto: u64| -> Result<(), super::StoreError> {
+        let h = handles
+            .as_ref()
+            .expect("writes only with the store's handles");
+        store.reserve_upto(upto)?;
+        store.check(h.events.apply_batch(batch))
+    };
+    for (events, reply) in lists.iter().zip(senders) {
         let mut results = Vec::with_capacity(events.len());
-        for ev in &events {
+        for ev in events {
             let prio = Priority::of(&ev.kind);
             index += 1;
-            let pre = sealed.next().expect("one sealed envelope per event");
+            let pre = sealed.next();
+            if let Some(e) = &failure {
+                results.push(Err(AppendError::Storage(e.to_string())));
+                continue;
+            }
             let payload = if seq + 1 == base + index {
                 pre
             } else {
@@ -344,6 +439,8 @@ fn commit(
                 }
             }
             batch.insert(&seq.to_be_bytes(), rec);
+            written.push(seq);
+            in_batch += 1;
             accepted += 1;
             if watched {
                 fed.push(Fed {
@@ -359,8 +456,25 @@ fn commit(
                 seq,
                 id: ev.id.clone(),
             }));
+            if in_batch == CHUNK {
+                in_batch = 0;
+                if let Err(e) = write(std::mem::take(&mut batch), seq) {
+                    failure = Some(e);
+                }
+            }
         }
         replies.push((results, reply));
+    }
+    if failure.is_none() && (accepted > 0 || evicted > 0) {
+        let last = (|| -> Result<(), super::StoreError> {
+            write(std::mem::take(&mut batch), seq)?;
+            let h = handles
+                .as_ref()
+                .expect("writes only with the store's handles");
+            store.check(h.meta.insert("last_seq", &seq.to_be_bytes()))?;
+            Ok(())
+        })();
+        failure = last.err();
     }
 
     let c = store.counters();
@@ -373,18 +487,8 @@ fn commit(
     if evicted > 0 {
         tracing::warn!(evicted, "outbox quota full: oldest bulk events evicted");
     }
-    let written = (|| -> Result<(), super::StoreError> {
-        if accepted == 0 && evicted == 0 {
-            return Ok(());
-        }
-        let h = handles?;
-        store.reserve_upto(seq)?;
-        store.check(h.events.apply_batch(batch))?;
-        store.check(h.meta.insert("last_seq", &seq.to_be_bytes()))?;
-        Ok(())
-    })();
-    match written {
-        Ok(()) => {
+    match failure {
+        None => {
             // Counted now so the persisted counters travel with this batch's fsync.
             c.accepted.fetch_add(accepted, Ordering::Relaxed);
             c.evicted.fetch_add(evicted, Ordering::Relaxed);
@@ -393,12 +497,28 @@ fn commit(
             }
             store.last_seq.store(seq, Ordering::Release);
         }
-        Err(e) => {
+        Some(e) => {
             tracing::error!(error = %e, "outbox write failed; the batch is not accepted");
             let msg = e.to_string();
             for (results, _) in &mut replies {
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(AppendError::Storage(msg.clone()));
+                }
+            }
+            // Chunks written before the failure are taken back; if even that fails they may
+            // reach the disk, so their numbers are never issued again.
+            if let (Some(first), Some(h)) = (written.first(), &handles) {
+                let mut undo = sled::Batch::default();
+                for s in &written {
+                    undo.remove(&s.to_be_bytes());
+                }
+                if store.check(h.events.apply_batch(undo)).is_err() {
+                    tracing::warn!(
+                        from = first,
+                        upto = seq,
+                        "numbers of the refused batch are skipped"
+                    );
+                    store.last_seq.store(seq, Ordering::Release);
                 }
             }
             store.rebuild_accounting();

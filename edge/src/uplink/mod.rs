@@ -5,7 +5,10 @@
 //!   grows by one per answer (slow start, so a refused event is found in O(log window)
 //!   reconnects; see `Connection::run`). rumqttc reports each publish it sends with
 //!   its packet id, in the order they were queued; a FIFO of queued `seq`s maps packet ids back
-//!   to events, and a PUBACK removes its event from the outbox.
+//!   to events, and a PUBACK removes its event from the outbox. The removals run on a
+//!   blocking thread, a batch at a time, beside the connection's loop (a sled removal costs
+//!   about as much as the publish it answers); the events count as forwarded once removed,
+//!   and a connection that ends waits for its removals before the next one reads the outbox.
 //! * On any connection error the session is dropped whole; after a capped, jittered exponential
 //!   backoff a new one resends everything still in the outbox from the lowest `seq`
 //!   (at-least-once: central de-duplicates on `id`).
@@ -199,8 +202,16 @@ pub async fn run(
             session: Session::new(&cfg.session),
             fifo: VecDeque::new(),
             inflight: HashMap::new(),
+            answered: 0,
+            acked: Vec::new(),
+            removals: tokio::task::JoinSet::new(),
         };
-        let result = conn.run(&mut shutdown).await;
+        let mut result = conn.run(&mut shutdown).await;
+        // Removals still running belong to this connection; the next one reads the outbox
+        // from its lowest seq and would resend what they remove.
+        if let Err(e) = conn.settle().await {
+            result = result.and(Err(e));
+        }
         drop(conn);
         state.connected.store(false, Ordering::Relaxed);
         match result {
@@ -236,7 +247,7 @@ fn jitter(d: Duration) -> Duration {
 struct Connection<'a> {
     cfg: &'a UplinkConfig,
     outbox: &'a Outbox,
-    state: &'a UplinkState,
+    state: &'a Arc<UplinkState>,
     health: &'a Health,
     announce: &'a [u8],
     session: Session,
@@ -245,7 +256,16 @@ struct Connection<'a> {
     fifo: VecDeque<Option<u64>>,
     /// Packet id → `seq` of events sent and not yet acknowledged.
     inflight: HashMap<u16, u64>,
+    /// Events the broker answered on this connection (acknowledged or refused): the window.
+    answered: usize,
+    /// Acknowledged events not yet handed to a removal.
+    acked: Vec<u64>,
+    /// Removals from the outbox in progress (blocking threads).
+    removals: tokio::task::JoinSet<Result<usize, StoreError>>,
 }
+
+/// Acknowledged events handed to one removal at most; more wait for the next.
+const REMOVAL_BATCH: usize = 256;
 
 impl Connection<'_> {
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), UplinkError> {
@@ -287,13 +307,10 @@ impl Connection<'_> {
         // time rather than with one range scan per PUBACK (the window refills one slot at a
         // time).
         let mut ahead: VecDeque<crate::outbox::Pending> = VecDeque::new();
-        let forwarded_before = self.state.forwarded.load(Ordering::Relaxed);
-        let dead_before = self.state.dead_lettered.load(Ordering::Relaxed);
         loop {
+            self.reap()?;
             let durable = *durable_rx.borrow_and_update();
-            let answered = (self.state.forwarded.load(Ordering::Relaxed) - forwarded_before)
-                + (self.state.dead_lettered.load(Ordering::Relaxed) - dead_before);
-            let window = (1 + answered as usize).min(self.cfg.window);
+            let window = (1 + self.answered).min(self.cfg.window);
             if outstanding < window && ahead.is_empty() && cursor <= durable {
                 let batch = store.read_range(cursor, durable, self.cfg.window)?;
                 // A short read means the range is exhausted up to the watermark.
@@ -321,6 +338,10 @@ impl Connection<'_> {
                     return Ok(());
                 }
                 io = self.session.poll() => self.handle(io?, &mut outstanding).await?,
+                // A finished removal may leave acknowledged events waiting for the next.
+                Some(done) = self.removals.join_next(), if !self.removals.is_empty() => {
+                    done.map_err(|e| UplinkError::Client(format!("outbox removal: {e}")))??;
+                }
                 r = durable_rx.changed(), if idle && outstanding < window => {
                     if r.is_err() {
                         // The outbox is gone: the service is stopping.
@@ -363,8 +384,8 @@ impl Connection<'_> {
             Io::Acked(pkid) => {
                 if let Some(seq) = self.inflight.remove(&pkid) {
                     *outstanding -= 1;
-                    self.outbox.store().delivered(seq)?;
-                    self.state.forwarded.fetch_add(1, Ordering::Relaxed);
+                    self.answered += 1;
+                    self.acked.push(seq);
                 }
             }
             Io::Refused(pkid, reason) => {
@@ -374,6 +395,7 @@ impl Connection<'_> {
                     return Ok(());
                 };
                 *outstanding -= 1;
+                self.answered += 1;
                 self.dead_letter(seq, &reason).await?;
             }
             Io::Inbound(msg) => {
@@ -436,6 +458,52 @@ impl Connection<'_> {
             Io::Connected | Io::Other => {}
         }
         Ok(())
+    }
+
+    /// Collects finished removals (a failed one ends the connection) and hands the events
+    /// acknowledged since to a new one, unless one is still running and the batch is small:
+    /// under load the batches grow, and an idle link removes each event at once.
+    fn reap(&mut self) -> Result<(), UplinkError> {
+        while let Some(done) = self.removals.try_join_next() {
+            done.map_err(|e| UplinkError::Client(format!("outbox removal: {e}")))??;
+        }
+        if self.acked.is_empty() || (!self.removals.is_empty() && self.acked.len() < REMOVAL_BATCH)
+        {
+            return Ok(());
+        }
+        let seqs = std::mem::take(&mut self.acked);
+        let store = self.outbox.store().clone();
+        let state = self.state.clone();
+        self.removals.spawn_blocking(move || {
+            let n = seqs.len();
+            for seq in seqs {
+                store.delivered(seq)?;
+            }
+            // Counted once removed, so "forwarded" never runs ahead of the outbox.
+            state.forwarded.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        });
+        Ok(())
+    }
+
+    /// Removes every acknowledged event and waits for the removals in progress.
+    async fn settle(&mut self) -> Result<(), UplinkError> {
+        let mut result = Ok(());
+        loop {
+            if let Err(e) = self.reap() {
+                result = result.and(Err(e));
+            }
+            let Some(done) = self.removals.join_next().await else {
+                break;
+            };
+            let done = done
+                .map_err(|e| UplinkError::Client(format!("outbox removal: {e}")))
+                .and_then(|r| r.map(|_| ()).map_err(UplinkError::from));
+            if let Err(e) = done {
+                result = result.and(Err(e));
+            }
+        }
+        result
     }
 
     /// Sets aside an event the broker refused for good, so the rest of the outbox flows.
