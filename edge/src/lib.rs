@@ -1,9 +1,11 @@
 //! The ACSGD edge appliance: configuration, the signed event envelope, the durable outbox and
 //! the MQTT uplink, wired together by [`service`]. `main.rs` only parses the command line.
 //!
-//! Data flow so far: producers (the ingest port, the demo's traffic; later the sensor drivers
-//! and lane fusion) → [`outbox`] (group commit, accepted = on disk) → [`uplink`] (QoS 1, removed
-//! only after PUBACK) → central. [`health`] turns component state changes into events.
+//! Data flow: producers (the sensor drivers through [`sensors`] and lane [`fusion`], the cameras'
+//! plate recognition in [`anpr`], the [`ingest`] port, the demo's traffic) → [`outbox`] (group
+//! commit, accepted = on disk) → [`uplink`] (QoS 1, removed only after PUBACK) → central; the
+//! officer [`display`] watches what is accepted. [`health`] turns component state changes into
+//! events, and [`supervise`] makes a task that dies one of them.
 
 pub mod anpr;
 pub mod config;
@@ -24,4 +26,5 @@ pub mod sensors;
 pub mod service;
 pub mod simulate;
 pub mod status;
+pub mod supervise;
 pub mod uplink;

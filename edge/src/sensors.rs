@@ -22,7 +22,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Protocol, Sensor, Transport};
 use crate::fusion::live::{self, Shared};
+use crate::health::{Health, State};
 use crate::outbox::Outbox;
+use crate::supervise::Supervisor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
@@ -57,16 +59,34 @@ pub(crate) fn driver_protocol(p: Protocol) -> Option<DriverProtocol> {
     })
 }
 
-/// Starts every sensor with a driver, and the task that stores what they read.
+/// The `health` component of a sensor (fusion's silence reports use the same).
+pub fn component(id: &str) -> String {
+    format!("sensor/{id}")
+}
+
+/// Starts every sensor with a driver, and the task that stores what they read; every task is
+/// watched by `sup` (a camera's is the only one the service can go on without).
 pub async fn start(
     sensors: &[Sensor],
     anpr: &crate::config::Anpr,
     outbox: Outbox,
     fusion: Shared,
+    health: Arc<Health>,
+    sup: &Supervisor,
     stop: watch::Receiver<bool>,
 ) -> Result<(Vec<Started>, JoinHandle<()>), SensorError> {
     let (sink, batches) = mpsc::channel::<Batch>(256);
-    let store_task = tokio::spawn(store(batches, outbox.clone(), fusion.clone()));
+    let store_task = sup.watch(
+        "sensors",
+        true,
+        tokio::spawn(store(
+            batches,
+            sink.clone(),
+            outbox.clone(),
+            fusion.clone(),
+            stop.clone(),
+        )),
+    );
     let mut started = Vec::new();
     for s in sensors {
         let Some(protocol) = driver_protocol(s.protocol) else {
@@ -84,16 +104,20 @@ pub async fn start(
                     .map_err(|source| bind_error(s, *listen, source))?;
                 let local_addr = l.local_addr().ok();
                 let stats = Arc::new(Stats::default());
-                let task = tokio::spawn(plate_reads(
-                    l,
-                    s.id.clone(),
-                    *max_connections,
-                    Duration::from_secs(*idle_timeout_s),
-                    outbox.clone(),
-                    fusion.clone(),
-                    stats.clone(),
-                    stop.clone(),
-                ));
+                let task = sup.watch(
+                    component(&s.id),
+                    true,
+                    tokio::spawn(plate_reads(
+                        l,
+                        s.id.clone(),
+                        *max_connections,
+                        Duration::from_secs(*idle_timeout_s),
+                        outbox.clone(),
+                        fusion.clone(),
+                        stats.clone(),
+                        stop.clone(),
+                    )),
+                );
                 tracing::info!(sensor = %s.id, addr = ?local_addr, "plate reads listening");
                 started.push(Started {
                     id: s.id.clone(),
@@ -107,19 +131,27 @@ pub async fn start(
                     s,
                     url,
                     anpr,
-                    fusion.clone(),
-                    outbox.clone(),
+                    crate::anpr::camera::Outputs {
+                        fusion: fusion.clone(),
+                        outbox: outbox.clone(),
+                        health: health.clone(),
+                    },
                     stop.clone(),
                     stats.clone(),
                 ) {
+                    // A video that ends ends its task: that camera is down, the post goes on.
                     Ok(task) => started.push(Started {
                         id: s.id.clone(),
                         stats,
                         local_addr: None,
-                        task,
+                        task: sup.watch(component(&s.id), false, task),
                     }),
-                    // The post goes on without this camera; fusion reports it silent.
-                    Err(e) => tracing::error!(sensor = %s.id, "plate recognition not started: {e}"),
+                    // The post goes on without this camera, and says so.
+                    Err(e) => {
+                        let why = format!("plate recognition not started: {e}");
+                        tracing::error!(sensor = %s.id, "{why}");
+                        health.report(&component(&s.id), State::Down, &why).await;
+                    }
                 }
             }
             continue;
@@ -195,7 +227,7 @@ pub async fn start(
             id: s.id.clone(),
             stats,
             local_addr,
-            task,
+            task: sup.watch(component(&s.id), true, task),
         });
     }
     Ok((started, store_task))
@@ -209,8 +241,32 @@ fn bind_error(s: &Sensor, addr: std::net::SocketAddr, source: std::io::Error) ->
     }
 }
 
-async fn store(mut batches: mpsc::Receiver<Batch>, outbox: Outbox, fusion: Shared) {
-    while let Some(b) = batches.recv().await {
+/// Stores what the transports read until the service stops and every transport has handed
+/// over what it held. `keep` is a sender of its own, let go of at the stop: without it a post
+/// whose only sensors are cameras (no transport) would end the task at once.
+async fn store(
+    mut batches: mpsc::Receiver<Batch>,
+    keep: mpsc::Sender<Batch>,
+    outbox: Outbox,
+    fusion: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut keep = Some(keep);
+    loop {
+        if *stop.borrow() {
+            keep = None;
+        }
+        let b = tokio::select! {
+            b = batches.recv() => match b {
+                Some(b) => b,
+                None => break,
+            },
+            _ = stop.changed(), if keep.is_some() => {
+                keep = None;
+                continue;
+            }
+        };
+        crate::supervise::fault_point("sensors");
         let events =
             fusion
                 .lock()

@@ -6,6 +6,10 @@
 //! commits everything queued and flushes → the uplink waits briefly for outstanding PUBACKs
 //! and says `offline` → final status. Nothing accepted is lost at any point of it: what is not
 //! yet delivered stays in the outbox for the next start.
+//!
+//! Every task is watched ([`crate::supervise`]): when one the appliance cannot run without
+//! dies, the service reports a `health` event for it, stops in the same order and exits
+//! non-zero, so that systemd starts it again; a camera that dies is a `health` event only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use crate::envelope::{EnvelopeError, Signer};
 use crate::health::{Health, State};
 use crate::outbox::{OpenMode, OpenNote, Outbox, Store, StoreError};
 use crate::status::{self, Source, Status};
+use crate::supervise::{Death, Deaths, Supervisor};
 use crate::uplink::{self, UplinkConfig, UplinkError, UplinkState};
 
 /// Why the service could not start.
@@ -39,6 +44,8 @@ pub enum ServiceError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("the {task} task died ({why}); stopped so that it is started again")]
+    TaskDied { task: String, why: String },
 }
 
 /// A running service.
@@ -59,6 +66,7 @@ pub struct Running {
     uplink_task: JoinHandle<()>,
     ingest_task: Option<JoinHandle<()>>,
     status_task: JoinHandle<()>,
+    deaths: Deaths,
     config: Config,
 }
 
@@ -97,6 +105,17 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         report_open_note(&health, note).await;
     }
     let (stop, stop_rx) = watch::channel(false);
+    let (sup, deaths) = Supervisor::new(stop_rx.clone());
+    {
+        // The writer is a thread of its own; it says when it died.
+        let (died, sup, mut stopping) = (outbox.died(), sup.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                why = died => sup.died("outbox".into(), why, true),
+                _ = stopping.changed() => {}
+            }
+        });
+    }
     let state = Arc::new(UplinkState::default());
     let fusion: crate::fusion::live::Shared = Arc::new(std::sync::Mutex::new(
         crate::fusion::Fusion::new(&config, crate::fusion::live::now()),
@@ -107,34 +126,48 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         &config.anpr,
         outbox.clone(),
         fusion.clone(),
+        health.clone(),
+        &sup,
         stop_rx.clone(),
     )
     .await?;
-    let fusion_task = tokio::spawn(crate::fusion::live::run(
-        fusion.clone(),
-        outbox.clone(),
-        stop_rx.clone(),
-    ));
-    let uplink_task = tokio::spawn(uplink::run(
-        uplink_cfg,
-        outbox.clone(),
-        announce,
-        health.clone(),
-        state.clone(),
-        stop_rx.clone(),
-    ));
+    let fusion_task = sup.watch(
+        "fusion",
+        true,
+        tokio::spawn(crate::fusion::live::run(
+            fusion.clone(),
+            outbox.clone(),
+            stop_rx.clone(),
+        )),
+    );
+    let uplink_task = sup.watch(
+        "uplink",
+        true,
+        tokio::spawn(uplink::run(
+            uplink_cfg,
+            outbox.clone(),
+            announce,
+            health.clone(),
+            state.clone(),
+            stop_rx.clone(),
+        )),
+    );
     let mut ingest_addr = None;
     let ingest_task = match (ingest_listener, &config.ingest) {
         (Some(l), Some(i)) => {
             ingest_addr = l.local_addr().ok();
             tracing::info!(addr = ?ingest_addr, "ingest listening");
-            Some(tokio::spawn(crate::ingest::serve(
-                l,
-                outbox.clone(),
-                crate::ingest::Limits::from(i),
-                crate::ingest::Clients::from_config(i),
-                stop_rx.clone(),
-            )))
+            Some(sup.watch(
+                "ingest",
+                true,
+                tokio::spawn(crate::ingest::serve(
+                    l,
+                    outbox.clone(),
+                    crate::ingest::Limits::from(i),
+                    crate::ingest::Clients::from_config(i),
+                    stop_rx.clone(),
+                )),
+            ))
         }
         _ => None,
     };
@@ -159,14 +192,18 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         )?),
         None => None,
     };
-    let status_task = tokio::spawn(status_loop(
-        config.clone(),
-        outbox.clone(),
-        state.clone(),
-        sensor_stats.clone(),
-        status_tx,
-        stop_rx,
-    ));
+    let status_task = sup.watch(
+        "status",
+        true,
+        tokio::spawn(status_loop(
+            config.clone(),
+            outbox.clone(),
+            state.clone(),
+            sensor_stats.clone(),
+            status_tx,
+            stop_rx,
+        )),
+    );
     // Only now: a start that failed above (a port in use, a sensor that cannot be opened)
     // must not queue a "started" event for central on every try.
     health
@@ -193,6 +230,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         uplink_task,
         ingest_task,
         status_task,
+        deaths,
         config,
     })
 }
@@ -237,6 +275,31 @@ async fn report_open_note(health: &Health, note: OpenNote) {
 }
 
 impl Running {
+    /// The next task that dies while the service runs (pending while none does).
+    pub async fn died(&mut self) -> Death {
+        self.deaths.next().await
+    }
+
+    /// Reports a death as a `health` event; `true` if the service must stop for it. An
+    /// essential task's death is always an event; a camera's only if its own reports have
+    /// not already said it is down.
+    pub async fn report_death(&self, d: &Death) -> bool {
+        let why = format!("task died: {}", d.why);
+        if d.essential {
+            self.health
+                .event(
+                    &d.task,
+                    State::Down,
+                    &why,
+                    json!({"task": d.task, "essential": true, "restart": "the service exits for systemd to start it again"}),
+                )
+                .await;
+        } else {
+            self.health.report(&d.task, State::Down, &why).await;
+        }
+        d.essential
+    }
+
     /// Where the officer display is served, when configured.
     pub fn display_addr(&self) -> Option<std::net::SocketAddr> {
         self.display.as_ref().map(|d| d.addr)
@@ -327,29 +390,69 @@ async fn status_loop(
     }
 }
 
-/// `acsgd run`: the service until SIGTERM or SIGINT.
+/// `acsgd run`: the service until SIGTERM or SIGINT, or until a task it cannot run without
+/// dies (then an error: the exit is non-zero and systemd starts it again).
 pub async fn run(config: Config) -> Result<(), ServiceError> {
-    let running = start(config).await?;
-    wait_for_signal().await;
+    // Listening before the start: a SIGTERM while it starts stops it in order once started.
+    let mut signals = Signals::new();
+    let mut running = start(config).await?;
+    loop {
+        tokio::select! {
+            _ = signals.recv() => break,
+            d = running.died() => {
+                if running.report_death(&d).await {
+                    running.stop().await;
+                    return Err(ServiceError::TaskDied { task: d.task, why: d.why });
+                }
+            }
+        }
+    }
     running.stop().await;
     Ok(())
 }
 
-/// Resolves on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// SIGTERM (systemd's stop) and SIGINT (Ctrl-C), listened to from creation on, so that none
+/// is missed between two waits.
+pub struct Signals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    pub fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => None,
+        };
+        Signals { streams }
+    }
+
+    /// Resolves at the next signal.
+    pub async fn recv(&mut self) {
+        match &mut self.streams {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
+}
+
+impl Default for Signals {
+    fn default() -> Signals {
+        Signals::new()
+    }
+}
+
+/// Resolves on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() {
+    Signals::new().recv().await
 }

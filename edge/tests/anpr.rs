@@ -306,3 +306,51 @@ fn a_decompression_bomb_and_a_fifo_are_refused_and_the_rest_is_read() {
     assert_eq!(lines[1]["error"], "image: not a regular file");
     assert_eq!(lines[2]["plates"][0]["text"], "661QAM18", "{}", lines[2]);
 }
+
+/// A camera that fails says so: a stream that cannot be opened, and a video that ends, are
+/// `health` events (`sensor/<id>`, down) at central, and the post runs on; models that cannot
+/// be loaded are one too, for every camera, and the post still starts.
+#[test]
+fn a_camera_that_fails_is_a_health_event_at_central_and_the_post_runs_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();
+    let central = Central::connect(broker.port(), "central-camera-health");
+    let setup = Setup::new(tmp.path(), broker.port(), "", "");
+    setup.add(&format!(
+        "[[sensors]]\nid = \"cam-gone\"\nprotocol = \"camera\"\n\
+         transport = {{ kind = \"url\", url = \"{}\" }}\n\
+         [[sensors]]\nid = \"cam-file\"\nprotocol = \"camera\"\n\
+         transport = {{ kind = \"url\", url = \"{}\" }}\n",
+        tmp.path().join("no-such-camera.avi").display(),
+        data("truck-123ABC02.avi").display()
+    ));
+    let mut app = setup.start();
+    let down = |ev: &[serde_json::Value], id: &str, reason: &str| {
+        ev.iter().any(|e| {
+            e["type"] == "health"
+                && e["body"]["component"] == format!("sensor/{id}")
+                && e["body"]["state"] == "down"
+                && e["body"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(reason))
+        })
+    };
+    central.wait_for(60, "both cameras down", |ev| {
+        down(ev, "cam-gone", "stream cannot be opened") && down(ev, "cam-file", "video ended")
+    });
+    assert!(app.is_running(), "{}", setup.log());
+    assert!(app.terminate().success(), "{}", setup.log());
+
+    // A model that cannot be loaded (a damaged update): the cameras are down from the
+    // start, the post runs.
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("plate_loc.onnx"), b"not a model").unwrap();
+    setup.add(&format!("[anpr]\nmodels = \"{}\"\n", models.display()));
+    let mut app = setup.start();
+    central.wait_for(60, "plate recognition not started", |ev| {
+        down(ev, "cam-file", "plate recognition not started")
+    });
+    assert!(app.is_running(), "{}", setup.log());
+    assert!(app.terminate().success(), "{}", setup.log());
+}

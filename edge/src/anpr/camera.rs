@@ -11,6 +11,11 @@
 //! The loop runs on a blocking thread: inference never runs on the async runtime. A stream
 //! that fails is reopened after `anpr.retry_s`, doubling to a minute; a video file that ends
 //! ends the loop.
+//!
+//! The camera's health is reported as component `sensor/<id>` (a `health` event on every
+//! change, shown on the technician page): down while its stream cannot be opened, fails or
+//! has ended, degraded while frames cannot be read (the runtime or the models fail), up again
+//! once it reads. Models that cannot be loaded at start are reported by [`crate::sensors`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use super::AnprError;
 use crate::config::{Anpr, Sensor, View};
 use crate::fusion::live::{self, Shared};
 use crate::fusion::{Millis, PlateImage};
+use crate::health::{Health, State};
 use crate::outbox::Outbox;
 
 /// One frame's best plate, kept for the vote.
@@ -44,16 +50,27 @@ struct Vehicle {
     frames: usize,
 }
 
+/// Where a camera's reads and health go.
+pub struct Outputs {
+    pub fusion: Shared,
+    pub outbox: Outbox,
+    pub health: Arc<Health>,
+}
+
 /// Opens the models and starts the capture loop of camera `sensor` reading `url`.
 pub fn spawn(
     sensor: &Sensor,
     url: &str,
     settings: &Anpr,
-    fusion: Shared,
-    outbox: Outbox,
+    to: Outputs,
     stop: watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) -> Result<tokio::task::JoinHandle<()>, AnprError> {
+    let Outputs {
+        fusion,
+        outbox,
+        health,
+    } = to;
     let env = init_runtime(settings.onnxruntime.as_deref())?;
     let reader = Reader::new(
         &env,
@@ -70,6 +87,8 @@ pub fn spawn(
         settings: settings.clone(),
         fusion,
         outbox,
+        health,
+        component: crate::sensors::component(&sensor.id),
         stats,
         reader,
         handle,
@@ -84,12 +103,21 @@ struct Loop {
     settings: Anpr,
     fusion: Shared,
     outbox: Outbox,
+    health: Arc<Health>,
+    /// `sensor/<id>`.
+    component: String,
     stats: Arc<Stats>,
     reader: Reader,
     handle: tokio::runtime::Handle,
 }
 
 impl Loop {
+    /// Reports the camera's state (an event only when it changed).
+    fn health(&self, state: State, reason: &str) {
+        self.handle
+            .block_on(self.health.report(&self.component, state, reason));
+    }
+
     fn run(mut self, stop: watch::Receiver<bool>) {
         let mut source: Option<Source> = None;
         let mut retry = Duration::from_secs_f64(self.settings.retry_s);
@@ -102,11 +130,13 @@ impl Loop {
                 None => match Source::open(&self.url, true) {
                     Ok(s) => {
                         tracing::info!(sensor = %self.sensor, url = %self.url, "camera opened");
+                        self.health(State::Up, "stream open");
                         retry = Duration::from_secs_f64(self.settings.retry_s);
                         source.insert(s)
                     }
                     Err(e) => {
                         tracing::warn!(sensor = %self.sensor, "{e}; retrying in {retry:?}");
+                        self.health(State::Down, &format!("stream cannot be opened: {e}"));
                         self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                         sleep_unless_stopped(retry, &stop);
                         retry = (retry * 2).min(Duration::from_secs(60));
@@ -118,10 +148,12 @@ impl Loop {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     tracing::info!(sensor = %self.sensor, "video ended");
+                    self.health(State::Down, "video ended");
                     break;
                 }
                 Err(e) => {
                     tracing::warn!(sensor = %self.sensor, "{e}; reopening");
+                    self.health(State::Down, &format!("stream failed: {e}"));
                     self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                     source = None;
                     continue;
@@ -139,6 +171,7 @@ impl Loop {
                 vehicle.frames += 1;
                 match self.reader.read(&frame) {
                     Ok(plates) => {
+                        self.health(State::Up, "reading frames");
                         if let Some(best) = plates
                             .into_iter()
                             .filter(|p| p.confidence >= self.settings.min_confidence)
@@ -154,6 +187,7 @@ impl Loop {
                     Err(e) => {
                         self.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(sensor = %self.sensor, "frame not read: {e}");
+                        self.health(State::Degraded, &format!("frame not read: {e}"));
                     }
                 }
             }

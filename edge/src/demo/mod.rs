@@ -126,7 +126,7 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
         stop_rx,
     ));
 
-    let running = service::start_with(config.clone(), false).await?;
+    let mut running = service::start_with(config.clone(), false).await?;
     println!(
         "demo: post {POST}, outbox in {}, forwarding to {url}; events on acsgd/v1/{POST}/#",
         data_dir.display()
@@ -147,12 +147,19 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_line = Instant::now();
-    let ctrl_c = service::wait_for_signal();
-    tokio::pin!(ctrl_c);
+    let mut signals = service::Signals::new();
+    let mut died = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = &mut ctrl_c => break,
+            _ = signals.recv() => break,
+            d = running.died() => {
+                if running.report_death(&d).await {
+                    eprintln!("demo: the {} task died ({}); stopping", d.task, d.why);
+                    died = Some(d);
+                    break;
+                }
+            }
         }
         let events = player.play_until(start.elapsed(), &running);
         for r in running.outbox.append_many(events).await {
@@ -185,6 +192,13 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
     let _ = stop_central.send(true);
     let _ = central_task.await;
     drop(broker);
+    if let Some(d) = died {
+        return Err(ServiceError::TaskDied {
+            task: d.task,
+            why: d.why,
+        }
+        .into());
+    }
     println!(
         "demo: done. central received {} events ({} with a valid signature, {} bad, {} duplicates)",
         central.received.load(Ordering::Relaxed),

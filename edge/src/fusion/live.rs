@@ -87,6 +87,7 @@ pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
+        crate::supervise::fault_point("fusion");
         let g = outbox.store().inbox_generation();
         if g != generation {
             generation = g;

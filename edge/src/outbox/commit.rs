@@ -66,6 +66,8 @@ pub struct Outbox {
     store: Arc<Store>,
     durable: watch::Receiver<u64>,
     feed: broadcast::Sender<Arc<Fed>>,
+    /// Why the writer thread died, once it has (`None` while it runs or after a clean close).
+    died: watch::Receiver<Option<String>>,
 }
 
 impl Outbox {
@@ -76,15 +78,42 @@ impl Outbox {
         let (feed, _) = broadcast::channel(FEED);
         let s = store.clone();
         let f = feed.clone();
+        let (died_tx, died) = watch::channel(None);
+        let died_tx = Arc::new(died_tx);
         std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer(s, signer, rx, batch_max.max(1), durable_tx, f))
+            .spawn(move || {
+                let d = died_tx.clone();
+                let run = || writer(s, signer, rx, batch_max.max(1), durable_tx, f, d);
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                    report_death(&died_tx, "writer", p);
+                }
+            })
             .expect("spawning the outbox writer thread");
         Outbox {
             tx,
             store,
             durable,
             feed,
+            died,
+        }
+    }
+
+    /// Resolves with the reason once the writer thread (or its flusher) has died: from then
+    /// on every append fails with [`AppendError::Closed`]. Pending while it runs, and after
+    /// a clean [`Outbox::close`].
+    /// The future holds no handle to the outbox (it does not keep the store open).
+    pub fn died(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut rx = self.died.clone();
+        async move {
+            loop {
+                if let Some(why) = rx.borrow_and_update().clone() {
+                    return why;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
         }
     }
 
@@ -133,6 +162,23 @@ impl Outbox {
     }
 }
 
+/// Says that a thread of the outbox died (the first death is the one reported).
+fn report_death(
+    to: &watch::Sender<Option<String>>,
+    thread: &str,
+    p: Box<dyn std::any::Any + Send>,
+) {
+    let why = crate::supervise::panic_message(p);
+    tracing::error!(why = %why, "the outbox {thread} died; nothing more is accepted");
+    to.send_if_modified(|d| {
+        let first = d.is_none();
+        if first {
+            *d = Some(format!("panicked: the outbox {thread}: {why}"));
+        }
+        first
+    });
+}
+
 fn writer(
     store: Arc<Store>,
     signer: Signer,
@@ -140,6 +186,7 @@ fn writer(
     batch_max: usize,
     durable: watch::Sender<u64>,
     feed: broadcast::Sender<Arc<Fed>>,
+    died_tx: Arc<watch::Sender<Option<String>>>,
 ) {
     // Pipelined group commit: this thread seals and applies batch N+1 while the flusher
     // thread waits on the fsync of batch N. Answers go out only after the fsync.
@@ -149,9 +196,15 @@ fn writer(
         let feed = feed.clone();
         std::thread::Builder::new()
             .name("outbox-flusher".into())
-            .spawn(move || flusher(&store, flushes, durable, feed))
+            .spawn(move || {
+                let run = || flusher(&store, flushes, durable, feed);
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                    report_death(&died_tx, "flusher", p);
+                }
+            })
             .expect("spawning the outbox flusher thread")
     };
+    let mut flusher = Some(flusher);
     let mut closing = None;
     while closing.is_none() {
         let Some(first) = rx.blocking_recv() else {
@@ -176,13 +229,24 @@ fn writer(
             }
         }
         if !reqs.is_empty() {
+            crate::supervise::fault_point("outbox");
             let watched = feed.receiver_count() > 0;
-            let _ = to_flusher.send(commit(&store, &signer, reqs, watched));
+            if to_flusher
+                .send(commit(&store, &signer, reqs, watched))
+                .is_err()
+            {
+                // The flusher only stops when this thread lets go of it: it died (and said
+                // so). Every later batch would wait forever; the writer stops taking them.
+                let _ = flusher.take().map(std::thread::JoinHandle::join);
+                panic!("its flusher died");
+            }
         }
     }
     rx.close();
     drop(to_flusher);
-    let _ = flusher.join();
+    if let Some(f) = flusher {
+        let _ = f.join();
+    }
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "final outbox flush failed");
     }
@@ -210,6 +274,7 @@ fn flusher(
     feed: broadcast::Sender<Arc<Fed>>,
 ) {
     while let Ok(first) = rx.recv() {
+        crate::supervise::fault_point("outbox-flusher");
         let mut batches = vec![first];
         while let Ok(b) = rx.try_recv() {
             batches.push(b);

@@ -308,6 +308,7 @@ impl Connection<'_> {
         // time).
         let mut ahead: VecDeque<crate::outbox::Pending> = VecDeque::new();
         loop {
+            crate::supervise::fault_point("uplink");
             self.reap()?;
             let durable = *durable_rx.borrow_and_update();
             let window = (1 + self.answered).min(self.cfg.window);
@@ -344,7 +345,11 @@ impl Connection<'_> {
                 }
                 r = durable_rx.changed(), if idle && outstanding < window => {
                     if r.is_err() {
-                        // The outbox is gone: the service is stopping.
+                        // The outbox is gone: the service is stopping, or the outbox died
+                        // (and says so itself); the uplink ends only with the service.
+                        if !*shutdown.borrow() {
+                            let _ = shutdown.changed().await;
+                        }
                         self.drain(&mut outstanding).await;
                         return Ok(());
                     }

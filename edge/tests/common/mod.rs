@@ -217,8 +217,8 @@ impl Setup {
         std::fs::write(&self.config, cfg).unwrap();
     }
 
-    /// Starts `acsgd run` and waits until its ingest port answers.
-    pub fn start(&self) -> Appliance {
+    /// Starts `acsgd run` with more environment (`ACSGD_FAULT`), and waits for nothing.
+    pub fn spawn_with_env(&self, env: &[(&str, &str)]) -> Appliance {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -228,12 +228,18 @@ impl Setup {
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut a = Appliance { child: Some(child) };
+        Appliance { child: Some(child) }
+    }
+
+    /// Starts `acsgd run` and waits until its ingest port answers.
+    pub fn start(&self) -> Appliance {
+        let mut a = self.spawn_with_env(&[]);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.ingest_port)).is_err() {
             if let Some(status) = a.child.as_mut().unwrap().try_wait().unwrap() {
@@ -298,6 +304,20 @@ impl Appliance {
         // SAFETY: kill(2) on our own, not yet reaped child.
         unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
         c.wait().unwrap()
+    }
+
+    /// Waits for the process to exit by itself; panics after `secs`.
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let c = self.child.as_mut().expect("a running appliance");
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "acsgd still runs after {secs} s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
