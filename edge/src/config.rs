@@ -1090,18 +1090,49 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// Best-effort line of a key found by validation (the last path segment's first assignment
-/// after its table header); `None` when the key is not literally in the file.
+/// The line of a key found by validation, such as `sensors[1].id`: the key's own line when
+/// the file sets it, else the line of the deepest table on its path that the file has (a
+/// value left to its default is reported where its table is); `None` when not even the
+/// first table is in the file. The text is parsed again with its spans, which the typed
+/// parse does not keep.
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    let last = key.rsplit('.').next()?;
-    let last = last.split('[').next()?;
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(last)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+    use toml_edit::{Item, TableLike, Value};
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut table: &dyn TableLike = doc.as_table();
+    let mut at: Option<usize> = None;
+    let segments: Vec<&str> = key.split('.').collect();
+    for (n, segment) in segments.iter().enumerate() {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => {
+                let Some(i) = rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) else {
+                    break;
+                };
+                (name, Some(i))
+            }
+            None => (*segment, None),
+        };
+        let Some((k, item)) = table.get_key_value(name) else {
+            break;
+        };
+        at = k.span().or_else(|| item.span()).map(|r| r.start).or(at);
+        let next: Option<&dyn TableLike> = match (index, item) {
+            (None, item) => item.as_table_like(),
+            (Some(i), Item::ArrayOfTables(a)) => a.get(i).map(|t| {
+                at = t.span().map(|r| r.start).or(at);
+                t as &dyn TableLike
+            }),
+            (Some(i), Item::Value(Value::Array(a))) => a.get(i).and_then(|v| {
+                at = v.span().map(|r| r.start).or(at);
+                v.as_inline_table().map(|t| t as &dyn TableLike)
+            }),
+            _ => None,
+        };
+        match next {
+            Some(t) if n + 1 < segments.len() => table = t,
+            _ => break,
+        }
+    }
+    at.map(|offset| line_of(text, offset))
 }
 
 /// The most a config or accounts file may hold: far above any real one, far below what
@@ -1151,6 +1182,29 @@ data_dir = "/var/lib/acsgd"
         Config::parse(Path::new("/etc/acsgd.toml"), text)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_refused_key_is_named_on_its_own_line_not_on_the_first_like_it() {
+        let two = format!(
+            "{MINIMAL}[[sensors]]\nid = \"gps-1\"\nprotocol = \"nmea\"\n\
+             transport = {{ kind = \"udp\", listen = \"127.0.0.1:9000\" }}\n\
+             [[sensors]]\nid = \"GPS 2\"\nprotocol = \"nmea\"\n\
+             transport = {{ kind = \"udp\", listen = \"127.0.0.1:9001\" }}\n"
+        );
+        let e = err(&two);
+        // MINIMAL is 6 lines after its leading newline; the second `id =` is line 12.
+        assert!(
+            e.starts_with("config /etc/acsgd.toml:12: sensors[1].id"),
+            "{e}"
+        );
+        let line = two.lines().nth(11).unwrap();
+        assert_eq!(line, "id = \"GPS 2\"");
+        // Inside an inline table, and a key left to its default: the table's line.
+        assert_eq!(find_key_line(&two, "sensors[1].transport.listen"), Some(14));
+        assert_eq!(find_key_line(&two, "sensors[0].lane"), Some(7));
+        assert_eq!(find_key_line(&two, "storage.data_dir"), Some(6));
+        assert_eq!(find_key_line(&two, "display.bind"), None);
     }
 
     #[test]

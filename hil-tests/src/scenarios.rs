@@ -79,10 +79,21 @@ pub fn all() -> Vec<Generated> {
         .enumerate()
         .map(|(i, p)| generate(p, 1000 + i as u64 * 100))
         .collect();
-    if let Some(g) = real_captures(&shared_traces()) {
-        out.push(g);
-    }
+    // Never left out quietly: without `../shared` beside the checkout (CI has it) the suite
+    // fails here and says what is missing.
+    out.push(real_captures(&shared_traces()).unwrap_or_else(|e| panic!("{e}")));
     out
+}
+
+/// Reads a capture file, or says which one is missing.
+fn capture(path: std::path::PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "the real_captures scenario needs {}: {e} (the `shared` directory with the real \
+             device captures belongs beside the checkout)",
+            path.display()
+        )
+    })
 }
 
 /// A Teltonika TCP capture is whole: an IMEI handshake, or an AVL packet whose length field
@@ -136,9 +147,9 @@ pub fn shared_traces() -> std::path::PathBuf {
 /// Wialon IPS, Teltonika, Galileosky and Arnavi tests on tracker ports, and the Teltonika records again as UDP
 /// datagrams. The expected fixes come from the captures' own
 /// references: gpsd's TPV reports with a position, and one per Traccar row with a position.
-pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
-    let nmea = std::fs::read_to_string(shared.join("nmea/neo-m8n.log")).ok()?;
-    let chk = std::fs::read_to_string(shared.join("nmea/neo-m8n.log.chk")).ok()?;
+pub fn real_captures(shared: &std::path::Path) -> Result<Generated, String> {
+    let nmea = capture(shared.join("nmea/neo-m8n.log"))?;
+    let chk = capture(shared.join("nmea/neo-m8n.log.chk"))?;
     let tpvs = chk
         .lines()
         .filter(|l| l.contains("\"class\":\"TPV\"") && l.contains("\"lat\""))
@@ -162,7 +173,7 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
         ("galileosky", "galileo.tsv", 1_300),
         ("arnavi", "arnavi-binary.tsv", 1_700),
     ] {
-        let rows = std::fs::read_to_string(shared.join("trackers").join(file)).ok()?;
+        let rows = capture(shared.join("trackers").join(file))?;
         let mut t = 500;
         for row in rows.lines().skip(1) {
             let f: Vec<&str> = row.split('\t').collect();
@@ -190,7 +201,7 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
     }
     // The same Teltonika records as a device sends them over UDP: each AVL packet's data in a
     // datagram with its own header (length, packet id, type, AVL packet id, IMEI).
-    let rows = std::fs::read_to_string(shared.join("trackers/teltonika.tsv")).ok()?;
+    let rows = capture(shared.join("trackers/teltonika.tsv"))?;
     let mut t = 700;
     let mut imei = None;
     for row in rows.lines().skip(1) {
@@ -267,7 +278,7 @@ pub fn real_captures(shared: &std::path::Path) -> Option<Generated> {
          positions_min = {}\n",
         tpvs + tracker_fixes
     );
-    Some(Generated {
+    Ok(Generated {
         name: "real_captures",
         config,
         trace,
