@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Protocol, Sensor, Transport};
+use crate::fusion::live::Locked as _;
 use crate::fusion::live::{self, Shared};
 use crate::health::{Health, State};
 use crate::outbox::Outbox;
@@ -267,11 +268,9 @@ async fn store(
             }
         };
         crate::supervise::fault_point("sensors");
-        let events =
-            fusion
-                .lock()
-                .expect("fusion lock")
-                .readings(live::now(), &b.sensor, &b.readings);
+        let events = fusion
+            .locked()
+            .readings(live::now(), &b.sensor, &b.readings);
         let ok = if events.is_empty() {
             true
         } else {
@@ -363,12 +362,10 @@ async fn plate_reads(
                         stats
                             .frames
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let events = fusion.lock().expect("fusion lock").plate(
-                            live::now(),
-                            &sensor,
-                            &plate,
-                            confidence,
-                        );
+                        let events =
+                            fusion
+                                .locked()
+                                .plate(live::now(), &sensor, &plate, confidence);
                         if !events.is_empty() {
                             let _ = outbox.append_many(events).await;
                         }

@@ -32,6 +32,7 @@ use super::source::Source;
 use super::vote::vote;
 use super::AnprError;
 use crate::config::{Anpr, Sensor, View};
+use crate::fusion::live::Locked as _;
 use crate::fusion::live::{self, Shared};
 use crate::fusion::{Millis, PlateImage};
 use crate::health::{Health, State};
@@ -161,11 +162,7 @@ impl Loop {
             };
             self.stats.frames.fetch_add(1, Ordering::Relaxed);
             let now = live::now();
-            let occupied = self
-                .fusion
-                .lock()
-                .expect("fusion lock")
-                .occupied(&self.sensor, now);
+            let occupied = self.fusion.locked().occupied(&self.sensor, now);
             let active = occupied.unwrap_or(true);
             if active && vehicle.frames < self.settings.max_frames {
                 vehicle.frames += 1;
@@ -250,7 +247,7 @@ impl Loop {
             }
         };
         tracing::info!(sensor = %self.sensor, plate = %v.plate.text, confidence = v.confidence, agreeing = v.agreeing, valid = v.valid, "plate read");
-        let events = self.fusion.lock().expect("fusion lock").plate_seen(
+        let events = self.fusion.locked().plate_seen(
             at,
             &self.sensor,
             &v.plate.text,

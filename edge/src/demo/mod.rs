@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::envelope::{from_hex, Envelope};
+use crate::fusion::live::Locked as _;
 use crate::mosquitto::{BrokerError, Mosquitto};
 use crate::service::{self, ServiceError};
 
@@ -268,7 +269,7 @@ fn summary(t: Duration, running: &service::Running, central: &Central) -> String
         return "status unavailable".into();
     };
     let u = s.uplink.unwrap_or_else(|| running.uplink.snapshot());
-    let f = running.fusion.lock().expect("fusion lock").stats().clone();
+    let f = running.fusion.locked().stats().clone();
     format!(
         "[{:>4}s] accepted {:>6}  forwarded {:>6}  backlog {:>5}  | passages {:>4} (red {:>3}, yellow {:>3})  alerts {:>4}  positions {:>5}  | central received {:>6}, signatures ok {:>6}  | uplink {}",
         t.as_secs(),

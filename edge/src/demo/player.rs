@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::envelope::Event;
 use crate::fusion::live;
+use crate::fusion::live::Locked as _;
 use crate::replay::{self, TraceDecoders};
 use crate::service::Running;
 
@@ -88,7 +89,7 @@ impl Player {
             }
             // The bundled trace decodes cleanly (a replay test checks it: 0 bad lines).
             let (decoded, _) = self.decoders.decode(line.sensor, &bytes, line.hex);
-            let mut fusion = running.fusion.lock().expect("fusion lock");
+            let mut fusion = running.fusion.locked();
             out.extend(decoded.feed(&mut fusion, live::now(), line.sensor));
         }
         out

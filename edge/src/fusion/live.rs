@@ -25,6 +25,21 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// Fusion shared by the sensor store task and the ticker.
 pub type Shared = Arc<Mutex<Fusion>>;
 
+/// The fusion state, locked. A panic inside fusion poisons the lock; the supervisor reports
+/// that task's death and the service stops for it. Until then the other holders go on with
+/// the state as the panic left it instead of dying of the poisoned lock in turn (one death,
+/// not a cascade), and the stop can still close the open passages.
+pub trait Locked {
+    fn locked(&self) -> std::sync::MutexGuard<'_, Fusion>;
+}
+
+impl Locked for Shared {
+    fn locked(&self) -> std::sync::MutexGuard<'_, Fusion> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The wall clock as fusion counts it.
 pub fn now() -> Millis {
     millis(time::OffsetDateTime::now_utc())
@@ -99,12 +114,36 @@ pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>
                     tracing::warn!("declaration cache: {p}");
                 }
                 tracing::info!(declarations = t.len(), "declarations loaded");
-                *fusion.lock().expect("fusion lock").transit_mut() = t;
+                *fusion.locked().transit_mut() = t;
             }
         }
-        let events = fusion.lock().expect("fusion lock").advance(now());
+        let events = fusion.locked().advance(now());
         store(&outbox, events).await;
     }
-    let events = fusion.lock().expect("fusion lock").finish();
+    let events = fusion.locked().finish();
     store(&outbox, events).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_fusion_does_not_kill_the_next_holder_of_the_lock() {
+        let text = "post = \"p\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n\
+                    [storage]\ndata_dir = \"/tmp/x\"\n";
+        let config = crate::config::Config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let shared: Shared = Arc::new(Mutex::new(Fusion::new(&config, 0)));
+        let s = shared.clone();
+        let died = std::thread::spawn(move || {
+            let _g = s.lock().unwrap();
+            panic!("inside fusion");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(shared.is_poisoned());
+        // The stop still closes what is open.
+        assert!(shared.locked().finish().is_empty());
+        assert!(shared.locked().advance(1_000).is_empty());
+    }
 }

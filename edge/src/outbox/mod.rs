@@ -997,19 +997,30 @@ fn scan_tree(events: &sled::Tree) -> Result<Scan, sled::Error> {
     Ok(s)
 }
 
+thread_local! {
+    /// Set while this thread runs [`quietly`].
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f`, turning a panic into an error message without printing the usual panic report:
 /// sled panics on some garbage files, and that is an expected outcome here, not a crash.
+/// Only this thread's panics are kept quiet: the process-wide hook is wrapped once, not
+/// swapped for the call (a swap would silence every other thread's panics meanwhile, and
+/// race with another thread doing the same).
 fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    static WRAPPED: std::sync::Once = std::sync::Once::new();
+    WRAPPED.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                report(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
     let r = catch_unwind(AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    r.map_err(|p| {
-        p.downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown panic".into())
-    })
+    QUIET.with(|q| q.set(was));
+    r.map_err(crate::supervise::panic_message)
 }
 
 /// Moves the store aside to `quarantine/outbox-<UTC time>`.
