@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use acsgd_drivers::lane::Body;
 use base64::Engine;
@@ -152,9 +152,10 @@ fn a_camera_video_becomes_a_plate_in_the_passage_at_central() {
     ));
     declare_123abc02(broker.port());
     let _app = setup.start();
-    // The video (6 s at 10 frames/s) shows an empty lane for its first second and its last;
-    // the loop is occupied while the truck is in view.
-    std::thread::sleep(Duration::from_millis(1200));
+    // The video (6 s at 10 frames/s) shows an empty lane for its first second and its last.
+    // The loop is occupied from the start until the camera has played the whole video (its
+    // pace never skips a frame, so a slow machine only reads it later), and the reads vote
+    // when the video ends: nothing here races the video's playback.
     let mut seq = 0u8;
     let mut loop_edge = |occupied: bool| {
         let f = frame(
@@ -168,8 +169,21 @@ fn a_camera_video_becomes_a_plate_in_the_passage_at_central() {
         node.master.write_all(&f).unwrap();
         node.master.flush().unwrap();
     };
+    // The ingest port answers before the sensors are open: wait for the whole start.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !setup.log().contains("service started") {
+        assert!(Instant::now() < deadline, "never started: {}", setup.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     loop_edge(true);
-    std::thread::sleep(Duration::from_millis(3500));
+    while !setup.log().contains("video ended") {
+        assert!(
+            Instant::now() < deadline,
+            "the video never ended: {}",
+            setup.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     loop_edge(false);
 
     let events = central.wait_for(40, "a passage with a plate", |ev| {

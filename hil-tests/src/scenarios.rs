@@ -71,8 +71,8 @@ const PLANS: &[Plan] = &[
     Plan { name: "serial_unplugged", description: "the lane node's serial adapter is unplugged between two trucks and plugged back: the appliance reopens it by itself", trucks: &[(Special::None, 0.0), (Special::None, 16.0)], fault: "[fault]\nkind = \"unplug\"\nsensor = \"node-1\"\nat_ms = {end_plus:1:2000}\nfor_ms = 5000\n", optional: &[] },
 ];
 
-/// Every scenario (the real-captures one only where `../shared/traces` is beside the
-/// checkout, as it is in CI).
+/// Every scenario, the real-captures one included (it reads `../shared/traces`, beside the
+/// checkout as in CI).
 pub fn all() -> Vec<Generated> {
     let mut out: Vec<Generated> = PLANS
         .iter()
