@@ -47,6 +47,8 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Bytes an unprivileged writer may still use on the file system holding `path`.
+// std has no statvfs.
+#[allow(unsafe_code)]
 pub fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;

@@ -125,6 +125,8 @@ impl Mosquitto {
     }
 
     /// Stops it cleanly (SIGTERM: it saves its persistence file) and waits.
+    // std's Child::kill sends only SIGKILL.
+    #[allow(unsafe_code)]
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on the pid of a child we own and have not yet reaped.

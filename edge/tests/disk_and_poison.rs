@@ -41,6 +41,7 @@ fn run(cmd: &mut Command) {
     );
 }
 
+#[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
 fn require_root(what: &str) {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };

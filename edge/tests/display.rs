@@ -79,6 +79,7 @@ impl Demo {
         l.split_whitespace().nth(4).unwrap().to_string()
     }
 
+    #[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
     fn stop(&mut self) {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };

@@ -60,6 +60,7 @@ fn ten_thousand_events_survive_a_broker_outage_in_seq_order() {
 }
 
 #[test]
+#[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
 fn sigkill_under_load_loses_no_accepted_event_and_leaves_no_seq_gap() {
     let tmp = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&tmp.path().join("broker")).unwrap();

@@ -89,6 +89,7 @@ fn one_address_cannot_take_every_ingest_slot() {
 }
 
 /// The largest resident set of the children this test has waited for, in bytes.
+#[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
 fn children_max_rss() -> u64 {
     // SAFETY: getrusage fills the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };

@@ -190,6 +190,7 @@ pub fn pty_at(link: &Path) -> Result<(File, PathBuf), HilError> {
     Ok((p.master, p.link))
 }
 
+#[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
 fn pty(link: &Path) -> Result<Pty, HilError> {
     let (mut m, mut s) = (0, 0);
     // SAFETY: openpty fills two descriptors we then own; the other arguments may be null.
@@ -355,6 +356,7 @@ impl App {
         }
     }
 
+    #[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
     fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
         // SAFETY: kill(2) on our own child, not yet reaped.

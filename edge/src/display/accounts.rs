@@ -70,6 +70,8 @@ pub fn read_password() -> Result<String, AccountError> {
 struct NoEcho(Option<libc::termios>);
 
 impl NoEcho {
+    // std has no terminal control: turning echo off takes termios.
+    #[allow(unsafe_code)]
     fn new() -> NoEcho {
         // SAFETY: tcgetattr/tcsetattr on stdin with a termios we own.
         unsafe {
@@ -86,6 +88,7 @@ impl NoEcho {
 }
 
 impl Drop for NoEcho {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         if let Some(t) = &self.0 {
             // SAFETY: restores the settings read in `new`.

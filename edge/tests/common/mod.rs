@@ -299,6 +299,7 @@ impl Appliance {
     }
 
     /// SIGTERM, and the exit status.
+    #[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
         // SAFETY: kill(2) on our own, not yet reaped child.
@@ -460,6 +461,7 @@ pub struct Pty {
     pub path: String,
 }
 
+#[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
 pub fn pty() -> Pty {
     let (mut m, mut s) = (0, 0);
     // SAFETY: openpty writes two descriptors we then own; name, termios and winsize are null.
