@@ -9,7 +9,6 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use acsgd_drivers::lane::Body;
 use base64::Engine;
@@ -170,20 +169,9 @@ fn a_camera_video_becomes_a_plate_in_the_passage_at_central() {
         node.master.flush().unwrap();
     };
     // The ingest port answers before the sensors are open: wait for the whole start.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !setup.log().contains("service started") {
-        assert!(Instant::now() < deadline, "never started: {}", setup.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    setup.wait_for_log(120, "service started");
     loop_edge(true);
-    while !setup.log().contains("video ended") {
-        assert!(
-            Instant::now() < deadline,
-            "the video never ended: {}",
-            setup.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    setup.wait_for_log(120, "video ended");
     loop_edge(false);
 
     let events = central.wait_for(40, "a passage with a plate", |ev| {

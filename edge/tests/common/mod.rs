@@ -259,6 +259,19 @@ impl Setup {
         std::fs::read_to_string(self.dir.join("acsgd.log")).unwrap_or_default()
     }
 
+    /// Waits until the appliance's log holds `needle`; panics with the log after `secs`.
+    pub fn wait_for_log(&self, secs: u64, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log after {secs} s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn ingest(&self) -> Ingest {
         Ingest::connect(self.ingest_port)
     }
