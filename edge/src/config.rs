@@ -557,11 +557,14 @@ impl AccountsFile {
             }
         })?;
         for (i, a) in f.accounts.iter().enumerate() {
-            check_account(a, default_lang).map_err(|(k, problem)| ConfigError::Invalid {
-                file: path.to_path_buf(),
-                line: find_key_line(text, k),
-                key: KeyPath(format!("accounts[{i}].{k}")),
-                problem,
+            check_account(a, default_lang).map_err(|(k, problem)| {
+                let key = format!("accounts[{i}].{k}");
+                ConfigError::Invalid {
+                    file: path.to_path_buf(),
+                    line: find_key_line(text, &key),
+                    key: KeyPath(key),
+                    problem,
+                }
             })?;
         }
         Ok(f)
@@ -731,7 +734,7 @@ impl Config {
                         e => e.to_string(),
                     };
                     invalid(
-                        find_key_line(text, "accounts_file"),
+                        find_key_line(text, "display.accounts_file"),
                         "display.accounts_file".into(),
                         format!("cannot read {}: {e}", f.display()),
                     )
@@ -1205,6 +1208,24 @@ data_dir = "/var/lib/acsgd"
         assert_eq!(find_key_line(&two, "sensors[0].lane"), Some(7));
         assert_eq!(find_key_line(&two, "storage.data_dir"), Some(6));
         assert_eq!(find_key_line(&two, "display.bind"), None);
+        // The accounts file's checks after parsing: the second account's own line.
+        let accounts = "[[accounts]]\nuser = \"a\"\nrole = \"officer\"\npassword_hash = \"x\"\n\
+                        [[accounts]]\nuser = \"b\"\nrole = \"officer\"\npassword_hash = \"plain\"\n";
+        let e = AccountsFile::parse(Path::new("a.toml"), accounts, "ru")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config a.toml:4: accounts[0].password_hash"),
+            "{e}"
+        );
+        let accounts = accounts.replacen("password_hash = \"x\"", "password_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY\"", 1);
+        let e = AccountsFile::parse(Path::new("a.toml"), &accounts, "ru")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config a.toml:8: accounts[1].password_hash"),
+            "{e}"
+        );
     }
 
     #[test]
