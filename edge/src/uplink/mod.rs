@@ -63,6 +63,8 @@ pub enum UplinkError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("removing delivered events from the outbox: {0}")]
+    Removal(#[source] tokio::task::JoinError),
 }
 
 /// What the uplink is doing, for the status file and the demo.
@@ -341,7 +343,7 @@ impl Connection<'_> {
                 io = self.session.poll() => self.handle(io?, &mut outstanding).await?,
                 // A finished removal may leave acknowledged events waiting for the next.
                 Some(done) = self.removals.join_next(), if !self.removals.is_empty() => {
-                    done.map_err(|e| UplinkError::Client(format!("outbox removal: {e}")))??;
+                    done.map_err(UplinkError::Removal)??;
                 }
                 r = durable_rx.changed(), if idle && outstanding < window => {
                     if r.is_err() {
@@ -470,7 +472,7 @@ impl Connection<'_> {
     /// under load the batches grow, and an idle link removes each event at once.
     fn reap(&mut self) -> Result<(), UplinkError> {
         while let Some(done) = self.removals.try_join_next() {
-            done.map_err(|e| UplinkError::Client(format!("outbox removal: {e}")))??;
+            done.map_err(UplinkError::Removal)??;
         }
         if self.acked.is_empty() || (!self.removals.is_empty() && self.acked.len() < REMOVAL_BATCH)
         {
@@ -502,7 +504,7 @@ impl Connection<'_> {
                 break;
             };
             let done = done
-                .map_err(|e| UplinkError::Client(format!("outbox removal: {e}")))
+                .map_err(UplinkError::Removal)
                 .and_then(|r| r.map(|_| ()).map_err(UplinkError::from));
             if let Err(e) = done {
                 result = result.and(Err(e));
