@@ -21,7 +21,7 @@ fn a_truck_on_serial_sensors_becomes_a_red_passage_at_central() {
         "{}[[sensors]]\nid = \"rpm-1\"\nlane = \"1\"\nprotocol = \"rpm\"\n\
          transport = {{ kind = \"serial\", path = \"{}\", baud = 9600 }}\n",
         fast_lane_with_node(&node.path),
-        rpm.path
+        rpm.path.display()
     ));
     declare_123abc02(broker.port());
     let _app = setup.start();

@@ -26,7 +26,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -190,44 +189,16 @@ pub fn pty_at(link: &Path) -> Result<(File, PathBuf), HilError> {
     Ok((p.master, p.link))
 }
 
-#[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
+/// A pty of the test kit with a symlink at `link` to its slave (the path the scenario's
+/// config names).
 fn pty(link: &Path) -> Result<Pty, HilError> {
-    let (mut m, mut s) = (0, 0);
-    // SAFETY: openpty fills two descriptors we then own; the other arguments may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut m,
-            &mut s,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(HilError::Setup(format!(
-            "openpty: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // Not inherited by the appliance: a master it held would keep the line up after the
-    // runner unplugs the device.
-    for fd in [m, s] {
-        // SAFETY: fcntl on descriptors we own.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    // SAFETY: `s` is open; ttyname's static buffer is copied at once.
-    let name = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }
-        .to_string_lossy()
-        .into_owned();
+    let p = acsgd_testkit::pty().map_err(setup("openpty"))?;
     let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(&name, link).map_err(setup("symlink to the pty"))?;
-    // SAFETY: both descriptors are ours alone.
-    Ok(unsafe {
-        Pty {
-            master: File::from_raw_fd(m),
-            _slave: File::from_raw_fd(s),
-            link: link.to_path_buf(),
-        }
+    std::os::unix::fs::symlink(&p.path, link).map_err(setup("symlink to the pty"))?;
+    Ok(Pty {
+        master: p.master,
+        _slave: p.slave,
+        link: link.to_path_buf(),
     })
 }
 

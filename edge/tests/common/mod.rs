@@ -3,10 +3,8 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -468,42 +466,11 @@ pub fn check_delivery(
 
 /// A pty pair: the master we write to, and the slave's path the appliance opens. The slave
 /// stays open here too, so the line does not hang up between the appliance's opens.
-pub struct Pty {
-    pub master: File,
-    _slave: File,
-    pub path: String,
-}
+pub use acsgd_testkit::Pty;
 
-#[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
+/// A pseudo-terminal for a serial device (see [`acsgd_testkit::pty`]).
 pub fn pty() -> Pty {
-    let (mut m, mut s) = (0, 0);
-    // SAFETY: openpty writes two descriptors we then own; name, termios and winsize are null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut m,
-            &mut s,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    for fd in [m, s] {
-        // SAFETY: fcntl on descriptors we own; the appliance must not inherit them.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    // SAFETY: `s` is an open descriptor; ttyname returns a static buffer we copy at once.
-    let path = unsafe { std::ffi::CStr::from_ptr(libc::ttyname(s)) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: both descriptors are ours alone from here on.
-    unsafe {
-        Pty {
-            master: File::from_raw_fd(m),
-            _slave: File::from_raw_fd(s),
-            path,
-        }
-    }
+    acsgd_testkit::pty().expect("openpty")
 }
 
 pub fn frame(seq: &mut u8, body: Body) -> Vec<u8> {
@@ -523,11 +490,12 @@ pub fn frame(seq: &mut u8, body: Body) -> Vec<u8> {
 
 /// Fusion windows short enough for a test, and the lane node `node-1` of lane 1 on a serial
 /// port: the start of a lane's config.
-pub fn fast_lane_with_node(node_path: &str) -> String {
+pub fn fast_lane_with_node(node_path: &Path) -> String {
     format!(
         "[fusion]\nwindow_before_s = 1.0\nwindow_after_s = 1.0\nlateness_s = 0.5\nmerge_gap_s = 0.5\n\
          [[sensors]]\nid = \"node-1\"\nlane = \"1\"\nprotocol = \"lane\"\n\
-         transport = {{ kind = \"serial\", path = \"{node_path}\", baud = 115200 }}\n"
+         transport = {{ kind = \"serial\", path = \"{}\", baud = 115200 }}\n",
+        node_path.display()
     )
 }
 
