@@ -168,8 +168,6 @@ fn a_camera_video_becomes_a_plate_in_the_passage_at_central() {
         node.master.write_all(&f).unwrap();
         node.master.flush().unwrap();
     };
-    // The ingest port answers before the sensors are open: wait for the whole start.
-    setup.wait_for_log(120, "service started");
     loop_edge(true);
     setup.wait_for_log(120, "video ended");
     loop_edge(false);

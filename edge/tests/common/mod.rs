@@ -235,17 +235,21 @@ impl Setup {
         Appliance { child: Some(child) }
     }
 
-    /// Starts `acsgd run` and waits until its ingest port answers.
+    /// Starts `acsgd run` and waits until it has started: its log says `service started`
+    /// once more than before, which it writes after every listener (ingest, sensors,
+    /// display) is bound. (The ingest port alone answers before the sensors listen.)
     pub fn start(&self) -> Appliance {
+        const STARTED: &str = "service started";
+        let before = self.log().matches(STARTED).count();
         let mut a = self.spawn_with_env(&[]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.ingest_port)).is_err() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.log().matches(STARTED).count() <= before {
             if let Some(status) = a.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("acsgd exited with {status}: {}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "acsgd did not open its ingest port: {}",
+                "acsgd did not start: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
