@@ -316,7 +316,7 @@ fn flusher(
 const CHUNK: usize = 64;
 
 /// Sealed envelopes, handed to the writer in `seq` order whatever order they were sealed in.
-enum Sealed<'a> {
+enum Sealed {
     /// Sealed on this thread, all at once (small batches: threads cost more than they save).
     Here(std::vec::IntoIter<Vec<u8>>),
     /// Sealed by threads on every core, [`CHUNK`] events at a time, as the writer goes.
@@ -326,11 +326,10 @@ enum Sealed<'a> {
         early: std::collections::HashMap<usize, Vec<Vec<u8>>>,
         current: std::vec::IntoIter<Vec<u8>>,
         next_chunk: usize,
-        _scope: std::marker::PhantomData<&'a ()>,
     },
 }
 
-impl Sealed<'_> {
+impl Sealed {
     /// The envelope of the next event, in order.
     fn next(&mut self) -> Vec<u8> {
         match self {
@@ -414,7 +413,6 @@ fn commit(
             early: Default::default(),
             current: Vec::new().into_iter(),
             next_chunk: 0,
-            _scope: std::marker::PhantomData,
         };
         apply(store, signer, &lists, senders, sealed, watched)
     })
@@ -428,7 +426,7 @@ fn apply(
     signer: &Signer,
     lists: &[Vec<Event>],
     senders: Vec<oneshot::Sender<Reply>>,
-    mut sealed: Sealed<'_>,
+    mut sealed: Sealed,
     watched: bool,
 ) -> Flush {
     // After an I/O error (a full disk) the store is reopened here, before numbering: the

@@ -269,6 +269,15 @@ struct Connection<'a> {
 /// Acknowledged events handed to one removal at most; more wait for the next.
 const REMOVAL_BATCH: usize = 256;
 
+/// The outcome of a finished removal task: a failed task or a failed removal is an error.
+fn removed(
+    done: Result<Result<usize, StoreError>, tokio::task::JoinError>,
+) -> Result<(), UplinkError> {
+    done.map_err(UplinkError::Removal)?
+        .map(drop)
+        .map_err(UplinkError::from)
+}
+
 impl Connection<'_> {
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), UplinkError> {
         self.connect(shutdown).await?;
@@ -343,7 +352,7 @@ impl Connection<'_> {
                 io = self.session.poll() => self.handle(io?, &mut outstanding).await?,
                 // A finished removal may leave acknowledged events waiting for the next.
                 Some(done) = self.removals.join_next(), if !self.removals.is_empty() => {
-                    done.map_err(UplinkError::Removal)??;
+                    removed(done)?;
                 }
                 r = durable_rx.changed(), if idle && outstanding < window => {
                     if r.is_err() {
@@ -472,7 +481,7 @@ impl Connection<'_> {
     /// under load the batches grow, and an idle link removes each event at once.
     fn reap(&mut self) -> Result<(), UplinkError> {
         while let Some(done) = self.removals.try_join_next() {
-            done.map_err(UplinkError::Removal)??;
+            removed(done)?;
         }
         if self.acked.is_empty() || (!self.removals.is_empty() && self.acked.len() < REMOVAL_BATCH)
         {
@@ -503,10 +512,7 @@ impl Connection<'_> {
             let Some(done) = self.removals.join_next().await else {
                 break;
             };
-            let done = done
-                .map_err(UplinkError::Removal)
-                .and_then(|r| r.map(|_| ()).map_err(UplinkError::from));
-            if let Err(e) = done {
+            if let Err(e) = removed(done) {
                 result = result.and(Err(e));
             }
         }
