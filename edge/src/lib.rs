@@ -4,7 +4,8 @@
 //! Data flow: producers (the sensor drivers through [`sensors`] and lane [`fusion`], the cameras'
 //! plate recognition in [`anpr`], the [`ingest`] port, the demo's traffic) → [`outbox`] (group
 //! commit, accepted = on disk) → [`uplink`] (QoS 1, removed only after PUBACK) → central; the
-//! officer [`display`] watches what is accepted. [`health`] turns component state changes into
+//! officer [`display`] watches what is accepted. Readings of passages still open live in the
+//! lane [`journal`] until their passage is in the outbox. [`health`] turns component state changes into
 //! events, and [`supervise`] makes a task that dies one of them.
 
 pub mod anpr;
@@ -17,6 +18,7 @@ pub mod files;
 pub mod fusion;
 pub mod health;
 pub mod ingest;
+pub mod journal;
 pub mod logging;
 pub mod mosquitto;
 pub mod outbox;

@@ -8,8 +8,8 @@
 //! acknowledged and the device keeps it); telemetry without a position becomes `telemetry`.
 //!
 //! Lane sensors' readings (lane node, RPM) are buffered by fusion until their passage closes
-//! and are not forwarded raw; the fusion ticker ([`crate::fusion::live`]) stores the passages
-//! and alerts.
+//! and are not forwarded raw (fusion journals them first, [`crate::journal`], so a crash does
+//! not lose them); the fusion ticker ([`crate::fusion::live`]) stores the passages and alerts.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -39,6 +39,8 @@ pub enum ServiceError {
     Sensor(#[from] crate::sensors::SensorError),
     #[error(transparent)]
     Display(#[from] crate::display::DisplayError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     #[error("ingest: cannot listen on {addr}: {source}")]
     IngestBind {
         addr: std::net::SocketAddr,
@@ -117,9 +119,8 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         });
     }
     let state = Arc::new(UplinkState::default());
-    let fusion: crate::fusion::live::Shared = Arc::new(std::sync::Mutex::new(
-        crate::fusion::Fusion::new(&config, crate::fusion::live::now()),
-    ));
+    let fusion: crate::fusion::live::Shared =
+        Arc::new(std::sync::Mutex::new(recovered_fusion(&config)?));
     let opened = if transports { &config.sensors[..] } else { &[] };
     let (sensors, sensor_store) = crate::sensors::start(
         opened,
@@ -233,6 +234,40 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         deaths,
         config,
     })
+}
+
+/// Fusion for `config`, with the readings of the passages that were open when the appliance
+/// last stopped buffered again from the lane journal (see [`crate::journal`]), and the journal
+/// installed for what comes.
+fn recovered_fusion(config: &Config) -> Result<crate::fusion::Fusion, ServiceError> {
+    let mut fusion = crate::fusion::Fusion::new(config, crate::fusion::live::now());
+    let r = &config.rules.radiation;
+    // The background before the oldest vehicle that can still be open, with a margin.
+    let keep = ((r.background_s + config.fusion.max_presence_s) * 1000.0) as i64 + 60_000;
+    // At start, before anything else runs: reading it here blocks nothing.
+    let (journal, kept, opened) = crate::journal::open(&config.storage.data_dir, keep)?;
+    if opened.set_aside {
+        tracing::error!(
+            "lane journal over {} bytes: set aside, not read",
+            crate::journal::MAX_FILE
+        );
+    }
+    if opened.unreadable > 0 {
+        tracing::warn!(
+            lines = opened.unreadable,
+            "lane journal: lines that could not be read were skipped"
+        );
+    }
+    if opened.kept > 0 {
+        let buffered = fusion.recover(&kept);
+        tracing::info!(
+            readings = opened.kept,
+            buffered,
+            "lane journal: readings of passages open at the last stop buffered again"
+        );
+    }
+    fusion.set_journal(Box::new(journal));
+    Ok(fusion)
 }
 
 async fn report_open_note(health: &Health, note: OpenNote) {

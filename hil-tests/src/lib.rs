@@ -90,10 +90,10 @@ pub struct ExpectedPassage {
     pub channel: String,
     /// Exactly these rules fail.
     pub reasons: Vec<String>,
-    /// A truck the fault may cut in two or lose (on the lane when the appliance was killed):
-    /// its passage is not required, and if present is not checked.
+    /// The truck was on the lane when the appliance was killed: its passage must come back
+    /// from the lane journal, marked `recovered` (and no other passage may be).
     #[serde(default)]
-    pub optional: bool,
+    pub recovered: bool,
 }
 
 /// `expect.toml`.
@@ -1073,7 +1073,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
 
     // Settle: passages close a few (scaled) seconds after their vehicle; then the outbox
     // drains. Wait for the expected passages and an empty backlog.
-    let want = s.expect.passage.iter().filter(|p| !p.optional).count();
+    let want = s.expect.passage.len();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         std::thread::sleep(Duration::from_millis(250));
@@ -1249,20 +1249,15 @@ fn check_passages(expected: &[ExpectedPassage], got: &[Value], report: &mut Repo
                 }
         });
         let Some(j) = found else {
-            if !want.optional {
-                report.fail(format!(
-                    "expected passage {} ({:?} on lane {}) not received",
-                    i + 1,
-                    want.plate,
-                    want.lane
-                ));
-            }
+            report.fail(format!(
+                "expected passage {} ({:?} on lane {}) not received",
+                i + 1,
+                want.plate,
+                want.lane
+            ));
             continue;
         };
         used[j] = true;
-        if want.optional {
-            continue;
-        }
         let p = &got[j];
         let reasons: BTreeSet<String> = p["reasons"]
             .as_array()
@@ -1273,6 +1268,13 @@ fn check_passages(expected: &[ExpectedPassage], got: &[Value], report: &mut Repo
             })
             .unwrap_or_default();
         let want_reasons: BTreeSet<String> = want.reasons.iter().cloned().collect();
+        let recovered = p["recovered"] == true;
+        if recovered != want.recovered {
+            report.fail(format!(
+                "passage {:?}: recovered {recovered}, expected {}",
+                want.plate, want.recovered
+            ));
+        }
         if p["channel"] != want.channel.as_str() || reasons != want_reasons {
             report.fail(format!(
                 "passage {:?}: channel {} reasons {:?}, expected {} {:?}",
@@ -1280,9 +1282,8 @@ fn check_passages(expected: &[ExpectedPassage], got: &[Value], report: &mut Repo
             ));
         }
     }
-    let optional = expected.iter().filter(|e| e.optional).count();
     let extra = used.iter().filter(|u| !**u).count();
-    if extra > optional {
+    if extra > 0 {
         report.fail(format!(
             "{} passages received that no truck explains: {:?}",
             extra,

@@ -45,30 +45,31 @@ struct Plan {
     /// The fault section of expect.toml (truck arrival times can be used through `{arrival:N}`
     /// and `{middle:N}`, `{end:N}` for truck N).
     fault: &'static str,
-    /// Trucks the fault may lose.
-    optional: &'static [usize],
+    /// Trucks on the lane when the fault strikes: their passage must come back marked
+    /// `recovered`.
+    recovered: &'static [usize],
 }
 
 const PLANS: &[Plan] = &[
-    Plan { name: "clean_passage", description: "a declared, sealed, clean truck is released (green)", trucks: &[(Special::None, 0.0)], fault: "", optional: &[] },
-    Plan { name: "overweight_axle", description: "a drive axle over 10 t: yellow, axle_load", trucks: &[(Special::OverweightAxle, 0.0)], fault: "", optional: &[] },
-    Plan { name: "gross_over_declared", description: "the weighed gross mass is far above the declared one: red, declared_mass", trucks: &[(Special::UnderDeclared, 0.0)], fault: "", optional: &[] },
-    Plan { name: "radiation_gamma", description: "a gamma source in the cargo: red, radiation_gamma", trucks: &[(Special::GammaSource, 0.0)], fault: "", optional: &[] },
-    Plan { name: "radiation_neutron", description: "a neutron source in the cargo: red, radiation_neutron", trucks: &[(Special::NeutronSource, 0.0)], fault: "", optional: &[] },
-    Plan { name: "norm_cargo", description: "NORM cargo raises the whole profile 10-16 %: benign, green", trucks: &[(Special::Norm, 0.0)], fault: "", optional: &[] },
-    Plan { name: "seal_tampered", description: "the seal reported its case opened on the way: red, seal_tamper", trucks: &[(Special::SealTampered, 0.0)], fault: "", optional: &[] },
-    Plan { name: "seal_silent", description: "the declared seal never reported: yellow, seal_silent", trucks: &[(Special::SealSilent, 0.0)], fault: "", optional: &[] },
-    Plan { name: "route_deviation", description: "the seal left the declared corridor on the way: red, route_deviation", trucks: &[(Special::RouteDeviation, 0.0)], fault: "", optional: &[] },
-    Plan { name: "plate_unread", description: "no camera read a plate: yellow, plate_unread", trucks: &[(Special::PlateUnread, 0.0)], fault: "", optional: &[] },
-    Plan { name: "no_declaration", description: "plates read, no declaration for them: yellow, no_declaration", trucks: &[(Special::NoDeclaration, 0.0)], fault: "", optional: &[] },
-    Plan { name: "watchlist_hit", description: "the tractor's plate is on central's watchlist: red, watchlist", trucks: &[(Special::Watchlisted, 0.0)], fault: "", optional: &[] },
-    Plan { name: "three_trucks_back_to_back", description: "three trucks 1.5 s apart keep their own plates, weights and verdicts", trucks: &[(Special::None, 0.0), (Special::GammaSource, 1.5), (Special::None, 1.5)], fault: "", optional: &[] },
-    Plan { name: "broker_down_whole_trace", description: "the broker is down for the whole trace and comes back: everything arrives, in seq order, nothing lost", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 6.0)], fault: "[fault]\nkind = \"broker_down\"\n", optional: &[] },
-    Plan { name: "broker_outage_mid_trace", description: "the broker stops while a truck is on the lane and comes back 12 s later: everything arrives, nothing lost", trucks: &[(Special::None, 0.0), (Special::SealTampered, 6.0)], fault: "[fault]\nkind = \"broker_outage\"\nat_ms = {middle:1}\nfor_ms = 12000\n", optional: &[] },
-    Plan { name: "sigkill_mid_passage", description: "the appliance is SIGKILLed while the second of three trucks is on the lane and restarts: no accepted event lost, the trucks before and after judged as usual", trucks: &[(Special::None, 0.0), (Special::None, 8.0), (Special::UnderDeclared, 12.0)], fault: "[fault]\nkind = \"sigkill\"\nat_ms = {middle:2}\n", optional: &[2] },
-    Plan { name: "noisy_serial_line", description: "random bytes, truncated frames and bad CRCs between the lane node's frames: each bad frame counted, the passage unharmed", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 4.0)], fault: "[fault]\nkind = \"noise\"\nsensor = \"node-1\"\n", optional: &[] },
-    Plan { name: "slow_lossy_uplink", description: "the uplink is an 8 kB/s channel that drops the connection every 10 s: every event arrives, nothing lost, in seq order", trucks: &[(Special::None, 0.0), (Special::GammaSource, 6.0)], fault: "[fault]\nkind = \"slow_uplink\"\nbytes_per_s = 8000\ndrop_every_ms = 10000\n", optional: &[] },
-    Plan { name: "serial_unplugged", description: "the lane node's serial adapter is unplugged between two trucks and plugged back: the appliance reopens it by itself", trucks: &[(Special::None, 0.0), (Special::None, 16.0)], fault: "[fault]\nkind = \"unplug\"\nsensor = \"node-1\"\nat_ms = {end_plus:1:2000}\nfor_ms = 5000\n", optional: &[] },
+    Plan { name: "clean_passage", description: "a declared, sealed, clean truck is released (green)", trucks: &[(Special::None, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "overweight_axle", description: "a drive axle over 10 t: yellow, axle_load", trucks: &[(Special::OverweightAxle, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "gross_over_declared", description: "the weighed gross mass is far above the declared one: red, declared_mass", trucks: &[(Special::UnderDeclared, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "radiation_gamma", description: "a gamma source in the cargo: red, radiation_gamma", trucks: &[(Special::GammaSource, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "radiation_neutron", description: "a neutron source in the cargo: red, radiation_neutron", trucks: &[(Special::NeutronSource, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "norm_cargo", description: "NORM cargo raises the whole profile 10-16 %: benign, green", trucks: &[(Special::Norm, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "seal_tampered", description: "the seal reported its case opened on the way: red, seal_tamper", trucks: &[(Special::SealTampered, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "seal_silent", description: "the declared seal never reported: yellow, seal_silent", trucks: &[(Special::SealSilent, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "route_deviation", description: "the seal left the declared corridor on the way: red, route_deviation", trucks: &[(Special::RouteDeviation, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "plate_unread", description: "no camera read a plate: yellow, plate_unread", trucks: &[(Special::PlateUnread, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "no_declaration", description: "plates read, no declaration for them: yellow, no_declaration", trucks: &[(Special::NoDeclaration, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "watchlist_hit", description: "the tractor's plate is on central's watchlist: red, watchlist", trucks: &[(Special::Watchlisted, 0.0)], fault: "", recovered: &[] },
+    Plan { name: "three_trucks_back_to_back", description: "three trucks 1.5 s apart keep their own plates, weights and verdicts", trucks: &[(Special::None, 0.0), (Special::GammaSource, 1.5), (Special::None, 1.5)], fault: "", recovered: &[] },
+    Plan { name: "broker_down_whole_trace", description: "the broker is down for the whole trace and comes back: everything arrives, in seq order, nothing lost", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 6.0)], fault: "[fault]\nkind = \"broker_down\"\n", recovered: &[] },
+    Plan { name: "broker_outage_mid_trace", description: "the broker stops while a truck is on the lane and comes back 12 s later: everything arrives, nothing lost", trucks: &[(Special::None, 0.0), (Special::SealTampered, 6.0)], fault: "[fault]\nkind = \"broker_outage\"\nat_ms = {middle:1}\nfor_ms = 12000\n", recovered: &[] },
+    Plan { name: "sigkill_mid_passage", description: "the appliance is SIGKILLed while the second of three trucks is on the lane and restarts: no accepted event lost, the truck on the lane gets its passage (recovered from the lane journal), the trucks before and after judged as usual", trucks: &[(Special::None, 0.0), (Special::None, 8.0), (Special::UnderDeclared, 12.0)], fault: "[fault]\nkind = \"sigkill\"\nat_ms = {middle:2}\n", recovered: &[2] },
+    Plan { name: "noisy_serial_line", description: "random bytes, truncated frames and bad CRCs between the lane node's frames: each bad frame counted, the passage unharmed", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 4.0)], fault: "[fault]\nkind = \"noise\"\nsensor = \"node-1\"\n", recovered: &[] },
+    Plan { name: "slow_lossy_uplink", description: "the uplink is an 8 kB/s channel that drops the connection every 10 s: every event arrives, nothing lost, in seq order", trucks: &[(Special::None, 0.0), (Special::GammaSource, 6.0)], fault: "[fault]\nkind = \"slow_uplink\"\nbytes_per_s = 8000\ndrop_every_ms = 10000\n", recovered: &[] },
+    Plan { name: "serial_unplugged", description: "the lane node's serial adapter is unplugged between two trucks and plugged back: the appliance reopens it by itself", trucks: &[(Special::None, 0.0), (Special::None, 16.0)], fault: "[fault]\nkind = \"unplug\"\nsensor = \"node-1\"\nat_ms = {end_plus:1:2000}\nfor_ms = 5000\n", recovered: &[] },
 ];
 
 /// Every scenario, the real-captures one included (it reads `../shared/traces`, beside the
@@ -368,8 +369,8 @@ fn generate(plan: &Plan, seed: u64) -> Generated {
                 .map(|r| format!("\"{r}\""))
                 .collect::<Vec<_>>()
                 .join(", "),
-            if plan.optional.contains(&(n + 1)) {
-                "optional = true\n"
+            if plan.recovered.contains(&(n + 1)) {
+                "recovered = true\n"
             } else {
                 ""
             }

@@ -215,6 +215,11 @@ impl Assembler {
         self.pending.len()
     }
 
+    /// The readings waiting for their passage to close.
+    pub fn buffered(&self) -> &[Item] {
+        &self.pending
+    }
+
     /// Buffers a reading. A presence edge older than a closed passage's window cannot be
     /// placed any more and comes back as unmatched.
     pub fn push(&mut self, item: Item) -> Option<Item> {

@@ -6,8 +6,10 @@
 //! the uplink stored). Events are appended in one call per tick; fusion's lock is never held
 //! across an await. At shutdown every open passage is closed and stored before the outbox
 //! flushes, so a vehicle on the lane when the service stops still gets its passage (with the
-//! readings it had); readings are not persisted, so a crash loses the open passages' readings,
-//! not accepted events.
+//! readings it had). A crash loses no passage either: lane readings are journaled before fusion
+//! buffers them ([`crate::journal`]) and buffered again at start; the journal lets go of them
+//! only once their passage is in the outbox. Events the outbox refuses (a full disk) are
+//! offered again at every tick.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,20 +83,45 @@ pub fn load_transit(store: &Store) -> (Transit, Vec<String>) {
     (t, problems)
 }
 
-async fn store(outbox: &Outbox, events: Vec<Event>) {
-    if events.is_empty() {
-        return;
+/// Events refused by the outbox (a full disk) are offered again at the next tick, up to
+/// this many; beyond it the oldest are dropped, with an error in the log.
+pub const MAX_RETRY: usize = 4096;
+
+/// Appends `events`, keeping the refused ones in `retry` (in order) for the next try. Returns
+/// whether everything made so far is on disk.
+async fn store(outbox: &Outbox, retry: &mut Vec<Event>, events: Vec<Event>) -> bool {
+    retry.extend(events);
+    if retry.is_empty() {
+        return true;
     }
-    let results = outbox.append_many(events).await;
-    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
-        let n = results.iter().filter(|r| r.is_err()).count();
-        tracing::error!(refused = n, "fusion events not accepted: {e}");
+    let offered = std::mem::take(retry);
+    let results = outbox.append_many(offered.clone()).await;
+    let mut first = None;
+    for (e, r) in offered.into_iter().zip(results) {
+        if let Err(why) = r {
+            first.get_or_insert(why);
+            retry.push(e);
+        }
     }
+    if let Some(e) = first {
+        tracing::error!(
+            refused = retry.len(),
+            "fusion events not accepted, offered again at the next tick: {e}"
+        );
+    }
+    if retry.len() > MAX_RETRY {
+        let dropped = retry.len() - MAX_RETRY;
+        retry.drain(..dropped);
+        tracing::error!(dropped, "fusion events refused for too long are lost");
+    }
+    retry.is_empty()
 }
 
-/// Advances fusion until `stop`, then closes what is open.
+/// Advances fusion until `stop`, then closes what is open. Once what a tick made is on disk,
+/// the lane journal is told which readings are settled, and synced.
 pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>) {
     let mut generation = u64::MAX;
+    let mut retry = Vec::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -118,10 +145,18 @@ pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>
             }
         }
         let events = fusion.locked().advance(now());
-        store(&outbox, events).await;
+        let stored = store(&outbox, &mut retry, events).await;
+        let mut f = fusion.locked();
+        if stored {
+            f.settle_journal();
+        }
+        f.sync_journal();
     }
     let events = fusion.locked().finish();
-    store(&outbox, events).await;
+    if store(&outbox, &mut retry, events).await {
+        fusion.locked().settle_journal();
+    }
+    fusion.locked().sync_journal();
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! * `telemetry`: tracker sensor values without a position;
 //! * `health`: a lane sensor going silent, coming back, or reporting a fault.
 
+pub mod journal;
 pub mod lane;
 pub mod live;
 pub mod passage;
@@ -155,6 +156,9 @@ struct LaneState {
     loops_occupied: u64,
     /// Arrival time of the last portal scan line.
     last_scan: Millis,
+    /// Reference time of the latest reading read back from the journal at start: a passage
+    /// holding one is `recovered`.
+    recovered_until: Option<Millis>,
 }
 
 /// Counters of what fusion did.
@@ -191,6 +195,9 @@ pub struct Fusion {
     seals: seal_models::SealModels,
     transit: Transit,
     clock: Millis,
+    /// Where lane readings are written before they are buffered (the service's; none in
+    /// replay).
+    journal: Option<Box<dyn journal::Journal>>,
     /// When trackers were last swept for silence.
     swept: Millis,
     stats: FusionStats,
@@ -241,6 +248,7 @@ impl Fusion {
                     portal_fault: None,
                     loops_occupied: 0,
                     last_scan: Millis::MIN / 2,
+                    recovered_until: None,
                 }
             })
             .collect();
@@ -256,6 +264,7 @@ impl Fusion {
             seals: seal_models::SealModels::new(config),
             transit: Transit::default(),
             clock: start,
+            journal: None,
             swept: start,
             settings: s,
             rules: config.rules.clone(),
@@ -356,7 +365,7 @@ impl Fusion {
             match r {
                 Reading::Position(p) => {
                     let device = p.device.clone().unwrap_or_else(|| sensor.to_string());
-                    self.trackers.fix(&device, at, p);
+                    self.tracker(trackers::Change::fix(&device, at, p));
                     if let Ok(Value::Object(mut m)) = serde_json::to_value(r) {
                         m.remove("kind");
                         m.remove("device");
@@ -366,25 +375,38 @@ impl Fusion {
                 Reading::Telemetry(t) => {
                     let device = t.device.clone().unwrap_or_else(|| sensor.to_string());
                     match &t.seal {
-                        Some(seal) => self.trackers.seal(&device, at, seal),
-                        None => self.trackers.heard(&device, at),
+                        Some(seal) => self.tracker(trackers::Change::seal(&device, at, seal)),
+                        None => self.tracker(trackers::Change::Heard { device, at }),
                     }
                     out.push(self.telemetry(at, sensor, lane, r));
                 }
                 Reading::Message(_) => out.push(self.telemetry(at, sensor, lane, r)),
-                Reading::Login(l) => self.trackers.heard(&l.device, at),
+                Reading::Login(l) => self.tracker(trackers::Change::Heard {
+                    device: l.device.clone(),
+                    at,
+                }),
                 Reading::Heartbeat(h) => {
                     if let Some(d) = &h.device {
-                        self.trackers.heard(d, at);
+                        self.tracker(trackers::Change::Heard {
+                            device: d.clone(),
+                            at,
+                        });
                     }
                 }
                 Reading::Radiation(line) => {
                     if let Some(l) = lane {
+                        self.journal(l, at, sensor, journal::Record::Rpm(line));
                         self.radiation(at, idx, l, line, &mut out);
                     }
                 }
                 Reading::Lane(frame) => {
                     if let Some(l) = lane {
+                        if matches!(
+                            frame.body,
+                            Body::Loop { .. } | Body::Axle { .. } | Body::Vehicle { .. }
+                        ) {
+                            self.journal(l, at, sensor, journal::Record::Frame(frame));
+                        }
                         self.lane_frame(at, idx, l, &frame.body, &mut out);
                     }
                 }
@@ -403,6 +425,86 @@ impl Fusion {
             out.push(self.event(at, "position", body));
         }
         out
+    }
+
+    fn journal(&mut self, lane: usize, at: Millis, sensor: &str, record: journal::Record<'_>) {
+        if let Some(j) = self.journal.as_mut() {
+            j.record(&self.lanes[lane].id, at, sensor, record);
+        }
+    }
+
+    /// A change to the tracker table, journaled before it is made.
+    fn tracker(&mut self, change: trackers::Change) {
+        if let Some(j) = self.journal.as_mut() {
+            j.tracker(&change);
+        }
+        self.trackers.apply(&change);
+    }
+
+    /// Lane readings are written to `journal` from now on, before they are buffered.
+    pub fn set_journal(&mut self, journal: Box<dyn journal::Journal>) {
+        self.journal = Some(journal);
+    }
+
+    /// Buffers again what a journal kept of the readings of passages open at a crash, before
+    /// any sensor is heard (see [`journal`]). What they make at once is dropped: it was stored
+    /// before the crash. The passages they end up in are marked `recovered`. Returns how many
+    /// lane readings are buffered now.
+    pub fn recover(&mut self, kept: &[journal::Recovered]) -> usize {
+        // Not written again: the journal still holds them.
+        let journal = self.journal.take();
+        let readings = self.stats.readings;
+        for r in kept {
+            match &r.what {
+                journal::Kept::Frame(f) => {
+                    self.readings(r.at, &r.sensor, &[Reading::Lane(*f)]);
+                }
+                journal::Kept::Rpm(line) => {
+                    self.readings(r.at, &r.sensor, &[Reading::Radiation(line.clone())]);
+                }
+                journal::Kept::Plate {
+                    text,
+                    confidence,
+                    image,
+                } => {
+                    self.plate_seen(r.at, &r.sensor, text, *confidence, image.clone());
+                }
+                journal::Kept::Tracker(c) => self.trackers.apply(c),
+            }
+        }
+        self.journal = journal;
+        self.stats.readings = readings;
+        for l in &mut self.lanes {
+            l.recovered_until = l.assembler.buffered().iter().map(|i| i.t).max();
+        }
+        self.pending()
+    }
+
+    /// Every event made so far is stored: tells the journal which lane readings it no longer
+    /// needs (those before the oldest one still buffered, by arrival time).
+    pub fn settle_journal(&mut self) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        for l in &self.lanes {
+            let oldest = l
+                .assembler
+                .buffered()
+                .iter()
+                .map(|i| i.t + self.sensors[i.sensor as usize].shift)
+                .min();
+            j.settled(&l.id, oldest);
+        }
+        if j.snapshot_due() {
+            j.snapshot(self.trackers.snapshot());
+        }
+    }
+
+    /// Makes the journal's latest records survive a power cut.
+    pub fn sync_journal(&mut self) {
+        if let Some(j) = self.journal.as_mut() {
+            j.sync();
+        }
     }
 
     fn telemetry(&mut self, at: Millis, sensor: &str, lane: Option<usize>, r: &Reading) -> Event {
@@ -438,6 +540,12 @@ impl Fusion {
         self.heard(idx, at, &mut out);
         self.stats.readings += 1;
         if let Some(l) = self.sensors[idx].lane {
+            let record = journal::Record::Plate {
+                text,
+                confidence,
+                image: image.as_ref(),
+            };
+            self.journal(l, at, sensor, record);
             let item = Item {
                 t: at - self.sensors[idx].shift,
                 sensor: idx as u16,
@@ -827,6 +935,9 @@ impl Fusion {
             channel: Channel::Green,
             reasons: Vec::new(),
             readings: facts.readings,
+            recovered: l
+                .recovered_until
+                .is_some_and(|u| c.start <= u || c.items.iter().any(|i| i.t <= u)),
         };
         let tracker = declaration
             .and_then(|d| d.tracker.as_deref())
@@ -849,7 +960,7 @@ impl Fusion {
         };
         rules::evaluate(&mut p, &cx);
         if let Some(device) = declaration.and_then(|d| d.tracker.clone()) {
-            self.trackers.passed(&device);
+            self.tracker(trackers::Change::Passed { device });
         }
         let alerts = p
             .rules

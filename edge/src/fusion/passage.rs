@@ -45,6 +45,10 @@ pub struct Passage {
     pub reasons: Vec<String>,
     /// Readings that made up the passage.
     pub readings: usize,
+    /// Some of its readings came back from the lane journal after the appliance restarted
+    /// (a crash while the vehicle was on the lane); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

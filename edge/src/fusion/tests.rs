@@ -895,3 +895,96 @@ fn a_seal_model_turns_a_trackers_numbered_input_into_a_tamper() {
         );
     }
 }
+
+/// Feeds `inputs` (sorted by time) from index `from` on, advancing the clock before each and
+/// telling the journal after each advance that what it made is stored, as the ticker does.
+fn feed(f: &mut Fusion, inputs: &[(Millis, &'static str, In)], until: Millis) -> Vec<Event> {
+    let mut out = Vec::new();
+    for (t, sensor, input) in inputs.iter().filter(|(t, _, _)| *t < until) {
+        out.extend(f.advance(*t));
+        f.settle_journal();
+        match input {
+            In::R(r) => out.extend(f.readings(*t, sensor, std::slice::from_ref(r))),
+            In::Plate(p) => out.extend(f.plate(*t, sensor, p, 0.9)),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_crash_mid_passage_loses_no_reading_and_makes_no_passage_twice() {
+    let mut w = World::new();
+    let mut first = Vehicle::new(T0 + 40_000);
+    first.front = Some("111AAA01".into());
+    w.vehicle(&first, 1);
+    let second = Vehicle::new(T0 + 80_000);
+    w.vehicle(&second, 2);
+    // The seal reports between the two (after the first passage started its track afresh)
+    // and not again: its state must come back from the journal.
+    w.inputs
+        .push((T0 + 60_000, "seals", fix("4242", 44.20, 80.40, false)));
+    w.inputs.sort_by_key(|(t, _, _)| *t);
+    let whole = passages(&w.run());
+    assert_eq!(whole.len(), 2, "{whole:?}");
+
+    // Killed in the middle of the second vehicle: the first is stored and settled.
+    let dir = tempfile::tempdir().unwrap();
+    let crash = T0 + 83_000;
+    let fresh = |at: Millis| {
+        let mut f = Fusion::new(&w.config, at);
+        for d in &w.declarations {
+            f.transit_mut().upsert(d).unwrap();
+        }
+        f
+    };
+    let mut before = fresh(T0);
+    let (j, kept, _) = crate::journal::open(dir.path(), 200_000).unwrap();
+    assert!(kept.is_empty());
+    before.set_journal(Box::new(j));
+    let mut got = feed(&mut before, &w.inputs, crash);
+    before.sync_journal();
+    assert_eq!(
+        passages(&got).len(),
+        1,
+        "the first vehicle closed before the crash"
+    );
+    drop(before);
+
+    let mut after = fresh(crash + 2_000);
+    let (j, kept, opened) = crate::journal::open(dir.path(), 200_000).unwrap();
+    assert_eq!(opened.unreadable, 0);
+    assert!(!kept.is_empty());
+    // Only the open passage's readings, the portal's background and the trackers come back.
+    assert!(kept.iter().all(|r| r.at >= T0 + 79_000
+        || matches!(&r.what, journal::Kept::Tracker(_))
+        || matches!(&r.what, journal::Kept::Rpm(l) if l.code == "GB" || l.code == "NB")));
+    let buffered = after.recover(&kept);
+    assert!(buffered > 10, "{buffered}");
+    after.set_journal(Box::new(j));
+    let rest: Vec<_> = w
+        .inputs
+        .iter()
+        .filter(|(t, _, _)| *t >= crash)
+        .cloned()
+        .collect();
+    got.extend(feed(&mut after, &rest, Millis::MAX));
+    got.extend(after.advance(T0 + 200_000));
+    got.extend(after.finish());
+    let mut made = passages(&got);
+    assert_eq!(made.len(), 2, "{made:?}");
+    assert_eq!(made[1]["recovered"], true, "{}", made[1]);
+    assert!(made[0].get("recovered").is_none());
+    made[1].as_object_mut().unwrap().remove("recovered");
+    assert_eq!(made, whole, "the same passages as without the crash");
+
+    // A clean stop settles everything: nothing comes back the next time.
+    after.settle_journal();
+    drop(after);
+    let (_, kept, _) = crate::journal::open(dir.path(), 0).unwrap();
+    assert!(
+        kept.iter()
+            .all(|r| matches!(&r.what, journal::Kept::Tracker(_))
+                || matches!(&r.what, journal::Kept::Rpm(l) if l.code == "GB" || l.code == "NB")),
+        "{kept:?}"
+    );
+}

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use acsgd_drivers::reading::{Position, Seal};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::lane::Millis;
 use super::transit::distance_m;
@@ -23,7 +23,7 @@ pub const TRACK_POINTS: usize = 512;
 const THIN_M: f64 = 250.0;
 
 /// A fix as kept.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Fix {
     pub lat: f64,
     pub lon: f64,
@@ -32,15 +32,15 @@ pub struct Fix {
 }
 
 /// Seal flags a tracker has raised since it was first heard, with when each was first seen.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SealFlags {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tamper: Option<Millis>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<Millis>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_lost: Option<Millis>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gnss_fault: Option<Millis>,
 }
 
@@ -62,6 +62,100 @@ impl SealFlags {
             || self.alarm.is_some()
             || self.power_lost.is_some()
             || self.gnss_fault.is_some()
+    }
+}
+
+/// The seal flags of one message: tamper, alarm, power lost, GNSS fault.
+pub type SealBits = [bool; 4];
+
+fn bits(s: &Seal) -> SealBits {
+    [s.tamper, s.alarm, s.power_lost, s.gnss_fault]
+}
+
+fn seal_of(b: SealBits) -> Seal {
+    Seal {
+        tamper: b[0],
+        alarm: b[1],
+        power_lost: b[2],
+        gnss_fault: b[3],
+        ..Seal::default()
+    }
+}
+
+/// One change to the table, as the lane journal keeps it ([`super::journal`]): the same
+/// changes applied in the same order give the same table, so a restart loses no seal state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    Heard {
+        device: String,
+        at: Millis,
+    },
+    Seal {
+        device: String,
+        at: Millis,
+        seal: SealBits,
+    },
+    Fix {
+        device: String,
+        at: Millis,
+        /// Fix time (see [`Fix::time`]).
+        time: Millis,
+        lat: f64,
+        lon: f64,
+        valid: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seal: Option<SealBits>,
+    },
+    Passed {
+        device: String,
+    },
+    /// The table starts afresh: a snapshot's `Restore`s follow.
+    Clear,
+    /// One tracker as a snapshot holds it.
+    Restore {
+        device: String,
+        last_seen: Millis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_fix: Option<Fix>,
+        flags: SealFlags,
+        track: Vec<Fix>,
+    },
+}
+
+impl Change {
+    /// The change a position fix makes.
+    pub fn fix(device: &str, at: Millis, p: &Position) -> Change {
+        Change::Fix {
+            device: device.to_string(),
+            at,
+            time: p
+                .time
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as Millis)
+                .unwrap_or(at),
+            lat: p.lat,
+            lon: p.lon,
+            valid: p.valid,
+            seal: p.seal.as_ref().map(bits),
+        }
+    }
+
+    /// The change a seal state without a position makes.
+    pub fn seal(device: &str, at: Millis, seal: &Seal) -> Change {
+        Change::Seal {
+            device: device.to_string(),
+            at,
+            seal: bits(seal),
+        }
+    }
+
+    /// When it happened (0 for the table-wide ones).
+    pub fn at(&self) -> Millis {
+        match self {
+            Change::Heard { at, .. } | Change::Seal { at, .. } | Change::Fix { at, .. } => *at,
+            Change::Restore { last_seen, .. } => *last_seen,
+            Change::Passed { .. } | Change::Clear => 0,
+        }
     }
 }
 
@@ -159,22 +253,75 @@ impl Trackers {
 
     /// A position fix.
     pub fn fix(&mut self, device: &str, at: Millis, p: &Position) {
-        let time = p
-            .time
-            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as Millis)
-            .unwrap_or(at);
-        let t = self.entry(device, at);
-        if let Some(seal) = &p.seal {
-            t.flags.raise(seal, time);
+        self.apply(&Change::fix(device, at, p));
+    }
+
+    /// Applies one change (see [`Change`]).
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Heard { device, at } => self.heard(device, *at),
+            Change::Seal { device, at, seal } => self.seal(device, *at, &seal_of(*seal)),
+            Change::Fix {
+                device,
+                at,
+                time,
+                lat,
+                lon,
+                valid,
+                seal,
+            } => self.fixed(device, *at, *time, [*lat, *lon], *valid, *seal),
+            Change::Passed { device } => self.passed(device),
+            Change::Clear => self.map.clear(),
+            Change::Restore {
+                device,
+                last_seen,
+                last_fix,
+                flags,
+                track,
+            } => {
+                let t = self.entry(device, *last_seen);
+                t.last_fix = *last_fix;
+                t.flags = flags.clone();
+                t.track = track.iter().copied().collect();
+            }
         }
-        if !p.valid {
+    }
+
+    /// The table as changes: `Clear`, then one `Restore` per tracker.
+    pub fn snapshot(&self) -> Vec<Change> {
+        let mut devices: Vec<&String> = self.map.keys().collect();
+        devices.sort();
+        std::iter::once(Change::Clear)
+            .chain(devices.into_iter().map(|d| {
+                let t = &self.map[d];
+                Change::Restore {
+                    device: d.clone(),
+                    last_seen: t.last_seen,
+                    last_fix: t.last_fix,
+                    flags: t.flags.clone(),
+                    track: t.track.iter().copied().collect(),
+                }
+            }))
+            .collect()
+    }
+
+    fn fixed(
+        &mut self,
+        device: &str,
+        at: Millis,
+        time: Millis,
+        [lat, lon]: [f64; 2],
+        valid: bool,
+        seal: Option<SealBits>,
+    ) {
+        let t = self.entry(device, at);
+        if let Some(seal) = seal {
+            t.flags.raise(&seal_of(seal), time);
+        }
+        if !valid {
             return;
         }
-        let fix = Fix {
-            lat: p.lat,
-            lon: p.lon,
-            time,
-        };
+        let fix = Fix { lat, lon, time };
         if t.last_fix.is_none_or(|f| f.time <= time) {
             t.last_fix = Some(fix);
         }
