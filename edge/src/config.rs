@@ -81,30 +81,7 @@ pub struct Config {
     pub seal_models: Vec<SealModel>,
 }
 
-/// A tracker model's seal wiring: for each seal flag, conditions on the values the device
-/// reports (`"io1 = 0"`); the flag is raised when any holds (see
-/// [`crate::fusion::seal_models`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SealModel {
-    /// The name a sensor's `seal_model` refers to.
-    pub name: String,
-    /// Devices (IMEI or the protocol's device id) of this model, wherever they connect.
-    #[serde(default)]
-    pub devices: Vec<String>,
-    /// The seal's wire or case opened.
-    #[serde(default)]
-    pub tamper: Vec<String>,
-    /// The panic input or the device's own alarm.
-    #[serde(default)]
-    pub alarm: Vec<String>,
-    /// External power lost.
-    #[serde(default)]
-    pub power_lost: Vec<String>,
-    /// The GNSS receiver or antenna failed (jamming, a cut antenna).
-    #[serde(default)]
-    pub gnss_fault: Vec<String>,
-}
+pub use acsgd_fusion::seal_models::SealModel;
 
 /// Plate recognition on the appliance (cameras whose transport is a `url`).
 #[derive(Debug, Clone, Deserialize)]
@@ -193,15 +170,7 @@ pub struct Sensor {
     pub seal_model: Option<String>,
 }
 
-/// Which end of the vehicle a camera sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum View {
-    /// The tractor's front plate.
-    Front,
-    /// The trailer's rear plate.
-    Rear,
-}
+pub use acsgd_fusion::View;
 
 /// Sensor protocols (decoders live in the `drivers` crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -677,7 +646,51 @@ impl fmt::Display for BrokerAddr {
     }
 }
 
+impl Protocol {
+    /// What a sensor of this protocol is to fusion.
+    pub fn role(self) -> acsgd_fusion::Role {
+        use acsgd_fusion::Role;
+        match self {
+            Protocol::Lane => Role::LaneNode,
+            Protocol::Rpm => Role::Portal,
+            Protocol::Camera => Role::Camera,
+            Protocol::Nmea
+            | Protocol::Egts
+            | Protocol::Wialon
+            | Protocol::Teltonika
+            | Protocol::Galileosky
+            | Protocol::Arnavi => Role::Tracker,
+        }
+    }
+}
+
 impl Config {
+    /// What lane fusion is told of this post.
+    pub fn fusion_setup(&self) -> acsgd_fusion::Setup {
+        acsgd_fusion::Setup {
+            lanes: self
+                .lanes
+                .iter()
+                .map(|l| acsgd_fusion::LaneSetup { id: l.id.clone() })
+                .collect(),
+            sensors: self
+                .sensors
+                .iter()
+                .map(|s| acsgd_fusion::SensorSetup {
+                    id: s.id.clone(),
+                    lane: s.lane.clone(),
+                    role: s.protocol.role(),
+                    position_m: s.position_m,
+                    view: s.view,
+                    seal_model: s.seal_model.clone(),
+                })
+                .collect(),
+            seal_models: self.seal_models.clone(),
+            fusion: self.fusion.clone(),
+            rules: self.rules.clone(),
+        }
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_bounded(path)?;

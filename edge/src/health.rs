@@ -76,7 +76,11 @@ impl Health {
         if !detail.is_null() {
             body["detail"] = detail;
         }
-        if let Err(e) = self.outbox.append(Event::now("health", body)).await {
+        if let Err(e) = self
+            .outbox
+            .append(Event::now(crate::envelope::Kind::Health, body))
+            .await
+        {
             tracing::error!(component, error = %e, "could not record a health event");
         }
     }

@@ -226,7 +226,7 @@ impl<W: Write> Replayer<W> {
             None
         };
         Ok(Replayer {
-            fusion: Fusion::new(&config, DEFAULT_START),
+            fusion: Fusion::new(&config.fusion_setup(), DEFAULT_START),
             decoders: TraceDecoders::new(&config),
             signer,
             seq: 0,
@@ -263,7 +263,7 @@ impl<W: Write> Replayer<W> {
                     self.next_tick = t;
                     // Declarations read before the comment stay.
                     let transit = std::mem::take(self.fusion.transit_mut());
-                    self.fusion = Fusion::new(&self.config, t);
+                    self.fusion = Fusion::new(&self.config.fusion_setup(), t);
                     *self.fusion.transit_mut() = transit;
                 }
                 Ok(_) => self.summary.bad(

@@ -8,8 +8,8 @@
 //! acknowledged and the device keeps it); telemetry without a position becomes `telemetry`.
 //!
 //! Lane sensors' readings (lane node, RPM) are buffered by fusion until their passage closes
-//! and are not forwarded raw (fusion journals them first, [`crate::journal`], so a crash does
-//! not lose them); the fusion ticker ([`crate::fusion::live`]) stores the passages and alerts.
+//! and are not forwarded raw (fusion journals them first, [`crate::fusion::journal::file`], so a crash does
+//! not lose them); the fusion ticker ([`crate::live`]) stores the passages and alerts.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Protocol, Sensor, Transport};
-use crate::fusion::live::Locked as _;
-use crate::fusion::live::{self, Shared};
 use crate::health::{Health, State};
+use crate::live::Locked as _;
+use crate::live::{self, Shared};
 use crate::outbox::Outbox;
 use crate::supervise::Supervisor;
 

@@ -40,7 +40,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Display(#[from] crate::display::DisplayError),
     #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::fusion::journal::file::JournalError),
     #[error("ingest: cannot listen on {addr}: {source}")]
     IngestBind {
         addr: std::net::SocketAddr,
@@ -61,7 +61,7 @@ pub struct Running {
     pub sensors: Vec<crate::sensors::Started>,
     sensor_store: JoinHandle<()>,
     /// Lane fusion (the sensors feed it; the demo feeds it from its trace).
-    pub fusion: crate::fusion::live::Shared,
+    pub fusion: crate::live::Shared,
     fusion_task: JoinHandle<()>,
     sensor_stats: SensorStats,
     stop: watch::Sender<bool>,
@@ -119,8 +119,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         });
     }
     let state = Arc::new(UplinkState::default());
-    let fusion: crate::fusion::live::Shared =
-        Arc::new(std::sync::Mutex::new(recovered_fusion(&config)?));
+    let fusion: crate::live::Shared = Arc::new(std::sync::Mutex::new(recovered_fusion(&config)?));
     let opened = if transports { &config.sensors[..] } else { &[] };
     let (sensors, sensor_store) = crate::sensors::start(
         opened,
@@ -135,7 +134,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     let fusion_task = sup.watch(
         "fusion",
         true,
-        tokio::spawn(crate::fusion::live::run(
+        tokio::spawn(crate::live::run(
             fusion.clone(),
             outbox.clone(),
             stop_rx.clone(),
@@ -237,19 +236,20 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
 }
 
 /// Fusion for `config`, with the readings of the passages that were open when the appliance
-/// last stopped buffered again from the lane journal (see [`crate::journal`]), and the journal
+/// last stopped buffered again from the lane journal (see [`crate::fusion::journal::file`]), and the journal
 /// installed for what comes.
 fn recovered_fusion(config: &Config) -> Result<crate::fusion::Fusion, ServiceError> {
-    let mut fusion = crate::fusion::Fusion::new(config, crate::fusion::live::now());
+    let mut fusion = crate::fusion::Fusion::new(&config.fusion_setup(), crate::live::now());
     let r = &config.rules.radiation;
     // The background before the oldest vehicle that can still be open, with a margin.
     let keep = ((r.background_s + config.fusion.max_presence_s) * 1000.0) as i64 + 60_000;
     // At start, before anything else runs: reading it here blocks nothing.
-    let (journal, kept, opened) = crate::journal::open(&config.storage.data_dir, keep)?;
+    let (journal, kept, opened) =
+        crate::fusion::journal::file::open(&config.storage.data_dir, keep)?;
     if opened.set_aside {
         tracing::error!(
             "lane journal over {} bytes: set aside, not read",
-            crate::journal::MAX_FILE
+            crate::fusion::journal::file::MAX_FILE
         );
     }
     if opened.unreadable > 0 {

@@ -32,10 +32,10 @@ use super::source::Source;
 use super::vote::vote;
 use super::AnprError;
 use crate::config::{Anpr, Sensor, View};
-use crate::fusion::live::Locked as _;
-use crate::fusion::live::{self, Shared};
 use crate::fusion::{Millis, PlateImage};
 use crate::health::{Health, State};
+use crate::live::Locked as _;
+use crate::live::{self, Shared};
 use crate::outbox::Outbox;
 
 /// One frame's best plate, kept for the vote.

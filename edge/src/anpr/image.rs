@@ -70,7 +70,7 @@ pub fn decode(bytes: &[u8]) -> Result<Mat, AnprError> {
     }
     let buf = Vector::<u8>::from_slice(bytes);
     let frame = opencv::imgcodecs::imdecode(&buf, opencv::imgcodecs::IMREAD_COLOR)
-        .map_err(|e| AnprError::Image(e.to_string()))?;
+        .map_err(AnprError::Opencv)?;
     if frame.empty() {
         return Err(AnprError::Image("not an image opencv can decode".into()));
     }
@@ -90,7 +90,7 @@ pub fn read_file(path: &std::path::Path) -> Result<Mat, AnprError> {
             MAX_FILE >> 20
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| AnprError::Image(e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(AnprError::Io)?;
     decode(&bytes)
 }
 

@@ -26,16 +26,27 @@ pub mod vote;
 /// What can go wrong reading plates.
 #[derive(Debug, thiserror::Error)]
 pub enum AnprError {
-    /// ONNX Runtime could not be loaded.
+    /// ONNX Runtime could not be loaded. A text: the outcome of loading it is kept for every
+    /// later caller, and `ort::Error` cannot be cloned.
     #[error("{0}")]
     Runtime(String),
     #[error("model {model}: {problem}")]
     Model { model: String, problem: String },
+    /// A model's output was not what the pipeline expects.
     #[error("inference: {0}")]
     Inference(String),
+    /// ONNX Runtime refused a tensor or a run.
+    #[error("inference: {0}")]
+    Ort(#[from] ort::Error),
     /// An image that could not be read or processed.
     #[error("image: {0}")]
     Image(String),
+    /// opencv failed on an image.
+    #[error("image: {0}")]
+    Opencv(#[from] opencv::Error),
+    /// An image file that could not be read.
+    #[error("image: {0}")]
+    Io(#[from] std::io::Error),
     /// A frame source that could not be opened or read.
     #[error("source {source_url}: {problem}")]
     Source { source_url: String, problem: String },

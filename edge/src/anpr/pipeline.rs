@@ -102,11 +102,11 @@ pub struct Reader {
 }
 
 pub(crate) fn cv(e: opencv::Error) -> AnprError {
-    AnprError::Image(e.to_string())
+    AnprError::Opencv(e)
 }
 
 pub(crate) fn ort_err(e: ort::Error) -> AnprError {
-    AnprError::Inference(e.to_string())
+    AnprError::Ort(e)
 }
 
 impl Reader {

@@ -164,6 +164,7 @@ impl Source {
                         url,
                         match e {
                             AnprError::Image(m) => format!("the snapshot: {m}"),
+                            AnprError::Opencv(e) => format!("the snapshot: {e}"),
                             e => e.to_string(),
                         },
                     )

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::envelope::{from_hex, Envelope};
-use crate::fusion::live::Locked as _;
+use crate::live::Locked as _;
 use crate::mosquitto::{BrokerError, Mosquitto};
 use crate::service::{self, ServiceError};
 

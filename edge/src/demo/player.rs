@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::envelope::Event;
-use crate::fusion::live;
-use crate::fusion::live::Locked as _;
+use crate::live;
+use crate::live::Locked as _;
 use crate::replay::{self, TraceDecoders};
 use crate::service::Running;
 

@@ -102,7 +102,7 @@ mod tests {
         assert!(literal > 60, "only {literal} keys found in app.js");
         // Keys the script builds from data.
         let mut built: Vec<String> = Vec::new();
-        for (rule, _) in crate::fusion::rules::RULES {
+        for rule in crate::fusion::rules::Rule::ALL {
             built.push(format!("rule.{rule}"));
             built.push(format!("alert.{rule}"));
         }

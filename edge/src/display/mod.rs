@@ -754,7 +754,14 @@ async fn ack(
         body["passage"] = p.clone();
     }
     let what = format!("alert {id} acknowledged as {}", a.decision);
-    store(&app, Event::now("ack", body), &id, &s, &what).await
+    store(
+        &app,
+        Event::now(crate::envelope::Kind::Ack, body),
+        &id,
+        &s,
+        &what,
+    )
+    .await
 }
 
 /// Stores an `ack` or `override` made on the screen; the claim on `target` is released if it
@@ -841,7 +848,14 @@ async fn override_verdict(
         "role": s.role,
     });
     let what = format!("passage {id} overridden to {}", o.channel);
-    store(&app, Event::now("override", body), &id, &s, &what).await
+    store(
+        &app,
+        Event::now(crate::envelope::Kind::Override, body),
+        &id,
+        &s,
+        &what,
+    )
+    .await
 }
 
 fn refused(r: Refusal) -> ApiError {

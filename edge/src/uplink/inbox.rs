@@ -155,12 +155,7 @@ fn parse(topic: &str, payload: &[u8]) -> Result<Value, InboxError> {
     })
 }
 
-/// An MRN as used here: 18 upper-case letters and digits (NCTS: year, country, serial, check).
-pub fn valid_mrn(s: &str) -> bool {
-    s.len() == 18
-        && s.bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-}
+pub use acsgd_contract::mrn::valid_mrn;
 
 #[cfg(test)]
 mod tests {

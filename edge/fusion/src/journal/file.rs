@@ -13,7 +13,7 @@
 //!
 //! Frames and portal lines are kept in their wire form and decoded again by the same drivers
 //! at start, so the journal adds no second encoding of them. Fusion writes a reading here
-//! before it buffers it ([`crate::fusion::journal`]); the fusion ticker, once the passages it
+//! before it buffers it ([`super`]); the fusion ticker, once the passages it
 //! closed are in the outbox, says which readings are settled, and a `settled` line is appended
 //! when that retires any. At start, [`open`] reads the file, drops what was settled, hands back
 //! the rest and rewrites the file with just that. The file is rewritten the same way
@@ -43,9 +43,11 @@ use std::path::{Path, PathBuf};
 use acsgd_drivers::{lane, rpm};
 use serde::{Deserialize, Serialize};
 
-use crate::fusion::journal::{Journal, Kept, Record, Recovered};
-use crate::fusion::trackers::Change;
-use crate::fusion::{Millis, PlateImage};
+use super::{Journal, Kept, Record, Recovered};
+use crate::trackers::Change;
+use crate::{Millis, PlateImage};
+use acsgd_contract::envelope::{from_hex, to_hex};
+use acsgd_contract::files::write_atomic;
 
 /// The journal's file name in the data directory.
 pub const FILE: &str = "lanes.journal";
@@ -225,7 +227,7 @@ pub fn open(
     opened.kept = kept.len();
     // Start from a file that holds exactly what is live.
     let text: String = live.iter().map(|e| e.line.as_str()).collect();
-    crate::files::write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
+    write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
     let file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -261,7 +263,7 @@ fn decode(l: &Line) -> Option<Recovered> {
     }
     let (at, sensor) = (l.at?, l.sensor.clone()?);
     let what = if let Some(hex) = &l.frame {
-        let bytes = crate::envelope::from_hex(hex)?;
+        let bytes = from_hex(hex)?;
         match lane::scan(&bytes) {
             lane::Scan::Frame(f, n) if n == bytes.len() => Kept::Frame(f),
             _ => return None,
@@ -325,7 +327,7 @@ impl LaneJournal {
     /// Rewrites the file with the live readings only.
     fn compact(&mut self) {
         let text: String = self.live.iter().map(|e| e.line.as_str()).collect();
-        let reopened = crate::files::write_atomic(&self.path, text.as_bytes())
+        let reopened = write_atomic(&self.path, text.as_bytes())
             .and_then(|()| std::fs::OpenOptions::new().append(true).open(&self.path));
         match reopened {
             Ok(f) => {
@@ -398,7 +400,7 @@ impl Journal for LaneJournal {
                 let Ok(n) = lane::encode(f, &mut buf) else {
                     return;
                 };
-                line.frame = Some(crate::envelope::to_hex(&buf[..n]));
+                line.frame = Some(to_hex(&buf[..n]));
             }
             Record::Rpm(l) => {
                 background = matches!(
@@ -508,6 +510,3 @@ impl Journal for LaneJournal {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rules::Rule;
+
 /// `[fusion]`: how readings become passages.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,7 +55,7 @@ impl Default for FusionSettings {
 }
 
 impl FusionSettings {
-    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), (String, String)> {
         let pos = |k: &str, v: f64, max: f64| -> Result<(), (String, String)> {
             if v.is_finite() && v > 0.0 && v <= max {
                 Ok(())
@@ -138,7 +140,7 @@ pub struct RuleSettings {
     pub radiation: RadiationSettings,
     /// Seal and tracker settings.
     pub seal: SealSettings,
-    /// Channel raised when a rule fails, overriding the defaults (see `rules::RULES`), e.g.
+    /// Channel raised when a rule fails, overriding the defaults (see `Rule::default_channel`), e.g.
     /// `channels = { axle_load = "red" }`.
     pub channels: BTreeMap<String, Channel>,
 }
@@ -210,7 +212,7 @@ impl Default for SealSettings {
 }
 
 impl RuleSettings {
-    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), (String, String)> {
         let pos = |k: &str, v: f64| -> Result<(), (String, String)> {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -264,16 +266,12 @@ impl RuleSettings {
             }
         }
         for k in self.channels.keys() {
-            if !super::rules::RULES.iter().any(|(r, _)| r == k) {
+            if Rule::named(k).is_none() {
                 return Err((
                     format!("channels.{k}"),
                     format!(
                         "no rule {k:?}; rules are {}",
-                        super::rules::RULES
-                            .iter()
-                            .map(|(r, _)| *r)
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        Rule::ALL.map(Rule::as_str).join(", ")
                     ),
                 ));
             }
@@ -282,12 +280,10 @@ impl RuleSettings {
     }
 
     /// The channel a failed `rule` raises.
-    pub fn channel(&self, rule: &str) -> Channel {
-        self.channels.get(rule).copied().unwrap_or_else(|| {
-            super::rules::RULES
-                .iter()
-                .find(|(r, _)| *r == rule)
-                .map_or(Channel::Yellow, |(_, c)| *c)
-        })
+    pub fn channel(&self, rule: Rule) -> Channel {
+        self.channels
+            .get(rule.as_str())
+            .copied()
+            .unwrap_or_else(|| rule.default_channel())
     }
 }

@@ -17,7 +17,6 @@
 
 pub mod journal;
 pub mod lane;
-pub mod live;
 pub mod passage;
 pub mod plates;
 pub mod radiation;
@@ -38,19 +37,20 @@ use acsgd_drivers::Reading;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::config::{Config, Protocol, View};
-use crate::envelope::Event;
+pub use acsgd_contract::envelope::Kind;
+pub use acsgd_contract::Event;
 pub use lane::Millis;
 pub use lane::PlateImage;
 use lane::{Assembler, Input, Item, PresenceSource, Settled};
 use passage::{DeclarationMatch, Facts, Passage};
+use serde::Deserialize;
 use settings::{Channel, FusionSettings, RuleSettings};
 use trackers::Trackers;
 use transit::Transit;
 
 /// RFC 3339 UTC with milliseconds, from [`Millis`].
 pub fn rfc3339(t: Millis) -> String {
-    crate::envelope::rfc3339_ms(to_time(t))
+    acsgd_contract::rfc3339_ms(to_time(t))
 }
 
 fn to_time(t: Millis) -> OffsetDateTime {
@@ -81,10 +81,82 @@ pub fn parse_plate_line(text: &str) -> Result<(String, f64), String> {
     Ok((plate.to_string(), conf))
 }
 
+/// Which end of the vehicle a camera sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    /// The tractor's front plate.
+    Front,
+    /// The trailer's rear plate.
+    Rear,
+}
+
+/// What a sensor is to fusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A lane node: loops (presence) and weigh-in-motion.
+    LaneNode,
+    /// A radiation portal monitor.
+    Portal,
+    /// A camera, or the appliance's own plate recognition on its stream.
+    Camera,
+    /// A GNSS tracker or electronic seal.
+    Tracker,
+}
+
+/// In a setup file a role is the sensor's `protocol`, as in the appliance's configuration.
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "lane" => Role::LaneNode,
+            "rpm" => Role::Portal,
+            "camera" => Role::Camera,
+            _ => Role::Tracker,
+        })
+    }
+}
+
+/// What fusion is told about the post: lanes, sensors, seal models, settings and rules. The
+/// appliance builds it from its configuration (which has validated it); it reads from the same
+/// TOML (other keys are ignored), which is how the tests write theirs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Setup {
+    pub lanes: Vec<LaneSetup>,
+    pub sensors: Vec<SensorSetup>,
+    pub seal_models: Vec<seal_models::SealModel>,
+    pub fusion: FusionSettings,
+    pub rules: RuleSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LaneSetup {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SensorSetup {
+    pub id: String,
+    /// The lane it watches; trackers have none.
+    #[serde(default)]
+    pub lane: Option<String>,
+    #[serde(rename = "protocol")]
+    pub role: Role,
+    /// Metres from the lane's reference point (the presence loop) along the direction of
+    /// travel: readings are shifted by the travel time at the nominal speed.
+    #[serde(default)]
+    pub position_m: f64,
+    #[serde(default)]
+    pub view: Option<View>,
+    /// The `seal_models` entry that says what a tracker's inputs mean for its seal.
+    #[serde(default)]
+    pub seal_model: Option<String>,
+}
+
 struct SensorInfo {
     id: String,
     lane: Option<usize>,
-    protocol: Protocol,
+    role: Role,
     /// Milliseconds to subtract from arrival time to get reference time.
     shift: Millis,
     view: Option<View>,
@@ -204,8 +276,8 @@ pub struct Fusion {
 }
 
 impl Fusion {
-    /// Fusion for a configuration, its clock starting at `start`.
-    pub fn new(config: &Config, start: Millis) -> Fusion {
+    /// Fusion for a post, its clock starting at `start`.
+    pub fn new(config: &Setup, start: Millis) -> Fusion {
         let s = config.fusion.clone();
         let speed_mps = s.nominal_speed_kmh / 3.6;
         let lane_index = |id: &str| config.lanes.iter().position(|l| l.id == id);
@@ -215,7 +287,7 @@ impl Fusion {
             .map(|c| SensorInfo {
                 id: c.id.clone(),
                 lane: c.lane.as_deref().and_then(lane_index),
-                protocol: c.protocol,
+                role: c.role,
                 shift: (c.position_m / speed_mps * 1000.0).round() as Millis,
                 view: c.view,
                 last_seen: start,
@@ -228,11 +300,10 @@ impl Fusion {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let has =
-                    |p: Protocol| sensors.iter().any(|s| s.lane == Some(i) && s.protocol == p);
-                let source = if has(Protocol::Lane) {
+                let has = |r: Role| sensors.iter().any(|s| s.lane == Some(i) && s.role == r);
+                let source = if has(Role::LaneNode) {
                     PresenceSource::Loops
-                } else if has(Protocol::Rpm) {
+                } else if has(Role::Portal) {
                     PresenceSource::Portal
                 } else {
                     PresenceSource::None
@@ -240,9 +311,9 @@ impl Fusion {
                 LaneState {
                     id: l.id.clone(),
                     assembler: Assembler::new(source, &s),
-                    has_wim: has(Protocol::Lane),
-                    has_rpm: has(Protocol::Rpm),
-                    has_camera: has(Protocol::Camera),
+                    has_wim: has(Role::LaneNode),
+                    has_rpm: has(Role::Portal),
+                    has_camera: has(Role::Camera),
                     gamma_bg: Background::default(),
                     neutron_bg: Background::default(),
                     portal_fault: None,
@@ -301,17 +372,17 @@ impl Fusion {
         self.lanes.iter().map(|l| l.assembler.pending()).sum()
     }
 
-    fn event(&mut self, at: Millis, kind: &str, body: Value) -> Event {
+    fn event(&mut self, at: Millis, kind: Kind, body: Value) -> Event {
         match kind {
-            "alert" => self.stats.alerts += 1,
-            "passage" => self.stats.passages += 1,
-            "position" => self.stats.positions += 1,
+            Kind::Alert => self.stats.alerts += 1,
+            Kind::Passage => self.stats.passages += 1,
+            Kind::Position => self.stats.positions += 1,
             _ => {}
         }
         Event {
             id: uuid::Uuid::new_v4().to_string(),
             time: to_time(at),
-            kind: kind.to_string(),
+            kind: kind.into(),
             body,
         }
     }
@@ -342,7 +413,7 @@ impl Fusion {
         if !detail.is_null() {
             body["detail"] = detail;
         }
-        self.event(at, "health", body)
+        self.event(at, Kind::Health, body)
     }
 
     /// Decoded readings of `sensor` that arrived at `at`. Returns the events they make at
@@ -422,7 +493,7 @@ impl Fusion {
             if let Some(l) = lane {
                 body["lane"] = json!(self.lanes[l].id);
             }
-            out.push(self.event(at, "position", body));
+            out.push(self.event(at, Kind::Position, body));
         }
         out
     }
@@ -516,7 +587,7 @@ impl Fusion {
         if let Some(l) = lane {
             body.insert("lane".into(), json!(self.lanes[l].id));
         }
-        self.event(at, "telemetry", Value::Object(body))
+        self.event(at, Kind::Telemetry, Value::Object(body))
     }
 
     /// A plate read by camera `sensor` at `at`.
@@ -614,21 +685,31 @@ impl Fusion {
                 self.push_item(lane, item, out);
             }
             (RpmCode::Tamper, _) => {
-                self.fault_raised(at, idx, lane, "tamper", "portal_tamper", out)
+                self.fault_raised(at, idx, lane, "tamper", rules::Rule::PortalTamper, out)
             }
             (RpmCode::TamperClear, _) => self.fault_cleared(at, idx, lane, "tamper", out),
-            (RpmCode::FaultGammaHigh, _) => {
-                self.fault_raised(at, idx, lane, "gamma background high", "portal_fault", out)
-            }
-            (RpmCode::FaultGammaLow, _) => {
-                self.fault_raised(at, idx, lane, "gamma background low", "portal_fault", out)
-            }
+            (RpmCode::FaultGammaHigh, _) => self.fault_raised(
+                at,
+                idx,
+                lane,
+                "gamma background high",
+                rules::Rule::PortalFault,
+                out,
+            ),
+            (RpmCode::FaultGammaLow, _) => self.fault_raised(
+                at,
+                idx,
+                lane,
+                "gamma background low",
+                rules::Rule::PortalFault,
+                out,
+            ),
             (RpmCode::FaultNeutronHigh, _) => self.fault_raised(
                 at,
                 idx,
                 lane,
                 "neutron background high",
-                "portal_fault",
+                rules::Rule::PortalFault,
                 out,
             ),
             _ => {}
@@ -652,7 +733,7 @@ impl Fusion {
         idx: usize,
         lane: usize,
         what: &str,
-        rule: &'static str,
+        rule: rules::Rule,
         out: &mut Vec<Event>,
     ) {
         if self.lanes[lane]
@@ -772,7 +853,7 @@ impl Fusion {
             let s = &mut self.sensors[i];
             // Lane sensors talk all the time (background lines, node health); cameras only
             // when a vehicle passes, so their silence says nothing (ANPR reports their health).
-            let expected = s.lane.is_some() && s.protocol != Protocol::Camera;
+            let expected = s.lane.is_some() && s.role != Role::Camera;
             if expected && !s.down && now - s.last_seen > silent {
                 s.down = true;
                 let id = s.id.clone();
@@ -810,7 +891,7 @@ impl Fusion {
                 Channel::Green => {}
             }
             let body = serde_json::to_value(&p).unwrap_or(Value::Null);
-            out.push(self.event(end, "passage", body));
+            out.push(self.event(end, Kind::Passage, body));
             for (rule, params) in alerts {
                 let a = self.alert(end, lane, rule, Some(&p), params);
                 out.push(a);
@@ -843,7 +924,7 @@ impl Fusion {
         for (sensor, (n, from, to, kind)) in by_sensor {
             let id = self.sensors[sensor as usize].id.clone();
             let params = json!({"sensor": id, "readings": n, "kind": kind, "from": rfc3339(from), "to": rfc3339(to)});
-            out.push(self.alert(to, lane, "unmatched_reading", None, params));
+            out.push(self.alert(to, lane, rules::Rule::UnmatchedReading, None, params));
         }
         out
     }
@@ -852,16 +933,12 @@ impl Fusion {
         &mut self,
         at: Millis,
         lane: usize,
-        rule: &'static str,
+        rule: rules::Rule,
         p: Option<&Passage>,
         params: Value,
     ) -> Event {
         let channel = self.rules.channel(rule);
-        let severity = match channel {
-            Channel::Red => "high",
-            Channel::Yellow => "medium",
-            Channel::Green => "low",
-        };
+        let severity = rules::Severity::from(channel);
         let mut body = json!({
             "severity": severity,
             "rule": rule,
@@ -877,11 +954,11 @@ impl Fusion {
                 body["mrn"] = json!(m);
             }
         }
-        self.event(at, "alert", body)
+        self.event(at, Kind::Alert, body)
     }
 
     /// Builds a closed passage: facts, association, rules. Returns it and its alerts.
-    fn passage(&mut self, lane: usize, c: &lane::Closed) -> (Passage, Vec<(&'static str, Value)>) {
+    fn passage(&mut self, lane: usize, c: &lane::Closed) -> (Passage, Vec<(rules::Rule, Value)>) {
         let facts = Facts::from_closed(c);
         let l = &self.lanes[lane];
         let bg_window = (self.rules.radiation.background_s * 1000.0) as Millis;
@@ -965,7 +1042,9 @@ impl Fusion {
         let alerts = p
             .rules
             .iter()
-            .filter(|o| o.result == "fail" && self.rules.channel(o.rule) > Channel::Green)
+            .filter(|o| {
+                o.result == rules::Verdict::Fail && self.rules.channel(o.rule) > Channel::Green
+            })
             .map(|o| (o.rule, o.detail.clone()))
             .collect();
         (p, alerts)

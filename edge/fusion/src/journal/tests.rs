@@ -4,7 +4,10 @@
 use acsgd_drivers::lane::{Body, Frame};
 use acsgd_drivers::rpm;
 
+use super::file::*;
 use super::*;
+use crate::trackers::Change;
+use crate::{Millis, PlateImage};
 
 fn frame() -> Frame {
     Frame {
@@ -193,7 +196,7 @@ fn a_journal_too_large_to_be_ours_is_set_aside() {
 
 #[test]
 fn tracker_changes_give_way_to_a_snapshot_of_the_table() {
-    use crate::fusion::trackers::Trackers;
+    use crate::trackers::Trackers;
     let dir = tempfile::tempdir().unwrap();
     let (mut j, _, _) = open(dir.path(), 60_000).unwrap();
     let mut table = Trackers::new(100);

@@ -10,7 +10,7 @@
 //! * `id` is a UUID chosen when the event is created and stored with it, so a resend after a
 //!   reconnect or a crash carries the same id and central can de-duplicate on it.
 //! * `seq` is assigned by the outbox when the event is accepted: per post, gapless, monotonic
-//!   across restarts (see [`crate::outbox`]).
+//!   across restarts (the appliance's outbox).
 //! * `sig` is a detached Ed25519 signature over the **canonical bytes**: the envelope without
 //!   `sig`, as compact JSON with the keys of every object in byte order (no whitespace, strings
 //!   escaped as `serde_json` escapes them, numbers as `serde_json` prints them: the shortest
@@ -55,7 +55,49 @@ pub enum EnvelopeError {
     BadSignature(String),
 }
 
-/// How precious an event type is when the disk quota runs out (see [`crate::outbox`]).
+/// The event types the appliance makes itself (ingest clients may send others of their own,
+/// see [`valid_type`]); each has a JSON Schema in `edge/schemas/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// One vehicle on one lane, with its rules and risk channel.
+    Passage,
+    /// A failed rule, a portal fault, a reading no vehicle claimed.
+    Alert,
+    /// The fixes of one tracker message.
+    Position,
+    /// Tracker values without a position.
+    Telemetry,
+    /// A component going down, degraded or up.
+    Health,
+    /// An officer acknowledged an alert.
+    Ack,
+    /// A supervisor overrode a passage's channel.
+    Override,
+}
+
+impl Kind {
+    /// The `type` of the envelope.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Passage => "passage",
+            Kind::Alert => "alert",
+            Kind::Position => "position",
+            Kind::Telemetry => "telemetry",
+            Kind::Health => "health",
+            Kind::Ack => "ack",
+            Kind::Override => "override",
+        }
+    }
+}
+
+impl From<Kind> for String {
+    fn from(k: Kind) -> String {
+        k.as_str().to_string()
+    }
+}
+
+/// How precious an event type is when the disk quota runs out (the appliance's outbox evicts by it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
     /// Raw telemetry (tracker positions): evicted first, refused when the quota is full.
@@ -68,12 +110,12 @@ impl Priority {
     /// The priority of an event type.
     pub fn of(event_type: &str) -> Priority {
         match event_type {
-            "position" => Priority::Bulk,
+            t if t == Kind::Position.as_str() => Priority::Bulk,
             _ => Priority::Keep,
         }
     }
 
-    pub(crate) fn from_u8(b: u8) -> Option<Priority> {
+    pub fn from_u8(b: u8) -> Option<Priority> {
         match b {
             0 => Some(Priority::Bulk),
             1 => Some(Priority::Keep),

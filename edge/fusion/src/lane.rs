@@ -23,7 +23,7 @@
 use acsgd_drivers::lane::Body;
 
 use super::settings::FusionSettings;
-use crate::config::View;
+use crate::View;
 
 /// Milliseconds since the Unix epoch (virtual in replay, wall clock in the service).
 pub type Millis = i64;

@@ -9,9 +9,10 @@ use acsgd_drivers::lane::Body;
 use super::lane::{Closed, Input, Millis, PlateImage};
 use super::plates::{self, PlateMatch};
 use super::radiation::{self, GammaResult, NeutronResult};
+use super::rules::{Rule, Verdict};
 use super::settings::{Channel, RadiationSettings};
 use super::trackers::SealFlags;
-use crate::config::View;
+use crate::View;
 
 /// Scan intervals kept in the passage's radiation profile (60 s); longer occupancies are
 /// summed down to this many points.
@@ -42,7 +43,7 @@ pub struct Passage {
     pub seal: Option<SealView>,
     pub rules: Vec<Outcome>,
     pub channel: Channel,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Rule>,
     /// Readings that made up the passage.
     pub readings: usize,
     /// Some of its readings came back from the lane journal after the appliance restarted
@@ -105,10 +106,19 @@ pub struct DeclarationMatch {
     pub tracker: Option<String>,
 }
 
+/// The appliance's own radiation verdict on a passage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RadiationVerdict {
+    Clear,
+    Gamma,
+    Neutron,
+    GammaNeutron,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Radiation {
-    /// `clear`, `gamma`, `neutron` or `gamma_neutron`: the appliance's own verdict.
-    pub verdict: &'static str,
+    pub verdict: RadiationVerdict,
     /// The portal signalled an alarm itself (`GA`/`NA` lines).
     pub portal_alarm: bool,
     pub gamma: GammaResult,
@@ -138,9 +148,8 @@ pub struct SealView {
 /// One rule's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
-    pub rule: &'static str,
-    /// `pass`, `fail` or `skip` (not applicable, or nothing to check it with).
-    pub result: &'static str,
+    pub rule: Rule,
+    pub result: Verdict,
     pub detail: Value,
 }
 
@@ -314,10 +323,10 @@ impl Facts {
             s.neutron_false_alarms,
         );
         let verdict = match (gamma.alarm, neutron.alarm) {
-            (false, false) => "clear",
-            (true, false) => "gamma",
-            (false, true) => "neutron",
-            (true, true) => "gamma_neutron",
+            (false, false) => RadiationVerdict::Clear,
+            (true, false) => RadiationVerdict::Gamma,
+            (false, true) => RadiationVerdict::Neutron,
+            (true, true) => RadiationVerdict::GammaNeutron,
         };
         let step = self.gamma.len().div_ceil(PROFILE_POINTS).max(1);
         let profile = self

@@ -5,8 +5,13 @@
 //! [`Journal`] before it buffers it, tells the journal which readings it no longer needs once
 //! their passages are stored ([`super::Fusion::settle_journal`]), and at start takes back what
 //! the journal kept ([`super::Fusion::recover`]). The tracker table (seal state, tracks) is
-//! journaled the same way, as the changes made to it, replaced now and then by a snapshot. Fusion stays free of I/O: the service's
-//! journal writes a file ([`crate::journal`]); `acsgd replay` has none.
+//! journaled the same way, as the changes made to it, replaced now and then by a snapshot.
+//! The state machine itself does no I/O: the service installs the file journal of [`file`];
+//! `acsgd replay` installs none.
+
+pub mod file;
+#[cfg(test)]
+mod tests;
 
 use acsgd_drivers::lane::Frame;
 use acsgd_drivers::rpm::RpmLine;

@@ -19,7 +19,33 @@ use acsgd_drivers::reading::Seal;
 use acsgd_drivers::Reading;
 use serde_json::Value;
 
-use crate::config::Config;
+use serde::Deserialize;
+
+use crate::Setup;
+
+/// A tracker model's seal wiring (`[[seal_models]]`): for each seal flag, conditions on the
+/// values the device reports (`"io1 = 0"`); the flag is raised when any holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealModel {
+    /// The name a sensor's `seal_model` refers to.
+    pub name: String,
+    /// Devices (IMEI or the protocol's device id) of this model, wherever they connect.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// The seal's wire or case opened.
+    #[serde(default)]
+    pub tamper: Vec<String>,
+    /// The panic input or the device's own alarm.
+    #[serde(default)]
+    pub alarm: Vec<String>,
+    /// External power lost.
+    #[serde(default)]
+    pub power_lost: Vec<String>,
+    /// The GNSS receiver or antenna failed (jamming, a cut antenna).
+    #[serde(default)]
+    pub gnss_fault: Vec<String>,
+}
 
 /// How a condition compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +144,7 @@ pub struct SealMap {
 
 impl SealMap {
     /// Parses a configured model; the error names the key (`tamper[1]`) and the problem.
-    pub fn parse(m: &crate::config::SealModel) -> Result<SealMap, (String, String)> {
+    pub fn parse(m: &SealModel) -> Result<SealMap, (String, String)> {
         let list = |key: &str, v: &[String]| -> Result<Vec<Condition>, (String, String)> {
             v.iter()
                 .enumerate()
@@ -169,8 +195,8 @@ pub struct SealModels {
 }
 
 impl SealModels {
-    /// From a validated configuration (validation has parsed every model already).
-    pub fn new(config: &Config) -> SealModels {
+    /// From a validated setup (validation has parsed every model already).
+    pub fn new(config: &Setup) -> SealModels {
         let mut out = SealModels::default();
         let mut by_name = HashMap::new();
         for m in &config.seal_models {
@@ -243,7 +269,7 @@ mod tests {
     use serde_json::json;
 
     fn model(tamper: &[&str], power: &[&str]) -> SealMap {
-        SealMap::parse(&crate::config::SealModel {
+        SealMap::parse(&SealModel {
             name: "fmb-din1".into(),
             devices: vec![],
             tamper: tamper.iter().map(|s| s.to_string()).collect(),

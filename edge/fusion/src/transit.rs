@@ -69,7 +69,7 @@ impl Declaration {
         let d: Declaration = serde_json::from_value(doc.clone())
             .map_err(|e| TransitError::Invalid(e.to_string()))?;
         let field = |f: &str, p: String| TransitError::Field(d.mrn.clone(), format!("{f}: {p}"));
-        if !crate::uplink::inbox::valid_mrn(&d.mrn) {
+        if !acsgd_contract::mrn::valid_mrn(&d.mrn) {
             return Err(TransitError::Invalid(format!(
                 "mrn {:?} is not 18 letters and digits",
                 d.mrn

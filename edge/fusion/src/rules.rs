@@ -1,8 +1,9 @@
 //! Transit-control rules: each looks at a passage and says `pass`, `fail` (with the numbers
 //! that made it fail) or `skip` (not applicable, or nothing to check it with). A failed rule
-//! raises its channel (configurable per rule, defaults in [`RULES`]); the passage's channel is
+//! raises its channel (configurable per rule, defaults in [`Rule::default_channel`]); the passage's channel is
 //! the highest raised, green when none is.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::lane::Millis;
@@ -11,32 +12,159 @@ use super::settings::{Channel, RuleSettings};
 use super::trackers::Tracker;
 use super::transit::{distance_m, distance_to_line_m, Declaration, Transit};
 
-/// Every rule and the channel its failure raises by default.
-pub const RULES: &[(&str, Channel)] = &[
-    ("axle_load", Channel::Yellow),
-    ("axle_group", Channel::Yellow),
-    ("gross_mass", Channel::Yellow),
-    ("dimensions", Channel::Yellow),
-    ("declared_mass", Channel::Red),
-    ("wim", Channel::Yellow),
-    ("radiation_gamma", Channel::Red),
-    ("radiation_neutron", Channel::Red),
-    ("portal_alarm", Channel::Red),
-    ("radiation_missing", Channel::Yellow),
-    ("seal_tamper", Channel::Red),
-    ("seal_silent", Channel::Yellow),
-    ("seal_geofence", Channel::Yellow),
-    ("route_deviation", Channel::Red),
-    ("plate_unread", Channel::Yellow),
-    ("no_declaration", Channel::Yellow),
-    ("split_declarations", Channel::Yellow),
-    ("watchlist", Channel::Red),
-    ("vehicle_stopped", Channel::Yellow),
+/// A transit-control rule (its JSON name is the snake_case one, e.g. `axle_load`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    AxleLoad,
+    AxleGroup,
+    GrossMass,
+    Dimensions,
+    DeclaredMass,
+    Wim,
+    RadiationGamma,
+    RadiationNeutron,
+    PortalAlarm,
+    RadiationMissing,
+    SealTamper,
+    SealSilent,
+    SealGeofence,
+    RouteDeviation,
+    PlateUnread,
+    NoDeclaration,
+    SplitDeclarations,
+    Watchlist,
+    VehicleStopped,
     // Alerts outside any passage.
-    ("portal_tamper", Channel::Red),
-    ("portal_fault", Channel::Yellow),
-    ("unmatched_reading", Channel::Green),
-];
+    PortalTamper,
+    PortalFault,
+    UnmatchedReading,
+}
+
+impl Rule {
+    /// Every rule, in the order a passage lists them.
+    pub const ALL: [Rule; 22] = [
+        Rule::AxleLoad,
+        Rule::AxleGroup,
+        Rule::GrossMass,
+        Rule::Dimensions,
+        Rule::DeclaredMass,
+        Rule::Wim,
+        Rule::RadiationGamma,
+        Rule::RadiationNeutron,
+        Rule::PortalAlarm,
+        Rule::RadiationMissing,
+        Rule::SealTamper,
+        Rule::SealSilent,
+        Rule::SealGeofence,
+        Rule::RouteDeviation,
+        Rule::PlateUnread,
+        Rule::NoDeclaration,
+        Rule::SplitDeclarations,
+        Rule::Watchlist,
+        Rule::VehicleStopped,
+        Rule::PortalTamper,
+        Rule::PortalFault,
+        Rule::UnmatchedReading,
+    ];
+
+    /// The name in events, settings and message keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::AxleLoad => "axle_load",
+            Rule::AxleGroup => "axle_group",
+            Rule::GrossMass => "gross_mass",
+            Rule::Dimensions => "dimensions",
+            Rule::DeclaredMass => "declared_mass",
+            Rule::Wim => "wim",
+            Rule::RadiationGamma => "radiation_gamma",
+            Rule::RadiationNeutron => "radiation_neutron",
+            Rule::PortalAlarm => "portal_alarm",
+            Rule::RadiationMissing => "radiation_missing",
+            Rule::SealTamper => "seal_tamper",
+            Rule::SealSilent => "seal_silent",
+            Rule::SealGeofence => "seal_geofence",
+            Rule::RouteDeviation => "route_deviation",
+            Rule::PlateUnread => "plate_unread",
+            Rule::NoDeclaration => "no_declaration",
+            Rule::SplitDeclarations => "split_declarations",
+            Rule::Watchlist => "watchlist",
+            Rule::VehicleStopped => "vehicle_stopped",
+            Rule::PortalTamper => "portal_tamper",
+            Rule::PortalFault => "portal_fault",
+            Rule::UnmatchedReading => "unmatched_reading",
+        }
+    }
+
+    /// The rule of that name.
+    pub fn named(name: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// The channel its failure raises unless `[rules.channels]` says otherwise.
+    pub fn default_channel(self) -> Channel {
+        match self {
+            Rule::AxleLoad => Channel::Yellow,
+            Rule::AxleGroup => Channel::Yellow,
+            Rule::GrossMass => Channel::Yellow,
+            Rule::Dimensions => Channel::Yellow,
+            Rule::DeclaredMass => Channel::Red,
+            Rule::Wim => Channel::Yellow,
+            Rule::RadiationGamma => Channel::Red,
+            Rule::RadiationNeutron => Channel::Red,
+            Rule::PortalAlarm => Channel::Red,
+            Rule::RadiationMissing => Channel::Yellow,
+            Rule::SealTamper => Channel::Red,
+            Rule::SealSilent => Channel::Yellow,
+            Rule::SealGeofence => Channel::Yellow,
+            Rule::RouteDeviation => Channel::Red,
+            Rule::PlateUnread => Channel::Yellow,
+            Rule::NoDeclaration => Channel::Yellow,
+            Rule::SplitDeclarations => Channel::Yellow,
+            Rule::Watchlist => Channel::Red,
+            Rule::VehicleStopped => Channel::Yellow,
+            Rule::PortalTamper => Channel::Red,
+            Rule::PortalFault => Channel::Yellow,
+            Rule::UnmatchedReading => Channel::Green,
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a rule said of a passage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    /// With the numbers that made it fail.
+    Fail,
+    /// Not applicable, or nothing to check it with.
+    Skip,
+}
+
+/// An alert's severity, from the channel its rule raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+impl From<Channel> for Severity {
+    fn from(c: Channel) -> Severity {
+        match c {
+            Channel::Red => Severity::High,
+            Channel::Yellow => Severity::Medium,
+            Channel::Green => Severity::Low,
+        }
+    }
+}
 
 /// What the rules need besides the passage.
 pub struct Context<'a> {
@@ -55,24 +183,24 @@ pub struct Context<'a> {
     pub tracker: Option<&'a Tracker>,
 }
 
-fn pass(rule: &'static str, detail: Value) -> Outcome {
+fn pass(rule: Rule, detail: Value) -> Outcome {
     Outcome {
         rule,
-        result: "pass",
+        result: Verdict::Pass,
         detail,
     }
 }
-fn fail(rule: &'static str, detail: Value) -> Outcome {
+fn fail(rule: Rule, detail: Value) -> Outcome {
     Outcome {
         rule,
-        result: "fail",
+        result: Verdict::Fail,
         detail,
     }
 }
-fn skip(rule: &'static str, why: &str) -> Outcome {
+fn skip(rule: Rule, why: &str) -> Outcome {
     Outcome {
         rule,
-        result: "skip",
+        result: Verdict::Skip,
         detail: json!({ "reason": why }),
     }
 }
@@ -88,28 +216,28 @@ pub fn evaluate(p: &mut Passage, cx: &Context) {
     mass_rules(p.wim.as_ref(), cx, &mut out);
     out.push(declared_mass(p, cx));
     out.push(match (&p.wim, cx.has_wim) {
-        (Some(w), _) if w.status == "ok" && w.records <= 1 => pass("wim", json!({})),
-        (Some(w), _) if w.status == "ok" => pass("wim", json!({ "records": w.records })),
-        (Some(w), _) => fail("wim", json!({ "status": w.status })),
-        (None, true) => fail("wim", json!({ "status": "missing" })),
-        (None, false) => skip("wim", "no scale on this lane"),
+        (Some(w), _) if w.status == "ok" && w.records <= 1 => pass(Rule::Wim, json!({})),
+        (Some(w), _) if w.status == "ok" => pass(Rule::Wim, json!({ "records": w.records })),
+        (Some(w), _) => fail(Rule::Wim, json!({ "status": w.status })),
+        (None, true) => fail(Rule::Wim, json!({ "status": "missing" })),
+        (None, false) => skip(Rule::Wim, "no scale on this lane"),
     });
     radiation_rules(p, cx, &mut out);
     seal_rules(p, cx, &mut out);
     identity_rules(p, cx, &mut out);
     out.push(if p.stopped {
-        fail("vehicle_stopped", json!({ "duration_s": p.duration_s }))
+        fail(Rule::VehicleStopped, json!({ "duration_s": p.duration_s }))
     } else {
-        pass("vehicle_stopped", json!({}))
+        pass(Rule::VehicleStopped, json!({}))
     });
     let mut channel = Channel::Green;
     let mut reasons = Vec::new();
     for o in &out {
-        if o.result == "fail" {
+        if o.result == Verdict::Fail {
             let c = s.channel(o.rule);
             channel = channel.max(c);
             if c > Channel::Green {
-                reasons.push(o.rule.to_string());
+                reasons.push(o.rule);
             }
         }
     }
@@ -121,7 +249,7 @@ pub fn evaluate(p: &mut Passage, cx: &Context) {
 fn mass_rules(wim: Option<&Wim>, cx: &Context, out: &mut Vec<Outcome>) {
     let s = cx.settings;
     let Some(w) = wim.filter(|w| w.status == "ok" && !w.axles.is_empty()) else {
-        for r in ["axle_load", "axle_group", "gross_mass"] {
+        for r in [Rule::AxleLoad, Rule::AxleGroup, Rule::GrossMass] {
             out.push(skip(r, "no valid weighing"));
         }
         out.push(dimensions(wim, s));
@@ -135,9 +263,9 @@ fn mass_rules(wim: Option<&Wim>, cx: &Context, out: &mut Vec<Outcome>) {
         .map(|a| json!({ "axle": a.index, "load_t": t(a.load_kg as f64), "limit_t": s.axle_t }))
         .collect();
     out.push(if over.is_empty() {
-        pass("axle_load", json!({ "limit_t": s.axle_t }))
+        pass(Rule::AxleLoad, json!({ "limit_t": s.axle_t }))
     } else {
-        fail("axle_load", json!({ "limit_t": s.axle_t, "over": over }))
+        fail(Rule::AxleLoad, json!({ "limit_t": s.axle_t, "over": over }))
     });
     // Groups: consecutive axles closer than group_spacing_m.
     let mut groups: Vec<Vec<&super::passage::Axle>> = Vec::new();
@@ -160,22 +288,22 @@ fn mass_rules(wim: Option<&Wim>, cx: &Context, out: &mut Vec<Outcome>) {
     }
     out.push(if over.is_empty() {
         pass(
-            "axle_group",
+            Rule::AxleGroup,
             json!({ "groups": groups.iter().filter(|g| g.len() >= 2).count() }),
         )
     } else {
-        fail("axle_group", json!({ "over": over }))
+        fail(Rule::AxleGroup, json!({ "over": over }))
     });
     let n = w.axles.len();
     out.push(if n < 2 {
-        skip("gross_mass", "fewer than two axles weighed")
+        skip(Rule::GrossMass, "fewer than two axles weighed")
     } else {
         let limit_t = s.gross_t[n.min(6) - 2];
         let d = json!({ "axles": n, "gross_t": t(w.gross_kg as f64), "limit_t": limit_t });
         if w.gross_kg as f64 > limit_t * 1000.0 {
-            fail("gross_mass", d)
+            fail(Rule::GrossMass, d)
         } else {
-            pass("gross_mass", d)
+            pass(Rule::GrossMass, d)
         }
     });
     out.push(dimensions(Some(w), s));
@@ -185,14 +313,14 @@ fn dimensions(w: Option<&Wim>, s: &RuleSettings) -> Outcome {
     match w.and_then(|w| w.length_m) {
         // Height and width need a profile scanner; only length comes from the scale.
         Some(l) if l > s.length_m => fail(
-            "dimensions",
+            Rule::Dimensions,
             json!({ "length_m": l, "limit_m": s.length_m }),
         ),
         Some(l) => pass(
-            "dimensions",
+            Rule::Dimensions,
             json!({ "length_m": l, "limit_m": s.length_m }),
         ),
-        None => skip("dimensions", "no dimensions measured"),
+        None => skip(Rule::Dimensions, "no dimensions measured"),
     }
 }
 
@@ -208,34 +336,38 @@ fn declared_mass(p: &Passage, cx: &Context) -> Outcome {
                 "difference_pct": (diff * 10.0).round() / 10.0, "tolerance_pct": tol,
             });
             if diff.abs() > tol {
-                fail("declared_mass", detail)
+                fail(Rule::DeclaredMass, detail)
             } else {
-                pass("declared_mass", detail)
+                pass(Rule::DeclaredMass, detail)
             }
         }
-        (None, _) => skip("declared_mass", "no valid weighing"),
-        (_, None) => skip("declared_mass", "no declared mass"),
+        (None, _) => skip(Rule::DeclaredMass, "no valid weighing"),
+        (_, None) => skip(Rule::DeclaredMass, "no declared mass"),
     }
 }
 
 fn radiation_rules(p: &Passage, cx: &Context, out: &mut Vec<Outcome>) {
     if !cx.has_rpm {
         for r in [
-            "radiation_gamma",
-            "radiation_neutron",
-            "portal_alarm",
-            "radiation_missing",
+            Rule::RadiationGamma,
+            Rule::RadiationNeutron,
+            Rule::PortalAlarm,
+            Rule::RadiationMissing,
         ] {
             out.push(skip(r, "no portal on this lane"));
         }
         return;
     }
     let Some(r) = &p.radiation else {
-        for r in ["radiation_gamma", "radiation_neutron", "portal_alarm"] {
+        for r in [
+            Rule::RadiationGamma,
+            Rule::RadiationNeutron,
+            Rule::PortalAlarm,
+        ] {
             out.push(skip(r, "no scan data"));
         }
         out.push(fail(
-            "radiation_missing",
+            Rule::RadiationMissing,
             json!({ "reason": cx.portal_fault.clone().unwrap_or_else(|| "no scan data".into()) }),
         ));
         return;
@@ -247,30 +379,30 @@ fn radiation_rules(p: &Passage, cx: &Context, out: &mut Vec<Outcome>) {
         "background_cps": g.background_cps.round(), "shadow": (g.shadow * 1000.0).round() / 1000.0,
     });
     out.push(if g.alarm {
-        fail("radiation_gamma", gd)
+        fail(Rule::RadiationGamma, gd)
     } else {
-        pass("radiation_gamma", gd)
+        pass(Rule::RadiationGamma, gd)
     });
     let n = &r.neutron;
     let nd =
         json!({ "counts": n.counts, "threshold": n.threshold, "background_cps": n.background_cps });
     out.push(if n.alarm {
-        fail("radiation_neutron", nd)
+        fail(Rule::RadiationNeutron, nd)
     } else {
-        pass("radiation_neutron", nd)
+        pass(Rule::RadiationNeutron, nd)
     });
     out.push(if r.portal_alarm {
-        fail("portal_alarm", json!({ "own_verdict": r.verdict }))
+        fail(Rule::PortalAlarm, json!({ "own_verdict": r.verdict }))
     } else {
-        pass("portal_alarm", json!({}))
+        pass(Rule::PortalAlarm, json!({}))
     });
     out.push(match &cx.portal_fault {
-        Some(f) => fail("radiation_missing", json!({ "reason": f })),
+        Some(f) => fail(Rule::RadiationMissing, json!({ "reason": f })),
         None if r.gamma.background_cps <= 0.0 => fail(
-            "radiation_missing",
+            Rule::RadiationMissing,
             json!({ "reason": "no gamma background" }),
         ),
-        None => pass("radiation_missing", json!({ "intervals": r.intervals })),
+        None => pass(Rule::RadiationMissing, json!({ "intervals": r.intervals })),
     });
 }
 
@@ -278,23 +410,23 @@ fn seal_rules(p: &mut Passage, cx: &Context, out: &mut Vec<Outcome>) {
     let s = &cx.settings.seal;
     let Some(device) = cx.declaration.and_then(|d| d.tracker.clone()) else {
         for r in [
-            "seal_tamper",
-            "seal_silent",
-            "seal_geofence",
-            "route_deviation",
+            Rule::SealTamper,
+            Rule::SealSilent,
+            Rule::SealGeofence,
+            Rule::RouteDeviation,
         ] {
             out.push(skip(r, "no declared seal"));
         }
         return;
     };
     let Some(tr) = cx.tracker else {
-        out.push(skip("seal_tamper", "seal never heard"));
+        out.push(skip(Rule::SealTamper, "seal never heard"));
         out.push(fail(
-            "seal_silent",
+            Rule::SealSilent,
             json!({ "tracker": device, "heard": false }),
         ));
-        out.push(skip("seal_geofence", "seal never heard"));
-        out.push(skip("route_deviation", "seal never heard"));
+        out.push(skip(Rule::SealGeofence, "seal never heard"));
+        out.push(skip(Rule::RouteDeviation, "seal never heard"));
         p.seal = Some(super::passage::SealView {
             tracker: device,
             heard: false,
@@ -308,20 +440,20 @@ fn seal_rules(p: &mut Passage, cx: &Context, out: &mut Vec<Outcome>) {
     };
     out.push(if tr.flags.any() {
         fail(
-            "seal_tamper",
+            Rule::SealTamper,
             json!({ "tracker": device, "flags": tr.flags }),
         )
     } else {
-        pass("seal_tamper", json!({}))
+        pass(Rule::SealTamper, json!({}))
     });
     let silent_s = (cx.now - tr.last_seen) as f64 / 1000.0;
     out.push(if silent_s > s.silent_s {
         fail(
-            "seal_silent",
+            Rule::SealSilent,
             json!({ "silent_s": silent_s.round(), "limit_s": s.silent_s }),
         )
     } else {
-        pass("seal_silent", json!({ "silent_s": silent_s.round() }))
+        pass(Rule::SealSilent, json!({ "silent_s": silent_s.round() }))
     });
     let distance = match (s.post_location, tr.last_fix) {
         (Some(post), Some(f)) => Some(distance_m(post, [f.lat, f.lon])),
@@ -329,12 +461,12 @@ fn seal_rules(p: &mut Passage, cx: &Context, out: &mut Vec<Outcome>) {
     };
     out.push(match (distance, s.post_location) {
         (Some(d), _) if d > s.geofence_m => fail(
-            "seal_geofence",
+            Rule::SealGeofence,
             json!({ "distance_m": d.round(), "limit_m": s.geofence_m }),
         ),
-        (Some(d), _) => pass("seal_geofence", json!({ "distance_m": d.round() })),
-        (None, None) => skip("seal_geofence", "post location not configured"),
-        (None, Some(_)) => skip("seal_geofence", "no valid fix"),
+        (Some(d), _) => pass(Rule::SealGeofence, json!({ "distance_m": d.round() })),
+        (None, None) => skip(Rule::SealGeofence, "post location not configured"),
+        (None, Some(_)) => skip(Rule::SealGeofence, "no valid fix"),
     });
     let corridor = cx.declaration.and_then(|d| d.corridor.as_ref());
     let deviation = corridor.and_then(|c| {
@@ -345,14 +477,14 @@ fn seal_rules(p: &mut Passage, cx: &Context, out: &mut Vec<Outcome>) {
             .map(|(d, f)| (d, *f, c.width_m / 2.0))
     });
     out.push(match (corridor, deviation) {
-        (None, _) => skip("route_deviation", "no corridor declared"),
-        (Some(_), None) => skip("route_deviation", "no fixes"),
+        (None, _) => skip(Rule::RouteDeviation, "no corridor declared"),
+        (Some(_), None) => skip(Rule::RouteDeviation, "no fixes"),
         (Some(_), Some((d, f, half))) if d > half => fail(
-            "route_deviation",
+            Rule::RouteDeviation,
             json!({ "max_distance_m": d.round(), "limit_m": half, "at": [f.lat, f.lon] }),
         ),
         (Some(_), Some((d, _, half))) => pass(
-            "route_deviation",
+            Rule::RouteDeviation,
             json!({ "max_distance_m": d.round(), "limit_m": half }),
         ),
     });
@@ -371,32 +503,31 @@ fn seal_rules(p: &mut Passage, cx: &Context, out: &mut Vec<Outcome>) {
 
 fn identity_rules(p: &Passage, cx: &Context, out: &mut Vec<Outcome>) {
     out.push(match (p.plates.is_empty(), cx.has_camera) {
-        (true, true) => fail("plate_unread", json!({})),
-        (true, false) => skip("plate_unread", "no camera on this lane"),
-        (false, _) => pass("plate_unread", json!({ "plates": p.plates.len() })),
+        (true, true) => fail(Rule::PlateUnread, json!({})),
+        (true, false) => skip(Rule::PlateUnread, "no camera on this lane"),
+        (false, _) => pass(Rule::PlateUnread, json!({ "plates": p.plates.len() })),
     });
     let matched: Vec<&(String, Option<String>)> =
         cx.plate_mrns.iter().filter(|(_, m)| m.is_some()).collect();
     out.push(if p.plates.is_empty() {
-        skip("no_declaration", "no plate read")
+        skip(Rule::NoDeclaration, "no plate read")
     } else if matched.is_empty() {
         fail(
-            "no_declaration",
+            Rule::NoDeclaration,
             json!({ "plates": p.plates.iter().map(|r| &r.text).collect::<Vec<_>>() }),
         )
     } else {
-        pass("no_declaration", json!({ "mrn": p.mrn }))
+        pass(Rule::NoDeclaration, json!({ "mrn": p.mrn }))
     });
     let mut mrns: Vec<&str> = matched.iter().filter_map(|(_, m)| m.as_deref()).collect();
     mrns.sort_unstable();
     mrns.dedup();
     out.push(if mrns.len() > 1 {
-        fail(
-            "split_declarations",
+        fail(Rule::SplitDeclarations,
             json!({ "plates": cx.plate_mrns.iter().map(|(p, m)| json!({"plate": p, "mrn": m})).collect::<Vec<_>>() }),
         )
     } else {
-        pass("split_declarations", json!({}))
+        pass(Rule::SplitDeclarations, json!({}))
     });
     let plates: Vec<&str> = p.plates.iter().map(|r| r.text.as_str()).collect();
     let hits = cx.transit.watch_hits(
@@ -405,8 +536,8 @@ fn identity_rules(p: &Passage, cx: &Context, out: &mut Vec<Outcome>) {
         p.mrn.as_deref(),
     );
     out.push(if hits.is_empty() {
-        pass("watchlist", json!({}))
+        pass(Rule::Watchlist, json!({}))
     } else {
-        fail("watchlist", json!({ "hits": hits }))
+        fail(Rule::Watchlist, json!({ "hits": hits }))
     });
 }

@@ -7,7 +7,7 @@
 //! across an await. At shutdown every open passage is closed and stored before the outbox
 //! flushes, so a vehicle on the lane when the service stops still gets its passage (with the
 //! readings it had). A crash loses no passage either: lane readings are journaled before fusion
-//! buffers them ([`crate::journal`]) and buffered again at start; the journal lets go of them
+//! buffers them ([`crate::fusion::journal::file`]) and buffered again at start; the journal lets go of them
 //! only once their passage is in the outbox. Events the outbox refuses (a full disk) are
 //! offered again at every tick.
 
@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::transit::Transit;
-use super::{millis, Fusion, Millis};
 use crate::envelope::Event;
+use crate::fusion::transit::Transit;
+use crate::fusion::{millis, Fusion, Millis};
 use crate::outbox::{Outbox, Store};
 
 /// How often the clock advances.
@@ -168,7 +168,7 @@ mod tests {
         let text = "post = \"p\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n\
                     [storage]\ndata_dir = \"/tmp/x\"\n";
         let config = crate::config::Config::parse(std::path::Path::new("t.toml"), text).unwrap();
-        let shared: Shared = Arc::new(Mutex::new(Fusion::new(&config, 0)));
+        let shared: Shared = Arc::new(Mutex::new(Fusion::new(&config.fusion_setup(), 0)));
         let s = shared.clone();
         let died = std::thread::spawn(move || {
             let _g = s.lock().unwrap();
