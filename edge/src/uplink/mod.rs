@@ -47,15 +47,27 @@ use session::{Io, Session, SessionConfig, TlsMaterial};
 /// The system CA bundle used for `mqtts://` when no `uplink.tls.ca_file` is given.
 pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// An error of one of the two MQTT clients (v4 and v5 have their own types).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors of the uplink layer. All of them end the current connection, none the service.
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
-    #[error("connection: {0}")]
-    Connection(String),
+    /// The connection failed; shown as the OS's text where there is one under it.
+    #[error("connection: {}", session::describe(.0.as_ref()))]
+    Broker(#[source] BoxError),
+    /// The broker closed the connection (its reason code, under MQTT 5).
+    #[error("connection: broker disconnected us{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Disconnected(Option<String>),
+    #[error("connection: shutting down")]
+    ShuttingDown,
     #[error("no CONNACK within {0:?}")]
     ConnectTimeout(Duration),
+    /// rumqttc's client refused a request (its queue to the event loop is full or gone).
     #[error("MQTT client: {0}")]
-    Client(String),
+    Client(#[source] BoxError),
+    #[error("storing a message from central: {0}")]
+    Inbox(#[source] tokio::task::JoinError),
     #[error("TLS file {path}: {source}")]
     TlsFile {
         path: String,
@@ -375,7 +387,7 @@ impl Connection<'_> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return Err(UplinkError::Connection("shutting down".into())),
+                _ = shutdown.changed() => return Err(UplinkError::ShuttingDown),
                 r = tokio::time::timeout_at(deadline, self.session.poll()) => match r {
                     Err(_) => return Err(UplinkError::ConnectTimeout(limit)),
                     Ok(io) => if let Io::Connected = io? { return Ok(()) },
@@ -442,7 +454,7 @@ impl Connection<'_> {
                     inbox::store_inbound(&store, &post, &topic, &payload)
                 })
                 .await
-                .map_err(|e| UplinkError::Client(e.to_string()))?;
+                .map_err(UplinkError::Inbox)?;
                 match stored {
                     Ok(s) => {
                         tracing::info!(topic = %msg.topic, keys = s.keys.len(), "cached message from central");

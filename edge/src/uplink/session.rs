@@ -17,7 +17,7 @@ pub const MAX_OUTGOING: usize = 4 * 1024 * 1024;
 /// One line for a connection error. rumqttc nests an OS error inside its state error and
 /// prints it with `{:?}` ("Mqtt state: Io error: Custom { kind: ConnectionAborted, .. }"):
 /// the OS error's own text is what a technician needs, so it is used when there is one.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -92,7 +92,7 @@ pub enum Session {
         events: v5::EventLoop,
         /// The error that ended the connection, held back while packets read before it are
         /// still being handed out.
-        failed: Option<String>,
+        failed: Option<super::BoxError>,
     },
 }
 
@@ -176,7 +176,7 @@ impl Session {
                 let ev = events
                     .poll()
                     .await
-                    .map_err(|e| UplinkError::Connection(describe(&e)))?;
+                    .map_err(|e| UplinkError::Broker(Box::new(e)))?;
                 Ok(match ev {
                     Event::Incoming(Packet::ConnAck(_)) => Io::Connected,
                     Event::Incoming(Packet::PubAck(a)) => Io::Acked(a.pkid),
@@ -186,7 +186,7 @@ impl Session {
                         packet: InboundPacket::V4(p),
                     })),
                     Event::Incoming(Packet::Disconnect) => {
-                        return Err(UplinkError::Connection("broker disconnected us".into()))
+                        return Err(UplinkError::Disconnected(None))
                     }
                     Event::Outgoing(Outgoing::Publish(pkid)) => Io::Sent(pkid),
                     _ => Io::Other,
@@ -199,24 +199,27 @@ impl Session {
                 // at once (mosquitto does after an ACL denial): rumqttc has then read the
                 // PUBACK into its queue and returns the error first. The packets it read are
                 // handed out before the error, so the refusal is not lost with the session.
-                let ev = match failed {
-                    Some(e) => match events.state.events.pop_front() {
+                let ev = if failed.is_some() {
+                    match events.state.events.pop_front() {
                         Some(ev) => ev,
-                        None => return Err(UplinkError::Connection(e.clone())),
-                    },
-                    None => match events.poll().await {
-                        Ok(ev) => ev,
-                        Err(e) => {
-                            let msg = describe(&e);
-                            match events.state.events.pop_front() {
-                                Some(ev) => {
-                                    *failed = Some(msg);
-                                    ev
-                                }
-                                None => return Err(UplinkError::Connection(msg)),
-                            }
+                        None => {
+                            return Err(match failed.take() {
+                                Some(e) => UplinkError::Broker(e),
+                                None => UplinkError::Disconnected(None),
+                            })
                         }
-                    },
+                    }
+                } else {
+                    match events.poll().await {
+                        Ok(ev) => ev,
+                        Err(e) => match events.state.events.pop_front() {
+                            Some(ev) => {
+                                *failed = Some(Box::new(e));
+                                ev
+                            }
+                            None => return Err(UplinkError::Broker(Box::new(e))),
+                        },
+                    }
                 };
                 Ok(match ev {
                     Event::Incoming(Packet::ConnAck(_)) => Io::Connected,
@@ -232,10 +235,10 @@ impl Session {
                         packet: InboundPacket::V5(p),
                     })),
                     Event::Incoming(Packet::Disconnect(d)) => {
-                        return Err(UplinkError::Connection(format!(
-                            "broker disconnected us: {:?}",
+                        return Err(UplinkError::Disconnected(Some(format!(
+                            "{:?}",
                             d.reason_code
-                        )))
+                        ))))
                     }
                     Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => Io::Sent(pkid),
                     _ => Io::Other,
@@ -249,10 +252,10 @@ impl Session {
         let r = match self {
             Session::V4 { client, .. } => client
                 .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Box::new(e) as super::BoxError),
             Session::V5 { client, .. } => client
                 .try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, retain, payload)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Box::new(e) as super::BoxError),
         };
         r.map_err(UplinkError::Client)
     }
@@ -262,10 +265,10 @@ impl Session {
         let r = match self {
             Session::V4 { client, .. } => client
                 .try_subscribe(filter, QoS::AtLeastOnce)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Box::new(e) as super::BoxError),
             Session::V5 { client, .. } => client
                 .try_subscribe(filter, v5::mqttbytes::QoS::AtLeastOnce)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Box::new(e) as super::BoxError),
         };
         r.map_err(UplinkError::Client)
     }
@@ -273,12 +276,12 @@ impl Session {
     /// Acknowledges a message from central (after it has been stored).
     pub fn ack(&self, msg: &Inbound) -> Result<(), UplinkError> {
         let r = match (self, &msg.packet) {
-            (Session::V4 { client, .. }, InboundPacket::V4(p)) => {
-                client.try_ack(p).map_err(|e| e.to_string())
-            }
-            (Session::V5 { client, .. }, InboundPacket::V5(p)) => {
-                client.try_ack(p).map_err(|e| e.to_string())
-            }
+            (Session::V4 { client, .. }, InboundPacket::V4(p)) => client
+                .try_ack(p)
+                .map_err(|e| Box::new(e) as super::BoxError),
+            (Session::V5 { client, .. }, InboundPacket::V5(p)) => client
+                .try_ack(p)
+                .map_err(|e| Box::new(e) as super::BoxError),
             _ => Ok(()),
         };
         r.map_err(UplinkError::Client)
@@ -286,10 +289,11 @@ impl Session {
 
     /// Asks for a clean disconnect (no last will).
     pub fn disconnect(&self) {
-        let _ = match self {
-            Session::V4 { client, .. } => client.try_disconnect().map_err(|e| e.to_string()),
-            Session::V5 { client, .. } => client.try_disconnect().map_err(|e| e.to_string()),
-        };
+        // Best effort: a client whose event loop is gone has nothing left to disconnect.
+        match self {
+            Session::V4 { client, .. } => drop(client.try_disconnect()),
+            Session::V5 { client, .. } => drop(client.try_disconnect()),
+        }
     }
 }
 
