@@ -27,12 +27,13 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acsgd::mosquitto::{free_port, Mosquitto};
 use acsgd::replay;
+use acsgd_testkit::{Central, Process};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -202,72 +203,8 @@ fn pty(link: &Path) -> Result<Pty, HilError> {
     })
 }
 
-/// What central received.
-#[derive(Default)]
-struct Inbox {
-    events: Vec<Value>,
-}
-
-fn central(port: u16, post: &str) -> Result<Arc<Mutex<Inbox>>, HilError> {
-    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-    let mut o = MqttOptions::new(format!("hil-central-{port}"), "127.0.0.1", port);
-    o.set_clean_session(false)
-        .set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(4 << 20, 4 << 20);
-    let (client, mut conn) = Client::new(o, 100);
-    client
-        .subscribe(format!("acsgd/v1/{post}/#"), QoS::AtLeastOnce)
-        .map_err(setup("subscribe"))?;
-    let inbox = Arc::new(Mutex::new(Inbox::default()));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let got = inbox.clone();
-    std::thread::spawn(move || {
-        let _client = client;
-        for ev in conn.iter() {
-            match ev {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = ready_tx.send(());
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let kind = p.topic.rsplit('/').next().unwrap_or("");
-                    if kind != "status" && kind != "key" {
-                        if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
-                            got.lock().expect("inbox").events.push(v);
-                        }
-                    }
-                }
-                Ok(_) => {}
-                // The broker is down for a while in some scenarios: keep trying.
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .map_err(setup("central subscription"))?;
-    Ok(inbox)
-}
-
 fn publish_retained(port: u16, topic: &str, payload: &str) -> Result<(), HilError> {
-    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-    let mut o = MqttOptions::new(format!("hil-publisher-{port}"), "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(4 << 20, 4 << 20);
-    let (client, mut conn) = Client::new(o, 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
-        .map_err(setup("publish"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for ev in conn.iter() {
-        if let Ok(Event::Incoming(Packet::PubAck(_))) = ev {
-            let _ = client.disconnect();
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            break;
-        }
-    }
-    Err(HilError::Setup(format!("no PUBACK for {topic}")))
+    acsgd_testkit::publish_retained(port, topic, payload.as_bytes()).map_err(HilError::Setup)
 }
 
 /// How a sensor is reached in this run.
@@ -292,9 +229,9 @@ enum Port {
     },
 }
 
-/// The appliance process.
+/// The appliance process, its output appended to `log`.
 struct App {
-    child: Option<Child>,
+    process: Process,
     log: PathBuf,
 }
 
@@ -305,44 +242,32 @@ impl App {
             .append(true)
             .open(log)
             .map_err(setup("log file"))?;
-        let child = Command::new(acsgd_binary())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().map_err(setup("log file"))?)
-            .stderr(out)
-            .spawn()
-            .map_err(setup("starting acsgd"))?;
+        let process = Process::spawn(
+            Command::new(acsgd_binary())
+                .args(["run", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().map_err(setup("log file"))?)
+                .stderr(out),
+        )
+        .map_err(setup("starting acsgd"))?;
         Ok(App {
-            child: Some(child),
+            process,
             log: log.to_path_buf(),
         })
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
-    #[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
     fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        c.wait().ok()
+        self.process.terminate()
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -785,7 +710,12 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
         .and_then(toml::Value::as_str)
         .unwrap_or("hil")
         .to_string();
-    let inbox = central(broker.port(), &post)?;
+    let central = Central::subscribe(
+        broker.port(),
+        &format!("hil-central-{}", broker.port()),
+        &post,
+    )
+    .map_err(HilError::Setup)?;
     // Rewire the config to this run's broker, directory and ports.
     let data_dir = tmp.path().join("data");
     let uplink = config
@@ -1077,10 +1007,8 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        let passages = inbox
-            .lock()
-            .expect("inbox")
-            .events
+        let passages = central
+            .events()
             .iter()
             .filter(|e| e["type"] == "passage")
             .count();
@@ -1125,7 +1053,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     let final_stat = stat(&data_dir);
 
     // Invariant: every accepted event reached central, under a gapless seq.
-    let events = inbox.lock().expect("inbox").events.clone();
+    let events = central.events();
     report.events = events.len();
     let seqs: BTreeSet<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
     let accepted = final_stat

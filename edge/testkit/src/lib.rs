@@ -1,7 +1,19 @@
 //! The test kit: what the appliance's integration tests (`edge/tests`) and the HIL rig
 //! (`hil-tests`) share, so that each exists once. Dev-only: nothing in the appliance links it.
 //!
-//! So far: pseudo-terminals, the serial lines the tests play devices on ([`Pty`]).
+//! * [`Pty`]: pseudo-terminals, the serial lines the tests play devices on;
+//! * [`Central`]: a stand-in for central on the real broker, and [`publish_retained`] for what
+//!   central sends;
+//! * [`Process`]: the appliance as a child process, killed (SIGKILL) or stopped (SIGTERM).
+//!
+//! The broker itself is the appliance's own `acsgd::mosquitto` (a real mosquitto), which the
+//! kit cannot name without depending on the crate it tests.
+
+pub mod central;
+pub mod process;
+
+pub use central::{publish_retained, Central, Received};
+pub use process::Process;
 
 use std::fs::File;
 use std::os::fd::FromRawFd;

@@ -6,150 +6,46 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use acsgd::mosquitto::{free_port, Mosquitto};
 use acsgd_drivers::lane::{self, Body, Frame};
-use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
+use acsgd_testkit::Process;
 
 pub const POST: &str = "test-post";
 
-/// One message central received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub topic: String,
-    pub payload: Vec<u8>,
+pub use acsgd_testkit::Central;
+
+/// The edge tests' ways to make central: for [`POST`], or on a broker that is down.
+pub trait CentralExt: Sized {
+    /// Connects, subscribes to everything [`POST`] publishes and waits for the SUBACK.
+    fn connect(port: u16, client_id: &str) -> Self;
+    /// Like [`CentralExt::connect`], for another post's topics.
+    fn connect_post(port: u16, client_id: &str, post: &str) -> Self;
+    /// A broker on `port`, stopped, that already holds this central's persistent session: for
+    /// a test whose appliance starts while the broker is down. Once [`Mosquitto::restart`]ed,
+    /// the broker queues for central whatever the uplink forwards, even if the uplink
+    /// reconnects before central does (as it may on a loaded machine, where a broker without
+    /// the session would drop those events for want of a subscriber).
+    fn registered_on_stopped_broker(dir: &Path, port: u16, client_id: &str) -> Mosquitto;
 }
 
-impl Received {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-/// A subscriber with a persistent session, so that it misses nothing while it or the broker
-/// is away (the broker keeps its queue across a clean restart).
-pub struct Central {
-    pub got: Arc<Mutex<Vec<Received>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Central {
-    /// Connects, subscribes to everything the post publishes and waits for the SUBACK.
-    pub fn connect(port: u16, client_id: &str) -> Central {
+impl CentralExt for Central {
+    fn connect(port: u16, client_id: &str) -> Central {
         Central::connect_post(port, client_id, POST)
     }
 
-    /// A broker on `port`, stopped, that already holds this central's persistent session: for a
-    /// test whose appliance starts while the broker is down. Once [`Mosquitto::restart`]ed, the
-    /// broker queues for central whatever the uplink forwards, even if the uplink reconnects
-    /// before central does (as it may on a loaded machine, where a broker without the session
-    /// would drop those events for want of a subscriber).
-    pub fn registered_on_stopped_broker(dir: &Path, port: u16, client_id: &str) -> Mosquitto {
+    fn connect_post(port: u16, client_id: &str, post: &str) -> Central {
+        Central::subscribe(port, client_id, post).unwrap()
+    }
+
+    fn registered_on_stopped_broker(dir: &Path, port: u16, client_id: &str) -> Mosquitto {
         let mut broker = Mosquitto::start_with(dir, port, "").expect("mosquitto starts");
         drop(Central::connect(port, client_id));
         broker.stop();
         broker
     }
-
-    /// Like [`Central::connect`], for another post's topics.
-    pub fn connect_post(port: u16, client_id: &str, post: &str) -> Central {
-        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-        o.set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(5))
-            // Room for what central itself publishes to the post (a test sends 5 MiB).
-            .set_max_packet_size(64 << 20, 4 << 20);
-        let (client, conn) = Client::new(o, 100);
-        client
-            .subscribe(format!("acsgd/v1/{post}/#"), QoS::AtLeastOnce)
-            .unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = {
-            let got = got.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || pump(client, conn, got, stop, ready_tx))
-        };
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("central subscribed");
-        Central {
-            got,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Event envelopes received (not status or key), in arrival order.
-    pub fn events(&self) -> Vec<serde_json::Value> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| !r.topic.ends_with("/status") && !r.topic.ends_with("/key"))
-            .map(Received::json)
-            .collect()
-    }
-
-    /// Waits until `pred` holds for the events, or panics after `secs`.
-    pub fn wait_for(
-        &self,
-        secs: u64,
-        what: &str,
-        pred: impl Fn(&[serde_json::Value]) -> bool,
-    ) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let ev = self.events();
-            if pred(&ev) {
-                return ev;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; central has {} events",
-                    ev.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Central {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn pump(
-    client: Client,
-    mut conn: Connection,
-    got: Arc<Mutex<Vec<Received>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    ready: std::sync::mpsc::Sender<()>,
-) {
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        match conn.recv_timeout(Duration::from_millis(200)) {
-            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                let _ = ready.send(());
-            }
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => got.lock().unwrap().push(Received {
-                topic: p.topic.clone(),
-                payload: p.payload.to_vec(),
-            }),
-            Ok(Ok(_)) | Err(_) => {}
-            // Broker away: rumqttc reconnects on the next poll; the session is resumed.
-            Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    let _ = client.disconnect();
 }
 
 /// A config for the appliance under test.
@@ -222,17 +118,15 @@ impl Setup {
             .append(true)
             .open(self.dir.join("acsgd.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_acsgd"))
-            .args(["run", "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_acsgd"));
+        cmd.args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Appliance { child: Some(child) }
+            .stderr(log);
+        Appliance(Process::spawn(&mut cmd).unwrap())
     }
 
     /// Starts `acsgd run` and waits until it has started: its log says `service started`
@@ -244,7 +138,7 @@ impl Setup {
         let mut a = self.spawn_with_env(&[]);
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.log().matches(STARTED).count() <= before {
-            if let Some(status) = a.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = a.0.wait_exit(Duration::ZERO) {
                 panic!("acsgd exited with {status}: {}", self.log());
             }
             assert!(
@@ -295,57 +189,33 @@ impl Setup {
     }
 }
 
-/// The running `acsgd` process.
-pub struct Appliance {
-    child: Option<Child>,
-}
+/// The running `acsgd` process (the test kit's [`Process`], with the tests' expectations).
+pub struct Appliance(Process);
 
 impl Appliance {
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.0.pid().expect("a running appliance")
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        self.0.kill();
     }
 
     /// SIGTERM, and the exit status.
-    #[allow(unsafe_code)] // libc calls std does not offer (see SAFETY)
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        // SAFETY: kill(2) on our own, not yet reaped child.
-        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        c.wait().unwrap()
+        self.0.terminate().expect("a running appliance")
     }
 
     /// Waits for the process to exit by itself; panics after `secs`.
     pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let c = self.child.as_mut().expect("a running appliance");
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(Instant::now() < deadline, "acsgd still runs after {secs} s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.0
+            .wait_exit(Duration::from_secs(secs))
+            .unwrap_or_else(|| panic!("acsgd still runs after {secs} s"))
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-}
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.is_running()
     }
 }
 
@@ -514,18 +384,7 @@ pub fn declare_123abc02(port: u16) {
 
 /// Publishes what central sends, retained, and waits for the broker's PUBACK.
 pub fn publish_retained(port: u16, topic: &str, payload: &str) {
-    let mut o = MqttOptions::new("central-publisher", "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5));
-    let (client, mut conn) = Client::new(o, 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
-        .unwrap();
-    for ev in conn.iter() {
-        if let Ok(Event::Incoming(Packet::PubAck(_))) = ev {
-            break;
-        }
-    }
-    let _ = client.disconnect();
+    acsgd_testkit::publish_retained(port, topic, payload.as_bytes()).unwrap();
 }
 
 /// Reads until the peer closes, sending `byte` every 200 ms; true if it closed within `secs`.
