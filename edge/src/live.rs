@@ -146,17 +146,31 @@ pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>
         }
         let events = fusion.locked().advance(now());
         let stored = store(&outbox, &mut retry, events).await;
-        let mut f = fusion.locked();
-        if stored {
-            f.settle_journal();
-        }
-        f.sync_journal();
+        let sync = {
+            let mut f = fusion.locked();
+            if stored {
+                f.settle_journal();
+            }
+            f.sync_journal()
+        };
+        sync_journal(sync).await;
     }
     let events = fusion.locked().finish();
     if store(&outbox, &mut retry, events).await {
         fusion.locked().settle_journal();
     }
-    fusion.locked().sync_journal();
+    let sync = fusion.locked().sync_journal();
+    sync_journal(sync).await;
+}
+
+/// Runs a journal sync on a blocking thread, fusion unlocked meanwhile.
+async fn sync_journal(sync: Option<crate::fusion::journal::PendingSync>) {
+    let Some(sync) = sync else { return };
+    match tokio::task::spawn_blocking(sync).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("lane journal not synced: {e}"),
+        Err(e) => tracing::error!("lane journal sync did not finish: {e}"),
+    }
 }
 
 #[cfg(test)]

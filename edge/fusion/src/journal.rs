@@ -72,6 +72,11 @@ pub trait Journal: Send {
     /// The whole tracker table as changes (`Clear`, then one `Restore` per tracker): replaces
     /// every tracker change kept so far.
     fn snapshot(&mut self, table: Vec<Change>);
-    /// Makes what was recorded survive a power cut.
-    fn sync(&mut self);
+    /// What makes the records written so far survive a power cut, to be run by the caller
+    /// without holding fusion (a sync can take long on a slow card); `None` when nothing is
+    /// waiting for one.
+    fn sync(&mut self) -> Option<PendingSync>;
 }
+
+/// A pending sync of a journal (see [`Journal::sync`]).
+pub type PendingSync = Box<dyn FnOnce() -> std::io::Result<()> + Send>;

@@ -571,11 +571,10 @@ impl Fusion {
         }
     }
 
-    /// Makes the journal's latest records survive a power cut.
-    pub fn sync_journal(&mut self) {
-        if let Some(j) = self.journal.as_mut() {
-            j.sync();
-        }
+    /// What makes the journal's latest records survive a power cut: run it without holding
+    /// fusion (see [`journal::Journal::sync`]).
+    pub fn sync_journal(&mut self) -> Option<journal::PendingSync> {
+        self.journal.as_mut().and_then(|j| j.sync())
     }
 
     fn telemetry(&mut self, at: Millis, sensor: &str, lane: Option<usize>, r: &Reading) -> Event {

@@ -500,13 +500,22 @@ impl Journal for LaneJournal {
         }
     }
 
-    fn sync(&mut self) {
-        if self.unsynced {
-            if let Err(e) = self.file.sync_data() {
-                self.broken = true;
-                tracing::error!(path = %self.path.display(), "lane journal not synced: {e}");
+    fn sync(&mut self) -> Option<super::PendingSync> {
+        if !self.unsynced {
+            return None;
+        }
+        // A second handle on the same open file: fdatasync through it covers what was
+        // written through this one. (After a rewrite the old file is gone; the rewrite
+        // synced the new one itself.)
+        match self.file.try_clone() {
+            Ok(f) => {
+                self.unsynced = false;
+                Some(Box::new(move || f.sync_data()))
             }
-            self.unsynced = false;
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), "lane journal not synced: {e}");
+                None
+            }
         }
     }
 }
