@@ -90,6 +90,12 @@ impl<W: Write> Writer<W> {
     }
 }
 
+/// Says on stderr that the source is open: what the device sends from now on is recorded
+/// (a serial port's input before its opening is flushed by the opening).
+fn ready(what: &str) {
+    eprintln!("acsgd record: recording {what} (Ctrl-C stops)");
+}
+
 /// Records until `duration` passes (or forever), writing trace lines to `out`.
 pub async fn run<W: Write>(
     sensor: &str,
@@ -130,6 +136,7 @@ pub async fn run<W: Write>(
                     what: path.clone(),
                     source: std::io::Error::other(e.to_string()),
                 })?;
+            ready(&path);
             let mut codec = FrameCodec::new(protocol);
             let mut buf = BytesMut::with_capacity(4096);
             loop {
@@ -155,6 +162,7 @@ pub async fn run<W: Write>(
                         what: addr.to_string(),
                         source,
                     })?;
+            ready(&addr.to_string());
             let mut buf = vec![0u8; 65_536];
             loop {
                 tokio::select! {
@@ -173,6 +181,7 @@ pub async fn run<W: Write>(
                     what: addr.to_string(),
                     source,
                 })?;
+            ready(&addr.to_string());
             // Connections one after another: a device reconnecting is recorded on.
             'accept: loop {
                 let mut conn = tokio::select! {

@@ -7,15 +7,34 @@ use std::time::Duration;
 
 use acsgd_drivers::lane::{self, Body, Frame};
 
+/// Starts `acsgd record` and returns once it says its source is open (what is written to a
+/// serial port before that is flushed by the opening).
 fn record(args: &[&str], out: &std::path::Path) -> std::process::Child {
-    Command::new(acsgd_hil::acsgd_binary())
+    let mut child = Command::new(acsgd_hil::acsgd_binary())
         .arg("record")
         .args(args)
         .arg("--out")
         .arg(out)
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if line.contains("recording") {
+                let _ = tx.send(());
+                break;
+            }
+        }
+        // Keep reading so the recorder never blocks on a full pipe.
+        lines.for_each(drop);
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("acsgd record says its source is open");
+    child
 }
 
 fn replay(config: &str, trace: &std::path::Path, dir: &std::path::Path) -> (usize, String) {
@@ -61,12 +80,12 @@ fn a_serial_lane_node_with_line_noise_records_frame_for_frame() {
             link.to_str().unwrap(),
             "--baud",
             "115200",
+            // From the opening on: room for a loaded machine to write and read it all.
             "--duration",
-            "3",
+            "6",
         ],
         &trace,
     );
-    std::thread::sleep(Duration::from_millis(700));
     let mut sent = Vec::new();
     for i in 0..20u8 {
         let mut buf = [0u8; lane::MAX_FRAME];
@@ -129,8 +148,9 @@ fn an_egts_device_over_tcp_records_packet_for_packet() {
             "egts",
             "--tcp",
             &addr,
+            // From the opening on: room for a loaded machine to write and read it all.
             "--duration",
-            "3",
+            "6",
         ],
         &trace,
     );
