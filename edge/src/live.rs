@@ -146,25 +146,23 @@ pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>
         }
         let events = fusion.locked().advance(now());
         let stored = store(&outbox, &mut retry, events).await;
-        let sync = {
-            let mut f = fusion.locked();
-            if stored {
-                f.settle_journal();
-            }
-            f.sync_journal()
-        };
-        sync_journal(sync).await;
+        settle_and_sync(&fusion, stored).await;
     }
     let events = fusion.locked().finish();
-    if store(&outbox, &mut retry, events).await {
-        fusion.locked().settle_journal();
-    }
-    let sync = fusion.locked().sync_journal();
-    sync_journal(sync).await;
+    let stored = store(&outbox, &mut retry, events).await;
+    settle_and_sync(&fusion, stored).await;
 }
 
-/// Runs a journal sync on a blocking thread, fusion unlocked meanwhile.
-async fn sync_journal(sync: Option<crate::fusion::journal::PendingSync>) {
+/// Once what fusion made is `stored`, tells the lane journal what is settled; then syncs the
+/// journal on a blocking thread, fusion unlocked meanwhile.
+async fn settle_and_sync(fusion: &Shared, stored: bool) {
+    let sync = {
+        let mut f = fusion.locked();
+        if stored {
+            f.settle_journal();
+        }
+        f.sync_journal()
+    };
     let Some(sync) = sync else { return };
     match tokio::task::spawn_blocking(sync).await {
         Ok(Ok(())) => {}

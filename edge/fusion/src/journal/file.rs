@@ -250,7 +250,15 @@ pub fn open(
 }
 
 fn is_background(k: &Kept) -> bool {
-    matches!(k, Kept::Rpm(l) if matches!(l.meaning, rpm::RpmCode::GammaBackground | rpm::RpmCode::NeutronBackground))
+    matches!(k, Kept::Rpm(l) if is_background_line(l))
+}
+
+/// A portal's background line: kept by age, not by settlement.
+fn is_background_line(l: &rpm::RpmLine) -> bool {
+    matches!(
+        l.meaning,
+        rpm::RpmCode::GammaBackground | rpm::RpmCode::NeutronBackground
+    )
 }
 
 fn decode(l: &Line) -> Option<Recovered> {
@@ -358,25 +366,44 @@ impl LaneJournal {
         }
     }
 
+    /// Writes `line` and keeps it live, even when the write failed (the next rewrite puts it
+    /// on disk).
+    fn append(&mut self, line: &Line, at: Millis, background: bool) {
+        let Ok(mut text) = serde_json::to_string(line) else {
+            return;
+        };
+        text.push('\n');
+        self.write(&text);
+        let tracker = line.tracker.is_some();
+        if tracker {
+            self.tracker_lines += 1;
+        } else {
+            let latest = self.latest.entry(line.lane.clone()).or_insert(at);
+            *latest = (*latest).max(at);
+        }
+        self.live.push(Entry {
+            lane: line.lane.clone(),
+            at,
+            background,
+            tracker,
+            line: text,
+        });
+        self.bound();
+    }
+
     fn push_tracker(&mut self, change: &Change) {
         let line = Line {
             tracker: Some(change.clone()),
             ..Line::default()
         };
-        let Ok(mut text) = serde_json::to_string(&line) else {
-            return;
-        };
-        text.push('\n');
-        self.write(&text);
-        self.live.push(Entry {
-            lane: String::new(),
-            at: change.at(),
-            background: false,
-            tracker: true,
-            line: text,
-        });
-        self.tracker_lines += 1;
-        self.bound();
+        self.append(&line, change.at(), false);
+    }
+
+    /// Rewrites the file once settled lines outnumber live ones (or a write failed).
+    fn compact_if_due(&mut self) {
+        if self.broken || (self.dead >= COMPACT_AFTER && self.dead > self.live.len()) {
+            self.compact();
+        }
     }
 
     /// Readings live now (for tests and the status page).
@@ -403,10 +430,7 @@ impl Journal for LaneJournal {
                 line.frame = Some(to_hex(&buf[..n]));
             }
             Record::Rpm(l) => {
-                background = matches!(
-                    l.meaning,
-                    rpm::RpmCode::GammaBackground | rpm::RpmCode::NeutronBackground
-                );
+                background = is_background_line(l);
                 line.rpm = Some(rpm_wire(l));
             }
             Record::Plate {
@@ -422,22 +446,7 @@ impl Journal for LaneJournal {
                 });
             }
         }
-        let Ok(mut text) = serde_json::to_string(&line) else {
-            return;
-        };
-        text.push('\n');
-        // Kept in memory even when the write failed: the next rewrite puts it on disk.
-        self.write(&text);
-        let latest = self.latest.entry(lane.to_string()).or_insert(at);
-        *latest = (*latest).max(at);
-        self.live.push(Entry {
-            lane: lane.to_string(),
-            at,
-            background,
-            tracker: false,
-            line: text,
-        });
-        self.bound();
+        self.append(&line, at, background);
     }
 
     fn settled(&mut self, lane: &str, oldest_pending: Option<Millis>) {
@@ -473,9 +482,7 @@ impl Journal for LaneJournal {
                 }
             }
         }
-        if self.broken || (self.dead >= COMPACT_AFTER && self.dead > self.live.len()) {
-            self.compact();
-        }
+        self.compact_if_due();
     }
 
     fn tracker(&mut self, change: &Change) {
@@ -495,9 +502,7 @@ impl Journal for LaneJournal {
             self.push_tracker(c);
         }
         self.snapshot_len = table.len();
-        if self.broken || (self.dead >= COMPACT_AFTER && self.dead > self.live.len()) {
-            self.compact();
-        }
+        self.compact_if_due();
     }
 
     fn sync(&mut self) -> Option<super::PendingSync> {
