@@ -25,6 +25,7 @@
 //! | 0x03 | `Loop` | node → appliance | t_ms u32, loop u8, occupied u8 (0/1) |
 //! | 0x04 | `Pulses` | node → appliance | t_ms u32, channel u8, count u32 (running total) |
 //! | 0x05 | `Health` | node → appliance | t_ms u32, uptime_s u32, supply_mv u16, temp_dc i16, faults u16, rx_errors u16 |
+//! | 0x06 | `Status` | node → appliance | t_ms u32, barrier_open u8 (0/1), aspect u8, samples u32 (taken, running), dropped u32 (running) |
 //! | 0x10 | `Barrier` | appliance → node | open u8 (0 close, 1 open) |
 //! | 0x11 | `Lights` | appliance → node | aspect u8 (0 off, 1 red, 2 yellow, 3 green) |
 //! | 0x12 | `Ack` | node → appliance | seq u8 (of the command), result u8 (0 done, else [`AckResult`]) |
@@ -97,6 +98,15 @@ pub enum Body {
         temp_dc: i16,
         faults: u16,
         rx_errors: u16,
+    },
+    /// Periodic state of the outputs and of the sampling: what the barrier and lights are doing,
+    /// how many sample ticks the node has processed and how many it missed (running totals).
+    Status {
+        t_ms: u32,
+        barrier_open: bool,
+        aspect: Aspect,
+        samples: u32,
+        dropped: u32,
     },
     /// Command: open or close the barrier.
     Barrier { open: bool },
@@ -224,6 +234,7 @@ impl Body {
             Body::Loop { .. } => 0x03,
             Body::Pulses { .. } => 0x04,
             Body::Health { .. } => 0x05,
+            Body::Status { .. } => 0x06,
             Body::Barrier { .. } => 0x10,
             Body::Lights { .. } => 0x11,
             Body::Ack { .. } => 0x12,
@@ -238,6 +249,7 @@ impl Body {
             0x03 => 6,
             0x04 => 9,
             0x05 => 16,
+            0x06 => 14,
             0x10 | 0x11 => 1,
             0x12 => 2,
             _ => return None,
@@ -258,6 +270,15 @@ impl Rd<'_> {
     }
     fn u32(&mut self) -> u32 {
         u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    fn aspect(&mut self, kind: u8) -> Result<Aspect, LaneError> {
+        Ok(match self.u8() {
+            0 => Aspect::Off,
+            1 => Aspect::Red,
+            2 => Aspect::Yellow,
+            3 => Aspect::Green,
+            _ => return Err(LaneError::BadValue { kind }),
+        })
     }
     fn flag(&mut self, kind: u8) -> Result<bool, LaneError> {
         match self.u8() {
@@ -308,17 +329,18 @@ fn parse_body(kind: u8, p: &[u8]) -> Result<Body, LaneError> {
             faults: r.u16(),
             rx_errors: r.u16(),
         },
+        0x06 => Body::Status {
+            t_ms: r.u32(),
+            barrier_open: r.flag(kind)?,
+            aspect: r.aspect(kind)?,
+            samples: r.u32(),
+            dropped: r.u32(),
+        },
         0x10 => Body::Barrier {
             open: r.flag(kind)?,
         },
         0x11 => Body::Lights {
-            aspect: match r.u8() {
-                0 => Aspect::Off,
-                1 => Aspect::Red,
-                2 => Aspect::Yellow,
-                3 => Aspect::Green,
-                _ => return Err(LaneError::BadValue { kind }),
-            },
+            aspect: r.aspect(kind)?,
         },
         0x12 => Body::Ack {
             seq: r.u8(),
@@ -459,6 +481,18 @@ pub fn encode(frame: &Frame, out: &mut [u8]) -> Result<usize, LaneError> {
             put(&temp_dc.to_le_bytes());
             put(&faults.to_le_bytes());
             put(&rx_errors.to_le_bytes());
+        }
+        Body::Status {
+            t_ms,
+            barrier_open,
+            aspect,
+            samples,
+            dropped,
+        } => {
+            put(&t_ms.to_le_bytes());
+            put(&[barrier_open as u8, aspect as u8]);
+            put(&samples.to_le_bytes());
+            put(&dropped.to_le_bytes());
         }
         Body::Barrier { open } => put(&[open as u8]),
         Body::Lights { aspect } => put(&[aspect as u8]),

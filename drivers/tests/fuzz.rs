@@ -169,6 +169,27 @@ fn any_body() -> impl Strategy<Value = lane::Body> {
                 count,
             }
         }),
+        (
+            any::<u32>(),
+            any::<bool>(),
+            0u8..4,
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|(t_ms, barrier_open, aspect, samples, dropped)| {
+                lane::Body::Status {
+                    t_ms,
+                    barrier_open,
+                    aspect: [
+                        lane::Aspect::Off,
+                        lane::Aspect::Red,
+                        lane::Aspect::Yellow,
+                        lane::Aspect::Green,
+                    ][aspect as usize],
+                    samples,
+                    dropped,
+                }
+            }),
         any::<bool>().prop_map(|open| lane::Body::Barrier { open }),
         (any::<u8>(), any::<u8>()).prop_map(|(seq, result)| lane::Body::Ack { seq, result }),
     ]

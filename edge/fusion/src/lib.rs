@@ -819,9 +819,11 @@ impl Fusion {
                 }
                 return;
             }
-            Body::Pulses { .. } | Body::Barrier { .. } | Body::Lights { .. } | Body::Ack { .. } => {
-                return
-            }
+            Body::Pulses { .. }
+            | Body::Status { .. }
+            | Body::Barrier { .. }
+            | Body::Lights { .. }
+            | Body::Ack { .. } => return,
         };
         let item = Item {
             t,
