@@ -20,6 +20,7 @@
 //!    event reached central under a gapless `seq` (none lost), every tracker packet was
 //!    acknowledged, every injected bad frame was counted.
 
+pub mod firmware;
 pub mod scenarios;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -113,6 +114,9 @@ pub struct Expect {
     /// At least this many position fixes reach central (over all `position` events).
     #[serde(default)]
     pub positions_min: usize,
+    /// The lane node is the real firmware in QEMU, fed raw signals (see [`firmware`]).
+    #[serde(default)]
+    pub firmware: Option<firmware::Spec>,
 }
 
 fn one() -> f64 {
@@ -288,6 +292,8 @@ pub struct Report {
     pub uplink_drops: u64,
     /// Position fixes central received.
     pub fixes: usize,
+    /// Frames the firmware in QEMU sent (scenarios with a `[firmware]`).
+    pub firmware_frames: usize,
     pub failures: Vec<String>,
     pub log_tail: String,
 }
@@ -861,9 +867,40 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
     let mut killed = false;
     let mut broker_back: Option<Instant> = None;
+    // The firmware's lane node, when the scenario has one: started last, so that its time 0
+    // is the trace's.
+    let fw_spec = s.expect.firmware.as_ref();
+    let mut fw = match fw_spec {
+        Some(spec) => {
+            let Some(Port::Serial { pty: Some(p), .. }) = ports.get(&spec.sensor) else {
+                return Err(HilError::Setup(format!(
+                    "firmware sensor {} is not a serial sensor of the config",
+                    spec.sensor
+                )));
+            };
+            let duration = lines.last().map_or(0, |l| l.offset_ms);
+            Some(firmware::Firmware::start(
+                spec, &s.trace, duration, &p.master,
+            )?)
+        }
+        None => None,
+    };
     let start = Instant::now();
+    let trace_ms = |at: Instant| (at - start).as_secs_f64() * 1000.0 * speed;
     for l in lines.iter().filter(|l| !l.sensor.starts_with('@')) {
+        if fw_spec.is_some_and(|f| f.sensor == l.sensor) {
+            // The firmware speaks for this sensor; its trace frames are only the truth.
+            continue;
+        }
         let due = start + Duration::from_secs_f64(l.offset_ms.max(0) as f64 / 1000.0 / speed);
+        if let (Some(fw), Some(spec)) = (fw.as_mut(), fw_spec) {
+            // Commands on the bus at their own times, between the lines.
+            while let Some(at) = fw.next_command_ms(spec).filter(|at| *at < l.offset_ms) {
+                let when = start + Duration::from_secs_f64(at.max(0) as f64 / 1000.0 / speed);
+                std::thread::sleep(when.saturating_duration_since(Instant::now()));
+                fw.commands_due(spec, trace_ms(Instant::now()) as i64);
+            }
+        }
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
@@ -983,6 +1020,14 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                 target,
                 protocol,
             } => send_datagram(socket, target, protocol, &bytes, &mut report),
+        }
+    }
+    // Commands due after the last line of the trace.
+    if let (Some(fw), Some(spec)) = (fw.as_mut(), fw_spec) {
+        while let Some(at) = fw.next_command_ms(spec) {
+            let when = start + Duration::from_secs_f64(at.max(0) as f64 / 1000.0 / speed);
+            std::thread::sleep(when.saturating_duration_since(Instant::now()));
+            fw.commands_due(spec, trace_ms(Instant::now()) as i64);
         }
     }
     // Devices unplugged to the end come back now.
@@ -1137,6 +1182,12 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     }
     passages.sort_by_key(|p| p["start"].as_str().unwrap_or("").to_string());
     check_passages(&s.expect.passage, &passages, &mut report);
+    if let (Some(fw), Some(spec)) = (fw, fw_spec) {
+        report.firmware_frames = fw.frames();
+        for f in fw.finish(spec, &passages) {
+            report.fail(f);
+        }
+    }
     report.fixes = events
         .iter()
         .filter(|e| e["type"] == "position")

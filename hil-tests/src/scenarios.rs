@@ -50,6 +50,9 @@ struct Plan {
     recovered: &'static [usize],
 }
 
+/// The `[firmware]` section of a scenario whose truck is weighed by the firmware in QEMU.
+const FIRMWARE_OK: &str = "[firmware]\nsensor = \"node-1\"\naxle_tolerance_pct = 5.0\ngross_tolerance_pct = 3.0\nwim_status = \"ok\"\n";
+
 const PLANS: &[Plan] = &[
     Plan { name: "clean_passage", description: "a declared, sealed, clean truck is released (green)", trucks: &[(Special::None, 0.0)], fault: "", recovered: &[] },
     Plan { name: "overweight_axle", description: "a drive axle over 10 t: yellow, axle_load", trucks: &[(Special::OverweightAxle, 0.0)], fault: "", recovered: &[] },
@@ -70,6 +73,10 @@ const PLANS: &[Plan] = &[
     Plan { name: "noisy_serial_line", description: "random bytes, truncated frames and bad CRCs between the lane node's frames: each bad frame counted, the passage unharmed", trucks: &[(Special::None, 0.0), (Special::OverweightAxle, 4.0)], fault: "[fault]\nkind = \"noise\"\nsensor = \"node-1\"\n", recovered: &[] },
     Plan { name: "slow_lossy_uplink", description: "the uplink is an 8 kB/s channel that drops the connection every 10 s: every event arrives, nothing lost, in seq order", trucks: &[(Special::None, 0.0), (Special::GammaSource, 6.0)], fault: "[fault]\nkind = \"slow_uplink\"\nbytes_per_s = 8000\ndrop_every_ms = 10000\n", recovered: &[] },
     Plan { name: "serial_unplugged", description: "the lane node's serial adapter is unplugged between two trucks and plugged back: the appliance reopens it by itself", trucks: &[(Special::None, 0.0), (Special::None, 16.0)], fault: "[fault]\nkind = \"unplug\"\nsensor = \"node-1\"\nat_ms = {end_plus:1:2000}\nfor_ms = 5000\n", recovered: &[] },
+    Plan { name: "firmware_clean_truck", description: "the lane node is the real firmware in QEMU, weighing the truck from raw load-cell and loop signals: green, its loads within 5 % per axle and 3 % gross of the truth", trucks: &[(Special::None, 0.0)], fault: FIRMWARE_OK, recovered: &[] },
+    Plan { name: "firmware_overweight_axle", description: "the firmware in QEMU weighs a drive axle over 10 t from raw signals: yellow, axle_load", trucks: &[(Special::OverweightAxle, 0.0)], fault: FIRMWARE_OK, recovered: &[] },
+    Plan { name: "firmware_loop_fault", description: "the scale loop opens for 2 s under the truck: the firmware reports the fault and the loop occupied, and marks the record; yellow, wim", trucks: &[(Special::None, 0.0)], fault: "[firmware]\nsensor = \"node-1\"\naxle_tolerance_pct = 5.0\ngross_tolerance_pct = 3.0\nwim_status = \"sensor_fault\"\n\n[[firmware.loop_fault]]\nloop = 1\nat_ms = {middle:1}\nfor_ms = 2000\n", recovered: &[] },
+    Plan { name: "firmware_barrier_refused", description: "closing the barrier while the truck is under it is refused by the firmware, closing after it left is done; the passage unharmed: green", trucks: &[(Special::None, 0.0)], fault: "[firmware]\nsensor = \"node-1\"\naxle_tolerance_pct = 5.0\ngross_tolerance_pct = 3.0\nwim_status = \"ok\"\n\n[[firmware.command]]\nat_ms = 1000\nbarrier = \"open\"\nack = \"done\"\n\n[[firmware.command]]\nat_ms = {barrier_loop:1}\nbarrier = \"close\"\nack = \"refused_occupied\"\n\n[[firmware.command]]\nat_ms = {gone:1}\nbarrier = \"close\"\nack = \"done\"\n", recovered: &[] },
 ];
 
 /// Every scenario, the real-captures one included (it reads `../shared/traces`, beside the
@@ -348,15 +355,40 @@ fn generate(plan: &Plan, seed: u64) -> Generated {
             .replace(
                 &format!("{{end_plus:{k}:2000}}"),
                 &(occupancy_end(t) + 2000).to_string(),
+            )
+            // The firmware's lane (`lane_node_sim::Lane`): the barrier loop at 8–10 m past
+            // the scale loop's entry, seen 0.3 m beyond its wires.
+            .replace(
+                &format!("{{barrier_loop:{k}}}"),
+                &(t.arrival_ms + (12.0 / (t.speed_kmh / 3.6) * 1000.0) as i64).to_string(),
+            )
+            .replace(
+                &format!("{{gone:{k}}}"),
+                &(t.arrival_ms
+                    + ((t.length_m + 10.3) / (t.speed_kmh / 3.6) * 1000.0) as i64
+                    + 2000)
+                    .to_string(),
             );
     }
+    // The firmware in QEMU keeps real time: its scenarios play at the speed they were made.
+    let speed = if fault.contains("[firmware]") {
+        "1.0"
+    } else {
+        "2.0"
+    };
     let mut expect = format!(
         "# Written by acsgd_hil::scenarios (seed {seed}); regenerate with ACSGD_REGENERATE=1.\n\
-         description = \"{}\"\nspeed = 2.0\n{fault}",
+         description = \"{}\"\nspeed = {speed}\n{fault}",
         plan.description
     );
     for (n, t) in trucks.iter().enumerate() {
-        let (channel, reasons) = verdict(t.special);
+        let (channel, reasons) = if fault.contains("wim_status = \"sensor_fault\"") {
+            // The firmware marks the record invalid: the scale's own rule fails, and the
+            // rules that need a valid record do not judge it.
+            ("yellow", &["wim"][..])
+        } else {
+            verdict(t.special)
+        };
         let plate = if t.special == Special::PlateUnread {
             String::new()
         } else {

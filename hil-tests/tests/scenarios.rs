@@ -19,6 +19,12 @@ fn check(name: &str) {
         r.uplink_drops,
         r.fixes
     );
+    if r.firmware_frames > 0 {
+        eprintln!(
+            "{name}: {} frames from the firmware in QEMU",
+            r.firmware_frames
+        );
+    }
     assert!(
         r.failures.is_empty(),
         "{name} ({}):\n  {}\npassages: {}\nlog tail:\n{}",
@@ -68,3 +74,7 @@ scenario!(noisy_serial_line);
 scenario!(serial_unplugged);
 scenario!(slow_lossy_uplink);
 scenario!(real_captures);
+scenario!(firmware_clean_truck);
+scenario!(firmware_overweight_axle);
+scenario!(firmware_loop_fault);
+scenario!(firmware_barrier_refused);

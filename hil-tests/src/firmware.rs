@@ -1,0 +1,403 @@
+//! The real lane-node firmware in the loop: the scenario's lane node is not played from the
+//! trace but run, cross-built for the Cortex-M4F, in QEMU's mps2-an386. UART0 of the board is
+//! relayed to the pseudo-terminal the appliance reads as its lane node, and the board samples
+//! raw load-cell and loop signals rendered by `lane-node-sim` for the trucks the trace's
+//! lane-node frames describe (their axles, loads, spacings and speed are the ground truth;
+//! those frames themselves are not played). The passage at central must carry the loads the
+//! firmware computed, within tolerance of that truth.
+//!
+//! The appliance sends no commands to the lane node yet; where a scenario has `command`s the
+//! runner writes them on the bus as the appliance would, and checks the node's `Ack`s.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use acsgd::mosquitto::free_port;
+use acsgd::replay;
+use acsgd_drivers::lane::{self, AckResult, Body, Frame, Receiver, Scan};
+use lane_node_sim::{board, Assumptions, AxleTruth, LoopFaultAt, Rng, Scene, Truck, Truth};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::HilError;
+
+/// `[firmware]` in `expect.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// The lane-node sensor the firmware replaces.
+    pub sensor: String,
+    /// Each axle load in the passage within this many percent of the truth.
+    pub axle_tolerance_pct: f64,
+    /// The gross mass within this many percent.
+    pub gross_tolerance_pct: f64,
+    /// The scale's verdict the passage must carry (`ok`, `sensor_fault`, ...).
+    pub wim_status: String,
+    #[serde(default)]
+    pub loop_fault: Vec<LoopFault>,
+    #[serde(default)]
+    pub command: Vec<Cmd>,
+}
+
+/// A loop of the lane (1 = around the scale, 2 = under the barrier) opens at `at_ms` for
+/// `for_ms`: the board's counter sees no oscillation.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoopFault {
+    #[serde(rename = "loop")]
+    pub loop_id: usize,
+    pub at_ms: i64,
+    pub for_ms: i64,
+}
+
+/// A barrier command on the bus at `at_ms`, and the `Ack` result it must get.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cmd {
+    pub at_ms: i64,
+    /// `open` or `close`.
+    pub barrier: String,
+    /// `done` or `refused_occupied`.
+    pub ack: String,
+}
+
+/// The firmware running for a scenario.
+pub struct Firmware {
+    child: Child,
+    to_board: TcpStream,
+    seen: Arc<Mutex<Seen>>,
+    pub truths: Vec<Truth>,
+    commands_sent: usize,
+    next_seq: u8,
+    _dir: tempfile::TempDir,
+}
+
+/// What the relay saw the board send.
+#[derive(Debug, Default)]
+struct Seen {
+    frames: usize,
+    acks: Vec<(u8, u8)>,
+    last_status: Option<Body>,
+    /// Every fault bit any `Health` frame carried.
+    faults: u16,
+}
+
+/// The trucks the trace's lane-node frames describe, as raw-signal trucks: loop 1 detection
+/// time, speed, and each axle's loads and spacing.
+fn trucks(trace: &str, sensor: &str) -> Result<Vec<(f64, Truck)>, HilError> {
+    let mut rng = Rng::new(0x0048_494c);
+    let mut out = Vec::new();
+    let mut on_ms = None;
+    let mut axles: Vec<AxleTruth> = Vec::new();
+    let mut speed = 0.0;
+    for l in trace
+        .lines()
+        .filter_map(|l| replay::parse_line(l).ok().flatten())
+    {
+        if l.sensor != sensor {
+            continue;
+        }
+        let bytes = replay::payload(&l).map_err(HilError::Setup)?;
+        let Scan::Frame(f, _) = lane::scan(&bytes) else {
+            return Err(HilError::Setup(format!(
+                "{sensor}: a trace line is not a lane frame"
+            )));
+        };
+        match f.body {
+            Body::Loop {
+                loop_id: 1,
+                occupied: true,
+                ..
+            } => on_ms = Some(l.offset_ms),
+            Body::Axle {
+                left_kg,
+                right_kg,
+                spacing_mm,
+                speed_dkmh,
+                ..
+            } => {
+                axles.push(AxleTruth {
+                    load_kg: (left_kg as u32 + right_kg as u32) as f64,
+                    left_kg: left_kg as f64,
+                    right_kg: right_kg as f64,
+                    spacing_m: spacing_mm as f64 / 1000.0,
+                });
+                speed = speed_dkmh as f64 / 10.0;
+            }
+            Body::Vehicle { .. } => {
+                let on = on_ms.take().ok_or_else(|| {
+                    HilError::Setup(format!(
+                        "{sensor}: a vehicle with no loop detection before it"
+                    ))
+                })?;
+                // The trace's trucks have 1.4 m before the first axle and 1.6 m behind the
+                // last (`acsgd::simulate`).
+                let truck = Truck::build(
+                    std::mem::take(&mut axles),
+                    1.4,
+                    1.6,
+                    speed,
+                    &mut rng,
+                    &Assumptions::calm(),
+                );
+                // Its front is 5 m before the scale loop on arrival; at the loop at `on`.
+                out.push((on as f64 / 1000.0 - 5.0 / (speed / 3.6), truck));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+impl Firmware {
+    /// Renders the raw signals for the trace's trucks and starts the board on them, its
+    /// UART0 a TCP server the runner relays to `pty_master`. The board waits for the relay,
+    /// so its time 0 is the moment [`Firmware::start`] returns.
+    pub fn start(
+        spec: &Spec,
+        trace: &str,
+        duration_ms: i64,
+        pty_master: &File,
+    ) -> Result<Firmware, HilError> {
+        let dir = tempfile::Builder::new()
+            .prefix("hil-firmware-")
+            .tempdir()
+            .map_err(|e| HilError::Setup(e.to_string()))?;
+        let mut rng = Rng::new(0x4c41_4e45);
+        let mut scene = Scene::new(
+            &mut rng,
+            &Assumptions::calm(),
+            duration_ms as f64 / 1000.0 + 5.0,
+        );
+        for (at_s, truck) in trucks(trace, &spec.sensor)? {
+            scene.arrivals.push(lane_node_sim::Arrival { at_s, truck });
+        }
+        if scene.arrivals.is_empty() {
+            return Err(HilError::Setup(format!(
+                "the trace has no vehicle on {}",
+                spec.sensor
+            )));
+        }
+        for f in &spec.loop_fault {
+            scene.faults.push(LoopFaultAt {
+                loop_index: f.loop_id.saturating_sub(1),
+                from_s: f.at_ms as f64 / 1000.0,
+                to_s: (f.at_ms + f.for_ms) as f64 / 1000.0,
+                open: true,
+            });
+        }
+        let raw = scene.render(&mut rng);
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::write(dir.path().join(name), bytes)
+                .map_err(|e| HilError::Setup(format!("{name}: {e}")))
+        };
+        write("raw.bin", &raw)?;
+        write("node.cfg", scene.node_cfg().as_bytes())?;
+        let port = free_port().map_err(|e| HilError::Setup(e.to_string()))?;
+        let limit = (duration_ms / 1000 + 120) as u32;
+        let child = board::start(dir.path(), board::Uart0::TcpServer(port), limit)
+            .map_err(|e| HilError::Setup(e.to_string()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let to_board = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(HilError::Setup(format!(
+                        "QEMU's UART0 on port {port} never opened: {e}"
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        relay(&to_board, pty_master, Arc::clone(&seen))?;
+        Ok(Firmware {
+            child,
+            to_board,
+            seen,
+            truths: scene.truths(),
+            commands_sent: 0,
+            next_seq: 0,
+            _dir: dir,
+        })
+    }
+
+    /// When the next command is due, trace time.
+    pub fn next_command_ms(&self, spec: &Spec) -> Option<i64> {
+        spec.command.get(self.commands_sent).map(|c| c.at_ms)
+    }
+
+    /// Sends the commands whose time has come (trace time `now_ms`).
+    pub fn commands_due(&mut self, spec: &Spec, now_ms: i64) {
+        while let Some(c) = spec.command.get(self.commands_sent) {
+            if c.at_ms > now_ms {
+                return;
+            }
+            self.next_seq = self.next_seq.wrapping_add(1);
+            let frame = Frame {
+                addr: 1,
+                seq: self.next_seq,
+                body: Body::Barrier {
+                    open: c.barrier == "open",
+                },
+            };
+            let mut buf = [0u8; lane::MAX_FRAME];
+            if let Ok(n) = lane::encode(&frame, &mut buf) {
+                let _ = self.to_board.write_all(&buf[..n]);
+            }
+            self.commands_sent += 1;
+        }
+    }
+
+    /// Waits for the board to reach the end of its raw trace and exit, then checks what it
+    /// said and sent; returns the failures.
+    pub fn finish(mut self, spec: &Spec, passages: &[Value]) -> Vec<String> {
+        let mut failures = Vec::new();
+        let status = self.child.wait();
+        let mut said = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut said);
+        }
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut said);
+        }
+        match status {
+            Ok(s) if s.success() => {}
+            other => failures.push(format!(
+                "the firmware did not exit cleanly ({other:?}): {said}"
+            )),
+        }
+        if !said.contains(" 0 dropped") {
+            failures.push(format!("the firmware dropped samples: {said}"));
+        }
+        // Give the relay a moment to pass the last frames.
+        std::thread::sleep(Duration::from_millis(200));
+        let seen = self.seen.lock().expect("relay alive");
+        match seen.last_status {
+            Some(Body::Status { dropped: 0, .. }) => {}
+            ref other => failures.push(format!("the last Status frame reports drops: {other:?}")),
+        }
+        let want: Vec<(u8, u8)> = spec
+            .command
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let r = match c.ack.as_str() {
+                    "done" => AckResult::DONE,
+                    "refused_occupied" => AckResult::REFUSED_OCCUPIED,
+                    _ => AckResult::UNKNOWN_COMMAND,
+                };
+                (i as u8 + 1, r)
+            })
+            .collect();
+        if !spec.loop_fault.is_empty() && seen.faults & lane::Fault::LOOP == 0 {
+            failures.push("a loop was opened but no Health frame reported a loop fault".into());
+        }
+        if seen.acks != want {
+            failures.push(format!(
+                "acknowledgements {:?}, expected {want:?}",
+                seen.acks
+            ));
+        }
+        drop(seen);
+        // The passages carry what the firmware weighed, within tolerance of the truth.
+        for (i, truth) in self.truths.iter().enumerate() {
+            let Some(p) = passages.get(i) else {
+                failures.push(format!("no passage for truck {}", i + 1));
+                continue;
+            };
+            let wim = &p["wim"];
+            if wim["status"] != spec.wim_status.as_str() {
+                failures.push(format!(
+                    "truck {}: wim status {}, expected {}",
+                    i + 1,
+                    wim["status"],
+                    spec.wim_status
+                ));
+            }
+            let axles = wim["axles"].as_array().cloned().unwrap_or_default();
+            if axles.len() != truth.axles.len() {
+                failures.push(format!(
+                    "truck {}: {} axles weighed, {} crossed",
+                    i + 1,
+                    axles.len(),
+                    truth.axles.len()
+                ));
+                continue;
+            }
+            for (k, (a, t)) in axles.iter().zip(&truth.axles).enumerate() {
+                let kg = a["load_kg"].as_f64().unwrap_or(0.0);
+                if (kg - t.load_kg).abs() > t.load_kg * spec.axle_tolerance_pct / 100.0 {
+                    failures.push(format!(
+                        "truck {} axle {}: {kg} kg weighed, {} kg true",
+                        i + 1,
+                        k + 1,
+                        t.load_kg
+                    ));
+                }
+            }
+            let gross = wim["gross_kg"].as_f64().unwrap_or(0.0);
+            if (gross - truth.gross_kg).abs() > truth.gross_kg * spec.gross_tolerance_pct / 100.0 {
+                failures.push(format!(
+                    "truck {}: gross {gross} kg weighed, {} kg true",
+                    i + 1,
+                    truth.gross_kg
+                ));
+            }
+        }
+        failures
+    }
+
+    /// Frames the board sent so far.
+    pub fn frames(&self) -> usize {
+        self.seen.lock().map(|s| s.frames).unwrap_or(0)
+    }
+}
+
+/// Two threads: board → pty (noting `Ack` and `Status` frames on the way) and pty → board.
+fn relay(board: &TcpStream, pty_master: &File, seen: Arc<Mutex<Seen>>) -> Result<(), HilError> {
+    let err = |e: std::io::Error| HilError::Setup(format!("relay: {e}"));
+    let (mut from_board, mut to_board) = (
+        board.try_clone().map_err(err)?,
+        board.try_clone().map_err(err)?,
+    );
+    let (mut to_pty, mut from_pty) = (
+        pty_master.try_clone().map_err(err)?,
+        pty_master.try_clone().map_err(err)?,
+    );
+    std::thread::spawn(move || {
+        let mut rx = Receiver::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from_board.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = to_pty.write_all(&buf[..n]);
+            let mut s = seen.lock().expect("one relay");
+            for b in &buf[..n] {
+                if let Some(f) = rx.push(*b) {
+                    s.frames += 1;
+                    match f.body {
+                        Body::Ack { seq, result } => s.acks.push((seq, result)),
+                        st @ Body::Status { .. } => s.last_status = Some(st),
+                        Body::Health { faults, .. } => s.faults |= faults,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = from_pty.read(&mut buf) {
+            if n == 0 || to_board.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
