@@ -29,6 +29,8 @@ pub mod outputs;
 pub mod raw;
 pub mod wim;
 
+/// The lane-node frame codec the node speaks (the appliance's own, from `drivers/`).
+pub use acsgd_drivers::lane;
 pub use config::Config;
 pub use node::{Frames, Node};
 pub use raw::Sample;

@@ -84,8 +84,12 @@ impl Clock {
             cycles: 0,
         }
     }
+}
 
-    pub fn cycles(&mut self) -> u64 {
+impl lane_node_hal::Clock for Clock {
+    const HZ: u32 = SYSCLK_HZ;
+
+    fn ticks(&mut self) -> u64 {
         let v = read(Self::BASE, Self::VALUE);
         self.cycles += self.last.wrapping_sub(v) as u64;
         self.last = v;

@@ -15,25 +15,23 @@
 #![no_main]
 
 mod board;
+mod trace;
 
 use acsgd_drivers::lane::{self, Receiver};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::{debug, hprintln};
-use lane_node_core::raw::{Header, HEADER_LEN};
 use lane_node_core::{Config, Frames, Node, Sample};
+use lane_node_hal::{Clock as _, LoadCellAdc, PeriodCounter};
 use panic_semihosting as _;
 
 use board::{Clock, HostFile, Uart, SYSCLK_HZ};
+use trace::TraceSource;
 
 /// Samples the node may fall behind by before it drops them: half a second, the depth of the
 /// converter FIFO and DMA ring a real board would read them from (16 KiB). QEMU runs on a
 /// host that may be busy; this is its slack.
 const BACKLOG: u64 = 1024;
-/// The longest loop gate this board buffers, in sample ticks (100 ms at 1 kHz).
-const MAX_GATE: usize = 100;
-/// The largest block a trace may have.
-const MAX_BLOCK: usize = MAX_GATE * lane_node_core::CELLS * 4 + lane_node_core::LOOPS * 4;
 /// Settings larger than this are refused.
 const MAX_CFG: usize = 4096;
 
@@ -51,38 +49,11 @@ fn main() -> ! {
     }
 }
 
-/// One block of the trace, decoded.
-struct Block {
-    samples: [Sample; MAX_GATE],
-    len: usize,
-    next: usize,
-}
-
-impl Block {
-    fn refill(&mut self, trace: &mut HostFile, h: &Header, bytes: &mut [u8]) -> bool {
-        let want = h.block_len();
-        if trace.read(&mut bytes[..want]) < want {
-            return false;
-        }
-        let mut n = 0;
-        let samples = &mut self.samples;
-        h.samples(&bytes[..want], |s| {
-            samples[n] = s;
-            n += 1;
-        });
-        self.len = n;
-        self.next = 0;
-        n > 0
-    }
-
-    /// The next sample, reading another block when this one is used up.
-    fn take(&mut self, trace: &mut HostFile, h: &Header, bytes: &mut [u8]) -> Option<Sample> {
-        if self.next == self.len && !self.refill(trace, h, bytes) {
-            return None;
-        }
-        self.next += 1;
-        Some(self.samples[self.next - 1])
-    }
+/// The next sample from the converters, or `None` at the end of the trace.
+fn next_sample(src: &mut TraceSource) -> Option<Sample> {
+    let cells = src.sample().ok()??;
+    let loops = src.gate().ok()?;
+    Some(Sample { cells, loops })
 }
 
 fn run() -> Result<(), &'static str> {
@@ -105,17 +76,10 @@ fn run() -> Result<(), &'static str> {
         }
         None => Config::default(),
     };
-    let mut trace = HostFile::open(b"raw.bin\0").ok_or("raw.bin: cannot open")?;
-    let mut head = [0u8; HEADER_LEN];
-    if trace.read(&mut head) < HEADER_LEN {
-        return Err("raw.bin: shorter than its header");
-    }
-    let h = Header::parse(&head).map_err(|_| "raw.bin: not a raw lane trace for this node")?;
+    let mut source = TraceSource::open(b"raw.bin\0")?;
+    let h = source.header;
     if h.sample_hz != cfg.sample_hz || h.gate_ticks != cfg.gate_ticks {
         return Err("raw.bin: sample rate or gate differs from node.cfg");
-    }
-    if h.gate_ticks as usize > MAX_GATE {
-        return Err("raw.bin: loop gate longer than this board buffers (100 ticks)");
     }
 
     let mut uart = Uart::uart0();
@@ -125,12 +89,6 @@ fn run() -> Result<(), &'static str> {
     node.set_board(24_000, 215, 0, 0);
     let mut out = Frames::new();
     let mut wire = [0u8; lane::MAX_FRAME];
-    let mut bytes = [0u8; MAX_BLOCK];
-    let mut block = Block {
-        samples: [Sample::default(); MAX_GATE],
-        len: 0,
-        next: 0,
-    };
     let mut frames_sent: u32 = 0;
 
     let cycles_per_sample = (SYSCLK_HZ / h.sample_hz) as u64;
@@ -145,7 +103,7 @@ fn run() -> Result<(), &'static str> {
     let mut taken: u64 = 0;
     let mut dropped: u64 = 0;
     'play: loop {
-        let due = clock.cycles() / cycles_per_sample + 1;
+        let due = clock.ticks() / cycles_per_sample + 1;
         if taken >= due {
             cortex_m::asm::wfi();
             continue;
@@ -153,7 +111,7 @@ fn run() -> Result<(), &'static str> {
         if due - taken > BACKLOG {
             let lost = due - taken - BACKLOG;
             for _ in 0..lost {
-                if block.take(&mut trace, &h, &mut bytes).is_none() {
+                if next_sample(&mut source).is_none() {
                     break 'play;
                 }
             }
@@ -167,7 +125,7 @@ fn run() -> Result<(), &'static str> {
             }
         }
         node.set_board(24_000, 215, 0, rx.errors.min(u16::MAX as u32) as u16);
-        let Some(s) = block.take(&mut trace, &h, &mut bytes) else {
+        let Some(s) = next_sample(&mut source) else {
             break;
         };
         node.step(&s, &mut out);
