@@ -46,6 +46,9 @@ pub struct Config {
     pub side_min: f32,
     /// Axles further apart than this belong to two vehicles, m.
     pub max_spacing_m: f32,
+    /// More axles than this under one loop detection are two vehicles close behind each other
+    /// (the loop never released between them).
+    pub max_axles: u8,
     /// Loop sensitivity as ΔL/L (0.0016 = 0.16 %, the usual default).
     pub loop_sensitivity: f32,
     /// While occupied the detection holds down to this fraction of the threshold
@@ -94,6 +97,7 @@ impl Default for Config {
             plateau_tolerance: 0.15,
             side_min: 0.3,
             max_spacing_m: 11.0,
+            max_axles: 9,
             loop_sensitivity: 0.0016,
             loop_boost: 0.25,
             loop_detect_gates: 2,
@@ -207,6 +211,7 @@ impl Config {
             "plateau_tolerance" => self.plateau_tolerance = num(value)?,
             "side_min" => self.side_min = num(value)?,
             "max_spacing_m" => self.max_spacing_m = num(value)?,
+            "max_axles" => self.max_axles = num(value)?,
             "loop_sensitivity" => self.loop_sensitivity = num(value)?,
             "loop_boost" => self.loop_boost = num(value)?,
             "loop_detect_gates" => self.loop_detect_gates = num(value)?,
@@ -232,7 +237,7 @@ impl Config {
     pub fn check(&self) -> Result<(), &'static str> {
         let pos = |v: f32| v.is_finite() && v > 0.0;
         let frac = |v: f32| v.is_finite() && v > 0.0 && v < 1.0;
-        let rules: [(&'static str, bool); 29] = [
+        let rules: [(&'static str, bool); 30] = [
             ("addr", (1..=247).contains(&self.addr)),
             ("sample_hz", (500..=20_000).contains(&self.sample_hz)),
             ("gate_ticks", (1..=1000).contains(&self.gate_ticks)),
@@ -256,6 +261,10 @@ impl Config {
             ("plateau_tolerance", frac(self.plateau_tolerance)),
             ("side_min", frac(self.side_min) && self.side_min < 0.5),
             ("max_spacing_m", pos(self.max_spacing_m)),
+            (
+                "max_axles",
+                (2..=crate::wim::MAX_AXLES).contains(&self.max_axles),
+            ),
             ("loop_sensitivity", frac(self.loop_sensitivity)),
             (
                 "loop_boost",

@@ -22,7 +22,9 @@
 //!    the loop is free and every channel idle (or, when the loop saw nothing or is faulted,
 //!    `vehicle_timeout_s` after its last axle). Length `= v̄ · occupancy − loop_effective_m`.
 //!    Its error code says why the record is not valid: speed out of range, acceleration,
-//!    wheel off the plate, two vehicles, saturated converter or a faulted loop.
+//!    wheel off the plate, two vehicles (axles over `max_spacing_m` apart, or more than
+//!    `max_axles`: the loop never released between two trucks), saturated converter or a
+//!    faulted loop.
 //!
 //! Memory is fixed: a few hits and axles in flight per channel, 64 decimated samples per hit.
 
@@ -744,6 +746,9 @@ impl Wim {
             return;
         }
         v.axles += 1;
+        if v.axles > cfg.max_axles {
+            v.error = worse(v.error, WimError::TWO_VEHICLES);
+        }
         v.error = worse(v.error, axle.error);
         let left = (axle.left_kg + 0.5).clamp(0.0, u16::MAX as f32) as u16;
         let right = (axle.right_kg + 0.5).clamp(0.0, u16::MAX as f32) as u16;

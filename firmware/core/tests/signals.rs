@@ -86,6 +86,8 @@ fn the_zero_follows_slow_drift_only_while_the_lane_is_free() {
 struct Lane {
     axles: Vec<(f64, f64)>, // (load kg, spacing m from previous)
     v: f64,
+    /// m/s² from the moment it arrives.
+    accel: f64,
     left: f64,
     /// Platform B's share multiplier (0 drops the right wheel off platform B).
     right_on_b: f64,
@@ -95,7 +97,8 @@ struct Lane {
 impl Lane {
     fn sample(&self, tick: u64) -> Sample {
         let t = tick as f64 / HZ;
-        let front = -5.0 + self.v * (t - 2.0).max(0.0);
+        let tau = (t - 2.0).max(0.0);
+        let front = -5.0 + self.v * tau + 0.5 * self.accel * tau * tau;
         let mut cells = [0i32; 4];
         let mut x = front - 1.4;
         for (kg, sp) in &self.axles {
@@ -159,6 +162,7 @@ fn truck() -> Lane {
             (7000.0, 1.31),
         ],
         v: 10.0 / 3.6,
+        accel: 0.0,
         left: 0.5,
         right_on_b: 1.0,
         loop_fault_from_s: None,
@@ -285,6 +289,52 @@ fn a_truck_too_fast_for_the_scale_is_flagged() {
             }
         )),
         "{b:?}"
+    );
+}
+
+#[test]
+fn a_truck_accelerating_hard_over_the_scale_is_flagged() {
+    // From 4 km/h at 0.6 m/s²: about 19 km/h by the last axle.
+    let mut lane = truck();
+    lane.v = 4.0 / 3.6;
+    lane.accel = 0.6;
+    let b = bodies(&lane.run(25.0));
+    assert!(
+        b.iter().any(|b| matches!(
+            b,
+            Body::Vehicle {
+                axles: 5,
+                error: WimError::ACCELERATION,
+                ..
+            }
+        )),
+        "{b:?}"
+    );
+}
+
+#[test]
+fn two_trucks_so_close_the_loop_never_releases_are_one_record_flagged_two_vehicles() {
+    // A second five-axle truck 2 m behind the first: the 4.5 m loop stays occupied.
+    let mut lane = truck();
+    let first = lane.axles.clone();
+    lane.axles.push((6000.0, 1.5 + 2.0 + 1.4));
+    lane.axles.extend_from_slice(&first[1..]);
+    let b = bodies(&lane.run(30.0));
+    let vehicles: Vec<_> = b
+        .iter()
+        .filter(|b| matches!(b, Body::Vehicle { .. }))
+        .collect();
+    assert_eq!(vehicles.len(), 1, "{b:?}");
+    assert!(
+        matches!(
+            vehicles[0],
+            Body::Vehicle {
+                axles: 10,
+                error: WimError::TWO_VEHICLES,
+                ..
+            }
+        ),
+        "{vehicles:?}"
     );
 }
 
