@@ -1,8 +1,8 @@
 //! The radiation study, long run: `cargo bench -p acsgd --bench radiation`. Prints the table
-//! the README quotes (see `tests/study/mod.rs` for the simulator's model and
-//! `tests/study/families.rs` for the families).
+//! the README quotes (see `tests/it/study/mod.rs` for the simulator's model and
+//! `tests/it/study/families.rs` for the families).
 
-#[path = "../tests/study/mod.rs"]
+#[path = "../tests/it/study/mod.rs"]
 mod study;
 
 fn main() {

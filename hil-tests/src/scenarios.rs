@@ -3,7 +3,7 @@
 //! seal feed over TCP. Each scenario's trucks are drawn from a fixed seed, searched so that
 //! the truck shows its one finding and nothing borderline (a 5-axle truck, gross mass well
 //! inside the limit), so the expected outcome follows from how it was built, not from running
-//! the appliance. `tests/traces.rs` checks the folders are exactly what this writes.
+//! the appliance. `tests/hil/traces.rs` checks the folders are exactly what this writes.
 
 use acsgd::simulate::{self, Options, Rng, Special, Truck};
 

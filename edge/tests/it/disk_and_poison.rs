@@ -5,14 +5,12 @@
 //! The power-cut and full-disk tests mount file systems, so they need root and a loop device
 //! (both present where CI runs); without them they fail and say so rather than pass unseen.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn alerts(from: usize, n: usize) -> Vec<(&'static str, serde_json::Value)> {

@@ -4,15 +4,13 @@
 //!
 //! Needs ONNX Runtime: `.ci/setup` fetches it and sets `ORT_DYLIB_PATH`.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::*;
 use acsgd_drivers::lane::Body;
 use base64::Engine;
-use common::*;
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

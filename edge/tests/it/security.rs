@@ -1,13 +1,11 @@
 //! Hostile clients on the post's network (issue 19), against the real binary on loopback:
 //! each listener bounds what one client can hold.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Sends one alert on `c` and returns the answer line.
 fn alert(c: &mut TcpStream) -> String {

@@ -1,11 +1,9 @@
 //! What the appliance promises when things fail: the real `acsgd` binary, a real mosquitto,
 //! faults injected by PID.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn alerts(from: usize, n: usize) -> Vec<(&'static str, serde_json::Value)> {

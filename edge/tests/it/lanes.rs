@@ -2,13 +2,11 @@
 //! serial ports, a declaration published by central over MQTT, a truck crossing with line
 //! noise on the node's line, and the passage, its verdict and its alerts arriving at central.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
+use crate::common::*;
 use acsgd_drivers::lane::Body;
-use common::*;
 
 #[test]
 fn a_truck_on_serial_sensors_becomes_a_red_passage_at_central() {

@@ -2,11 +2,9 @@
 //! Certificates are made per run with rcgen: a CA, a server certificate for 127.0.0.1 and a
 //! client certificate, as a customs PKI would issue them.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::json;
 

@@ -13,7 +13,7 @@
 //! in every null family, detection beats the plain test at the same rate in every source
 //! family, NORM alarms stay under 10 %.
 
-mod study;
+use crate::study;
 
 #[test]
 fn appliance_alarm_beats_the_plain_gross_count_test() {

@@ -1,6 +1,6 @@
 //! Every committed scenario folder holds exactly what the simulator writes for it
-//! (`ACSGD_REGENERATE=1 cargo test -p acsgd-hil --test traces` rewrites them), and every
-//! folder has a test in `tests/scenarios.rs`.
+//! (`ACSGD_REGENERATE=1 cargo test -p acsgd-hil --test hil traces` rewrites them), and every
+//! folder has a test in `tests/hil/scenarios.rs`.
 
 use acsgd_hil::scenarios;
 
@@ -37,8 +37,11 @@ fn scenario_folders_match_the_simulator() {
             g.name
         );
     }
-    let tests = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios.rs"))
-        .unwrap();
+    let tests = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/hil/scenarios.rs"
+    ))
+    .unwrap();
     for entry in std::fs::read_dir(&root).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         assert!(

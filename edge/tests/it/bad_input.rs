@@ -1,12 +1,10 @@
 //! Bad configuration, an unreachable broker and an unusable data directory: one clear line and
 //! a non-zero exit, or (for the broker) a retry loop with a health event. Never a panic.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Runs `acsgd run` on config text; returns (exit code, stderr).
 fn run_with(text: &str) -> (i32, String) {

@@ -2,13 +2,11 @@
 //! records that are on disk, so a SIGKILL between packets loses nothing the device was told we
 //! have; after the restart the device resends the rest and central receives every record.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A Codec 8 packet with one record at `ms`, position varying with `i`, CRC computed.
 fn codec8(ms: u64, i: u32) -> Vec<u8> {

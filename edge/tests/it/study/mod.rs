@@ -1,4 +1,4 @@
-//! The radiation study, shared by `tests/radiation_study.rs` (a quick run that checks the
+//! The radiation study, shared by `tests/it/radiation_study.rs` (a quick run that checks the
 //! targets) and `benches/radiation.rs` (the long run whose figures the README quotes).
 //!
 //! Occupancies come from the simulator's portal model (`simulate::occupancy`): Poisson counts,
