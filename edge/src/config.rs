@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::fusion::settings::Invalid;
+
 /// A configuration that cannot be used. Displays as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -737,7 +739,7 @@ impl Config {
         })?;
         config
             .validate()
-            .map_err(|(key, problem)| invalid(find_key_line(text, &key), key, problem))?;
+            .map_err(|e| invalid(find_key_line(text, &e.key), e.key, e.problem))?;
         if let Some(d) = &mut config.display {
             if let Some(f) = &d.accounts_file {
                 let f = path.parent().map_or_else(|| f.clone(), |dir| dir.join(f));
@@ -769,9 +771,9 @@ impl Config {
     }
 
     /// Semantic checks serde cannot express. Returns the offending key and the problem.
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), Invalid> {
         if !valid_ident(&self.post) {
-            return Err((
+            return Err(Invalid::new(
                 "post".into(),
                 format!(
                     "{:?} is not a post id: use 1-32 lowercase letters, digits and '-'",
@@ -781,13 +783,13 @@ impl Config {
         }
         for (i, lane) in self.lanes.iter().enumerate() {
             if !valid_ident(&lane.id) {
-                return Err((
+                return Err(Invalid::new(
                     format!("lanes[{i}].id"),
                     format!("{:?}: use 1-32 lowercase letters, digits and '-'", lane.id),
                 ));
             }
             if self.lanes[..i].iter().any(|l| l.id == lane.id) {
-                return Err((
+                return Err(Invalid::new(
                     format!("lanes[{i}].id"),
                     format!("duplicate lane {:?}", lane.id),
                 ));
@@ -795,20 +797,20 @@ impl Config {
         }
         let a = &self.anpr;
         if a.max_frames == 0 || a.max_frames > 1000 {
-            return Err((
+            return Err(Invalid::new(
                 "anpr.max_frames".into(),
                 "must be between 1 and 1000".into(),
             ));
         }
         if !(0.0..=1.0).contains(&a.min_confidence) {
-            return Err((
+            return Err(Invalid::new(
                 "anpr.min_confidence".into(),
                 "must be between 0 and 1".into(),
             ));
         }
         for (key, v) in [("anpr.gap_s", a.gap_s), ("anpr.retry_s", a.retry_s)] {
             if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
-                return Err((
+                return Err(Invalid::new(
                     key.into(),
                     "must be more than 0 and at most 3600 seconds".into(),
                 ));
@@ -817,50 +819,53 @@ impl Config {
         for (i, s) in self.sensors.iter().enumerate() {
             if let Transport::Url { url } = &s.transport {
                 if s.protocol != Protocol::Camera {
-                    return Err((
+                    return Err(Invalid::new(
                         format!("sensors[{i}].transport"),
                         "only cameras are read from a url".into(),
                     ));
                 }
                 if url.trim().is_empty() {
-                    return Err((format!("sensors[{i}].transport.url"), "is empty".into()));
+                    return Err(Invalid::new(
+                        format!("sensors[{i}].transport.url"),
+                        "is empty".into(),
+                    ));
                 }
             }
             if !valid_ident(&s.id) {
-                return Err((
+                return Err(Invalid::new(
                     format!("sensors[{i}].id"),
                     format!("{:?}: use 1-32 lowercase letters, digits and '-'", s.id),
                 ));
             }
             if self.sensors[..i].iter().any(|o| o.id == s.id) {
-                return Err((
+                return Err(Invalid::new(
                     format!("sensors[{i}].id"),
                     format!("duplicate sensor {:?}", s.id),
                 ));
             }
             if let Some(lane) = &s.lane {
                 if !self.lanes.iter().any(|l| &l.id == lane) {
-                    return Err((
+                    return Err(Invalid::new(
                         format!("sensors[{i}].lane"),
                         format!("no lane {lane:?} is configured"),
                     ));
                 }
             }
             if !(s.position_m.is_finite() && (-500.0..=500.0).contains(&s.position_m)) {
-                return Err((
+                return Err(Invalid::new(
                     format!("sensors[{i}].position_m"),
                     format!("must be between -500 and 500 metres, got {}", s.position_m),
                 ));
             }
             if s.view.is_some() && s.protocol != Protocol::Camera {
-                return Err((
+                return Err(Invalid::new(
                     format!("sensors[{i}].view"),
                     "only cameras have a view".into(),
                 ));
             }
             if let Some(name) = &s.seal_model {
                 if !self.seal_models.iter().any(|m| &m.name == name) {
-                    return Err((
+                    return Err(Invalid::new(
                         format!("sensors[{i}].seal_model"),
                         format!("no [[seal_models]] entry is named {name:?}"),
                     ));
@@ -868,7 +873,7 @@ impl Config {
             }
             if let Transport::Serial { baud, .. } = s.transport {
                 if !(300..=4_000_000).contains(&baud) {
-                    return Err((
+                    return Err(Invalid::new(
                         format!("sensors[{i}].transport.baud"),
                         format!("{baud} is not a usable baud rate"),
                     ));
@@ -876,22 +881,23 @@ impl Config {
             }
         }
         let u = &self.uplink;
-        let broker = BrokerAddr::parse(&u.broker).map_err(|e| ("uplink.broker".to_string(), e))?;
+        let broker = BrokerAddr::parse(&u.broker)
+            .map_err(|e| Invalid::new("uplink.broker".to_string(), e))?;
         if u.window == 0 || u.window > 10_000 {
-            return Err((
+            return Err(Invalid::new(
                 "uplink.window".into(),
                 format!("must be between 1 and 10000, got {}", u.window),
             ));
         }
         if !(5..=3600).contains(&u.keep_alive_s) {
-            return Err((
+            return Err(Invalid::new(
                 "uplink.keep_alive_s".into(),
                 format!("must be between 5 and 3600, got {}", u.keep_alive_s),
             ));
         }
         if u.backoff_initial_ms == 0 || u.backoff_initial_ms > u.backoff_max_s.saturating_mul(1000)
         {
-            return Err((
+            return Err(Invalid::new(
                 "uplink.backoff_initial_ms".into(),
                 format!(
                     "must be at least 1 and at most backoff_max_s ({} s), got {}",
@@ -900,33 +906,36 @@ impl Config {
             ));
         }
         if u.password.is_some() && u.username.is_none() {
-            return Err((
+            return Err(Invalid::new(
                 "uplink.password".into(),
                 "a password needs a username".into(),
             ));
         }
         if let Some(tls) = &u.tls {
             if !broker.tls {
-                return Err((
+                return Err(Invalid::new(
                     "uplink.tls".into(),
                     "TLS settings given but the broker is mqtt://; use mqtts://".into(),
                 ));
             }
-            readable(&tls.ca_file).map_err(|e| ("uplink.tls.ca_file".to_string(), e))?;
+            readable(&tls.ca_file)
+                .map_err(|e| Invalid::new("uplink.tls.ca_file".to_string(), e))?;
             match (&tls.client_cert_file, &tls.client_key_file) {
                 (Some(c), Some(k)) => {
-                    readable(c).map_err(|e| ("uplink.tls.client_cert_file".to_string(), e))?;
-                    readable(k).map_err(|e| ("uplink.tls.client_key_file".to_string(), e))?;
+                    readable(c)
+                        .map_err(|e| Invalid::new("uplink.tls.client_cert_file".to_string(), e))?;
+                    readable(k)
+                        .map_err(|e| Invalid::new("uplink.tls.client_key_file".to_string(), e))?;
                 }
                 (None, None) => {}
                 (Some(_), None) => {
-                    return Err((
+                    return Err(Invalid::new(
                         "uplink.tls.client_key_file".into(),
                         "a client certificate needs its key".into(),
                     ))
                 }
                 (None, Some(_)) => {
-                    return Err((
+                    return Err(Invalid::new(
                         "uplink.tls.client_cert_file".into(),
                         "a client key needs its certificate".into(),
                     ))
@@ -934,7 +943,7 @@ impl Config {
             }
         }
         if u.max_inbound_kb == 0 || u.max_inbound_kb > u.max_packet_kb {
-            return Err((
+            return Err(Invalid::new(
                 "uplink.max_inbound_kb".into(),
                 format!(
                     "must be between 1 and uplink.max_packet_kb ({}), got {}",
@@ -943,7 +952,7 @@ impl Config {
             ));
         }
         if u.max_packet_kb > 256 * 1024 {
-            return Err((
+            return Err(Invalid::new(
                 "uplink.max_packet_kb".into(),
                 format!(
                     "must be at most 262144 (MQTT's limit), got {}",
@@ -952,10 +961,13 @@ impl Config {
             ));
         }
         if self.storage.quota_mb == 0 {
-            return Err(("storage.quota_mb".into(), "must be at least 1".into()));
+            return Err(Invalid::new(
+                "storage.quota_mb".into(),
+                "must be at least 1".into(),
+            ));
         }
         if !(1..=100_000).contains(&self.storage.commit_batch) {
-            return Err((
+            return Err(Invalid::new(
                 "storage.commit_batch".into(),
                 format!(
                     "must be between 1 and 100000, got {}",
@@ -965,13 +977,13 @@ impl Config {
         }
         if let Some(d) = &self.display {
             if !(8..=60_000).contains(&d.max_connections) {
-                return Err((
+                return Err(Invalid::new(
                     "display.max_connections".into(),
                     format!("must be between 8 and 60000, got {}", d.max_connections),
                 ));
             }
             if !(2..=86_400).contains(&d.idle_timeout_s) {
-                return Err((
+                return Err(Invalid::new(
                     "display.idle_timeout_s".into(),
                     format!(
                         "must be between 2 and 86400 seconds, got {}",
@@ -980,7 +992,7 @@ impl Config {
                 ));
             }
             if !LANGS.contains(&d.lang.as_str()) {
-                return Err((
+                return Err(Invalid::new(
                     "display.lang".into(),
                     format!("{:?} is not one of kk, ru, en, zh", d.lang),
                 ));
@@ -991,22 +1003,31 @@ impl Config {
                 } else {
                     "session_max_h"
                 };
-                return Err((format!("display.{k}"), "must be at least 1".into()));
+                return Err(Invalid::new(
+                    format!("display.{k}"),
+                    "must be at least 1".into(),
+                ));
             }
             for (i, a) in d.accounts.iter().enumerate() {
                 check_account(a, &d.lang)
-                    .map_err(|(k, p)| (format!("display.accounts[{i}].{k}"), p))?;
+                    .map_err(|(k, p)| Invalid::new(format!("display.accounts[{i}].{k}"), p))?;
             }
         }
         if let Some(ingest) = &self.ingest {
             if ingest.max_connections == 0 {
-                return Err(("ingest.max_connections".into(), "must be at least 1".into()));
+                return Err(Invalid::new(
+                    "ingest.max_connections".into(),
+                    "must be at least 1".into(),
+                ));
             }
             if ingest.max_per_client == 0 {
-                return Err(("ingest.max_per_client".into(), "must be at least 1".into()));
+                return Err(Invalid::new(
+                    "ingest.max_per_client".into(),
+                    "must be at least 1".into(),
+                ));
             }
             if ingest.clients.is_empty() && !ingest.listen.ip().is_loopback() {
-                return Err((
+                return Err(Invalid::new(
                     "ingest.listen".into(),
                     format!(
                         "{} is reachable from the network: configure [[ingest.clients]] with tokens, or listen on loopback",
@@ -1017,22 +1038,28 @@ impl Config {
             for (i, c) in ingest.clients.iter().enumerate() {
                 let key = |k: &str| format!("ingest.clients[{i}].{k}");
                 if c.name.trim().is_empty() {
-                    return Err((key("name"), "is empty".into()));
+                    return Err(Invalid::new(key("name"), "is empty".into()));
                 }
                 if c.token.chars().count() < 24 {
-                    return Err((key("token"), "must be at least 24 characters".into()));
+                    return Err(Invalid::new(
+                        key("token"),
+                        "must be at least 24 characters".into(),
+                    ));
                 }
                 if ingest.clients[..i].iter().any(|o| o.token == c.token) {
-                    return Err((key("token"), "is the same as another client's".into()));
+                    return Err(Invalid::new(
+                        key("token"),
+                        "is the same as another client's".into(),
+                    ));
                 }
                 if c.types.is_empty() {
-                    return Err((key("types"), "names no event type".into()));
+                    return Err(Invalid::new(key("types"), "names no event type".into()));
                 }
                 for (j, t) in c.types.iter().enumerate() {
                     if !crate::envelope::valid_type(t)
                         || crate::ingest::AUDIT_TYPES.contains(&t.as_str())
                     {
-                        return Err((
+                        return Err(Invalid::new(
                             format!("ingest.clients[{i}].types[{j}]"),
                             format!("{t:?} cannot come through ingest"),
                         ));
@@ -1040,7 +1067,7 @@ impl Config {
                 }
             }
             if !(1..=86_400).contains(&ingest.idle_timeout_s) {
-                return Err((
+                return Err(Invalid::new(
                     "ingest.idle_timeout_s".into(),
                     "must be between 1 and 86400 seconds".into(),
                 ));
@@ -1048,23 +1075,22 @@ impl Config {
         }
         for (i, m) in self.seal_models.iter().enumerate() {
             if m.name.trim().is_empty() {
-                return Err((format!("seal_models[{i}].name"), "is empty".into()));
+                return Err(Invalid::new(
+                    format!("seal_models[{i}].name"),
+                    "is empty".into(),
+                ));
             }
             if self.seal_models[..i].iter().any(|o| o.name == m.name) {
-                return Err((
+                return Err(Invalid::new(
                     format!("seal_models[{i}].name"),
                     format!("duplicate model {:?}", m.name),
                 ));
             }
             crate::fusion::seal_models::SealMap::parse(m)
-                .map_err(|(k, p)| (format!("seal_models[{i}].{k}"), p))?;
+                .map_err(|e| e.under(&format!("seal_models[{i}]")))?;
         }
-        self.fusion
-            .validate()
-            .map_err(|(k, p)| (format!("fusion.{k}"), p))?;
-        self.rules
-            .validate()
-            .map_err(|(k, p)| (format!("rules.{k}"), p))?;
+        self.fusion.validate().map_err(|e| e.under("fusion"))?;
+        self.rules.validate().map_err(|e| e.under("rules"))?;
         Ok(())
     }
 

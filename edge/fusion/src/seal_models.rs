@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use serde::Deserialize;
 
+use crate::settings::Invalid;
 use crate::Setup;
 
 /// A tracker model's seal wiring (`[[seal_models]]`): for each seal flag, conditions on the
@@ -144,11 +145,14 @@ pub struct SealMap {
 
 impl SealMap {
     /// Parses a configured model; the error names the key (`tamper[1]`) and the problem.
-    pub fn parse(m: &SealModel) -> Result<SealMap, (String, String)> {
-        let list = |key: &str, v: &[String]| -> Result<Vec<Condition>, (String, String)> {
+    pub fn parse(m: &SealModel) -> Result<SealMap, Invalid> {
+        let list = |key: &str, v: &[String]| -> Result<Vec<Condition>, Invalid> {
             v.iter()
                 .enumerate()
-                .map(|(i, s)| s.parse().map_err(|e| (format!("{key}[{i}]"), e)))
+                .map(|(i, s)| {
+                    s.parse()
+                        .map_err(|e: String| Invalid::new(format!("{key}[{i}]"), e))
+                })
                 .collect()
         };
         Ok(SealMap {

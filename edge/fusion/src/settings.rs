@@ -8,6 +8,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::Rule;
 
+/// A setting out of range: its dotted key (`merge_gap_s`, `seal.silent_s`, with the tables
+/// above it added by [`Invalid::under`]) and what is wrong with it. The config loader turns
+/// the key into the line of the file that sets it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct Invalid {
+    pub key: String,
+    pub problem: String,
+}
+
+impl Invalid {
+    pub fn new(key: String, problem: String) -> Invalid {
+        Invalid { key, problem }
+    }
+
+    /// The same problem seen from the table above: `fusion` and `merge_gap_s` give
+    /// `fusion.merge_gap_s`.
+    pub fn under(self, table: &str) -> Invalid {
+        Invalid {
+            key: format!("{table}.{}", self.key),
+            problem: self.problem,
+        }
+    }
+}
+
 /// `[fusion]`: how readings become passages.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,12 +80,12 @@ impl Default for FusionSettings {
 }
 
 impl FusionSettings {
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let pos = |k: &str, v: f64, max: f64| -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let pos = |k: &str, v: f64, max: f64| -> Result<(), Invalid> {
             if v.is_finite() && v > 0.0 && v <= max {
                 Ok(())
             } else {
-                Err((
+                Err(Invalid::new(
                     k.into(),
                     format!("must be above 0 and at most {max}, got {v}"),
                 ))
@@ -75,7 +100,7 @@ impl FusionSettings {
         pos("sensor_silent_s", self.sensor_silent_s, 86_400.0)?;
         pos("tracker_forget_s", self.tracker_forget_s, 30.0 * 86_400.0)?;
         if self.window_after_s < self.merge_gap_s {
-            return Err((
+            return Err(Invalid::new(
                 "window_after_s".into(),
                 format!(
                     "must be at least merge_gap_s ({}), got {}",
@@ -84,10 +109,16 @@ impl FusionSettings {
             ));
         }
         if self.max_pending < 100 {
-            return Err(("max_pending".into(), "must be at least 100".into()));
+            return Err(Invalid::new(
+                "max_pending".into(),
+                "must be at least 100".into(),
+            ));
         }
         if self.max_trackers == 0 {
-            return Err(("max_trackers".into(), "must be at least 1".into()));
+            return Err(Invalid::new(
+                "max_trackers".into(),
+                "must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -212,12 +243,15 @@ impl Default for SealSettings {
 }
 
 impl RuleSettings {
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let pos = |k: &str, v: f64| -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let pos = |k: &str, v: f64| -> Result<(), Invalid> {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err((k.into(), format!("must be a positive number, got {v}")))
+                Err(Invalid::new(
+                    k.into(),
+                    format!("must be a positive number, got {v}"),
+                ))
             }
         };
         pos("axle_t", self.axle_t)?;
@@ -231,7 +265,7 @@ impl RuleSettings {
         pos("width_m", self.width_m)?;
         pos("length_m", self.length_m)?;
         if !(0.1..=20.0).contains(&self.wim_class) {
-            return Err((
+            return Err(Invalid::new(
                 "wim_class".into(),
                 format!(
                     "an OIML R134 class is between 0.2 and 10, got {}",
@@ -245,12 +279,15 @@ impl RuleSettings {
             ("radiation.neutron_false_alarms", r.neutron_false_alarms),
         ] {
             if !(v > 0.0 && v < 0.5) {
-                return Err((k.into(), format!("must be between 0 and 0.5, got {v}")));
+                return Err(Invalid::new(
+                    k.into(),
+                    format!("must be between 0 and 0.5, got {v}"),
+                ));
             }
         }
         pos("radiation.background_s", r.background_s)?;
         if !(0.2..=10.0).contains(&r.window_s) {
-            return Err((
+            return Err(Invalid::new(
                 "radiation.window_s".into(),
                 format!("must be between 0.2 and 10 seconds, got {}", r.window_s),
             ));
@@ -259,7 +296,7 @@ impl RuleSettings {
         pos("seal.geofence_m", self.seal.geofence_m)?;
         if let Some([lat, lon]) = self.seal.post_location {
             if !((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)) {
-                return Err((
+                return Err(Invalid::new(
                     "seal.post_location".into(),
                     format!("[{lat}, {lon}] is not a latitude and longitude"),
                 ));
@@ -267,7 +304,7 @@ impl RuleSettings {
         }
         for k in self.channels.keys() {
             if Rule::named(k).is_none() {
-                return Err((
+                return Err(Invalid::new(
                     format!("channels.{k}"),
                     format!(
                         "no rule {k:?}; rules are {}",

@@ -663,7 +663,8 @@ fn channel_is_the_highest_raised_and_overridable() {
     assert_eq!(passages(&w.run())[0]["channel"], "red");
     let mut w = World::one(Vehicle::new(T0));
     w.config = config("[rules.channels]\nspeeding = \"red\"");
-    let (key, problem) = w.config.rules.validate().unwrap_err();
+    let invalid = w.config.rules.validate().unwrap_err();
+    let (key, problem) = (invalid.key, invalid.problem);
     assert_eq!(key, "channels.speeding");
     assert!(problem.contains("no rule \"speeding\""), "{problem}");
 }
