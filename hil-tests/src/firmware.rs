@@ -70,6 +70,8 @@ pub struct Firmware {
     child: Child,
     to_board: TcpStream,
     seen: Arc<Mutex<Seen>>,
+    /// The board → pty relay; it ends when QEMU closes UART0.
+    from_board: Option<std::thread::JoinHandle<()>>,
     pub truths: Vec<Truth>,
     commands_sent: usize,
     next_seq: u8,
@@ -214,11 +216,12 @@ impl Firmware {
             }
         };
         let seen = Arc::new(Mutex::new(Seen::default()));
-        relay(&to_board, pty_master, Arc::clone(&seen))?;
+        let from_board = relay(&to_board, pty_master, Arc::clone(&seen))?;
         Ok(Firmware {
             child,
             to_board,
             seen,
+            from_board: Some(from_board),
             truths: scene.truths(),
             commands_sent: 0,
             next_seq: 0,
@@ -274,8 +277,10 @@ impl Firmware {
         if !said.contains(" 0 dropped") {
             failures.push(format!("the firmware dropped samples: {said}"));
         }
-        // Give the relay a moment to pass the last frames.
-        std::thread::sleep(Duration::from_millis(200));
+        // QEMU has exited and closed UART0: the relay has passed its last frame when it ends.
+        if let Some(relay) = self.from_board.take() {
+            let _ = relay.join();
+        }
         let seen = self.seen.lock().expect("relay alive");
         match seen.last_status {
             Some(Body::Status { dropped: 0, .. }) => {}
@@ -358,8 +363,13 @@ impl Firmware {
     }
 }
 
-/// Two threads: board → pty (noting `Ack` and `Status` frames on the way) and pty → board.
-fn relay(board: &TcpStream, pty_master: &File, seen: Arc<Mutex<Seen>>) -> Result<(), HilError> {
+/// Two threads: board → pty (noting `Ack` and `Status` frames on the way; returned, so the
+/// runner can wait for its end) and pty → board.
+fn relay(
+    board: &TcpStream,
+    pty_master: &File,
+    seen: Arc<Mutex<Seen>>,
+) -> Result<std::thread::JoinHandle<()>, HilError> {
     let err = |e: std::io::Error| HilError::Setup(format!("relay: {e}"));
     let (mut from_board, mut to_board) = (
         board.try_clone().map_err(err)?,
@@ -369,7 +379,7 @@ fn relay(board: &TcpStream, pty_master: &File, seen: Arc<Mutex<Seen>>) -> Result
         pty_master.try_clone().map_err(err)?,
         pty_master.try_clone().map_err(err)?,
     );
-    std::thread::spawn(move || {
+    let from_board_thread = std::thread::spawn(move || {
         let mut rx = Receiver::new();
         let mut buf = [0u8; 4096];
         while let Ok(n) = from_board.read(&mut buf) {
@@ -399,5 +409,5 @@ fn relay(board: &TcpStream, pty_master: &File, seen: Arc<Mutex<Seen>>) -> Result
             }
         }
     });
-    Ok(())
+    Ok(from_board_thread)
 }
