@@ -59,10 +59,32 @@ pub struct LoopFault {
 #[serde(deny_unknown_fields)]
 pub struct Cmd {
     pub at_ms: i64,
-    /// `open` or `close`.
-    pub barrier: String,
-    /// `done` or `refused_occupied`.
-    pub ack: String,
+    pub barrier: Barrier,
+    pub ack: Ack,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Barrier {
+    Open,
+    Close,
+}
+
+/// The `Ack` results a scenario can expect.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Ack {
+    Done,
+    RefusedOccupied,
+}
+
+impl Ack {
+    fn result(self) -> u8 {
+        match self {
+            Ack::Done => AckResult::DONE,
+            Ack::RefusedOccupied => AckResult::REFUSED_OCCUPIED,
+        }
+    }
 }
 
 /// The firmware running for a scenario.
@@ -229,23 +251,28 @@ impl Firmware {
         })
     }
 
-    /// When the next command is due, trace time.
-    pub fn next_command_ms(&self, spec: &Spec) -> Option<i64> {
-        spec.command.get(self.commands_sent).map(|c| c.at_ms)
-    }
-
-    /// Sends the commands whose time has come (trace time `now_ms`).
-    pub fn commands_due(&mut self, spec: &Spec, now_ms: i64) {
-        while let Some(c) = spec.command.get(self.commands_sent) {
-            if c.at_ms > now_ms {
-                return;
-            }
+    /// Sends, each at its own time, the commands due before trace time `before_ms`; the
+    /// trace started at `start` and plays `speed` times faster than recorded.
+    pub fn send_commands_before(
+        &mut self,
+        spec: &Spec,
+        start: Instant,
+        speed: f64,
+        before_ms: i64,
+    ) {
+        while let Some(c) = spec
+            .command
+            .get(self.commands_sent)
+            .filter(|c| c.at_ms < before_ms)
+        {
+            let when = start + Duration::from_secs_f64(c.at_ms.max(0) as f64 / 1000.0 / speed);
+            std::thread::sleep(when.saturating_duration_since(Instant::now()));
             self.next_seq = self.next_seq.wrapping_add(1);
             let frame = Frame {
                 addr: 1,
                 seq: self.next_seq,
                 body: Body::Barrier {
-                    open: c.barrier == "open",
+                    open: c.barrier == Barrier::Open,
                 },
             };
             let mut buf = [0u8; lane::MAX_FRAME];
@@ -290,14 +317,7 @@ impl Firmware {
             .command
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                let r = match c.ack.as_str() {
-                    "done" => AckResult::DONE,
-                    "refused_occupied" => AckResult::REFUSED_OCCUPIED,
-                    _ => AckResult::UNKNOWN_COMMAND,
-                };
-                (i as u8 + 1, r)
-            })
+            .map(|(i, c)| (i as u8 + 1, c.ack.result()))
             .collect();
         if !spec.loop_fault.is_empty() && seen.faults & lane::Fault::LOOP == 0 {
             failures.push("a loop was opened but no Health frame reported a loop fault".into());

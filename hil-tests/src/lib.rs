@@ -886,7 +886,6 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
         None => None,
     };
     let start = Instant::now();
-    let trace_ms = |at: Instant| (at - start).as_secs_f64() * 1000.0 * speed;
     for l in lines.iter().filter(|l| !l.sensor.starts_with('@')) {
         if fw_spec.is_some_and(|f| f.sensor == l.sensor) {
             // The firmware speaks for this sensor; its trace frames are only the truth.
@@ -895,11 +894,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
         let due = start + Duration::from_secs_f64(l.offset_ms.max(0) as f64 / 1000.0 / speed);
         if let (Some(fw), Some(spec)) = (fw.as_mut(), fw_spec) {
             // Commands on the bus at their own times, between the lines.
-            while let Some(at) = fw.next_command_ms(spec).filter(|at| *at < l.offset_ms) {
-                let when = start + Duration::from_secs_f64(at.max(0) as f64 / 1000.0 / speed);
-                std::thread::sleep(when.saturating_duration_since(Instant::now()));
-                fw.commands_due(spec, trace_ms(Instant::now()) as i64);
-            }
+            fw.send_commands_before(spec, start, speed, l.offset_ms);
         }
         let now = Instant::now();
         if due > now {
@@ -1024,11 +1019,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     }
     // Commands due after the last line of the trace.
     if let (Some(fw), Some(spec)) = (fw.as_mut(), fw_spec) {
-        while let Some(at) = fw.next_command_ms(spec) {
-            let when = start + Duration::from_secs_f64(at.max(0) as f64 / 1000.0 / speed);
-            std::thread::sleep(when.saturating_duration_since(Instant::now()));
-            fw.commands_due(spec, trace_ms(Instant::now()) as i64);
-        }
+        fw.send_commands_before(spec, start, speed, i64::MAX);
     }
     // Devices unplugged to the end come back now.
     for (id, p) in ports.iter_mut() {

@@ -181,17 +181,17 @@ impl Node {
         if s.loops.is_some() && self.loops[SCALE_LOOP].fault().is_some() {
             self.wim.scale_loop_faulted();
         }
-        let mut bodies = [None; 4];
-        let mut n = 0;
-        self.wim.step(&s.cells, tick, &self.cfg, &mut |b| {
-            if n < bodies.len() {
-                bodies[n] = Some(b);
-                n += 1;
-            }
+        // Axle and vehicle bodies straight into `out` (whose own capacity counts any
+        // overflow), numbered as every frame is.
+        let (addr, seq) = (self.cfg.addr, &mut self.seq);
+        self.wim.step(&s.cells, tick, &self.cfg, &mut |body| {
+            *seq = seq.wrapping_add(1);
+            out.push(Frame {
+                addr,
+                seq: *seq,
+                body,
+            });
         });
-        for b in bodies.into_iter().flatten() {
-            self.frame(b, out);
-        }
         let faults = self.faults_now();
         if faults != self.faults || tick + 1 >= self.next_health {
             self.faults = faults;
@@ -209,10 +209,8 @@ impl Node {
         if self.loops.iter().any(|l| l.fault().is_some()) {
             f |= Fault::LOOP;
         }
-        if self.wim.overflows > 0
-            || self.wim.channels.iter().any(|c| c.zero().is_none())
-                && self.tick > 10 * self.cfg.sample_hz as u64
-        {
+        let unzeroed = self.wim.channels.iter().any(|c| c.zero().is_none());
+        if self.wim.overflows > 0 || (unzeroed && self.tick > 10 * self.cfg.sample_hz as u64) {
             // Lost hits, or a channel that has not been still for ten seconds since start.
             f |= Fault::LOAD_CELL;
         }
@@ -259,9 +257,6 @@ impl Node {
         self.status(out);
     }
 }
-
-/// A command frame from the appliance.
-pub type Command = Frame;
 
 /// A frame the node sent, with the tick it was sent at (for hosts that replay traces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

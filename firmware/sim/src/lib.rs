@@ -610,7 +610,7 @@ pub fn footprint_on(x: f64, l: f64, p0: f64, p1: f64, parabolic: bool) -> f64 {
 pub fn replay(
     cfg: lane_node_core::Config,
     raw: &[u8],
-    commands: &[(u64, lane_node_core::node::Command)],
+    commands: &[(u64, lane_node_core::lane::Frame)],
 ) -> Result<Vec<lane_node_core::node::Sent>, lane_node_core::raw::RawError> {
     let h = Header::parse(raw)?;
     let mut node = lane_node_core::Node::new(cfg);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use acsgd_drivers::lane::{self, Body, Frame, Scan};
+use lane_node_core::raw::{Header, HEADER_LEN};
 use lane_node_core::Config;
 use lane_node_sim::board;
 
@@ -56,7 +57,7 @@ fn host(dir: &Path) -> Vec<Frame> {
 }
 
 fn same_as_host(name: &str) -> Vec<Frame> {
-    let dir = tempfile(name);
+    let dir = scratch_dir(name);
     scenario(name, &dir);
     let (code, text, frames) = qemu(&dir);
     assert_eq!(code, 0, "QEMU: {text}");
@@ -64,7 +65,9 @@ fn same_as_host(name: &str) -> Vec<Frame> {
     // The board adds one Status at the end of the trace with the final counts.
     let (last, rest) = frames.split_last().expect("frames on UART0");
     assert_eq!(rest, &host[..], "{text}");
-    let samples = (std::fs::metadata(dir.join("raw.bin")).unwrap().len() - 16) / (20 * 16 + 8) * 20;
+    let raw = std::fs::read(dir.join("raw.bin")).unwrap();
+    let h = Header::parse(&raw).unwrap();
+    let samples = ((raw.len() - HEADER_LEN) / h.block_len() * h.gate_ticks as usize) as u64;
     assert!(
         matches!(last.body, Body::Status { samples: s, dropped: 0, .. } if s as u64 == samples),
         "{last:?} after {samples} samples: {text}"
@@ -73,7 +76,8 @@ fn same_as_host(name: &str) -> Vec<Frame> {
     host
 }
 
-fn tempfile(name: &str) -> PathBuf {
+/// A fresh directory for one test's scenario and UART capture.
+fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lane-node-qemu-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
