@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use acsgd::config::Config;
 use acsgd::replay::Replayer;
-use acsgd::simulate::{self, Options};
+use acsgd_testkit::simulate::{self, Options};
 
 fn proc_field(pid: u32, file: &str, key: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))

@@ -226,7 +226,7 @@ async fn outbox_drain(dir: &std::path::Path, url: &str, n: usize) -> f64 {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let start = Instant::now();
     let task = tokio::spawn(uplink::run(
-        UplinkConfig::from_config(&config).unwrap(),
+        UplinkConfig::new(&config.post, &config.uplink).unwrap(),
         outbox.clone(),
         announce,
         Arc::new(Health::new(outbox.clone())),

@@ -83,42 +83,12 @@ pub struct Config {
     pub seal_models: Vec<SealModel>,
 }
 
+pub use acsgd_anpr::settings::Anpr;
+pub use acsgd_display::settings::{
+    check_account, valid_user, Account, Display, Role, DEFAULT_LANG, LANGS,
+};
 pub use acsgd_fusion::seal_models::SealModel;
-
-/// Plate recognition on the appliance (cameras whose transport is a `url`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Anpr {
-    /// `libonnxruntime.so` (absent: `$ORT_DYLIB_PATH`, beside the binary, `/usr/lib/acsgd/`).
-    pub onnxruntime: Option<PathBuf>,
-    /// A directory with `plate_loc.onnx` and `plate_ocr.onnx` to use instead of the models
-    /// built into the binary.
-    pub models: Option<PathBuf>,
-    /// Threads per inference (0: one per core).
-    pub threads: usize,
-    /// Frames read per vehicle at most; later frames of a long presence are skipped.
-    pub max_frames: usize,
-    /// Reads below this confidence do not vote.
-    pub min_confidence: f32,
-    /// On a lane without a presence sensor: a plate unseen this long has left.
-    pub gap_s: f64,
-    /// Seconds between attempts to reopen a failed stream (doubling up to a minute).
-    pub retry_s: f64,
-}
-
-impl Default for Anpr {
-    fn default() -> Self {
-        Anpr {
-            onnxruntime: None,
-            models: None,
-            threads: 0,
-            max_frames: 40,
-            min_confidence: 0.2,
-            gap_s: 1.0,
-            retry_s: 2.0,
-        }
-    }
-}
+pub use acsgd_uplink::settings::{BrokerAddr, MqttVersion, Tls, Uplink};
 
 /// A lane of the post.
 #[derive(Debug, Clone, Deserialize)]
@@ -234,94 +204,6 @@ fn default_idle_timeout_s() -> u64 {
     600
 }
 
-/// MQTT protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum MqttVersion {
-    #[serde(rename = "3.1.1")]
-    V311,
-    #[serde(rename = "5")]
-    V5,
-}
-
-/// The MQTT link to central.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Uplink {
-    /// Broker address: `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (TLS).
-    pub broker: String,
-    /// `"3.1.1"` (default) or `"5"`.
-    #[serde(default = "default_mqtt_version")]
-    pub protocol: MqttVersion,
-    /// MQTT client id (default `acsgd-{post}`).
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Keep-alive in seconds: a dead satellite link is noticed after about 1.5 × this.
-    #[serde(default = "default_keep_alive_s")]
-    pub keep_alive_s: u64,
-    /// Events published and not yet acknowledged, at most.
-    #[serde(default = "default_window")]
-    pub window: u16,
-    /// First wait before reconnecting, doubled after each failure…
-    #[serde(default = "default_backoff_initial_ms")]
-    pub backoff_initial_ms: u64,
-    /// …up to this.
-    #[serde(default = "default_backoff_max_s")]
-    pub backoff_max_s: u64,
-    /// TLS settings; required for `mqtts://` unless the system roots are to be trusted.
-    #[serde(default)]
-    pub tls: Option<Tls>,
-    /// Messages from central larger than this (KiB) are refused with a `health` event and
-    /// acknowledged, so the broker does not send them again.
-    #[serde(default = "default_max_inbound_kb")]
-    pub max_inbound_kb: u64,
-    /// The largest MQTT packet (KiB) read from the broker. Set it to at least what the broker
-    /// allows (mosquitto's `message_size_limit`; MQTT's own maximum, 256 MiB, by default):
-    /// a packet over it breaks the connection, and the broker would send it again on the next.
-    #[serde(default = "default_max_packet_kb")]
-    pub max_packet_kb: u64,
-}
-
-fn default_max_inbound_kb() -> u64 {
-    16 * 1024
-}
-fn default_max_packet_kb() -> u64 {
-    256 * 1024
-}
-
-fn default_mqtt_version() -> MqttVersion {
-    MqttVersion::V311
-}
-fn default_keep_alive_s() -> u64 {
-    30
-}
-fn default_window() -> u16 {
-    256
-}
-fn default_backoff_initial_ms() -> u64 {
-    500
-}
-fn default_backoff_max_s() -> u64 {
-    60
-}
-
-/// TLS for the uplink (PEM files).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tls {
-    /// CA certificate(s) that sign the broker's certificate.
-    pub ca_file: PathBuf,
-    /// Client certificate, for brokers that authenticate the appliance by certificate.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    /// Its private key (PKCS#8, PKCS#1 or SEC1 PEM).
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-}
-
 /// Local storage.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -351,161 +233,12 @@ fn default_commit_batch() -> usize {
     4096
 }
 
-/// The officer display (absent: not served).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Display {
-    /// Address the display is served on (the box's own screen: loopback; the post's LAN:
-    /// that interface's address).
-    #[serde(default = "default_display_bind")]
-    pub bind: SocketAddr,
-    /// A TOML file of `[[accounts]]` (what `acsgd account add` writes); relative paths are
-    /// taken from the config file's directory. Read at start.
-    #[serde(default)]
-    pub accounts_file: Option<PathBuf>,
-    /// Accounts given here, besides the file's.
-    #[serde(default)]
-    pub accounts: Vec<Account>,
-    /// A session unused this long ends.
-    #[serde(default = "default_idle_min")]
-    pub session_idle_min: u32,
-    /// A session ends this long after sign-in, used or not.
-    #[serde(default = "default_max_h")]
-    pub session_max_h: u32,
-    /// Language for accounts that name none: `kk`, `ru`, `en` or `zh`.
-    #[serde(default = "default_lang")]
-    pub lang: String,
-    /// Connections open at once at most (browsers, API clients); more wait in the kernel's
-    /// queue. Keep it well below the service's file limit (`LimitNOFILE` in the unit).
-    #[serde(default = "default_display_connections")]
-    pub max_connections: usize,
-    /// A connection the display has written nothing to for this long is closed (a live
-    /// stream writes every second; a request trickled byte by byte gets no answer and is).
-    #[serde(default = "default_display_idle_s")]
-    pub idle_timeout_s: u64,
-}
-
-fn default_display_connections() -> usize {
-    512
-}
-
-fn default_display_idle_s() -> u64 {
-    60
-}
-
-impl Default for Display {
-    fn default() -> Self {
-        Display {
-            bind: default_display_bind(),
-            accounts_file: None,
-            accounts: Vec::new(),
-            session_idle_min: default_idle_min(),
-            session_max_h: default_max_h(),
-            lang: default_lang(),
-            max_connections: default_display_connections(),
-            idle_timeout_s: default_display_idle_s(),
-        }
-    }
-}
-
-fn default_display_bind() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-fn default_idle_min() -> u32 {
-    30
-}
-fn default_max_h() -> u32 {
-    12
-}
-fn default_lang() -> String {
-    DEFAULT_LANG.into()
-}
-
-/// The display's language where neither the account nor `display.lang` names one.
-pub const DEFAULT_LANG: &str = "ru";
-
-/// The display's languages.
-pub const LANGS: &[&str] = &["kk", "ru", "en", "zh"];
-
-/// Who may do what on the display.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Sees the lanes and acknowledges alerts.
-    Officer,
-    /// An officer who may also override a passage's verdict.
-    Supervisor,
-    /// Health and configuration pages; no passage data.
-    Technician,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Officer => "officer",
-            Role::Supervisor => "supervisor",
-            Role::Technician => "technician",
-        }
-    }
-}
-
-/// A display account.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Account {
-    /// Sign-in name: 1-32 lowercase letters, digits, `.`, `_`, `-`; goes into audit events.
-    pub user: String,
-    /// Full name shown on the screen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub role: Role,
-    /// Argon2 PHC string (`$argon2id$…`), as `acsgd account add` writes it.
-    pub password_hash: String,
-    /// `kk`, `ru`, `en` or `zh` (default: `display.lang`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lang: Option<String>,
-}
-
 /// An accounts file: `[[accounts]]` tables.
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsFile {
     #[serde(default)]
     pub accounts: Vec<Account>,
-}
-
-/// A valid account user name.
-pub fn valid_user(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
-
-/// Checks one account; the key is relative to the account.
-pub fn check_account(a: &Account, default_lang: &str) -> Result<(), (&'static str, String)> {
-    if !valid_user(&a.user) {
-        return Err((
-            "user",
-            format!(
-                "{:?} is not a user name: use 1-32 lowercase letters, digits, '.', '_', '-'",
-                a.user
-            ),
-        ));
-    }
-    if argon2::PasswordHash::new(&a.password_hash).is_err()
-        || !a.password_hash.starts_with("$argon2")
-    {
-        return Err((
-            "password_hash",
-            "is not an argon2 hash (make one with `acsgd account add`)".into(),
-        ));
-    }
-    let lang = a.lang.as_deref().unwrap_or(default_lang);
-    if !LANGS.contains(&lang) {
-        return Err(("lang", format!("{lang:?} is not one of kk, ru, en, zh")));
-    }
-    Ok(())
 }
 
 impl AccountsFile {
@@ -595,57 +328,6 @@ fn default_ingest_per_client() -> usize {
 
 fn default_ingest_idle_s() -> u64 {
     60
-}
-
-/// A parsed broker address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddr {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-impl BrokerAddr {
-    /// Parses `mqtt://HOST:PORT` or `mqtts://HOST:PORT` (port defaults to 1883 / 8883).
-    pub fn parse(s: &str) -> Result<BrokerAddr, String> {
-        let (tls, rest) = if let Some(r) = s.strip_prefix("mqtt://") {
-            (false, r)
-        } else if let Some(r) = s.strip_prefix("mqtts://") {
-            (true, r)
-        } else {
-            return Err(format!(
-                "expected mqtt://HOST:PORT or mqtts://HOST:PORT, got {s:?}"
-            ));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("port {p:?} is not a number between 1 and 65535"))?;
-                (h, port)
-            }
-            _ => (rest, if tls { 8883 } else { 1883 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || host.contains('/') {
-            return Err(format!("no host in {s:?}"));
-        }
-        Ok(BrokerAddr {
-            host: host.to_string(),
-            port,
-            tls,
-        })
-    }
-}
-
-impl fmt::Display for BrokerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
-    }
 }
 
 impl Protocol {
@@ -795,27 +477,7 @@ impl Config {
                 ));
             }
         }
-        let a = &self.anpr;
-        if a.max_frames == 0 || a.max_frames > 1000 {
-            return Err(Invalid::new(
-                "anpr.max_frames".into(),
-                "must be between 1 and 1000".into(),
-            ));
-        }
-        if !(0.0..=1.0).contains(&a.min_confidence) {
-            return Err(Invalid::new(
-                "anpr.min_confidence".into(),
-                "must be between 0 and 1".into(),
-            ));
-        }
-        for (key, v) in [("anpr.gap_s", a.gap_s), ("anpr.retry_s", a.retry_s)] {
-            if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
-                return Err(Invalid::new(
-                    key.into(),
-                    "must be more than 0 and at most 3600 seconds".into(),
-                ));
-            }
-        }
+        self.anpr.validate().map_err(|e| e.under("anpr"))?;
         for (i, s) in self.sensors.iter().enumerate() {
             if let Transport::Url { url } = &s.transport {
                 if s.protocol != Protocol::Camera {
@@ -880,86 +542,7 @@ impl Config {
                 }
             }
         }
-        let u = &self.uplink;
-        let broker = BrokerAddr::parse(&u.broker)
-            .map_err(|e| Invalid::new("uplink.broker".to_string(), e))?;
-        if u.window == 0 || u.window > 10_000 {
-            return Err(Invalid::new(
-                "uplink.window".into(),
-                format!("must be between 1 and 10000, got {}", u.window),
-            ));
-        }
-        if !(5..=3600).contains(&u.keep_alive_s) {
-            return Err(Invalid::new(
-                "uplink.keep_alive_s".into(),
-                format!("must be between 5 and 3600, got {}", u.keep_alive_s),
-            ));
-        }
-        if u.backoff_initial_ms == 0 || u.backoff_initial_ms > u.backoff_max_s.saturating_mul(1000)
-        {
-            return Err(Invalid::new(
-                "uplink.backoff_initial_ms".into(),
-                format!(
-                    "must be at least 1 and at most backoff_max_s ({} s), got {}",
-                    u.backoff_max_s, u.backoff_initial_ms
-                ),
-            ));
-        }
-        if u.password.is_some() && u.username.is_none() {
-            return Err(Invalid::new(
-                "uplink.password".into(),
-                "a password needs a username".into(),
-            ));
-        }
-        if let Some(tls) = &u.tls {
-            if !broker.tls {
-                return Err(Invalid::new(
-                    "uplink.tls".into(),
-                    "TLS settings given but the broker is mqtt://; use mqtts://".into(),
-                ));
-            }
-            readable(&tls.ca_file)
-                .map_err(|e| Invalid::new("uplink.tls.ca_file".to_string(), e))?;
-            match (&tls.client_cert_file, &tls.client_key_file) {
-                (Some(c), Some(k)) => {
-                    readable(c)
-                        .map_err(|e| Invalid::new("uplink.tls.client_cert_file".to_string(), e))?;
-                    readable(k)
-                        .map_err(|e| Invalid::new("uplink.tls.client_key_file".to_string(), e))?;
-                }
-                (None, None) => {}
-                (Some(_), None) => {
-                    return Err(Invalid::new(
-                        "uplink.tls.client_key_file".into(),
-                        "a client certificate needs its key".into(),
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err(Invalid::new(
-                        "uplink.tls.client_cert_file".into(),
-                        "a client key needs its certificate".into(),
-                    ))
-                }
-            }
-        }
-        if u.max_inbound_kb == 0 || u.max_inbound_kb > u.max_packet_kb {
-            return Err(Invalid::new(
-                "uplink.max_inbound_kb".into(),
-                format!(
-                    "must be between 1 and uplink.max_packet_kb ({}), got {}",
-                    u.max_packet_kb, u.max_inbound_kb
-                ),
-            ));
-        }
-        if u.max_packet_kb > 256 * 1024 {
-            return Err(Invalid::new(
-                "uplink.max_packet_kb".into(),
-                format!(
-                    "must be at most 262144 (MQTT's limit), got {}",
-                    u.max_packet_kb
-                ),
-            ));
-        }
+        self.uplink.validate().map_err(|e| e.under("uplink"))?;
         if self.storage.quota_mb == 0 {
             return Err(Invalid::new(
                 "storage.quota_mb".into(),
@@ -1096,15 +679,48 @@ impl Config {
 
     /// The broker address (validated at load).
     pub fn broker(&self) -> BrokerAddr {
-        BrokerAddr::parse(&self.uplink.broker).expect("validated at load")
+        self.uplink.broker_addr().expect("validated at load")
     }
 
     /// The MQTT client id.
     pub fn client_id(&self) -> String {
-        self.uplink
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("acsgd-{}", self.post))
+        self.uplink.client_id(&self.post)
+    }
+
+    /// The configuration as the technician pages show it: no password hashes, no credentials in
+    /// camera URLs.
+    pub fn summary(&self) -> serde_json::Value {
+        let c = self;
+        let sensors: Vec<serde_json::Value> = c
+            .sensors
+            .iter()
+            .map(|s| {
+                let transport = match &s.transport {
+                    Transport::Serial { path, baud } => format!("serial {} {baud}", path.display()),
+                    Transport::Tcp { listen, .. } => format!("tcp {listen}"),
+                    Transport::Udp { listen, .. } => format!("udp {listen}"),
+                    Transport::Url { url } => format!("url {}", without_credentials(url)),
+                };
+                serde_json::json!({"id": s.id, "lane": s.lane, "protocol": format!("{:?}", s.protocol).to_lowercase(), "transport": transport})
+            })
+            .collect();
+        let d = c.display.as_ref();
+        serde_json::json!({
+            "post": c.post,
+            "version": env!("CARGO_PKG_VERSION"),
+            "lanes": c.lanes.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+            "sensors": sensors,
+            "broker": without_credentials(&c.uplink.broker),
+            "data_dir": c.storage.data_dir.display().to_string(),
+            "quota_mb": c.storage.quota_mb,
+            "display": d.map(|d| serde_json::json!({
+                "bind": d.bind.to_string(),
+                "accounts": d.accounts.iter().map(|a| serde_json::json!({"user": a.user, "role": a.role})).collect::<Vec<_>>(),
+                "session_idle_min": d.session_idle_min,
+                "session_max_h": d.session_max_h,
+            })),
+            "ingest": c.ingest.as_ref().map(|i| i.listen.to_string()),
+        })
     }
 
     /// The quota in bytes.
@@ -1114,18 +730,27 @@ impl Config {
 }
 
 /// Post, lane and sensor ids: `[a-z0-9][a-z0-9-]{0,31}`, safe as topic levels and file names.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (auth, host) = rest.split_once('/').map_or((rest, ""), |(a, h)| (a, h));
+            let auth = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+            if host.is_empty() && !rest.contains('/') {
+                format!("{scheme}://{auth}")
+            } else {
+                format!("{scheme}://{auth}/{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 pub fn valid_ident(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
         && !s.starts_with('-')
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn readable(p: &Path) -> Result<(), String> {
-    std::fs::File::open(p)
-        .map(drop)
-        .map_err(|e| format!("cannot read {}: {e}", p.display()))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -1349,24 +974,6 @@ data_dir = "/var/lib/acsgd"
     }
 
     #[test]
-    fn broker_addresses_parse() {
-        assert_eq!(
-            BrokerAddr::parse("mqtts://central.customs.kz").unwrap(),
-            BrokerAddr {
-                host: "central.customs.kz".into(),
-                port: 8883,
-                tls: true
-            }
-        );
-        assert_eq!(BrokerAddr::parse("mqtt://[::1]:1884").unwrap().host, "::1");
-        assert_eq!(
-            BrokerAddr::parse("mqtt://10.0.0.1:1884").unwrap().port,
-            1884
-        );
-        assert!(BrokerAddr::parse("mqtt://:1").is_err());
-    }
-
-    #[test]
     fn a_fifo_or_an_oversized_file_is_refused_in_one_line() {
         let tmp = tempfile::tempdir().unwrap();
         let fifo = tmp.path().join("acsgd.toml");
@@ -1389,6 +996,22 @@ data_dir = "/var/lib/acsgd"
                 "config {}: cannot read: 1048577 bytes, more than the 1024 KiB a config may hold",
                 big.display()
             )
+        );
+    }
+
+    #[test]
+    fn credentials_leave_urls() {
+        assert_eq!(
+            without_credentials("rtsp://admin:secret@10.0.0.5:554/s1"),
+            "rtsp://10.0.0.5:554/s1"
+        );
+        assert_eq!(
+            without_credentials("mqtt://u:p@central:1883"),
+            "mqtt://central:1883"
+        );
+        assert_eq!(
+            without_credentials("http://cam/snap.jpg"),
+            "http://cam/snap.jpg"
         );
     }
 }

@@ -181,9 +181,9 @@ fn main() -> ExitCode {
 fn account(
     file: &std::path::Path,
     what: AccountCommand,
-) -> Result<(), acsgd::display::accounts::AccountError> {
+) -> Result<(), acsgd::accounts::AccountError> {
+    use acsgd::accounts;
     use acsgd::config::Role;
-    use acsgd::display::accounts;
     match what {
         AccountCommand::Add {
             user,

@@ -128,11 +128,11 @@ pub async fn start(
                 });
             } else if let Transport::Url { url } = &s.transport {
                 let stats = Arc::new(Stats::default());
-                match crate::anpr::camera::spawn(
+                match crate::camera::spawn(
                     s,
                     url,
                     anpr,
-                    crate::anpr::camera::Outputs {
+                    crate::camera::Outputs {
                         fusion: fusion.clone(),
                         outbox: outbox.clone(),
                         health: health.clone(),

@@ -85,7 +85,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     store.set_disk_reserve(config.storage.reserve_mb.saturating_mul(1024 * 1024));
     let signer = Signer::load_or_create(&data_dir, &config.post)?;
     let announce = signer.key_announcement();
-    let uplink_cfg = UplinkConfig::from_config(&config)?;
+    let uplink_cfg = UplinkConfig::new(&config.post, &config.uplink)?;
     let ingest_listener = match &config.ingest {
         Some(i) => Some(
             tokio::net::TcpListener::bind(i.listen)
@@ -99,7 +99,10 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     };
 
     let outbox = Outbox::start(Arc::new(store), signer, config.storage.commit_batch);
-    let display_bound = crate::display::bind(&config, &outbox).await?;
+    let display_bound = match &config.display {
+        Some(d) => Some((d, crate::display::bind(d, &outbox).await?)),
+        None => None,
+    };
     let health = Arc::new(Health::new(outbox.clone()));
     // What opening the store found is news whether or not the rest starts: the store has
     // already been repaired and would not report it again.
@@ -183,9 +186,14 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         .unwrap_or_default();
     let (status_tx, status_rx) = watch::channel(first);
     let display = match display_bound {
-        Some(b) => Some(crate::display::start(
+        Some((d, b)) => Some(crate::display::start(
             b,
-            &config,
+            d,
+            crate::display::Post {
+                post: config.post.clone(),
+                lanes: config.lanes.iter().map(|l| l.id.clone()).collect(),
+                summary: config.summary(),
+            },
             outbox.clone(),
             status_rx,
             stop_rx.clone(),

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use acsgd::mosquitto::free_port;
-use acsgd::replay;
 use acsgd_drivers::lane::{self, AckResult, Body, Frame, Receiver, Scan};
+use acsgd_trace as trace;
 use lane_node_sim::{board, Assumptions, AxleTruth, LoopFaultAt, Rng, Scene, Truck, Truth};
 use serde::Deserialize;
 use serde_json::Value;
@@ -120,12 +120,12 @@ fn trucks(trace: &str, sensor: &str) -> Result<Vec<(f64, Truck)>, HilError> {
     let mut speed = 0.0;
     for l in trace
         .lines()
-        .filter_map(|l| replay::parse_line(l).ok().flatten())
+        .filter_map(|l| trace::parse_line(l).ok().flatten())
     {
         if l.sensor != sensor {
             continue;
         }
-        let bytes = replay::payload(&l).map_err(HilError::Setup)?;
+        let bytes = trace::payload(&l).map_err(HilError::Setup)?;
         let Scan::Frame(f, _) = lane::scan(&bytes) else {
             return Err(HilError::Setup(format!(
                 "{sensor}: a trace line is not a lane frame"
@@ -159,7 +159,7 @@ fn trucks(trace: &str, sensor: &str) -> Result<Vec<(f64, Truck)>, HilError> {
                     ))
                 })?;
                 // The trace's trucks have 1.4 m before the first axle and 1.6 m behind the
-                // last (`acsgd::simulate`).
+                // last (`acsgd_testkit::simulate`).
                 let truck = Truck::build(
                     std::mem::take(&mut axles),
                     1.4,

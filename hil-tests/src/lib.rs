@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use acsgd::mosquitto::{free_port, Mosquitto};
-use acsgd::replay;
 use acsgd_testkit::{Central, Process};
+use acsgd_trace as trace;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -835,10 +835,10 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     let log = tmp.path().join("acsgd.log");
 
     // Central's documents first, as central would have published them (retained).
-    let lines: Vec<replay::Line> = s
+    let lines: Vec<trace::Line> = s
         .trace
         .lines()
-        .filter_map(|l| replay::parse_line(l).ok().flatten())
+        .filter_map(|l| trace::parse_line(l).ok().flatten())
         .collect();
     for l in lines.iter().filter(|l| l.sensor.starts_with('@')) {
         let topic = format!("acsgd/v1/{post}/in/{}", &l.sensor[1..]);
@@ -957,7 +957,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
                 }
             }
         }
-        let bytes = match replay::payload(l) {
+        let bytes = match trace::payload(l) {
             Ok(b) => b,
             Err(e) => {
                 report.fail(format!("trace line for {}: {e}", l.sensor));

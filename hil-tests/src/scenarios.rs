@@ -1,11 +1,11 @@
-//! The committed scenarios, written by the simulator (`acsgd::simulate`): one lane with a lane
+//! The committed scenarios, written by the simulator (`acsgd_testkit::simulate`): one lane with a lane
 //! node and a portal on serial lines, cameras with their own plate recognition and an EGTS
 //! seal feed over TCP. Each scenario's trucks are drawn from a fixed seed, searched so that
 //! the truck shows its one finding and nothing borderline (a 5-axle truck, gross mass well
 //! inside the limit), so the expected outcome follows from how it was built, not from running
 //! the appliance. `tests/hil/traces.rs` checks the folders are exactly what this writes.
 
-use acsgd::simulate::{self, Options, Rng, Special, Truck};
+use acsgd_testkit::simulate::{self, Options, Rng, Special, Truck};
 
 /// A scenario as files.
 pub struct Generated {

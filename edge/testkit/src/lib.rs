@@ -4,13 +4,16 @@
 //! * [`Pty`]: pseudo-terminals, the serial lines the tests play devices on;
 //! * [`Central`]: a stand-in for central on the real broker, and [`publish_retained`] for what
 //!   central sends;
-//! * [`Process`]: the appliance as a child process, killed (SIGKILL) or stopped (SIGTERM).
+//! * [`Process`]: the appliance as a child process, killed (SIGKILL) or stopped (SIGTERM);
+//! * [`simulate`]: the traffic simulator that writes the committed traces and the studies'
+//!   occupancies.
 //!
 //! The broker itself is the appliance's own `acsgd::mosquitto` (a real mosquitto), which the
 //! kit cannot name without depending on the crate it tests.
 
 pub mod central;
 pub mod process;
+pub mod simulate;
 
 pub use central::{publish_retained, Central, Received};
 pub use process::Process;

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use acsgd::config::Config;
 use acsgd::replay::Replayer;
-use acsgd::simulate::{self, Options, Special, Truck};
+use acsgd_testkit::simulate::{self, Options, Special, Truck};
 use serde_json::Value;
 
 fn manifest() -> PathBuf {

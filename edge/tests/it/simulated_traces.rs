@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use acsgd::simulate::{self, Options};
+use acsgd_testkit::simulate::{self, Options};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("traces")

@@ -24,7 +24,7 @@
 
 use acsgd::fusion::radiation::{gamma_test, plain_gross_test, INTERVAL_S};
 use acsgd::fusion::settings::RadiationSettings;
-use acsgd::simulate::Rng;
+use acsgd_testkit::simulate::Rng;
 
 /// One occupancy as the alarm sees it.
 pub struct Occupancy {

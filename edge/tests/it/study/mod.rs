@@ -11,7 +11,7 @@ pub mod families;
 
 use acsgd::fusion::radiation::{gamma_test, plain_gross_test, INTERVAL_S};
 use acsgd::fusion::settings::RadiationSettings;
-use acsgd::simulate::{occupancy, Rng};
+use acsgd_testkit::simulate::{occupancy, Rng};
 
 pub struct Row {
     pub label: String,

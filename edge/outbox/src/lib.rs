@@ -32,7 +32,7 @@
 //!   system, bulk events are refused, so passages and alerts still fit when something else
 //!   fills the disk.
 //! * **Poison events are set aside.** An event the broker refuses for good is moved to the
-//!   `dead` tree with its reason and never sent again (see [`crate::uplink`]).
+//!   `dead` tree with its reason and never sent again (see the uplink, `acsgd-uplink`).
 
 //! # On disk (`<data_dir>/`)
 //! * `outbox/`: a sled database with three trees:
@@ -44,7 +44,7 @@
 //!     `ver` = 1; `prio` = 0 bulk / 1 keep; `type` is the MQTT topic's last level; the envelope
 //!     is the exact signed bytes that are published; the CRC-32 (IEEE) covers bytes `0..N-4`.
 //!   * `meta`: `last_seq` (u64 BE) and the persisted counters `c.<name>` (u64 BE).
-//!   * `inbox`: what central sent on `acsgd/v1/{post}/in/#` (see [`crate::uplink::inbox`]).
+//!   * `inbox`: what central sent on `acsgd/v1/{post}/in/#` (see `acsgd_uplink::inbox`).
 //!   * `corrupt`: records that failed their CRC, kept by `seq` for forensics, never sent.
 //!   * `dead`: events the broker refused, by `seq`: reason length u16 LE, reason, record.
 //! * `seq.reserve`: a `seq` that no event has reached yet, written (fsync, rename) a block ahead
@@ -78,6 +78,7 @@
 //! Each of these raises a health note that the service publishes as a `health` event.
 
 mod commit;
+pub mod health;
 
 pub use commit::{Accepted, AppendError, Fed, Outbox};
 
@@ -89,8 +90,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 
-use crate::envelope::Priority;
-use crate::files::sync_dir;
+use acsgd_contract::envelope::Priority;
+use acsgd_contract::files::sync_dir;
 
 /// How far ahead of use `seq.reserve` is written.
 const RESERVE_BLOCK: u64 = 100_000;
@@ -700,12 +701,12 @@ impl Store {
         }
         let next = seq + RESERVE_BLOCK;
         let path = self.data_dir.join(RESERVE_FILE);
-        crate::files::write_atomic(&path, next.to_string().as_bytes()).map_err(|source| {
-            StoreError::Reserve {
+        acsgd_contract::files::write_atomic(&path, next.to_string().as_bytes()).map_err(
+            |source| StoreError::Reserve {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         self.reserved.store(next, Ordering::Relaxed);
         Ok(())
     }
@@ -821,7 +822,7 @@ impl Store {
 
     /// Free bytes for us on the data directory's file system (statvfs), `None` if unknown.
     fn free_bytes(&self) -> Option<u64> {
-        crate::files::free_bytes(&self.data_dir)
+        acsgd_contract::files::free_bytes(&self.data_dir)
     }
 
     /// Whether the file system is down to the keep events' reserve.
@@ -1020,7 +1021,7 @@ fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     let was = QUIET.with(|q| q.replace(true));
     let r = catch_unwind(AssertUnwindSafe(f));
     QUIET.with(|q| q.set(was));
-    r.map_err(crate::supervise::panic_message)
+    r.map_err(acsgd_supervise::panic_message)
 }
 
 /// Moves the store aside to `quarantine/outbox-<UTC time>`.

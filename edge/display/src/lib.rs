@@ -1,12 +1,12 @@
 //! The officer display: the lane screen served by `acsgd` itself (HTML, script, styles and
 //! language catalogues are built into the binary; nothing comes from the internet).
 //!
-//! - [`accounts`]: `acsgd account`, the accounts file.
 //! - [`auth`]: sign-in, sessions. Roles: officer (sees lanes, acknowledges),
 //!   supervisor (also overrides a verdict), technician (health and configuration, no passage
 //!   data).
 //! - [`board`]: what the screens show, fed from the events the outbox accepted.
 //! - [`i18n`]: the Kazakh, Russian, English and Chinese catalogues.
+//! - [`settings`]: the configuration's `[display]` table, accounts and roles.
 //! - this module: the HTTP API, the live stream (server-sent events; the browser reconnects by
 //!   itself after a restart) and the assets.
 //!
@@ -15,11 +15,11 @@
 //! request that changes something needs a session, JSON, and (when the browser says where it
 //! comes from) the display's own origin.
 
-pub mod accounts;
 pub mod auth;
 pub mod board;
 pub mod i18n;
 mod listener;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -37,11 +37,11 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Role, Transport, LANGS};
-use crate::envelope::Event;
-use crate::outbox::Outbox;
+use acsgd_contract::envelope::Event;
+use acsgd_outbox::Outbox;
 use auth::{Auth, Session, SignIn};
 use board::{Board, Refusal, Update};
+use settings::{Display, Role, LANGS};
 
 /// Live streams served at once at most (each screen holds one).
 const MAX_STREAMS: usize = 64;
@@ -71,7 +71,7 @@ pub enum DisplayError {
         source: std::io::Error,
     },
     #[error("display: store: {0}")]
-    Store(#[from] crate::outbox::StoreError),
+    Store(#[from] acsgd_outbox::StoreError),
 }
 
 /// The status the screens show (uplink, backlog, sensors): the service's status loop
@@ -83,14 +83,11 @@ pub type StatusFeed = watch::Receiver<Value>;
 pub struct Bound {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
-    accepted: broadcast::Receiver<Arc<crate::outbox::Fed>>,
+    accepted: broadcast::Receiver<Arc<acsgd_outbox::Fed>>,
 }
 
-/// Binds the configured address and starts watching the outbox (`None`: no display).
-pub async fn bind(config: &Config, outbox: &Outbox) -> Result<Option<Bound>, DisplayError> {
-    let Some(d) = &config.display else {
-        return Ok(None);
-    };
+/// Binds the configured address and starts watching the outbox.
+pub async fn bind(d: &Display, outbox: &Outbox) -> Result<Bound, DisplayError> {
     let bind_err = |source| DisplayError::Bind {
         addr: d.bind,
         source,
@@ -99,11 +96,21 @@ pub async fn bind(config: &Config, outbox: &Outbox) -> Result<Option<Bound>, Dis
         .await
         .map_err(bind_err)?;
     let addr = listener.local_addr().map_err(bind_err)?;
-    Ok(Some(Bound {
+    Ok(Bound {
         listener,
         addr,
         accepted: outbox.watch(),
-    }))
+    })
+}
+
+/// What the display shows of the post besides its own settings.
+pub struct Post {
+    /// The post's id.
+    pub post: String,
+    /// Its lanes, in the order the screens show them.
+    pub lanes: Vec<String>,
+    /// The configuration as the technician pages show it (no secrets in it).
+    pub summary: Value,
 }
 
 /// The running display.
@@ -144,7 +151,8 @@ fn now_ms() -> i64 {
 /// Loads the board and starts serving on the bound socket; stops when `stop` turns true.
 pub fn start(
     bound: Bound,
-    config: &Config,
+    d: &Display,
+    post: Post,
     outbox: Outbox,
     status: StatusFeed,
     stop: watch::Receiver<bool>,
@@ -154,10 +162,6 @@ pub fn start(
         addr,
         accepted,
     } = bound;
-    let d = config
-        .display
-        .as_ref()
-        .expect("bound only with a display configured");
     let listener = listener::Capped::new(
         listener,
         d.max_connections,
@@ -165,8 +169,7 @@ pub fn start(
     );
     let tree = outbox.store().tree("display")?;
     let sessions = outbox.store().tree("display_sessions")?;
-    let lanes: Vec<String> = config.lanes.iter().map(|l| l.id.clone()).collect();
-    let board = Board::load(tree, &lanes);
+    let board = Board::load(tree, &post.lanes);
     let auth = Auth::new(&d.accounts, sessions, d.session_idle_min, d.session_max_h);
     auth.sweep(now_ms());
     if auth.is_empty() {
@@ -176,13 +179,13 @@ pub fn start(
     }
     let (updates, _) = broadcast::channel(1024);
     let app = Arc::new(App {
-        post: config.post.clone(),
+        post: post.post,
         auth,
         board: Mutex::new(board),
         updates,
         outbox: outbox.clone(),
         status,
-        tech: tech_summary(config),
+        tech: post.summary,
         default_lang: d.lang.clone(),
         max_age_s: u64::from(d.session_max_h) * 3600,
         streams: Mutex::new(Streams::default()),
@@ -212,7 +215,7 @@ pub fn start(
 }
 
 /// Accepted events into the board, and the board's changes out to the screens.
-async fn feed(app: Arc<App>, mut rx: broadcast::Receiver<Arc<crate::outbox::Fed>>) {
+async fn feed(app: Arc<App>, mut rx: broadcast::Receiver<Arc<acsgd_outbox::Fed>>) {
     loop {
         match rx.recv().await {
             Ok(f) => {
@@ -756,7 +759,7 @@ async fn ack(
     let what = format!("alert {id} acknowledged as {}", a.decision);
     store(
         &app,
-        Event::now(crate::envelope::Kind::Ack, body),
+        Event::now(acsgd_contract::envelope::Kind::Ack, body),
         &id,
         &s,
         &what,
@@ -850,7 +853,7 @@ async fn override_verdict(
     let what = format!("passage {id} overridden to {}", o.channel);
     store(
         &app,
-        Event::now(crate::envelope::Kind::Override, body),
+        Event::now(acsgd_contract::envelope::Kind::Override, body),
         &id,
         &s,
         &what,
@@ -882,56 +885,6 @@ async fn tech(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Va
     let mut v = app.view(false);
     v["config"] = app.tech.clone();
     Ok(Json(v))
-}
-
-/// The configuration as the technician pages show it: no password hashes, no credentials in
-/// camera URLs.
-fn tech_summary(c: &Config) -> Value {
-    let sensors: Vec<Value> = c
-        .sensors
-        .iter()
-        .map(|s| {
-            let transport = match &s.transport {
-                Transport::Serial { path, baud } => format!("serial {} {baud}", path.display()),
-                Transport::Tcp { listen, .. } => format!("tcp {listen}"),
-                Transport::Udp { listen, .. } => format!("udp {listen}"),
-                Transport::Url { url } => format!("url {}", without_credentials(url)),
-            };
-            json!({"id": s.id, "lane": s.lane, "protocol": format!("{:?}", s.protocol).to_lowercase(), "transport": transport})
-        })
-        .collect();
-    let d = c.display.as_ref();
-    json!({
-        "post": c.post,
-        "version": env!("CARGO_PKG_VERSION"),
-        "lanes": c.lanes.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
-        "sensors": sensors,
-        "broker": without_credentials(&c.uplink.broker),
-        "data_dir": c.storage.data_dir.display().to_string(),
-        "quota_mb": c.storage.quota_mb,
-        "display": d.map(|d| json!({
-            "bind": d.bind.to_string(),
-            "accounts": d.accounts.iter().map(|a| json!({"user": a.user, "role": a.role})).collect::<Vec<_>>(),
-            "session_idle_min": d.session_idle_min,
-            "session_max_h": d.session_max_h,
-        })),
-        "ingest": c.ingest.as_ref().map(|i| i.listen.to_string()),
-    })
-}
-
-fn without_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (auth, host) = rest.split_once('/').map_or((rest, ""), |(a, h)| (a, h));
-            let auth = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-            if host.is_empty() && !rest.contains('/') {
-                format!("{scheme}://{auth}")
-            } else {
-                format!("{scheme}://{auth}/{host}")
-            }
-        }
-        None => url.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -985,22 +938,6 @@ mod tests {
         assert_eq!(s.open.len(), MAX_STREAMS);
         assert!(!s.open.iter().any(|o| o.token == "t0"));
         assert!(s.open("late-tech", "late", false).is_none());
-    }
-
-    #[test]
-    fn credentials_leave_urls() {
-        assert_eq!(
-            without_credentials("rtsp://admin:secret@10.0.0.5:554/s1"),
-            "rtsp://10.0.0.5:554/s1"
-        );
-        assert_eq!(
-            without_credentials("mqtt://u:p@central:1883"),
-            "mqtt://central:1883"
-        );
-        assert_eq!(
-            without_credentials("http://cam/snap.jpg"),
-            "http://cam/snap.jpg"
-        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! | `file:///path/to/video.avi`, `/path/to/video.avi` | `VideoCapture`; played at its own frame rate |
 //! | `http://host/snapshot.jpg` | one HTTP GET per frame, the JPEG decoded by opencv |
 //!
-//! A stream that fails is the caller's to reopen ([`super::camera`] backs off and retries);
+//! A stream that fails is the caller's to reopen (the appliance's camera loop backs off and retries);
 //! a video file that ends is the end of the source.
 
 use std::io::{Read, Write};
@@ -294,7 +294,7 @@ mod tests {
     fn http_snapshots_are_fetched_and_decoded() {
         let jpeg = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/plates/kz_0001.jpg"
+            "/../tests/data/plates/kz_0001.jpg"
         ))
         .unwrap();
         let mut ok = format!(
@@ -319,7 +319,10 @@ mod tests {
 
     #[test]
     fn a_video_file_plays_to_its_end() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/truck-123ABC02.avi");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/truck-123ABC02.avi"
+        );
         let mut s = Source::open(path, false).unwrap();
         let mut n = 0;
         while let Some(f) = s.next_frame().unwrap() {

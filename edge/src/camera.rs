@@ -2,7 +2,7 @@
 //! occupancy, that turns a vehicle's frames into one plate read.
 //!
 //! While the lane's presence sensor (loops, or the portal) says a vehicle is there, every
-//! frame is read; when the vehicle has gone, the reads vote ([`super::vote`]) and the winner
+//! frame is read; when the vehicle has gone, the reads vote ([`acsgd_anpr::vote`]) and the winner
 //! goes to fusion with the box and JPEG crop of its most confident frame. On a lane without a
 //! presence sensor every frame is read and a plate unseen for `anpr.gap_s` has left. The
 //! read's time is that of the frame that saw the plate first (front camera), last (rear
@@ -26,17 +26,17 @@ use tokio::sync::watch;
 
 use acsgd_drivers::transport::Stats;
 
-use super::models::{init_runtime, ModelSource};
-use super::pipeline::{jpeg, PlateFound, Reader};
-use super::source::Source;
-use super::vote::vote;
-use super::AnprError;
 use crate::config::{Anpr, Sensor, View};
 use crate::fusion::{Millis, PlateImage};
 use crate::health::{Health, State};
 use crate::live::Locked as _;
 use crate::live::{self, Shared};
 use crate::outbox::Outbox;
+use acsgd_anpr::models::{init_runtime, ModelSource};
+use acsgd_anpr::pipeline::{jpeg, PlateFound, Reader};
+use acsgd_anpr::source::Source;
+use acsgd_anpr::vote::vote;
+use acsgd_anpr::AnprError;
 
 /// One frame's best plate, kept for the vote.
 struct Kept {

@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 
 use acsgd_drivers::lane::{self, Body, Frame};
 
-use crate::envelope::to_hex as hex;
-use crate::fusion::radiation::ln_factorial;
+use acsgd_contract::envelope::to_hex as hex;
+use acsgd_fusion::radiation::ln_factorial;
 
 /// Khorgos, the post; the corridor runs from it towards Almaty.
 pub const POST: [f64; 2] = [44.2125, 80.4089];
@@ -518,7 +518,7 @@ fn background(tr: &mut Trace, rng: &mut Rng, lane: &LaneSim, duration_ms: i64) {
 fn along(d: f64) -> [f64; 2] {
     let mut left = d;
     for w in CORRIDOR.windows(2) {
-        let seg = crate::fusion::transit::distance_m(w[0], w[1]);
+        let seg = acsgd_fusion::transit::distance_m(w[0], w[1]);
         if left <= seg {
             let f = left / seg;
             return [
@@ -720,7 +720,7 @@ pub fn trace(o: &Options, trucks: &[Truck], rng: &mut Rng) -> String {
         o.lanes.join(","),
         trucks.len(),
         trucks.iter().filter(|t| t.special != Special::None).count(),
-        crate::envelope::rfc3339_ms(start),
+        acsgd_contract::envelope::rfc3339_ms(start),
     );
     tr.render(&header)
 }
@@ -798,7 +798,7 @@ mod tests {
         for d in [0.0, 10_000.0, 50_000.0, 400_000.0] {
             let p = along(d);
             assert!(
-                crate::fusion::transit::distance_to_line_m(p, &CORRIDOR) < 1.0,
+                acsgd_fusion::transit::distance_to_line_m(p, &CORRIDOR) < 1.0,
                 "{d} {p:?}"
             );
         }

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use serde_json::json;
 
-use crate::envelope::Event;
-use crate::outbox::Outbox;
+use crate::Outbox;
+use acsgd_contract::envelope::Event;
 
 /// A component's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl Health {
         }
         if let Err(e) = self
             .outbox
-            .append(Event::now(crate::envelope::Kind::Health, body))
+            .append(Event::now(acsgd_contract::envelope::Kind::Health, body))
             .await
         {
             tracing::error!(component, error = %e, "could not record a health event");

@@ -12,8 +12,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Account, Role};
-use crate::outbox::KvTree;
+use crate::settings::{Account, Role};
+use acsgd_outbox::KvTree;
 
 /// Consecutive failures after which a user is locked out for [`LOCKOUT_MS`].
 pub const MAX_FAILURES: u32 = 5;
@@ -196,7 +196,7 @@ impl Auth {
         if getrandom::getrandom(&mut raw).is_err() {
             return Err(SignIn::Wrong);
         }
-        let token = crate::envelope::to_hex(&raw);
+        let token = acsgd_contract::envelope::to_hex(&raw);
         let s = Session {
             user: account.user.clone(),
             name: account.name.clone().unwrap_or_else(|| account.user.clone()),
@@ -235,7 +235,7 @@ impl Auth {
     fn key(token: &str) -> Vec<u8> {
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let mut k = b"s/".to_vec();
-        k.extend_from_slice(crate::envelope::to_hex(d.as_ref()).as_bytes());
+        k.extend_from_slice(acsgd_contract::envelope::to_hex(d.as_ref()).as_bytes());
         k
     }
 
@@ -285,7 +285,7 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{OpenMode, Store};
+    use acsgd_outbox::{OpenMode, Store};
 
     fn auth(idle_min: u32) -> (Auth, (std::sync::Arc<Store>, tempfile::TempDir)) {
         let dir = tempfile::tempdir().unwrap();

@@ -18,8 +18,8 @@
 
 use serde_json::Value;
 
-use crate::fusion::transit::{Declaration, Transit};
-use crate::outbox::{Store, StoreError};
+use acsgd_fusion::transit::{Declaration, Transit};
+use acsgd_outbox::{Store, StoreError};
 
 /// Why a message from central was not cached.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +160,7 @@ pub use acsgd_contract::mrn::valid_mrn;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::OpenMode;
+    use acsgd_outbox::OpenMode;
 
     #[test]
     fn declarations_watchlist_and_removals_are_cached() {

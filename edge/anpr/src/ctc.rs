@@ -14,7 +14,7 @@
 //! judge: a foreign plate, or something that is not a plate.
 
 use super::format::{allows, everyday, Format, FORMATS};
-use crate::fusion::plates::normalise;
+use acsgd_fusion::plates::normalise;
 
 /// A formatted read is kept when the product of its characters' probabilities is at least
 /// this (a single character the recogniser all but ruled out brings it below)...
@@ -298,7 +298,7 @@ fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<bool>]) -> Option<Path> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::anpr::pipeline::CHARSET;
+    use crate::pipeline::CHARSET;
 
     /// Recogniser output for `steps`: each step a list of (character or '_' for the blank,
     /// probability); the rest of the step's mass spread over the other classes.

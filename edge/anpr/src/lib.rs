@@ -8,17 +8,20 @@
 //! - [`text`]: plates found as text by PP-OCRv4's detector and recogniser (weights trained on
 //!   real photos), decoded into the same formats; [`pipeline`] runs both readers.
 //! - [`vote`]: one plate per passage out of the frames' reads.
-//! - [`camera`]: the capture loop of a camera sensor, driven by its lane's occupancy, that
-//!   hands one read per vehicle (with its JPEG crop) to fusion.
 //! - [`cli`]: `acsgd anpr IMAGE…`.
+//! - [`settings`]: the configuration's `[anpr]` table.
+//!
+//! The capture loop that drives a camera sensor by its lane's occupancy and hands its reads to
+//! fusion is the appliance's (`acsgd::camera`): this crate knows neither fusion's state nor
+//! the outbox.
 
-pub mod camera;
 pub mod cli;
 pub mod ctc;
 pub mod format;
 pub mod image;
 pub mod models;
 pub mod pipeline;
+pub mod settings;
 pub mod source;
 pub mod text;
 pub mod vote;

@@ -20,7 +20,7 @@
 //! for reads that come as text (a camera's own reads); the appliance's recogniser is decoded
 //! straight into the formats ([`super::ctc`], with [`allows`]).
 
-use crate::fusion::plates::normalise;
+use acsgd_fusion::plates::normalise;
 
 /// Latin letters on plates of these countries (KZ, KG, UZ and CN use the Latin alphabet;
 /// CN leaves out I and O).

@@ -23,7 +23,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::config::LANGS;
+    use crate::settings::LANGS;
 
     fn keys(lang: &str) -> BTreeSet<String> {
         let v: serde_json::Map<String, serde_json::Value> =
@@ -102,7 +102,7 @@ mod tests {
         assert!(literal > 60, "only {literal} keys found in app.js");
         // Keys the script builds from data.
         let mut built: Vec<String> = Vec::new();
-        for rule in crate::fusion::rules::Rule::ALL {
+        for rule in acsgd_fusion::rules::Rule::ALL {
             built.push(format!("rule.{rule}"));
             built.push(format!("alert.{rule}"));
         }
@@ -123,7 +123,7 @@ mod tests {
         // Every error key the server answers with (`ApiError(StatusCode::X, "key", ...)`,
         // however rustfmt breaks the lines, and `"error": "key"` in hand-made answers), and
         // the script's own.
-        let server = include_str!("mod.rs");
+        let server = include_str!("lib.rs");
         let mut answered = 0;
         for part in server.split("ApiError(").skip(1) {
             // The type's own definition and signatures are not answers.

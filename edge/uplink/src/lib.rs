@@ -29,6 +29,7 @@
 
 pub mod inbox;
 pub mod session;
+pub mod settings;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,10 +39,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::envelope::{rfc3339_ms, SCHEMA};
-use crate::health::{Health, State};
-use crate::outbox::{Outbox, StoreError};
+use acsgd_contract::envelope::{rfc3339_ms, SCHEMA};
+use acsgd_outbox::health::{Health, State};
+use acsgd_outbox::{Outbox, StoreError};
 use session::{Io, Session, SessionConfig, TlsMaterial};
 
 /// The system CA bundle used for `mqtts://` when no `uplink.tls.ca_file` is given.
@@ -68,6 +68,9 @@ pub enum UplinkError {
     Client(#[source] BoxError),
     #[error("storing a message from central: {0}")]
     Inbox(#[source] tokio::task::JoinError),
+    /// `uplink.broker` is not a broker address (the configuration's checks refuse it first).
+    #[error("uplink.broker: {0}")]
+    Address(String),
     #[error("TLS file {path}: {source}")]
     TlsFile {
         path: String,
@@ -139,10 +142,10 @@ pub struct UplinkConfig {
 }
 
 impl UplinkConfig {
-    /// Builds the settings, reading the TLS files.
-    pub fn from_config(c: &Config) -> Result<UplinkConfig, UplinkError> {
-        let u = &c.uplink;
-        let broker = c.broker();
+    /// Builds the settings of `post`'s uplink from its validated `[uplink]` table, reading
+    /// the TLS files.
+    pub fn new(post: &str, u: &settings::Uplink) -> Result<UplinkConfig, UplinkError> {
+        let broker = u.broker_addr().map_err(UplinkError::Address)?;
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|source| UplinkError::TlsFile {
                 path: p.display().to_string(),
@@ -163,13 +166,13 @@ impl UplinkConfig {
             }),
             (None, false) => None,
         };
-        let offline = serde_json::json!({"schema": SCHEMA, "post": c.post, "state": "offline"});
+        let offline = serde_json::json!({"schema": SCHEMA, "post": post, "state": "offline"});
         Ok(UplinkConfig {
-            post: c.post.clone(),
+            post: post.to_string(),
             session: SessionConfig {
                 broker,
                 version: u.protocol,
-                client_id: c.client_id(),
+                client_id: u.client_id(post),
                 credentials: u
                     .username
                     .clone()
@@ -179,7 +182,7 @@ impl UplinkConfig {
                 max_packet: u.max_packet_kb.saturating_mul(1024) as usize,
                 tls,
                 last_will: (
-                    format!("acsgd/v1/{}/status", c.post),
+                    format!("acsgd/v1/{post}/status"),
                     offline.to_string().into_bytes(),
                 ),
             },
@@ -329,9 +332,9 @@ impl Connection<'_> {
         // Events read from the store and not yet published: the store is read a window at a
         // time rather than with one range scan per PUBACK (the window refills one slot at a
         // time).
-        let mut ahead: VecDeque<crate::outbox::Pending> = VecDeque::new();
+        let mut ahead: VecDeque<acsgd_outbox::Pending> = VecDeque::new();
         loop {
-            crate::supervise::fault_point("uplink");
+            acsgd_supervise::fault_point("uplink");
             self.reap()?;
             let durable = *durable_rx.borrow_and_update();
             let window = (1 + self.answered).min(self.cfg.window);

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use serde_json::{json, Value};
 
-use crate::outbox::{Fed, KvTree};
+use acsgd_outbox::{Fed, KvTree};
 
 /// Passages kept per lane.
 pub const PASSAGES_PER_LANE: usize = 20;
@@ -308,7 +308,7 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{OpenMode, Store};
+    use acsgd_outbox::{OpenMode, Store};
 
     fn fed(seq: u64, kind: &str, body: Value) -> Fed {
         Fed {

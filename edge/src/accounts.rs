@@ -109,7 +109,7 @@ pub fn add(file: &Path, new: NewAccount, password: &str) -> Result<(), AccountEr
     } else {
         AccountsFile::default()
     };
-    let hash = super::auth::hash_password(password).map_err(AccountError::Invalid)?;
+    let hash = crate::display::auth::hash_password(password).map_err(AccountError::Invalid)?;
     let account = Account {
         user: new.user.clone(),
         name: new.name,

@@ -26,7 +26,7 @@ use super::ctc::{Decoder, Recognised};
 use super::models::ModelSource;
 use super::pipeline::{bbox, cv, dist, order, ort_err, warp, PlateFound};
 use super::AnprError;
-use crate::fusion::plates::normalise;
+use acsgd_fusion::plates::normalise;
 
 /// The plate characters the recogniser's dictionary is folded onto: the plate recogniser's
 /// charset and the special-use marks of Chinese plates (learner `学`, police `警`).

@@ -2,7 +2,7 @@
 //! model-based property test against a plain in-memory queue.
 
 use super::*;
-use crate::envelope::{Envelope, Event, Signer};
+use acsgd_contract::envelope::{Envelope, Event, Signer};
 use proptest::prelude::*;
 use serde_json::json;
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rumqttc::{v5, QoS, TlsConfiguration, Transport};
 
 use super::UplinkError;
-use crate::config::{BrokerAddr, MqttVersion};
+use crate::settings::{BrokerAddr, MqttVersion};
 
 /// Largest packet sent: events are far smaller (an ingest line is at most 256 KiB).
 pub const MAX_OUTGOING: usize = 4 * 1024 * 1024;

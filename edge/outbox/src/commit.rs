@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::{encode_record, Store};
-use crate::envelope::{Event, Priority, Signer};
+use acsgd_contract::envelope::{Event, Priority, Signer};
 
 /// Requests queued at most; a producer beyond that waits (backpressure).
 const QUEUE: usize = 1024;
@@ -168,7 +168,7 @@ fn report_death(
     thread: &str,
     p: Box<dyn std::any::Any + Send>,
 ) {
-    let why = crate::supervise::panic_message(p);
+    let why = acsgd_supervise::panic_message(p);
     tracing::error!(why = %why, "the outbox {thread} died; nothing more is accepted");
     to.send_if_modified(|d| {
         let first = d.is_none();
@@ -229,7 +229,7 @@ fn writer(
             }
         }
         if !reqs.is_empty() {
-            crate::supervise::fault_point("outbox");
+            acsgd_supervise::fault_point("outbox");
             let watched = feed.receiver_count() > 0;
             if to_flusher
                 .send(commit(&store, &signer, reqs, watched))
@@ -274,7 +274,7 @@ fn flusher(
     feed: broadcast::Sender<Arc<Fed>>,
 ) {
     while let Ok(first) = rx.recv() {
-        crate::supervise::fault_point("outbox-flusher");
+        acsgd_supervise::fault_point("outbox-flusher");
         let mut batches = vec![first];
         while let Ok(b) = rx.try_recv() {
             batches.push(b);
@@ -510,7 +510,7 @@ fn apply(
                     seq,
                     id: ev.id.clone(),
                     kind: ev.kind.clone(),
-                    time: crate::envelope::rfc3339_ms(ev.time),
+                    time: acsgd_contract::envelope::rfc3339_ms(ev.time),
                     body: ev.body.clone(),
                     accepted_ms: 0,
                 });
