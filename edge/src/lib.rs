@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod live;
 pub mod logging;
 pub mod mosquitto;
+pub mod notify;
 pub mod record;
 pub mod replay;
 pub mod sensors;

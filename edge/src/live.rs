@@ -118,8 +118,14 @@ async fn store(outbox: &Outbox, retry: &mut Vec<Event>, events: Vec<Event>) -> b
 }
 
 /// Advances fusion until `stop`, then closes what is open. Once what a tick made is on disk,
-/// the lane journal is told which readings are settled, and synced.
-pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>) {
+/// the lane journal is told which readings are settled, and synced; then `beat` counts the
+/// tick (the systemd watchdog's evidence that fusion moves, see [`crate::notify`]).
+pub async fn run(
+    fusion: Shared,
+    outbox: Outbox,
+    beat: crate::notify::Heartbeat,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut generation = u64::MAX;
     let mut retry = Vec::new();
     let mut tick = tokio::time::interval(TICK);
@@ -130,6 +136,7 @@ pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>
             _ = stop.changed() => break,
         }
         crate::supervise::fault_point("fusion");
+        crate::supervise::hang_point("fusion").await;
         let g = outbox.store().inbox_generation();
         if g != generation {
             generation = g;
@@ -147,6 +154,7 @@ pub async fn run(fusion: Shared, outbox: Outbox, mut stop: watch::Receiver<bool>
         let events = fusion.locked().advance(now());
         let stored = store(&outbox, &mut retry, events).await;
         settle_and_sync(&fusion, stored).await;
+        beat.beat();
     }
     let events = fusion.locked().finish();
     let stored = store(&outbox, &mut retry, events).await;

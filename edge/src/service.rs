@@ -63,6 +63,8 @@ pub struct Running {
     /// Lane fusion (the sensors feed it; the demo feeds it from its trace).
     pub fusion: crate::live::Shared,
     fusion_task: JoinHandle<()>,
+    /// The fusion ticker's ticks (what the systemd watchdog vouches for).
+    heartbeat: crate::notify::Heartbeat,
     sensor_stats: SensorStats,
     stop: watch::Sender<bool>,
     uplink_task: JoinHandle<()>,
@@ -134,12 +136,14 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         stop_rx.clone(),
     )
     .await?;
+    let heartbeat = crate::notify::Heartbeat::default();
     let fusion_task = sup.watch(
         "fusion",
         true,
         tokio::spawn(crate::live::run(
             fusion.clone(),
             outbox.clone(),
+            heartbeat.clone(),
             stop_rx.clone(),
         )),
     );
@@ -233,6 +237,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         sensor_store,
         fusion,
         fusion_task,
+        heartbeat,
         sensor_stats,
         stop,
         uplink_task,
@@ -438,18 +443,33 @@ async fn status_loop(
 pub async fn run(config: Config) -> Result<(), ServiceError> {
     // Listening before the start: a SIGTERM while it starts stops it in order once started.
     let mut signals = Signals::new();
+    let systemd = crate::notify::Notifier::from_env();
     let mut running = start(config).await?;
+    systemd.ready(&format!("post {} running", running.config.post));
+    // Not supervised: if it died, the keep-alives would stop and systemd would restart the
+    // service, which is what a supervisor would do.
+    let _watchdog = crate::notify::watchdog_interval().map(|every| {
+        tokio::spawn(crate::notify::watchdog(
+            systemd.clone(),
+            every,
+            running.heartbeat.clone(),
+            running.outbox.clone(),
+            running.stop.subscribe(),
+        ))
+    });
     loop {
         tokio::select! {
             _ = signals.recv() => break,
             d = running.died() => {
                 if running.report_death(&d).await {
+                    systemd.stopping();
                     running.stop().await;
                     return Err(ServiceError::TaskDied { task: d.task, why: d.why });
                 }
             }
         }
     }
+    systemd.stopping();
     running.stop().await;
     Ok(())
 }

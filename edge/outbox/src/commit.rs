@@ -230,6 +230,11 @@ fn writer(
         }
         if !reqs.is_empty() {
             acsgd_supervise::fault_point("outbox");
+            if n == 0 {
+                // The test hang at the first empty batch: the watchdog's probe, which comes
+                // only after the start has stored its own events.
+                acsgd_supervise::hang_point_blocking("outbox");
+            }
             let watched = feed.receiver_count() > 0;
             if to_flusher
                 .send(commit(&store, &signer, reqs, watched))

@@ -14,7 +14,9 @@
 //!
 //! Debug builds have fault points ([`fault_point`]): with `ACSGD_FAULT=<task>` in the
 //! environment the named task panics at its next pass, so tests prove the above with the
-//! real binary. Release builds compile them to nothing.
+//! real binary. A task that hangs instead of dying is the watchdog's to catch (the appliance's
+//! `notify` module): with `ACSGD_HANG=<task>` it stops at its next pass for good
+//! ([`hang_point`], [`hang_point_blocking`]). Release builds compile all of them to nothing.
 
 use std::any::Any;
 
@@ -117,6 +119,37 @@ pub fn fault_point(task: &str) {
 #[cfg(not(debug_assertions))]
 #[inline(always)]
 pub fn fault_point(_task: &str) {}
+
+/// Never returns if `ACSGD_HANG` names `task` (debug builds only): a task that hangs at an
+/// `.await` (see the module docs).
+#[cfg(debug_assertions)]
+pub async fn hang_point(task: &str) {
+    if std::env::var("ACSGD_HANG").is_ok_and(|v| v == task) {
+        tracing::warn!(task, "hang injected (ACSGD_HANG)");
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Nothing: release builds have no hang points.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub async fn hang_point(_task: &str) {}
+
+/// Never returns if `ACSGD_HANG` names `task` (debug builds only): a thread that blocks.
+#[cfg(debug_assertions)]
+pub fn hang_point_blocking(task: &str) {
+    if std::env::var("ACSGD_HANG").is_ok_and(|v| v == task) {
+        tracing::warn!(task, "hang injected (ACSGD_HANG)");
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// Nothing: release builds have no hang points.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn hang_point_blocking(_task: &str) {}
 
 #[cfg(test)]
 mod tests {

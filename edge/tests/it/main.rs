@@ -19,5 +19,6 @@ mod reliability;
 mod replay;
 mod security;
 mod simulated_traces;
+mod systemd;
 mod tls_v5;
 mod trackers;
