@@ -27,21 +27,30 @@ fn receive(sock: &UnixDatagram, secs: u64, mut done: impl FnMut(&[String]) -> bo
     got
 }
 
+/// The appliance started as systemd would start it with `WatchdogSec=1.5s`, with `hang`
+/// (`ACSGD_HANG`) if given, and the socket it notifies. No broker: the uplink's retries are
+/// not the watchdog's business.
+fn start_notifying(hang: Option<&str>) -> (tempfile::TempDir, Setup, UnixDatagram, Appliance) {
+    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(tmp.path(), free_port().unwrap(), "", "");
+    let path = tmp.path().join("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut env = vec![
+        ("NOTIFY_SOCKET", path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1500000"),
+    ];
+    env.extend(hang.map(|h| ("ACSGD_HANG", h)));
+    let app = setup.spawn_with_env(&env);
+    (tmp, setup, sock, app)
+}
+
 fn pings(got: &[String]) -> usize {
     got.iter().filter(|m| m.as_str() == "WATCHDOG=1").count()
 }
 
 #[test]
 fn systemd_hears_ready_keep_alives_while_the_pipeline_moves_and_stopping() {
-    let tmp = tempfile::tempdir().unwrap();
-    // No broker: the uplink's retries are not the watchdog's business.
-    let setup = Setup::new(tmp.path(), free_port().unwrap(), "", "");
-    let path = tmp.path().join("notify");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    let mut app = setup.spawn_with_env(&[
-        ("NOTIFY_SOCKET", path.to_str().unwrap()),
-        ("WATCHDOG_USEC", "1500000"),
-    ]);
+    let (_tmp, setup, sock, mut app) = start_notifying(None);
     let got = receive(&sock, 60, |g| pings(g) >= 3);
     assert!(
         got.first()
@@ -69,15 +78,7 @@ fn a_hung_fusion_or_outbox_gets_no_keep_alive_from_the_watchdog() {
         ("fusion", "the fusion ticker made no progress"),
         ("outbox", "the outbox writer did not answer"),
     ] {
-        let tmp = tempfile::tempdir().unwrap();
-        let setup = Setup::new(tmp.path(), free_port().unwrap(), "", "");
-        let path = tmp.path().join("notify");
-        let sock = UnixDatagram::bind(&path).unwrap();
-        let mut app = setup.spawn_with_env(&[
-            ("NOTIFY_SOCKET", path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "1500000"),
-            ("ACSGD_HANG", hang),
-        ]);
+        let (_tmp, setup, sock, mut app) = start_notifying(Some(hang));
         let ready = receive(&sock, 60, |g| !g.is_empty());
         assert!(
             ready.first().is_some_and(|m| m.starts_with("READY=1")),
