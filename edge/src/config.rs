@@ -690,8 +690,7 @@ impl Config {
     /// The configuration as the technician pages show it: no password hashes, no credentials in
     /// camera URLs.
     pub fn summary(&self) -> serde_json::Value {
-        let c = self;
-        let sensors: Vec<serde_json::Value> = c
+        let sensors: Vec<serde_json::Value> = self
             .sensors
             .iter()
             .map(|s| {
@@ -704,22 +703,22 @@ impl Config {
                 serde_json::json!({"id": s.id, "lane": s.lane, "protocol": format!("{:?}", s.protocol).to_lowercase(), "transport": transport})
             })
             .collect();
-        let d = c.display.as_ref();
+        let d = self.display.as_ref();
         serde_json::json!({
-            "post": c.post,
+            "post": self.post,
             "version": env!("CARGO_PKG_VERSION"),
-            "lanes": c.lanes.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+            "lanes": self.lanes.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
             "sensors": sensors,
-            "broker": without_credentials(&c.uplink.broker),
-            "data_dir": c.storage.data_dir.display().to_string(),
-            "quota_mb": c.storage.quota_mb,
+            "broker": without_credentials(&self.uplink.broker),
+            "data_dir": self.storage.data_dir.display().to_string(),
+            "quota_mb": self.storage.quota_mb,
             "display": d.map(|d| serde_json::json!({
                 "bind": d.bind.to_string(),
                 "accounts": d.accounts.iter().map(|a| serde_json::json!({"user": a.user, "role": a.role})).collect::<Vec<_>>(),
                 "session_idle_min": d.session_idle_min,
                 "session_max_h": d.session_max_h,
             })),
-            "ingest": c.ingest.as_ref().map(|i| i.listen.to_string()),
+            "ingest": self.ingest.as_ref().map(|i| i.listen.to_string()),
         })
     }
 
