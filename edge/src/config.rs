@@ -69,6 +69,9 @@ pub struct Config {
     /// Local JSON-lines event ingest for integrations (absent: disabled).
     #[serde(default)]
     pub ingest: Option<Ingest>,
+    /// Prometheus metrics on the technician port (absent: not served).
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::Metrics>,
     /// Passage assembly: time windows, the post's position.
     #[serde(default)]
     pub fusion: crate::fusion::settings::FusionSettings,
@@ -719,6 +722,7 @@ impl Config {
                 "session_max_h": d.session_max_h,
             })),
             "ingest": self.ingest.as_ref().map(|i| i.listen.to_string()),
+            "metrics": self.metrics.as_ref().map(|m| m.listen.to_string()),
         })
     }
 

@@ -115,6 +115,20 @@ enum Command {
         #[arg(long)]
         crops: Option<PathBuf>,
     },
+    /// Gather what a technician needs to look at a misbehaving box into one .tar.gz (no events,
+    /// keys, accounts or credentials): versions, status, systemd's view, the journal, devices.
+    Diagnose {
+        /// Configuration file (TOML); a file that does not load is recorded as its error.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory, when the configuration cannot say (default /var/lib/acsgd).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Write the bundle here (default: acsgd-diagnose-<post>-<time>.tar.gz in the current
+        /// directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Inspect the outbox.
     Outbox {
         /// The data directory (storage.data_dir of the config).
@@ -167,6 +181,7 @@ fn main() -> ExitCode {
             | Command::Record { .. }
             | Command::Anpr { .. }
             | Command::Account { .. }
+            | Command::Diagnose { .. }
     );
     acsgd::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
@@ -365,6 +380,18 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             if failed > 0 {
                 eprintln!("acsgd anpr: {failed} of {} images not read", o.images.len());
             }
+            Ok(())
+        }
+        Command::Diagnose {
+            config,
+            data_dir,
+            out,
+        } => {
+            use acsgd::diagnose;
+            let out = out.unwrap_or_else(|| diagnose::default_name(config.as_deref()).into());
+            let parts = diagnose::gather(config.as_deref(), data_dir.as_deref());
+            diagnose::write(&parts, &out).map_err(|e| (1, e.to_string()))?;
+            eprintln!("acsgd diagnose: wrote {}", out.display());
             Ok(())
         }
         Command::Outbox {

@@ -46,6 +46,11 @@ pub enum ServiceError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    MetricsBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the {task} task died ({why}); stopped so that it is started again")]
     TaskDied { task: String, why: String },
 }
@@ -56,6 +61,9 @@ pub struct Running {
     pub uplink: Arc<UplinkState>,
     pub health: Arc<Health>,
     pub ingest_addr: Option<std::net::SocketAddr>,
+    /// Where `/metrics` is served, when configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    metrics_task: Option<JoinHandle<()>>,
     display: Option<crate::display::Served>,
     /// The sensors with a driver, their counters and bound addresses.
     pub sensors: Vec<crate::sensors::Started>,
@@ -94,6 +102,17 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
                 .await
                 .map_err(|source| ServiceError::IngestBind {
                     addr: i.listen,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match &config.metrics {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m.listen)
+                .await
+                .map_err(|source| ServiceError::MetricsBind {
+                    addr: m.listen,
                     source,
                 })?,
         ),
@@ -184,11 +203,22 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             .map(|s| (s.id.clone(), s.stats.clone()))
             .collect(),
     );
-    let first = snapshot(&config, &outbox, &state, &sensor_stats)
+    let first = snapshot(&config, &outbox, &state, &sensor_stats, &fusion)
         .ok()
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or_default();
     let (status_tx, status_rx) = watch::channel(first);
+    let mut metrics_addr = None;
+    let metrics_task = metrics_listener.map(|l| {
+        metrics_addr = l.local_addr().ok();
+        tracing::info!(addr = ?metrics_addr, "metrics serving");
+        // Not essential: the post works without its scraper; a death is a health event.
+        sup.watch(
+            "metrics",
+            false,
+            tokio::spawn(crate::metrics::serve(l, status_rx.clone(), stop_rx.clone())),
+        )
+    });
     let display = match display_bound {
         Some((d, b)) => Some(crate::display::start(
             b,
@@ -212,6 +242,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             outbox.clone(),
             state.clone(),
             sensor_stats.clone(),
+            fusion.clone(),
             status_tx,
             stop_rx,
         )),
@@ -232,6 +263,8 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         uplink: state,
         health,
         ingest_addr,
+        metrics_addr,
+        metrics_task,
         display,
         sensors,
         sensor_store,
@@ -355,7 +388,13 @@ impl Running {
 
     /// The status now.
     pub fn status(&self) -> Result<Status, StoreError> {
-        snapshot(&self.config, &self.outbox, &self.uplink, &self.sensor_stats)
+        snapshot(
+            &self.config,
+            &self.outbox,
+            &self.uplink,
+            &self.sensor_stats,
+            &self.fusion,
+        )
     }
 
     /// Stops in order (see the module docs).
@@ -375,10 +414,19 @@ impl Running {
         self.outbox.close().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.uplink_task).await;
         let _ = self.status_task.await;
+        if let Some(t) = self.metrics_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
         if let Some(d) = self.display {
             d.stopped().await;
         }
-        if let Ok(s) = snapshot(&self.config, &self.outbox, &self.uplink, &self.sensor_stats) {
+        if let Ok(s) = snapshot(
+            &self.config,
+            &self.outbox,
+            &self.uplink,
+            &self.sensor_stats,
+            &self.fusion,
+        ) {
             let _ = status::write_live(&self.config.storage.data_dir, &s);
         }
         tracing::info!("stopped");
@@ -393,6 +441,7 @@ fn snapshot(
     outbox: &Outbox,
     uplink: &UplinkState,
     sensors: &SensorStats,
+    fusion: &crate::live::Shared,
 ) -> Result<Status, StoreError> {
     Ok(Status {
         source: Source::Live,
@@ -404,6 +453,9 @@ fn snapshot(
             .iter()
             .map(|(id, st)| (id.clone(), status::SensorCounters::of(st)))
             .collect(),
+        // Not waiting for a busy (or hung) fusion: the status goes on without its counters,
+        // and the watchdog, not the status, is what notices a fusion that stopped.
+        fusion: fusion.try_lock().ok().map(|f| f.stats().clone()),
     })
 }
 
@@ -412,6 +464,7 @@ async fn status_loop(
     outbox: Outbox,
     uplink: Arc<UplinkState>,
     sensors: SensorStats,
+    fusion: crate::live::Shared,
     screens: watch::Sender<serde_json::Value>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -422,7 +475,7 @@ async fn status_loop(
             _ = stop.changed() => return,
         }
         let dir = config.storage.data_dir.clone();
-        match snapshot(&config, &outbox, &uplink, &sensors) {
+        match snapshot(&config, &outbox, &uplink, &sensors, &fusion) {
             Ok(s) => {
                 // The same status for the officer display's screens.
                 if let Ok(v) = serde_json::to_value(&s) {

@@ -36,6 +36,9 @@ pub struct Status {
     /// silently dropped), connections, reopens.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sensors: BTreeMap<String, SensorCounters>,
+    /// What fusion did since the start (running service only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<acsgd_fusion::FusionStats>,
 }
 
 /// A sensor's counters (see `acsgd_drivers::transport::Stats`).
@@ -84,6 +87,7 @@ pub fn read(data_dir: &Path) -> Result<Status, StoreError> {
             outbox: store.stat()?,
             uplink: None,
             sensors: BTreeMap::new(),
+            fusion: None,
         }),
         Err(e @ StoreError::Locked { .. }) => {
             let path = data_dir.join(STATUS_FILE);
@@ -154,6 +158,12 @@ pub fn render(s: &Status) -> String {
         if let Some(e) = &u.last_error {
             out += &format!("last error    {e}\n");
         }
+    }
+    if let Some(f) = &s.fusion {
+        out += &format!(
+            "fusion        readings {}  passages {} (red {}, yellow {})  alerts {}  unmatched {}\n",
+            f.readings, f.passages, f.red, f.yellow, f.alerts, f.unmatched
+        );
     }
     for (id, c) in &s.sensors {
         out += &format!(

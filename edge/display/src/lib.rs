@@ -18,7 +18,7 @@
 pub mod auth;
 pub mod board;
 pub mod i18n;
-mod listener;
+pub mod listener;
 pub mod settings;
 
 use std::net::SocketAddr;

@@ -234,7 +234,7 @@ struct LaneState {
 }
 
 /// Counters of what fusion did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FusionStats {
     pub readings: u64,
     pub passages: u64,
@@ -247,7 +247,7 @@ pub struct FusionStats {
 }
 
 /// Sizes of what fusion holds (see [`Fusion::held`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Held {
     pub readings: usize,
     pub trackers: usize,
