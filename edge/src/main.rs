@@ -408,3 +408,22 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The Debian package's manual page names every command the binary has.
+    #[test]
+    fn the_manual_page_names_every_command() {
+        let page = include_str!("../../images/debian/acsgd.1");
+        for c in super::Cli::command().get_subcommands() {
+            let name = c.get_name();
+            assert!(
+                page.contains(&format!(".B {name}\n"))
+                    || page.contains(&format!(".B acsgd {name}")),
+                "images/debian/acsgd.1 does not describe `acsgd {name}`"
+            );
+        }
+    }
+}

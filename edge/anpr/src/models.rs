@@ -17,14 +17,49 @@ use ort::session::Session;
 use super::pipeline::{LOC_H, LOC_W, OCR_H, OCR_W};
 use super::AnprError;
 
-/// The localiser (`models/plate_loc.onnx`, see its model card).
-pub const LOCALISER: &[u8] = include_bytes!("../../../models/plate_loc.onnx");
-/// The recogniser (`models/plate_ocr.onnx`).
-pub const RECOGNISER: &[u8] = include_bytes!("../../../models/plate_ocr.onnx");
-/// PP-OCRv4's text detector (`models/text_det.onnx`, see `models/text_models.md`).
-pub const TEXT_DETECTOR: &[u8] = include_bytes!("../../../models/text_det.onnx");
-/// PP-OCRv4's text recogniser, its dictionary in its metadata (`models/text_rec.onnx`).
-pub const TEXT_RECOGNISER: &[u8] = include_bytes!("../../../models/text_rec.onnx");
+/// Where the `acsgd-models` package installs the models, for a build without them inside.
+pub const INSTALLED_MODELS: &str = "/usr/share/acsgd/models";
+
+/// The models built into the binary (feature `embedded-models`), each `None` without it.
+#[cfg(feature = "embedded-models")]
+mod builtin {
+    /// The localiser (`models/plate_loc.onnx`, see its model card).
+    pub const LOCALISER: Option<&[u8]> = Some(include_bytes!("../../../models/plate_loc.onnx"));
+    /// The recogniser (`models/plate_ocr.onnx`).
+    pub const RECOGNISER: Option<&[u8]> = Some(include_bytes!("../../../models/plate_ocr.onnx"));
+    /// PP-OCRv4's text detector (`models/text_det.onnx`, see `models/text_models.md`).
+    pub const TEXT_DETECTOR: Option<&[u8]> = Some(include_bytes!("../../../models/text_det.onnx"));
+    /// PP-OCRv4's text recogniser, its dictionary in its metadata (`models/text_rec.onnx`).
+    pub const TEXT_RECOGNISER: Option<&[u8]> =
+        Some(include_bytes!("../../../models/text_rec.onnx"));
+}
+#[cfg(not(feature = "embedded-models"))]
+mod builtin {
+    pub const LOCALISER: Option<&[u8]> = None;
+    pub const RECOGNISER: Option<&[u8]> = None;
+    pub const TEXT_DETECTOR: Option<&[u8]> = None;
+    pub const TEXT_RECOGNISER: Option<&[u8]> = None;
+}
+
+/// The built-in bytes of model `name`, if this build has them.
+fn builtin(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "plate_loc.onnx" => builtin::LOCALISER,
+        "plate_ocr.onnx" => builtin::RECOGNISER,
+        "text_det.onnx" => builtin::TEXT_DETECTOR,
+        "text_rec.onnx" => builtin::TEXT_RECOGNISER,
+        _ => None,
+    }
+}
+
+/// Where a model's bytes come from.
+enum Origin {
+    /// The directory given (`[anpr] models`, `--models`).
+    File(PathBuf),
+    BuiltIn(&'static [u8]),
+    /// `acsgd-models`' file, in a build without built-in models.
+    Installed(PathBuf),
+}
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
 
@@ -80,36 +115,44 @@ pub struct ModelSource {
 }
 
 impl ModelSource {
-    fn bytes(&self, name: &str, builtin: &'static [u8]) -> Result<Cow<'static, [u8]>, AnprError> {
-        match &self.dir {
-            Some(d) if d.join(name).exists() => {
-                let p = d.join(name);
-                std::fs::read(&p)
-                    .map(Cow::Owned)
-                    .map_err(|e| AnprError::Model {
-                        model: p.display().to_string(),
-                        problem: e.to_string(),
-                    })
-            }
-            _ => Ok(Cow::Borrowed(builtin)),
+    /// Where model `name` comes from: the given directory when it holds it, else the binary
+    /// or, in a build without built-in models, the installed file.
+    fn origin(&self, name: &str) -> Origin {
+        match (&self.dir, builtin(name)) {
+            (Some(d), _) if d.join(name).exists() => Origin::File(d.join(name)),
+            (_, Some(bytes)) => Origin::BuiltIn(bytes),
+            (_, None) => Origin::Installed(Path::new(INSTALLED_MODELS).join(name)),
         }
+    }
+
+    fn bytes(&self, name: &str) -> Result<Cow<'static, [u8]>, AnprError> {
+        let (path, installed) = match self.origin(name) {
+            Origin::BuiltIn(b) => return Ok(Cow::Borrowed(b)),
+            Origin::File(p) => (p, false),
+            Origin::Installed(p) => (p, true),
+        };
+        std::fs::read(&path)
+            .map(Cow::Owned)
+            .map_err(|e| AnprError::Model {
+                model: path.display().to_string(),
+                problem: if installed && e.kind() == std::io::ErrorKind::NotFound {
+                    "not found: install the acsgd-models package, or set [anpr] models".into()
+                } else {
+                    e.to_string()
+                },
+            })
     }
 
     /// The model's file, or that it is the built-in one, for messages.
     pub(crate) fn label(&self, name: &str) -> String {
-        match &self.dir {
-            Some(d) if d.join(name).exists() => d.join(name).display().to_string(),
-            _ => format!("{name} (built in)"),
+        match self.origin(name) {
+            Origin::File(p) | Origin::Installed(p) => p.display().to_string(),
+            Origin::BuiltIn(_) => format!("{name} (built in)"),
         }
     }
 
-    fn session(
-        &self,
-        env: &Environment,
-        name: &str,
-        builtin: &'static [u8],
-    ) -> Result<Session, AnprError> {
-        let bytes = self.bytes(name, builtin)?;
+    fn session(&self, env: &Environment, name: &str) -> Result<Session, AnprError> {
+        let bytes = self.bytes(name)?;
         let model_err = |e: &dyn std::fmt::Display| AnprError::Model {
             model: name.to_string(),
             problem: e.to_string(),
@@ -131,25 +174,25 @@ impl ModelSource {
     }
 
     pub fn localiser(&self, env: &Environment) -> Result<Session, AnprError> {
-        let s = self.session(env, "plate_loc.onnx", LOCALISER)?;
+        let s = self.session(env, "plate_loc.onnx")?;
         expect_input(&s, &self.label("plate_loc.onnx"), 3, LOC_H, LOC_W)?;
         Ok(s)
     }
 
     pub fn recogniser(&self, env: &Environment) -> Result<Session, AnprError> {
-        let s = self.session(env, "plate_ocr.onnx", RECOGNISER)?;
+        let s = self.session(env, "plate_ocr.onnx")?;
         expect_input(&s, &self.label("plate_ocr.onnx"), 1, OCR_H, OCR_W)?;
         Ok(s)
     }
 
     pub fn text_detector(&self, env: &Environment) -> Result<Session, AnprError> {
-        let s = self.session(env, "text_det.onnx", TEXT_DETECTOR)?;
+        let s = self.session(env, "text_det.onnx")?;
         expect_input(&s, &self.label("text_det.onnx"), 3, -1, -1)?;
         Ok(s)
     }
 
     pub fn text_recogniser(&self, env: &Environment) -> Result<Session, AnprError> {
-        let s = self.session(env, "text_rec.onnx", TEXT_RECOGNISER)?;
+        let s = self.session(env, "text_rec.onnx")?;
         expect_input(&s, &self.label("text_rec.onnx"), 3, -1, -1)?;
         Ok(s)
     }
