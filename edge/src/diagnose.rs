@@ -228,16 +228,12 @@ pub fn default_name(config: Option<&Path>) -> String {
     let post = config
         .and_then(|c| Config::load(c).ok())
         .map_or_else(|| "box".to_string(), |c| c.post);
-    let now = time::OffsetDateTime::now_utc();
-    format!(
-        "acsgd-diagnose-{post}-{:04}{:02}{:02}T{:02}{:02}{:02}Z.tar.gz",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    )
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    format!("acsgd-diagnose-{post}-{stamp}.tar.gz")
 }
 
 fn read_or_why(path: &str) -> String {

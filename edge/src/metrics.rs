@@ -119,90 +119,86 @@ pub fn render(s: &Status, started: OffsetDateTime, now: OffsetDateTime) -> Strin
 
     let o = &s.outbox;
     let c = &o.counters;
-    for (name, help, v) in [
-        (
-            "accepted",
-            "Events accepted into the outbox (on disk).",
-            c.accepted,
-        ),
-        (
-            "delivered",
-            "Events the broker acknowledged and the outbox removed.",
-            c.delivered,
-        ),
-        (
-            "evicted",
-            "Events removed unsent to keep the outbox within its quota.",
-            c.evicted,
-        ),
-        (
-            "refused",
-            "Events refused (full disk, quota, invalid).",
-            c.refused,
-        ),
-        (
-            "corrupt",
-            "Stored events found corrupt and skipped.",
-            c.corrupt,
-        ),
-        (
-            "quarantined",
-            "Damaged store files moved aside at start.",
-            c.quarantined,
-        ),
-        (
-            "dead_lettered",
-            "Events the broker refused for good, kept in the dead-letter tree.",
-            c.dead_lettered,
-        ),
-    ] {
-        let metric = format!("acsgd_outbox_{name}_total");
-        t.counter(&metric, help);
-        t.sample(&metric, &[], v as f64);
-    }
-    for (name, help, v) in [
-        (
-            "backlog_events",
-            "Events waiting for the broker's acknowledgement.",
-            Some(o.backlog_events),
-        ),
-        (
-            "backlog_bytes",
-            "Bytes of the events waiting.",
-            Some(o.backlog_bytes),
-        ),
-        (
-            "quota_bytes",
-            "The outbox's quota in bytes.",
-            Some(o.quota_bytes),
-        ),
-        (
-            "last_seq",
-            "Sequence number of the newest accepted event.",
-            Some(o.last_seq),
-        ),
-        (
-            "dead_letters",
-            "Events in the dead-letter tree.",
-            Some(o.dead_letters),
-        ),
-        (
-            "inbox_entries",
-            "Declarations, watchlist and config entries cached from central.",
-            Some(o.inbox_entries),
-        ),
-        (
-            "disk_free_bytes",
-            "Free space on the data directory's file system.",
-            o.disk_free_bytes,
-        ),
-    ] {
-        if let Some(v) = v {
-            let metric = format!("acsgd_outbox_{name}");
-            t.gauge(&metric, help);
-            t.sample(&metric, &[], v as f64);
-        }
-    }
+    t.counters(
+        "acsgd_outbox",
+        &[
+            (
+                "accepted",
+                "Events accepted into the outbox (on disk).",
+                c.accepted,
+            ),
+            (
+                "delivered",
+                "Events the broker acknowledged and the outbox removed.",
+                c.delivered,
+            ),
+            (
+                "evicted",
+                "Events removed unsent to keep the outbox within its quota.",
+                c.evicted,
+            ),
+            (
+                "refused",
+                "Events refused (full disk, quota, invalid).",
+                c.refused,
+            ),
+            (
+                "corrupt",
+                "Stored events found corrupt and skipped.",
+                c.corrupt,
+            ),
+            (
+                "quarantined",
+                "Damaged store files moved aside at start.",
+                c.quarantined,
+            ),
+            (
+                "dead_lettered",
+                "Events the broker refused for good, kept in the dead-letter tree.",
+                c.dead_lettered,
+            ),
+        ],
+    );
+    t.gauges(
+        "acsgd_outbox",
+        &[
+            (
+                "backlog_events",
+                "Events waiting for the broker's acknowledgement.",
+                Some(o.backlog_events),
+            ),
+            (
+                "backlog_bytes",
+                "Bytes of the events waiting.",
+                Some(o.backlog_bytes),
+            ),
+            (
+                "quota_bytes",
+                "The outbox's quota in bytes.",
+                Some(o.quota_bytes),
+            ),
+            (
+                "last_seq",
+                "Sequence number of the newest accepted event.",
+                Some(o.last_seq),
+            ),
+            (
+                "dead_letters",
+                "Events in the dead-letter tree.",
+                Some(o.dead_letters),
+            ),
+            (
+                "inbox_entries",
+                "Declarations, watchlist and config entries cached from central.",
+                Some(o.inbox_entries),
+            ),
+            (
+                "disk_free_bytes",
+                "Free space on the data directory's file system.",
+                o.disk_free_bytes,
+            ),
+        ],
+    );
     t.gauge(
         "acsgd_outbox_oldest_age_seconds",
         "Age of the oldest event not yet delivered (0: nothing waits).",
@@ -223,29 +219,28 @@ pub fn render(s: &Status, started: OffsetDateTime, now: OffsetDateTime) -> Strin
             &[],
             f64::from(u8::from(u.connected)),
         );
-        for (name, help, v) in [
-            ("forwarded", "Events the broker acknowledged.", u.forwarded),
-            (
-                "resent",
-                "Events sent again after a lost session.",
-                u.resent,
-            ),
-            ("connects", "Sessions opened with the broker.", u.connects),
-            (
-                "dead_lettered",
-                "Events the broker refused for good.",
-                u.dead_lettered,
-            ),
-            (
-                "inbound_refused",
-                "Messages from central refused (too large, invalid).",
-                u.inbound_refused,
-            ),
-        ] {
-            let metric = format!("acsgd_uplink_{name}_total");
-            t.counter(&metric, help);
-            t.sample(&metric, &[], v as f64);
-        }
+        t.counters(
+            "acsgd_uplink",
+            &[
+                ("forwarded", "Events the broker acknowledged.", u.forwarded),
+                (
+                    "resent",
+                    "Events sent again after a lost session.",
+                    u.resent,
+                ),
+                ("connects", "Sessions opened with the broker.", u.connects),
+                (
+                    "dead_lettered",
+                    "Events the broker refused for good.",
+                    u.dead_lettered,
+                ),
+                (
+                    "inbound_refused",
+                    "Messages from central refused (too large, invalid).",
+                    u.inbound_refused,
+                ),
+            ],
+        );
     }
 
     type Field = fn(&crate::status::SensorCounters) -> u64;
@@ -311,23 +306,22 @@ pub fn render(s: &Status, started: OffsetDateTime, now: OffsetDateTime) -> Strin
                 v as f64,
             );
         }
-        for (name, help, v) in [
-            ("alerts", "Alerts fusion raised.", f.alerts),
-            (
-                "unmatched",
-                "Passages with no transit declaration matched.",
-                f.unmatched,
-            ),
-            (
-                "positions",
-                "Tracker positions fusion took in.",
-                f.positions,
-            ),
-        ] {
-            let metric = format!("acsgd_fusion_{name}_total");
-            t.counter(&metric, help);
-            t.sample(&metric, &[], v as f64);
-        }
+        t.counters(
+            "acsgd_fusion",
+            &[
+                ("alerts", "Alerts fusion raised.", f.alerts),
+                (
+                    "unmatched",
+                    "Passages with no transit declaration matched.",
+                    f.unmatched,
+                ),
+                (
+                    "positions",
+                    "Tracker positions fusion took in.",
+                    f.positions,
+                ),
+            ],
+        );
     }
     t.0
 }
@@ -341,6 +335,26 @@ fn unix(t: OffsetDateTime) -> f64 {
 struct Text(String);
 
 impl Text {
+    /// `{prefix}_{name}_total` counters without labels, one family each.
+    fn counters(&mut self, prefix: &str, rows: &[(&str, &str, u64)]) {
+        for (name, help, v) in rows {
+            let metric = format!("{prefix}_{name}_total");
+            self.counter(&metric, help);
+            self.sample(&metric, &[], *v as f64);
+        }
+    }
+
+    /// `{prefix}_{name}` gauges without labels; a row without a value is left out.
+    fn gauges(&mut self, prefix: &str, rows: &[(&str, &str, Option<u64>)]) {
+        for (name, help, v) in rows {
+            if let Some(v) = v {
+                let metric = format!("{prefix}_{name}");
+                self.gauge(&metric, help);
+                self.sample(&metric, &[], *v as f64);
+            }
+        }
+    }
+
     fn counter(&mut self, name: &str, help: &str) {
         self.family(name, "counter", help);
     }
