@@ -203,10 +203,17 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             .map(|s| (s.id.clone(), s.stats.clone()))
             .collect(),
     );
-    let first = snapshot(&config, &outbox, &state, &sensor_stats, &fusion)
-        .ok()
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or_default();
+    let first_stats = fusion_stats(&fusion).unwrap_or_default();
+    let first = snapshot(
+        &config,
+        &outbox,
+        &state,
+        &sensor_stats,
+        Some(first_stats.clone()),
+    )
+    .ok()
+    .and_then(|s| serde_json::to_value(s).ok())
+    .unwrap_or_default();
     let (status_tx, status_rx) = watch::channel(first);
     let mut metrics_addr = None;
     let metrics_task = metrics_listener.map(|l| {
@@ -242,7 +249,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             outbox.clone(),
             state.clone(),
             sensor_stats.clone(),
-            fusion.clone(),
+            (fusion.clone(), first_stats),
             status_tx,
             stop_rx,
         )),
@@ -393,7 +400,7 @@ impl Running {
             &self.outbox,
             &self.uplink,
             &self.sensor_stats,
-            &self.fusion,
+            fusion_stats(&self.fusion),
         )
     }
 
@@ -425,7 +432,7 @@ impl Running {
             &self.outbox,
             &self.uplink,
             &self.sensor_stats,
-            &self.fusion,
+            fusion_stats(&self.fusion),
         ) {
             let _ = status::write_live(&self.config.storage.data_dir, &s);
         }
@@ -436,12 +443,18 @@ impl Running {
 /// Sensor ids and their counters, for the status file and the display.
 type SensorStats = Arc<Vec<(String, Arc<acsgd_drivers::transport::Stats>)>>;
 
+/// Fusion's counters if its lock is free now (never waits: a busy or hung fusion must not
+/// stall the status, the stop or the start).
+fn fusion_stats(fusion: &crate::live::Shared) -> Option<acsgd_fusion::FusionStats> {
+    fusion.try_lock().ok().map(|f| f.stats().clone())
+}
+
 fn snapshot(
     config: &Config,
     outbox: &Outbox,
     uplink: &UplinkState,
     sensors: &SensorStats,
-    fusion: &crate::live::Shared,
+    fusion: Option<acsgd_fusion::FusionStats>,
 ) -> Result<Status, StoreError> {
     Ok(Status {
         source: Source::Live,
@@ -453,9 +466,7 @@ fn snapshot(
             .iter()
             .map(|(id, st)| (id.clone(), status::SensorCounters::of(st)))
             .collect(),
-        // Not waiting for a busy (or hung) fusion: the status goes on without its counters,
-        // and the watchdog, not the status, is what notices a fusion that stopped.
-        fusion: fusion.try_lock().ok().map(|f| f.stats().clone()),
+        fusion,
     })
 }
 
@@ -464,7 +475,7 @@ async fn status_loop(
     outbox: Outbox,
     uplink: Arc<UplinkState>,
     sensors: SensorStats,
-    fusion: crate::live::Shared,
+    (fusion, mut last_fusion): (crate::live::Shared, acsgd_fusion::FusionStats),
     screens: watch::Sender<serde_json::Value>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -475,7 +486,19 @@ async fn status_loop(
             _ = stop.changed() => return,
         }
         let dir = config.storage.data_dir.clone();
-        match snapshot(&config, &outbox, &uplink, &sensors, &fusion) {
+        // Not waiting for a busy (or hung) fusion: its counters as last read then, so that
+        // the metrics' fusion families never vanish for a second; the watchdog, not the
+        // status, is what notices a fusion that stopped.
+        if let Some(f) = fusion_stats(&fusion) {
+            last_fusion = f;
+        }
+        match snapshot(
+            &config,
+            &outbox,
+            &uplink,
+            &sensors,
+            Some(last_fusion.clone()),
+        ) {
             Ok(s) => {
                 // The same status for the officer display's screens.
                 if let Ok(v) = serde_json::to_value(&s) {
