@@ -1,8 +1,9 @@
 //! `acsgd diagnose`: one `.tar.gz` a technician can send when a box misbehaves: what the box
 //! is (versions, kernel, uptime, memory, disks), what the appliance is configured to do (the
 //! configuration summary, without credentials), what it is doing (the status the service last
-//! wrote), what systemd and the journal say about it, which sensor devices exist,
-//! and the data directory's file list.
+//! wrote), what systemd and the journal say about it, which sensor devices exist, the data
+//! directory's file list, and on an image the root slots and the boot loader's A/B state with
+//! the health gate's journal (why an update was kept or rolled back).
 //!
 //! It works when the appliance does not: a configuration that cannot be loaded is recorded as
 //! its one-line error, and every part that cannot be gathered is a line saying why, never a
@@ -22,6 +23,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/acsgd";
 pub const UNIT: &str = "acsgd.service";
 /// Journal lines gathered (the newest).
 const JOURNAL_LINES: &str = "5000";
+/// The image's boot loader environment (images/grub.cfg: slot order, tries, good marks).
+const GRUBENV: &str = "/boot/efi/EFI/acsgd/grubenv";
 /// No part is larger than this (the journal's lines can be long).
 const PART_MAX: usize = 8 * 1024 * 1024;
 
@@ -34,6 +37,13 @@ pub enum DiagnoseError {
     },
 }
 
+/// What [`gather`] found: the bundle's files, and the post they are from when the
+/// configuration loaded (it names the bundle).
+pub struct Gathered {
+    pub post: Option<String>,
+    pub parts: Vec<Part>,
+}
+
 /// One file of the bundle.
 pub struct Part {
     pub name: &'static str,
@@ -42,7 +52,7 @@ pub struct Part {
 
 /// What goes into the bundle, gathered from `config` (a path that may not load) or, without
 /// one, from `data_dir`.
-pub fn gather(config: Option<&Path>, data_dir: Option<&Path>) -> Vec<Part> {
+pub fn gather(config: Option<&Path>, data_dir: Option<&Path>) -> Gathered {
     let mut parts = Vec::new();
     let loaded = config.map(Config::load);
     let (post, data_dir) = match &loaded {
@@ -185,10 +195,30 @@ pub fn gather(config: Option<&Path>, data_dir: Option<&Path>) -> Vec<Part> {
         name: "slots.txt",
         text: run("rauc", &["status", "--detailed"]),
     });
+    parts.push(Part {
+        name: "boot.txt",
+        text: format!(
+            "{}\n{}\n{}",
+            run("grub-editenv", &[GRUBENV, "list"]),
+            run("journalctl", &["--list-boots", "--no-pager"]),
+            run(
+                "journalctl",
+                &[
+                    "-u",
+                    "acsgd-boot-ok.service",
+                    "-n",
+                    "200",
+                    "--no-pager",
+                    "-o",
+                    "short-iso"
+                ],
+            ),
+        ),
+    });
     for p in &mut parts {
         cap(&mut p.text);
     }
-    parts
+    Gathered { post, parts }
 }
 
 /// Writes `parts` as a gzip'd tar into `out`, in a folder named after the file.
@@ -223,11 +253,10 @@ pub fn write(parts: &[Part], out: &Path) -> Result<(), DiagnoseError> {
     file.sync_all().map_err(err)
 }
 
-/// The bundle's default name: `acsgd-diagnose-<post>-<UTC time>.tar.gz`.
-pub fn default_name(config: Option<&Path>) -> String {
-    let post = config
-        .and_then(|c| Config::load(c).ok())
-        .map_or_else(|| "box".to_string(), |c| c.post);
+/// The bundle's default name: `acsgd-diagnose-<post>-<UTC time>.tar.gz` (`box` for a post
+/// whose configuration did not load).
+pub fn default_name(post: Option<&str>) -> String {
+    let post = post.unwrap_or("box");
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"

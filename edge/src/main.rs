@@ -388,9 +388,10 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             out,
         } => {
             use acsgd::diagnose;
-            let out = out.unwrap_or_else(|| diagnose::default_name(config.as_deref()).into());
-            let parts = diagnose::gather(config.as_deref(), data_dir.as_deref());
-            diagnose::write(&parts, &out).map_err(|e| (1, e.to_string()))?;
+            let gathered = diagnose::gather(config.as_deref(), data_dir.as_deref());
+            let out =
+                out.unwrap_or_else(|| diagnose::default_name(gathered.post.as_deref()).into());
+            diagnose::write(&gathered.parts, &out).map_err(|e| (1, e.to_string()))?;
             eprintln!("acsgd diagnose: wrote {}", out.display());
             Ok(())
         }

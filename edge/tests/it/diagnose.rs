@@ -87,6 +87,8 @@ fn a_running_boxs_bundle_has_its_status_and_summary_and_none_of_its_secrets() {
         "devices.txt",
         "packages.txt",
         "disks.txt",
+        "slots.txt",
+        "boot.txt",
     ] {
         assert!(dir.join(part).exists(), "{part} missing");
     }
