@@ -61,12 +61,9 @@ pub async fn serve(
         .route("/metrics", get(scrape))
         .with_state(feed);
     let listener = acsgd_display::listener::Capped::new(listener, MAX_CONNECTIONS, IDLE);
+    // Ends at the stop, or when the stop's sender is gone.
     let shutdown = async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
+        let _ = stop.wait_for(|stopped| *stopped).await;
     };
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)

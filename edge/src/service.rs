@@ -41,13 +41,10 @@ pub enum ServiceError {
     Display(#[from] crate::display::DisplayError),
     #[error(transparent)]
     Journal(#[from] crate::fusion::journal::file::JournalError),
-    #[error("ingest: cannot listen on {addr}: {source}")]
-    IngestBind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("metrics: cannot listen on {addr}: {source}")]
-    MetricsBind {
+    /// A listener of the service's own (`ingest`, `metrics`) could not bind its address.
+    #[error("{what}: cannot listen on {addr}: {source}")]
+    Bind {
+        what: &'static str,
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
@@ -97,25 +94,11 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     let announce = signer.key_announcement();
     let uplink_cfg = UplinkConfig::new(&config.post, &config.uplink)?;
     let ingest_listener = match &config.ingest {
-        Some(i) => Some(
-            tokio::net::TcpListener::bind(i.listen)
-                .await
-                .map_err(|source| ServiceError::IngestBind {
-                    addr: i.listen,
-                    source,
-                })?,
-        ),
+        Some(i) => Some(bind("ingest", i.listen).await?),
         None => None,
     };
     let metrics_listener = match &config.metrics {
-        Some(m) => Some(
-            tokio::net::TcpListener::bind(m.listen)
-                .await
-                .map_err(|source| ServiceError::MetricsBind {
-                    addr: m.listen,
-                    source,
-                })?,
-        ),
+        Some(m) => Some(bind("metrics", m.listen).await?),
         None => None,
     };
 
@@ -594,4 +577,14 @@ impl Default for Signals {
 /// Resolves on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
 pub async fn wait_for_signal() {
     Signals::new().recv().await
+}
+
+/// Binds one of the service's own listeners, naming it in the error.
+async fn bind(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, ServiceError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Bind { what, addr, source })
 }

@@ -196,12 +196,9 @@ pub fn start(
     let router = router(app);
     let mut stop_rx = stop;
     let task = tokio::spawn(async move {
+        // Ends at the stop, or when the stop's sender is gone.
         let shutdown = async move {
-            while !*stop_rx.borrow() {
-                if stop_rx.changed().await.is_err() {
-                    break;
-                }
-            }
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
         };
         if let Err(e) = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
