@@ -1,21 +1,15 @@
 //! Transit data from central: declarations (MRN, plates, seal, mass, goods, corridor) and the
 //! watchlist, indexed for the lookups a passage needs, plus the geometry the seal rules use.
 //!
-//! A declaration as central publishes it on `acsgd/v1/{post}/in/declarations`:
-//! ```json
-//! {"mrn": "26KZ5500000000001A", "plates": ["123ABC02", "45ABC02"], "tracker": "352093081234567",
-//!  "gross_kg": 38000, "goods": [{"hs": "850440", "description": "inverters"}],
-//!  "corridor": {"points": [[44.21, 80.41], [43.24, 76.89]], "width_m": 5000},
-//!  "destination": "KZ551100"}
-//! ```
-//! `gross_kg` is the declared mass of the whole vehicle combination with its load, as it is
-//! weighed. Unknown fields are kept out of the index but do no harm (central may add some).
+//! A declaration is the contract's [`Declaration`] (central and the appliance share it).
 //! The watchlist is `{"plates": [...], "trackers": [...], "mrns": [...]}`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::Value;
+
+pub use acsgd_contract::declaration::{Corridor, Declaration, DeclarationError};
 
 use super::plates::{self, PlateMatch};
 
@@ -24,79 +18,12 @@ pub const MAX_DECLARATIONS: usize = 200_000;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TransitError {
-    #[error("declaration is not valid: {0}")]
-    Invalid(String),
-    #[error("declaration {0}: {1}")]
-    Field(String, String),
+    #[error(transparent)]
+    Declaration(#[from] DeclarationError),
     #[error("{MAX_DECLARATIONS} declarations held already; {0} refused")]
     Full(String),
     #[error("watchlist is not valid: {0}")]
     Watchlist(String),
-}
-
-/// A route corridor: a polyline and its total width.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Corridor {
-    /// `[lat, lon]` points in order of travel.
-    pub points: Vec<[f64; 2]>,
-    /// Total width, metres; a fix further than half of it from the line is off the route.
-    pub width_m: f64,
-}
-
-/// One transit declaration.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Declaration {
-    pub mrn: String,
-    #[serde(default)]
-    pub plates: Vec<String>,
-    /// The seal / tracker device id (IMEI, EGTS terminal id).
-    #[serde(default)]
-    pub tracker: Option<String>,
-    #[serde(default)]
-    pub gross_kg: Option<f64>,
-    #[serde(default)]
-    pub goods: Vec<Value>,
-    #[serde(default)]
-    pub corridor: Option<Corridor>,
-    #[serde(default)]
-    pub destination: Option<String>,
-}
-
-impl Declaration {
-    /// Parses and checks a declaration document.
-    pub fn parse(doc: &Value) -> Result<Declaration, TransitError> {
-        let d: Declaration = serde_json::from_value(doc.clone())
-            .map_err(|e| TransitError::Invalid(e.to_string()))?;
-        let field = |f: &str, p: String| TransitError::Field(d.mrn.clone(), format!("{f}: {p}"));
-        if !acsgd_contract::mrn::valid_mrn(&d.mrn) {
-            return Err(TransitError::Invalid(format!(
-                "mrn {:?} is not 18 letters and digits",
-                d.mrn
-            )));
-        }
-        if let Some(g) = d.gross_kg {
-            if !(g.is_finite() && g > 0.0) {
-                return Err(field("gross_kg", format!("{g} is not a mass")));
-            }
-        }
-        if let Some(c) = &d.corridor {
-            if c.points.len() < 2 {
-                return Err(field("corridor.points", "needs at least two points".into()));
-            }
-            if let Some(p) = c
-                .points
-                .iter()
-                .find(|[la, lo]| !((-90.0..=90.0).contains(la) && (-180.0..=180.0).contains(lo)))
-            {
-                return Err(field("corridor.points", format!("{p:?} is not lat, lon")));
-            }
-            if !(c.width_m.is_finite() && c.width_m > 0.0) {
-                return Err(field("corridor.width_m", "must be positive".into()));
-            }
-        }
-        Ok(d)
-    }
 }
 
 /// A declaration found for a plate read.

@@ -1,0 +1,253 @@
+//! The HTTP API operators and national customs systems use. Every call carries
+//! `Authorization: Bearer TOKEN`; the token names the operator, who is journaled as the cause
+//! of what the call changes.
+//!
+//! | call | what |
+//! |---|---|
+//! | `POST /api/declarations` | a declaration (JSON, [`acsgd_contract::declaration`]) → 201 with the transit; 422 invalid or unknown post; 409 exists |
+//! | `GET /api/transits` | transits, overdue and flagged first |
+//! | `GET /api/transits/{mrn}` | one transit with its journal |
+//! | `POST /api/transits/{mrn}/{cancel\|enquiry\|close}` | an operator action, body `{"note": "…"}`; 409 where it does not apply |
+//! | `GET /api/posts` | the registry with each post's link, seq progress and gaps |
+//! | `GET /api/alerts` | operator alerts (`?open=true`: only those not cleared) |
+//! | `GET /api/quarantine` | refused messages counted by reason |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::declare::{self, Refused};
+use crate::store::{now_ms, Store, StoreError};
+use crate::tracking::{flags_text, time_text, Action, Change, Transit};
+
+#[derive(Clone)]
+pub struct Api {
+    store: Store,
+    /// token → operator name
+    tokens: Arc<HashMap<String, String>>,
+    /// Wakes the route publisher after a change that routes something.
+    routed: Arc<Notify>,
+}
+
+impl Api {
+    pub fn new(
+        store: Store,
+        tokens: &std::collections::BTreeMap<String, String>,
+        routed: Arc<Notify>,
+    ) -> Api {
+        Api {
+            store,
+            tokens: Arc::new(tokens.iter().map(|(n, t)| (t.clone(), n.clone())).collect()),
+            routed,
+        }
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/api/declarations", post(declare_one))
+            .route("/api/transits", get(transits))
+            .route("/api/transits/{mrn}", get(transit))
+            .route("/api/transits/{mrn}/{action}", post(act))
+            .route("/api/posts", get(posts))
+            .route("/api/alerts", get(alerts))
+            .route("/api/quarantine", get(quarantine))
+            .with_state(self)
+    }
+
+    /// The operator a request's bearer token names.
+    fn operator(&self, headers: &HeaderMap) -> Option<String> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        token.and_then(|t| self.tokens.get(t).cloned())
+    }
+}
+
+fn unauthorized() -> Response {
+    problem(StatusCode::UNAUTHORIZED, "a valid bearer token is needed")
+}
+
+fn problem(status: StatusCode, msg: &str) -> Response {
+    (status, Json(json!({"error": msg}))).into_response()
+}
+
+fn internal(e: StoreError) -> Response {
+    tracing::error!(error = %e, "API call failed on the database");
+    problem(StatusCode::SERVICE_UNAVAILABLE, &format!("database: {e}"))
+}
+
+/// A transit as the API shows it.
+pub fn transit_json(t: &Transit) -> Value {
+    json!({
+        "mrn": t.mrn,
+        "state": t.state.as_str(),
+        "leg": t.leg,
+        "expected_post": t.expected_post,
+        "expected_by": t.expected_by_ms.map(time_text),
+        "last_post": t.last_post,
+        "last_seen": t.last_seen_ms.map(time_text),
+        "flags": flags_text(&t.flags).split(',').filter(|f| !f.is_empty()).collect::<Vec<_>>(),
+        "declared": time_text(t.declared_ms),
+        "declaration": t.declaration,
+    })
+}
+
+fn change_json(at_ms: i64, c: &Change) -> Value {
+    json!({"at": time_text(at_ms), "from": c.from.as_str(), "to": c.to.as_str(), "cause": c.cause, "note": c.note})
+}
+
+async fn declare_one(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(operator) = api.operator(&headers) else {
+        return unauthorized();
+    };
+    let doc: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("not JSON: {e}")),
+    };
+    match declare::submit(&api.store, &doc, &format!("operator:{operator}"), now_ms()).await {
+        Ok(Ok(t)) => {
+            api.routed.notify_one();
+            (StatusCode::CREATED, Json(transit_json(&t))).into_response()
+        }
+        Ok(Err(e @ Refused::Exists(_))) => problem(StatusCode::CONFLICT, &e.to_string()),
+        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    500
+}
+
+async fn transits(State(api): State<Api>, headers: HeaderMap, Query(q): Query<Limit>) -> Response {
+    if api.operator(&headers).is_none() {
+        return unauthorized();
+    }
+    match api.store.transits(q.limit.clamp(1, 10_000)).await {
+        Ok(ts) => Json(ts.iter().map(transit_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn transit(State(api): State<Api>, headers: HeaderMap, Path(mrn): Path<String>) -> Response {
+    if api.operator(&headers).is_none() {
+        return unauthorized();
+    }
+    let t = match api.store.transit(&mrn).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return problem(StatusCode::NOT_FOUND, &format!("no transit {mrn}")),
+        Err(e) => return internal(e),
+    };
+    match api.store.transit_log(&mrn).await {
+        Ok(log) => {
+            let mut v = transit_json(&t);
+            v["journal"] = log.iter().map(|(at, c)| change_json(*at, c)).collect();
+            Json(v).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Note {
+    #[serde(default)]
+    note: String,
+}
+
+async fn act(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((mrn, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(operator) = api.operator(&headers) else {
+        return unauthorized();
+    };
+    let Some(action) = Action::parse(&action) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "actions are cancel, enquiry and close",
+        );
+    };
+    let note: Note = if body.is_empty() {
+        Note::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(n) => n,
+            Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("body: {e}")),
+        }
+    };
+    match api.store.act(&mrn, action, &operator, &note.note).await {
+        Ok(Ok(t)) => {
+            api.routed.notify_one();
+            Json(transit_json(&t)).into_response()
+        }
+        Ok(Err(why)) if why.starts_with("no transit") => problem(StatusCode::NOT_FOUND, &why),
+        Ok(Err(why)) => problem(StatusCode::CONFLICT, &why),
+        Err(e) => internal(e),
+    }
+}
+
+async fn posts(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if api.operator(&headers).is_none() {
+        return unauthorized();
+    }
+    let posts = match api.store.posts().await {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
+    let mut out = Vec::with_capacity(posts.len());
+    for p in posts {
+        let progress = match api.store.post_progress(&p.id).await {
+            Ok(x) => x,
+            Err(e) => return internal(e),
+        };
+        out.push(json!({"post": p, "progress": progress}));
+    }
+    Json(out).into_response()
+}
+
+#[derive(Deserialize)]
+struct Open {
+    #[serde(default)]
+    open: bool,
+}
+
+async fn alerts(State(api): State<Api>, headers: HeaderMap, Query(q): Query<Open>) -> Response {
+    if api.operator(&headers).is_none() {
+        return unauthorized();
+    }
+    match api.store.alerts(q.open).await {
+        Ok(a) => Json(a).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn quarantine(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if api.operator(&headers).is_none() {
+        return unauthorized();
+    }
+    match api.store.quarantine_counts().await {
+        Ok(c) => Json(c.into_iter().collect::<HashMap<_, _>>()).into_response(),
+        Err(e) => internal(e),
+    }
+}

@@ -1,0 +1,431 @@
+//! Ingest: every message the posts publish on `acsgd/v1/{post}/{type}`, checked and applied in
+//! one database transaction per batch, and acknowledged to the broker only after that
+//! transaction committed.
+//!
+//! For each message, in order:
+//! 1. `status` (retained online/offline) sets the post's link; `key` is ignored: a post's key is
+//!    pinned by an operator (`acsgd-central post add`), never taken from the wire.
+//! 2. Refused into **quarantine** with its reason (never applied, counted, raised to operators):
+//!    oversized, unknown post, malformed envelope, bad signature, envelope post or type not the
+//!    topic's, wrong schema, a `time` further in the future than the allowed clock skew, a `seq`
+//!    already carried by another event.
+//! 3. De-duplicated on `id` (a resend after a reconnect is acknowledged and dropped).
+//! 4. Journaled with its signed bytes; the post's `seq` progress and gaps updated.
+//! 5. Applied to the transit its body names (`mrn`): a passage is a sighting, a supervisor's
+//!    override of a red passage to green or yellow is a release, an alert whose rule maps to a
+//!    flag raises it ([`crate::tracking`]).
+
+use std::collections::HashMap;
+
+use acsgd_contract::envelope::{from_hex, Envelope, EnvelopeError, SCHEMA};
+use ed25519_dalek::VerifyingKey;
+use serde_json::Value;
+use sqlx::AnyConnection;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::routing;
+use crate::store::{self, OperatorAlert, Store, StoreError};
+use crate::tracking::{self, Flag, Seen, Sighting, State};
+
+/// The largest message accepted; the appliance's events are a few kB.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// One message as the broker delivered it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Quarantined(String),
+    /// A post's online/offline status.
+    Link,
+    /// A topic central does not consume (`key`).
+    Ignored,
+}
+
+/// Limits of what is believed.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How far an event's `time` may be ahead of central's clock.
+    pub max_clock_skew_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_clock_skew_ms: 300_000,
+        }
+    }
+}
+
+/// Checks and applies batches of messages.
+pub struct Ingestor {
+    store: Store,
+    keys: HashMap<String, VerifyingKey>,
+    limits: Limits,
+}
+
+impl Ingestor {
+    pub async fn new(store: Store, limits: Limits) -> Result<Ingestor, StoreError> {
+        let mut i = Ingestor {
+            store,
+            keys: HashMap::new(),
+            limits,
+        };
+        i.reload_keys().await?;
+        Ok(i)
+    }
+
+    /// Reads the pinned keys again (a post added while central runs is known at its first event).
+    async fn reload_keys(&mut self) -> Result<(), StoreError> {
+        self.keys.clear();
+        for p in self.store.posts().await? {
+            match from_hex(&p.public_key)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+            {
+                Some(k) => {
+                    self.keys.insert(p.id, k);
+                }
+                None => tracing::error!(post = %p.id, "stored public key is not an Ed25519 key"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch in one transaction. On `Err` nothing of the batch is stored and none of
+    /// it may be acknowledged.
+    pub async fn handle(
+        &mut self,
+        batch: &[Message],
+        now_ms: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let unknown = batch.iter().any(|m| {
+            post_of(&m.topic)
+                .is_some_and(|(p, t)| !self.keys.contains_key(p) && !matches!(t, "status" | "key"))
+        });
+        if unknown {
+            self.reload_keys().await?;
+        }
+        let mut tx = self.store.pool().begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            out.push(self.one(&mut tx, m, now_ms).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn one(
+        &self,
+        conn: &mut AnyConnection,
+        m: &Message,
+        now_ms: i64,
+    ) -> Result<Outcome, StoreError> {
+        let quarantine = |post: Option<&str>, reason: String| Refusal {
+            topic: m.topic.clone(),
+            post: post.map(str::to_string),
+            reason,
+        };
+        let refusal = match self.check(m, now_ms, &quarantine) {
+            Ok(Checked::Event(env, time_ms)) => {
+                return self.accept(conn, m, env, time_ms, now_ms).await;
+            }
+            Ok(Checked::Link(post, link)) => {
+                store::set_link(conn, &post, &link, now_ms).await?;
+                return Ok(Outcome::Link);
+            }
+            Ok(Checked::Ignored) => return Ok(Outcome::Ignored),
+            Err(r) => r,
+        };
+        quarantine_one(conn, &refusal, &m.payload, now_ms).await?;
+        Ok(Outcome::Quarantined(refusal.reason))
+    }
+
+    fn check(
+        &self,
+        m: &Message,
+        now_ms: i64,
+        refuse: &dyn Fn(Option<&str>, String) -> Refusal,
+    ) -> Result<Checked, Refusal> {
+        let Some((post, kind)) = post_of(&m.topic) else {
+            return Err(refuse(
+                None,
+                format!("topic {} is not acsgd/v1/{{post}}/{{type}}", m.topic),
+            ));
+        };
+        if m.payload.len() > MAX_PAYLOAD {
+            return Err(refuse(
+                Some(post),
+                format!(
+                    "oversized: {} bytes, at most {MAX_PAYLOAD}",
+                    m.payload.len()
+                ),
+            ));
+        }
+        match kind {
+            "status" => {
+                let link = match m.payload.as_slice() {
+                    b"online" => "online",
+                    b"offline" => "offline",
+                    b"" => "unknown",
+                    _ => {
+                        return Err(refuse(
+                            Some(post),
+                            "malformed: status is not online or offline".into(),
+                        ))
+                    }
+                };
+                if !self.keys.contains_key(post) {
+                    return Ok(Checked::Ignored);
+                }
+                return Ok(Checked::Link(post.to_string(), link.to_string()));
+            }
+            "key" => return Ok(Checked::Ignored),
+            _ => {}
+        }
+        let Some(key) = self.keys.get(post) else {
+            return Err(refuse(
+                Some(post),
+                format!("unknown post: {post} is not in the registry"),
+            ));
+        };
+        let env = Envelope::verify(&m.payload, key).map_err(|e| match e {
+            EnvelopeError::Json(j) => refuse(Some(post), format!("malformed: {j}")),
+            other => refuse(Some(post), format!("bad signature: {other}")),
+        })?;
+        if env.post != post {
+            return Err(refuse(
+                Some(post),
+                format!("post mismatch: envelope says {}", env.post),
+            ));
+        }
+        if env.kind != kind {
+            return Err(refuse(
+                Some(post),
+                format!("type mismatch: envelope says {}", env.kind),
+            ));
+        }
+        if env.schema != SCHEMA {
+            return Err(refuse(Some(post), format!("wrong schema: {}", env.schema)));
+        }
+        if env.seq == 0 || env.seq > i64::MAX as u64 {
+            return Err(refuse(
+                Some(post),
+                format!("malformed: seq {} out of range", env.seq),
+            ));
+        }
+        let time_ms = OffsetDateTime::parse(&env.time, &Rfc3339)
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+            .map_err(|e| refuse(Some(post), format!("malformed: time {:?}: {e}", env.time)))?;
+        if time_ms > now_ms + self.limits.max_clock_skew_ms {
+            return Err(refuse(
+                Some(post),
+                format!(
+                    "from the future: time {} is {} s ahead of central's clock",
+                    env.time,
+                    (time_ms - now_ms) / 1000
+                ),
+            ));
+        }
+        Ok(Checked::Event(env, time_ms))
+    }
+
+    async fn accept(
+        &self,
+        conn: &mut AnyConnection,
+        m: &Message,
+        env: Envelope,
+        time_ms: i64,
+        now_ms: i64,
+    ) -> Result<Outcome, StoreError> {
+        let mrn = env
+            .body
+            .get("mrn")
+            .and_then(Value::as_str)
+            .filter(|s| acsgd_contract::mrn::valid_mrn(s))
+            .map(str::to_string);
+        let seq = env.seq as i64;
+        let done = sqlx::query(
+            "INSERT INTO journal (id, post, seq, type, time_ms, received_ms, mrn, envelope) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&env.id)
+        .bind(&env.post)
+        .bind(seq)
+        .bind(&env.kind)
+        .bind(time_ms)
+        .bind(now_ms)
+        .bind(mrn.clone())
+        .bind(String::from_utf8_lossy(&m.payload).into_owned())
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 0 {
+            let same = sqlx::query("SELECT 1 FROM journal WHERE id = $1")
+                .bind(&env.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if same.is_some() {
+                return Ok(Outcome::Duplicate);
+            }
+            let r = Refusal {
+                topic: m.topic.clone(),
+                post: Some(env.post.clone()),
+                reason: format!(
+                    "seq reused: seq {} of {} already carried another event",
+                    seq, env.post
+                ),
+            };
+            quarantine_one(conn, &r, &m.payload, now_ms).await?;
+            return Ok(Outcome::Quarantined(r.reason));
+        }
+        store::note_seq(conn, &env.post, seq, now_ms).await?;
+        if let Some(mrn) = mrn {
+            apply(conn, &env, &mrn, time_ms, now_ms).await?;
+        }
+        Ok(Outcome::Accepted)
+    }
+}
+
+/// Applies a journaled event to the transit it names.
+async fn apply(
+    conn: &mut AnyConnection,
+    env: &Envelope,
+    mrn: &str,
+    time_ms: i64,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let body = &env.body;
+    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    let sighting = match env.kind.as_str() {
+        "passage" => Some(Seen::Passage {
+            channel: text("channel").to_string(),
+        }),
+        "override" if text("from") == "red" && matches!(text("to"), "green" | "yellow") => {
+            Some(Seen::Release)
+        }
+        "alert" => {
+            if let Some(flag) = Flag::of_rule(text("rule")) {
+                let note = format!("alert {} at {}", text("rule"), env.post);
+                store::add_flag(conn, mrn, flag, &env.id, &note, now_ms).await?;
+            }
+            None
+        }
+        _ => None,
+    };
+    let Some(seen) = sighting else {
+        return Ok(());
+    };
+    let Some(stored) = store::load_transit(conn, mrn).await? else {
+        return Ok(()); // not declared through central (yet): journaled, nothing to follow
+    };
+    let s = Sighting {
+        event_id: env.id.clone(),
+        post: env.post.clone(),
+        time_ms,
+        seen,
+    };
+    if !store::add_sighting(conn, mrn, &s).await? {
+        return Ok(());
+    }
+    let all = store::sightings(conn, mrn).await?;
+    let Some((next, changes)) = tracking::settle(&stored, &all, &s) else {
+        return Ok(());
+    };
+    if !store::update_transit(conn, &next, stored.version).await? {
+        return Err(StoreError::Corrupt {
+            what: "transit version".into(),
+            detail: format!("{mrn} changed inside this transaction"),
+        });
+    }
+    for c in &changes {
+        store::log_change(conn, mrn, c, now_ms).await?;
+    }
+    if matches!(stored.state, State::Overdue | State::Enquiry) && next.leg > stored.leg {
+        let note = changes.first().map(|c| c.note.as_str()).unwrap_or("");
+        store::clear_alert(conn, &format!("overdue:{mrn}:{}", stored.leg), note, now_ms).await?;
+    }
+    if next.state == State::Diverted && stored.state != State::Diverted {
+        store::raise_alert(
+            conn,
+            &OperatorAlert {
+                id: format!("diverted:{mrn}:{}", env.id),
+                kind: "diverted".into(),
+                post: Some(env.post.clone()),
+                mrn: Some(mrn.to_string()),
+                cause: env.id.clone(),
+                text: format!("{mrn} seen at {}, which is not on its itinerary", env.post),
+            },
+            now_ms,
+        )
+        .await?;
+    }
+    routing::after_change(conn, &stored, &next).await?;
+    Ok(())
+}
+
+enum Checked {
+    Event(Envelope, i64),
+    Link(String, String),
+    Ignored,
+}
+
+struct Refusal {
+    topic: String,
+    post: Option<String>,
+    reason: String,
+}
+
+async fn quarantine_one(
+    conn: &mut AnyConnection,
+    r: &Refusal,
+    payload: &[u8],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    // Keep at most 64 kB of what was refused: enough to see what it was.
+    let kept = &payload[..payload.len().min(64 * 1024)];
+    sqlx::query(
+        "INSERT INTO quarantine (id, received_ms, topic, post, reason, payload) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(now_ms)
+    .bind(&r.topic)
+    .bind(r.post.clone())
+    .bind(&r.reason)
+    .bind(String::from_utf8_lossy(kept).into_owned())
+    .execute(&mut *conn)
+    .await?;
+    let head = r.reason.split(':').next().unwrap_or("refused");
+    // One open alert per post and kind of refusal, not one per message.
+    let post = r.post.as_deref().unwrap_or("?");
+    store::raise_alert(
+        conn,
+        &OperatorAlert {
+            id: format!("quarantine:{post}:{head}"),
+            kind: "quarantine".into(),
+            post: r.post.clone(),
+            mrn: None,
+            cause: r.topic.clone(),
+            text: format!("{post}: {}", r.reason),
+        },
+        now_ms,
+    )
+    .await?;
+    tracing::warn!(topic = %r.topic, reason = %r.reason, "message quarantined");
+    Ok(())
+}
+
+/// `acsgd/v1/{post}/{type}` → (post, type), for a valid post id.
+pub fn post_of(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("acsgd/v1/")?;
+    let (post, kind) = rest.split_once('/')?;
+    (acsgd_contract::declaration::valid_post_id(post) && !kind.is_empty() && !kind.contains('/'))
+        .then_some((post, kind))
+}

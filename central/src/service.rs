@@ -1,0 +1,244 @@
+//! `acsgd-central run`: the ingest connection, the route publisher, the scheduler and the HTTP
+//! API as tasks of one process. A task that ends is an error of the whole service (systemd
+//! restarts it); nothing runs unnoticed half-dead.
+//!
+//! The broker session is persistent (`clean_session = false`) with manual acknowledgements: a
+//! message is acknowledged only after the transaction that applied it committed. While the
+//! database is away the worker retries the same batch with backoff and acknowledges nothing;
+//! the broker keeps the rest of the session's messages until it returns. The broker must be
+//! configured to keep them (mosquitto: `max_queued_messages 0`), or the resend requests for
+//! seq gaps are what recovers them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{mpsc, Notify};
+
+use crate::api::Api;
+use crate::config::Config;
+use crate::ingest::{Ingestor, Limits, Message, MAX_PAYLOAD};
+use crate::routing::Publisher;
+use crate::store::{now_ms, Store, StoreError};
+
+/// What central subscribes to: every post's events and status.
+pub const SUBSCRIPTION: &str = "acsgd/v1/+/+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("HTTP API on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("task {0} ended")]
+    TaskEnded(&'static str),
+}
+
+/// Runs until SIGTERM or Ctrl-C, or until a task fails.
+pub async fn run(config: Config) -> Result<(), ServiceError> {
+    let store = Store::open(&config.store.url).await?;
+    let routed = Arc::new(Notify::new());
+
+    let mut mqtt = MqttOptions::new(
+        &config.broker.client_id,
+        &config.broker.host,
+        config.broker.port,
+    );
+    mqtt.set_clean_session(false);
+    mqtt.set_manual_acks(true);
+    mqtt.set_keep_alive(Duration::from_secs(30));
+    // Room for an oversized message to arrive and be quarantined instead of breaking the
+    // connection (which would redeliver it forever).
+    mqtt.set_max_packet_size(16 * MAX_PAYLOAD, 16 * MAX_PAYLOAD);
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
+
+    let (tx, rx) = mpsc::channel::<Publish>(4096);
+    let connection = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send(p).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!("connected to the broker");
+                        if let Err(e) = client.try_subscribe(SUBSCRIPTION, QoS::AtLeastOnce) {
+                            tracing::error!(error = %e, "cannot subscribe");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "broker connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    };
+
+    let ingestor = Ingestor::new(
+        store.clone(),
+        Limits {
+            max_clock_skew_ms: i64::from(config.tracking.max_clock_skew_s) * 1000,
+        },
+    )
+    .await?;
+    let worker = tokio::spawn(ingest_worker(ingestor, rx, client.clone(), routed.clone()));
+
+    let publisher = Publisher::new(store.clone()).await?;
+    let routes = tokio::spawn(route_publisher(publisher, client.clone(), routed.clone()));
+
+    let scheduler = tokio::spawn(scheduler(
+        store.clone(),
+        client.clone(),
+        Duration::from_secs(u64::from(config.tracking.scan_every_s)),
+        i64::from(config.tracking.gap_grace_s) * 1000,
+        routed.clone(),
+    ));
+
+    let addr = config.http.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Bind { addr, source })?;
+    tracing::info!(%addr, "HTTP API listening");
+    let app = Api::new(store.clone(), &config.http.tokens, routed.clone()).router();
+    let http = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| ServiceError::Bind { addr, source })?;
+    let ended = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        _ = connection => Some("broker connection"),
+        _ = worker => Some("ingest"),
+        _ = routes => Some("route publisher"),
+        _ = scheduler => Some("scheduler"),
+        _ = http => Some("HTTP API"),
+    };
+    match ended {
+        None => {
+            tracing::info!("stopping");
+            let _ = client.disconnect().await;
+            Ok(())
+        }
+        Some(task) => Err(ServiceError::TaskEnded(task)),
+    }
+}
+
+/// Applies what the broker delivers in batches, acknowledging each batch after its commit.
+async fn ingest_worker(
+    mut ingestor: Ingestor,
+    mut rx: mpsc::Receiver<Publish>,
+    client: AsyncClient,
+    routed: Arc<Notify>,
+) {
+    let mut batch = Vec::with_capacity(512);
+    loop {
+        if rx.recv_many(&mut batch, 512).await == 0 {
+            return;
+        }
+        let messages: Vec<Message> = batch
+            .iter()
+            .map(|p| Message {
+                topic: p.topic.clone(),
+                payload: p.payload.to_vec(),
+            })
+            .collect();
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match ingestor.handle(&messages, now_ms()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store a batch; retrying, nothing acknowledged");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        for p in batch.drain(..) {
+            if let Err(e) = client.ack(&p).await {
+                tracing::warn!(error = %e, "cannot acknowledge; the broker will resend");
+            }
+        }
+        routed.notify_one();
+    }
+}
+
+/// Sends the routes not yet sent: at start, on every change, and every few seconds.
+async fn route_publisher(publisher: Publisher, client: AsyncClient, routed: Arc<Notify>) {
+    loop {
+        match publisher.pending(500).await {
+            Ok(pending) => {
+                for p in &pending {
+                    let sent = client
+                        .publish(p.topic(), QoS::AtLeastOnce, true, p.payload.clone())
+                        .await;
+                    match sent {
+                        Ok(()) => {
+                            if let Err(e) = publisher.done(p, now_ms()).await {
+                                tracing::warn!(error = %e, "route sent but not marked; it is sent again");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot queue a route");
+                            break;
+                        }
+                    }
+                }
+                if pending.len() == 500 {
+                    continue;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read routes"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), routed.notified()).await;
+    }
+}
+
+/// Raises overdue legs and asks posts to resend the seq ranges they have not delivered.
+async fn scheduler(
+    store: Store,
+    client: AsyncClient,
+    every: Duration,
+    gap_grace_ms: i64,
+    routed: Arc<Notify>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        match store.scan_overdue(now).await {
+            Ok(moved) if !moved.is_empty() => {
+                tracing::info!(count = moved.len(), "transits overdue");
+                routed.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "overdue scan failed"),
+        }
+        match store.due_gaps(now, gap_grace_ms).await {
+            Ok(gaps) => {
+                for (post, from, to) in gaps {
+                    let topic = format!("acsgd/v1/{post}/in/replay");
+                    let body = serde_json::json!({"from": from, "to": to}).to_string();
+                    if client
+                        .publish(topic, QoS::AtLeastOnce, false, body)
+                        .await
+                        .is_ok()
+                    {
+                        if let Err(e) = store.gap_requested(&post, from, to, now).await {
+                            tracing::error!(error = %e, "cannot record a resend request");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "gap scan failed"),
+        }
+    }
+}

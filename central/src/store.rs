@@ -1,0 +1,916 @@
+//! Central's database: one schema and one set of queries for SQLite (the embedded default: one
+//! file, no server) and PostgreSQL (production), through sqlx's `Any` driver.
+//!
+//! Only what both backends read the same way is used: `$n` placeholders (SQLite takes `$1` as
+//! a named parameter, numbered in order of first use, which is the same numbering), TEXT,
+//! BIGINT, DOUBLE PRECISION, `ON CONFLICT … DO NOTHING`, and times as milliseconds since the
+//! epoch. Migrations are numbered SQL texts applied in one transaction each and recorded in
+//! `schema_version`; a database newer than this binary is refused rather than guessed at.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`: a committed transaction is on disk, which
+//! is what "acknowledged to the broker" promises.
+
+use std::time::Duration;
+
+use acsgd_contract::declaration::Declaration;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::tracking::{self, Change, Flag, Seen, Sighting, State, Transit};
+
+/// The migrations, in order: `(version, SQL)`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migration {version}: {source}")]
+    Migrate { version: i64, source: sqlx::Error },
+    #[error("database is at schema version {found}, newer than this acsgd-central knows ({known}); upgrade acsgd-central")]
+    TooNew { found: i64, known: i64 },
+    #[error("stored {what} is not valid: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A post as pinned by an operator.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Post {
+    pub id: String,
+    pub name: String,
+    /// Ed25519 public key, 64 hex digits.
+    pub public_key: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+}
+
+/// The pool and what it is.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating an SQLite file if needed) and migrates the database at `url`
+    /// (`sqlite:PATH` or `postgres://…`).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let open = |source| StoreError::Open {
+            url: redact(url),
+            source,
+        };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(open(sqlx::Error::Configuration(
+                "the URL must start with sqlite: or postgres://".into(),
+            )));
+        };
+        let url_full = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let options: AnyConnectOptions = url_full.parse().map_err(open)?;
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer at a time anyway; a few readers serve the board.
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode=WAL",
+                            "PRAGMA synchronous=FULL",
+                            "PRAGMA busy_timeout=10000",
+                        ] {
+                            sqlx::Executor::execute(&mut *conn, pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(open)?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        for &(version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let found: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            if found > known {
+                return Err(StoreError::TooNew { found, known });
+            }
+            if found >= version {
+                continue;
+            }
+            let fail = |source| StoreError::Migrate { version, source };
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
+            sqlx::query("INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            tx.commit().await.map_err(fail)?;
+            tracing::info!(version, "database migrated");
+        }
+        Ok(())
+    }
+
+    // ---- posts ----
+
+    /// Adds or replaces a post's pinned key.
+    pub async fn put_post(&self, p: &Post) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM post WHERE id = $1")
+            .bind(&p.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO post (id, name, public_key, lat, lon, added_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&p.id)
+        .bind(&p.name)
+        .bind(&p.public_key)
+        .bind(p.lat)
+        .bind(p.lon)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn posts(&self) -> Result<Vec<Post>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, public_key, lat, lon FROM post ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Post {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    public_key: r.try_get(2)?,
+                    lat: r.try_get(3)?,
+                    lon: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- transits ----
+
+    /// Stores a new declaration as a `declared` transit; `false` when the MRN exists already.
+    pub async fn declare(&self, t: &Transit, cause: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_transit(&mut tx, t).await?;
+        if inserted {
+            log_change(
+                &mut tx,
+                &t.mrn,
+                &Change {
+                    from: State::Declared,
+                    to: State::Declared,
+                    cause: cause.into(),
+                    note: "declared".into(),
+                },
+                t.declared_ms,
+            )
+            .await?;
+            crate::routing::declared(&mut tx, t).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn transit(&self, mrn: &str) -> Result<Option<Transit>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_transit(&mut conn, mrn).await
+    }
+
+    /// Transits, the overdue and flagged first, then by state and MRN.
+    pub async fn transits(&self, limit: i64) -> Result<Vec<Transit>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TRANSIT_COLUMNS} FROM transit ORDER BY \
+             CASE state WHEN 'overdue' THEN 0 WHEN 'enquiry' THEN 1 WHEN 'diverted' THEN 2 ELSE 3 END, \
+             CASE flags WHEN '' THEN 1 ELSE 0 END, updated_ms DESC, mrn LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(transit_of_row).collect()
+    }
+
+    /// A transit's journal, oldest first.
+    pub async fn transit_log(&self, mrn: &str) -> Result<Vec<(i64, Change)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at_ms, from_state, to_state, cause, note FROM transit_log WHERE mrn = $1 ORDER BY n",
+        )
+        .bind(mrn)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state = |i: usize| -> Result<State, StoreError> {
+                    let s: String = r.try_get(i)?;
+                    State::parse(&s).ok_or_else(|| corrupt("transit_log state", s))
+                };
+                Ok((
+                    r.try_get(0)?,
+                    Change {
+                        from: state(1)?,
+                        to: state(2)?,
+                        cause: r.try_get(3)?,
+                        note: r.try_get(4)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Applies an operator action with compare-and-set on the version.
+    pub async fn act(
+        &self,
+        mrn: &str,
+        action: tracking::Action,
+        operator: &str,
+        note: &str,
+    ) -> Result<Result<Transit, String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(t) = load_transit(&mut tx, mrn).await? else {
+            return Ok(Err(format!("no transit {mrn}")));
+        };
+        let (next, change) = match tracking::act(&t, action, operator, note) {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !update_transit(&mut tx, &next, t.version).await? {
+            return Ok(Err(format!("{mrn} changed meanwhile; try again")));
+        }
+        log_change(&mut tx, mrn, &change, now_ms()).await?;
+        crate::routing::after_change(&mut tx, &t, &next).await?;
+        tx.commit().await?;
+        Ok(Ok(next))
+    }
+
+    /// Raises every overdue due at `now_ms`; each one once, whatever the number of schedulers
+    /// running (compare-and-set on the version). Returns the transits it moved.
+    pub async fn scan_overdue(&self, now_ms: i64) -> Result<Vec<Transit>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TRANSIT_COLUMNS} FROM transit WHERE expected_by_ms < $1 \
+             AND state IN ('departed', 'en_route', 'diverted') ORDER BY expected_by_ms LIMIT 1000"
+        ))
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut moved = Vec::new();
+        for row in &rows {
+            let t = transit_of_row(row)?;
+            let Some((next, change)) = tracking::overdue(&t, now_ms) else {
+                continue;
+            };
+            let mut tx = self.pool.begin().await?;
+            if !update_transit(&mut tx, &next, t.version).await? {
+                continue; // another scheduler, or a sighting, came first
+            }
+            log_change(&mut tx, &t.mrn, &change, now_ms).await?;
+            raise_alert(
+                &mut tx,
+                &OperatorAlert {
+                    id: format!("overdue:{}:{}", t.mrn, t.leg),
+                    kind: "overdue".into(),
+                    post: t.expected_post.clone(),
+                    mrn: Some(t.mrn.clone()),
+                    cause: "scheduler".into(),
+                    text: format!("{} {}", t.mrn, change.note),
+                },
+                now_ms,
+            )
+            .await?;
+            tx.commit().await?;
+            moved.push(next);
+        }
+        Ok(moved)
+    }
+
+    // ---- operator alerts and quarantine ----
+
+    pub async fn alerts(&self, open_only: bool) -> Result<Vec<AlertRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, raised_ms, kind, post, mrn, cause, text, cleared_ms, cleared_note \
+             FROM operator_alert WHERE ($1 = 0 OR cleared_ms IS NULL) ORDER BY raised_ms DESC, id LIMIT 1000",
+        )
+        .bind(i64::from(open_only))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRow {
+                    id: r.try_get(0)?,
+                    raised_ms: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    post: r.try_get(3)?,
+                    mrn: r.try_get(4)?,
+                    cause: r.try_get(5)?,
+                    text: r.try_get(6)?,
+                    cleared_ms: r.try_get(7)?,
+                    cleared_note: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Quarantined messages per reason (the reason's first words, before any `:`).
+    pub async fn quarantine_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT reason FROM quarantine")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        for r in rows {
+            let reason: String = r.try_get(0)?;
+            let head = reason.split(':').next().unwrap_or("").to_string();
+            *counts.entry(head).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    pub async fn count(&self, table: Table) -> Result<i64, StoreError> {
+        let n: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM {}", table.name()))
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n)
+    }
+
+    /// Gaps noticed more than `grace_ms` ago and not asked for within the last `grace_ms`:
+    /// `(post, from, to)`.
+    pub async fn due_gaps(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT post, seq_from, seq_to FROM seq_gap WHERE noticed_ms < $1 \
+             AND (requested_ms IS NULL OR requested_ms < $1) ORDER BY post, seq_from LIMIT 1000",
+        )
+        .bind(now_ms - grace_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Records that central asked `post` to resend the gap starting at `from`, and raises the
+    /// post's gap alert (one per post, cleared when its last gap is filled).
+    pub async fn gap_requested(
+        &self,
+        post: &str,
+        from: i64,
+        to: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE seq_gap SET requested_ms = $1 WHERE post = $2 AND seq_from = $3")
+            .bind(now_ms)
+            .bind(post)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
+        raise_alert(
+            &mut tx,
+            &OperatorAlert {
+                id: format!("gap:{post}"),
+                kind: "gap".into(),
+                post: Some(post.into()),
+                mrn: None,
+                cause: "scheduler".into(),
+                text: format!("{post} has not delivered seq {from}..{to}; a resend was requested"),
+            },
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A post's delivery state: contiguous and highest seq, and the missing ranges.
+    pub async fn post_progress(&self, post: &str) -> Result<Option<PostProgress>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(row) = sqlx::query(
+            "SELECT contiguous_seq, highest_seq, link, link_ms FROM post_state WHERE post = $1",
+        )
+        .bind(post)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let gaps = gaps_of(&mut conn, post).await?;
+        Ok(Some(PostProgress {
+            contiguous_seq: row.try_get(0)?,
+            highest_seq: row.try_get(1)?,
+            link: row.try_get(2)?,
+            link_ms: row.try_get(3)?,
+            gaps: gaps.into_iter().map(|g| (g.from, g.to)).collect(),
+        }))
+    }
+}
+
+/// Tables whose rows are counted in tests and metrics.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Journal,
+    Quarantine,
+    Transit,
+    OperatorAlert,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Journal => "journal",
+            Table::Quarantine => "quarantine",
+            Table::Transit => "transit",
+            Table::OperatorAlert => "operator_alert",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertRow {
+    pub id: String,
+    pub raised_ms: i64,
+    pub kind: String,
+    pub post: Option<String>,
+    pub mrn: Option<String>,
+    pub cause: String,
+    pub text: String,
+    pub cleared_ms: Option<i64>,
+    pub cleared_note: Option<String>,
+}
+
+/// An operator alert to raise.
+#[derive(Debug, Clone)]
+pub struct OperatorAlert {
+    /// What it is about (`overdue:{mrn}:{leg}`, `bad-signature:{post}`, …): raising the same
+    /// id again while it exists is one alert, not two.
+    pub id: String,
+    pub kind: String,
+    pub post: Option<String>,
+    pub mrn: Option<String>,
+    pub cause: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PostProgress {
+    pub contiguous_seq: i64,
+    pub highest_seq: i64,
+    pub link: String,
+    pub link_ms: i64,
+    pub gaps: Vec<(i64, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Gap {
+    pub from: i64,
+    pub to: i64,
+    pub noticed_ms: i64,
+    pub requested_ms: Option<i64>,
+}
+
+const TRANSIT_COLUMNS: &str = "mrn, state, leg, expected_post, expected_by_ms, last_post, \
+     last_seen_ms, flags, declaration, declared_ms, version";
+
+fn corrupt(what: &str, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
+
+fn transit_of_row(r: &sqlx::any::AnyRow) -> Result<Transit, StoreError> {
+    let state: String = r.try_get(1)?;
+    let decl: String = r.try_get(8)?;
+    let leg: i64 = r.try_get(2)?;
+    let flags: String = r.try_get(7)?;
+    Ok(Transit {
+        mrn: r.try_get(0)?,
+        state: State::parse(&state).ok_or_else(|| corrupt("transit state", state))?,
+        leg: usize::try_from(leg).map_err(|_| corrupt("transit leg", leg.to_string()))?,
+        expected_post: r.try_get(3)?,
+        expected_by_ms: r.try_get(4)?,
+        last_post: r.try_get(5)?,
+        last_seen_ms: r.try_get(6)?,
+        flags: tracking::parse_flags(&flags),
+        declaration: serde_json::from_str::<Declaration>(&decl)
+            .map_err(|e| corrupt("declaration", e.to_string()))?,
+        declared_ms: r.try_get(9)?,
+        version: r.try_get(10)?,
+    })
+}
+
+pub(crate) async fn load_transit(
+    conn: &mut AnyConnection,
+    mrn: &str,
+) -> Result<Option<Transit>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {TRANSIT_COLUMNS} FROM transit WHERE mrn = $1"
+    ))
+    .bind(mrn)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(transit_of_row).transpose()
+}
+
+async fn insert_transit(conn: &mut AnyConnection, t: &Transit) -> Result<bool, StoreError> {
+    let decl =
+        serde_json::to_string(&t.declaration).map_err(|e| corrupt("declaration", e.to_string()))?;
+    let done = sqlx::query(
+        "INSERT INTO transit (mrn, state, leg, expected_post, expected_by_ms, last_post, last_seen_ms, \
+         flags, declaration, declared_ms, version, updated_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (mrn) DO NOTHING",
+    )
+    .bind(&t.mrn)
+    .bind(t.state.as_str())
+    .bind(t.leg as i64)
+    .bind(t.expected_post.clone())
+    .bind(t.expected_by_ms)
+    .bind(t.last_post.clone())
+    .bind(t.last_seen_ms)
+    .bind(tracking::flags_text(&t.flags))
+    .bind(decl)
+    .bind(t.declared_ms)
+    .bind(t.version)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Writes `t` if the stored version is still `was`; `false` when someone else changed it.
+pub(crate) async fn update_transit(
+    conn: &mut AnyConnection,
+    t: &Transit,
+    was: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE transit SET state = $1, leg = $2, expected_post = $3, expected_by_ms = $4, \
+         last_post = $5, last_seen_ms = $6, flags = $7, version = $8, updated_ms = $9 \
+         WHERE mrn = $10 AND version = $11",
+    )
+    .bind(t.state.as_str())
+    .bind(t.leg as i64)
+    .bind(t.expected_post.clone())
+    .bind(t.expected_by_ms)
+    .bind(t.last_post.clone())
+    .bind(t.last_seen_ms)
+    .bind(tracking::flags_text(&t.flags))
+    .bind(t.version)
+    .bind(now_ms())
+    .bind(&t.mrn)
+    .bind(was)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn log_change(
+    conn: &mut AnyConnection,
+    mrn: &str,
+    c: &Change,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO transit_log (mrn, n, at_ms, from_state, to_state, cause, note) \
+         SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM transit_log WHERE mrn = $1",
+    )
+    .bind(mrn)
+    .bind(at_ms)
+    .bind(c.from.as_str())
+    .bind(c.to.as_str())
+    .bind(&c.cause)
+    .bind(&c.note)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Raises an operator alert; `false` when one with that id is already there.
+pub(crate) async fn raise_alert(
+    conn: &mut AnyConnection,
+    a: &OperatorAlert,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO operator_alert (id, raised_ms, kind, post, mrn, cause, text) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&a.id)
+    .bind(now_ms)
+    .bind(&a.kind)
+    .bind(a.post.clone())
+    .bind(a.mrn.clone())
+    .bind(&a.cause)
+    .bind(&a.text)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Clears an open alert, saying why.
+pub(crate) async fn clear_alert(
+    conn: &mut AnyConnection,
+    id: &str,
+    note: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE operator_alert SET cleared_ms = $1, cleared_note = $2 WHERE id = $3 AND cleared_ms IS NULL",
+    )
+    .bind(now_ms)
+    .bind(note)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn sightings(
+    conn: &mut AnyConnection,
+    mrn: &str,
+) -> Result<Vec<Sighting>, StoreError> {
+    let rows =
+        sqlx::query("SELECT event_id, post, time_ms, kind, channel FROM sighting WHERE mrn = $1")
+            .bind(mrn)
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get(3)?;
+            let channel: Option<String> = r.try_get(4)?;
+            Ok(Sighting {
+                event_id: r.try_get(0)?,
+                post: r.try_get(1)?,
+                time_ms: r.try_get(2)?,
+                seen: match kind.as_str() {
+                    "release" => Seen::Release,
+                    _ => Seen::Passage {
+                        channel: channel.unwrap_or_default(),
+                    },
+                },
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn add_sighting(
+    conn: &mut AnyConnection,
+    mrn: &str,
+    s: &Sighting,
+) -> Result<bool, StoreError> {
+    let (kind, channel) = match &s.seen {
+        Seen::Passage { channel } => ("passage", Some(channel.clone())),
+        Seen::Release => ("release", None),
+    };
+    let done = sqlx::query(
+        "INSERT INTO sighting (mrn, event_id, post, time_ms, kind, channel) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (mrn, event_id) DO NOTHING",
+    )
+    .bind(mrn)
+    .bind(&s.event_id)
+    .bind(&s.post)
+    .bind(s.time_ms)
+    .bind(kind)
+    .bind(channel)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Adds a flag raised by a post's alert; `None` when the transit is unknown or already has it.
+pub(crate) async fn add_flag(
+    conn: &mut AnyConnection,
+    mrn: &str,
+    flag: Flag,
+    cause: &str,
+    note: &str,
+    now_ms: i64,
+) -> Result<Option<Transit>, StoreError> {
+    let Some(t) = load_transit(conn, mrn).await? else {
+        return Ok(None);
+    };
+    let mut next = t.clone();
+    if !next.flags.insert(flag) {
+        return Ok(None);
+    }
+    next.version += 1;
+    if !update_transit(conn, &next, t.version).await? {
+        return Err(corrupt(
+            "transit version",
+            format!("{mrn} changed inside this transaction"),
+        ));
+    }
+    log_change(
+        conn,
+        mrn,
+        &Change {
+            from: t.state,
+            to: t.state,
+            cause: cause.into(),
+            note: format!("flag {}: {note}", flag.as_str()),
+        },
+        now_ms,
+    )
+    .await?;
+    Ok(Some(next))
+}
+
+pub(crate) async fn gaps_of(conn: &mut AnyConnection, post: &str) -> Result<Vec<Gap>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT seq_from, seq_to, noticed_ms, requested_ms FROM seq_gap WHERE post = $1 ORDER BY seq_from",
+    )
+    .bind(post)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Gap {
+                from: r.try_get(0)?,
+                to: r.try_get(1)?,
+                noticed_ms: r.try_get(2)?,
+                requested_ms: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+/// Records that `post` delivered `seq`: advances the highest seq, opens a gap for what it
+/// jumped over, or fills (shrinks, splits) the gap it belongs to; then the contiguous seq.
+pub(crate) async fn note_seq(
+    conn: &mut AnyConnection,
+    post: &str,
+    seq: i64,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT highest_seq FROM post_state WHERE post = $1")
+        .bind(post)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let highest: i64 = match row {
+        Some(r) => r.try_get(0)?,
+        None => {
+            sqlx::query(
+                "INSERT INTO post_state (post, contiguous_seq, highest_seq, link, link_ms, last_event_ms) \
+                 VALUES ($1, 0, 0, 'unknown', $2, $2)",
+            )
+            .bind(post)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
+            0
+        }
+    };
+    if seq > highest {
+        if seq > highest + 1 {
+            sqlx::query(
+                "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(post)
+            .bind(highest + 1)
+            .bind(seq - 1)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query("UPDATE post_state SET highest_seq = $1, last_event_ms = $2 WHERE post = $3")
+            .bind(seq)
+            .bind(now_ms)
+            .bind(post)
+            .execute(&mut *conn)
+            .await?;
+    } else {
+        let gaps = gaps_of(conn, post).await?;
+        if let Some(g) = gaps.iter().find(|g| g.from <= seq && seq <= g.to) {
+            sqlx::query("DELETE FROM seq_gap WHERE post = $1 AND seq_from = $2")
+                .bind(post)
+                .bind(g.from)
+                .execute(&mut *conn)
+                .await?;
+            for (from, to) in [(g.from, seq - 1), (seq + 1, g.to)] {
+                if from <= to {
+                    sqlx::query(
+                        "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms, requested_ms) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(post)
+                    .bind(from)
+                    .bind(to)
+                    .bind(g.noticed_ms)
+                    .bind(g.requested_ms)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+        }
+    }
+    sqlx::query(
+        "UPDATE post_state SET contiguous_seq = COALESCE(\
+         (SELECT MIN(seq_from) - 1 FROM seq_gap WHERE post = $1), highest_seq) WHERE post = $1",
+    )
+    .bind(post)
+    .execute(&mut *conn)
+    .await?;
+    if seq <= highest && gaps_of(conn, post).await?.is_empty() {
+        clear_alert(
+            conn,
+            &format!("gap:{post}"),
+            &format!("seq {seq} filled the last gap"),
+            now_ms,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn set_link(
+    conn: &mut AnyConnection,
+    post: &str,
+    link: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE post_state SET link = $1, link_ms = $2 WHERE post = $3")
+        .bind(link)
+        .bind(now_ms)
+        .bind(post)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        sqlx::query(
+            "INSERT INTO post_state (post, contiguous_seq, highest_seq, link, link_ms, last_event_ms) \
+             VALUES ($1, 0, 0, $2, $3, $3) ON CONFLICT (post) DO NOTHING",
+        )
+        .bind(post)
+        .bind(link)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

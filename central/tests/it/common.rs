@@ -1,0 +1,348 @@
+//! What central's tests share: a real PostgreSQL cluster of their own, a store on each backend,
+//! signed events from a stand-in post, and a small HTTP client.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use acsgd_central::store::{Post, Store};
+use acsgd_contract::envelope::{to_hex, Signer};
+use acsgd_contract::Event;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// A PostgreSQL cluster in a temporary directory on a free port, stopped when dropped.
+pub struct Pg {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+fn pg_bin() -> PathBuf {
+    if let Some(b) = std::env::var_os("ACSGD_PG_BIN") {
+        return b.into();
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .filter(|b| b.join("initdb").exists())
+        .expect("PostgreSQL is not installed (.ci/setup installs Debian's postgresql)")
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").as_deref() == Ok("root")
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        let dir = tempfile::Builder::new()
+            .prefix("acsgd-pg")
+            .tempdir()
+            .unwrap();
+        let bin = pg_bin();
+        let pg = Pg {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        if is_root() {
+            // PostgreSQL refuses to run as root: the cluster belongs to the postgres user.
+            let ok = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(pg.dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let data = pg.dir.path().join("db");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "acsgd",
+                "-E",
+                "UTF8",
+            ],
+        );
+        pg.start_again();
+        pg
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts (again) the cluster and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("db");
+        let log = self.dir.path().join("log");
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-w",
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the cluster at once (connections cut, as when the database host goes away).
+    pub fn stop(&self) {
+        let data = self.dir.path().join("db");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://acsgd@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("db");
+        let _ = Command::new(if is_root() { "runuser" } else { "true" })
+            .args(if is_root() {
+                vec!["-u", "postgres", "--"]
+            } else {
+                vec![]
+            })
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `test` once on a fresh SQLite file and once on a fresh PostgreSQL cluster; the second
+/// argument is the database's URL (also what failure messages name).
+pub fn on_both<F, Fut>(test: F)
+where
+    F: Fn(Store, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("central.db").display());
+    rt.block_on(async {
+        let store = Store::open(&url).await.unwrap();
+        test(store, url.clone()).await;
+    });
+    let pg = Pg::start();
+    rt.block_on(async {
+        let store = Store::open(&pg.url()).await.unwrap();
+        test(store, pg.url()).await;
+    });
+}
+
+/// A post that signs like the appliance.
+pub struct Box_ {
+    pub signer: Signer,
+    pub post: String,
+    pub seq: u64,
+}
+
+impl Box_ {
+    pub fn new(post: &str) -> Box_ {
+        Box_ {
+            signer: Signer::ephemeral(post).unwrap(),
+            post: post.into(),
+            seq: 0,
+        }
+    }
+
+    pub fn public_hex(&self) -> String {
+        to_hex(self.signer.verifying_key().as_bytes())
+    }
+
+    pub fn registry_entry(&self) -> Post {
+        Post {
+            id: self.post.clone(),
+            name: format!("Post {}", self.post),
+            public_key: self.public_hex(),
+            lat: Some(43.0),
+            lon: Some(77.0),
+        }
+    }
+
+    /// The next event's signed bytes, with the next seq.
+    pub fn event(&mut self, kind: &str, time_ms: i64, body: Value) -> Vec<u8> {
+        self.seq += 1;
+        self.sealed(kind, time_ms, body, self.seq)
+    }
+
+    pub fn sealed(&self, kind: &str, time_ms: i64, body: Value, seq: u64) -> Vec<u8> {
+        let ev = Event {
+            id: uuid_like(&self.post, seq, kind),
+            time: OffsetDateTime::from_unix_timestamp_nanos(time_ms as i128 * 1_000_000).unwrap(),
+            kind: kind.into(),
+            body,
+        };
+        self.signer.seal(&ev, seq)
+    }
+
+    pub fn topic(&self, kind: &str) -> String {
+        format!("acsgd/v1/{}/{kind}", self.post)
+    }
+}
+
+/// A stable id per (post, seq, kind), so a resend carries the same id as the appliance's does.
+fn uuid_like(post: &str, seq: u64, kind: &str) -> String {
+    format!("{post}-{kind}-{seq:08}")
+}
+
+/// A passage body as the appliance makes it (only what central reads is filled in).
+pub fn passage(mrn: &str, channel: &str, time_ms: i64) -> Value {
+    serde_json::json!({"id": format!("lane-1-{time_ms}"), "lane": "lane-1", "mrn": mrn,
+        "channel": channel, "plates": [], "rules": [], "reasons": [], "readings": 4,
+        "stopped": false, "duration_s": 5.0})
+}
+
+/// A blocking HTTP/1.1 call: (status, body).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+/// The built `acsgd-central` binary.
+pub fn central_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_acsgd-central"))
+}
+
+pub const H: i64 = 3_600_000;
+
+/// Publishes every message at QoS 1 as a post's uplink does, and waits (up to 60 s) for all
+/// the broker's PUBACKs.
+pub fn publish_all(port: u16, client_id: &str, msgs: &[(String, Vec<u8>)]) {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(64 << 20, 64 << 20);
+    let (client, mut conn) = Client::new(o, msgs.len() + 10);
+    for (t, p) in msgs {
+        client
+            .publish(t.as_str(), QoS::AtLeastOnce, false, p.clone())
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut acked = 0;
+    while acked < msgs.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{acked} of {} PUBACKs in 60 s",
+            msgs.len()
+        );
+        match conn.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+            _ => {}
+        }
+    }
+    let _ = client.disconnect();
+}
+
+/// Polls `f` every 100 ms until it gives `Some`, or panics naming `what` after `secs`.
+pub fn wait<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(x) = f() {
+            return x;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,528 @@
+//! Ingest and tracking through the real store, each test on SQLite and on PostgreSQL.
+
+use acsgd_central::declare::{self, Refused};
+use acsgd_central::ingest::{Ingestor, Limits, Message, Outcome, MAX_PAYLOAD};
+use acsgd_central::routing::Publisher;
+use acsgd_central::store::{Store, Table};
+use acsgd_central::tracking::{Action, Flag, State};
+use serde_json::json;
+
+use crate::common::{on_both, passage, Box_, H};
+
+/// 2026-12-01T00:00:00Z
+const T0: i64 = 1_796_083_200_000;
+const MRN: &str = "26KZ5500000000001A";
+
+fn msg(topic: String, payload: Vec<u8>) -> Message {
+    Message { topic, payload }
+}
+
+async fn registered(store: &Store, posts: &[&str]) -> Vec<Box_> {
+    let mut boxes = Vec::new();
+    for p in posts {
+        let b = Box_::new(p);
+        store.put_post(&b.registry_entry()).await.unwrap();
+        boxes.push(b);
+    }
+    boxes
+}
+
+async fn ingest(i: &mut Ingestor, m: Message, now: i64) -> Outcome {
+    i.handle(&[m], now).await.unwrap().remove(0)
+}
+
+#[test]
+fn migrations_run_once_and_a_newer_database_is_refused() {
+    on_both(|store, backend| async move {
+        // Opening again finds version 1 and changes nothing.
+        let again = Store::open(&backend).await.unwrap();
+        let versions = |s: Store| async move {
+            let row = sqlx::query("SELECT COUNT(*), MAX(version) FROM schema_version")
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+            let n: i64 = sqlx::Row::try_get(&row, 0).unwrap();
+            let v: i64 = sqlx::Row::try_get(&row, 1).unwrap();
+            (n, v)
+        };
+        assert_eq!(versions(again.clone()).await, (1, 1), "{backend}");
+        // A database a newer central migrated is not touched by this one.
+        sqlx::query("INSERT INTO schema_version (version, applied_ms) VALUES (99, 0)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let e = Store::open(&backend).await.err().expect("refused");
+        assert_eq!(
+            e.to_string(),
+            "database is at schema version 99, newer than this acsgd-central knows (1); upgrade acsgd-central"
+        );
+        assert_eq!(versions(store).await, (2, 99), "{backend}");
+    });
+}
+
+#[test]
+fn events_are_journaled_once_and_seq_gaps_are_tracked() {
+    on_both(|store, backend| async move {
+        let mut b = registered(&store, &["korgas"]).await.remove(0);
+        let mut i = Ingestor::new(store.clone(), Limits::default())
+            .await
+            .unwrap();
+        let e1 = b.event(
+            "health",
+            T0,
+            json!({"component": "uplink", "state": "up", "reason": "x"}),
+        );
+        assert_eq!(
+            ingest(&mut i, msg(b.topic("health"), e1.clone()), T0).await,
+            Outcome::Accepted
+        );
+        // The broker redelivers it (a reconnect): acknowledged, not stored twice.
+        assert_eq!(
+            ingest(&mut i, msg(b.topic("health"), e1), T0).await,
+            Outcome::Duplicate
+        );
+
+        // seq 2 and 3 are late; 4 and 6 arrive.
+        let e2 = b.event(
+            "health",
+            T0,
+            json!({"component": "a", "state": "up", "reason": ""}),
+        );
+        let e3 = b.event(
+            "health",
+            T0,
+            json!({"component": "b", "state": "up", "reason": ""}),
+        );
+        let e4 = b.event(
+            "health",
+            T0,
+            json!({"component": "c", "state": "up", "reason": ""}),
+        );
+        let _lost = b.event(
+            "health",
+            T0,
+            json!({"component": "d", "state": "up", "reason": ""}),
+        );
+        let e6 = b.event(
+            "health",
+            T0,
+            json!({"component": "e", "state": "up", "reason": ""}),
+        );
+        let out = i
+            .handle(
+                &[msg(b.topic("health"), e4), msg(b.topic("health"), e6)],
+                T0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::Accepted, Outcome::Accepted]);
+        let p = store.post_progress("korgas").await.unwrap().unwrap();
+        assert_eq!((p.contiguous_seq, p.highest_seq), (1, 6), "{backend}");
+        assert_eq!(p.gaps, vec![(2, 3), (5, 5)], "{backend}");
+
+        // A gap older than the grace period is due for a resend request, once per grace.
+        assert!(store.due_gaps(T0 + 1000, 10_000).await.unwrap().is_empty());
+        let due = store.due_gaps(T0 + 20_000, 10_000).await.unwrap();
+        assert_eq!(due, vec![("korgas".into(), 2, 3), ("korgas".into(), 5, 5)]);
+        store
+            .gap_requested("korgas", 2, 3, T0 + 20_000)
+            .await
+            .unwrap();
+        let due = store.due_gaps(T0 + 25_000, 10_000).await.unwrap();
+        assert_eq!(due, vec![("korgas".into(), 5, 5)], "{backend}");
+        let open = store.alerts(true).await.unwrap();
+        assert!(open.iter().any(|a| a.id == "gap:korgas"), "{open:?}");
+
+        // The resend fills 3 then 2 (the middle of a gap splits it; the end shrinks it).
+        assert_eq!(
+            ingest(&mut i, msg(b.topic("health"), e3), T0).await,
+            Outcome::Accepted
+        );
+        let p = store.post_progress("korgas").await.unwrap().unwrap();
+        assert_eq!(p.gaps, vec![(2, 2), (5, 5)], "{backend}");
+        assert_eq!(
+            ingest(&mut i, msg(b.topic("health"), e2), T0).await,
+            Outcome::Accepted
+        );
+        let p = store.post_progress("korgas").await.unwrap().unwrap();
+        assert_eq!(
+            (p.contiguous_seq, p.gaps.clone()),
+            (4, vec![(5, 5)]),
+            "{backend}"
+        );
+        let e5 = b.sealed(
+            "health",
+            T0,
+            json!({"component": "d", "state": "up", "reason": ""}),
+            5,
+        );
+        assert_eq!(
+            ingest(&mut i, msg(b.topic("health"), e5), T0).await,
+            Outcome::Accepted
+        );
+        let p = store.post_progress("korgas").await.unwrap().unwrap();
+        assert_eq!((p.contiguous_seq, p.gaps.len()), (6, 0), "{backend}");
+        assert!(
+            store
+                .alerts(true)
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.id != "gap:korgas"),
+            "gap alert cleared"
+        );
+        assert_eq!(store.count(Table::Journal).await.unwrap(), 6, "{backend}");
+    });
+}
+
+#[test]
+fn what_cannot_be_trusted_is_quarantined_counted_and_raised() {
+    on_both(|store, backend| async move {
+        let mut boxes = registered(&store, &["korgas", "kordai"]).await;
+        let mut kordai = boxes.pop().unwrap();
+        let mut korgas = boxes.pop().unwrap();
+        let stranger = Box_::new("gani-muratbaev");
+        declare::submit(
+            &store,
+            &declaration(&["korgas", "kordai"]),
+            "operator:t",
+            T0 - H,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let mut i = Ingestor::new(store.clone(), Limits::default())
+            .await
+            .unwrap();
+        let good = korgas.event("passage", T0, passage(MRN, "green", T0));
+        let mut tampered = good.clone();
+        let at = tampered.windows(5).position(|w| w == b"green").unwrap();
+        tampered[at..at + 5].copy_from_slice(b"grean");
+        let forged = {
+            // kordai's key signing an event that claims to be korgas's: a bad signature for korgas.
+            let mut f = Box_::new("korgas");
+            f.signer = acsgd_contract::envelope::Signer::ephemeral("korgas").unwrap();
+            f.event("passage", T0, passage(MRN, "green", T0))
+        };
+        let mut s2 = Box_::new("gani-muratbaev");
+        let unknown = s2.event("passage", T0, passage(MRN, "green", T0));
+        let wrong_topic = kordai.event("passage", T0, passage(MRN, "green", T0));
+        let future = korgas.event(
+            "alert",
+            T0 + 3_600_000,
+            json!({"rule": "seal_tamper", "mrn": MRN}),
+        );
+        let cases: Vec<(Message, &str)> = vec![
+            (msg(korgas.topic("passage"), tampered), "bad signature"),
+            (msg(korgas.topic("passage"), forged), "bad signature"),
+            (msg(stranger.topic("passage"), unknown), "unknown post"),
+            (msg(korgas.topic("passage"), wrong_topic), "bad signature"),
+            (msg(kordai.topic("alert"), future.clone()), "bad signature"),
+            (msg(korgas.topic("alert"), future), "from the future"),
+            (
+                msg(korgas.topic("passage"), b"{not json".to_vec()),
+                "malformed",
+            ),
+            (
+                msg(korgas.topic("passage"), vec![b' '; MAX_PAYLOAD + 1]),
+                "oversized",
+            ),
+            (msg(korgas.topic("status"), b"maybe".to_vec()), "malformed"),
+            (
+                msg("acsgd/v1/Korgas/passage".into(), b"{}".to_vec()),
+                "topic",
+            ),
+        ];
+        for (m, why) in cases {
+            let topic = m.topic.clone();
+            match ingest(&mut i, m, T0).await {
+                Outcome::Quarantined(r) => assert!(r.starts_with(why), "{backend} {topic}: {r}"),
+                other => panic!("{backend} {topic}: {other:?}, expected quarantine for {why}"),
+            }
+        }
+        // Nothing of it moved the transit or reached the journal.
+        let t = store.transit(MRN).await.unwrap().unwrap();
+        assert_eq!(t.state, State::Declared, "{backend}");
+        assert!(t.flags.is_empty(), "{backend}");
+        assert_eq!(store.count(Table::Journal).await.unwrap(), 0);
+        assert_eq!(store.count(Table::Quarantine).await.unwrap(), 10);
+        let counts = store.quarantine_counts().await.unwrap();
+        assert!(counts.contains(&("bad signature".into(), 4)), "{counts:?}");
+        let alerts = store.alerts(true).await.unwrap();
+        assert!(alerts
+            .iter()
+            .any(|a| a.id == "quarantine:gani-muratbaev:unknown post"));
+        assert!(alerts
+            .iter()
+            .any(|a| a.id == "quarantine:korgas:bad signature"));
+
+        // The good one still goes through; the post's status is its link; key is ignored.
+        assert_eq!(
+            ingest(&mut i, msg(korgas.topic("passage"), good), T0).await,
+            Outcome::Accepted
+        );
+        assert_eq!(
+            ingest(&mut i, msg(korgas.topic("status"), b"online".to_vec()), T0).await,
+            Outcome::Link
+        );
+        assert_eq!(
+            ingest(&mut i, msg(korgas.topic("key"), b"{}".to_vec()), T0).await,
+            Outcome::Ignored
+        );
+        assert_eq!(
+            store.post_progress("korgas").await.unwrap().unwrap().link,
+            "online"
+        );
+        assert_eq!(
+            store.transit(MRN).await.unwrap().unwrap().state,
+            State::Departed
+        );
+
+        // Another event under a seq already used is refused, not stored over the first.
+        let reuse = korgas.sealed(
+            "health",
+            T0,
+            json!({"component": "x", "state": "up", "reason": ""}),
+            1,
+        );
+        match ingest(&mut i, msg(korgas.topic("health"), reuse), T0).await {
+            Outcome::Quarantined(r) => assert!(r.starts_with("seq reused"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+fn declaration(route: &[&str]) -> serde_json::Value {
+    let itinerary: Vec<serde_json::Value> = route
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            if k == 0 {
+                json!({"post": p})
+            } else {
+                json!({"post": p, "within_h": 10})
+            }
+        })
+        .collect();
+    json!({"mrn": MRN, "plates": ["123ABC02"], "gross_kg": 38000, "itinerary": itinerary,
+           "time_limit": "2026-12-04T00:00:00Z"})
+}
+
+#[test]
+fn declarations_are_checked_against_the_registry() {
+    on_both(|store, backend| async move {
+        registered(&store, &["korgas", "kordai"]).await;
+        let r = declare::submit(
+            &store,
+            &declaration(&["korgas", "nowhere"]),
+            "operator:t",
+            T0,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            format!("declaration {MRN}: itinerary[1].post: nowhere is not a registered post"),
+            "{backend}"
+        );
+        let r = declare::submit(&store, &json!({"mrn": MRN}), "operator:t", T0)
+            .await
+            .unwrap();
+        assert!(
+            matches!(r, Err(Refused::Invalid(ref m)) if m.contains("itinerary")),
+            "{r:?}"
+        );
+        declare::submit(
+            &store,
+            &declaration(&["korgas", "kordai"]),
+            "operator:t",
+            T0,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let r = declare::submit(
+            &store,
+            &declaration(&["korgas", "kordai"]),
+            "operator:t",
+            T0,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.unwrap_err(), Refused::Exists(MRN.into()));
+        assert_eq!(store.count(Table::Transit).await.unwrap(), 1);
+    });
+}
+
+#[test]
+fn a_transit_is_routed_followed_made_overdue_once_and_rescinded_by_late_proof() {
+    on_both(|store, backend| async move {
+        let mut boxes = registered(&store, &["korgas", "almaty-tt", "kordai"]).await;
+        let mut kordai = boxes.pop().unwrap();
+        let mut almaty = boxes.pop().unwrap();
+        let mut korgas = boxes.pop().unwrap();
+        declare::submit(
+            &store,
+            &declaration(&["korgas", "almaty-tt", "kordai"]),
+            "operator:aigerim",
+            T0 - H,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // Every post of the itinerary gets the declaration.
+        let publisher = Publisher::new(store.clone()).await.unwrap();
+        let pending = publisher.pending(100).await.unwrap();
+        let mut posts: Vec<_> = pending
+            .iter()
+            .map(|p| (p.post.clone(), !p.payload.is_empty()))
+            .collect();
+        posts.sort();
+        assert_eq!(
+            posts,
+            vec![
+                ("almaty-tt".into(), true),
+                ("kordai".into(), true),
+                ("korgas".into(), true)
+            ]
+        );
+        for p in &pending {
+            assert_eq!(
+                p.topic(),
+                format!("acsgd/v1/{}/in/declarations/{MRN}", p.post)
+            );
+            publisher.done(p, T0).await.unwrap();
+        }
+        assert!(publisher.pending(100).await.unwrap().is_empty());
+
+        let mut i = Ingestor::new(store.clone(), Limits::default())
+            .await
+            .unwrap();
+        let dep = korgas.event("passage", T0, passage(MRN, "green", T0));
+        assert_eq!(
+            ingest(&mut i, msg(korgas.topic("passage"), dep), T0).await,
+            Outcome::Accepted
+        );
+        let t = store.transit(MRN).await.unwrap().unwrap();
+        assert_eq!(
+            (t.state, t.expected_post.as_deref()),
+            (State::Departed, Some("almaty-tt"))
+        );
+        assert_eq!(t.expected_by_ms, Some(T0 + 10 * H), "{backend}");
+        // korgas no longer needs it.
+        let pending = publisher.pending(100).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (pending[0].post.as_str(), pending[0].payload.is_empty()),
+            ("korgas", true)
+        );
+
+        // A seal alert at korgas flags the transit.
+        let alert = korgas.event("alert", T0 + 1000, json!({"rule": "seal_tamper", "severity": "high",
+            "channel": "red", "lane": "lane-1", "message": {"key": "alert.seal_tamper", "params": {}}, "mrn": MRN}));
+        ingest(&mut i, msg(korgas.topic("alert"), alert), T0 + 1000).await;
+        assert!(store
+            .transit(MRN)
+            .await
+            .unwrap()
+            .unwrap()
+            .flags
+            .contains(&Flag::SealTamper));
+
+        // Two schedulers on the same database at the same moment: one overdue.
+        let other = store.clone();
+        let now = T0 + 11 * H;
+        let (a, b) = tokio::join!(store.scan_overdue(now), other.scan_overdue(now));
+        assert_eq!(a.unwrap().len() + b.unwrap().len(), 1, "{backend}");
+        assert!(store.scan_overdue(now + H).await.unwrap().is_empty());
+        let t = store.transit(MRN).await.unwrap().unwrap();
+        assert_eq!(t.state, State::Overdue);
+        let overdue_alerts: Vec<_> = store
+            .alerts(true)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.kind == "overdue")
+            .collect();
+        assert_eq!(overdue_alerts.len(), 1, "{overdue_alerts:?}");
+
+        // almaty-tt's uplink was down: its passage at T0 + 9 h arrives now.
+        let late = almaty.event("passage", T0 + 9 * H, passage(MRN, "green", T0 + 9 * H));
+        assert_eq!(
+            ingest(&mut i, msg(almaty.topic("passage"), late), now + 2 * H).await,
+            Outcome::Accepted
+        );
+        let t = store.transit(MRN).await.unwrap().unwrap();
+        assert_eq!(t.state, State::EnRoute, "{backend}");
+        assert!(!t.flags.contains(&Flag::LateArrival));
+        let log = store.transit_log(MRN).await.unwrap();
+        let rescind = log
+            .iter()
+            .find(|(_, c)| c.note.contains("overdue rescinded"))
+            .expect("rescinded");
+        assert_eq!(rescind.1.from, State::Overdue);
+        assert!(
+            store
+                .alerts(true)
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.kind != "overdue"),
+            "overdue alert cleared"
+        );
+
+        // Seen at a post off its route: diverted, raised.
+        let mut gani = Box_::new("gani-muratbaev");
+        store.put_post(&gani.registry_entry()).await.unwrap();
+        let off = gani.event("passage", T0 + 12 * H, passage(MRN, "yellow", T0 + 12 * H));
+        ingest(&mut i, msg(gani.topic("passage"), off), T0 + 14 * H).await;
+        let t = store.transit(MRN).await.unwrap().unwrap();
+        assert_eq!(t.state, State::Diverted);
+        assert!(t.flags.contains(&Flag::OffItinerary));
+        assert!(store
+            .alerts(true)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.kind == "diverted"));
+
+        // Arrives at kordai; every post gives the declaration up; an operator closes it.
+        let arr = kordai.event("passage", T0 + 15 * H, passage(MRN, "green", T0 + 15 * H));
+        ingest(&mut i, msg(kordai.topic("passage"), arr), T0 + 15 * H).await;
+        let t = store.transit(MRN).await.unwrap().unwrap();
+        assert_eq!(t.state, State::Arrived);
+        let withdrawn: Vec<_> = publisher
+            .pending(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.payload.is_empty())
+            .map(|p| p.post)
+            .collect();
+        assert!(
+            withdrawn.contains(&"kordai".to_string())
+                && withdrawn.contains(&"almaty-tt".to_string()),
+            "{withdrawn:?}"
+        );
+        let closed = store
+            .act(MRN, Action::Close, "aigerim", "written off")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(closed.state, State::Closed);
+        let refused = store
+            .act(MRN, Action::Cancel, "aigerim", "")
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(refused.contains("is closed"), "{refused}");
+
+        // Every state change is journaled with its cause.
+        let log = store.transit_log(MRN).await.unwrap();
+        let causes: Vec<&str> = log.iter().map(|(_, c)| c.cause.as_str()).collect();
+        assert_eq!(causes[0], "operator:aigerim");
+        assert!(causes.contains(&"scheduler"));
+        assert!(causes.contains(&"korgas-passage-00000001"), "{causes:?}");
+        assert_eq!(causes.last(), Some(&"operator:aigerim"));
+    });
+}

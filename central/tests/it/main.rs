@@ -1,0 +1,6 @@
+//! Central's integration tests: the store and ingest on SQLite and PostgreSQL, and the service
+//! against a real broker.
+
+mod common;
+mod ingest;
+mod service;
