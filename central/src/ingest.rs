@@ -10,7 +10,9 @@
 //!    topic's, wrong schema, a `time` further in the future than the allowed clock skew, a `seq`
 //!    already carried by another event.
 //! 3. De-duplicated on `id` (a resend after a reconnect is acknowledged and dropped).
-//! 4. Journaled with its signed bytes; the post's `seq` progress and gaps updated.
+//! 4. Journaled with its signed bytes; the post's `seq` progress and gaps updated. A post's
+//!    answer to a resend request (a `health` event of component `replay`) that names ranges it
+//!    no longer has closes those gaps as lost, with an operator alert.
 //! 5. Applied to the transit its body names (`mrn`): a passage is a sighting, a supervisor's
 //!    override of a red passage to green or yellow is a release, an alert whose rule maps to a
 //!    flag raises it ([`crate::tracking`]).
@@ -172,10 +174,16 @@ impl Ingestor {
         }
         match kind {
             "status" => {
-                let link = match m.payload.as_slice() {
-                    b"online" => "online",
-                    b"offline" => "offline",
-                    b"" => "unknown",
+                // The appliance's retained `{"state": "online", …}` (its last will says
+                // `offline`); a bare word is taken too.
+                let state = serde_json::from_slice::<Value>(&m.payload)
+                    .ok()
+                    .and_then(|v| v.get("state").and_then(Value::as_str).map(str::to_string))
+                    .or_else(|| std::str::from_utf8(&m.payload).ok().map(str::to_string));
+                let link = match state.as_deref() {
+                    Some("online") => "online",
+                    Some("offline") => "offline",
+                    Some("") => "unknown",
                     _ => {
                         return Err(refuse(
                             Some(post),
@@ -287,6 +295,18 @@ impl Ingestor {
             return Ok(Outcome::Quarantined(r.reason));
         }
         store::note_seq(conn, &env.post, seq, now_ms).await?;
+        if env.kind == "health"
+            && env.body.get("component").and_then(Value::as_str) == Some("replay")
+        {
+            // The post's answer to a resend request: what it no longer has is lost.
+            let gone = env.body.pointer("/detail/gone").and_then(Value::as_array);
+            for range in gone.into_iter().flatten() {
+                let bound = |i: usize| range.get(i).and_then(Value::as_i64);
+                if let (Some(a), Some(b)) = (bound(0), bound(1)) {
+                    store::gap_lost(conn, &env.post, a, b, &env.id, now_ms).await?;
+                }
+            }
+        }
         if let Some(mrn) = mrn {
             apply(conn, &env, &mrn, time_ms, now_ms).await?;
         }

@@ -870,6 +870,83 @@ pub(crate) async fn note_seq(
     Ok(())
 }
 
+/// The post answered a resend request saying it no longer has `[a, b]` (pruned, evicted, or
+/// never numbered): those seqs are no longer waited for. The loss is an operator alert; the
+/// gaps shrink or go, and the contiguous seq moves on.
+pub(crate) async fn gap_lost(
+    conn: &mut AnyConnection,
+    post: &str,
+    a: i64,
+    b: i64,
+    cause: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut lost = Vec::new();
+    for g in gaps_of(conn, post).await? {
+        if g.to < a || g.from > b {
+            continue;
+        }
+        lost.push((g.from.max(a), g.to.min(b)));
+        sqlx::query("DELETE FROM seq_gap WHERE post = $1 AND seq_from = $2")
+            .bind(post)
+            .bind(g.from)
+            .execute(&mut *conn)
+            .await?;
+        for (from, to) in [(g.from, a - 1), (b + 1, g.to)] {
+            if from <= to {
+                sqlx::query(
+                    "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms, requested_ms) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(post)
+                .bind(from)
+                .bind(to)
+                .bind(g.noticed_ms)
+                .bind(g.requested_ms)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    if lost.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE post_state SET contiguous_seq = COALESCE(\
+         (SELECT MIN(seq_from) - 1 FROM seq_gap WHERE post = $1), highest_seq) WHERE post = $1",
+    )
+    .bind(post)
+    .execute(&mut *conn)
+    .await?;
+    let ranges: Vec<String> = lost.iter().map(|(x, y)| format!("{x}..{y}")).collect();
+    raise_alert(
+        conn,
+        &OperatorAlert {
+            id: format!("lost:{post}:{}", lost[0].0),
+            kind: "lost".into(),
+            post: Some(post.into()),
+            mrn: None,
+            cause: cause.into(),
+            text: format!(
+                "{post} no longer has seq {}: those events are lost",
+                ranges.join(", ")
+            ),
+        },
+        now_ms,
+    )
+    .await?;
+    if gaps_of(conn, post).await?.is_empty() {
+        clear_alert(
+            conn,
+            &format!("gap:{post}"),
+            "the post reported the rest lost",
+            now_ms,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn set_link(
     conn: &mut AnyConnection,
     post: &str,

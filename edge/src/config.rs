@@ -223,10 +223,18 @@ pub struct Storage {
     /// alerts, acks, health): below it, bulk events (positions, telemetry) are refused.
     #[serde(default = "default_reserve_mb")]
     pub reserve_mb: u64,
+    /// Hours a delivered event is kept (by event time) to answer central's resend requests
+    /// (`acsgd/v1/{post}/in/replay`); 0 keeps none. At most `quota_mb` of them are kept.
+    #[serde(default = "default_keep_delivered_h")]
+    pub keep_delivered_h: u64,
 }
 
 fn default_reserve_mb() -> u64 {
     64
+}
+
+fn default_keep_delivered_h() -> u64 {
+    72
 }
 
 fn default_quota_mb() -> u64 {
@@ -479,6 +487,15 @@ impl Config {
                     format!("duplicate lane {:?}", lane.id),
                 ));
             }
+        }
+        if self.storage.keep_delivered_h > 24 * 365 {
+            return Err(Invalid::new(
+                "storage.keep_delivered_h".into(),
+                format!(
+                    "{} hours is more than a year",
+                    self.storage.keep_delivered_h
+                ),
+            ));
         }
         self.anpr.validate().map_err(|e| e.under("anpr"))?;
         for (i, s) in self.sensors.iter().enumerate() {

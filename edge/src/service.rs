@@ -90,6 +90,10 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     let data_dir = config.storage.data_dir.clone();
     let (store, notes) = Store::open(&data_dir, config.quota_bytes(), OpenMode::Service)?;
     store.set_disk_reserve(config.storage.reserve_mb.saturating_mul(1024 * 1024));
+    store.keep_delivered(
+        config.storage.keep_delivered_h.saturating_mul(3_600_000),
+        config.quota_bytes(),
+    )?;
     let signer = Signer::load_or_create(&data_dir, &config.post)?;
     let announce = signer.key_announcement();
     let uplink_cfg = UplinkConfig::new(&config.post, &config.uplink)?;

@@ -47,6 +47,8 @@
 //!   * `inbox`: what central sent on `acsgd/v1/{post}/in/#` (see `acsgd_uplink::inbox`).
 //!   * `corrupt`: records that failed their CRC, kept by `seq` for forensics, never sent.
 //!   * `dead`: events the broker refused, by `seq`: reason length u16 LE, reason, record.
+//!   * `sent`: delivered events kept for `storage.keep_delivered_h` (by event time, within a
+//!     byte cap), by `seq`, same record format: central's resend requests read them.
 //! * `seq.reserve`: a `seq` that no event has reached yet, written (fsync, rename) a block ahead
 //!   of use. If the store is lost, numbering resumes above it: the jump shows central that
 //!   events were lost rather than silently reusing their numbers.
@@ -328,6 +330,8 @@ struct Handles {
     corrupt: sled::Tree,
     /// Events the broker refused for good (MQTT 5 reason code), by `seq`: never sent again.
     dead: sled::Tree,
+    /// Delivered events kept for central's resend requests, by `seq` (same record format).
+    sent: sled::Tree,
     /// sled's log file. sled ends a flush with `sync_file_range`, which commits neither the
     /// file's metadata nor the file system's journal nor the drive's cache: after a power cut
     /// the flushed tail can be gone. [`Store::sync`] fdatasyncs it after every flush.
@@ -360,6 +364,13 @@ pub struct Store {
     opened: std::time::Instant,
     /// Blob files (sled's values too large for its log) already fdatasynced.
     synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
+    /// Delivered events are kept this long (by event time) in `sent`, for central's resend
+    /// requests; 0 keeps none (`storage.keep_delivered_h`).
+    keep_delivered_ms: AtomicU64,
+    /// At most this many record bytes are kept in `sent`; the oldest go first.
+    sent_cap: AtomicU64,
+    /// Record bytes in `sent` (counted at [`Store::keep_delivered`], then kept up to date).
+    sent_bytes: AtomicU64,
 }
 
 impl Store {
@@ -431,6 +442,9 @@ impl Store {
             last_recovery_ms: AtomicU64::new(0),
             opened: std::time::Instant::now(),
             synced_blobs: Mutex::new(HashSet::new()),
+            keep_delivered_ms: AtomicU64::new(0),
+            sent_cap: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
         };
         for (name, c) in Counters::NAMES.iter().zip(store.counters.all()) {
             if let Some(v) = meta.get(format!("c.{name}"))? {
@@ -619,13 +633,97 @@ impl Store {
     }
 
     /// Removes an event the broker has acknowledged. Returns whether it was still there.
+    /// With a retention set ([`Store::keep_delivered`]) the record moves to `sent`, where a
+    /// resend request from central finds it.
     pub fn delivered(&self, seq: u64) -> Result<bool, StoreError> {
         let h = self.handles()?;
+        let keep = self.keep_delivered_ms.load(Ordering::Relaxed) > 0;
+        let record = if keep {
+            self.check(h.events.get(seq.to_be_bytes()))?
+        } else {
+            None
+        };
         let gone = self.forget(&h, seq)?;
         if gone {
             self.counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(rec) = record {
+            let len = rec.len() as u64;
+            self.check(h.sent.insert(seq.to_be_bytes(), rec))?;
+            let total = self.sent_bytes.fetch_add(len, Ordering::Relaxed) + len;
+            // Pruned by time every 256 deliveries, at once when over its byte cap.
+            if seq % 256 == 0 || total > self.sent_cap.load(Ordering::Relaxed) {
+                self.prune_sent(now_ms())?;
+            }
+        }
         Ok(gone)
+    }
+
+    /// Keeps delivered events for `keep_ms` (by event time), at most `cap` record bytes of
+    /// them, for central's resend requests (`acsgd/v1/{post}/in/replay`). 0 keeps none.
+    pub fn keep_delivered(&self, keep_ms: u64, cap: u64) -> Result<(), StoreError> {
+        self.keep_delivered_ms.store(keep_ms, Ordering::Relaxed);
+        self.sent_cap.store(cap, Ordering::Relaxed);
+        let h = self.handles()?;
+        let mut bytes = 0u64;
+        for item in h.sent.iter() {
+            let (_, v) = self.check(item)?;
+            bytes += v.len() as u64;
+        }
+        self.sent_bytes.store(bytes, Ordering::Relaxed);
+        self.prune_sent(now_ms())
+    }
+
+    /// Drops kept events older than the retention, and the oldest while over the byte cap.
+    pub fn prune_sent(&self, now_ms: u64) -> Result<(), StoreError> {
+        let h = self.handles()?;
+        let keep = self.keep_delivered_ms.load(Ordering::Relaxed);
+        let cap = self.sent_cap.load(Ordering::Relaxed);
+        let cutoff = now_ms.saturating_sub(keep);
+        loop {
+            let Some((k, v)) = self.check(h.sent.first())? else {
+                break;
+            };
+            let old = decode_record(&v).map_or(true, |r| r.time_ms < cutoff);
+            if keep > 0 && !old && self.sent_bytes.load(Ordering::Relaxed) <= cap {
+                break;
+            }
+            self.check(h.sent.remove(&k))?;
+            let _ = self
+                .sent_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(v.len() as u64))
+                });
+        }
+        Ok(())
+    }
+
+    /// Delivered events still kept with `from <= seq <= upto`, in order, at most `limit`.
+    pub fn read_sent(
+        &self,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let mut out = Vec::new();
+        if from > upto {
+            return Ok(out);
+        }
+        let h = self.handles()?;
+        for item in h.sent.range(from.to_be_bytes()..=upto.to_be_bytes()) {
+            let (k, v) = self.check(item)?;
+            if let Ok(r) = decode_record(&v) {
+                out.push(Pending {
+                    seq: be_u64(&k),
+                    kind: r.kind.to_string(),
+                    payload: r.payload.to_vec(),
+                });
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Moves an event the broker refused for good into the `dead` tree, with the reason, so
@@ -961,6 +1059,7 @@ fn open_and_scan(db_path: &Path) -> Result<(Handles, Scan), StoreError> {
         inbox: db.open_tree("inbox")?,
         corrupt: db.open_tree("corrupt")?,
         dead: db.open_tree("dead")?,
+        sent: db.open_tree("sent")?,
         log,
         db,
     };
@@ -1062,3 +1161,10 @@ fn be_u64(b: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Milliseconds since the epoch, now (the retention of delivered events is in event time).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -61,6 +61,66 @@ fn every_single_bit_flip_in_a_record_is_detected() {
 }
 
 #[tokio::test]
+async fn delivered_events_are_kept_for_resends_within_their_time_and_byte_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = start(dir.path(), 64 * MB);
+    let store = ob.store().clone();
+    store.keep_delivered(3_600_000, 64 * MB).unwrap();
+    let r = ob.append_many((0..10).map(alert).collect()).await;
+    assert!(r.iter().all(Result::is_ok));
+    for seq in [1, 2, 3, 5] {
+        assert!(store.delivered(seq).unwrap());
+    }
+    // What central may ask for: the delivered ones, not the pending ones.
+    let kept: Vec<u64> = store
+        .read_sent(1, 10, 100)
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(kept, vec![1, 2, 3, 5]);
+    assert_eq!(
+        store.read_sent(2, 3, 1).unwrap()[0].seq,
+        2,
+        "the limit holds"
+    );
+    let pending: Vec<u64> = store
+        .read_range(0, 10, 100)
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(pending, vec![4, 6, 7, 8, 9, 10]);
+
+    // An hour later (by event time) they are pruned.
+    store.prune_sent(super::now_ms() + 3_600_001).unwrap();
+    assert!(store.read_sent(1, 10, 100).unwrap().is_empty());
+
+    // Over the byte cap the oldest go first.
+    let one = store.read_range(4, 4, 1).unwrap()[0].payload.len() as u64;
+    store.keep_delivered(3_600_000, 2 * (one + 40)).unwrap();
+    for seq in [4, 6, 7] {
+        assert!(store.delivered(seq).unwrap());
+    }
+    let kept: Vec<u64> = store
+        .read_sent(1, 10, 100)
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(kept, vec![6, 7]);
+
+    // Without a retention nothing is kept.
+    store.keep_delivered(0, 64 * MB).unwrap();
+    assert!(
+        store.read_sent(1, 10, 100).unwrap().is_empty(),
+        "set to 0, what was kept goes"
+    );
+    assert!(store.delivered(8).unwrap());
+    assert!(store.read_sent(1, 10, 100).unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn accepted_events_survive_reopen_and_seq_continues() {
     let dir = tempfile::tempdir().unwrap();
     let (ob, _) = start(dir.path(), 64 * MB);

@@ -1,5 +1,6 @@
 //! What central sends to the post (`acsgd/v1/{post}/in/{declarations|watchlist|config}`),
-//! cached in the outbox database so the post keeps working offline.
+//! cached in the outbox database so the post keeps working offline. (`in/replay`, central's
+//! request to resend delivered events, is not cached: the uplink answers it.)
 //!
 //! Keys in the `inbox` tree:
 //! * `declarations/{MRN}`: one transit declaration (JSON object). Central may publish one per

@@ -95,6 +95,8 @@ pub struct UplinkState {
     pub dead_lettered: AtomicU64,
     /// Messages from central refused for their size since start.
     pub inbound_refused: AtomicU64,
+    /// Delivered events sent again because central asked for them (`in/replay`) since start.
+    pub replayed: AtomicU64,
     max_sent: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -110,6 +112,8 @@ pub struct UplinkSnapshot {
     pub dead_lettered: u64,
     #[serde(default)]
     pub inbound_refused: u64,
+    #[serde(default)]
+    pub replayed: u64,
     pub last_error: Option<String>,
 }
 
@@ -122,6 +126,7 @@ impl UplinkState {
             connects: self.connects.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             inbound_refused: self.inbound_refused.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
             last_error: self.last_error.lock().expect("state lock").clone(),
         }
     }
@@ -222,6 +227,7 @@ pub async fn run(
             answered: 0,
             acked: Vec::new(),
             removals: tokio::task::JoinSet::new(),
+            replays: VecDeque::new(),
         };
         let mut result = conn.run(&mut shutdown).await;
         // Removals still running belong to this connection; the next one reads the outbox
@@ -279,6 +285,43 @@ struct Connection<'a> {
     acked: Vec<u64>,
     /// Removals from the outbox in progress (blocking threads).
     removals: tokio::task::JoinSet<Result<usize, StoreError>>,
+    /// Central's resend requests being answered, oldest first.
+    replays: VecDeque<Replay>,
+}
+
+/// Marks a `seq` in `fifo`/`inflight` as a resend for central: its PUBACK removes nothing.
+const REPLAY: u64 = 1 << 63;
+
+/// Resend requests queued at most; more are refused (central asks again after its grace).
+const MAX_REPLAYS: usize = 16;
+
+/// One resend request from central (`acsgd/v1/{post}/in/replay` `{"from": A, "to": B}`).
+#[derive(Debug)]
+struct Replay {
+    from: u64,
+    to: u64,
+    /// The next `seq` to read from the kept events.
+    next: u64,
+    /// Read and not yet published.
+    ahead: VecDeque<acsgd_outbox::Pending>,
+    resent: u64,
+    /// Ranges the post no longer has (pruned, evicted, dead-lettered, or never numbered).
+    gone: Vec<(u64, u64)>,
+    /// Events at or above it are still waiting in the outbox and will be sent anyway.
+    first_pending: u64,
+}
+
+impl Replay {
+    fn missing(&mut self, a: u64, b: u64) {
+        let b = b.min(self.first_pending.saturating_sub(1));
+        if a > b {
+            return;
+        }
+        match self.gone.last_mut() {
+            Some(last) if last.1 + 1 == a => last.1 = b,
+            _ => self.gone.push((a, b)),
+        }
+    }
 }
 
 /// Acknowledged events handed to one removal at most; more wait for the next.
@@ -357,6 +400,8 @@ impl Connection<'_> {
                     self.state.resent.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            self.replay_some(&topic_prefix, &mut outstanding, window)
+                .await?;
             let idle = ahead.is_empty() && cursor > durable;
             tokio::select! {
                 biased;
@@ -416,7 +461,11 @@ impl Connection<'_> {
                 if let Some(seq) = self.inflight.remove(&pkid) {
                     *outstanding -= 1;
                     self.answered += 1;
-                    self.acked.push(seq);
+                    if seq & REPLAY == 0 {
+                        self.acked.push(seq);
+                    } else {
+                        self.state.replayed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             Io::Refused(pkid, reason) => {
@@ -427,7 +476,15 @@ impl Connection<'_> {
                 };
                 *outstanding -= 1;
                 self.answered += 1;
+                if seq & REPLAY != 0 {
+                    tracing::warn!(seq = seq & !REPLAY, %reason, "broker refused a resent event");
+                    return Ok(());
+                }
                 self.dead_letter(seq, &reason).await?;
+            }
+            Io::Inbound(msg) if msg.topic == format!("acsgd/v1/{}/in/replay", self.cfg.post) => {
+                self.replay_request(&msg.payload).await?;
+                self.session.ack(&msg)?;
             }
             Io::Inbound(msg) => {
                 if msg.payload.len() > self.cfg.max_inbound {
@@ -487,6 +544,129 @@ impl Connection<'_> {
                 self.session.ack(&msg)?;
             }
             Io::Connected | Io::Other => {}
+        }
+        Ok(())
+    }
+
+    /// Queues a resend request from central, or says why it is refused.
+    async fn replay_request(&mut self, payload: &[u8]) -> Result<(), UplinkError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Request {
+            from: u64,
+            to: u64,
+        }
+        let health = self.health;
+        let refuse = |why: String| async move {
+            tracing::warn!(%why, "resend request refused");
+            health
+                .event("replay", State::Degraded, &why, serde_json::Value::Null)
+                .await;
+        };
+        let r: Request = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                refuse(format!(
+                    "resend request is not {{\"from\": A, \"to\": B}}: {e}"
+                ))
+                .await;
+                return Ok(());
+            }
+        };
+        if r.from == 0 || r.from > r.to || r.to >= REPLAY {
+            refuse(format!(
+                "resend request {}..{} is not a seq range",
+                r.from, r.to
+            ))
+            .await;
+            return Ok(());
+        }
+        if self.replays.len() >= MAX_REPLAYS {
+            refuse(format!(
+                "resend request {}..{} refused: {MAX_REPLAYS} are being answered",
+                r.from, r.to
+            ))
+            .await;
+            return Ok(());
+        }
+        let store = self.outbox.store();
+        let first_pending = store.first_seq()?.unwrap_or(store.last_seq() + 1);
+        tracing::info!(from = r.from, to = r.to, "central asked for a resend");
+        self.replays.push_back(Replay {
+            from: r.from,
+            to: r.to,
+            next: r.from,
+            ahead: VecDeque::new(),
+            resent: 0,
+            gone: Vec::new(),
+            first_pending,
+        });
+        Ok(())
+    }
+
+    /// Publishes kept events of the oldest resend request while the window has room, and
+    /// reports each finished request as a `health` event (`replay`) naming what is gone.
+    async fn replay_some(
+        &mut self,
+        topic_prefix: &str,
+        outstanding: &mut usize,
+        window: usize,
+    ) -> Result<(), UplinkError> {
+        const CHUNK: u64 = 512;
+        while *outstanding < window {
+            let Some(r) = self.replays.front_mut() else {
+                return Ok(());
+            };
+            if let Some(p) = r.ahead.pop_front() {
+                let topic = format!("{topic_prefix}{}", p.kind);
+                self.session.publish(&topic, p.payload, false)?;
+                self.fifo.push_back(Some(p.seq | REPLAY));
+                *outstanding += 1;
+                r.resent += 1;
+                continue;
+            }
+            if r.next <= r.to {
+                let upto = r.to.min(r.next.saturating_add(CHUNK - 1));
+                let batch = self
+                    .outbox
+                    .store()
+                    .read_sent(r.next, upto, CHUNK as usize)?;
+                let mut expect = r.next;
+                for p in &batch {
+                    if p.seq > expect {
+                        r.missing(expect, p.seq - 1);
+                    }
+                    expect = p.seq + 1;
+                }
+                if expect <= upto {
+                    r.missing(expect, upto);
+                }
+                r.next = upto + 1;
+                r.ahead.extend(batch);
+                continue;
+            }
+            let Some(done) = self.replays.pop_front() else {
+                return Ok(());
+            };
+            let gone: Vec<String> = done.gone.iter().map(|(a, b)| format!("{a}..{b}")).collect();
+            let why = if gone.is_empty() {
+                format!(
+                    "resent seq {}..{}: {} events",
+                    done.from, done.to, done.resent
+                )
+            } else {
+                format!(
+                    "resent seq {}..{}: {} events; no longer kept: {}",
+                    done.from,
+                    done.to,
+                    done.resent,
+                    gone.join(", ")
+                )
+            };
+            tracing::info!("{why}");
+            let detail = serde_json::json!({"from": done.from, "to": done.to,
+                "resent": done.resent, "gone": done.gone});
+            self.health.event("replay", State::Up, &why, detail).await;
         }
         Ok(())
     }
