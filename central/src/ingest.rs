@@ -118,8 +118,12 @@ impl Ingestor {
         }
         let mut tx = self.store.pool().begin().await?;
         let mut out = Vec::with_capacity(batch.len());
+        let mut seqs: HashMap<String, Vec<i64>> = HashMap::new();
         for m in batch {
-            out.push(self.one(&mut tx, m, now_ms).await?);
+            out.push(self.one(&mut tx, m, now_ms, &mut seqs).await?);
+        }
+        for (post, mut s) in seqs {
+            store::note_seqs(&mut tx, &post, &mut s, now_ms).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -130,6 +134,7 @@ impl Ingestor {
         conn: &mut AnyConnection,
         m: &Message,
         now_ms: i64,
+        seqs: &mut HashMap<String, Vec<i64>>,
     ) -> Result<Outcome, StoreError> {
         let quarantine = |post: Option<&str>, reason: String| Refusal {
             topic: m.topic.clone(),
@@ -138,7 +143,7 @@ impl Ingestor {
         };
         let refusal = match self.check(m, now_ms, &quarantine) {
             Ok(Checked::Event(env, time_ms)) => {
-                return self.accept(conn, m, env, time_ms, now_ms).await;
+                return self.accept(conn, m, env, time_ms, now_ms, seqs).await;
             }
             Ok(Checked::Link(post, link)) => {
                 store::set_link(conn, &post, &link, now_ms).await?;
@@ -253,6 +258,7 @@ impl Ingestor {
         env: Envelope,
         time_ms: i64,
         now_ms: i64,
+        seqs: &mut HashMap<String, Vec<i64>>,
     ) -> Result<Outcome, StoreError> {
         let mrn = env
             .body
@@ -294,7 +300,8 @@ impl Ingestor {
             quarantine_one(conn, &r, &m.payload, now_ms).await?;
             return Ok(Outcome::Quarantined(r.reason));
         }
-        store::note_seq(conn, &env.post, seq, now_ms).await?;
+        // The batch's seqs are noted together once it is through (`Ingestor::handle`).
+        seqs.entry(env.post.clone()).or_default().push(seq);
         if env.kind == "health"
             && env.body.get("component").and_then(Value::as_str) == Some("replay")
         {

@@ -782,19 +782,21 @@ pub(crate) async fn gaps_of(conn: &mut AnyConnection, post: &str) -> Result<Vec<
         .collect()
 }
 
-/// Records that `post` delivered `seq`: advances the highest seq, opens a gap for what it
-/// jumped over, or fills (shrinks, splits) the gap it belongs to; then the contiguous seq.
-pub(crate) async fn note_seq(
+/// Records that `post` delivered `seqs` (one batch's worth): advances the highest seq, opens
+/// a gap for what it jumped over, fills (shrinks, splits) the gaps they belong to; then the
+/// contiguous seq. Three or four statements per post and batch, whatever the batch's size.
+pub(crate) async fn note_seqs(
     conn: &mut AnyConnection,
     post: &str,
-    seq: i64,
+    seqs: &mut [i64],
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    seqs.sort_unstable();
     let row = sqlx::query("SELECT highest_seq FROM post_state WHERE post = $1")
         .bind(post)
         .fetch_optional(&mut *conn)
         .await?;
-    let highest: i64 = match row {
+    let mut highest: i64 = match row {
         Some(r) => r.try_get(0)?,
         None => {
             sqlx::query(
@@ -808,61 +810,67 @@ pub(crate) async fn note_seq(
             0
         }
     };
-    if seq > highest {
-        if seq > highest + 1 {
-            sqlx::query(
-                "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(post)
-            .bind(highest + 1)
-            .bind(seq - 1)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?;
-        }
-        sqlx::query("UPDATE post_state SET highest_seq = $1, last_event_ms = $2 WHERE post = $3")
-            .bind(seq)
-            .bind(now_ms)
-            .bind(post)
-            .execute(&mut *conn)
-            .await?;
-    } else {
-        let gaps = gaps_of(conn, post).await?;
-        if let Some(g) = gaps.iter().find(|g| g.from <= seq && seq <= g.to) {
-            sqlx::query("DELETE FROM seq_gap WHERE post = $1 AND seq_from = $2")
-                .bind(post)
-                .bind(g.from)
-                .execute(&mut *conn)
-                .await?;
+    let before = gaps_of(conn, post).await?;
+    let mut gaps = before.clone();
+    for &seq in seqs.iter() {
+        if seq > highest {
+            if seq > highest + 1 {
+                gaps.push(Gap {
+                    from: highest + 1,
+                    to: seq - 1,
+                    noticed_ms: now_ms,
+                    requested_ms: None,
+                });
+            }
+            highest = seq;
+        } else if let Some(i) = gaps.iter().position(|g| g.from <= seq && seq <= g.to) {
+            let g = gaps.remove(i);
             for (from, to) in [(g.from, seq - 1), (seq + 1, g.to)] {
                 if from <= to {
-                    sqlx::query(
-                        "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms, requested_ms) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(post)
-                    .bind(from)
-                    .bind(to)
-                    .bind(g.noticed_ms)
-                    .bind(g.requested_ms)
-                    .execute(&mut *conn)
-                    .await?;
+                    gaps.push(Gap {
+                        from,
+                        to,
+                        ..g.clone()
+                    });
                 }
             }
+            gaps.sort_by_key(|g| g.from);
         }
     }
+    if gaps != before {
+        sqlx::query("DELETE FROM seq_gap WHERE post = $1")
+            .bind(post)
+            .execute(&mut *conn)
+            .await?;
+        for g in &gaps {
+            sqlx::query(
+                "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms, requested_ms) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(post)
+            .bind(g.from)
+            .bind(g.to)
+            .bind(g.noticed_ms)
+            .bind(g.requested_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let contiguous = gaps.first().map_or(highest, |g| g.from - 1);
     sqlx::query(
-        "UPDATE post_state SET contiguous_seq = COALESCE(\
-         (SELECT MIN(seq_from) - 1 FROM seq_gap WHERE post = $1), highest_seq) WHERE post = $1",
+        "UPDATE post_state SET highest_seq = $1, contiguous_seq = $2, last_event_ms = $3 WHERE post = $4",
     )
+    .bind(highest)
+    .bind(contiguous)
+    .bind(now_ms)
     .bind(post)
     .execute(&mut *conn)
     .await?;
-    if seq <= highest && gaps_of(conn, post).await?.is_empty() {
+    if !before.is_empty() && gaps.is_empty() {
         clear_alert(
             conn,
             &format!("gap:{post}"),
-            &format!("seq {seq} filled the last gap"),
+            "the post delivered the missing seqs",
             now_ms,
         )
         .await?;

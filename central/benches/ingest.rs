@@ -1,0 +1,134 @@
+//! `cargo bench -p acsgd-central --bench ingest`: events/s through central's ingest with
+//! signature check, de-duplication, seq tracking and transit updates, on SQLite and on a
+//! PostgreSQL cluster the bench starts itself (`ACSGD_BENCH_DB=sqlite|postgres|both`,
+//! default both).
+//!
+//! The events are signed beforehand by 50 stand-in posts (signing is the appliance's cost, not
+//! central's) and fed to [`Ingestor::handle`] in batches of 512, as the service's worker takes
+//! them from the broker: what is measured is verification plus the database. Mix per post: 70 %
+//! positions, 20 % passages of 200 declared transits (each seen at its departure post, then at
+//! its destination), 10 % alerts. `ACSGD_BENCH_N` sets the event count (default 100 000).
+//!
+//! Printed: events/s, and the commit time of a batch (p50, p99, max): an event waits at most one
+//! batch behind the one being committed, so its delivery-to-commit latency is under two batch
+//! times at full load.
+
+#[path = "../tests/it/common.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::time::Instant;
+
+use acsgd_central::declare;
+use acsgd_central::ingest::{Ingestor, Limits, Message, Outcome};
+use acsgd_central::store::{now_ms, Store, Table};
+use serde_json::json;
+
+use common::{passage, Box_, Pg};
+
+const POSTS: usize = 50;
+const TRANSITS: usize = 200;
+const BATCH: usize = 512;
+
+fn mrn(i: usize) -> String {
+    format!("26KZ55{:012}", i)
+}
+
+fn main() {
+    let n: usize = std::env::var("ACSGD_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let which = std::env::var("ACSGD_BENCH_DB").unwrap_or_else(|_| "both".into());
+    println!(
+        "central ingest bench: {n} events from {POSTS} posts, batches of {BATCH}; {} cores",
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    if which == "sqlite" || which == "both" {
+        let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+        rt.block_on(run("sqlite", &url, n));
+    }
+    if which == "postgres" || which == "both" {
+        let pg = Pg::start();
+        rt.block_on(run("postgres", &pg.url(), n));
+    }
+}
+
+async fn run(name: &str, url: &str, n: usize) {
+    let store = Store::open(url).await.unwrap();
+    let mut posts: Vec<Box_> = (0..POSTS)
+        .map(|i| Box_::new(&format!("post-{i:02}")))
+        .collect();
+    for p in &posts {
+        store.put_post(&p.registry_entry()).await.unwrap();
+    }
+    let now = now_ms();
+    for t in 0..TRANSITS {
+        let from = &posts[t % POSTS].post;
+        let to = &posts[(t + 1) % POSTS].post;
+        let d = json!({"mrn": mrn(t), "plates": [format!("{t:03}ABC02")],
+            "itinerary": [{"post": from}, {"post": to, "within_h": 24}]});
+        declare::submit(&store, &d, "operator:bench", now)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // The events, signed up front, in the order a broker would interleave the posts.
+    let mut msgs = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = i % POSTS;
+        let t = now - 3_600_000 + (i as i64);
+        let roll = (i / POSTS) % 10;
+        let (kind, body) = match roll {
+            0 | 1 => {
+                // Transit t departs at post t % POSTS and arrives at the next post.
+                let tr = (i / POSTS) % TRANSITS;
+                ("passage", passage(&mrn(tr), "green", t))
+            }
+            2 => (
+                "alert",
+                json!({"severity": "low", "rule": "plate_unread", "channel": "green", "lane": "1",
+                       "message": {"key": "alert.plate_unread", "params": {}}}),
+            ),
+            _ => (
+                "position",
+                json!({"tracker": format!("seal-{k}"), "lat": 44.2, "lon": 80.4, "speed_kmh": 60.0,
+                       "time": "2026-12-01T00:00:00Z"}),
+            ),
+        };
+        let p = &mut posts[k];
+        msgs.push(Message {
+            topic: p.topic(kind),
+            payload: p.event(kind, t, body),
+        });
+    }
+    let mut ingestor = Ingestor::new(store.clone(), Limits::default())
+        .await
+        .unwrap();
+    let mut batch_ms = Vec::new();
+    let start = Instant::now();
+    let mut accepted = 0usize;
+    for chunk in msgs.chunks(BATCH) {
+        let t0 = Instant::now();
+        let out = ingestor.handle(chunk, now_ms()).await.unwrap();
+        batch_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    batch_ms.sort_by(f64::total_cmp);
+    let pct = |q: f64| batch_ms[((batch_ms.len() - 1) as f64 * q) as usize];
+    assert_eq!(accepted, n, "every event accepted");
+    assert_eq!(store.count(Table::Journal).await.unwrap() as usize, n);
+    println!(
+        "{name:8} {:>8.0} events/s ({n} in {secs:.1} s); batch commit p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        n as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        batch_ms.last().copied().unwrap_or(0.0)
+    );
+}
