@@ -4,9 +4,10 @@
 //!
 //! | call | what |
 //! |---|---|
-//! | `POST /api/declarations` | a declaration (JSON, [`acsgd_contract::declaration`]) → 201 with the transit; 422 invalid or unknown post; 409 exists |
+//! | `POST /api/declarations` | a declaration (JSON, [`acsgd_contract::declaration`], or XML with `Content-Type: application/xml`, [`crate::xml`]) → 201 with the transit; 422 invalid or unknown post; 409 exists |
 //! | `GET /api/transits` | transits, overdue and flagged first |
-//! | `GET /api/transits/{mrn}` | one transit with its journal |
+//! | `GET /api/transits/{mrn}` | one transit with its journal (`?format=xml`: a `TransitRecord` document) |
+//! | `GET /api/schema/transit.xsd` | the XML Schema of both documents (no token needed) |
 //! | `POST /api/transits/{mrn}/{cancel\|enquiry\|close}` | an operator action, body `{"note": "…"}`; 409 where it does not apply |
 //! | `GET /api/posts` | the registry with each post's link, seq progress and gaps |
 //! | `GET /api/alerts` | operator alerts (`?open=true`: only those not cleared) |
@@ -27,6 +28,7 @@ use tokio::sync::Notify;
 use crate::declare::{self, Refused};
 use crate::store::{now_ms, Store, StoreError};
 use crate::tracking::{flags_text, time_text, Action, Change, Transit};
+use crate::xml;
 
 #[derive(Clone)]
 pub struct Api {
@@ -59,6 +61,7 @@ impl Api {
             .route("/api/posts", get(posts))
             .route("/api/alerts", get(alerts))
             .route("/api/quarantine", get(quarantine))
+            .route("/api/schema/transit.xsd", get(xsd))
             .with_state(self)
     }
 
@@ -113,9 +116,24 @@ async fn declare_one(
     let Some(operator) = api.operator(&headers) else {
         return unauthorized();
     };
-    let doc: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("not JSON: {e}")),
+    let is_xml = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("xml"));
+    let doc: Value = if is_xml {
+        let text = match std::str::from_utf8(&body) {
+            Ok(t) => t,
+            Err(_) => return problem(StatusCode::UNPROCESSABLE_ENTITY, "XML: not UTF-8"),
+        };
+        match xml::declaration_from_xml(text) {
+            Ok(v) => v,
+            Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("XML: {e}")),
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("not JSON: {e}")),
+        }
     };
     match declare::submit(&api.store, &doc, &format!("operator:{operator}"), now_ms()).await {
         Ok(Ok(t)) => {
@@ -148,7 +166,22 @@ async fn transits(State(api): State<Api>, headers: HeaderMap, Query(q): Query<Li
     }
 }
 
-async fn transit(State(api): State<Api>, headers: HeaderMap, Path(mrn): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct Format {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn xsd() -> Response {
+    ([("content-type", "application/xml")], xml::XSD).into_response()
+}
+
+async fn transit(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(mrn): Path<String>,
+    Query(f): Query<Format>,
+) -> Response {
     if api.operator(&headers).is_none() {
         return unauthorized();
     }
@@ -158,6 +191,11 @@ async fn transit(State(api): State<Api>, headers: HeaderMap, Path(mrn): Path<Str
         Err(e) => return internal(e),
     };
     match api.store.transit_log(&mrn).await {
+        Ok(log) if f.format.as_deref() == Some("xml") => (
+            [("content-type", "application/xml")],
+            xml::record_to_xml(&t, &log),
+        )
+            .into_response(),
         Ok(log) => {
             let mut v = transit_json(&t);
             v["journal"] = log.iter().map(|(at, c)| change_json(*at, c)).collect();

@@ -14,3 +14,4 @@ pub mod routing;
 pub mod service;
 pub mod store;
 pub mod tracking;
+pub mod xml;

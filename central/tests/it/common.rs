@@ -5,12 +5,13 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use acsgd_central::store::{Post, Store};
 use acsgd_contract::envelope::{to_hex, Signer};
 use acsgd_contract::Event;
+use acsgd_testkit::process::Process;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -260,12 +261,24 @@ pub fn passage(mrn: &str, channel: &str, time_ms: i64) -> Value {
         "stopped": false, "duration_s": 5.0})
 }
 
-/// A blocking HTTP/1.1 call: (status, body).
+/// A blocking HTTP/1.1 call with a JSON body: (status, body).
 pub fn http(
     port: u16,
     method: &str,
     path: &str,
     token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    http_typed(port, method, path, token, "application/json", body)
+}
+
+/// A blocking HTTP/1.1 call with a body of `content_type`: (status, body).
+pub fn http_typed(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
     body: Option<&str>,
 ) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -276,7 +289,7 @@ pub fn http(
     }
     let body = body.unwrap_or("");
     req.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     ));
     s.write_all(req.as_bytes()).unwrap();
@@ -345,4 +358,73 @@ pub fn wait<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+// ---- the service as a process ----
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// `central.toml` for a test: the database, the broker, the API with one operator (`aigerim`,
+/// [`TOKEN`]), a scheduler that looks every second.
+pub fn write_config(dir: &Path, db_url: &str, broker: u16, http_port: u16) -> std::path::PathBuf {
+    let path = dir.join("central.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\nurl = \"{db_url}\"\n[broker]\nhost = \"127.0.0.1\"\nport = {broker}\n\
+             client_id = \"central-test\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [http.tokens]\naigerim = \"{TOKEN}\"\n[tracking]\nscan_every_s = 1\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+pub fn cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(central_bin())
+        .args(["post", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+pub fn start(config: &Path, log: &Path) -> Process {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Process::spawn(
+        Command::new(central_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    )
+    .unwrap()
+}
+
+pub fn api(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string());
+    let (status, text) = http(port, method, path, Some(TOKEN), body.as_deref());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub fn ready(port: u16) {
+    wait(60, "central's API", || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
 }

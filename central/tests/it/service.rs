@@ -2,81 +2,15 @@
 //! messages, a truck followed from post to post, the API's errors, SIGKILL and a database that
 //! goes away under load, with every acknowledged event counted.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-
 use acsgd::mosquitto::Mosquitto;
 use acsgd_testkit::central::Central as Watcher;
-use acsgd_testkit::process::Process;
 use serde_json::{json, Value};
 
-use crate::common::{central_bin, free_port, http, passage, publish_all, wait, Box_, Pg, H};
+use crate::common::{
+    api, cli, free_port, http, passage, publish_all, ready, start, wait, write_config, Box_, Pg, H,
+};
 
-const TOKEN: &str = "test-token-0123456789";
 const MRN: &str = "26KZ5500000000007G";
-
-fn write_config(dir: &Path, db_url: &str, broker: u16, http_port: u16) -> std::path::PathBuf {
-    let path = dir.join("central.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[store]\nurl = \"{db_url}\"\n[broker]\nhost = \"127.0.0.1\"\nport = {broker}\n\
-             client_id = \"central-test\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
-             [http.tokens]\naigerim = \"{TOKEN}\"\n[tracking]\nscan_every_s = 1\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn cli(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(central_bin())
-        .args(["post", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn start(config: &Path, log: &Path) -> Process {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Process::spawn(
-        Command::new(central_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log),
-    )
-    .unwrap()
-}
-
-fn api(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string());
-    let (status, text) = http(port, method, path, Some(TOKEN), body.as_deref());
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn ready(port: u16) {
-    wait(60, "central's API", || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    });
-}
 
 fn state(port: u16) -> String {
     let (s, t) = api(port, "GET", &format!("/api/transits/{MRN}"), None);
