@@ -116,11 +116,13 @@ impl Ingestor {
         if unknown {
             self.reload_keys().await?;
         }
+        // The signatures first, on every core (the costly part that needs no database).
+        let checked = self.check_all(batch, now_ms);
         let mut tx = self.store.pool().begin().await?;
         let mut out = Vec::with_capacity(batch.len());
         let mut seqs: HashMap<String, Vec<i64>> = HashMap::new();
-        for m in batch {
-            out.push(self.one(&mut tx, m, now_ms, &mut seqs).await?);
+        for (m, c) in batch.iter().zip(checked) {
+            out.push(self.one(&mut tx, m, c, now_ms, &mut seqs).await?);
         }
         for (post, mut s) in seqs {
             store::note_seqs(&mut tx, &post, &mut s, now_ms).await?;
@@ -133,15 +135,11 @@ impl Ingestor {
         &self,
         conn: &mut AnyConnection,
         m: &Message,
+        checked: Result<Checked, Refusal>,
         now_ms: i64,
         seqs: &mut HashMap<String, Vec<i64>>,
     ) -> Result<Outcome, StoreError> {
-        let quarantine = |post: Option<&str>, reason: String| Refusal {
-            topic: m.topic.clone(),
-            post: post.map(str::to_string),
-            reason,
-        };
-        let refusal = match self.check(m, now_ms, &quarantine) {
+        let refusal = match checked {
             Ok(Checked::Event(env, time_ms)) => {
                 return self.accept(conn, m, env, time_ms, now_ms, seqs).await;
             }
@@ -156,12 +154,37 @@ impl Ingestor {
         Ok(Outcome::Quarantined(refusal.reason))
     }
 
-    fn check(
-        &self,
-        m: &Message,
-        now_ms: i64,
-        refuse: &dyn Fn(Option<&str>, String) -> Refusal,
-    ) -> Result<Checked, Refusal> {
+    /// Checks a batch, split over the machine's cores when it is large enough to pay.
+    fn check_all(&self, batch: &[Message], now_ms: i64) -> Vec<Result<Checked, Refusal>> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cores < 2 || batch.len() < 64 {
+            return batch.iter().map(|m| self.check(m, now_ms)).collect();
+        }
+        let per = batch.len().div_ceil(cores);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = batch
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|m| self.check(m, now_ms))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    fn check(&self, m: &Message, now_ms: i64) -> Result<Checked, Refusal> {
+        let refuse = |post: Option<&str>, reason: String| Refusal {
+            topic: m.topic.clone(),
+            post: post.map(str::to_string),
+            reason,
+        };
         let Some((post, kind)) = post_of(&m.topic) else {
             return Err(refuse(
                 None,
