@@ -14,17 +14,21 @@
 //! | `GET /api/quarantine` | refused messages counted by reason |
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 
+use crate::auth::{Auth, Role, Who};
 use crate::declare::{self, Refused};
 use crate::store::{now_ms, Store, StoreError};
 use crate::tracking::{flags_text, time_text, Action, Change, Transit};
@@ -33,22 +37,28 @@ use crate::xml;
 #[derive(Clone)]
 pub struct Api {
     store: Store,
-    /// token → operator name
-    tokens: Arc<HashMap<String, String>>,
+    auth: Arc<Auth>,
     /// Wakes the route publisher after a change that routes something.
     routed: Arc<Notify>,
+    /// Something changed (a batch applied, a transit moved): the board's live stream.
+    changes: broadcast::Sender<()>,
 }
+
+/// The board's session cookie.
+const COOKIE: &str = "acsgd_central";
 
 impl Api {
     pub fn new(
         store: Store,
-        tokens: &std::collections::BTreeMap<String, String>,
+        auth: Arc<Auth>,
         routed: Arc<Notify>,
+        changes: broadcast::Sender<()>,
     ) -> Api {
         Api {
             store,
-            tokens: Arc::new(tokens.iter().map(|(n, t)| (t.clone(), n.clone())).collect()),
+            auth,
             routed,
+            changes,
         }
     }
 
@@ -62,16 +72,36 @@ impl Api {
             .route("/api/alerts", get(alerts))
             .route("/api/quarantine", get(quarantine))
             .route("/api/schema/transit.xsd", get(xsd))
+            .route("/api/transits/{mrn}/events", get(events))
+            .route("/api/session", post(sign_in).delete(sign_out))
+            .route("/api/me", get(me))
+            .route("/api/stream", get(stream))
+            .merge(crate::board::routes())
             .with_state(self)
     }
 
-    /// The operator a request's bearer token names.
-    fn operator(&self, headers: &HeaderMap) -> Option<String> {
-        let token = headers
+    /// Who is asking: a bearer token's system, or a board session's operator.
+    fn who(&self, headers: &HeaderMap) -> Option<Who> {
+        if let Some(t) = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        token.and_then(|t| self.tokens.get(t).cloned())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            return self.auth.token(t);
+        }
+        session_cookie(headers).and_then(|t| self.auth.session(&t))
+    }
+
+    /// The name of an operator allowed to change things, or the refusal.
+    fn operator(&self, headers: &HeaderMap) -> Result<String, Box<Response>> {
+        match self.who(headers) {
+            Some(w) if w.role == Role::Operator => Ok(w.user),
+            Some(_) => Err(Box::new(problem(
+                StatusCode::FORBIDDEN,
+                "viewers may look, not change",
+            ))),
+            None => Err(Box::new(unauthorized())),
+        }
     }
 }
 
@@ -113,8 +143,9 @@ async fn declare_one(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(operator) = api.operator(&headers) else {
-        return unauthorized();
+    let operator = match api.operator(&headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
     };
     let is_xml = headers
         .get("content-type")
@@ -138,6 +169,7 @@ async fn declare_one(
     match declare::submit(&api.store, &doc, &format!("operator:{operator}"), now_ms()).await {
         Ok(Ok(t)) => {
             api.routed.notify_one();
+            let _ = api.changes.send(());
             (StatusCode::CREATED, Json(transit_json(&t))).into_response()
         }
         Ok(Err(e @ Refused::Exists(_))) => problem(StatusCode::CONFLICT, &e.to_string()),
@@ -157,7 +189,7 @@ fn default_limit() -> i64 {
 }
 
 async fn transits(State(api): State<Api>, headers: HeaderMap, Query(q): Query<Limit>) -> Response {
-    if api.operator(&headers).is_none() {
+    if api.who(&headers).is_none() {
         return unauthorized();
     }
     match api.store.transits(q.limit.clamp(1, 10_000)).await {
@@ -182,7 +214,7 @@ async fn transit(
     Path(mrn): Path<String>,
     Query(f): Query<Format>,
 ) -> Response {
-    if api.operator(&headers).is_none() {
+    if api.who(&headers).is_none() {
         return unauthorized();
     }
     let t = match api.store.transit(&mrn).await {
@@ -217,8 +249,9 @@ async fn act(
     Path((mrn, action)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(operator) = api.operator(&headers) else {
-        return unauthorized();
+    let operator = match api.operator(&headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
     };
     let Some(action) = Action::parse(&action) else {
         return problem(
@@ -237,6 +270,7 @@ async fn act(
     match api.store.act(&mrn, action, &operator, &note.note).await {
         Ok(Ok(t)) => {
             api.routed.notify_one();
+            let _ = api.changes.send(());
             Json(transit_json(&t)).into_response()
         }
         Ok(Err(why)) if why.starts_with("no transit") => problem(StatusCode::NOT_FOUND, &why),
@@ -246,7 +280,7 @@ async fn act(
 }
 
 async fn posts(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if api.operator(&headers).is_none() {
+    if api.who(&headers).is_none() {
         return unauthorized();
     }
     let posts = match api.store.posts().await {
@@ -271,7 +305,7 @@ struct Open {
 }
 
 async fn alerts(State(api): State<Api>, headers: HeaderMap, Query(q): Query<Open>) -> Response {
-    if api.operator(&headers).is_none() {
+    if api.who(&headers).is_none() {
         return unauthorized();
     }
     match api.store.alerts(q.open).await {
@@ -281,11 +315,106 @@ async fn alerts(State(api): State<Api>, headers: HeaderMap, Query(q): Query<Open
 }
 
 async fn quarantine(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if api.operator(&headers).is_none() {
+    if api.who(&headers).is_none() {
         return unauthorized();
     }
     match api.store.quarantine_counts().await {
         Ok(c) => Json(c.into_iter().collect::<HashMap<_, _>>()).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_string)
+        })
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+async fn sign_in(State(api): State<Api>, body: axum::body::Bytes) -> Response {
+    let Ok(c) = serde_json::from_slice::<Credentials>(&body) else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expected {\"user\", \"password\"}",
+        );
+    };
+    match api.auth.sign_in(&c.user, &c.password).await {
+        Some((token, who)) => {
+            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+            ([("set-cookie", cookie)], Json(who)).into_response()
+        }
+        None => {
+            tracing::warn!(user = %c.user, "failed sign-in");
+            problem(StatusCode::UNAUTHORIZED, "wrong user or password")
+        }
+    }
+}
+
+async fn sign_out(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(t) = session_cookie(&headers) {
+        api.auth.sign_out(&t);
+    }
+    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    ([("set-cookie", cookie)], StatusCode::NO_CONTENT).into_response()
+}
+
+async fn me(State(api): State<Api>, headers: HeaderMap) -> Response {
+    match api.who(&headers) {
+        Some(w) => Json(w).into_response(),
+        None => unauthorized(),
+    }
+}
+
+/// `change` whenever something may have changed; the board then reads what it shows again.
+async fn stream(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if api.who(&headers).is_none() {
+        return unauthorized();
+    }
+    let rx = api.changes.subscribe();
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            // A burst of changes is one event: the board reads everything again anyway.
+            Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                while rx.try_recv().is_ok() {}
+                let ev = SseEvent::default().event("change").data("1");
+                Some((Ok::<_, Infallible>(ev), rx))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// The posts' events that name a transit (passages, alerts, overrides), for its timeline.
+async fn events(State(api): State<Api>, headers: HeaderMap, Path(mrn): Path<String>) -> Response {
+    if api.who(&headers).is_none() {
+        return unauthorized();
+    }
+    match api.store.events_of(&mrn).await {
+        Ok(evs) => Json(
+            evs.into_iter()
+                .map(|(t, post, kind, body)| {
+                    json!({"time": time_text(t), "post": post, "type": kind,
+                        "channel": body.get("channel"), "rule": body.get("rule"),
+                        "lane": body.get("lane"), "to": body.get("to")})
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => internal(e),
     }
 }

@@ -15,6 +15,13 @@
 //! [http.tokens]            # operator name = bearer token for the API (at least 16 characters)
 //! aigerim = "…"
 //!
+//! [[accounts]]           # who signs in to the board: viewer or operator
+//! user = "aigerim"
+//! name = "Aigerim Nurlanovna"
+//! role = "operator"
+//! lang = "kk"              # kk, ru, en, zh
+//! password = "$argon2id$…" # acsgd-central hash-password
+//!
 //! [tracking]
 //! max_clock_skew_s = 300   # an event further ahead of central's clock is quarantined
 //! scan_every_s = 30        # how often overdue legs and seq gaps are looked for
@@ -67,6 +74,9 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub tracking: TrackingConfig,
+    /// Operators who sign in to the board.
+    #[serde(default)]
+    pub accounts: Vec<crate::auth::Account>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +226,24 @@ impl Config {
                 ));
             }
         }
+        for (i, a) in self.accounts.iter().enumerate() {
+            let key = |k: &str| format!("accounts[{i}].{k}");
+            if a.user.is_empty() || a.user.len() > 64 || a.user.contains(char::is_whitespace) {
+                return Err((key("user"), "1-64 characters, no spaces".into()));
+            }
+            if self.accounts[..i].iter().any(|b| b.user == a.user) {
+                return Err((key("user"), format!("{} is there twice", a.user)));
+            }
+            if !matches!(a.lang.as_str(), "kk" | "ru" | "en" | "zh") {
+                return Err((key("lang"), "kk, ru, en or zh".into()));
+            }
+            if argon2::password_hash::PasswordHash::new(&a.password).is_err() {
+                return Err((
+                    key("password"),
+                    "not a password hash: make one with `acsgd-central hash-password`".into(),
+                ));
+            }
+        }
         if self.tracking.scan_every_s == 0 {
             return Err(("tracking.scan_every_s".into(), "must be at least 1".into()));
         }
@@ -227,15 +255,26 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// The line that sets `table.key` (the key's last segment inside its table), if the file has it.
+/// The line that sets `table.key` or `array[i].key` (the key's last segment inside its table,
+/// or inside the i-th `[[array]]`), if the file has it.
 fn find_line(text: &str, key: &str) -> Option<usize> {
     let (table, last) = key.rsplit_once('.')?;
-    let mut current = String::new();
+    let (name, index) = match table.split_once('[') {
+        Some((n, i)) => (n, i.strip_suffix(']')?.parse::<usize>().ok()),
+        None => (table, None),
+    };
+    let mut seen = 0usize;
+    let mut inside = false;
     for (n, line) in text.lines().enumerate() {
         let l = line.trim();
-        if let Some(t) = l.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-            current = t.trim().to_string();
-        } else if current == table
+        if let Some(t) = l.strip_prefix("[[").and_then(|t| t.strip_suffix("]]")) {
+            inside = index.is_some() && t.trim() == name && {
+                seen += 1;
+                Some(seen - 1) == index
+            };
+        } else if let Some(t) = l.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            inside = index.is_none() && t.trim() == name;
+        } else if inside
             && l.split('=')
                 .next()
                 .is_some_and(|k| k.trim().trim_matches('"') == last)

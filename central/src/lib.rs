@@ -7,6 +7,8 @@
 //! `acsgd-contract`, the same code the appliance signs with.
 
 pub mod api;
+pub mod auth;
+pub mod board;
 pub mod config;
 pub mod declare;
 pub mod ingest;

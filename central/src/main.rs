@@ -33,6 +33,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Hash a board password for `[[accounts]] password` (reads one line from stdin).
+    HashPassword,
     /// The registry of posts and their pinned keys.
     Post {
         #[arg(long)]
@@ -94,6 +96,18 @@ async fn command(c: Command) -> Result<(), String> {
         Command::Run { config } => {
             let config = Config::load(&config).map_err(|e| e.to_string())?;
             service::run(config).await.map_err(|e| e.to_string())
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password: {e}"))?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            if pw.chars().count() < 10 {
+                return Err("the password needs at least 10 characters".into());
+            }
+            println!("{}", acsgd_central::auth::hash_password(pw)?);
+            Ok(())
         }
         Command::Migrate { config } => {
             let config = Config::load(&config).map_err(|e| e.to_string())?;

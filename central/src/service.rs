@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::api::Api;
+use crate::auth::Auth;
 use crate::config::Config;
-use crate::ingest::{Ingestor, Limits, Message, MAX_PAYLOAD};
+use crate::ingest::{Ingestor, Limits, Message, Outcome, MAX_PAYLOAD};
 use crate::routing::Publisher;
 use crate::store::{now_ms, Store, StoreError};
 
@@ -41,6 +42,7 @@ pub enum ServiceError {
 pub async fn run(config: Config) -> Result<(), ServiceError> {
     let store = Store::open(&config.store.url).await?;
     let routed = Arc::new(Notify::new());
+    let (changes, _) = broadcast::channel::<()>(64);
 
     let mut mqtt = MqttOptions::new(
         &config.broker.client_id,
@@ -89,7 +91,13 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         },
     )
     .await?;
-    let worker = tokio::spawn(ingest_worker(ingestor, rx, client.clone(), routed.clone()));
+    let worker = tokio::spawn(ingest_worker(
+        ingestor,
+        rx,
+        client.clone(),
+        routed.clone(),
+        changes.clone(),
+    ));
 
     let publisher = Publisher::new(store.clone()).await?;
     let routes = tokio::spawn(route_publisher(publisher, client.clone(), routed.clone()));
@@ -100,6 +108,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         Duration::from_secs(u64::from(config.tracking.scan_every_s)),
         i64::from(config.tracking.gap_grace_s) * 1000,
         routed.clone(),
+        changes.clone(),
     ));
 
     let addr = config.http.listen;
@@ -107,7 +116,8 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         .await
         .map_err(|source| ServiceError::Bind { addr, source })?;
     tracing::info!(%addr, "HTTP API listening");
-    let app = Api::new(store.clone(), &config.http.tokens, routed.clone()).router();
+    let auth = Arc::new(Auth::new(&config.accounts, &config.http.tokens));
+    let app = Api::new(store.clone(), auth, routed.clone(), changes.clone()).router();
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -137,6 +147,7 @@ async fn ingest_worker(
     mut rx: mpsc::Receiver<Publish>,
     client: AsyncClient,
     routed: Arc<Notify>,
+    changes: broadcast::Sender<()>,
 ) {
     let mut batch = Vec::with_capacity(512);
     loop {
@@ -153,7 +164,15 @@ async fn ingest_worker(
         let mut backoff = Duration::from_millis(250);
         loop {
             match ingestor.handle(&messages, now_ms()).await {
-                Ok(_) => break,
+                Ok(out) => {
+                    if out
+                        .iter()
+                        .any(|o| !matches!(o, Outcome::Duplicate | Outcome::Ignored))
+                    {
+                        let _ = changes.send(());
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot store a batch; retrying, nothing acknowledged");
                     tokio::time::sleep(backoff).await;
@@ -208,6 +227,7 @@ async fn scheduler(
     every: Duration,
     gap_grace_ms: i64,
     routed: Arc<Notify>,
+    changes: broadcast::Sender<()>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -218,6 +238,7 @@ async fn scheduler(
             Ok(moved) if !moved.is_empty() => {
                 tracing::info!(count = moved.len(), "transits overdue");
                 routed.notify_one();
+                let _ = changes.send(());
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "overdue scan failed"),

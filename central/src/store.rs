@@ -329,6 +329,30 @@ impl Store {
         Ok(moved)
     }
 
+    /// The posts' events that name a transit, oldest first by event time: (time, post, type,
+    /// body).
+    pub async fn events_of(
+        &self,
+        mrn: &str,
+    ) -> Result<Vec<(i64, String, String, serde_json::Value)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT time_ms, post, type, envelope FROM journal WHERE mrn = $1 ORDER BY time_ms, id LIMIT 5000",
+        )
+        .bind(mrn)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let env: String = r.try_get(3)?;
+                let body = serde_json::from_str::<serde_json::Value>(&env)
+                    .ok()
+                    .and_then(|mut v| v.get_mut("body").map(serde_json::Value::take))
+                    .unwrap_or_default();
+                Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, body))
+            })
+            .collect()
+    }
+
     // ---- operator alerts and quarantine ----
 
     pub async fn alerts(&self, open_only: bool) -> Result<Vec<AlertRow>, StoreError> {

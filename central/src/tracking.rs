@@ -559,7 +559,9 @@ pub fn time_text(ms: i64) -> String {
 
 fn duration_text(ms: i64) -> String {
     let m = ms / 60_000;
-    if m >= 60 {
+    if m == 0 {
+        format!("{} s", ms / 1000)
+    } else if m >= 60 {
         format!("{} h {} min", m / 60, m % 60)
     } else {
         format!("{m} min")

@@ -1,6 +1,7 @@
 //! Central's integration tests: the store and ingest on SQLite and PostgreSQL, and the service
 //! against a real broker.
 
+mod board;
 mod common;
 mod ingest;
 mod replay;
