@@ -17,7 +17,7 @@
 //!    override of a red passage to green or yellow is a release, an alert whose rule maps to a
 //!    flag raises it ([`crate::tracking`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use acsgd_contract::envelope::{from_hex, Envelope, EnvelopeError, SCHEMA};
 use ed25519_dalek::VerifyingKey;
@@ -119,10 +119,32 @@ impl Ingestor {
         // The signatures first, on every core (the costly part that needs no database).
         let checked = self.check_all(batch, now_ms);
         let mut tx = self.store.pool().begin().await?;
+        // Every event of the batch into the journal at once; the ids that went in come back.
+        let rows: Vec<store::JournalRow> = batch
+            .iter()
+            .zip(&checked)
+            .filter_map(|(m, c)| match c {
+                Ok(Checked::Event(env, time_ms)) => Some(store::JournalRow {
+                    id: &env.id,
+                    post: &env.post,
+                    seq: env.seq as i64,
+                    kind: &env.kind,
+                    time_ms: *time_ms,
+                    mrn: mrn_of(env),
+                    envelope: String::from_utf8_lossy(&m.payload).into_owned(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut fresh = store::insert_journal(&mut tx, &rows, now_ms).await?;
+        drop(rows);
         let mut out = Vec::with_capacity(batch.len());
         let mut seqs: HashMap<String, Vec<i64>> = HashMap::new();
         for (m, c) in batch.iter().zip(checked) {
-            out.push(self.one(&mut tx, m, c, now_ms, &mut seqs).await?);
+            out.push(
+                self.one(&mut tx, m, c, now_ms, &mut seqs, &mut fresh)
+                    .await?,
+            );
         }
         for (post, mut s) in seqs {
             store::note_seqs(&mut tx, &post, &mut s, now_ms).await?;
@@ -138,10 +160,13 @@ impl Ingestor {
         checked: Result<Checked, Refusal>,
         now_ms: i64,
         seqs: &mut HashMap<String, Vec<i64>>,
+        fresh: &mut HashSet<String>,
     ) -> Result<Outcome, StoreError> {
         let refusal = match checked {
             Ok(Checked::Event(env, time_ms)) => {
-                return self.accept(conn, m, env, time_ms, now_ms, seqs).await;
+                return self
+                    .accept(conn, m, env, time_ms, now_ms, seqs, fresh)
+                    .await;
             }
             Ok(Checked::Link(post, link)) => {
                 store::set_link(conn, &post, &link, now_ms).await?;
@@ -282,29 +307,13 @@ impl Ingestor {
         time_ms: i64,
         now_ms: i64,
         seqs: &mut HashMap<String, Vec<i64>>,
+        fresh: &mut HashSet<String>,
     ) -> Result<Outcome, StoreError> {
-        let mrn = env
-            .body
-            .get("mrn")
-            .and_then(Value::as_str)
-            .filter(|s| acsgd_contract::mrn::valid_mrn(s))
-            .map(str::to_string);
+        let mrn = mrn_of(&env).map(str::to_string);
         let seq = env.seq as i64;
-        let done = sqlx::query(
-            "INSERT INTO journal (id, post, seq, type, time_ms, received_ms, mrn, envelope) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(&env.id)
-        .bind(&env.post)
-        .bind(seq)
-        .bind(&env.kind)
-        .bind(time_ms)
-        .bind(now_ms)
-        .bind(mrn.clone())
-        .bind(String::from_utf8_lossy(&m.payload).into_owned())
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() == 0 {
+        // The first occurrence of an id the batch's insert took; a second one in the same
+        // batch is a duplicate like any other.
+        if !fresh.remove(&env.id) {
             let same = sqlx::query("SELECT 1 FROM journal WHERE id = $1")
                 .bind(&env.id)
                 .fetch_optional(&mut *conn)
@@ -342,6 +351,14 @@ impl Ingestor {
         }
         Ok(Outcome::Accepted)
     }
+}
+
+/// The MRN an event's body names, if it is one.
+fn mrn_of(env: &Envelope) -> Option<&str> {
+    env.body
+        .get("mrn")
+        .and_then(Value::as_str)
+        .filter(|s| acsgd_contract::mrn::valid_mrn(s))
 }
 
 /// Applies a journaled event to the transit it names.

@@ -806,6 +806,67 @@ pub(crate) async fn gaps_of(conn: &mut AnyConnection, post: &str) -> Result<Vec<
         .collect()
 }
 
+/// One event for the journal.
+pub(crate) struct JournalRow<'a> {
+    pub id: &'a str,
+    pub post: &'a str,
+    pub seq: i64,
+    pub kind: &'a str,
+    pub time_ms: i64,
+    pub mrn: Option<&'a str>,
+    pub envelope: String,
+}
+
+/// Inserts events into the journal, a few hundred per statement; returns the ids that went in
+/// (the others are already there: a resend, or another event under the same seq).
+pub(crate) async fn insert_journal(
+    conn: &mut AnyConnection,
+    rows: &[JournalRow<'_>],
+    now_ms: i64,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut fresh = std::collections::HashSet::with_capacity(rows.len());
+    // 8 parameters a row; SQLite allows 32 766 in one statement.
+    for chunk in rows.chunks(512) {
+        let mut sql = String::from(
+            "INSERT INTO journal (id, post, seq, type, time_ms, received_ms, mrn, envelope) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 8;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            ));
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING RETURNING id");
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.id)
+                .bind(r.post)
+                .bind(r.seq)
+                .bind(r.kind)
+                .bind(r.time_ms)
+                .bind(now_ms)
+                .bind(r.mrn)
+                .bind(r.envelope.as_str());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            fresh.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(fresh)
+}
+
 /// Records that `post` delivered `seqs` (one batch's worth): advances the highest seq, opens
 /// a gap for what it jumped over, fills (shrinks, splits) the gaps they belong to; then the
 /// contiguous seq. Three or four statements per post and batch, whatever the batch's size.
