@@ -136,17 +136,17 @@ impl Ingestor {
                 _ => None,
             })
             .collect();
-        let mut fresh = store::insert_journal(&mut tx, &rows, now_ms).await?;
+        let fresh = store::insert_journal(&mut tx, &rows, now_ms).await?;
         drop(rows);
         let mut out = Vec::with_capacity(batch.len());
-        let mut seqs: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut state = BatchState {
+            fresh,
+            seqs: HashMap::new(),
+        };
         for (m, c) in batch.iter().zip(checked) {
-            out.push(
-                self.one(&mut tx, m, c, now_ms, &mut seqs, &mut fresh)
-                    .await?,
-            );
+            out.push(self.one(&mut tx, m, c, now_ms, &mut state).await?);
         }
-        for (post, mut s) in seqs {
+        for (post, mut s) in state.seqs {
             store::note_seqs(&mut tx, &post, &mut s, now_ms).await?;
         }
         tx.commit().await?;
@@ -159,14 +159,11 @@ impl Ingestor {
         m: &Message,
         checked: Result<Checked, Refusal>,
         now_ms: i64,
-        seqs: &mut HashMap<String, Vec<i64>>,
-        fresh: &mut HashSet<String>,
+        state: &mut BatchState,
     ) -> Result<Outcome, StoreError> {
         let refusal = match checked {
             Ok(Checked::Event(env, time_ms)) => {
-                return self
-                    .accept(conn, m, env, time_ms, now_ms, seqs, fresh)
-                    .await;
+                return self.accept(conn, m, env, time_ms, now_ms, state).await;
             }
             Ok(Checked::Link(post, link)) => {
                 store::set_link(conn, &post, &link, now_ms).await?;
@@ -306,14 +303,13 @@ impl Ingestor {
         env: Envelope,
         time_ms: i64,
         now_ms: i64,
-        seqs: &mut HashMap<String, Vec<i64>>,
-        fresh: &mut HashSet<String>,
+        state: &mut BatchState,
     ) -> Result<Outcome, StoreError> {
         let mrn = mrn_of(&env).map(str::to_string);
         let seq = env.seq as i64;
         // The first occurrence of an id the batch's insert took; a second one in the same
         // batch is a duplicate like any other.
-        if !fresh.remove(&env.id) {
+        if !state.fresh.remove(&env.id) {
             let same = sqlx::query("SELECT 1 FROM journal WHERE id = $1")
                 .bind(&env.id)
                 .fetch_optional(&mut *conn)
@@ -333,7 +329,7 @@ impl Ingestor {
             return Ok(Outcome::Quarantined(r.reason));
         }
         // The batch's seqs are noted together once it is through (`Ingestor::handle`).
-        seqs.entry(env.post.clone()).or_default().push(seq);
+        state.seqs.entry(env.post.clone()).or_default().push(seq);
         if env.kind == "health"
             && env.body.get("component").and_then(Value::as_str) == Some("replay")
         {
@@ -436,6 +432,14 @@ async fn apply(
     }
     routing::after_change(conn, &stored, &next).await?;
     Ok(())
+}
+
+/// What a batch gathers on its way through.
+struct BatchState {
+    /// Ids the batch's journal insert took, not yet claimed by their first occurrence.
+    fresh: HashSet<String>,
+    /// Accepted seqs per post, noted together at the end.
+    seqs: HashMap<String, Vec<i64>>,
 }
 
 enum Checked {
