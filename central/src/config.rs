@@ -29,41 +29,12 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config {file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {file}{}: {key}{problem}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-    Invalid {
-        file: PathBuf,
-        line: Option<usize>,
-        key: KeyPath,
-        problem: String,
-    },
-}
-
-/// A dotted key, displayed with a trailing `: ` when present.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct KeyPath(pub String);
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            write!(f, "{}: ", self.0)
-        }
-    }
-}
+pub use acsgd_tomlfile::{ConfigError, KeyPath};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,51 +127,15 @@ fn default_gap_grace() -> u32 {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = acsgd_tomlfile::read(path)?;
         Config::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |line, key: String, problem: String| ConfigError::Invalid {
-            file: path.to_path_buf(),
-            line,
-            key: KeyPath(key),
-            problem,
-        };
-        let de = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let mut key = e.path().to_string();
-            if key == "." {
-                key.clear();
-            }
-            let inner = e.into_inner();
-            let mut line = inner.span().map(|s| line_of(text, s.start));
-            let mut msg = inner
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("invalid")
-                .to_string();
-            if let Some(field) = msg
-                .strip_prefix("missing field `")
-                .and_then(|r| r.split('`').next())
-            {
-                key = if key.is_empty() {
-                    field.to_string()
-                } else {
-                    format!("{key}.{field}")
-                };
-                msg = "required key is missing".into();
-                line = None;
-            }
-            invalid(line, key, msg)
-        })?;
-        if let Err((key, problem)) = config.validate() {
-            return Err(invalid(find_line(text, &key), key, problem));
-        }
+        let config: Config = acsgd_tomlfile::parse(path, text)?;
+        config
+            .validate()
+            .map_err(|(key, problem)| acsgd_tomlfile::invalid(path, text, &key, problem))?;
         Ok(config)
     }
 
@@ -249,40 +184,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// The line that sets `table.key` or `array[i].key` (the key's last segment inside its table,
-/// or inside the i-th `[[array]]`), if the file has it.
-fn find_line(text: &str, key: &str) -> Option<usize> {
-    let (table, last) = key.rsplit_once('.')?;
-    let (name, index) = match table.split_once('[') {
-        Some((n, i)) => (n, i.strip_suffix(']')?.parse::<usize>().ok()),
-        None => (table, None),
-    };
-    let mut seen = 0usize;
-    let mut inside = false;
-    for (n, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if let Some(t) = l.strip_prefix("[[").and_then(|t| t.strip_suffix("]]")) {
-            inside = index.is_some() && t.trim() == name && {
-                seen += 1;
-                Some(seen - 1) == index
-            };
-        } else if let Some(t) = l.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-            inside = index.is_none() && t.trim() == name;
-        } else if inside
-            && l.split('=')
-                .next()
-                .is_some_and(|k| k.trim().trim_matches('"') == last)
-        {
-            return Some(n + 1);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

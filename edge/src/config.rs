@@ -6,7 +6,6 @@
 //! The doc comments here are the reference for the technician; `images/acsgd.example.toml` is
 //! the annotated example, and a test parses it.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -14,37 +13,7 @@ use serde::Deserialize;
 
 use crate::fusion::settings::Invalid;
 
-/// A configuration that cannot be used. Displays as one line.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("config {file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {file}{}: {key}{problem}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-    Invalid {
-        file: PathBuf,
-        line: Option<usize>,
-        /// The dotted key path, empty for a syntax error; rendered with a trailing ": ".
-        key: KeyPath,
-        problem: String,
-    },
-}
-
-/// A key path such as `sensors[2].transport.baud`, displayed with a trailing `: ` when present.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct KeyPath(pub String);
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            write!(f, "{}: ", self.0)
-        }
-    }
-}
+pub use acsgd_tomlfile::{ConfigError, KeyPath, MAX_CONFIG_BYTES};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -255,31 +224,10 @@ pub struct AccountsFile {
 impl AccountsFile {
     /// Parses an accounts file; errors name the file, the line and the key.
     pub fn parse(path: &Path, text: &str, default_lang: &str) -> Result<AccountsFile, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let f: AccountsFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            ConfigError::Invalid {
-                file: path.to_path_buf(),
-                line: inner.span().map(|s| line_of(text, s.start)),
-                key: KeyPath(if key == "." { String::new() } else { key }),
-                problem: inner
-                    .message()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid")
-                    .to_string(),
-            }
-        })?;
+        let f: AccountsFile = acsgd_tomlfile::parse(path, text)?;
         for (i, a) in f.accounts.iter().enumerate() {
             check_account(a, default_lang).map_err(|(k, problem)| {
-                let key = format!("accounts[{i}].{k}");
-                ConfigError::Invalid {
-                    file: path.to_path_buf(),
-                    line: find_key_line(text, &key),
-                    key: KeyPath(key),
-                    problem,
-                }
+                acsgd_tomlfile::invalid(path, text, &format!("accounts[{i}].{k}"), problem)
             })?;
         }
         Ok(f)
@@ -288,7 +236,7 @@ impl AccountsFile {
     /// Reads an accounts file; a missing file is an error (a typo must not lock officers out
     /// silently).
     pub fn load(path: &Path, default_lang: &str) -> Result<AccountsFile, ConfigError> {
-        let text = read_bounded(path)?;
+        let text = acsgd_tomlfile::read(path)?;
         AccountsFile::parse(path, &text, default_lang)
     }
 }
@@ -388,7 +336,7 @@ impl Config {
 
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = read_bounded(path)?;
+        let text = acsgd_tomlfile::read(path)?;
         Config::parse(path, &text)
     }
 
@@ -400,49 +348,24 @@ impl Config {
             key: KeyPath(key),
             problem,
         };
-        let de = toml::Deserializer::new(text);
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let mut key = e.path().to_string();
-            if key == "." {
-                key.clear();
-            }
-            let inner = e.into_inner();
-            let mut line = inner.span().map(|s| line_of(text, s.start));
-            // toml's own message can span lines (it quotes the source); keep the first.
-            let mut msg = inner
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("invalid")
-                .to_string();
-            // A missing key has no line of its own: name the key instead.
-            if let Some(field) = msg
-                .strip_prefix("missing field `")
-                .and_then(|r| r.split('`').next())
-            {
-                key = if key.is_empty() {
-                    field.to_string()
-                } else {
-                    format!("{key}.{field}")
-                };
-                msg = "required key is missing".into();
-                line = None;
-            }
-            invalid(line, key, msg)
+        let mut config: Config = acsgd_tomlfile::parse(path, text)?;
+        config.validate().map_err(|e| {
+            invalid(
+                acsgd_tomlfile::find_key_line(text, &e.key),
+                e.key,
+                e.problem,
+            )
         })?;
-        config
-            .validate()
-            .map_err(|e| invalid(find_key_line(text, &e.key), e.key, e.problem))?;
         if let Some(d) = &mut config.display {
             if let Some(f) = &d.accounts_file {
                 let f = path.parent().map_or_else(|| f.clone(), |dir| dir.join(f));
-                let text_f = read_bounded(&f).map_err(|e| {
+                let text_f = acsgd_tomlfile::read(&f).map_err(|e| {
                     let e = match e {
                         ConfigError::Read { source, .. } => source.to_string(),
                         e => e.to_string(),
                     };
                     invalid(
-                        find_key_line(text, "display.accounts_file"),
+                        acsgd_tomlfile::find_key_line(text, "display.accounts_file"),
                         "display.accounts_file".into(),
                         format!("cannot read {}: {e}", f.display()),
                     )
@@ -773,86 +696,6 @@ pub fn valid_ident(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// The line of a key found by validation, such as `sensors[1].id`: the key's own line when
-/// the file sets it, else the line of the deepest table on its path that the file has (a
-/// value left to its default is reported where its table is); `None` when not even the
-/// first table is in the file. The text is parsed again with its spans, which the typed
-/// parse does not keep.
-fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    use toml_edit::{Item, TableLike, Value};
-    let doc = toml_edit::ImDocument::parse(text).ok()?;
-    let mut table: &dyn TableLike = doc.as_table();
-    let mut at: Option<usize> = None;
-    let segments: Vec<&str> = key.split('.').collect();
-    for (n, segment) in segments.iter().enumerate() {
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => {
-                let Some(i) = rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) else {
-                    break;
-                };
-                (name, Some(i))
-            }
-            None => (*segment, None),
-        };
-        let Some((k, item)) = table.get_key_value(name) else {
-            break;
-        };
-        at = k.span().or_else(|| item.span()).map(|r| r.start).or(at);
-        let next: Option<&dyn TableLike> = match (index, item) {
-            (None, item) => item.as_table_like(),
-            (Some(i), Item::ArrayOfTables(a)) => a.get(i).map(|t| {
-                at = t.span().map(|r| r.start).or(at);
-                t as &dyn TableLike
-            }),
-            (Some(i), Item::Value(Value::Array(a))) => a.get(i).and_then(|v| {
-                at = v.span().map(|r| r.start).or(at);
-                v.as_inline_table().map(|t| t as &dyn TableLike)
-            }),
-            _ => None,
-        };
-        match next {
-            Some(t) if n + 1 < segments.len() => table = t,
-            _ => break,
-        }
-    }
-    at.map(|offset| line_of(text, offset))
-}
-
-/// The most a config or accounts file may hold: far above any real one, far below what
-/// would hurt the box to parse.
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// A config file's text: a regular file (a FIFO or a device would hang or never end the
-/// start) of at most [`MAX_CONFIG_BYTES`].
-fn read_bounded(path: &Path) -> Result<String, ConfigError> {
-    let read_err = |source| ConfigError::Read {
-        file: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(read_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(read_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{} bytes, more than the {} KiB a config may hold",
-                meta.len(),
-                MAX_CONFIG_BYTES >> 10
-            ),
-        )));
-    }
-    std::fs::read_to_string(path).map_err(read_err)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,10 +731,19 @@ data_dir = "/var/lib/acsgd"
         let line = two.lines().nth(11).unwrap();
         assert_eq!(line, "id = \"GPS 2\"");
         // Inside an inline table, and a key left to its default: the table's line.
-        assert_eq!(find_key_line(&two, "sensors[1].transport.listen"), Some(14));
-        assert_eq!(find_key_line(&two, "sensors[0].lane"), Some(7));
-        assert_eq!(find_key_line(&two, "storage.data_dir"), Some(6));
-        assert_eq!(find_key_line(&two, "display.bind"), None);
+        assert_eq!(
+            acsgd_tomlfile::find_key_line(&two, "sensors[1].transport.listen"),
+            Some(14)
+        );
+        assert_eq!(
+            acsgd_tomlfile::find_key_line(&two, "sensors[0].lane"),
+            Some(7)
+        );
+        assert_eq!(
+            acsgd_tomlfile::find_key_line(&two, "storage.data_dir"),
+            Some(6)
+        );
+        assert_eq!(acsgd_tomlfile::find_key_line(&two, "display.bind"), None);
         // The accounts file's checks after parsing: the second account's own line.
         let accounts = "[[accounts]]\nuser = \"a\"\nrole = \"officer\"\npassword_hash = \"x\"\n\
                         [[accounts]]\nuser = \"b\"\nrole = \"officer\"\npassword_hash = \"plain\"\n";

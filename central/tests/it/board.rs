@@ -5,12 +5,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use acsgd::mosquitto::Mosquitto;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Value};
+use acsgd_testkit::browser::Browser;
+use fantoccini::Locator;
+use serde_json::json;
 
 use crate::common::{
     api, central_bin, cli, free_port, passage, publish_all, ready, start, wait, Box_, TOKEN,
@@ -18,99 +19,6 @@ use crate::common::{
 
 const LATE: &str = "26KZ5500000000021A";
 const ON_TIME: &str = "26KZ5500000000022B";
-
-/// chromedriver on a free port and a headless Chromium session through it.
-struct Browser {
-    driver: Child,
-    client: Option<Client>,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; .ci/test installs it)");
-        wait(20, "chromedriver", || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({"binary": "/usr/bin/chromium",
-                   "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                            "--disable-gpu", "--window-size=1400,1000"]}),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a Chromium session");
-        Browser {
-            driver,
-            client: Some(client),
-        }
-    }
-
-    fn c(&self) -> &Client {
-        self.client.as_ref().unwrap()
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.c().execute(script, vec![]).await.unwrap()
-    }
-
-    /// Waits until the JS expression is truthy; returns its value.
-    async fn until(&self, secs: u64, what: &str, expr: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let v = self.js(&format!("return ({expr});")).await;
-            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                let text = self
-                    .js("return document.body.innerText.slice(0, 3000);")
-                    .await;
-                panic!("timed out waiting for {what}; the page says: {text}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn fill(&self, css: &str, text: &str) {
-        let e = self.c().find(Locator::Css(css)).await.unwrap();
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        self.c()
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if let Some(c) = self.client.take() {
-            // Closing the session ends Chromium; the driver goes with the test.
-            let rt = tokio::runtime::Handle::try_current();
-            if let Ok(rt) = rt {
-                let _ = std::thread::scope(|s| s.spawn(|| rt.block_on(c.close())).join());
-            }
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
 
 /// Runs a blocking helper (which may start its own runtime, as rumqttc's sync client does) on
 /// a thread of its own, away from the test's runtime.
@@ -246,7 +154,7 @@ async fn operators_sign_in_see_the_overdue_transit_on_top_and_its_timeline_updat
         })
     });
 
-    let b = Browser::start().await;
+    let b = Browser::start(&["--window-size=1400,1000"]).await;
     let url = format!("http://127.0.0.1:{http_port}/");
     b.c().goto(&url).await.unwrap();
     b.until(

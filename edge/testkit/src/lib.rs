@@ -6,11 +6,14 @@
 //!   central sends;
 //! * [`Process`]: the appliance as a child process, killed (SIGKILL) or stopped (SIGTERM);
 //! * [`simulate`]: the traffic simulator that writes the committed traces and the studies'
-//!   occupancies.
+//!   occupancies;
+//! * [`browser`]: a headless Chromium over WebDriver, for the appliance's lane screen and
+//!   central's board.
 //!
 //! The broker itself is the appliance's own `acsgd::mosquitto` (a real mosquitto), which the
 //! kit cannot name without depending on the crate it tests.
 
+pub mod browser;
 pub mod central;
 pub mod process;
 pub mod simulate;

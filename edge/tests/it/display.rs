@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use acsgd_testkit::browser::Browser;
+use fantoccini::Locator;
 use serde_json::{json, Value};
 
 const DEMO_POST: &str = "demo-korgas";
@@ -93,88 +94,23 @@ impl Drop for Demo {
     }
 }
 
-/// chromedriver on a free port, and a headless Chromium session through it.
-struct Browser {
-    driver: Child,
-    client: Option<Client>,
+/// What the lane screen's tests do with a browser besides what every page needs.
+trait LaneScreen {
+    async fn sign_in(&self, base: &str, user: &str, password: &str);
+    async fn fetch(&self, method: &str, path: &str, body: Value) -> (u16, Value);
+    async fn screenshot(&self, name: &str, dir: &Path) -> PathBuf;
 }
 
-impl Browser {
-    async fn start() -> Browser {
-        let port = free_port().unwrap();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; .ci/setup installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                         "--window-size=1600,1100", "--lang=en-GB", "--autoplay-policy=no-user-gesture-required"],
-            }),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a Chromium session");
-        Browser {
-            driver,
-            client: Some(client),
-        }
-    }
+async fn browser() -> Browser {
+    Browser::start(&[
+        "--window-size=1600,1100",
+        "--lang=en-GB",
+        "--autoplay-policy=no-user-gesture-required",
+    ])
+    .await
+}
 
-    fn c(&self) -> &Client {
-        self.client.as_ref().unwrap()
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.c().execute(script, vec![]).await.unwrap()
-    }
-
-    /// Waits until `script` (a JS expression) is truthy; returns its value.
-    async fn until(&self, secs: u64, what: &str, script: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let v = self.js(&format!("return ({script});")).await;
-            if !(v.is_null() || v == json!(false) || v == json!(0) || v == json!("")) {
-                return v;
-            }
-            if Instant::now() > deadline {
-                let html = self
-                    .js("return document.body.innerText.slice(0, 2000);")
-                    .await;
-                panic!("timed out waiting for {what}; the page says: {html}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn fill(&self, css: &str, text: &str) {
-        let e = self.c().find(Locator::Css(css)).await.unwrap();
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        self.c()
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-    }
-
+impl LaneScreen for Browser {
     async fn sign_in(&self, base: &str, user: &str, password: &str) {
         self.c().goto(base).await.unwrap();
         self.until(10, "the sign-in form", "document.querySelector('#login')")
@@ -209,13 +145,6 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn officers_and_technicians_at_the_lane_screen() {
     let tmp = tempfile::tempdir().unwrap();
@@ -228,7 +157,7 @@ async fn officers_and_technicians_at_the_lane_screen() {
     let shots = std::env::var_os("ACSGD_SCREENSHOTS")
         .map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
     std::fs::create_dir_all(&shots).unwrap();
-    let b = Browser::start().await;
+    let b = browser().await;
 
     // A wrong password is refused, and says so in the screen's language.
     b.sign_in(&base, "officer", "not-the-password").await;
@@ -1022,7 +951,7 @@ async fn hostile_alert_keys_and_parameters_never_blank_the_screen() {
     setup.ingest().send(&events, &mut answers).unwrap();
     assert_eq!(acked_ids(&answers).len(), hostile.len(), "{answers:?}");
 
-    let b = Browser::start().await;
+    let b = browser().await;
     b.sign_in(&format!("http://127.0.0.1:{port}/"), "off", "officer-pass")
         .await;
     let n = b
