@@ -22,6 +22,9 @@ use crate::ingest::{Ingestor, Limits, Message, Outcome, MAX_PAYLOAD};
 use crate::routing::Publisher;
 use crate::store::{now_ms, Store, StoreError};
 
+/// Quarantined messages kept at most (the newest; each up to 64 kB).
+pub const MAX_QUARANTINED: i64 = 100_000;
+
 /// What central subscribes to: every post's events and status.
 pub const SUBSCRIPTION: &str = "acsgd/v1/+/+";
 
@@ -242,6 +245,11 @@ async fn scheduler(
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "overdue scan failed"),
+        }
+        match store.prune_quarantine(MAX_QUARANTINED).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(dropped = n, "oldest quarantined messages dropped"),
+            Err(e) => tracing::error!(error = %e, "quarantine prune failed"),
         }
         match store.due_gaps(now, gap_grace_ms).await {
             Ok(gaps) => {

@@ -380,6 +380,30 @@ impl Store {
             .collect()
     }
 
+    /// Keeps the newest `keep` quarantined messages and drops the rest, so a post that floods
+    /// central with bad messages cannot fill its disk. Returns how many went.
+    pub async fn prune_quarantine(&self, keep: i64) -> Result<u64, StoreError> {
+        // The first one to go, in (time, id) order, newest first.
+        let Some(row) = sqlx::query(
+            "SELECT received_ms, id FROM quarantine ORDER BY received_ms DESC, id DESC LIMIT 1 OFFSET $1",
+        )
+        .bind(keep)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(0);
+        };
+        let (ms, id): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let done = sqlx::query(
+            "DELETE FROM quarantine WHERE received_ms < $1 OR (received_ms = $1 AND id <= $2)",
+        )
+        .bind(ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Quarantined messages per reason (the reason's first words, before any `:`).
     pub async fn quarantine_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT reason FROM quarantine")

@@ -256,6 +256,11 @@ fn what_cannot_be_trusted_is_quarantined_counted_and_raised() {
             .iter()
             .any(|a| a.id == "quarantine:korgas:bad signature"));
 
+        // Only the newest are kept when there are too many (a flood cannot fill the disk).
+        assert_eq!(store.prune_quarantine(3).await.unwrap(), 7, "{backend}");
+        assert_eq!(store.count(Table::Quarantine).await.unwrap(), 3);
+        assert_eq!(store.prune_quarantine(3).await.unwrap(), 0);
+
         // The good one still goes through; the post's status is its link; key is ignored.
         assert_eq!(
             ingest(&mut i, msg(korgas.topic("passage"), good), T0).await,
