@@ -9,6 +9,7 @@
 //! | `GET /api/transits/{mrn}` | one transit with its journal (`?format=xml`: a `TransitRecord` document) |
 //! | `GET /api/schema/transit.xsd` | the XML Schema of both documents (no token needed) |
 //! | `POST /api/transits/{mrn}/{cancel\|enquiry\|close}` | an operator action, body `{"note": "…"}`; 409 where it does not apply |
+//! | `PUT /api/watchlist`, `GET /api/watchlist` | `{"plates", "trackers", "mrns"}`, retained to every post on `in/watchlist` |
 //! | `GET /api/posts` | the registry with each post's link, seq progress and gaps |
 //! | `GET /api/alerts` | operator alerts (`?open=true`: only those not cleared) |
 //! | `GET /api/quarantine` | refused messages counted by reason |
@@ -72,6 +73,7 @@ impl Api {
             .route("/api/alerts", get(alerts))
             .route("/api/quarantine", get(quarantine))
             .route("/api/schema/transit.xsd", get(xsd))
+            .route("/api/watchlist", get(watchlist).put(set_watchlist))
             .route("/api/transits/{mrn}/events", get(events))
             .route("/api/session", post(sign_in).delete(sign_out))
             .route("/api/me", get(me))
@@ -415,6 +417,87 @@ async fn events(State(api): State<Api>, headers: HeaderMap, Path(mrn): Path<Stri
                 .collect::<Vec<_>>(),
         )
         .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// The watchlist every post holds: plates, trackers (seal ids) and MRNs to stop.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Watchlist {
+    #[serde(default)]
+    plates: Vec<String>,
+    #[serde(default)]
+    trackers: Vec<String>,
+    #[serde(default)]
+    mrns: Vec<String>,
+}
+
+/// Entries a watchlist may hold in all: it travels to every post in one retained message.
+const MAX_WATCHLIST: usize = 50_000;
+
+async fn set_watchlist(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let operator = match api.operator(&headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let w: Watchlist = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("watchlist: {e}")),
+    };
+    let n = w.plates.len() + w.trackers.len() + w.mrns.len();
+    if n > MAX_WATCHLIST {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("watchlist: {n} entries, at most {MAX_WATCHLIST}"),
+        );
+    }
+    if let Some(m) = w.mrns.iter().find(|m| !acsgd_contract::mrn::valid_mrn(m)) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("watchlist: mrn {m:?} is not 18 letters and digits"),
+        );
+    }
+    if let Some(e) = w
+        .plates
+        .iter()
+        .chain(&w.trackers)
+        .find(|e| e.trim().is_empty() || e.len() > 64)
+    {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("watchlist: entry {e:?} is empty or longer than 64"),
+        );
+    }
+    let doc = serde_json::to_string(&w).unwrap_or_default();
+    match api
+        .store
+        .set_watchlist(&doc, &format!("operator:{operator}"))
+        .await
+    {
+        Ok(()) => {
+            api.routed.notify_one();
+            Json(w).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn watchlist(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if api.who(&headers).is_none() {
+        return unauthorized();
+    }
+    match api.store.watchlist().await {
+        Ok(Some((doc, pending))) => Json(json!({
+            "watchlist": serde_json::from_str::<Value>(&doc).unwrap_or_default(),
+            "sent": !pending,
+        }))
+        .into_response(),
+        Ok(None) => Json(json!({"watchlist": null, "sent": true})).into_response(),
         Err(e) => internal(e),
     }
 }

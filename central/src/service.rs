@@ -103,7 +103,12 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     ));
 
     let publisher = Publisher::new(store.clone()).await?;
-    let routes = tokio::spawn(route_publisher(publisher, client.clone(), routed.clone()));
+    let routes = tokio::spawn(route_publisher(
+        publisher,
+        store.clone(),
+        client.clone(),
+        routed.clone(),
+    ));
 
     let scheduler = tokio::spawn(scheduler(
         store.clone(),
@@ -192,9 +197,41 @@ async fn ingest_worker(
     }
 }
 
-/// Sends the routes not yet sent: at start, on every change, and every few seconds.
-async fn route_publisher(publisher: Publisher, client: AsyncClient, routed: Arc<Notify>) {
+/// Sends the routes not yet sent, and the watchlist to every post when it changed: at start,
+/// on every change, and every few seconds.
+async fn route_publisher(
+    publisher: Publisher,
+    store: Store,
+    client: AsyncClient,
+    routed: Arc<Notify>,
+) {
+    if let Err(e) = store.watchlist_resend().await {
+        tracing::error!(error = %e, "cannot mark the watchlist for sending");
+    }
     loop {
+        match (store.watchlist().await, store.posts().await) {
+            (Ok(Some((doc, true))), Ok(posts)) => {
+                let mut all = true;
+                for p in &posts {
+                    let topic = format!("acsgd/v1/{}/in/watchlist", p.id);
+                    if let Err(e) = client
+                        .publish(topic, QoS::AtLeastOnce, true, doc.clone().into_bytes())
+                        .await
+                    {
+                        tracing::warn!(error = %e, "cannot queue the watchlist");
+                        all = false;
+                        break;
+                    }
+                }
+                if all {
+                    if let Err(e) = store.watchlist_sent(&doc, now_ms()).await {
+                        tracing::warn!(error = %e, "watchlist sent but not marked; it is sent again");
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "cannot read the watchlist"),
+            _ => {}
+        }
         match publisher.pending(500).await {
             Ok(pending) => {
                 for p in &pending {

@@ -19,7 +19,10 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use crate::tracking::{self, Change, Flag, Seen, Sighting, State, Transit};
 
 /// The migrations, in order: `(version, SQL)`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("schema.sql")),
+    (2, include_str!("schema_2.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -173,7 +176,59 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        // A new post needs the watchlist too.
+        sqlx::query("UPDATE watchlist SET done_ms = NULL")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the watchlist (to be sent to every post).
+    pub async fn set_watchlist(&self, doc: &str, by: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM watchlist WHERE id = 'current'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO watchlist (id, doc, updated_ms, updated_by, done_ms) VALUES ('current', $1, $2, $3, NULL)",
+        )
+        .bind(doc)
+        .bind(now_ms())
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The watchlist, and whether it still waits to be sent.
+    pub async fn watchlist(&self) -> Result<Option<(String, bool)>, StoreError> {
+        let row = sqlx::query("SELECT doc, done_ms FROM watchlist WHERE id = 'current'")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let done: Option<i64> = r.try_get(1)?;
+            Ok((r.try_get(0)?, done.is_none()))
+        })
+        .transpose()
+    }
+
+    /// Marks the watchlist sent, unless it changed since `doc` was read.
+    pub async fn watchlist_sent(&self, doc: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE watchlist SET done_ms = $1 WHERE id = 'current' AND doc = $2")
+            .bind(now_ms)
+            .bind(doc)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the watchlist to be sent again (at start, or when a post is added).
+    pub async fn watchlist_resend(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE watchlist SET done_ms = NULL")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

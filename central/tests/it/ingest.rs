@@ -34,7 +34,7 @@ async fn ingest(i: &mut Ingestor, m: Message, now: i64) -> Outcome {
 #[test]
 fn migrations_run_once_and_a_newer_database_is_refused() {
     on_both(|store, backend| async move {
-        // Opening again finds version 1 and changes nothing.
+        // Opening again finds version 2 and changes nothing.
         let again = Store::open(&backend).await.unwrap();
         let versions = |s: Store| async move {
             let row = sqlx::query("SELECT COUNT(*), MAX(version) FROM schema_version")
@@ -45,7 +45,7 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
             let v: i64 = sqlx::Row::try_get(&row, 1).unwrap();
             (n, v)
         };
-        assert_eq!(versions(again.clone()).await, (1, 1), "{backend}");
+        assert_eq!(versions(again.clone()).await, (2, 2), "{backend}");
         // A database a newer central migrated is not touched by this one.
         sqlx::query("INSERT INTO schema_version (version, applied_ms) VALUES (99, 0)")
             .execute(store.pool())
@@ -54,9 +54,9 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
         let e = Store::open(&backend).await.err().expect("refused");
         assert_eq!(
             e.to_string(),
-            "database is at schema version 99, newer than this acsgd-central knows (1); upgrade acsgd-central"
+            "database is at schema version 99, newer than this acsgd-central knows (2); upgrade acsgd-central"
         );
-        assert_eq!(versions(store).await, (2, 99), "{backend}");
+        assert_eq!(versions(store).await, (3, 99), "{backend}");
     });
 }
 

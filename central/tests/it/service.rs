@@ -141,6 +141,42 @@ fn declarations_are_routed_and_a_truck_is_followed_through_a_real_broker() {
         assert_eq!(d["itinerary"][1]["post"], "kordai");
     }
 
+    // The watchlist goes to every post, retained; a bad one is refused whole.
+    let (s, t) = api(
+        http_port,
+        "PUT",
+        "/api/watchlist",
+        Some(&json!({"plates": ["777KZA02"], "mrns": ["26KZ"]})),
+    );
+    assert_eq!(s, 422, "{t}");
+    let (s, t) = api(
+        http_port,
+        "PUT",
+        "/api/watchlist",
+        Some(&json!({"plates": ["777KZA02"], "trackers": ["seal-9"]})),
+    );
+    assert_eq!(s, 200, "{t}");
+    for (w, post) in [(&at_korgas, "korgas"), (&at_kordai, "kordai")] {
+        let got = wait(30, &format!("the watchlist at {post}"), || {
+            w.got
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|r| r.topic == format!("acsgd/v1/{post}/in/watchlist"))
+                .cloned()
+        });
+        let d: Value = serde_json::from_slice(&got.payload).unwrap();
+        assert_eq!(d["plates"], json!(["777KZA02"]));
+        assert_eq!(d["trackers"], json!(["seal-9"]));
+    }
+    let (_, w) = api(http_port, "GET", "/api/watchlist", None);
+    wait(30, "the watchlist marked sent", || {
+        let (_, w) = api(http_port, "GET", "/api/watchlist", None);
+        (w["sent"] == true).then_some(())
+    });
+    assert_eq!(w["watchlist"]["plates"], json!(["777KZA02"]));
+
     // The truck departs Korgas: central follows it and korgas's copy is withdrawn.
     let now = acsgd_central::store::now_ms();
     let dep = korgas.event("passage", now - 2 * H, passage(MRN, "green", now - 2 * H));
