@@ -1002,23 +1002,7 @@ pub(crate) async fn note_seqs(
         }
     }
     if gaps != before {
-        sqlx::query("DELETE FROM seq_gap WHERE post = $1")
-            .bind(post)
-            .execute(&mut *conn)
-            .await?;
-        for g in &gaps {
-            sqlx::query(
-                "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms, requested_ms) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(post)
-            .bind(g.from)
-            .bind(g.to)
-            .bind(g.noticed_ms)
-            .bind(g.requested_ms)
-            .execute(&mut *conn)
-            .await?;
-        }
+        write_gaps(conn, post, &gaps).await?;
     }
     let contiguous = gaps.first().map_or(highest, |g| g.from - 1);
     sqlx::query(
@@ -1042,6 +1026,28 @@ pub(crate) async fn note_seqs(
     Ok(())
 }
 
+/// Replaces a post's gaps.
+async fn write_gaps(conn: &mut AnyConnection, post: &str, gaps: &[Gap]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM seq_gap WHERE post = $1")
+        .bind(post)
+        .execute(&mut *conn)
+        .await?;
+    for g in gaps {
+        sqlx::query(
+            "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms, requested_ms) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(post)
+        .bind(g.from)
+        .bind(g.to)
+        .bind(g.noticed_ms)
+        .bind(g.requested_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The post answered a resend request saying it no longer has `[a, b]` (pruned, evicted, or
 /// never numbered): those seqs are no longer waited for. The loss is an operator alert; the
 /// gaps shrink or go, and the contiguous seq moves on.
@@ -1053,36 +1059,29 @@ pub(crate) async fn gap_lost(
     cause: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let before = gaps_of(conn, post).await?;
+    let mut gaps = Vec::with_capacity(before.len() + 1);
     let mut lost = Vec::new();
-    for g in gaps_of(conn, post).await? {
+    for g in before {
         if g.to < a || g.from > b {
+            gaps.push(g);
             continue;
         }
         lost.push((g.from.max(a), g.to.min(b)));
-        sqlx::query("DELETE FROM seq_gap WHERE post = $1 AND seq_from = $2")
-            .bind(post)
-            .bind(g.from)
-            .execute(&mut *conn)
-            .await?;
         for (from, to) in [(g.from, a - 1), (b + 1, g.to)] {
             if from <= to {
-                sqlx::query(
-                    "INSERT INTO seq_gap (post, seq_from, seq_to, noticed_ms, requested_ms) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(post)
-                .bind(from)
-                .bind(to)
-                .bind(g.noticed_ms)
-                .bind(g.requested_ms)
-                .execute(&mut *conn)
-                .await?;
+                gaps.push(Gap {
+                    from,
+                    to,
+                    ..g.clone()
+                });
             }
         }
     }
     if lost.is_empty() {
         return Ok(());
     }
+    write_gaps(conn, post, &gaps).await?;
     sqlx::query(
         "UPDATE post_state SET contiguous_seq = COALESCE(\
          (SELECT MIN(seq_from) - 1 FROM seq_gap WHERE post = $1), highest_seq) WHERE post = $1",
