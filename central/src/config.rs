@@ -197,6 +197,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("central.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.broker.port, 1883);
+        assert_eq!(c.accounts[0].role, crate::auth::Role::Operator);
+        assert!(c.http.tokens.contains_key("ncts-gateway"));
+    }
+
+    #[test]
     fn a_bad_file_names_file_line_and_key() {
         let ok = "[store]\nurl = \"sqlite:/tmp/c.db\"\n[broker]\nhost = \"127.0.0.1\"\n";
         let c = Config::parse(Path::new("central.toml"), ok).unwrap();
