@@ -129,6 +129,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print the post's public key for central's registry (`acsgd-central post add`). Reads
+    /// the key the service made at its first start; makes none.
+    Key {
+        /// Configuration file (TOML): the post id and the data directory.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Inspect the outbox.
     Outbox {
         /// The data directory (storage.data_dir of the config).
@@ -182,6 +189,7 @@ fn main() -> ExitCode {
             | Command::Anpr { .. }
             | Command::Account { .. }
             | Command::Diagnose { .. }
+            | Command::Key { .. }
     );
     acsgd::logging::init(if quiet { "warn" } else { "info" });
     match dispatch(cli.command) {
@@ -394,6 +402,29 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             diagnose::write(&gathered.parts, &out).map_err(|e| (1, e.to_string()))?;
             eprintln!("acsgd diagnose: wrote {}", out.display());
             Ok(())
+        }
+        Command::Key { config } => {
+            let config = acsgd::config::Config::load(&config).map_err(|e| (2, e.to_string()))?;
+            let dir = &config.storage.data_dir;
+            match acsgd::envelope::Signer::public_key_in(dir) {
+                Ok(Some(k)) => {
+                    let hex = acsgd::envelope::to_hex(k.as_bytes());
+                    println!("post {}\nkey  {hex}\n", config.post);
+                    println!(
+                        "At central: acsgd-central post --config central.toml add {} --name NAME --key {hex}",
+                        config.post
+                    );
+                    Ok(())
+                }
+                Ok(None) => Err((
+                    1,
+                    format!(
+                        "no signing key in {} yet: the service makes it at its first start (systemctl start acsgd), then run this again",
+                        dir.display()
+                    ),
+                )),
+                Err(e) => Err((1, e.to_string())),
+            }
         }
         Command::Outbox {
             data_dir,

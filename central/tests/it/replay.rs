@@ -38,8 +38,6 @@ struct Appliance {
 fn appliance(dir: &Path, post: &str, broker: u16, storage_extra: &str) -> Appliance {
     let data_dir = dir.join(post);
     std::fs::create_dir_all(&data_dir).unwrap();
-    // The key the service will use: made here first, so central can pin it.
-    let key = Signer::load_or_create(&data_dir, post).unwrap();
     let ingest_port = free_port();
     let config = dir.join(format!("{post}.toml"));
     std::fs::write(
@@ -52,6 +50,14 @@ fn appliance(dir: &Path, post: &str, broker: u16, storage_extra: &str) -> Applia
         ),
     )
     .unwrap();
+    // Before its first start the box has no key, and says so.
+    let out = Command::new(acsgd_bin())
+        .args(["key", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no signing key in"));
     let log = std::fs::File::create(dir.join(format!("{post}.log"))).unwrap();
     let process = Process::spawn(
         Command::new(acsgd_bin())
@@ -68,10 +74,36 @@ fn appliance(dir: &Path, post: &str, broker: u16, storage_extra: &str) -> Applia
             .ok()
             .map(|_| ())
     });
+    // What the technician reads out to central: the key the service made at its first start.
+    let out = Command::new(acsgd_bin())
+        .args(["key", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public_key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key  "))
+        .expect("a key line")
+        .to_string();
+    assert!(
+        text.contains(&format!(
+            "acsgd-central post --config central.toml add {post} --name NAME --key {public_key}"
+        )),
+        "{text}"
+    );
+    // It is the key the service signs with.
+    let key = Signer::load_or_create(&data_dir, post).unwrap();
+    assert_eq!(public_key, to_hex(key.verifying_key().as_bytes()));
     Appliance {
         _process: process,
         ingest_port,
-        public_key: to_hex(key.verifying_key().as_bytes()),
+        public_key,
     }
 }
 

@@ -288,6 +288,23 @@ impl Signer {
         })
     }
 
+    /// The public half of the key in `<data_dir>/signing.key`, without creating one: `None`
+    /// while the service has not made it yet (what a technician reads out for central).
+    pub fn public_key_in(data_dir: &Path) -> Result<Option<VerifyingKey>, EnvelopeError> {
+        let path = data_dir.join(KEY_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let len = bytes.len();
+                let seed: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| EnvelopeError::KeyLength { path, len })?;
+                Ok(Some(public_of(&seed)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(EnvelopeError::KeyIo { path, source }),
+        }
+    }
+
     /// A key that lives only in memory (`acsgd replay`: its events go to stdout, not to
     /// central, and must not be mistaken for the post's).
     pub fn ephemeral(post: &str) -> Result<Signer, EnvelopeError> {
