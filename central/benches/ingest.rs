@@ -27,7 +27,6 @@ use serde_json::json;
 use common::{passage, Box_, Pg};
 
 const POSTS: usize = 50;
-const TRANSITS: usize = 200;
 const BATCH: usize = 512;
 
 fn mrn(i: usize) -> String {
@@ -73,7 +72,9 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         store.put_post(&p.registry_entry()).await.unwrap();
     }
     let now = now_ms();
-    for t in 0..TRANSITS {
+    // Each transit is seen twice: at its departure post, then at its destination.
+    let transits = (n * passages_pct / 100).div_ceil(2).max(1);
+    for t in 0..transits {
         let from = &posts[t % POSTS].post;
         let to = &posts[(t + 1) % POSTS].post;
         let d = json!({"mrn": mrn(t), "plates": [format!("{t:03}ABC02")],
@@ -85,14 +86,17 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     }
     // The events, signed up front, in the order a broker would interleave the posts.
     let mut msgs = Vec::with_capacity(n);
+    let mut passages = 0usize;
     for i in 0..n {
-        let k = i % POSTS;
+        let mut k = i % POSTS;
         let t = now - 3_600_000 + (i as i64);
-        let roll = (i / POSTS) % 100;
+        let roll = i % 100;
         let (kind, body) = match roll {
             r if r < passages_pct => {
-                // Transit t departs at post t % POSTS and arrives at the next post.
-                let tr = (i / POSTS) % TRANSITS;
+                // Transit tr departs at post tr % POSTS and arrives at the next post.
+                let tr = (passages / 2) % transits;
+                k = (tr + passages % 2) % POSTS;
+                passages += 1;
                 ("passage", passage(&mrn(tr), "green", t))
             }
             r if r < passages_pct + 10 => (
@@ -132,11 +136,18 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     let mut batch_ms = Vec::new();
     let start = Instant::now();
     let mut accepted = 0usize;
-    for chunk in msgs.chunks(BATCH) {
+    // The process's resident memory through the run: central must not grow with what it has
+    // seen (everything it keeps is in the database).
+    let mut rss = Vec::new();
+    let chunks = msgs.len().div_ceil(BATCH);
+    for (k, chunk) in msgs.chunks(BATCH).enumerate() {
         let t0 = Instant::now();
         let out = ingestor.handle(chunk, now_ms()).await.unwrap();
         batch_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
         accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
+        if k == chunks / 10 || k == chunks / 2 || k + 1 == chunks {
+            rss.push(rss_mib());
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     batch_ms.sort_by(f64::total_cmp);
@@ -150,4 +161,23 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         pct(0.99),
         batch_ms.last().copied().unwrap_or(0.0)
     );
+    println!(
+        "{name:8} resident memory at 10 %, 50 %, 100 % of the events: {} MiB",
+        rss.iter()
+            .map(|m| format!("{m:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+/// This process's resident set, MiB (Linux).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
