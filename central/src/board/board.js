@@ -19,6 +19,7 @@ const T = {
     "state.cancelled": "cancelled",
     "ev.passage": "passage", "ev.alert": "alert", "ev.override": "override", "ev.change": "state",
     "empty": "Nothing here.",
+    "act.cancel": "Cancel the declaration", "act.enquiry": "Open an enquiry", "act.close": "Close (write off)", "act.note": "Note",
   },
   ru: {
     "nav.transits": "Транзиты", "nav.posts": "Посты", "nav.map": "Схема", "nav.alerts": "Тревоги",
@@ -36,6 +37,7 @@ const T = {
     "state.cancelled": "отменён",
     "ev.passage": "проезд", "ev.alert": "тревога", "ev.override": "решение", "ev.change": "состояние",
     "empty": "Пусто.",
+    "act.cancel": "Отменить декларацию", "act.enquiry": "Начать розыск", "act.close": "Закрыть (списать)", "act.note": "Примечание",
   },
   kk: {
     "nav.transits": "Транзиттер", "nav.posts": "Бекеттер", "nav.map": "Сызба", "nav.alerts": "Дабылдар",
@@ -53,6 +55,7 @@ const T = {
     "state.cancelled": "күші жойылды",
     "ev.passage": "өту", "ev.alert": "дабыл", "ev.override": "шешім", "ev.change": "күйі",
     "empty": "Бос.",
+    "act.cancel": "Декларацияның күшін жою", "act.enquiry": "Іздеу бастау", "act.close": "Жабу (есептен шығару)", "act.note": "Ескертпе",
   },
   zh: {
     "nav.transits": "过境", "nav.posts": "口岸", "nav.map": "示意图", "nav.alerts": "警报",
@@ -70,6 +73,7 @@ const T = {
     "state.cancelled": "已取消",
     "ev.passage": "通过", "ev.alert": "警报", "ev.override": "改判", "ev.change": "状态",
     "empty": "无内容。",
+    "act.cancel": "取消申报", "act.enquiry": "发起查询", "act.close": "结关（核销）", "act.note": "备注",
   },
 };
 
@@ -146,6 +150,7 @@ async function viewTransit(mrn) {
   return el("div", { id: "transit", "data-mrn": x.mrn },
     el("p", {}, el("a", { href: "#/transits" }, "← " + t("back"))),
     el("h1", {}, x.mrn, " ", stateCell(x.state)),
+    actions(x),
     el("dl", {},
       el("dt", {}, t("col.route")), el("dd", {}, d.itinerary.map((s) => s.post).join(" → ")),
       el("dt", {}, t("col.plates")), el("dd", {}, (d.plates || []).join(", ")),
@@ -153,6 +158,28 @@ async function viewTransit(mrn) {
       el("dt", {}, t("col.flags")), el("dd", {}, x.flags.join(", ") || t("none")),
       el("dt", {}, t("col.expected")), el("dd", {}, (x.expected_post || "") + " " + when(x.expected_by))),
     timeline);
+}
+
+// What an operator may do with a transit in its state (central refuses the rest anyway).
+const ACTIONS = { declared: "cancel", overdue: "enquiry", arrived: "close" };
+
+function actions(x) {
+  const action = ACTIONS[x.state];
+  if (!me || me.role !== "operator" || !action) return el("div", { id: "actions" });
+  const note = el("input", { id: "action-note", placeholder: t("act.note") });
+  const go = el("button", { id: "action", "data-action": action }, t("act." + action));
+  go.addEventListener("click", async () => {
+    go.disabled = true;
+    const r = await fetch("/api/transits/" + encodeURIComponent(x.mrn) + "/" + action, {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ note: note.value }) });
+    if (!r.ok) {
+      const e = await r.json().catch(() => ({}));
+      $("view").prepend(el("p", { class: "error" }, e.error || String(r.status)));
+    }
+    render();
+  });
+  return el("div", { id: "actions" }, note, " ", go);
 }
 
 async function viewPosts() {

@@ -256,6 +256,37 @@ async fn operators_sign_in_see_the_overdue_transit_on_top_and_its_timeline_updat
     assert!(text.as_str().unwrap().contains("kordai · yellow"), "{text}");
     screenshot(&b, "central-transit-en.png").await;
 
+    // The operator closes it from its page; the journal names her.
+    b.until(
+        10,
+        "the close action",
+        "document.querySelector('#action[data-action=\"close\"]')",
+    )
+    .await;
+    b.fill("#action-note", "goods presented intact").await;
+    b.click("#action").await;
+    b.until(
+        30,
+        "closed",
+        "document.querySelector('#transit h1 .state').dataset.state === 'closed'",
+    )
+    .await;
+    let text = b
+        .js("return document.getElementById('timeline').innerText;")
+        .await;
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("goods presented intact (operator:aigerim)"),
+        "{text}"
+    );
+    assert_eq!(
+        b.js("return document.querySelector('#action') === null;")
+            .await,
+        json!(true),
+        "nothing left to do"
+    );
+
     // Languages and the map.
     b.c().goto(&format!("{url}#/map")).await.unwrap();
     b.until(
