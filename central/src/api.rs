@@ -32,7 +32,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::auth::{Auth, Role, Who};
 use crate::declare::{self, Refused};
 use crate::store::{now_ms, Store, StoreError};
-use crate::tracking::{flags_text, time_text, Action, Change, Transit};
+use crate::tracking::{time_text, Action, Change, Transit};
 use crate::xml;
 
 #[derive(Clone)]
@@ -130,7 +130,7 @@ pub fn transit_json(t: &Transit) -> Value {
         "expected_by": t.expected_by_ms.map(time_text),
         "last_post": t.last_post,
         "last_seen": t.last_seen_ms.map(time_text),
-        "flags": flags_text(&t.flags).split(',').filter(|f| !f.is_empty()).collect::<Vec<_>>(),
+        "flags": t.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
         "declared": time_text(t.declared_ms),
         "declaration": t.declaration,
     })
@@ -289,14 +289,17 @@ async fn posts(State(api): State<Api>, headers: HeaderMap) -> Response {
         Ok(p) => p,
         Err(e) => return internal(e),
     };
-    let mut out = Vec::with_capacity(posts.len());
-    for p in posts {
-        let progress = match api.store.post_progress(&p.id).await {
-            Ok(x) => x,
-            Err(e) => return internal(e),
-        };
-        out.push(json!({"post": p, "progress": progress}));
-    }
+    let mut progress = match api.store.posts_progress().await {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
+    let out: Vec<Value> = posts
+        .into_iter()
+        .map(|p| {
+            let pr = progress.remove(&p.id);
+            json!({"post": p, "progress": pr})
+        })
+        .collect();
     Json(out).into_response()
 }
 

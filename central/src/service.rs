@@ -209,28 +209,32 @@ async fn route_publisher(
         tracing::error!(error = %e, "cannot mark the watchlist for sending");
     }
     loop {
-        match (store.watchlist().await, store.posts().await) {
-            (Ok(Some((doc, true))), Ok(posts)) => {
-                let mut all = true;
-                for p in &posts {
-                    let topic = format!("acsgd/v1/{}/in/watchlist", p.id);
-                    if let Err(e) = client
-                        .publish(topic, QoS::AtLeastOnce, true, doc.clone().into_bytes())
-                        .await
-                    {
-                        tracing::warn!(error = %e, "cannot queue the watchlist");
-                        all = false;
-                        break;
+        // The posts are read only when there is a watchlist to send.
+        match store.watchlist().await {
+            Ok(Some((doc, true))) => match store.posts().await {
+                Ok(posts) => {
+                    let mut all = true;
+                    for p in &posts {
+                        let topic = format!("acsgd/v1/{}/in/watchlist", p.id);
+                        if let Err(e) = client
+                            .publish(topic, QoS::AtLeastOnce, true, doc.clone().into_bytes())
+                            .await
+                        {
+                            tracing::warn!(error = %e, "cannot queue the watchlist");
+                            all = false;
+                            break;
+                        }
+                    }
+                    if all {
+                        if let Err(e) = store.watchlist_sent(&doc, now_ms()).await {
+                            tracing::warn!(error = %e, "watchlist sent but not marked; it is sent again");
+                        }
                     }
                 }
-                if all {
-                    if let Err(e) = store.watchlist_sent(&doc, now_ms()).await {
-                        tracing::warn!(error = %e, "watchlist sent but not marked; it is sent again");
-                    }
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "cannot read the watchlist"),
-            _ => {}
+                Err(e) => tracing::error!(error = %e, "cannot read the posts"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read the watchlist"),
         }
         match publisher.pending(500).await {
             Ok(pending) => {

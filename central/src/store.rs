@@ -10,6 +10,7 @@
 //! SQLite runs in WAL mode with `synchronous=FULL`: a committed transaction is on disk, which
 //! is what "acknowledged to the broker" promises.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use acsgd_contract::declaration::Declaration;
@@ -461,14 +462,16 @@ impl Store {
 
     /// Quarantined messages per reason (the reason's first words, before any `:`).
     pub async fn quarantine_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT reason FROM quarantine")
+        // Grouped in SQL first: the same reason repeats far more often than reasons differ.
+        let rows = sqlx::query("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason")
             .fetch_all(&self.pool)
             .await?;
         let mut counts = std::collections::BTreeMap::<String, i64>::new();
         for r in rows {
             let reason: String = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
             let head = reason.split(':').next().unwrap_or("").to_string();
-            *counts.entry(head).or_default() += 1;
+            *counts.entry(head).or_default() += n;
         }
         Ok(counts.into_iter().collect())
     }
@@ -535,24 +538,62 @@ impl Store {
 
     /// A post's delivery state: contiguous and highest seq, and the missing ranges.
     pub async fn post_progress(&self, post: &str) -> Result<Option<PostProgress>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let Some(row) = sqlx::query(
-            "SELECT contiguous_seq, highest_seq, link, link_ms FROM post_state WHERE post = $1",
-        )
-        .bind(post)
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
-            return Ok(None);
+        Ok(self.progress(Some(post)).await?.remove(post))
+    }
+
+    /// Every post's delivery state, in two queries whatever the number of posts.
+    pub async fn posts_progress(&self) -> Result<HashMap<String, PostProgress>, StoreError> {
+        self.progress(None).await
+    }
+
+    async fn progress(
+        &self,
+        only: Option<&str>,
+    ) -> Result<HashMap<String, PostProgress>, StoreError> {
+        let (states, gaps) = match only {
+            Some(post) => (
+                sqlx::query(
+                    "SELECT post, contiguous_seq, highest_seq, link, link_ms FROM post_state WHERE post = $1",
+                )
+                .bind(post)
+                .fetch_all(&self.pool)
+                .await?,
+                sqlx::query(
+                    "SELECT post, seq_from, seq_to FROM seq_gap WHERE post = $1 ORDER BY seq_from",
+                )
+                .bind(post)
+                .fetch_all(&self.pool)
+                .await?,
+            ),
+            None => (
+                sqlx::query("SELECT post, contiguous_seq, highest_seq, link, link_ms FROM post_state")
+                    .fetch_all(&self.pool)
+                    .await?,
+                sqlx::query("SELECT post, seq_from, seq_to FROM seq_gap ORDER BY post, seq_from")
+                    .fetch_all(&self.pool)
+                    .await?,
+            ),
         };
-        let gaps = gaps_of(&mut conn, post).await?;
-        Ok(Some(PostProgress {
-            contiguous_seq: row.try_get(0)?,
-            highest_seq: row.try_get(1)?,
-            link: row.try_get(2)?,
-            link_ms: row.try_get(3)?,
-            gaps: gaps.into_iter().map(|g| (g.from, g.to)).collect(),
-        }))
+        let mut out = HashMap::with_capacity(states.len());
+        for r in &states {
+            out.insert(
+                r.try_get::<String, _>(0)?,
+                PostProgress {
+                    contiguous_seq: r.try_get(1)?,
+                    highest_seq: r.try_get(2)?,
+                    link: r.try_get(3)?,
+                    link_ms: r.try_get(4)?,
+                    gaps: Vec::new(),
+                },
+            );
+        }
+        for r in &gaps {
+            let post: String = r.try_get(0)?;
+            if let Some(p) = out.get_mut(&post) {
+                p.gaps.push((r.try_get(1)?, r.try_get(2)?));
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -13,7 +13,7 @@ use acsgd_contract::declaration::{Corridor, Declaration, Stop};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::tracking::{flags_text, time_text, Change, Transit};
+use crate::tracking::{time_text, Change, Transit};
 
 /// The XML Schema, as served.
 pub const XSD: &str = include_str!("transit.xsd");
@@ -368,8 +368,8 @@ pub fn record_to_xml(t: &Transit, journal: &[(i64, Change)]) -> String {
     if let Some(ms) = t.last_seen_ms {
         el(&mut out, 2, "lastSeen", &time_text(ms));
     }
-    for f in flags_text(&t.flags).split(',').filter(|f| !f.is_empty()) {
-        el(&mut out, 2, "flag", f);
+    for f in &t.flags {
+        el(&mut out, 2, "flag", f.as_str());
     }
     out.push_str("  <Journal>\n");
     for (at, c) in journal {

@@ -637,17 +637,12 @@ impl Store {
     /// resend request from central finds it.
     pub fn delivered(&self, seq: u64) -> Result<bool, StoreError> {
         let h = self.handles()?;
-        let keep = self.keep_delivered_ms.load(Ordering::Relaxed) > 0;
-        let record = if keep {
-            self.check(h.events.get(seq.to_be_bytes()))?
-        } else {
-            None
-        };
-        let gone = self.forget(&h, seq)?;
+        let (gone, record) = self.take(&h, seq)?;
         if gone {
             self.counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(rec) = record {
+        let keep = self.keep_delivered_ms.load(Ordering::Relaxed) > 0;
+        if let Some(rec) = record.filter(|_| keep) {
             let len = rec.len() as u64;
             self.check(h.sent.insert(seq.to_be_bytes(), rec))?;
             let total = self.sent_bytes.fetch_add(len, Ordering::Relaxed) + len;
@@ -754,9 +749,14 @@ impl Store {
     /// Removes a record and updates the accounting; `false` if it was already gone (delivered
     /// and evicted at once, or removed twice).
     fn forget(&self, h: &Handles, seq: u64) -> Result<bool, StoreError> {
+        Ok(self.take(h, seq)?.0)
+    }
+
+    /// [`Store::forget`], also giving back the record that was removed (if it was there).
+    fn take(&self, h: &Handles, seq: u64) -> Result<(bool, Option<sled::IVec>), StoreError> {
         let mut acct = self.acct.lock().unwrap_or_else(|p| p.into_inner());
         let Some(old) = self.check(h.events.remove(seq.to_be_bytes()))? else {
-            return Ok(false);
+            return Ok((false, None));
         };
         let live = match old.get(1).copied().and_then(Priority::from_u8) {
             Some(Priority::Bulk) => acct.bulk.remove(&seq).is_some(),
@@ -766,7 +766,7 @@ impl Store {
             acct.bytes = acct.bytes.saturating_sub(old.len() as u64);
             acct.count = acct.count.saturating_sub(1);
         }
-        Ok(live)
+        Ok((live, Some(old)))
     }
 
     /// Recomputes the accounting from what is in the tree (after a failed write, whose
