@@ -15,7 +15,10 @@
 //!    no longer has closes those gaps as lost, with an operator alert.
 //! 5. Applied to the transit its body names (`mrn`): a passage is a sighting, a supervisor's
 //!    override of a red passage to green or yellow is a release, an alert whose rule maps to a
-//!    flag raises it ([`crate::tracking`]).
+//!    flag raises it ([`crate::tracking`]). A passage that names no MRN (the post was not sent
+//!    the declaration: the truck is off its itinerary, or came before it) is a sighting of every
+//!    open transit that declares one of its plates (compared as the posts compare them,
+//!    [`acsgd_contract::plate`]): so a truck seen at the wrong post is diverted.
 
 use std::collections::{HashMap, HashSet};
 
@@ -342,8 +345,17 @@ impl Ingestor {
                 }
             }
         }
-        if let Some(mrn) = mrn {
-            apply(conn, &env, &mrn, time_ms, now_ms).await?;
+        match mrn {
+            Some(mrn) => apply(conn, &env, &mrn, time_ms, now_ms).await?,
+            // A passage the post could not match to a declaration (it was not sent one: the
+            // truck is off its itinerary, or came before it): followed by its plates.
+            None if env.kind == "passage" => {
+                let keys = read_plates(&env);
+                for mrn in store::open_transits_by_plate(conn, &keys).await? {
+                    apply(conn, &env, &mrn, time_ms, now_ms).await?;
+                }
+            }
+            None => {}
         }
         Ok(Outcome::Accepted)
     }
@@ -355,6 +367,21 @@ fn mrn_of(env: &Envelope) -> Option<&str> {
         .get("mrn")
         .and_then(Value::as_str)
         .filter(|s| acsgd_contract::mrn::valid_mrn(s))
+}
+
+/// The plate reads of a passage, under the key transits' plates are indexed by.
+fn read_plates(env: &Envelope) -> Vec<String> {
+    let reads = env.body.get("plates").and_then(Value::as_array);
+    let mut keys: Vec<String> = reads
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("text").and_then(Value::as_str))
+        .map(acsgd_contract::plate::index_key)
+        .filter(|k| k.len() >= 4)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Applies a journaled event to the transit it names.

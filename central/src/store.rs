@@ -10,7 +10,7 @@
 //! SQLite runs in WAL mode with `synchronous=FULL`: a committed transaction is on disk, which
 //! is what "acknowledged to the broker" promises.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use acsgd_contract::declaration::Declaration;
@@ -23,6 +23,7 @@ use crate::tracking::{self, Change, Flag, Seen, Sighting, State, Transit};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("schema.sql")),
     (2, include_str!("schema_2.sql")),
+    (3, include_str!("schema_3.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +146,9 @@ impl Store {
             }
             let fail = |source| StoreError::Migrate { version, source };
             sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
+            if version == 3 {
+                index_all_plates(&mut tx).await?;
+            }
             sqlx::query("INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)")
                 .bind(version)
                 .bind(now_ms())
@@ -385,14 +389,15 @@ impl Store {
         Ok(moved)
     }
 
-    /// The posts' events that name a transit, oldest first by event time: (time, post, type,
+    /// The posts' events that name a transit or were matched to it by plate, oldest first by event time: (time, post, type,
     /// body).
     pub async fn events_of(
         &self,
         mrn: &str,
     ) -> Result<Vec<(i64, String, String, serde_json::Value)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT time_ms, post, type, envelope FROM journal WHERE mrn = $1 ORDER BY time_ms, id LIMIT 5000",
+            "SELECT time_ms, post, type, envelope FROM journal WHERE mrn = $1 \
+             OR id IN (SELECT event_id FROM sighting WHERE mrn = $1) ORDER BY time_ms, id LIMIT 5000",
         )
         .bind(mrn)
         .fetch_all(&self.pool)
@@ -704,6 +709,62 @@ pub(crate) async fn load_transit(
     row.as_ref().map(transit_of_row).transpose()
 }
 
+/// Indexes the plates of every stored transit (the step of migration 3).
+async fn index_all_plates(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    let rows = sqlx::query("SELECT declaration FROM transit")
+        .fetch_all(&mut *conn)
+        .await?;
+    for r in rows {
+        let text: String = r.try_get(0)?;
+        let d: Declaration =
+            serde_json::from_str(&text).map_err(|e| corrupt("declaration", e.to_string()))?;
+        index_plates(conn, &d).await?;
+    }
+    Ok(())
+}
+
+/// Indexes a declaration's plates under [`acsgd_contract::plate::index_key`].
+async fn index_plates(conn: &mut AnyConnection, d: &Declaration) -> Result<(), StoreError> {
+    let keys: BTreeSet<String> = d
+        .plates
+        .iter()
+        .map(|p| acsgd_contract::plate::index_key(p))
+        .filter(|k| !k.is_empty())
+        .collect();
+    for k in keys {
+        sqlx::query(
+            "INSERT INTO transit_plate (plate, mrn) VALUES ($1, $2) ON CONFLICT (plate, mrn) DO NOTHING",
+        )
+        .bind(k)
+        .bind(&d.mrn)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The MRNs of the transits still followed (not closed or cancelled) that declare a plate
+/// [`acsgd_contract::plate::index_key`] maps to one of `keys`.
+pub(crate) async fn open_transits_by_plate(
+    conn: &mut AnyConnection,
+    keys: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let mut mrns = BTreeSet::new();
+    for k in keys {
+        let rows = sqlx::query(
+            "SELECT p.mrn FROM transit_plate p JOIN transit t ON t.mrn = p.mrn \
+             WHERE p.plate = $1 AND t.state NOT IN ('closed', 'cancelled')",
+        )
+        .bind(k)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            mrns.insert(r.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(mrns.into_iter().collect())
+}
+
 async fn insert_transit(conn: &mut AnyConnection, t: &Transit) -> Result<bool, StoreError> {
     let decl =
         serde_json::to_string(&t.declaration).map_err(|e| corrupt("declaration", e.to_string()))?;
@@ -726,7 +787,11 @@ async fn insert_transit(conn: &mut AnyConnection, t: &Transit) -> Result<bool, S
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    index_plates(conn, &t.declaration).await?;
+    Ok(true)
 }
 
 /// Writes `t` if the stored version is still `was`; `false` when someone else changed it.

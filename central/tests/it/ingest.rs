@@ -34,7 +34,28 @@ async fn ingest(i: &mut Ingestor, m: Message, now: i64) -> Outcome {
 #[test]
 fn migrations_run_once_and_a_newer_database_is_refused() {
     on_both(|store, backend| async move {
-        // Opening again finds version 2 and changes nothing.
+        // A transit stored before version 3 had its plate index: the migration builds it.
+        registered(&store, &["korgas", "kordai"]).await;
+        declare::submit(
+            &store,
+            &declaration(&["korgas", "kordai"]),
+            "operator:t",
+            T0,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        sqlx::raw_sql("DROP TABLE transit_plate; DELETE FROM schema_version WHERE version = 3")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        // Opening again migrates to version 3 once; after that it changes nothing.
+        let again = Store::open(&backend).await.unwrap();
+        let indexed: Vec<(String, String)> = sqlx::query_as("SELECT plate, mrn FROM transit_plate")
+            .fetch_all(again.pool())
+            .await
+            .unwrap();
+        assert_eq!(indexed, vec![("123A8C02".to_string(), MRN.to_string())]);
         let again = Store::open(&backend).await.unwrap();
         let versions = |s: Store| async move {
             let row = sqlx::query("SELECT COUNT(*), MAX(version) FROM schema_version")
@@ -45,7 +66,7 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
             let v: i64 = sqlx::Row::try_get(&row, 1).unwrap();
             (n, v)
         };
-        assert_eq!(versions(again.clone()).await, (2, 2), "{backend}");
+        assert_eq!(versions(again.clone()).await, (3, 3), "{backend}");
         // A database a newer central migrated is not touched by this one.
         sqlx::query("INSERT INTO schema_version (version, applied_ms) VALUES (99, 0)")
             .execute(store.pool())
@@ -54,9 +75,9 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
         let e = Store::open(&backend).await.err().expect("refused");
         assert_eq!(
             e.to_string(),
-            "database is at schema version 99, newer than this acsgd-central knows (2); upgrade acsgd-central"
+            "database is at schema version 99, newer than this acsgd-central knows (3); upgrade acsgd-central"
         );
-        assert_eq!(versions(store).await, (3, 99), "{backend}");
+        assert_eq!(versions(store).await, (4, 99), "{backend}");
     });
 }
 
@@ -476,13 +497,36 @@ fn a_transit_is_routed_followed_made_overdue_once_and_rescinded_by_late_proof() 
             "overdue alert cleared"
         );
 
-        // Seen at a post off its route: diverted, raised.
+        // Seen at a post off its route, which was never sent the declaration: its passage
+        // names no MRN, and the camera read 123ABC02 as I23A8C02. Found by the plate,
+        // diverted, raised; a plate no transit declares changes nothing.
         let mut gani = Box_::new("gani-muratbaev");
         store.put_post(&gani.registry_entry()).await.unwrap();
-        let off = gani.event("passage", T0 + 12 * H, passage(MRN, "yellow", T0 + 12 * H));
+        let mut unknown = passage(MRN, "yellow", T0 + 12 * H);
+        unknown["plates"] = json!([{"text": "999XYZ01", "view": "front", "confidence": 0.9}]);
+        unknown.as_object_mut().unwrap().remove("mrn");
+        let stranger = gani.event("passage", T0 + 12 * H, unknown);
+        ingest(&mut i, msg(gani.topic("passage"), stranger), T0 + 14 * H).await;
+        assert_eq!(
+            store.transit(MRN).await.unwrap().unwrap().state,
+            State::EnRoute
+        );
+        let mut read = passage(MRN, "yellow", T0 + 12 * H);
+        read["plates"] = json!([{"text": "I23A8C02", "view": "front", "confidence": 0.8}]);
+        read.as_object_mut().unwrap().remove("mrn");
+        let off = gani.event("passage", T0 + 12 * H, read);
         ingest(&mut i, msg(gani.topic("passage"), off), T0 + 14 * H).await;
         let t = store.transit(MRN).await.unwrap().unwrap();
-        assert_eq!(t.state, State::Diverted);
+        assert_eq!(t.state, State::Diverted, "{backend}");
+        assert!(
+            store
+                .events_of(MRN)
+                .await
+                .unwrap()
+                .iter()
+                .any(|(_, post, kind, _)| post == "gani-muratbaev" && kind == "passage"),
+            "the plate-matched passage is on the transit's timeline"
+        );
         assert!(t.flags.contains(&Flag::OffItinerary));
         assert!(store
             .alerts(true)

@@ -20,54 +20,8 @@ pub enum PlateMatch {
     ProvinceMissing,
 }
 
-/// Cyrillic capitals that look like Latin ones, as plates of Russia and Kazakhstan use them.
-fn latin_twin(c: char) -> char {
-    match c {
-        'А' | 'а' => 'A',
-        'В' | 'в' => 'B',
-        'Е' | 'е' => 'E',
-        'К' | 'к' => 'K',
-        'М' | 'м' => 'M',
-        'Н' | 'н' => 'H',
-        'О' | 'о' => 'O',
-        'Р' | 'р' => 'P',
-        'С' | 'с' => 'C',
-        'Т' | 'т' => 'T',
-        'У' | 'у' => 'Y',
-        'Х' | 'х' => 'X',
-        c => c,
-    }
-}
-
-/// Normalised plate text (see the module docs).
-pub fn normalise(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '·' | '.' | '•' | '_' | '|' | '/'))
-        .map(latin_twin)
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
-
-/// The confusion-folded form of a normalised plate.
-pub fn fold(normalised: &str) -> String {
-    normalised
-        .chars()
-        .map(|c| match c {
-            'O' | 'Q' | 'D' => '0',
-            'I' | 'L' => '1',
-            'Z' => '2',
-            'S' => '5',
-            'G' => '6',
-            'B' => '8',
-            c => c,
-        })
-        .collect()
-}
-
-/// True for a leading character of a Chinese plate: a CJK province abbreviation.
-fn is_province(c: char) -> bool {
-    ('\u{4E00}'..='\u{9FFF}').contains(&c)
-}
+use acsgd_contract::plate::is_province;
+pub use acsgd_contract::plate::{fold, index_key, normalise};
 
 /// Compares a read plate with a declared one (both raw); `None` when they differ.
 pub fn compare(read: &str, declared: &str) -> Option<PlateMatch> {
@@ -86,17 +40,6 @@ pub fn compare(read: &str, declared: &str) -> Option<PlateMatch> {
         return Some(PlateMatch::ProvinceMissing);
     }
     None
-}
-
-/// The key a declaration's plate is indexed under: folded, without a province character, so
-/// that every plate [`compare`] would accept is found by one lookup.
-pub fn index_key(plate: &str) -> String {
-    let n = normalise(plate);
-    let mut c = n.chars();
-    match c.next() {
-        Some(p) if is_province(p) => fold(c.as_str()),
-        _ => fold(&n),
-    }
 }
 
 /// The country whose format a normalised plate has: `KZ`, `KG`, `UZ`, `RU`, `CN`, or `None`.
