@@ -39,6 +39,17 @@ enum Command {
         /// Serve the officer display here (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: std::net::SocketAddr,
+        /// Run as this post's configuration (its broker and data directory; no local broker,
+        /// no stand-in for central): a post of central's demo.
+        #[arg(long, conflicts_with_all = ["broker", "data_dir"])]
+        config: Option<PathBuf>,
+        /// Play this trace once instead of the bundled one.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// The trace's offset 0, in Unix milliseconds (default: now); several posts given the
+        /// same moment play their traces on one clock.
+        #[arg(long)]
+        start_at_ms: Option<i64>,
     },
     /// Manage the officer display's accounts file (`display.accounts_file`).
     Account {
@@ -135,6 +146,10 @@ enum Command {
         /// Configuration file (TOML): the post id and the data directory.
         #[arg(long)]
         config: PathBuf,
+        /// Make the key now when there is none (as the service's first start would), so that
+        /// central can pin it before the box first publishes.
+        #[arg(long)]
+        create: bool,
     },
     /// Inspect the outbox.
     Outbox {
@@ -269,12 +284,18 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             data_dir,
             duration,
             http,
+            config,
+            trace,
+            start_at_ms,
         } => runtime()?
             .block_on(acsgd::demo::run(acsgd::demo::Options {
                 broker,
                 data_dir,
                 duration: duration.map(std::time::Duration::from_secs),
                 http: Some(http),
+                config,
+                trace,
+                start_at_ms,
             }))
             .map_err(|e| (1, e.to_string())),
         Command::Account { file, what } => account(&file, what).map_err(|e| (1, e.to_string())),
@@ -403,10 +424,17 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             eprintln!("acsgd diagnose: wrote {}", out.display());
             Ok(())
         }
-        Command::Key { config } => {
+        Command::Key { config, create } => {
             let config = acsgd::config::Config::load(&config).map_err(|e| (2, e.to_string()))?;
             let dir = &config.storage.data_dir;
-            match acsgd::envelope::Signer::public_key_in(dir) {
+            let key = if create {
+                std::fs::create_dir_all(dir).map_err(|e| (1, format!("{}: {e}", dir.display())))?;
+                acsgd::envelope::Signer::load_or_create(dir, &config.post)
+                    .map(|s| Some(s.verifying_key()))
+            } else {
+                acsgd::envelope::Signer::public_key_in(dir)
+            };
+            match key {
                 Ok(Some(k)) => {
                     let hex = acsgd::envelope::to_hex(k.as_bytes());
                     println!("post {}\nkey  {hex}\n", config.post);
@@ -419,7 +447,7 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
                 Ok(None) => Err((
                     1,
                     format!(
-                        "no signing key in {} yet: the service makes it at its first start (systemctl start acsgd), then run this again",
+                        "no signing key in {} yet: the service makes it at its first start (systemctl start acsgd), then run this again (or make it now with --create)",
                         dir.display()
                     ),
                 )),

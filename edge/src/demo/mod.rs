@@ -7,6 +7,12 @@
 //! when it ends. The officer display is served (`--http`, default `127.0.0.1:8080`) with
 //! three demo accounts made for the run, one per role, whose passwords are printed. Prints
 //! one summary line per second.
+//!
+//! Central's demo (`central/demo/corridor`) runs several of these as posts of one route:
+//! `--config` gives the post's own configuration (its broker, data directory and sensors; no
+//! local broker and no stand-in: the real central listens), `--trace` the post's own trace
+//! (played once), and `--start-at` one moment for all of them, so that trucks leave one post
+//! and reach the next when the traces say, whatever each process took to start.
 
 mod player;
 
@@ -33,6 +39,12 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Serve the officer display here.
     pub http: Option<std::net::SocketAddr>,
+    /// The post's own configuration instead of the bundled one.
+    pub config: Option<PathBuf>,
+    /// Play this trace (once) instead of the bundled one (looping).
+    pub trace: Option<PathBuf>,
+    /// When the trace's offset 0 is, in Unix milliseconds (default: now).
+    pub start_at_ms: Option<i64>,
 }
 
 /// Why the demo stopped early.
@@ -81,35 +93,49 @@ impl Central {
 
 pub async fn run(opts: Options) -> Result<(), DemoError> {
     let scratch = tempfile::Builder::new().prefix("acsgd-demo-").tempdir()?;
-    let data_dir = opts
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| scratch.path().join("data"));
     let mut broker = None;
-    let url = match &opts.broker {
-        Some(u) => u.clone(),
+    let mut config = match &opts.config {
+        // A post of central's demo: its own file, broker and data directory.
+        Some(path) => Config::load(path)?,
         None => {
-            let m = Mosquitto::start(&scratch.path().join("broker"))?;
-            let url = m.url();
-            println!(
-                "demo: started mosquitto on {url} (pid {})",
-                m.pid().unwrap_or(0)
-            );
-            broker = Some(m);
-            url
+            let data_dir = opts
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| scratch.path().join("data"));
+            let url = match &opts.broker {
+                Some(u) => u.clone(),
+                None => {
+                    let m = Mosquitto::start(&scratch.path().join("broker"))?;
+                    let url = m.url();
+                    println!(
+                        "demo: started mosquitto on {url} (pid {})",
+                        m.pid().unwrap_or(0)
+                    );
+                    broker = Some(m);
+                    url
+                }
+            };
+            // The bundled trace's own configuration, pointed at this broker and data directory.
+            let text = player::CONFIG
+                .replace("post = \"korgas\"", &format!("post = \"{POST}\""))
+                .replace("mqtt://127.0.0.1:1883", &url)
+                .replace("/var/lib/acsgd", &data_dir.display().to_string())
+                .replace("[storage]", "[storage]\nquota_mb = 256")
+                .replace(
+                    "[uplink]",
+                    "[uplink]\nbackoff_initial_ms = 200\nbackoff_max_s = 5",
+                );
+            Config::parse(std::path::Path::new("<demo>"), &text)?
         }
     };
-    // The bundled trace's own configuration, pointed at this broker and data directory.
-    let text = player::CONFIG
-        .replace("post = \"korgas\"", &format!("post = \"{POST}\""))
-        .replace("mqtt://127.0.0.1:1883", &url)
-        .replace("/var/lib/acsgd", &data_dir.display().to_string())
-        .replace("[storage]", "[storage]\nquota_mb = 256")
-        .replace(
-            "[uplink]",
-            "[uplink]\nbackoff_initial_ms = 200\nbackoff_max_s = 5",
-        );
-    let mut config = Config::parse(std::path::Path::new("<demo>"), &text)?;
+    let mut player = match &opts.trace {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            player::Player::new(&config, text.into(), false)
+        }
+        None => player::Player::bundled(&config),
+    };
     let addr = config.broker();
     let mut accounts = Vec::new();
     if let Some(bind) = opts.http {
@@ -118,21 +144,28 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
         accounts = made;
     }
 
+    // The stand-in for central, unless a real one listens (a post of central's demo).
     let central = Arc::new(Central::default());
     let (stop_central, stop_rx) = watch::channel(false);
-    let central_task = tokio::spawn(subscribe_as_central(
-        addr.host.clone(),
-        addr.port,
-        central.clone(),
-        stop_rx,
-    ));
+    let central_task = opts.config.is_none().then(|| {
+        tokio::spawn(subscribe_as_central(
+            addr.host.clone(),
+            addr.port,
+            config.post.clone(),
+            central.clone(),
+            stop_rx,
+        ))
+    });
 
     let mut running = service::start_with(config.clone(), false).await?;
     println!(
-        "demo: post {POST}, outbox in {}, forwarding to {url}; events on acsgd/v1/{POST}/#",
-        data_dir.display()
+        "demo: post {}, outbox in {}, forwarding to mqtt://{}:{}; events on acsgd/v1/{}/#",
+        config.post,
+        config.storage.data_dir.display(),
+        addr.host,
+        addr.port,
+        config.post
     );
-    let mut player = player::Player::new(&config);
     println!("demo: {}", player.describe());
     if let Some(a) = running.display_addr() {
         println!("demo: officer display on http://{a}/ (technician pages: http://{a}/tech)");
@@ -145,7 +178,20 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
             );
         }
     }
-    let start = Instant::now();
+    // The trace's offset 0: now, or the moment every post of central's demo was given.
+    let start = match opts.start_at_ms {
+        Some(at) => {
+            let ahead = at - crate::live::now();
+            let now = Instant::now();
+            if ahead >= 0 {
+                now + Duration::from_millis(ahead as u64)
+            } else {
+                now.checked_sub(Duration::from_millis(ahead.unsigned_abs()))
+                    .unwrap_or(now)
+            }
+        }
+        None => Instant::now(),
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_line = Instant::now();
     let mut signals = service::Signals::new();
@@ -162,7 +208,8 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
                 }
             }
         }
-        let events = player.play_until(start.elapsed(), &running);
+        let played = Instant::now().saturating_duration_since(start);
+        let events = player.play_until(played, &running);
         for r in running.outbox.append_many(events).await {
             if let Err(e) = r {
                 eprintln!("demo: event not accepted: {e}");
@@ -170,9 +217,9 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
         }
         if last_line.elapsed() >= Duration::from_secs(1) {
             last_line = Instant::now();
-            println!("{}", summary(start.elapsed(), &running, &central));
+            println!("{}", summary(played, &running, &central));
         }
-        if opts.duration.is_some_and(|d| start.elapsed() >= d) {
+        if opts.duration.is_some_and(|d| played >= d) {
             break;
         }
     }
@@ -188,10 +235,19 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    println!("{}", summary(start.elapsed(), &running, &central));
+    println!(
+        "{}",
+        summary(
+            Instant::now().saturating_duration_since(start),
+            &running,
+            &central
+        )
+    );
     running.stop().await;
     let _ = stop_central.send(true);
-    let _ = central_task.await;
+    if let Some(task) = central_task {
+        let _ = task.await;
+    }
     drop(broker);
     if let Some(d) = died {
         return Err(ServiceError::TaskDied {
@@ -200,13 +256,17 @@ pub async fn run(opts: Options) -> Result<(), DemoError> {
         }
         .into());
     }
-    println!(
-        "demo: done. central received {} events ({} with a valid signature, {} bad, {} duplicates)",
-        central.received.load(Ordering::Relaxed),
-        central.verified.load(Ordering::Relaxed),
-        central.bad_sig.load(Ordering::Relaxed),
-        central.duplicates.load(Ordering::Relaxed)
-    );
+    if opts.config.is_none() {
+        println!(
+            "demo: done. central received {} events ({} with a valid signature, {} bad, {} duplicates)",
+            central.received.load(Ordering::Relaxed),
+            central.verified.load(Ordering::Relaxed),
+            central.bad_sig.load(Ordering::Relaxed),
+            central.duplicates.load(Ordering::Relaxed)
+        );
+    } else {
+        println!("demo: done.");
+    }
     Ok(())
 }
 
@@ -291,6 +351,7 @@ fn summary(t: Duration, running: &service::Running, central: &Central) -> String
 async fn subscribe_as_central(
     host: String,
     port: u16,
+    post: String,
     c: Arc<Central>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -299,7 +360,7 @@ async fn subscribe_as_central(
     o.set_keep_alive(Duration::from_secs(10))
         .set_max_packet_size(4 << 20, 4 << 20);
     let (client, mut events) = AsyncClient::new(o, 64);
-    let filter = format!("acsgd/v1/{POST}/#");
+    let filter = format!("acsgd/v1/{post}/#");
     let mut before_key: Vec<Vec<u8>> = Vec::new();
     loop {
         let ev = tokio::select! {

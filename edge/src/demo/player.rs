@@ -1,7 +1,10 @@
-//! Plays the bundled trace into a running service in real time: sensor lines through the
-//! real drivers into fusion (at the wall clock, as if they had just arrived), central's lines
-//! into the inbox cache through the same function the uplink uses.
+//! Plays a trace (the bundled one, or one given with `--trace`) into a running service in real
+//! time: sensor lines through the real drivers into fusion (at the wall clock, as if they had
+//! just arrived), central's lines into the inbox cache through the same function the uplink
+//! uses.
 
+use std::borrow::Cow;
+use std::ops::Range;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -16,42 +19,61 @@ pub const TRACE: &str = include_str!("../../traces/demo.tsv");
 pub const CONFIG: &str = include_str!("../../traces/demo.toml");
 
 pub struct Player {
-    /// (offset ms, line) of every reading line.
-    lines: Vec<(i64, &'static str)>,
+    text: Cow<'static, str>,
+    /// (offset ms, where in `text`) of every reading line.
+    lines: Vec<(i64, Range<usize>)>,
     next: usize,
     /// Added to offsets: the trace's length times the loops played.
     shift: i64,
     length: i64,
+    /// Start again at the end (the bundled trace); a given trace plays once.
+    looping: bool,
     decoders: TraceDecoders,
     post: String,
 }
 
 impl Player {
-    pub fn new(config: &Config) -> Player {
-        let lines: Vec<(i64, &'static str)> = TRACE
-            .lines()
-            .filter_map(|l| match acsgd_trace::parse_line(l) {
-                Ok(Some(p)) => Some((p.offset_ms, l)),
-                _ => None,
-            })
-            .collect();
+    /// The bundled trace, looping.
+    pub fn bundled(config: &Config) -> Player {
+        Player::new(config, Cow::Borrowed(TRACE), true)
+    }
+
+    pub fn new(config: &Config, text: Cow<'static, str>, looping: bool) -> Player {
+        let mut lines = Vec::new();
+        let mut at = 0;
+        for l in text.split_inclusive('\n') {
+            let span = at..at + l.trim_end_matches(['\n', '\r']).len();
+            at += l.len();
+            if let Ok(Some(p)) = acsgd_trace::parse_line(&text[span.clone()]) {
+                lines.push((p.offset_ms, span));
+            }
+        }
         let length = lines.last().map_or(1_000, |l| l.0 + 1_000);
         Player {
+            text,
             lines,
             next: 0,
             shift: 0,
             length,
+            looping,
             decoders: TraceDecoders::new(config),
             post: config.post.clone(),
         }
     }
 
     pub fn describe(&self) -> String {
-        let header = TRACE.lines().next().unwrap_or("").trim_start_matches("# ");
+        let header = self
+            .text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ");
         format!(
-            "playing the bundled trace ({header}; {} lines over {} s, looping) through the drivers and lane fusion",
+            "playing the {} ({header}; {} lines over {} s{}) through the drivers and lane fusion",
+            if self.looping { "bundled trace" } else { "trace" },
             self.lines.len(),
-            self.length / 1000
+            self.length / 1000,
+            if self.looping { ", looping" } else { ", once" }
         )
     }
 
@@ -65,13 +87,13 @@ impl Player {
             .get(self.next)
             .is_some_and(|l| l.0 + self.shift <= now_ms)
         {
-            let (_, text) = self.lines[self.next];
+            let span = self.lines[self.next].1.clone();
             self.next += 1;
-            if self.next == self.lines.len() {
+            if self.next == self.lines.len() && self.looping {
                 self.next = 0;
                 self.shift += self.length;
             }
-            let Ok(Some(line)) = acsgd_trace::parse_line(text) else {
+            let Ok(Some(line)) = acsgd_trace::parse_line(&self.text[span]) else {
                 continue;
             };
             let Ok(bytes) = acsgd_trace::payload(&line) else {
