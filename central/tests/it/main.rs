@@ -3,6 +3,7 @@
 
 mod board;
 mod common;
+mod demo;
 mod ingest;
 mod replay;
 mod service;

@@ -6,7 +6,7 @@
 //!   central sends;
 //! * [`Process`]: the appliance as a child process, killed (SIGKILL) or stopped (SIGTERM);
 //! * [`simulate`]: the traffic simulator that writes the committed traces and the studies'
-//!   occupancies;
+//!   occupancies; [`corridor`]: central's demo route, its trucks' stories and each post's trace;
 //! * [`browser`]: a headless Chromium over WebDriver, for the appliance's lane screen and
 //!   central's board.
 //!
@@ -15,6 +15,7 @@
 
 pub mod browser;
 pub mod central;
+pub mod corridor;
 pub mod process;
 pub mod simulate;
 

@@ -657,6 +657,32 @@ pub fn schedule(o: &Options, rng: &mut Rng) -> Vec<Truck> {
 
 /// Writes a whole trace for given trucks: declarations first, then every sensor.
 pub fn trace(o: &Options, trucks: &[Truck], rng: &mut Rng) -> String {
+    write(o, trucks, rng, true)
+}
+
+/// A trace of the post's own sensors only: no declarations or watchlist (the real central
+/// sends those) and no seals. Central's demo gives each post of a route one.
+pub fn sensor_trace(o: &Options, trucks: &[Truck], rng: &mut Rng) -> String {
+    write(o, trucks, rng, false)
+}
+
+fn write(o: &Options, trucks: &[Truck], rng: &mut Rng, with_central: bool) -> String {
+    if !with_central {
+        let mut tr = Trace::default();
+        for lane_id in &o.lanes {
+            let mut lane = LaneSim {
+                id: lane_id.clone(),
+                seq: 0,
+                vehicle: 0,
+                occupied: Vec::new(),
+            };
+            for t in trucks.iter().filter(|t| &t.lane == lane_id) {
+                drive(&mut tr, rng, &mut lane, t);
+            }
+            background(&mut tr, rng, &lane, o.duration_s as i64 * 1000);
+        }
+        return tr.render(&header(o, trucks));
+    }
     let mut tr = Trace::default();
     let decls: Vec<serde_json::Value> = trucks
         .iter()
@@ -711,9 +737,13 @@ pub fn trace(o: &Options, trucks: &[Truck], rng: &mut Rng) -> String {
         }
         background(&mut tr, rng, &lane, o.duration_s as i64 * 1000);
     }
+    tr.render(&header(o, trucks))
+}
+
+fn header(o: &Options, trucks: &[Truck]) -> String {
     let start = time::OffsetDateTime::from_unix_timestamp(o.start_unix)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let header = format!(
+    format!(
         "# ACSGD simulated trace: seed {}, {} s, lanes {}, {} trucks ({} with a finding)\n# start {}\n",
         o.seed,
         o.duration_s,
@@ -721,8 +751,7 @@ pub fn trace(o: &Options, trucks: &[Truck], rng: &mut Rng) -> String {
         trucks.len(),
         trucks.iter().filter(|t| t.special != Special::None).count(),
         acsgd_contract::envelope::rfc3339_ms(start),
-    );
-    tr.render(&header)
+    )
 }
 
 /// A whole session: schedule and trace.
