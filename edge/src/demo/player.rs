@@ -70,7 +70,11 @@ impl Player {
             .trim_start_matches("# ");
         format!(
             "playing the {} ({header}; {} lines over {} s{}) through the drivers and lane fusion",
-            if self.looping { "bundled trace" } else { "trace" },
+            if self.looping {
+                "bundled trace"
+            } else {
+                "trace"
+            },
             self.lines.len(),
             self.length / 1000,
             if self.looping { ", looping" } else { ", once" }
