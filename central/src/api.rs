@@ -13,6 +13,8 @@
 //! | `GET /api/posts` | the registry with each post's link, seq progress and gaps |
 //! | `GET /api/alerts` | operator alerts (`?open=true`: only those not cleared) |
 //! | `GET /api/quarantine` | refused messages counted by reason |
+//! | `POST /api/subscriptions`, `GET /api/subscriptions`, `DELETE /api/subscriptions/{id}` | who is notified of what ([`crate::notify`]); 201 with the id (and a webhook's secret, shown once); 422 with the reason |
+//! | `GET /api/notifications?state=pending\|sent\|dead\|withdrawn` | the notification outbox, newest first |
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -31,6 +33,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::auth::{Auth, Role, Who};
 use crate::declare::{self, Refused};
+use crate::notify::{Notifier, Subscription};
 use crate::store::{now_ms, Store, StoreError};
 use crate::tracking::{time_text, Action, Change, Transit};
 use crate::xml;
@@ -43,6 +46,8 @@ pub struct Api {
     routed: Arc<Notify>,
     /// Something changed (a batch applied, a transit moved): the board's live stream.
     changes: broadcast::Sender<()>,
+    /// Which channels are configured, and the default rate of a subscription.
+    notify: Option<(Arc<Notifier>, u32)>,
 }
 
 /// The board's session cookie.
@@ -60,7 +65,14 @@ impl Api {
             auth,
             routed,
             changes,
+            notify: None,
         }
+    }
+
+    /// Lets the API take subscriptions for the notifier's channels.
+    pub fn with_notify(mut self, notifier: Arc<Notifier>, default_rate: u32) -> Api {
+        self.notify = Some((notifier, default_rate));
+        self
     }
 
     pub fn router(self) -> Router {
@@ -78,6 +90,12 @@ impl Api {
             .route("/api/session", post(sign_in).delete(sign_out))
             .route("/api/me", get(me))
             .route("/api/stream", get(stream))
+            .route("/api/subscriptions", get(subscriptions).post(subscribe))
+            .route(
+                "/api/subscriptions/{id}",
+                axum::routing::delete(unsubscribe),
+            )
+            .route("/api/notifications", get(notifications))
             .merge(crate::board::routes())
             .with_state(self)
     }
@@ -501,6 +519,103 @@ async fn watchlist(State(api): State<Api>, headers: HeaderMap) -> Response {
         }))
         .into_response(),
         Ok(None) => Json(json!({"watchlist": null, "sent": true})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn subscribe(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let operator = match api.operator(&headers) {
+        Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let s: Subscription = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("subscription: {e}"),
+            )
+        }
+    };
+    let notifier = api.notify.as_ref().map(|n| n.0.clone());
+    let rate = api.notify.as_ref().map_or(30, |n| n.1);
+    let ready = move |c: &str| notifier.as_ref().is_some_and(|n| n.channel_ready(c));
+    match api
+        .store
+        .subscribe(s, &ready, rate, &format!("operator:{operator}"), now_ms())
+        .await
+    {
+        Ok(Ok(made)) => {
+            // The webhook's secret is shown here, once.
+            let mut v = serde_json::to_value(&made).unwrap_or_default();
+            if let Some(secret) = &made.secret {
+                v["secret"] = json!(secret);
+            }
+            (StatusCode::CREATED, Json(v)).into_response()
+        }
+        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        Err(e) => internal(e),
+    }
+}
+
+async fn subscriptions(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if api.who(&headers).is_none() {
+        return unauthorized();
+    }
+    match api.store.subscriptions().await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn unsubscribe(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = api.operator(&headers) {
+        return *r;
+    }
+    match api.store.unsubscribe(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => problem(
+            StatusCode::NOT_FOUND,
+            &format!("no active subscription {id}"),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct NotificationQuery {
+    #[serde(default = "default_state")]
+    state: String,
+}
+
+fn default_state() -> String {
+    "pending".into()
+}
+
+async fn notifications(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(q): Query<NotificationQuery>,
+) -> Response {
+    if api.who(&headers).is_none() {
+        return unauthorized();
+    }
+    if !matches!(q.state.as_str(), "pending" | "sent" | "dead" | "withdrawn") {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "state: one of pending, sent, dead, withdrawn",
+        );
+    }
+    match api.store.notifications(&q.state, 500).await {
+        Ok(n) => Json(n).into_response(),
         Err(e) => internal(e),
     }
 }

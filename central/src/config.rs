@@ -26,6 +26,21 @@
 //! max_clock_skew_s = 300   # an event further ahead of central's clock is quarantined
 //! scan_every_s = 30        # how often overdue legs and seq gaps are looked for
 //! gap_grace_s = 600        # a seq gap older than this is an alert and a resend request
+//!
+//! [notify]                 # see crate::notify
+//! max_attempts = 8         # then a dead letter and an operator alert
+//! alert_after = 3          # failures in a row to one address before operators are alerted
+//! rate_per_hour = 30       # per subscription, unless it says; more wait, none is dropped
+//! [notify.email]
+//! host = "mail.customs.example"
+//! port = 587
+//! tls = "starttls"         # none, starttls or tls
+//! from = "ACSGD central <acsgd@customs.example>"
+//! user = "acsgd"           # optional, with password
+//! password = "…"
+//! [notify.bot]             # a bot API in Telegram's shape
+//! base_url = "https://api.telegram.org"
+//! token = "123456:ABC…"
 //! ```
 
 use std::collections::BTreeMap;
@@ -48,6 +63,8 @@ pub struct Config {
     /// Operators who sign in to the board.
     #[serde(default)]
     pub accounts: Vec<crate::auth::Account>,
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -182,6 +199,34 @@ impl Config {
         if self.tracking.scan_every_s == 0 {
             return Err(("tracking.scan_every_s".into(), "must be at least 1".into()));
         }
+        let n = &self.notify;
+        if n.max_attempts == 0 {
+            return Err(("notify.max_attempts".into(), "must be at least 1".into()));
+        }
+        if let Some(e) = &n.email {
+            if !matches!(e.tls.as_str(), "none" | "starttls" | "tls") {
+                return Err(("notify.email.tls".into(), "none, starttls or tls".into()));
+            }
+            if let Err(why) = e.from.parse::<lettre::message::Mailbox>() {
+                return Err(("notify.email.from".into(), format!("not an address: {why}")));
+            }
+            if e.user.is_some() != e.password.is_some() {
+                return Err((
+                    "notify.email.user".into(),
+                    "user and password go together".into(),
+                ));
+            }
+        }
+        if let Some(b) = &n.bot {
+            let ok = reqwest::Url::parse(&b.base_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err((
+                    "notify.bot.base_url".into(),
+                    "an http:// or https:// URL".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -203,6 +248,8 @@ mod tests {
         assert_eq!(c.broker.port, 1883);
         assert_eq!(c.accounts[0].role, crate::auth::Role::Operator);
         assert!(c.http.tokens.contains_key("ncts-gateway"));
+        assert_eq!(c.notify.email.as_ref().map(|e| e.port), Some(587));
+        assert_eq!(c.notify.max_attempts, 8);
     }
 
     #[test]
@@ -227,6 +274,14 @@ mod tests {
         assert_eq!(
             err("[store]\nurl = \"sqlite:x\"\n[broker]\nhost = \"h\"\n[http.tokens]\nsam = \"short\"\n"),
             "config central.toml:6: http.tokens.sam: a token needs at least 16 characters"
+        );
+        assert_eq!(
+            err("[store]\nurl = \"sqlite:x\"\n[broker]\nhost = \"h\"\n[notify.email]\nhost = \"m\"\ntls = \"ssl\"\nfrom = \"a@b.c\"\n"),
+            "config central.toml:7: notify.email.tls: none, starttls or tls"
+        );
+        assert_eq!(
+            err("[store]\nurl = \"sqlite:x\"\n[broker]\nhost = \"h\"\n[notify.bot]\nbase_url = \"api.telegram.org\"\ntoken = \"t\"\n"),
+            "config central.toml:6: notify.bot.base_url: an http:// or https:// URL"
         );
         assert!(
             err("[store]\nurl = \"sqlite:x\"\nsize = 3\n[broker]\nhost = \"h\"\n")

@@ -2,8 +2,8 @@
 //! ([`ingest`]), keeps them in SQL ([`store`]: SQLite by default, PostgreSQL in production),
 //! follows each transit declaration (MRN) along its itinerary in event time ([`tracking`]),
 //! routes each declaration to the posts that will see the truck ([`routing`]), takes
-//! declarations and operators' actions over HTTP ([`api`], [`declare`]) and runs it all as one
-//! service ([`service`]). The envelope, the declaration and the MRN come from
+//! declarations and operators' actions over HTTP ([`api`], [`declare`]), tells subscribers by
+//! email, webhook or bot ([`notify`]) and runs it all as one service ([`service`]). The envelope, the declaration and the MRN come from
 //! `acsgd-contract`, the same code the appliance signs with.
 
 pub mod api;
@@ -12,6 +12,7 @@ pub mod board;
 pub mod config;
 pub mod declare;
 pub mod ingest;
+pub mod notify;
 pub mod routing;
 pub mod service;
 pub mod store;

@@ -1,5 +1,5 @@
-//! `acsgd-central run`: the ingest connection, the route publisher, the scheduler and the HTTP
-//! API as tasks of one process. A task that ends is an error of the whole service (systemd
+//! `acsgd-central run`: the ingest connection, the route publisher, the scheduler, the
+//! notifier and the HTTP API as tasks of one process. A task that ends is an error of the whole service (systemd
 //! restarts it); nothing runs unnoticed half-dead.
 //!
 //! The broker session is persistent (`clean_session = false`) with manual acknowledgements: a
@@ -19,6 +19,7 @@ use crate::api::Api;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::ingest::{Ingestor, Limits, Message, Outcome, MAX_PAYLOAD};
+use crate::notify::Notifier;
 use crate::routing::Publisher;
 use crate::store::{now_ms, Store, StoreError};
 
@@ -39,11 +40,16 @@ pub enum ServiceError {
     },
     #[error("task {0} ended")]
     TaskEnded(&'static str),
+    #[error("notify: {0}")]
+    Notify(String),
 }
 
 /// Runs until SIGTERM or Ctrl-C, or until a task fails.
 pub async fn run(config: Config) -> Result<(), ServiceError> {
     let store = Store::open(&config.store.url).await?;
+    let notifier = Arc::new(
+        Notifier::new(store.clone(), config.notify.clone()).map_err(ServiceError::Notify)?,
+    );
     let routed = Arc::new(Notify::new());
     let (changes, _) = broadcast::channel::<()>(64);
 
@@ -125,7 +131,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         .map_err(|source| ServiceError::Bind { addr, source })?;
     tracing::info!(%addr, "HTTP API listening");
     let auth = Arc::new(Auth::new(&config.accounts, &config.http.tokens));
-    let app = Api::new(store.clone(), auth, routed.clone(), changes.clone()).router();
+    let app = Api::new(store.clone(), auth, routed.clone(), changes.clone())
+        .with_notify(notifier.clone(), config.notify.rate_per_hour)
+        .router();
+    let notify = tokio::spawn(notify_sender(notifier));
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -137,6 +146,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         _ = worker => Some("ingest"),
         _ = routes => Some("route publisher"),
         _ = scheduler => Some("scheduler"),
+        _ = notify => Some("notifier"),
         _ = http => Some("HTTP API"),
     };
     match ended {
@@ -146,6 +156,18 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
             Ok(())
         }
         Some(task) => Err(ServiceError::TaskEnded(task)),
+    }
+}
+
+/// Sends due notifications: looks twice a second (a change queues its rows in its own
+/// transaction, so there is nothing to miss between looks).
+async fn notify_sender(notifier: Arc<Notifier>) {
+    loop {
+        if let Err(e) = notifier.step(now_ms()).await {
+            tracing::error!(error = %e, "notifier: cannot read or record notifications; retrying");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("schema.sql")),
     (2, include_str!("schema_2.sql")),
     (3, include_str!("schema_3.sql")),
+    (4, include_str!("schema_4.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -821,15 +822,17 @@ pub(crate) async fn update_transit(
     Ok(done.rows_affected() == 1)
 }
 
+/// Journals a transit's change, and queues its notifications in the same transaction.
 pub(crate) async fn log_change(
     conn: &mut AnyConnection,
     mrn: &str,
     c: &Change,
     at_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let n: i64 = sqlx::query(
         "INSERT INTO transit_log (mrn, n, at_ms, from_state, to_state, cause, note) \
-         SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM transit_log WHERE mrn = $1",
+         SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM transit_log WHERE mrn = $1 \
+         RETURNING n",
     )
     .bind(mrn)
     .bind(at_ms)
@@ -837,9 +840,10 @@ pub(crate) async fn log_change(
     .bind(c.to.as_str())
     .bind(&c.cause)
     .bind(&c.note)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
+    crate::notify::queue_change(conn, mrn, n, c, at_ms).await
 }
 
 /// Raises an operator alert; `false` when one with that id is already there.
@@ -861,7 +865,11 @@ pub(crate) async fn raise_alert(
     .bind(&a.text)
     .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    crate::notify::queue_alert(conn, a, now_ms).await?;
+    Ok(true)
 }
 
 /// Clears an open alert, saying why.

@@ -5,6 +5,7 @@ mod board;
 mod common;
 mod demo;
 mod ingest;
+mod notify;
 mod replay;
 mod service;
 mod xml;
