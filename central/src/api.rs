@@ -125,6 +125,23 @@ impl Api {
     }
 }
 
+/// The operator making a change and the call's JSON document, or the refusal.
+fn operator_json<T: serde::de::DeserializeOwned>(
+    api: &Api,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<(String, T), Box<Response>> {
+    let operator = api.operator(headers)?;
+    let doc = serde_json::from_slice(body).map_err(|e| {
+        Box::new(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("{what}: {e}"),
+        ))
+    })?;
+    Ok((operator, doc))
+}
+
 fn unauthorized() -> Response {
     problem(StatusCode::UNAUTHORIZED, "a valid bearer token is needed")
 }
@@ -462,13 +479,10 @@ async fn set_watchlist(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let operator = match api.operator(&headers) {
-        Ok(o) => o,
+    let (operator, w): (String, Watchlist) = match operator_json(&api, &headers, &body, "watchlist")
+    {
+        Ok(x) => x,
         Err(r) => return *r,
-    };
-    let w: Watchlist = match serde_json::from_slice(&body) {
-        Ok(w) => w,
-        Err(e) => return problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("watchlist: {e}")),
     };
     let n = w.plates.len() + w.trackers.len() + w.mrns.len();
     if n > MAX_WATCHLIST {
@@ -528,19 +542,11 @@ async fn subscribe(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let operator = match api.operator(&headers) {
-        Ok(o) => o,
-        Err(r) => return *r,
-    };
-    let s: Subscription = match serde_json::from_slice(&body) {
-        Ok(s) => s,
-        Err(e) => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &format!("subscription: {e}"),
-            )
-        }
-    };
+    let (operator, s): (String, Subscription) =
+        match operator_json(&api, &headers, &body, "subscription") {
+            Ok(x) => x,
+            Err(r) => return *r,
+        };
     let notifier = api.notify.as_ref().map(|n| n.0.clone());
     let rate = api.notify.as_ref().map_or(30, |n| n.1);
     let ready = move |c: &str| notifier.as_ref().is_some_and(|n| n.channel_ready(c));

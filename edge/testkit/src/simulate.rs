@@ -667,23 +667,31 @@ pub fn sensor_trace(o: &Options, trucks: &[Truck], rng: &mut Rng) -> String {
 }
 
 fn write(o: &Options, trucks: &[Truck], rng: &mut Rng, with_central: bool) -> String {
-    if !with_central {
-        let mut tr = Trace::default();
-        for lane_id in &o.lanes {
-            let mut lane = LaneSim {
-                id: lane_id.clone(),
-                seq: 0,
-                vehicle: 0,
-                occupied: Vec::new(),
-            };
-            for t in trucks.iter().filter(|t| &t.lane == lane_id) {
-                drive(&mut tr, rng, &mut lane, t);
-            }
-            background(&mut tr, rng, &lane, o.duration_s as i64 * 1000);
-        }
-        return tr.render(&header(o, trucks));
-    }
     let mut tr = Trace::default();
+    if with_central {
+        central_lines(&mut tr, trucks, rng);
+    }
+    let mut pid = 0u16;
+    for lane_id in &o.lanes {
+        let mut lane = LaneSim {
+            id: lane_id.clone(),
+            seq: 0,
+            vehicle: 0,
+            occupied: Vec::new(),
+        };
+        for t in trucks.iter().filter(|t| &t.lane == lane_id) {
+            drive(&mut tr, rng, &mut lane, t);
+            if with_central {
+                seal(&mut tr, rng, t, o.start_unix, &mut pid);
+            }
+        }
+        background(&mut tr, rng, &lane, o.duration_s as i64 * 1000);
+    }
+    tr.render(&header(o, trucks))
+}
+
+/// What central would send, as `@declarations` and `@watchlist` lines at offset 0.
+fn central_lines(tr: &mut Trace, trucks: &[Truck], rng: &mut Rng) {
     let decls: Vec<serde_json::Value> = trucks
         .iter()
         .filter(|t| t.special != Special::NoDeclaration)
@@ -723,21 +731,6 @@ fn write(o: &Options, trucks: &[Truck], rng: &mut Rng, with_central: bool) -> St
         false,
         &serde_json::json!({"plates": watch}).to_string(),
     );
-    let mut pid = 0u16;
-    for lane_id in &o.lanes {
-        let mut lane = LaneSim {
-            id: lane_id.clone(),
-            seq: 0,
-            vehicle: 0,
-            occupied: Vec::new(),
-        };
-        for t in trucks.iter().filter(|t| &t.lane == lane_id) {
-            drive(&mut tr, rng, &mut lane, t);
-            seal(&mut tr, rng, t, o.start_unix, &mut pid);
-        }
-        background(&mut tr, rng, &lane, o.duration_s as i64 * 1000);
-    }
-    tr.render(&header(o, trucks))
 }
 
 fn header(o: &Options, trucks: &[Truck]) -> String {
