@@ -7,6 +7,7 @@
 //! | `POST /api/declarations` | a declaration (JSON, [`acsgd_contract::declaration`], or XML with `Content-Type: application/xml`, [`crate::xml`]) → 201 with the transit; 422 invalid or unknown post; 409 exists |
 //! | `GET /api/transits` | transits, overdue and flagged first |
 //! | `GET /api/transits/{mrn}` | one transit with its journal (`?format=xml`: a `TransitRecord` document) |
+//! | `GET /api/transits/{mrn}/track` | its tracker's fixes `[time_ms, lat, lon]` and what they say ([`crate::positions`]) |
 //! | `GET /api/schema/transit.xsd` | the XML Schema of both documents (no token needed) |
 //! | `POST /api/transits/{mrn}/{cancel\|enquiry\|close}` | an operator action, body `{"note": "…"}`; 409 where it does not apply |
 //! | `PUT /api/watchlist`, `GET /api/watchlist` | `{"plates", "trackers", "mrns"}`, retained to every post on `in/watchlist` |
@@ -87,6 +88,7 @@ impl Api {
             .route("/api/schema/transit.xsd", get(xsd))
             .route("/api/watchlist", get(watchlist).put(set_watchlist))
             .route("/api/transits/{mrn}/events", get(events))
+            .route("/api/transits/{mrn}/track", get(track))
             .route("/api/session", post(sign_in).delete(sign_out))
             .route("/api/me", get(me))
             .route("/api/stream", get(stream))
@@ -622,6 +624,16 @@ async fn notifications(
     }
     match api.store.notifications(&q.state, 500).await {
         Ok(n) => Json(n).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn track(State(api): State<Api>, headers: HeaderMap, Path(mrn): Path<String>) -> Response {
+    if api.who(&headers).is_none() {
+        return unauthorized();
+    }
+    match api.store.track(&mrn).await {
+        Ok(t) => Json(t).into_response(),
         Err(e) => internal(e),
     }
 }

@@ -38,6 +38,13 @@
 //! from = "ACSGD central <acsgd@customs.example>"
 //! user = "acsgd"           # optional, with password
 //! password = "…"
+//! [positions]              # see crate::positions
+//! egts_listen = "0.0.0.0:20629"  # the seal operator's EGTS feed (none: no feed)
+//! deviation_fixes = 3      # fixes in a row off the corridor that are a deviation
+//! deviation_s = 120        # or this long off it
+//! stop_max_s = 14400       # standing still longer is `stopped`
+//! silent_after_s = 3600    # no fix for longer is `tracker_silent`
+//!
 //! [notify.bot]             # a bot API in Telegram's shape
 //! base_url = "https://api.telegram.org"
 //! token = "123456:ABC…"
@@ -65,6 +72,8 @@ pub struct Config {
     pub accounts: Vec<crate::auth::Account>,
     #[serde(default)]
     pub notify: crate::notify::NotifyConfig,
+    #[serde(default)]
+    pub positions: crate::positions::PositionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +209,13 @@ impl Config {
             return Err(("tracking.scan_every_s".into(), "must be at least 1".into()));
         }
         let n = &self.notify;
+        let p = &self.positions;
+        if p.deviation_fixes == 0 || p.silent_after_s == 0 || p.stop_max_s == 0 {
+            return Err((
+                "positions".into(),
+                "deviation_fixes, stop_max_s and silent_after_s must be at least 1".into(),
+            ));
+        }
         if n.max_attempts == 0 {
             return Err(("notify.max_attempts".into(), "must be at least 1".into()));
         }

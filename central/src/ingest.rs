@@ -18,7 +18,9 @@
 //!    flag raises it ([`crate::tracking`]). A passage that names no MRN (the post was not sent
 //!    the declaration: the truck is off its itinerary, or came before it) is a sighting of every
 //!    open transit that declares one of its plates (compared as the posts compare them,
-//!    [`acsgd_contract::plate`]): so a truck seen at the wrong post is diverted.
+//!    [`acsgd_contract::plate`]): so a truck seen at the wrong post is diverted. A `position`
+//!    event's fixes go to the transits that declare its device as their tracker
+//!    ([`crate::positions`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +31,7 @@ use sqlx::AnyConnection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::positions;
 use crate::routing;
 use crate::store::{self, OperatorAlert, Store, StoreError};
 use crate::tracking::{self, Flag, Seen, Sighting, State};
@@ -60,12 +63,15 @@ pub enum Outcome {
 pub struct Limits {
     /// How far an event's `time` may be ahead of central's clock.
     pub max_clock_skew_ms: i64,
+    /// How the posts' position events are judged against corridors.
+    pub positions: crate::positions::PositionsConfig,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_clock_skew_ms: 300_000,
+            positions: Default::default(),
         }
     }
 }
@@ -355,6 +361,23 @@ impl Ingestor {
                     apply(conn, &env, &mrn, time_ms, now_ms).await?;
                 }
             }
+            // A tracker's fixes, as a post received them: for the transits that declare it.
+            None if env.kind == "position" => {
+                if let Some(tracker) = env.body.get("device").and_then(Value::as_str) {
+                    let fixes = fixes_of(&env.body);
+                    let source = format!("post:{}", env.post);
+                    positions::apply_fixes(
+                        conn,
+                        tracker,
+                        &fixes,
+                        &source,
+                        &env.id,
+                        &self.limits.positions,
+                        now_ms,
+                    )
+                    .await?;
+                }
+            }
             None => {}
         }
         Ok(Outcome::Accepted)
@@ -367,6 +390,29 @@ fn mrn_of(env: &Envelope) -> Option<&str> {
         .get("mrn")
         .and_then(Value::as_str)
         .filter(|s| acsgd_contract::mrn::valid_mrn(s))
+}
+
+/// The valid, timed fixes of a `position` event's body.
+fn fixes_of(body: &Value) -> Vec<positions::Fix> {
+    let all = body.get("fixes").and_then(Value::as_array);
+    all.into_iter()
+        .flatten()
+        .filter(|f| f.get("valid").and_then(Value::as_bool) == Some(true))
+        .filter_map(|f| {
+            let time = f.get("time").and_then(Value::as_str)?;
+            let t = OffsetDateTime::parse(time, &Rfc3339).ok()?;
+            let lat = f.get("lat").and_then(Value::as_f64)?;
+            let lon = f.get("lon").and_then(Value::as_f64)?;
+            ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)).then(|| {
+                positions::Fix {
+                    time_ms: (t.unix_timestamp_nanos() / 1_000_000) as i64,
+                    lat,
+                    lon,
+                    speed: f.get("speed").and_then(Value::as_f64),
+                }
+            })
+        })
+        .collect()
 }
 
 /// The plate reads of a passage, under the key transits' plates are indexed by.

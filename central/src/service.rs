@@ -1,5 +1,5 @@
 //! `acsgd-central run`: the ingest connection, the route publisher, the scheduler, the
-//! notifier and the HTTP API as tasks of one process. A task that ends is an error of the whole service (systemd
+//! notifier, the seal operator's EGTS feed and the HTTP API as tasks of one process. A task that ends is an error of the whole service (systemd
 //! restarts it); nothing runs unnoticed half-dead.
 //!
 //! The broker session is persistent (`clean_session = false`) with manual acknowledgements: a
@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         store.clone(),
         Limits {
             max_clock_skew_ms: i64::from(config.tracking.max_clock_skew_s) * 1000,
+            positions: config.positions.clone(),
         },
     )
     .await?;
@@ -123,7 +124,25 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         i64::from(config.tracking.gap_grace_s) * 1000,
         routed.clone(),
         changes.clone(),
+        config.positions.clone(),
     ));
+
+    // The seal operator's EGTS feed, where one is configured.
+    let feed = match config.positions.egts_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServiceError::Bind { addr, source })?;
+            tracing::info!(%addr, "EGTS feed listening");
+            tokio::spawn(crate::feed::serve(
+                listener,
+                store.clone(),
+                config.positions.clone(),
+                Default::default(),
+            ))
+        }
+        None => tokio::spawn(std::future::pending()),
+    };
 
     let addr = config.http.listen;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -147,6 +166,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         _ = routes => Some("route publisher"),
         _ = scheduler => Some("scheduler"),
         _ = notify => Some("notifier"),
+        _ = feed => Some("EGTS feed"),
         _ = http => Some("HTTP API"),
     };
     match ended {
@@ -294,6 +314,7 @@ async fn scheduler(
     gap_grace_ms: i64,
     routed: Arc<Notify>,
     changes: broadcast::Sender<()>,
+    positions: crate::positions::PositionsConfig,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -308,6 +329,14 @@ async fn scheduler(
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "overdue scan failed"),
+        }
+        match store.scan_silent(now, &positions).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(count = n, "trackers silent");
+                let _ = changes.send(());
+            }
+            Err(e) => tracing::error!(error = %e, "tracker silence scan failed"),
         }
         match store.prune_quarantine(MAX_QUARANTINED).await {
             Ok(0) => {}

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("schema_2.sql")),
     (3, include_str!("schema_3.sql")),
     (4, include_str!("schema_4.sql")),
+    (5, include_str!("schema_5.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +148,8 @@ impl Store {
             }
             let fail = |source| StoreError::Migrate { version, source };
             sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
-            if version == 3 {
-                index_all_plates(&mut tx).await?;
+            if version == 3 || version == 5 {
+                index_all(&mut tx, version).await?;
             }
             sqlx::query("INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)")
                 .bind(version)
@@ -710,8 +711,8 @@ pub(crate) async fn load_transit(
     row.as_ref().map(transit_of_row).transpose()
 }
 
-/// Indexes the plates of every stored transit (the step of migration 3).
-async fn index_all_plates(conn: &mut AnyConnection) -> Result<(), StoreError> {
+/// Indexes the plates (migration 3) or the trackers (migration 5) of every stored transit.
+async fn index_all(conn: &mut AnyConnection, version: i64) -> Result<(), StoreError> {
     let rows = sqlx::query("SELECT declaration FROM transit")
         .fetch_all(&mut *conn)
         .await?;
@@ -719,7 +720,30 @@ async fn index_all_plates(conn: &mut AnyConnection) -> Result<(), StoreError> {
         let text: String = r.try_get(0)?;
         let d: Declaration =
             serde_json::from_str(&text).map_err(|e| corrupt("declaration", e.to_string()))?;
-        index_plates(conn, &d).await?;
+        if version == 3 {
+            index_plates(conn, &d).await?;
+        } else {
+            index_tracker(conn, &d).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Indexes a declaration's tracker, so its fixes find the transit.
+async fn index_tracker(conn: &mut AnyConnection, d: &Declaration) -> Result<(), StoreError> {
+    if let Some(t) = d
+        .tracker
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        sqlx::query(
+            "INSERT INTO transit_tracker (tracker, mrn) VALUES ($1, $2) ON CONFLICT (tracker, mrn) DO NOTHING",
+        )
+        .bind(t)
+        .bind(&d.mrn)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
@@ -792,6 +816,7 @@ async fn insert_transit(conn: &mut AnyConnection, t: &Transit) -> Result<bool, S
         return Ok(false);
     }
     index_plates(conn, &t.declaration).await?;
+    index_tracker(conn, &t.declaration).await?;
     Ok(true)
 }
 
@@ -951,11 +976,30 @@ pub(crate) async fn add_flag(
     note: &str,
     now_ms: i64,
 ) -> Result<Option<Transit>, StoreError> {
+    set_flag(conn, mrn, flag, true, cause, note, now_ms).await
+}
+
+/// Raises (`on`) or clears a flag, journaled as `flag X: note` or `flag X cleared: note`;
+/// `None` when the transit is unknown or the flag already is so.
+pub(crate) async fn set_flag(
+    conn: &mut AnyConnection,
+    mrn: &str,
+    flag: Flag,
+    on: bool,
+    cause: &str,
+    note: &str,
+    now_ms: i64,
+) -> Result<Option<Transit>, StoreError> {
     let Some(t) = load_transit(conn, mrn).await? else {
         return Ok(None);
     };
     let mut next = t.clone();
-    if !next.flags.insert(flag) {
+    let changed = if on {
+        next.flags.insert(flag)
+    } else {
+        next.flags.remove(&flag)
+    };
+    if !changed {
         return Ok(None);
     }
     next.version += 1;
@@ -965,6 +1009,7 @@ pub(crate) async fn add_flag(
             format!("{mrn} changed inside this transaction"),
         ));
     }
+    let what = if on { "" } else { " cleared" };
     log_change(
         conn,
         mrn,
@@ -972,7 +1017,7 @@ pub(crate) async fn add_flag(
             from: t.state,
             to: t.state,
             cause: cause.into(),
-            note: format!("flag {}: {note}", flag.as_str()),
+            note: format!("flag {}{what}: {note}", flag.as_str()),
         },
         now_ms,
     )

@@ -100,7 +100,8 @@ pub enum Flag {
     /// Recomputed from the sightings each time, so it clears when a late report fills in
     /// the post that seemed skipped.
     OffItinerary,
-    /// Off the declared corridor (the posts' seal rules).
+    /// Off the declared corridor (the posts' seal rules, or central's own judging of the
+    /// tracker's fixes between posts, [`crate::positions`]).
     RouteDeviation,
     SealTamper,
     TrackerSilent,
@@ -109,9 +110,11 @@ pub enum Flag {
     Watchlist,
     /// Reached a post after the leg's deadline.
     LateArrival,
+    /// Its tracker stood still longer than allowed between posts ([`crate::positions`]).
+    Stopped,
 }
 
-const FLAGS: [Flag; 8] = [
+const FLAGS: [Flag; 9] = [
     Flag::OffItinerary,
     Flag::RouteDeviation,
     Flag::SealTamper,
@@ -120,6 +123,7 @@ const FLAGS: [Flag; 8] = [
     Flag::RadiationAlarm,
     Flag::Watchlist,
     Flag::LateArrival,
+    Flag::Stopped,
 ];
 
 impl Flag {
@@ -133,6 +137,7 @@ impl Flag {
             Flag::RadiationAlarm => "radiation_alarm",
             Flag::Watchlist => "watchlist",
             Flag::LateArrival => "late_arrival",
+            Flag::Stopped => "stopped",
         }
     }
 

@@ -129,9 +129,10 @@ async function viewTransits() {
 }
 
 async function viewTransit(mrn) {
-  const [x, evs] = await Promise.all([
+  const [x, evs, tr] = await Promise.all([
     get("/api/transits/" + encodeURIComponent(mrn)),
     get("/api/transits/" + encodeURIComponent(mrn) + "/events"),
+    get("/api/transits/" + encodeURIComponent(mrn) + "/track"),
   ]);
   const d = x.declaration;
   const items = [];
@@ -157,7 +158,39 @@ async function viewTransit(mrn) {
       el("dt", {}, t("col.limit")), el("dd", {}, when(d.time_limit) || t("none")),
       el("dt", {}, t("col.flags")), el("dd", {}, x.flags.join(", ") || t("none")),
       el("dt", {}, t("col.expected")), el("dd", {}, (x.expected_post || "") + " " + when(x.expected_by))),
+    trackMap(d.corridor, tr),
     timeline);
+}
+
+// The tracker's fixes over the declared corridor, drawn to scale from the data alone.
+function trackMap(corridor, tr) {
+  const fixes = (tr && tr.fixes) || [];
+  const line = (corridor && corridor.points) || [];
+  if (!fixes.length) return el("span", {});
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 1000 400");
+  svg.setAttribute("id", "track");
+  svg.setAttribute("data-fixes", fixes.length);
+  const lats = fixes.map((f) => f[1]).concat(line.map((p) => p[0]));
+  const lons = fixes.map((f) => f[2]).concat(line.map((p) => p[1]));
+  const [la0, la1, lo0, lo1] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
+  const k = Math.cos(((la0 + la1) / 2) * Math.PI / 180);
+  // Fit the wider of the two extents; the picture is only as tall as the track needs.
+  const scale = Math.min(900 / (((lo1 - lo0) * k) || 0.01), 340 / ((la1 - la0) || 0.01));
+  svg.setAttribute("viewBox", "0 0 1000 " + Math.ceil(60 + (la1 - la0) * scale));
+  const pt = (la, lo) => (50 + (lo - lo0) * k * scale) + "," + (30 + (la1 - la) * scale);
+  if (line.length > 1) {
+    const c = document.createElementNS(NS, "polyline");
+    c.setAttribute("points", line.map((p) => pt(p[0], p[1])).join(" "));
+    c.setAttribute("class", "corridor");
+    svg.append(c);
+  }
+  const path = document.createElementNS(NS, "polyline");
+  path.setAttribute("points", fixes.map((f) => pt(f[1], f[2])).join(" "));
+  path.setAttribute("class", "track" + (tr.deviating_since ? " deviating" : ""));
+  svg.append(path);
+  return svg;
 }
 
 // What an operator may do with a transit in its state (central refuses the rest anyway).

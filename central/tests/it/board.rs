@@ -130,13 +130,14 @@ async fn operators_sign_in_see_the_overdue_transit_on_top_and_its_timeline_updat
 
     // Two transits leave Korgas: one with a leg of about a second, which runs out.
     for (mrn, h) in [(LATE, 0.0003), (ON_TIME, 30.0)] {
-        let d = json!({"mrn": mrn, "plates": ["123ABC02"],
+        let d = json!({"mrn": mrn, "plates": ["123ABC02"], "tracker": format!("7{}", &mrn[15..17]),
+            "corridor": {"points": [[44.21, 80.41], [43.16, 74.98]], "width_m": 5000},
             "itinerary": [{"post": "korgas"}, {"post": "kordai", "within_h": h}]});
         let (s, t) = api(http_port, "POST", "/api/declarations", Some(&d));
         assert_eq!(s, 201, "{t}");
     }
     let now = acsgd_central::store::now_ms();
-    let dep: Vec<(String, Vec<u8>)> = [LATE, ON_TIME]
+    let mut dep: Vec<(String, Vec<u8>)> = [LATE, ON_TIME]
         .iter()
         .map(|m| {
             (
@@ -145,6 +146,19 @@ async fn operators_sign_in_see_the_overdue_transit_on_top_and_its_timeline_updat
             )
         })
         .collect();
+    // The late one's seal reports three fixes on its way out of Korgas.
+    let fixes: Vec<serde_json::Value> = (1..=3)
+        .map(|k| {
+            json!({"source": "POS_DATA", "valid": true, "speed": 60.0,
+                "time": acsgd_central::tracking::time_text(now + k * 1000),
+                "lat": 44.21 - 0.01 * k as f64, "lon": 80.41 - 0.05 * k as f64})
+        })
+        .collect();
+    let body = json!({"device": format!("7{}", &LATE[15..17]), "sensor": "seals", "fixes": fixes});
+    dep.push((
+        korgas.topic("position"),
+        korgas.event("position", now + 3000, body),
+    ));
     // (The blocking helpers run their own MQTT runtime: off the test's async threads.)
     off_runtime(|| {
         publish_all(broker.port(), "box-korgas", &dep);
@@ -210,6 +224,11 @@ async fn operators_sign_in_see_the_overdue_transit_on_top_and_its_timeline_updat
         "document.querySelector('#timeline li.change.overdue')",
     )
     .await;
+    // Its tracker's three fixes drawn over its corridor.
+    let drawn = b
+        .js("const t = document.getElementById('track'); return t && t.dataset.fixes;")
+        .await;
+    assert_eq!(drawn, json!("3"));
     let text = b
         .js("return document.getElementById('timeline').innerText;")
         .await;

@@ -6,6 +6,7 @@ mod common;
 mod demo;
 mod ingest;
 mod notify;
+mod positions;
 mod replay;
 mod service;
 mod xml;

@@ -1,0 +1,324 @@
+//! Positions between posts, on SQLite and on PostgreSQL: the seal operator's EGTS feed over a
+//! real TCP connection (real captures from `../shared/traces`, then a simulated route made of
+//! real EGTS frames), and the posts' position events; a deviation from the corridor and a
+//! silence each raised once and cleared, out-of-order fixes judged by their time.
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use acsgd_central::declare;
+use acsgd_central::feed::{self, FeedCounters};
+use acsgd_central::ingest::{Ingestor, Limits, Message};
+use acsgd_central::positions::PositionsConfig;
+use acsgd_central::store::Store;
+use acsgd_drivers::egts;
+use acsgd_drivers::reading::Reading;
+use serde_json::{json, Value};
+
+use crate::common::{on_both, passage, Box_, H};
+
+/// 2026-12-01T00:00:00Z
+const T0: i64 = 1_796_083_200_000;
+const KHORGOS: [f64; 2] = [44.2125, 80.4089];
+const ALMATY: [f64; 2] = [43.2389, 76.8897];
+
+/// One capture: its bytes, and the valid fixes it carries as (device, time ms).
+type Capture = (Vec<u8>, Vec<(String, i64)>);
+
+/// The captures of Traccar's EGTS tests.
+fn captures() -> Vec<Capture> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/traces/trackers/egts.tsv"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            let bytes = acsgd_contract::envelope::from_hex(cols.get(4)?)?;
+            let packet = egts::parse_packet(&bytes).ok()?;
+            let fixes = egts::readings(&packet)
+                .into_iter()
+                .filter_map(|r| match r {
+                    Reading::Position(p) if p.valid => Some((
+                        p.device?,
+                        (p.time?.unix_timestamp_nanos() / 1_000_000) as i64,
+                    )),
+                    _ => None,
+                })
+                .collect();
+            Some((bytes, fixes))
+        })
+        .collect()
+}
+
+async fn transit(store: &Store, mrn: &str, tracker: &str, corridor: Option<Value>) {
+    let mut d = json!({"mrn": mrn, "plates": ["123ABC02"], "tracker": tracker,
+        "itinerary": [{"post": "korgas"}, {"post": "kordai", "within_h": 48}]});
+    if let Some(c) = corridor {
+        d["corridor"] = c;
+    }
+    declare::submit(store, &d, "operator:t", T0 - H)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Answers read off the socket: the packet ids they acknowledge, each with result 0.
+fn read_responses(s: &mut std::net::TcpStream, want: usize) -> Vec<u16> {
+    let mut buf = Vec::new();
+    let mut acked = Vec::new();
+    let mut chunk = [0u8; 4096];
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    while acked.len() < want {
+        let n = s.read(&mut chunk).expect("an answer within 60 s");
+        assert!(n > 0, "the feed closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        while let egts::Scan::Packet(len) = egts::scan(&buf) {
+            let p = egts::parse_packet(&buf[..len]).unwrap();
+            let (pid, result) = p.response_to.expect("a RESPONSE");
+            assert_eq!(result, 0);
+            acked.push(pid);
+            buf.drain(..len);
+        }
+    }
+    acked
+}
+
+fn pid_of(frame: &[u8]) -> u16 {
+    u16::from_le_bytes([frame[7], frame[8]])
+}
+
+/// A point `off_m` north of the Khorgos–Almaty line at fraction `t` of it.
+fn on_route(t: f64, off_m: f64) -> (f64, f64) {
+    (
+        KHORGOS[0] + t * (ALMATY[0] - KHORGOS[0]) + off_m / 111_195.0,
+        KHORGOS[1] + t * (ALMATY[1] - KHORGOS[1]),
+    )
+}
+
+async fn log_notes(store: &Store, mrn: &str, prefix: &str) -> usize {
+    store
+        .transit_log(mrn)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(_, c)| c.note.starts_with(prefix))
+        .count()
+}
+
+#[test]
+fn the_seal_operators_feed_and_the_posts_positions_follow_a_truck_between_posts() {
+    on_both(|store, backend| async move {
+        let korgas = Box_::new("korgas");
+        store.put_post(&korgas.registry_entry()).await.unwrap();
+        store
+            .put_post(&Box_::new("kordai").registry_entry())
+            .await
+            .unwrap();
+        let mut korgas = korgas;
+        let config = PositionsConfig::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counters = Arc::new(FeedCounters::default());
+        tokio::spawn(feed::serve(
+            listener,
+            store.clone(),
+            config.clone(),
+            counters.clone(),
+        ));
+
+        // Real captures: a transit declares the tracker of one of them (no corridor: fixes are
+        // stored and judged for silence only).
+        let caps = captures();
+        let (device, _) = caps
+            .iter()
+            .flat_map(|c| c.1.iter())
+            .next()
+            .expect("the captures have fixes")
+            .clone();
+        let theirs: usize = caps
+            .iter()
+            .flat_map(|c| c.1.iter())
+            .filter(|f| f.0 == device)
+            .map(|f| f.1)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        transit(&store, "26KZ5500000000011A", &device, None).await;
+        let mut i = Ingestor::new(store.clone(), Limits::default())
+            .await
+            .unwrap();
+        let dep = korgas.event("passage", T0, passage("26KZ5500000000011A", "green", T0));
+        i.handle(
+            &[Message {
+                topic: korgas.topic("passage"),
+                payload: dep,
+            }],
+            T0,
+        )
+        .await
+        .unwrap();
+        // Every capture over one connection, with line noise between two of them.
+        let answered: Vec<u16> = {
+            let caps = caps.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let mut want = Vec::new();
+                for (k, (bytes, _)) in caps.iter().enumerate() {
+                    if k == 1 {
+                        s.write_all(b"\x00\xffnoise\x02").unwrap();
+                    }
+                    s.write_all(bytes).unwrap();
+                    let p = egts::parse_packet(bytes).unwrap();
+                    if !p.records.is_empty() {
+                        want.push(pid_of(bytes));
+                    }
+                }
+                let got = read_responses(&mut s, want.len());
+                assert_eq!(got, want, "each packet with records acknowledged, in order");
+                got
+            })
+            .await
+            .unwrap()
+        };
+        assert!(!answered.is_empty());
+        assert!(
+            counters.bad_packets.load(Ordering::Relaxed) >= 1,
+            "the noise was counted"
+        );
+        let track = store.track("26KZ5500000000011A").await.unwrap();
+        assert_eq!(
+            track.fixes.len(),
+            theirs,
+            "{backend}: every fix of {device} stored once"
+        );
+
+        // A simulated route, as real EGTS frames: a truck on its corridor, 9 km off it for
+        // four fixes, at the edge, back inside; then a silence.
+        let mrn = "26KZ5500000000012B";
+        let corridor = json!({"points": [KHORGOS, ALMATY], "width_m": 5000});
+        transit(&store, mrn, "7001", Some(corridor)).await;
+        let dep = korgas.event("passage", T0, passage(mrn, "green", T0));
+        i.handle(
+            &[Message {
+                topic: korgas.topic("passage"),
+                payload: dep,
+            }],
+            T0,
+        )
+        .await
+        .unwrap();
+        let offsets = [
+            0.0, 0.0, 9000.0, 9500.0, 10000.0, 9000.0, 5200.0, 500.0, 0.0,
+        ];
+        let t0 = T0 / 1000 + 600;
+        let frames: Vec<Vec<u8>> = offsets
+            .iter()
+            .enumerate()
+            .map(|(k, off)| {
+                let (lat, lon) = on_route(0.05 + 0.01 * k as f64, *off);
+                egts::encode_position(
+                    100 + k as u16,
+                    k as u16,
+                    7001,
+                    t0 + 60 * k as i64,
+                    lat,
+                    lon,
+                    60.0,
+                    250,
+                    0,
+                )
+            })
+            .collect();
+        let late_stray = {
+            // Sent last, stamped between two fixes on the line: judged there, not as news.
+            let (lat, lon) = on_route(0.125, 9000.0);
+            egts::encode_position(200, 99, 7001, t0 + 60 * 7 + 30, lat, lon, 60.0, 250, 0)
+        };
+        let mut all = frames.clone();
+        all.push(late_stray);
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            for f in &all {
+                s.write_all(f).unwrap();
+                // One at a time: each judged with the fixes before it.
+                read_responses(&mut s, 1);
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            log_notes(&store, mrn, "flag route_deviation: ").await,
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            log_notes(&store, mrn, "flag route_deviation cleared: ").await,
+            1,
+            "{backend}"
+        );
+        let t = store.transit(mrn).await.unwrap().unwrap();
+        assert!(
+            !t.flags.iter().any(|f| f.as_str() == "route_deviation"),
+            "{:?}",
+            t.flags
+        );
+        let raised = store.transit_log(mrn).await.unwrap();
+        let note = &raised
+            .iter()
+            .find(|(_, c)| c.note.starts_with("flag route_deviation: "))
+            .unwrap()
+            .1
+            .note;
+        assert!(
+            note.contains("up to 8.") || note.contains("up to 9."),
+            "{note}"
+        );
+
+        // Silence: an hour and more after the last fix, once, however often the scheduler looks.
+        let last = (t0 + 60 * 8) * 1000;
+        store.scan_silent(last + H - 1000, &config).await.unwrap();
+        assert_eq!(log_notes(&store, mrn, "flag tracker_silent: ").await, 0);
+        store.scan_silent(last + H + 1000, &config).await.unwrap();
+        assert_eq!(log_notes(&store, mrn, "flag tracker_silent: ").await, 1);
+        let other = store.clone();
+        let (a, b) = tokio::join!(
+            store.scan_silent(last + 2 * H, &config),
+            other.scan_silent(last + 2 * H, &config)
+        );
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(
+            log_notes(&store, mrn, "flag tracker_silent: ").await,
+            1,
+            "{backend}: once"
+        );
+        assert!(store.track(mrn).await.unwrap().silent);
+        // The next fix comes from a post: its position event clears the silence.
+        let (lat, lon) = on_route(0.2, 0.0);
+        let fix_time = acsgd_central::tracking::time_text(last + 2 * H);
+        let body = json!({"device": "7001", "sensor": "seals", "fixes": [{"source": "POS_DATA",
+            "time": fix_time, "lat": lat, "lon": lon, "valid": true, "speed": 55.0}]});
+        let ev = korgas.event("position", last + 2 * H, body);
+        i.handle(
+            &[Message {
+                topic: korgas.topic("position"),
+                payload: ev,
+            }],
+            last + 2 * H,
+        )
+        .await
+        .unwrap();
+        assert_eq!(log_notes(&store, mrn, "flag tracker_silent: ").await, 1);
+        assert_eq!(
+            log_notes(&store, mrn, "flag tracker_silent cleared: ").await,
+            1
+        );
+        let track = store.track(mrn).await.unwrap();
+        assert_eq!(track.fixes.len(), offsets.len() + 2, "{backend}");
+        assert!(!track.silent);
+    });
+}
