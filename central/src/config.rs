@@ -9,6 +9,9 @@
 //! host = "127.0.0.1"
 //! port = 1883
 //! client_id = "acsgd-central"
+//! username = "central"     # optional, with password: central's account at the broker
+//! password = "…"
+//! posts = ["korgas", "kordai"]  # optional: this worker's share of the posts (default: all)
 //!
 //! [http]
 //! listen = "127.0.0.1:8090"
@@ -90,6 +93,16 @@ pub struct BrokerConfig {
     pub port: u16,
     #[serde(default = "default_client_id")]
     pub client_id: String,
+    /// Central's own account at the broker (a NATS cluster gives each post and central one).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The posts this worker takes (`acsgd/v1/{post}/+` each); none: every post
+    /// (`acsgd/v1/+/+`). Central scales by giving each worker its share of the posts, each
+    /// worker its own `client_id`; a standby takes a worker's place with the same id.
+    #[serde(default)]
+    pub posts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +191,29 @@ impl Config {
         }
         if self.broker.host.is_empty() {
             return Err(("broker.host".into(), "must not be empty".into()));
+        }
+        if self.broker.username.is_some() != self.broker.password.is_some() {
+            return Err((
+                "broker.username".into(),
+                "username and password go together".into(),
+            ));
+        }
+        if let Some(posts) = &self.broker.posts {
+            if posts.is_empty() {
+                return Err((
+                    "broker.posts".into(),
+                    "leave it out to take every post".into(),
+                ));
+            }
+            if let Some(p) = posts
+                .iter()
+                .find(|p| !acsgd_contract::declaration::valid_post_id(p))
+            {
+                return Err((
+                    "broker.posts".into(),
+                    format!("{p:?} is not a post id ([a-z0-9-]+)"),
+                ));
+            }
         }
         for (name, token) in &self.http.tokens {
             if token.len() < 16 {

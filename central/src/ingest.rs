@@ -176,6 +176,12 @@ impl Ingestor {
             }
             Ok(Checked::Link(post, link)) => {
                 store::set_link(conn, &post, &link, now_ms).await?;
+                if link == "online" {
+                    // A broker may come back from a cold start without the retained
+                    // messages it had (seen with a NATS cluster): what the post should hold
+                    // is sent again whenever it connects.
+                    routing::republish(conn, &post).await?;
+                }
                 return Ok(Outcome::Link);
             }
             Ok(Checked::Ignored) => return Ok(Outcome::Ignored),

@@ -136,3 +136,13 @@ impl Publisher {
         Ok(())
     }
 }
+
+/// Marks every declaration a post should hold as not yet sent, so the publisher sends it again
+/// (retained publishes are idempotent). Called when the post comes online.
+pub(crate) async fn republish(conn: &mut AnyConnection, post: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE route SET done_ms = NULL WHERE post = $1 AND action = 'publish'")
+        .bind(post)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -58,6 +58,9 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         &config.broker.host,
         config.broker.port,
     );
+    if let (Some(u), Some(p)) = (&config.broker.username, &config.broker.password) {
+        mqtt.set_credentials(u, p);
+    }
     mqtt.set_clean_session(false);
     mqtt.set_manual_acks(true);
     mqtt.set_keep_alive(Duration::from_secs(30));
@@ -66,6 +69,11 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     mqtt.set_max_packet_size(16 * MAX_PAYLOAD, 16 * MAX_PAYLOAD);
     let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
 
+    // Every post, or this worker's share of them (no `$share` on a NATS cluster).
+    let filters: Vec<String> = match &config.broker.posts {
+        Some(posts) => posts.iter().map(|p| format!("acsgd/v1/{p}/+")).collect(),
+        None => vec![SUBSCRIPTION.to_string()],
+    };
     let (tx, rx) = mpsc::channel::<Publish>(4096);
     let connection = {
         let client = client.clone();
@@ -79,8 +87,23 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
                     }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!("connected to the broker");
-                        if let Err(e) = client.try_subscribe(SUBSCRIPTION, QoS::AtLeastOnce) {
+                        let subs = filters
+                            .iter()
+                            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                        if let Err(e) = client.try_subscribe_many(subs) {
                             tracing::error!(error = %e, "cannot subscribe");
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(a))) => {
+                        let refused = a
+                            .return_codes
+                            .iter()
+                            .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                            .count();
+                        if refused > 0 {
+                            tracing::error!(refused, "the broker refused subscriptions: check central's permissions there");
+                        } else {
+                            tracing::info!(filters = a.return_codes.len(), "subscribed");
                         }
                     }
                     Ok(_) => {}

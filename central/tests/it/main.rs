@@ -5,6 +5,7 @@ mod board;
 mod common;
 mod demo;
 mod ingest;
+mod nats;
 mod notify;
 mod positions;
 mod replay;
