@@ -433,46 +433,14 @@ impl Store {
     }
 }
 
-const EARTH_M: f64 = 6_371_000.0;
+/// Distance from a point to a polyline, metres: the geometry the posts' seal rules use.
+pub fn distance_to_line_m(points: &[[f64; 2]], lat: f64, lon: f64) -> f64 {
+    acsgd_contract::geo::distance_to_line_m([lat, lon], points)
+}
 
 /// Great-circle distance, metres.
 pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_M * a.sqrt().asin()
-}
-
-/// Distance from a point to a polyline, metres: each segment in a local plane around the point
-/// (corridors are hundreds of km; the error of the plane is well under a corridor's width).
-pub fn distance_to_line_m(points: &[[f64; 2]], lat: f64, lon: f64) -> f64 {
-    let k = lat.to_radians().cos();
-    let xy = |p: &[f64; 2]| {
-        (
-            (p[1] - lon).to_radians() * k * EARTH_M,
-            (p[0] - lat).to_radians() * EARTH_M,
-        )
-    };
-    match points {
-        [] => f64::INFINITY,
-        [only] => distance_m(only[0], only[1], lat, lon),
-        _ => points
-            .windows(2)
-            .map(|w| {
-                let (a, b) = (xy(&w[0]), xy(&w[1]));
-                let (dx, dy) = (b.0 - a.0, b.1 - a.1);
-                let len2 = dx * dx + dy * dy;
-                let t = if len2 == 0.0 {
-                    0.0
-                } else {
-                    (-(a.0 * dx + a.1 * dy) / len2).clamp(0.0, 1.0)
-                };
-                let (x, y) = (a.0 + t * dx, a.1 + t * dy);
-                (x * x + y * y).sqrt()
-            })
-            .fold(f64::INFINITY, f64::min),
-    }
+    acsgd_contract::geo::distance_m([lat1, lon1], [lat2, lon2])
 }
 
 #[cfg(test)]

@@ -428,3 +428,50 @@ pub fn ready(port: u16) {
             .map(|_| ())
     });
 }
+
+// ---- the appliance as a process ----
+
+/// The `acsgd` binary the workspace built beside `acsgd-central`.
+pub fn acsgd_bin() -> std::path::PathBuf {
+    let bin = central_bin().with_file_name("acsgd");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace (cargo build -p acsgd)",
+        bin.display()
+    );
+    bin
+}
+
+/// `acsgd key --create --config CONFIG`: the post's public key, made if need be.
+pub fn make_key(config: &Path) -> String {
+    let out = Command::new(acsgd_bin())
+        .args(["key", "--create", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("key  ").map(str::to_string))
+        .expect("a key line")
+}
+
+/// `acsgd outbox --data-dir DIR stat --json`: (last seq, events the broker has not yet
+/// acknowledged); (-1, -1) while the status cannot be read.
+pub fn outbox_stat(data_dir: &Path) -> (i64, i64) {
+    let out = Command::new(acsgd_bin())
+        .args(["outbox", "--data-dir"])
+        .arg(data_dir)
+        .args(["stat", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    (
+        v["outbox"]["last_seq"].as_i64().unwrap_or(-1),
+        v["outbox"]["backlog_events"].as_i64().unwrap_or(-1),
+    )
+}

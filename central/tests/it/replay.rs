@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,20 +14,9 @@ use acsgd_testkit::central::Central as Watcher;
 use acsgd_testkit::process::Process;
 use serde_json::{json, Value};
 
-use crate::common::{central_bin, free_port, http, wait};
+use crate::common::{acsgd_bin, central_bin, free_port, http, wait};
 
 const TOKEN: &str = "test-token-0123456789";
-
-/// The `acsgd` binary the workspace built beside `acsgd-central`.
-fn acsgd_bin() -> PathBuf {
-    let bin = central_bin().with_file_name("acsgd");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace (cargo build -p acsgd)",
-        bin.display()
-    );
-    bin
-}
 
 struct Appliance {
     _process: Process,
