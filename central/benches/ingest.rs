@@ -6,7 +6,8 @@
 //! The events are signed beforehand by 50 stand-in posts (signing is the appliance's cost, not
 //! central's) and fed to [`Ingestor::handle`] in batches of 512, as the service's worker takes
 //! them from the broker: what is measured is verification plus the database. Mix per post: 70 %
-//! positions, 20 % passages of 200 declared transits (each seen at its departure post, then at
+//! positions (each a fix of a departed transit's seal, stored and judged against its corridor),
+//! 20 % passages of declared transits (each seen at its departure post, then at
 //! its destination), 10 % alerts. `ACSGD_BENCH_N` sets the event count (default 100 000).
 //!
 //! Printed: events/s, and the commit time of a batch (p50, p99, max): an event waits at most one
@@ -77,7 +78,8 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     for t in 0..transits {
         let from = &posts[t % POSTS].post;
         let to = &posts[(t + 1) % POSTS].post;
-        let d = json!({"mrn": mrn(t), "plates": [format!("{t:03}ABC02")],
+        let d = json!({"mrn": mrn(t), "plates": [format!("{t:03}ABC02")], "tracker": format!("seal-{t}"),
+            "corridor": {"points": [[44.2125, 80.4089], [43.2389, 76.8897]], "width_m": 5000},
             "itinerary": [{"post": from}, {"post": to, "within_h": 24}]});
         declare::submit(&store, &d, "operator:bench", now)
             .await
@@ -93,9 +95,14 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         let roll = i % 100;
         let (kind, body) = match roll {
             r if r < passages_pct => {
-                // Transit tr departs at post tr % POSTS and arrives at the next post.
-                let tr = (passages / 2) % transits;
-                k = (tr + passages % 2) % POSTS;
+                // The first half of the passages are departures (transit p at post p % POSTS),
+                // the second half the arrivals at the next post, in the same order.
+                let (tr, arriving) = if passages < transits {
+                    (passages, false)
+                } else {
+                    ((passages - transits) % transits, true)
+                };
+                k = (tr + usize::from(arriving)) % POSTS;
                 passages += 1;
                 ("passage", passage(&mrn(tr), "green", t))
             }
@@ -104,11 +111,25 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
                 json!({"severity": "low", "rule": "plate_unread", "channel": "green", "lane": "1",
                        "message": {"key": "alert.plate_unread", "params": {}}}),
             ),
-            _ => (
-                "position",
-                json!({"tracker": format!("seal-{k}"), "lat": 44.2, "lon": 80.4, "speed_kmh": 60.0,
-                       "time": "2026-12-01T00:00:00Z"}),
-            ),
+            // A fix of the seal of a transit on the road (departed, not yet arrived), as a
+            // post's seal listener forwards it: stored and judged against its corridor.
+            _ => {
+                let departed = passages.min(transits);
+                let arrived = passages.saturating_sub(transits).min(transits);
+                let tr = if departed > arrived {
+                    arrived + i % (departed - arrived)
+                } else {
+                    i % transits
+                };
+                let f = (i % 1000) as f64 / 1000.0;
+                let time = acsgd_central::tracking::time_text(t);
+                (
+                    "position",
+                    json!({"device": format!("seal-{tr}"), "sensor": "seals", "fixes": [{
+                        "source": "POS_DATA", "valid": true, "speed": 60.0, "time": time,
+                        "lat": 44.2125 - 0.9736 * f, "lon": 80.4089 - 3.5192 * f}]}),
+                )
+            }
         };
         let p = &mut posts[k];
         msgs.push(Message {
@@ -154,6 +175,12 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     let pct = |q: f64| batch_ms[((batch_ms.len() - 1) as f64 * q) as usize];
     assert_eq!(accepted, n, "every event accepted");
     assert_eq!(store.count(Table::Journal).await.unwrap() as usize, n);
+    // The positions were fixes of transits on the road, each stored and judged.
+    let fixes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM fix")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(fixes as usize > n / 2, "{fixes} fixes stored");
     println!(
         "{name:8} {:>8.0} events/s ({n} in {secs:.1} s); batch commit p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         n as f64 / secs,
