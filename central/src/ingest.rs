@@ -151,13 +151,21 @@ impl Ingestor {
         let mut state = BatchState {
             fresh,
             seqs: HashMap::new(),
+            positions: Vec::new(),
+            touched: HashSet::new(),
         };
         for (m, c) in batch.iter().zip(checked) {
             out.push(self.one(&mut tx, m, c, now_ms, &mut state).await?);
         }
-        for (post, mut s) in state.seqs {
-            store::note_seqs(&mut tx, &post, &mut s, now_ms).await?;
-        }
+        positions::apply_batch(
+            &mut tx,
+            &state.positions,
+            &state.touched,
+            &self.limits.positions,
+            now_ms,
+        )
+        .await?;
+        store::note_seqs(&mut tx, state.seqs, now_ms).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -358,30 +366,25 @@ impl Ingestor {
             }
         }
         match mrn {
-            Some(mrn) => apply(conn, &env, &mrn, time_ms, now_ms).await?,
+            Some(mrn) => apply(conn, &env, &mrn, time_ms, now_ms, &mut state.touched).await?,
             // A passage the post could not match to a declaration (it was not sent one: the
             // truck is off its itinerary, or came before it): followed by its plates.
             None if env.kind == "passage" => {
                 let keys = read_plates(&env);
                 for mrn in store::open_transits_by_plate(conn, &keys).await? {
-                    apply(conn, &env, &mrn, time_ms, now_ms).await?;
+                    apply(conn, &env, &mrn, time_ms, now_ms, &mut state.touched).await?;
                 }
             }
-            // A tracker's fixes, as a post received them: for the transits that declare it.
+            // A tracker's fixes, as a post received them: for the transits that declare it,
+            // judged with the batch's other fixes once the batch's passages are through.
             None if env.kind == "position" => {
                 if let Some(tracker) = env.body.get("device").and_then(Value::as_str) {
-                    let fixes = fixes_of(&env.body);
-                    let source = format!("post:{}", env.post);
-                    positions::apply_fixes(
-                        conn,
-                        tracker,
-                        &fixes,
-                        &source,
-                        &env.id,
-                        &self.limits.positions,
-                        now_ms,
-                    )
-                    .await?;
+                    state.positions.push(positions::Fixes {
+                        tracker: tracker.to_string(),
+                        fixes: fixes_of(&env.body),
+                        source: format!("post:{}", env.post),
+                        cause: env.id.clone(),
+                    });
                 }
             }
             None => {}
@@ -443,6 +446,7 @@ async fn apply(
     mrn: &str,
     time_ms: i64,
     now_ms: i64,
+    touched: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     let body = &env.body;
     let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
@@ -487,6 +491,7 @@ async fn apply(
             detail: format!("{mrn} changed inside this transaction"),
         });
     }
+    touched.insert(mrn.to_string());
     for c in &changes {
         store::log_change(conn, mrn, c, now_ms).await?;
     }
@@ -519,6 +524,10 @@ struct BatchState {
     fresh: HashSet<String>,
     /// Accepted seqs per post, noted together at the end.
     seqs: HashMap<String, Vec<i64>>,
+    /// The position events' fixes, judged together at the end.
+    positions: Vec<positions::Fixes>,
+    /// Transits the batch's events moved: a fix that came with them is still theirs.
+    touched: HashSet<String>,
 }
 
 enum Checked {

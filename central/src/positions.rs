@@ -1,7 +1,8 @@
 //! Positions between posts: what a transit's tracker fixes say about it, judged against its
-//! declared corridor. Pure: the store folds every stored fix of a transit through [`judge`]
-//! in fix time (so a fix that arrives late or out of order is judged where it belongs, not
-//! dropped), and the scheduler asks [`silent`] with the wall clock.
+//! declared corridor. The judgement is a fold of the fixes in fix time ([`Fold`]), kept with
+//! the transit's track so that a fix newer than the ones before extends it; a fix that arrives
+//! late or out of order makes the stored fixes be folded again, so it is judged where it
+//! belongs, not dropped. The scheduler asks [`silent`] with the wall clock.
 //!
 //! * **Route deviation**, with hysteresis: raised when `fixes` consecutive fixes, or fixes for
 //!   `seconds`, lie farther than the corridor's `width_m` from its line; cleared only by a fix
@@ -10,13 +11,16 @@
 //!   spanning more than `stop_max_s`; cleared by the next moving fix.
 //! * **Tracker silent**: no fix for `silent_after_s` while the transit is on the road.
 //!
-//! [`apply_fixes`] stores a tracker's fixes for every open transit that declares it and
-//! raises or clears the flags in the same transaction (journaled like every change, so
-//! notifications follow); only the fixes clear what the fixes raised. Each judgement reads the
-//! transit's last [`JUDGED_FIXES`] fixes, so its cost stays bounded on a long transit.
+//! [`apply_batch`] stores a batch's fixes for every open transit that declares their tracker
+//! and raises or clears the flags in the same transaction (journaled like every change, so
+//! notifications follow), each event judged in turn; only the fixes clear what the fixes
+//! raised. A judgement from the history reads the transit's last [`JUDGED_FIXES`] fixes, so
+//! its cost stays bounded on a long transit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use acsgd_contract::declaration::Corridor;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
 use crate::store::{self, Store, StoreError};
@@ -65,7 +69,7 @@ fn default_silent_after_s() -> u32 {
 }
 
 /// A tracker fix as judged.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Fix {
     pub time_ms: i64,
     pub lat: f64,
@@ -75,7 +79,7 @@ pub struct Fix {
 }
 
 /// What the fixes say, as of the last one.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Verdict {
     /// Off the corridor, since the first fix of the run that made it so.
     pub deviating_since: Option<i64>,
@@ -93,15 +97,28 @@ const STOP_RADIUS_M: f64 = 100.0;
 /// A deviation clears within this share of the corridor's width.
 const CLEAR_SHARE: f64 = 0.8;
 
-/// Folds `fixes` (any order) over the corridor.
-pub fn judge(corridor: &Corridor, fixes: &[Fix], c: &PositionsConfig) -> Verdict {
-    let mut fixes: Vec<&Fix> = fixes.iter().collect();
-    fixes.sort_by_key(|f| f.time_ms);
-    let mut v = Verdict::default();
-    // The run of fixes outside the corridor not yet long enough: (first fix time, count, max).
-    let mut run: Option<(i64, u32, f64)> = None;
-    let mut stop_from: Option<&Fix> = None;
-    for f in fixes {
+/// The fold of a transit's fixes in fix time: the verdict and what the next fix needs to
+/// extend it. It is kept in the transit's `track` row, so a fix newer than every fix before
+/// it costs no reading of the history; only a late fix makes the history be judged again.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Fold {
+    pub verdict: Verdict,
+    /// The run of fixes outside the corridor not yet long enough: (first fix time, count,
+    /// farthest).
+    run: Option<(i64, u32, f64)>,
+    /// The first fix of the current stop.
+    stop_from: Option<(i64, f64, f64)>,
+}
+
+impl Fold {
+    /// Extends the fold by a fix newer than every fix it holds. Without a corridor there is
+    /// nothing to deviate from or stop on: the fix only ends a silence.
+    pub fn push(&mut self, corridor: Option<&Corridor>, f: &Fix, c: &PositionsConfig) {
+        let v = &mut self.verdict;
+        v.last_fix_ms = Some(f.time_ms);
+        let Some(corridor) = corridor else {
+            return;
+        };
         let d = distance_to_line_m(&corridor.points, f.lat, f.lon);
         if v.deviating_since.is_some() {
             v.farthest_m = v.farthest_m.max(d);
@@ -110,35 +127,49 @@ pub fn judge(corridor: &Corridor, fixes: &[Fix], c: &PositionsConfig) -> Verdict
                 v.farthest_m = 0.0;
             }
         } else if d > corridor.width_m {
-            let (from, n, far) = run.unwrap_or((f.time_ms, 0, 0.0));
+            let (from, n, far) = self.run.unwrap_or((f.time_ms, 0, 0.0));
             let (n, far) = (n + 1, far.max(d));
             if n >= c.deviation_fixes || f.time_ms - from >= i64::from(c.deviation_s) * 1000 {
                 v.deviating_since = Some(from);
                 v.farthest_m = far;
-                run = None;
+                self.run = None;
             } else {
-                run = Some((from, n, far));
+                self.run = Some((from, n, far));
             }
         } else {
-            run = None;
+            self.run = None;
         }
-        let still = match (f.speed, stop_from) {
+        let still = match (f.speed, self.stop_from) {
             (Some(s), _) => s < STOP_KMH,
-            (None, Some(s)) => distance_m(s.lat, s.lon, f.lat, f.lon) < STOP_RADIUS_M,
+            (None, Some((_, lat, lon))) => distance_m(lat, lon, f.lat, f.lon) < STOP_RADIUS_M,
             (None, None) => false,
         };
         if still {
-            let from = *stop_from.get_or_insert(f);
-            if f.time_ms - from.time_ms > i64::from(c.stop_max_s) * 1000 {
-                v.stopped_since = Some(from.time_ms);
+            let (from, ..) = *self.stop_from.get_or_insert((f.time_ms, f.lat, f.lon));
+            if f.time_ms - from > i64::from(c.stop_max_s) * 1000 {
+                v.stopped_since = Some(from);
             }
         } else {
-            stop_from = None;
+            self.stop_from = None;
             v.stopped_since = None;
         }
-        v.last_fix_ms = Some(f.time_ms);
     }
-    v
+
+    /// Folds `fixes` (any order) from nothing.
+    fn of(corridor: Option<&Corridor>, fixes: &[Fix], c: &PositionsConfig) -> Fold {
+        let mut fixes: Vec<&Fix> = fixes.iter().collect();
+        fixes.sort_by_key(|f| f.time_ms);
+        let mut fold = Fold::default();
+        for f in fixes {
+            fold.push(corridor, f, c);
+        }
+        fold
+    }
+}
+
+/// Folds `fixes` (any order) over the corridor.
+pub fn judge(corridor: &Corridor, fixes: &[Fix], c: &PositionsConfig) -> Verdict {
+    Fold::of(Some(corridor), fixes, c).verdict
 }
 
 /// True when a transit on the road last heard of its tracker at `last_ms` and `now_ms` is past
@@ -152,6 +183,9 @@ pub const JUDGED_FIXES: i64 = 2000;
 
 /// States in which a transit is between posts, so its fixes are judged.
 const ON_THE_ROAD: &str = "('departed', 'en_route', 'at_post', 'diverted', 'overdue', 'enquiry')";
+const ON_THE_ROAD_STATES: [&str; 6] = [
+    "departed", "en_route", "at_post", "diverted", "overdue", "enquiry",
+];
 
 /// What the fixes had made of a transit: (deviating_since, stopped_since, silent).
 async fn track_of(
@@ -188,72 +222,289 @@ async fn save_track(
     Ok(())
 }
 
-/// Stores `fixes` of `tracker` for each open transit that declares it and re-judges them,
-/// raising or clearing flags with `cause` (an event id, or `egts:{peer}`). Returns the
-/// transits it touched. Runs in the caller's transaction.
-pub(crate) async fn apply_fixes(
-    conn: &mut AnyConnection,
-    tracker: &str,
-    fixes: &[Fix],
-    source: &str,
-    cause: &str,
-    c: &PositionsConfig,
-    now_ms: i64,
-) -> Result<Vec<String>, StoreError> {
-    if fixes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(&format!(
-        "SELECT k.mrn FROM transit_tracker k JOIN transit t ON t.mrn = k.mrn \
-         WHERE k.tracker = $1 AND t.state IN {ON_THE_ROAD}"
-    ))
-    .bind(tracker)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mrns: Vec<String> = rows
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    for mrn in &mrns {
-        for f in fixes {
-            sqlx::query(
-                "INSERT INTO fix (mrn, time_ms, lat, lon, speed, source, received_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (mrn, time_ms) DO NOTHING",
-            )
-            .bind(mrn)
-            .bind(f.time_ms)
-            .bind(f.lat)
-            .bind(f.lon)
-            .bind(f.speed)
-            .bind(source)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?;
-        }
-        judge_stored(conn, mrn, cause, c, now_ms).await?;
-    }
-    Ok(mrns)
+/// One event's (or one feed packet's) fixes of one tracker.
+pub(crate) struct Fixes {
+    pub tracker: String,
+    pub fixes: Vec<Fix>,
+    /// Where they came from: `post:{id}` or `egts`.
+    pub source: String,
+    /// What a flag they raise or clear is journaled with: an event id, or `egts:{peer}`.
+    pub cause: String,
 }
 
-/// Judges a transit's stored fixes and brings its flags in line with them.
-async fn judge_stored(
+/// Stores a batch's fixes (in the caller's transaction) for every transit on the road that
+/// declares their tracker, or that `touched` names (a transit the same batch moved, so a fix
+/// that came with its arrival is still its own), and brings the transits' flags in line.
+/// Returns how many transits it touched.
+///
+/// Each item is judged in turn, as if it had come alone: a deviation that began and ended
+/// inside a backlog is raised and cleared, each with the event that did it. The work is done
+/// per batch, not per event: one read of the trackers, one of the track rows, one insert of
+/// the fixes and one write of the track rows; a transit's history is read only when a fix is
+/// not newer than all its fixes before (out of order, or a row folded before migration 6).
+pub(crate) async fn apply_batch(
     conn: &mut AnyConnection,
-    mrn: &str,
-    cause: &str,
+    items: &[Fixes],
+    touched: &HashSet<String>,
     c: &PositionsConfig,
     now_ms: i64,
-) -> Result<(), StoreError> {
-    let Some(t) = store::load_transit(conn, mrn).await? else {
-        return Ok(());
-    };
-    let Some(corridor) = t.declaration.corridor.clone() else {
-        // No corridor declared: nothing to deviate from, but a fix still ends a silence.
-        let v = Verdict {
-            last_fix_ms: last_fix(conn, mrn).await?,
-            ..Verdict::default()
-        };
-        return settle(conn, mrn, &v, cause, now_ms).await;
-    };
+) -> Result<usize, StoreError> {
+    let trackers: BTreeSet<&str> = items
+        .iter()
+        .filter(|i| !i.fixes.is_empty())
+        .map(|i| i.tracker.as_str())
+        .collect();
+    if trackers.is_empty() {
+        return Ok(0);
+    }
+    // The transits of these trackers, with their corridors.
+    let mut by_tracker: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut transits: Vec<Judged> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let trackers: Vec<&str> = trackers.into_iter().collect();
+    for chunk in trackers.chunks(store::rows_per_statement(conn, 1)) {
+        let sql = format!(
+            "SELECT k.tracker, k.mrn, t.state, t.declaration FROM transit_tracker k \
+             JOIN transit t ON t.mrn = k.mrn WHERE k.tracker IN ({})",
+            store::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q.bind(*t);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let tracker: String = r.try_get(0)?;
+            let mrn: String = r.try_get(1)?;
+            let state: String = r.try_get(2)?;
+            if !ON_THE_ROAD_STATES.contains(&state.as_str()) && !touched.contains(&mrn) {
+                continue;
+            }
+            let k = *index.entry(mrn.clone()).or_insert_with(|| {
+                transits.push(Judged::new(mrn));
+                transits.len() - 1
+            });
+            if transits[k].corridor.is_none() {
+                let decl: String = r.try_get(3)?;
+                transits[k].corridor = Some(
+                    serde_json::from_str::<CorridorOf>(&decl)
+                        .map_err(|e| store::corrupt("declaration", e.to_string()))?
+                        .corridor,
+                );
+            }
+            by_tracker.entry(tracker).or_default().push(k);
+        }
+    }
+    if transits.is_empty() {
+        return Ok(0);
+    }
+    // Each transit's items in the batch's order, each item's fixes in fix time.
+    for (n, item) in items.iter().enumerate() {
+        for &k in by_tracker.get(&item.tracker).into_iter().flatten() {
+            transits[k].items.push(n);
+        }
+    }
+    // What the fixes had made of them.
+    let mrns: Vec<String> = transits.iter().map(|t| t.mrn.clone()).collect();
+    for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
+        let sql = format!(
+            "SELECT mrn, deviating_since, stopped_since, silent, fold, last_fix_ms FROM track \
+             WHERE mrn IN ({})",
+            store::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for m in chunk {
+            q = q.bind(m.as_str());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let mrn: String = r.try_get(0)?;
+            let Some(&k) = index.get(&mrn) else { continue };
+            let t = &mut transits[k];
+            t.was_deviating = r.try_get(1)?;
+            t.was_stopped = r.try_get(2)?;
+            t.was_silent = r.try_get::<i64, _>(3)? != 0;
+            let fold: Option<String> = r.try_get(4)?;
+            let last: Option<i64> = r.try_get(5)?;
+            t.fold = match fold {
+                Some(text) => Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| store::corrupt("track fold", e.to_string()))?,
+                ),
+                // Fixes folded before the fold was kept: judged again from the history.
+                None if last.is_some() => None,
+                None => Some(Fold::default()),
+            };
+        }
+    }
+    // A transit whose fixes do not all come after what it had is judged from its history,
+    // read before this batch's fixes go in.
+    for t in &mut transits {
+        let mut last = t
+            .fold
+            .as_ref()
+            .map_or(Some(i64::MAX), |f| f.verdict.last_fix_ms);
+        let mut in_order = true;
+        for &n in &t.items {
+            let mut times: Vec<i64> = items[n].fixes.iter().map(|f| f.time_ms).collect();
+            times.sort_unstable();
+            for time in times {
+                in_order &= last.is_none_or(|l| time > l);
+                last = Some(time);
+            }
+        }
+        if !in_order {
+            t.fold = None;
+            t.history = Some(stored_fixes(conn, &t.mrn).await?);
+        }
+    }
+    // Every fix in, a few hundred per statement (the first one of a time stays).
+    let rows: Vec<(&str, &Fix, &str)> = transits
+        .iter()
+        .flat_map(|t| {
+            t.items.iter().flat_map(move |&n| {
+                items[n]
+                    .fixes
+                    .iter()
+                    .map(move |f| (t.mrn.as_str(), f, items[n].source.as_str()))
+            })
+        })
+        .collect();
+    for chunk in rows.chunks(store::rows_per_statement(conn, 7)) {
+        let sql = format!(
+            "INSERT INTO fix (mrn, time_ms, lat, lon, speed, source, received_ms) VALUES {} \
+             ON CONFLICT (mrn, time_ms) DO NOTHING",
+            tuples(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for (mrn, f, source) in chunk {
+            q = q
+                .bind(*mrn)
+                .bind(f.time_ms)
+                .bind(f.lat)
+                .bind(f.lon)
+                .bind(f.speed)
+                .bind(*source)
+                .bind(now_ms);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    // Each item judged in turn; the flags follow the verdicts.
+    for t in &mut transits {
+        let corridor = t.corridor.clone().flatten();
+        let mut was = (t.was_deviating, t.was_stopped);
+        for &n in &t.items {
+            let item = &items[n];
+            let fold = match &mut t.history {
+                Some(history) => {
+                    for f in &item.fixes {
+                        history.entry(f.time_ms).or_insert(*f);
+                    }
+                    let all: Vec<Fix> = history.values().copied().collect();
+                    Fold::of(corridor.as_ref(), &all, c)
+                }
+                None => {
+                    let fold = t.fold.get_or_insert_with(Fold::default);
+                    let mut fixes = item.fixes.clone();
+                    fixes.sort_by_key(|f| f.time_ms);
+                    for f in &fixes {
+                        fold.push(corridor.as_ref(), f, c);
+                    }
+                    fold.clone()
+                }
+            };
+            let silent = std::mem::take(&mut t.was_silent);
+            settle(
+                conn,
+                &t.mrn,
+                was,
+                silent,
+                &fold.verdict,
+                &item.cause,
+                now_ms,
+            )
+            .await?;
+            was = (fold.verdict.deviating_since, fold.verdict.stopped_since);
+            t.fold = Some(fold);
+        }
+    }
+    // The track rows, a few hundred per statement.
+    let per = store::rows_per_statement(conn, 6);
+    for chunk in transits.chunks(per) {
+        let sql = format!(
+            "INSERT INTO track (mrn, last_fix_ms, deviating_since, stopped_since, silent, fold) \
+             VALUES {} ON CONFLICT (mrn) DO UPDATE SET last_fix_ms = excluded.last_fix_ms, \
+             deviating_since = excluded.deviating_since, stopped_since = excluded.stopped_since, \
+             silent = excluded.silent, fold = excluded.fold",
+            tuples(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            let fold = t.fold.clone().unwrap_or_default();
+            let text = serde_json::to_string(&fold)
+                .map_err(|e| store::corrupt("track fold", e.to_string()))?;
+            q = q
+                .bind(&t.mrn)
+                .bind(fold.verdict.last_fix_ms)
+                .bind(fold.verdict.deviating_since)
+                .bind(fold.verdict.stopped_since)
+                .bind(0_i64)
+                .bind(text);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(transits.len())
+}
+
+/// A transit whose fixes a batch judges.
+struct Judged {
+    mrn: String,
+    /// Read from its declaration: `Some(None)` when it declares no corridor.
+    corridor: Option<Option<Corridor>>,
+    /// The batch's items that carry its tracker, in order.
+    items: Vec<usize>,
+    was_deviating: Option<i64>,
+    was_stopped: Option<i64>,
+    was_silent: bool,
+    /// What its fixes folded to; `None` when it must be judged from `history`.
+    fold: Option<Fold>,
+    /// Its stored fixes by time, when the batch's fixes are not all newer than them.
+    history: Option<BTreeMap<i64, Fix>>,
+}
+
+impl Judged {
+    fn new(mrn: String) -> Judged {
+        Judged {
+            mrn,
+            corridor: None,
+            items: Vec::new(),
+            was_deviating: None,
+            was_stopped: None,
+            was_silent: false,
+            fold: Some(Fold::default()),
+            history: None,
+        }
+    }
+}
+
+/// The part of a stored declaration the fixes are judged against.
+#[derive(Deserialize)]
+struct CorridorOf {
+    #[serde(default)]
+    corridor: Option<Corridor>,
+}
+
+/// `($1, …, $k), ($k+1, …)` for `rows` rows of `k` parameters.
+fn tuples(rows: usize, k: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", store::placeholders(r * k + 1, k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A transit's most recent [`JUDGED_FIXES`] stored fixes, by time.
+async fn stored_fixes(
+    conn: &mut AnyConnection,
+    mrn: &str,
+) -> Result<BTreeMap<i64, Fix>, StoreError> {
     let rows = sqlx::query(
         "SELECT time_ms, lat, lon, speed FROM fix WHERE mrn = $1 ORDER BY time_ms DESC LIMIT $2",
     )
@@ -261,40 +512,33 @@ async fn judge_stored(
     .bind(JUDGED_FIXES)
     .fetch_all(&mut *conn)
     .await?;
-    let fixes: Vec<Fix> = rows
-        .iter()
+    rows.iter()
         .map(|r| {
-            Ok(Fix {
+            let f = Fix {
                 time_ms: r.try_get(0)?,
                 lat: r.try_get(1)?,
                 lon: r.try_get(2)?,
                 speed: r.try_get(3)?,
-            })
+            };
+            Ok((f.time_ms, f))
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-    let v = judge(&corridor, &fixes, c);
-    settle(conn, mrn, &v, cause, now_ms).await
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }
 
-async fn last_fix(conn: &mut AnyConnection, mrn: &str) -> Result<Option<i64>, StoreError> {
-    let r = sqlx::query("SELECT MAX(time_ms) FROM fix WHERE mrn = $1")
-        .bind(mrn)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(r.try_get(0)?)
-}
-
-/// Raises or clears the flags the verdict changes, and records it.
+/// Raises or clears the flags that change from `was` (deviating since, stopped since) to the
+/// verdict; a fix ends a silence.
 async fn settle(
     conn: &mut AnyConnection,
     mrn: &str,
+    was: (Option<i64>, Option<i64>),
+    was_silent: bool,
     v: &Verdict,
     cause: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let (was_deviating, was_stopped, was_silent) = track_of(conn, mrn).await?;
     let time = |ms: Option<i64>| ms.map(crate::tracking::time_text).unwrap_or_default();
-    match (was_deviating, v.deviating_since) {
+    match (was.0, v.deviating_since) {
         (None, Some(since)) => {
             let note = format!(
                 "off the declared corridor since {}, up to {:.1} km from its line",
@@ -309,7 +553,7 @@ async fn settle(
         }
         _ => {}
     }
-    match (was_stopped, v.stopped_since) {
+    match (was.1, v.stopped_since) {
         (None, Some(since)) => {
             let note = format!("standing still since {}", time(Some(since)));
             store::set_flag(conn, mrn, Flag::Stopped, true, cause, &note, now_ms).await?;
@@ -324,7 +568,7 @@ async fn settle(
         let note = format!("a fix of {} came in", time(v.last_fix_ms));
         store::set_flag(conn, mrn, Flag::TrackerSilent, false, cause, &note, now_ms).await?;
     }
-    save_track(conn, mrn, v, false).await
+    Ok(())
 }
 
 /// A transit's track for the board: its fixes (time, lat, lon), oldest first, and what they
@@ -347,13 +591,17 @@ impl Store {
         c: &PositionsConfig,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
+        let items: Vec<Fixes> = by_tracker
+            .iter()
+            .map(|(tracker, fixes)| Fixes {
+                tracker: tracker.clone(),
+                fixes: fixes.clone(),
+                source: source.to_string(),
+                cause: cause.to_string(),
+            })
+            .collect();
         let mut tx = self.pool().begin().await?;
-        let mut touched = 0;
-        for (tracker, fixes) in by_tracker {
-            touched += apply_fixes(&mut tx, tracker, fixes, source, cause, c, now_ms)
-                .await?
-                .len();
-        }
+        let touched = apply_batch(&mut tx, &items, &HashSet::new(), c, now_ms).await?;
         tx.commit().await?;
         Ok(touched)
     }

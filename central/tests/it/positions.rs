@@ -322,3 +322,165 @@ fn the_seal_operators_feed_and_the_posts_positions_follow_a_truck_between_posts(
         assert!(!track.silent);
     });
 }
+
+/// The flag changes of a transit's log, each with its note and the index (in `ids`) of the
+/// event that caused it.
+async fn flag_changes(store: &Store, mrn: &str, ids: &[String]) -> Vec<(String, usize)> {
+    store
+        .transit_log(mrn)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, c)| c.note.starts_with("flag "))
+        .map(|(_, c)| {
+            let k = ids.iter().position(|i| *i == c.cause);
+            (c.note, k.unwrap_or(usize::MAX))
+        })
+        .collect()
+}
+
+#[test]
+fn a_backlog_of_positions_is_judged_event_by_event_however_it_is_batched() {
+    on_both(|store, backend| async move {
+        let mut korgas = Box_::new("korgas");
+        store.put_post(&korgas.registry_entry()).await.unwrap();
+        store
+            .put_post(&Box_::new("kordai").registry_entry())
+            .await
+            .unwrap();
+        let limits = Limits {
+            positions: PositionsConfig {
+                stop_max_s: 300,
+                ..PositionsConfig::default()
+            },
+            ..Limits::default()
+        };
+        let mut i = Ingestor::new(store.clone(), limits).await.unwrap();
+        let corridor = json!({"points": [KHORGOS, ALMATY], "width_m": 5000});
+        // One route, as a post forwards it after a long outage. Each entry is one event's
+        // fixes as (minute, offset from the line in m, speed): a deviation that begins and
+        // ends inside the backlog, a stop longer than 300 s and its end, an event whose two
+        // fixes come in reverse order, and a stray 9 km off that comes three events late,
+        // stamped between two fixes on the line (judged there: no deviation of its own).
+        let route: Vec<Vec<(i64, f64, f64)>> = vec![
+            vec![(0, 0.0, 60.0)],
+            vec![(1, 0.0, 60.0)],
+            vec![(2, 9000.0, 60.0)],
+            vec![(4, 10000.0, 60.0), (3, 9500.0, 60.0)],
+            vec![(5, 9000.0, 60.0)],
+            vec![(6, 5200.0, 60.0)],
+            vec![(7, 500.0, 60.0)],
+            vec![(8, 0.0, 0.0)],
+            vec![(10, 0.0, 0.0)],
+            vec![(12, 0.0, 0.0)],
+            vec![(14, 0.0, 0.0)],
+            vec![(11, 9000.0, 0.0)],
+            vec![(15, 0.0, 50.0)],
+            vec![(16, 0.0, 50.0)],
+        ];
+        let t0 = T0 + 600_000;
+        // Four transits on the same road, each with its own seal, whose events go in:
+        // one per batch; all in one batch; in batches of three; and one per batch for the
+        // first half, then the fold forgotten (a track folded before migration 6), then the
+        // rest in one batch.
+        let mut runs: Vec<(String, Vec<String>)> = Vec::new();
+        for (n, how) in ["single", "one-batch", "threes", "forgotten"]
+            .iter()
+            .enumerate()
+        {
+            let mrn = format!("26KZ550000000002{n}B");
+            let tracker = format!("seal-{how}");
+            transit(&store, &mrn, &tracker, Some(corridor.clone())).await;
+            let dep = korgas.event("passage", T0, passage(&mrn, "green", T0));
+            let m = Message {
+                topic: korgas.topic("passage"),
+                payload: dep,
+            };
+            i.handle(&[m], T0).await.unwrap();
+            let mut ids = Vec::new();
+            let msgs: Vec<Message> = route
+                .iter()
+                .map(|fixes| {
+                    let fixes: Vec<Value> = fixes
+                        .iter()
+                        .map(|(min, off, speed)| {
+                            let (lat, lon) = on_route(0.05 + 0.002 * *min as f64, *off);
+                            json!({"source": "POS_DATA", "valid": true, "speed": speed,
+                               "time": acsgd_central::tracking::time_text(t0 + min * 60_000),
+                               "lat": lat, "lon": lon})
+                        })
+                        .collect();
+                    let body = json!({"device": tracker, "sensor": "seals", "fixes": fixes});
+                    let payload = korgas.event("position", t0 + 20 * 60_000, body);
+                    let v: Value = serde_json::from_slice(&payload).unwrap();
+                    ids.push(v["id"].as_str().unwrap().to_string());
+                    Message {
+                        topic: korgas.topic("position"),
+                        payload,
+                    }
+                })
+                .collect();
+            let now = t0 + 30 * 60_000;
+            match *how {
+                "single" => {
+                    for m in &msgs {
+                        i.handle(std::slice::from_ref(m), now).await.unwrap();
+                    }
+                }
+                "one-batch" => {
+                    i.handle(&msgs, now).await.unwrap();
+                }
+                "threes" => {
+                    for part in msgs.chunks(3) {
+                        i.handle(part, now).await.unwrap();
+                    }
+                }
+                _ => {
+                    let (first, rest) = msgs.split_at(6);
+                    for m in first {
+                        i.handle(std::slice::from_ref(m), now).await.unwrap();
+                    }
+                    sqlx::query("UPDATE track SET fold = NULL WHERE mrn = $1")
+                        .bind(&mrn)
+                        .execute(store.pool())
+                        .await
+                        .unwrap();
+                    i.handle(rest, now).await.unwrap();
+                }
+            }
+            runs.push((mrn, ids));
+        }
+        let (first, first_ids) = &runs[0];
+        let want = flag_changes(&store, first, first_ids).await;
+        let kinds: Vec<&str> = want
+            .iter()
+            .map(|(note, _)| note.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "flag route_deviation",
+                "flag route_deviation cleared",
+                "flag stopped",
+                "flag stopped cleared"
+            ],
+            "{backend}: {want:?}"
+        );
+        // Raised by the event with the third fix out (the fourth event), cleared by the one
+        // well inside (the seventh); the stop by the event 6 minutes into it, ended by the
+        // first moving fix.
+        let causes: Vec<usize> = want.iter().map(|(_, k)| *k).collect();
+        assert_eq!(causes, [3, 6, 10, 12], "{backend}: {want:?}");
+        let want_track = store.track(first).await.unwrap();
+        assert_eq!(want_track.fixes.len(), 15, "{backend}");
+        for (mrn, ids) in &runs[1..] {
+            assert_eq!(
+                flag_changes(&store, mrn, ids).await,
+                want,
+                "{backend}: {mrn} judged as the events came"
+            );
+            let track = store.track(mrn).await.unwrap();
+            assert_eq!(track, want_track, "{backend}: {mrn}");
+        }
+    });
+}
