@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use crate::positions;
 use crate::routing;
 use crate::store::{self, OperatorAlert, Store, StoreError};
-use crate::tracking::{self, Flag, Seen, Sighting, State};
+use crate::tracking::{self, Flag, Seen, Sighting, State, Transit};
 
 /// The largest message accepted; the appliance's events are a few kB.
 pub const MAX_PAYLOAD: usize = 1 << 20;
@@ -152,15 +152,31 @@ impl Ingestor {
             fresh,
             seqs: HashMap::new(),
             positions: Vec::new(),
-            touched: HashSet::new(),
+            transits: Transits::default(),
         };
+        // The transits the batch's passages and overrides name, with their sightings, at once.
+        let named: Vec<&str> = checked
+            .iter()
+            .filter_map(|c| match c {
+                Ok(Checked::Event(env, _))
+                    if matches!(env.kind.as_str(), "passage" | "override") =>
+                {
+                    mrn_of(env)
+                }
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        state.transits.prefetch(&mut tx, &named).await?;
         for (m, c) in batch.iter().zip(checked) {
             out.push(self.one(&mut tx, m, c, now_ms, &mut state).await?);
         }
+        store::insert_sightings(&mut tx, &state.transits.new_sightings).await?;
         positions::apply_batch(
             &mut tx,
             &state.positions,
-            &state.touched,
+            &state.transits.moved,
             &self.limits.positions,
             now_ms,
         )
@@ -366,13 +382,13 @@ impl Ingestor {
             }
         }
         match mrn {
-            Some(mrn) => apply(conn, &env, &mrn, time_ms, now_ms, &mut state.touched).await?,
+            Some(mrn) => apply(conn, &env, &mrn, time_ms, now_ms, &mut state.transits).await?,
             // A passage the post could not match to a declaration (it was not sent one: the
             // truck is off its itinerary, or came before it): followed by its plates.
             None if env.kind == "passage" => {
                 let keys = read_plates(&env);
                 for mrn in store::open_transits_by_plate(conn, &keys).await? {
-                    apply(conn, &env, &mrn, time_ms, now_ms, &mut state.touched).await?;
+                    apply(conn, &env, &mrn, time_ms, now_ms, &mut state.transits).await?;
                 }
             }
             // A tracker's fixes, as a post received them: for the transits that declare it,
@@ -446,7 +462,7 @@ async fn apply(
     mrn: &str,
     time_ms: i64,
     now_ms: i64,
-    touched: &mut HashSet<String>,
+    transits: &mut Transits,
 ) -> Result<(), StoreError> {
     let body = &env.body;
     let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
@@ -460,7 +476,10 @@ async fn apply(
         "alert" => {
             if let Some(flag) = Flag::of_rule(text("rule")) {
                 let note = format!("alert {} at {}", text("rule"), env.post);
-                store::add_flag(conn, mrn, flag, &env.id, &note, now_ms).await?;
+                if let Some(next) = store::add_flag(conn, mrn, flag, &env.id, &note, now_ms).await?
+                {
+                    transits.changed(next);
+                }
             }
             None
         }
@@ -469,20 +488,23 @@ async fn apply(
     let Some(seen) = sighting else {
         return Ok(());
     };
-    let Some(stored) = store::load_transit(conn, mrn).await? else {
+    let Some((stored, all)) = transits.get(conn, mrn).await? else {
         return Ok(()); // not declared through central (yet): journaled, nothing to follow
     };
+    if all.iter().any(|x| x.event_id == env.id) {
+        return Ok(()); // already a sighting of it (a passage matched twice)
+    }
     let s = Sighting {
         event_id: env.id.clone(),
         post: env.post.clone(),
         time_ms,
         seen,
     };
-    if !store::add_sighting(conn, mrn, &s).await? {
-        return Ok(());
-    }
-    let all = store::sightings(conn, mrn).await?;
-    let Some((next, changes)) = tracking::settle(&stored, &all, &s) else {
+    all.push(s.clone());
+    let stored = stored.clone();
+    let settled = tracking::settle(&stored, all, &s);
+    transits.new_sightings.push((mrn.to_string(), s));
+    let Some((next, changes)) = settled else {
         return Ok(());
     };
     if !store::update_transit(conn, &next, stored.version).await? {
@@ -491,7 +513,8 @@ async fn apply(
             detail: format!("{mrn} changed inside this transaction"),
         });
     }
-    touched.insert(mrn.to_string());
+    transits.changed(next.clone());
+    transits.moved.insert(mrn.to_string());
     for c in &changes {
         store::log_change(conn, mrn, c, now_ms).await?;
     }
@@ -518,6 +541,54 @@ async fn apply(
     Ok(())
 }
 
+/// The transits a batch's events name, read once for the batch (the ones its passages name by
+/// MRN up front, others as they come) and kept current as the batch changes them; their new
+/// sightings are written together at the end of the batch.
+#[derive(Default)]
+struct Transits {
+    /// By MRN: the transit and its sightings, or `None` when no such transit is stored.
+    known: HashMap<String, Option<(Transit, Vec<Sighting>)>>,
+    new_sightings: Vec<(String, Sighting)>,
+    /// The transits the batch moved: a fix that came with them is still theirs.
+    moved: HashSet<String>,
+}
+
+impl Transits {
+    async fn prefetch(
+        &mut self,
+        conn: &mut AnyConnection,
+        mrns: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut found = store::load_transits(conn, mrns).await?;
+        for m in mrns {
+            self.known.insert(m.to_string(), found.remove(*m));
+        }
+        Ok(())
+    }
+
+    async fn get(
+        &mut self,
+        conn: &mut AnyConnection,
+        mrn: &str,
+    ) -> Result<Option<(&Transit, &mut Vec<Sighting>)>, StoreError> {
+        if !self.known.contains_key(mrn) {
+            self.prefetch(conn, &[mrn]).await?;
+        }
+        Ok(self
+            .known
+            .get_mut(mrn)
+            .and_then(Option::as_mut)
+            .map(|(t, s)| (&*t, s)))
+    }
+
+    /// The batch wrote `next`.
+    fn changed(&mut self, next: Transit) {
+        if let Some(Some((t, _))) = self.known.get_mut(&next.mrn) {
+            *t = next;
+        }
+    }
+}
+
 /// What a batch gathers on its way through.
 struct BatchState {
     /// Ids the batch's journal insert took, not yet claimed by their first occurrence.
@@ -526,8 +597,8 @@ struct BatchState {
     seqs: HashMap<String, Vec<i64>>,
     /// The position events' fixes, judged together at the end.
     positions: Vec<positions::Fixes>,
-    /// Transits the batch's events moved: a fix that came with them is still theirs.
-    touched: HashSet<String>,
+    /// The transits its events name.
+    transits: Transits,
 }
 
 enum Checked {

@@ -712,6 +712,90 @@ pub(crate) async fn load_transit(
     row.as_ref().map(transit_of_row).transpose()
 }
 
+/// The transits among `mrns` with their sightings, read in two statements per few hundred.
+pub(crate) async fn load_transits(
+    conn: &mut AnyConnection,
+    mrns: &[&str],
+) -> Result<HashMap<String, (Transit, Vec<Sighting>)>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in mrns.chunks(rows_per_statement(conn, 1)) {
+        let list = placeholders(1, chunk.len());
+        let sql = format!("SELECT {TRANSIT_COLUMNS} FROM transit WHERE mrn IN ({list})");
+        let mut q = sqlx::query(&sql);
+        for m in chunk {
+            q = q.bind(*m);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let t = transit_of_row(&r)?;
+            out.insert(t.mrn.clone(), (t, Vec::new()));
+        }
+        let sql = format!(
+            "SELECT mrn, event_id, post, time_ms, kind, channel FROM sighting WHERE mrn IN ({list})"
+        );
+        let mut q = sqlx::query(&sql);
+        for m in chunk {
+            q = q.bind(*m);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let mrn: String = r.try_get(0)?;
+            if let Some((_, seen)) = out.get_mut(&mrn) {
+                seen.push(sighting_of_row(&r, 1)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts sightings (`(mrn, sighting)`), a few hundred per statement; one already there stays.
+pub(crate) async fn insert_sightings(
+    conn: &mut AnyConnection,
+    rows: &[(String, Sighting)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(rows_per_statement(conn, 6)) {
+        let sql = format!(
+            "INSERT INTO sighting (mrn, event_id, post, time_ms, kind, channel) VALUES {} \
+             ON CONFLICT (mrn, event_id) DO NOTHING",
+            (0..chunk.len())
+                .map(|r| format!("({})", placeholders(r * 6 + 1, 6)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (mrn, s) in chunk {
+            let (kind, channel) = match &s.seen {
+                Seen::Passage { channel } => ("passage", Some(channel.as_str())),
+                Seen::Release => ("release", None),
+            };
+            q = q
+                .bind(mrn.as_str())
+                .bind(s.event_id.as_str())
+                .bind(s.post.as_str())
+                .bind(s.time_ms)
+                .bind(kind)
+                .bind(channel);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A sighting from the row's columns `at..at+5` (event_id, post, time_ms, kind, channel).
+fn sighting_of_row(r: &sqlx::any::AnyRow, at: usize) -> Result<Sighting, sqlx::Error> {
+    let kind: String = r.try_get(at + 3)?;
+    let channel: Option<String> = r.try_get(at + 4)?;
+    Ok(Sighting {
+        event_id: r.try_get(at)?,
+        post: r.try_get(at + 1)?,
+        time_ms: r.try_get(at + 2)?,
+        seen: match kind.as_str() {
+            "release" => Seen::Release,
+            _ => Seen::Passage {
+                channel: channel.unwrap_or_default(),
+            },
+        },
+    })
+}
+
 /// Indexes the plates (migration 3) or the trackers (migration 5) of every stored transit.
 async fn index_all(conn: &mut AnyConnection, version: i64) -> Result<(), StoreError> {
     let rows = sqlx::query("SELECT declaration FROM transit")
@@ -914,58 +998,6 @@ pub(crate) async fn clear_alert(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-pub(crate) async fn sightings(
-    conn: &mut AnyConnection,
-    mrn: &str,
-) -> Result<Vec<Sighting>, StoreError> {
-    let rows =
-        sqlx::query("SELECT event_id, post, time_ms, kind, channel FROM sighting WHERE mrn = $1")
-            .bind(mrn)
-            .fetch_all(&mut *conn)
-            .await?;
-    rows.iter()
-        .map(|r| {
-            let kind: String = r.try_get(3)?;
-            let channel: Option<String> = r.try_get(4)?;
-            Ok(Sighting {
-                event_id: r.try_get(0)?,
-                post: r.try_get(1)?,
-                time_ms: r.try_get(2)?,
-                seen: match kind.as_str() {
-                    "release" => Seen::Release,
-                    _ => Seen::Passage {
-                        channel: channel.unwrap_or_default(),
-                    },
-                },
-            })
-        })
-        .collect()
-}
-
-pub(crate) async fn add_sighting(
-    conn: &mut AnyConnection,
-    mrn: &str,
-    s: &Sighting,
-) -> Result<bool, StoreError> {
-    let (kind, channel) = match &s.seen {
-        Seen::Passage { channel } => ("passage", Some(channel.clone())),
-        Seen::Release => ("release", None),
-    };
-    let done = sqlx::query(
-        "INSERT INTO sighting (mrn, event_id, post, time_ms, kind, channel) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (mrn, event_id) DO NOTHING",
-    )
-    .bind(mrn)
-    .bind(&s.event_id)
-    .bind(&s.post)
-    .bind(s.time_ms)
-    .bind(kind)
-    .bind(channel)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Adds a flag raised by a post's alert; `None` when the transit is unknown or already has it.
