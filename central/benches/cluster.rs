@@ -1,9 +1,12 @@
 //! `cargo bench -p acsgd-central --bench cluster`: the load test of central at scale. 200
 //! simulated posts (`ACSGD_LOAD_POSTS`), each with its own broker account, publish signed
 //! envelopes at QoS 1 to a 3-node NATS cluster (JetStream, MQTT on every node, posts spread
-//! over the nodes), beside two real `acsgd` appliances fed through their ingest; two central
-//! workers share the posts and commit into one PostgreSQL. Run twice from scratch: undisturbed,
-//! then with one NATS node killed (SIGKILL) when a third of the events are committed.
+//! over the nodes), beside two real `acsgd` appliances fed through their ingest; central
+//! commits into PostgreSQL, as one worker with the wildcard filter or (`ACSGD_LOAD_WORKERS=2`)
+//! two workers sharing the posts, one filter per post (on NATS each filter is a JetStream
+//! consumer, and that costs the brokers dearly: the comparison is the point). Run twice from
+//! scratch: undisturbed, then with one NATS node killed (SIGKILL) when a third of the events
+//! are committed.
 //!
 //! Needs the release `acsgd` beside the bench's `acsgd-central` (`cargo build --release -p
 //! acsgd`), the nats-server `.ci/setup` fetches, and Debian's PostgreSQL.
@@ -24,6 +27,7 @@
 mod common;
 
 #[path = "../tests/it/cluster.rs"]
+#[allow(dead_code)]
 mod cluster;
 
 use std::collections::{HashMap, VecDeque};
@@ -55,14 +59,18 @@ fn main() {
     let posts = env_num("ACSGD_LOAD_POSTS", 200);
     let per_post = env_num("ACSGD_LOAD_PER_POST", 500);
     println!(
-        "central load: {posts} simulated posts x {per_post} events + {} appliances x {APPLIANCE_ALERTS} alerts; 3 NATS nodes, 2 workers, PostgreSQL; {} cores",
+        "central load: {posts} simulated posts x {per_post} events + {} appliances x {APPLIANCE_ALERTS} alerts; 3 NATS nodes, PostgreSQL; {} cores",
         APPLIANCES.len(),
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
     let which = std::env::var("ACSGD_LOAD_RUNS").unwrap_or_else(|_| "both".into());
+    let one_worker = env_num("ACSGD_LOAD_WORKERS", 1) == 1;
+    if one_worker {
+        println!("one worker, subscribed to every post with one wildcard filter");
+    }
     for kill in [false, true] {
         if which == "both" || (which == "kill") == kill {
-            run(posts, per_post, kill);
+            run(posts, per_post, kill, one_worker);
         }
     }
 }
@@ -73,13 +81,15 @@ struct Sim {
     events: Vec<Vec<u8>>,
 }
 
-fn run(posts: usize, per_post: usize, kill: bool) {
+fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let names: Vec<String> = (0..posts).map(|i| format!("sim-{i:03}")).collect();
     let mut accounts: Vec<&str> = names.iter().map(String::as_str).collect();
     accounts.extend(APPLIANCES);
-    let mut cluster = Cluster::start(d, &accounts);
+    // One filter per post in a worker's session: at most 64 unacknowledged each, so that a
+    // session's 65 535 hold a hundred posts and more (see `Cluster::start_with`).
+    let mut cluster = Cluster::start_with(d, &accounts, if one_worker { 1024 } else { 64 });
     let pg = Pg::start();
     let db = pg.url();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -133,8 +143,8 @@ fn run(posts: usize, per_post: usize, kill: bool) {
         rt.block_on(store.put_post(&entry)).unwrap();
     }
 
-    // Two workers, the posts split between them, on nodes 0 and 1; their sessions exist
-    // before anything is published.
+    // One worker on node 0, or two with the posts split between them on nodes 0 and 1;
+    // their sessions exist before anything is published.
     let (mut share_a, mut share_b): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
     for (i, p) in accounts.iter().enumerate() {
         if i % 2 == 0 {
@@ -144,7 +154,13 @@ fn run(posts: usize, per_post: usize, kill: bool) {
         }
     }
     let mut workers = Vec::new();
-    for (name, node, share) in [("a", 0, &share_a), ("b", 1, &share_b)] {
+    let every: Vec<&str> = Vec::new();
+    let layout = if one_worker {
+        vec![("a", 0, &every)]
+    } else {
+        vec![("a", 0, &share_a), ("b", 1, &share_b)]
+    };
+    for (name, node, share) in layout {
         let http = free_port();
         let client = format!("central-{name}");
         let cfg = worker_config(d, name, &db, cluster.mqtt(node), http, &client, share);

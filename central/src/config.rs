@@ -100,7 +100,9 @@ pub struct BrokerConfig {
     pub password: Option<String>,
     /// The posts this worker takes (`acsgd/v1/{post}/+` each); none: every post
     /// (`acsgd/v1/+/+`). Central scales by giving each worker its share of the posts, each
-    /// worker its own `client_id`; a standby takes a worker's place with the same id.
+    /// worker its own `client_id`; a standby takes a worker's place with the same id. On NATS
+    /// each filter is a JetStream consumer that every acknowledgement is matched against:
+    /// one worker with every post is far cheaper for the brokers (README, Load test).
     #[serde(default)]
     pub posts: Option<Vec<String>>,
 }

@@ -46,6 +46,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the cluster with an account for central and one for each of `posts`.
     pub fn start(dir: &Path, posts: &[&str]) -> Cluster {
+        Cluster::start_with(dir, posts, 1024)
+    }
+
+    /// The same, each MQTT subscription holding at most `max_ack_pending` messages
+    /// unacknowledged. A session's subscriptions may hold 65 535 in all: a worker that
+    /// subscribes one filter per post follows at most 65 535 / `max_ack_pending` posts (63
+    /// at NATS' default 1 024); one with the wildcard filter has them all for itself.
+    pub fn start_with(dir: &Path, posts: &[&str], max_ack_pending: u32) -> Cluster {
         let ports: Vec<_> = (0..3)
             .map(|_| (free_port(), free_port(), free_port(), free_port()))
             .collect();
@@ -54,10 +62,8 @@ impl Cluster {
             .map(|p| format!("\"nats-route://127.0.0.1:{}\"", p.2))
             .collect();
         // Each post publishes only under its own prefix and reads only its own `in/`; central
-        // reads every post and writes every post's `in/`. A session's subscriptions may hold
-        // 65 535 unacknowledged messages in all, and each of central's is one post's filter:
-        // at 64 each, a worker may follow up to 1 023 posts (at the default 1 024, only 63).
-        // A message lost with a node is sent again after `ack_wait`.
+        // reads every post and writes every post's `in/`. A message lost with a node is sent
+        // again after `ack_wait`.
         let mut users = vec![format!(
             "{{user: central, password: \"{}\", permissions: {{publish: \"acsgd.v1.*.in.>\", subscribe: \"acsgd.v1.>\"}}}}",
             secret("central")
@@ -75,7 +81,7 @@ impl Cluster {
                     "server_name: n{i}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
                      jetstream {{ store_dir: \"{}\" }}\n\
                      cluster {{ name: acsgd, listen: 127.0.0.1:{}, routes: [{}] }}\n\
-                     mqtt {{ listen: 127.0.0.1:{}, stream_replicas: 3, max_ack_pending: 64, ack_wait: \"10s\" }}\n\
+                     mqtt {{ listen: 127.0.0.1:{}, stream_replicas: 3, max_ack_pending: {max_ack_pending}, ack_wait: \"10s\" }}\n\
                      authorization {{ users = [\n{}\n] }}\n",
                     p.0,
                     p.1,
@@ -211,7 +217,8 @@ pub fn alerts(ingest: u16, n: usize) {
     }
 }
 
-/// A central worker taking `posts`, on MQTT port `mqtt`, with `client_id`.
+/// A central worker taking `posts` (none: every post, one wildcard subscription), on MQTT
+/// port `mqtt`, with `client_id`.
 pub fn worker_config(
     dir: &Path,
     name: &str,
@@ -223,15 +230,19 @@ pub fn worker_config(
 ) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let list: Vec<String> = posts.iter().map(|p| format!("\"{p}\"")).collect();
+    let share = if posts.is_empty() {
+        String::new()
+    } else {
+        format!("posts = [{}]\n", list.join(", "))
+    };
     std::fs::write(
         &path,
         format!(
             "[store]\nurl = \"{db}\"\n[broker]\nhost = \"127.0.0.1\"\nport = {mqtt}\nclient_id = \"{client_id}\"\n\
-             username = \"central\"\npassword = \"{}\"\nposts = [{}]\n\
+             username = \"central\"\npassword = \"{}\"\n{share}\
              [http]\nlisten = \"127.0.0.1:{http}\"\n[http.tokens]\naigerim = \"{TOKEN}\"\n\
              [tracking]\nscan_every_s = 1\n",
             secret("central"),
-            list.join(", ")
         ),
     )
     .unwrap();
