@@ -22,7 +22,7 @@
 //!    event's fixes go to the transits that declare its device as their tracker
 //!    ([`crate::positions`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use acsgd_contract::envelope::{from_hex, Envelope, EnvelopeError, SCHEMA};
 use ed25519_dalek::VerifyingKey;
@@ -31,6 +31,7 @@ use sqlx::AnyConnection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::notify;
 use crate::positions;
 use crate::routing;
 use crate::store::{self, OperatorAlert, Store, StoreError};
@@ -173,6 +174,7 @@ impl Ingestor {
             out.push(self.one(&mut tx, m, c, now_ms, &mut state).await?);
         }
         store::insert_sightings(&mut tx, &state.transits.new_sightings).await?;
+        routing::set_many(&mut tx, &state.transits.routes).await?;
         positions::apply_batch(
             &mut tx,
             &state.positions,
@@ -516,7 +518,8 @@ async fn apply(
     transits.changed(next.clone());
     transits.moved.insert(mrn.to_string());
     for c in &changes {
-        store::log_change(conn, mrn, c, now_ms).await?;
+        let subs = transits.candidates(conn).await?.of(mrn);
+        store::log_change_to(conn, mrn, c, now_ms, subs).await?;
     }
     if matches!(stored.state, State::Overdue | State::Enquiry) && next.leg > stored.leg {
         let note = changes.first().map(|c| c.note.as_str()).unwrap_or("");
@@ -537,7 +540,9 @@ async fn apply(
         )
         .await?;
     }
-    routing::after_change(conn, &stored, &next).await?;
+    for (post, on) in routing::changed(&stored, &next) {
+        transits.routes.insert((post, mrn.to_string()), on);
+    }
     Ok(())
 }
 
@@ -551,6 +556,10 @@ struct Transits {
     new_sightings: Vec<(String, Sighting)>,
     /// The transits the batch moved: a fix that came with them is still theirs.
     moved: HashSet<String>,
+    /// The subscriptions that may want the batch's changes, read at the first change.
+    candidates: Option<notify::Candidates>,
+    /// The routes the batch's changes decided, the last state of each, written at the end.
+    routes: BTreeMap<(String, String), bool>,
 }
 
 impl Transits {
@@ -579,6 +588,19 @@ impl Transits {
             .get_mut(mrn)
             .and_then(Option::as_mut)
             .map(|(t, s)| (&*t, s)))
+    }
+
+    /// The subscriptions for the transits known so far (read once; a transit met later
+    /// reads its own).
+    async fn candidates(
+        &mut self,
+        conn: &mut AnyConnection,
+    ) -> Result<&notify::Candidates, StoreError> {
+        if self.candidates.is_none() {
+            let mrns: Vec<&str> = self.known.keys().map(String::as_str).collect();
+            self.candidates = Some(notify::Candidates::read(conn, &mrns).await?);
+        }
+        Ok(self.candidates.as_ref().expect("just read"))
     }
 
     /// The batch wrote `next`.

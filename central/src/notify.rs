@@ -29,7 +29,7 @@
 pub mod channels;
 pub mod text;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -146,11 +146,70 @@ fn wants(kinds: &str, kind: &str) -> bool {
             .any(|k| k == kind || (k == "alert" && kind.starts_with("alert:")))
 }
 
-/// Subscriptions that may match: active, for this MRN or none. (id, post, kinds, rate).
+/// A subscription that may match a change: (id, post, kinds).
+pub(crate) type Candidate = (String, Option<String>, String);
+
+/// The active subscriptions that may match the changes of a set of MRNs, read once (a batch
+/// of events changes many transits; reading them per change was a statement each).
+#[derive(Default)]
+pub(crate) struct Candidates {
+    any_mrn: Vec<Candidate>,
+    by_mrn: HashMap<String, Vec<Candidate>>,
+    covered: HashSet<String>,
+}
+
+impl Candidates {
+    pub(crate) async fn read(
+        conn: &mut AnyConnection,
+        mrns: &[&str],
+    ) -> Result<Candidates, StoreError> {
+        let mut c = Candidates::default();
+        let rows = sqlx::query(
+            "SELECT id, post, kinds FROM subscription WHERE active = 1 AND mrn IS NULL",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in &rows {
+            c.any_mrn
+                .push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        }
+        for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
+            let sql = format!(
+                "SELECT id, post, kinds, mrn FROM subscription WHERE active = 1 AND mrn IN ({})",
+                store::placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for m in chunk {
+                q = q.bind(*m);
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                let mrn: String = r.try_get(3)?;
+                c.by_mrn.entry(mrn).or_default().push((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                ));
+            }
+        }
+        c.covered = mrns.iter().map(|m| m.to_string()).collect();
+        Ok(c)
+    }
+
+    /// The candidates for `mrn`, or `None` when it was not among those read.
+    pub(crate) fn of(&self, mrn: &str) -> Option<Vec<Candidate>> {
+        self.covered.contains(mrn).then(|| {
+            let mut all = self.any_mrn.clone();
+            all.extend(self.by_mrn.get(mrn).into_iter().flatten().cloned());
+            all
+        })
+    }
+}
+
+/// Subscriptions that may match: active, for this MRN or none.
 async fn candidates(
     conn: &mut AnyConnection,
     mrn: Option<&str>,
-) -> Result<Vec<(String, Option<String>, String)>, StoreError> {
+) -> Result<Vec<Candidate>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, post, kinds FROM subscription WHERE active = 1 AND (mrn IS NULL OR mrn = $1)",
     )
@@ -198,8 +257,12 @@ pub(crate) async fn queue_change(
     n: i64,
     c: &Change,
     now_ms: i64,
+    known: Option<Vec<Candidate>>,
 ) -> Result<(), StoreError> {
-    let subs = candidates(conn, Some(mrn)).await?;
+    let subs = match known {
+        Some(subs) => subs,
+        None => candidates(conn, Some(mrn)).await?,
+    };
     if subs.is_empty() {
         return Ok(());
     }

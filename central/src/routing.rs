@@ -41,10 +41,47 @@ pub async fn after_change(
     before: &Transit,
     after: &Transit,
 ) -> Result<(), StoreError> {
-    for ((post, was), (_, is)) in wanted(before).into_iter().zip(wanted(after)) {
-        if was != is {
-            set(conn, &post, &after.mrn, is).await?;
+    for (post, is) in changed(before, after) {
+        set(conn, &post, &after.mrn, is).await?;
+    }
+    Ok(())
+}
+
+/// The posts whose wanted state a change of a transit changes, and the new state.
+pub fn changed(before: &Transit, after: &Transit) -> Vec<(String, bool)> {
+    wanted(before)
+        .into_iter()
+        .zip(wanted(after))
+        .filter(|((_, was), (_, is))| was != is)
+        .map(|((post, _), (_, is))| (post, is))
+        .collect()
+}
+
+/// Records many routes at once, a few hundred per statement: `(post, mrn) -> publish`. One
+/// statement may not name a row twice, hence the map (a batch keeps the last state of each).
+pub async fn set_many(
+    conn: &mut AnyConnection,
+    routes: &std::collections::BTreeMap<(String, String), bool>,
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = routes.iter().collect();
+    for chunk in rows.chunks(crate::store::rows_per_statement(conn, 3)) {
+        let sql = format!(
+            "INSERT INTO route (post, mrn, action, done_ms) VALUES {} \
+             ON CONFLICT (post, mrn) DO UPDATE SET action = excluded.action, done_ms = NULL",
+            (0..chunk.len())
+                .map(|r| format!("({}, NULL)", crate::store::placeholders(r * 3 + 1, 3)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for ((post, mrn), on) in chunk {
+            q = q.bind(post.as_str()).bind(mrn.as_str()).bind(if **on {
+                "publish"
+            } else {
+                "withdraw"
+            });
         }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }

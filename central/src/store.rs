@@ -939,6 +939,17 @@ pub(crate) async fn log_change(
     c: &Change,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    log_change_to(conn, mrn, c, at_ms, None).await
+}
+
+/// The same, with the subscriptions that may want it already read (`None`: read them).
+pub(crate) async fn log_change_to(
+    conn: &mut AnyConnection,
+    mrn: &str,
+    c: &Change,
+    at_ms: i64,
+    subs: Option<Vec<crate::notify::Candidate>>,
+) -> Result<(), StoreError> {
     let n: i64 = sqlx::query(
         "INSERT INTO transit_log (mrn, n, at_ms, from_state, to_state, cause, note) \
          SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM transit_log WHERE mrn = $1 \
@@ -953,7 +964,7 @@ pub(crate) async fn log_change(
     .fetch_one(&mut *conn)
     .await?
     .try_get(0)?;
-    crate::notify::queue_change(conn, mrn, n, c, at_ms).await
+    crate::notify::queue_change(conn, mrn, n, c, at_ms, subs).await
 }
 
 /// Raises an operator alert; `false` when one with that id is already there.
