@@ -35,7 +35,7 @@ use crate::notify;
 use crate::positions;
 use crate::routing;
 use crate::store::{self, OperatorAlert, Store, StoreError};
-use crate::tracking::{self, Flag, Seen, Sighting, State, Transit};
+use crate::tracking::{self, Change, Flag, Seen, Sighting, State, Transit};
 
 /// The largest message accepted; the appliance's events are a few kB.
 pub const MAX_PAYLOAD: usize = 1 << 20;
@@ -155,15 +155,12 @@ impl Ingestor {
             positions: Vec::new(),
             transits: Transits::default(),
         };
-        // The transits the batch's passages and overrides name, with their sightings, at once.
+        // The transits the batch's passages, overrides and alerts name, with their sightings,
+        // at once.
         let named: Vec<&str> = checked
             .iter()
             .filter_map(|c| match c {
-                Ok(Checked::Event(env, _))
-                    if matches!(env.kind.as_str(), "passage" | "override") =>
-                {
-                    mrn_of(env)
-                }
+                Ok(Checked::Event(env, _)) if names_a_transit(env) => mrn_of(env),
                 _ => None,
             })
             .collect::<std::collections::BTreeSet<_>>()
@@ -173,8 +170,7 @@ impl Ingestor {
         for (m, c) in batch.iter().zip(checked) {
             out.push(self.one(&mut tx, m, c, now_ms, &mut state).await?);
         }
-        store::insert_sightings(&mut tx, &state.transits.new_sightings).await?;
-        routing::set_many(&mut tx, &state.transits.routes).await?;
+        state.transits.flush(&mut tx).await?;
         positions::apply_batch(
             &mut tx,
             &state.positions,
@@ -411,6 +407,21 @@ impl Ingestor {
     }
 }
 
+/// Whether an event may change the transit it names: a passage, an override, an alert whose
+/// rule is a transit's flag.
+fn names_a_transit(env: &Envelope) -> bool {
+    match env.kind.as_str() {
+        "passage" | "override" => true,
+        "alert" => env
+            .body
+            .get("rule")
+            .and_then(Value::as_str)
+            .and_then(Flag::of_rule)
+            .is_some(),
+        _ => false,
+    }
+}
+
 /// The MRN an event's body names, if it is one.
 fn mrn_of(env: &Envelope) -> Option<&str> {
     env.body
@@ -478,9 +489,12 @@ async fn apply(
         "alert" => {
             if let Some(flag) = Flag::of_rule(text("rule")) {
                 let note = format!("alert {} at {}", text("rule"), env.post);
-                if let Some(next) = store::add_flag(conn, mrn, flag, &env.id, &note, now_ms).await?
-                {
-                    transits.changed(next);
+                let flagged = transits.get(conn, mrn).await?.and_then(|(t, _)| {
+                    Some((t.version, store::flagged(t, flag, true, &env.id, &note)?))
+                });
+                if let Some((was, (next, change))) = flagged {
+                    transits.write(next, was);
+                    transits.log(conn, mrn, &change, now_ms).await?;
                 }
             }
             None
@@ -509,17 +523,10 @@ async fn apply(
     let Some((next, changes)) = settled else {
         return Ok(());
     };
-    if !store::update_transit(conn, &next, stored.version).await? {
-        return Err(StoreError::Corrupt {
-            what: "transit version".into(),
-            detail: format!("{mrn} changed inside this transaction"),
-        });
-    }
-    transits.changed(next.clone());
+    transits.write(next.clone(), stored.version);
     transits.moved.insert(mrn.to_string());
     for c in &changes {
-        let subs = transits.candidates(conn).await?.of(mrn);
-        store::log_change_to(conn, mrn, c, now_ms, subs).await?;
+        transits.log(conn, mrn, c, now_ms).await?;
     }
     if matches!(stored.state, State::Overdue | State::Enquiry) && next.leg > stored.leg {
         let note = changes.first().map(|c| c.note.as_str()).unwrap_or("");
@@ -546,9 +553,13 @@ async fn apply(
     Ok(())
 }
 
-/// The transits a batch's events name, read once for the batch (the ones its passages name by
-/// MRN up front, others as they come) and kept current as the batch changes them; their new
-/// sightings are written together at the end of the batch.
+/// The transits a batch's events name, read once for the batch (the ones its passages,
+/// overrides and alerts name by MRN up front, others as they come) and kept current as the
+/// batch changes them. What the batch changes is written together at the end of the batch
+/// ([`Transits::flush`]): the transits (each checked against the version it read), their
+/// numbered changes, new sightings and routes. Nothing in the batch reads those rows back
+/// before: plate matching reads only whether a transit is closed or cancelled, which no
+/// post's event does.
 #[derive(Default)]
 struct Transits {
     /// By MRN: the transit and its sightings, or `None` when no such transit is stored.
@@ -560,6 +571,12 @@ struct Transits {
     candidates: Option<notify::Candidates>,
     /// The routes the batch's changes decided, the last state of each, written at the end.
     routes: BTreeMap<(String, String), bool>,
+    /// The transits the batch changed, with the version each had when it was read.
+    was: BTreeMap<String, i64>,
+    /// The number of each transit's last journaled change, as far as the batch knows.
+    last_n: HashMap<String, i64>,
+    /// The changes to journal: (mrn, n, at_ms, change).
+    logs: Vec<(String, i64, i64, Change)>,
 }
 
 impl Transits {
@@ -569,10 +586,61 @@ impl Transits {
         mrns: &[&str],
     ) -> Result<(), StoreError> {
         let mut found = store::load_transits(conn, mrns).await?;
+        let mut last = store::last_log_numbers(conn, mrns).await?;
         for m in mrns {
             self.known.insert(m.to_string(), found.remove(*m));
+            self.last_n
+                .insert(m.to_string(), last.remove(*m).unwrap_or(0));
         }
         Ok(())
+    }
+
+    /// The batch changed a transit it read at version `was` to `next`.
+    fn write(&mut self, next: Transit, was: i64) {
+        self.was.entry(next.mrn.clone()).or_insert(was);
+        self.changed(next);
+    }
+
+    /// Numbers a change of a known transit and queues its notifications (now: they are keyed
+    /// by the number); the change itself is journaled at the end of the batch.
+    async fn log(
+        &mut self,
+        conn: &mut AnyConnection,
+        mrn: &str,
+        c: &Change,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let n = match self.last_n.get_mut(mrn) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => return Err(store::corrupt("transit log", format!("{mrn} was not read"))),
+        };
+        self.logs.push((mrn.to_string(), n, at_ms, c.clone()));
+        let subs = self.candidates(conn).await?.of(mrn);
+        notify::queue_change(conn, mrn, n, c, at_ms, subs).await
+    }
+
+    /// Writes what the batch changed.
+    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        let rows: Vec<(&Transit, i64)> = self
+            .was
+            .iter()
+            .filter_map(|(mrn, was)| match self.known.get(mrn) {
+                Some(Some((t, _))) => Some((t, *was)),
+                _ => None,
+            })
+            .collect();
+        if !store::write_transits(conn, &rows).await? {
+            return Err(store::corrupt(
+                "transit version",
+                "a transit the batch changed was changed by someone else meanwhile",
+            ));
+        }
+        store::insert_logs(conn, &self.logs).await?;
+        store::insert_sightings(conn, &self.new_sightings).await?;
+        routing::set_many(conn, &self.routes).await
     }
 
     async fn get(

@@ -250,7 +250,8 @@ async fn insert(
     Ok(())
 }
 
-/// Queues the notifications of a transit's journaled change `n` (in its transaction).
+/// Queues the notifications of a transit's journaled change `n` (in its transaction); `known`:
+/// the subscriptions that may want it, when the caller has read them already.
 pub(crate) async fn queue_change(
     conn: &mut AnyConnection,
     mrn: &str,

@@ -939,17 +939,6 @@ pub(crate) async fn log_change(
     c: &Change,
     at_ms: i64,
 ) -> Result<(), StoreError> {
-    log_change_to(conn, mrn, c, at_ms, None).await
-}
-
-/// The same, with the subscriptions that may want it already read (`None`: read them).
-pub(crate) async fn log_change_to(
-    conn: &mut AnyConnection,
-    mrn: &str,
-    c: &Change,
-    at_ms: i64,
-    subs: Option<Vec<crate::notify::Candidate>>,
-) -> Result<(), StoreError> {
     let n: i64 = sqlx::query(
         "INSERT INTO transit_log (mrn, n, at_ms, from_state, to_state, cause, note) \
          SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6 FROM transit_log WHERE mrn = $1 \
@@ -964,7 +953,7 @@ pub(crate) async fn log_change_to(
     .fetch_one(&mut *conn)
     .await?
     .try_get(0)?;
-    crate::notify::queue_change(conn, mrn, n, c, at_ms, subs).await
+    crate::notify::queue_change(conn, mrn, n, c, at_ms, None).await
 }
 
 /// Raises an operator alert; `false` when one with that id is already there.
@@ -1011,18 +1000,6 @@ pub(crate) async fn clear_alert(
     Ok(())
 }
 
-/// Adds a flag raised by a post's alert; `None` when the transit is unknown or already has it.
-pub(crate) async fn add_flag(
-    conn: &mut AnyConnection,
-    mrn: &str,
-    flag: Flag,
-    cause: &str,
-    note: &str,
-    now_ms: i64,
-) -> Result<Option<Transit>, StoreError> {
-    set_flag(conn, mrn, flag, true, cause, note, now_ms).await
-}
-
 /// Raises (`on`) or clears a flag, journaled as `flag X: note` or `flag X cleared: note`;
 /// `None` when the transit is unknown or the flag already is so.
 pub(crate) async fn set_flag(
@@ -1037,6 +1014,28 @@ pub(crate) async fn set_flag(
     let Some(t) = load_transit(conn, mrn).await? else {
         return Ok(None);
     };
+    let Some((next, change)) = flagged(&t, flag, on, cause, note) else {
+        return Ok(None);
+    };
+    if !update_transit(conn, &next, t.version).await? {
+        return Err(corrupt(
+            "transit version",
+            format!("{mrn} changed inside this transaction"),
+        ));
+    }
+    log_change(conn, mrn, &change, now_ms).await?;
+    Ok(Some(next))
+}
+
+/// `t` with `flag` raised (`on`) or cleared, and its change, journaled as `flag X: note` or
+/// `flag X cleared: note`; `None` when the flag already is so.
+pub(crate) fn flagged(
+    t: &Transit,
+    flag: Flag,
+    on: bool,
+    cause: &str,
+    note: &str,
+) -> Option<(Transit, Change)> {
     let mut next = t.clone();
     let changed = if on {
         next.flags.insert(flag)
@@ -1044,29 +1043,109 @@ pub(crate) async fn set_flag(
         next.flags.remove(&flag)
     };
     if !changed {
-        return Ok(None);
+        return None;
     }
     next.version += 1;
-    if !update_transit(conn, &next, t.version).await? {
-        return Err(corrupt(
-            "transit version",
-            format!("{mrn} changed inside this transaction"),
-        ));
-    }
     let what = if on { "" } else { " cleared" };
-    log_change(
-        conn,
-        mrn,
-        &Change {
-            from: t.state,
-            to: t.state,
-            cause: cause.into(),
-            note: format!("flag {}{what}: {note}", flag.as_str()),
-        },
-        now_ms,
-    )
-    .await?;
-    Ok(Some(next))
+    let change = Change {
+        from: t.state,
+        to: t.state,
+        cause: cause.into(),
+        note: format!("flag {}{what}: {note}", flag.as_str()),
+    };
+    Some((next, change))
+}
+
+/// The number of the last journaled change of each of `mrns` that has one.
+pub(crate) async fn last_log_numbers(
+    conn: &mut AnyConnection,
+    mrns: &[&str],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in mrns.chunks(rows_per_statement(conn, 1)) {
+        let sql = format!(
+            "SELECT mrn, MAX(n) FROM transit_log WHERE mrn IN ({}) GROUP BY mrn",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for m in chunk {
+            q = q.bind(*m);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            out.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes transits a batch changed, each if the stored version is still the one it read
+/// (`(transit, was)`), a few hundred per statement; `false` when someone else changed one.
+pub(crate) async fn write_transits(
+    conn: &mut AnyConnection,
+    rows: &[(&Transit, i64)],
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    for chunk in rows.chunks(rows_per_statement(conn, 11)) {
+        // `columnN`: how both SQLite and PostgreSQL name a VALUES list's columns.
+        let sql = format!(
+            "UPDATE transit SET state = v.column2, leg = v.column3, expected_post = v.column4, \
+             expected_by_ms = v.column5, last_post = v.column6, last_seen_ms = v.column7, \
+             flags = v.column8, version = v.column9, updated_ms = v.column10 \
+             FROM (VALUES {}) AS v WHERE transit.mrn = v.column1 AND transit.version = v.column11",
+            (0..chunk.len())
+                .map(|r| format!("({})", placeholders(r * 11 + 1, 11)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (t, was) in chunk {
+            q = q
+                .bind(t.mrn.as_str())
+                .bind(t.state.as_str())
+                .bind(t.leg as i64)
+                .bind(t.expected_post.clone())
+                .bind(t.expected_by_ms)
+                .bind(t.last_post.clone())
+                .bind(t.last_seen_ms)
+                .bind(tracking::flags_text(&t.flags))
+                .bind(t.version)
+                .bind(now)
+                .bind(*was);
+        }
+        if q.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Journals changes already numbered (`(mrn, n, at_ms, change)`), a few hundred per statement.
+pub(crate) async fn insert_logs(
+    conn: &mut AnyConnection,
+    rows: &[(String, i64, i64, Change)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(rows_per_statement(conn, 7)) {
+        let sql = format!(
+            "INSERT INTO transit_log (mrn, n, at_ms, from_state, to_state, cause, note) VALUES {}",
+            (0..chunk.len())
+                .map(|r| format!("({})", placeholders(r * 7 + 1, 7)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (mrn, n, at_ms, c) in chunk {
+            q = q
+                .bind(mrn.as_str())
+                .bind(*n)
+                .bind(*at_ms)
+                .bind(c.from.as_str())
+                .bind(c.to.as_str())
+                .bind(c.cause.as_str())
+                .bind(c.note.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn gaps_of(conn: &mut AnyConnection, post: &str) -> Result<Vec<Gap>, StoreError> {

@@ -579,3 +579,102 @@ fn a_transit_is_routed_followed_made_overdue_once_and_rescinded_by_late_proof() 
         assert_eq!(causes.last(), Some(&"operator:aigerim"));
     });
 }
+
+/// A batch writes its transits, their numbered changes, sightings and routes at its end: the
+/// same story fed one event per batch, all in one batch, and in pairs ends the same, down to
+/// each journal line, the transit's version and what the posts are sent.
+#[test]
+fn a_batch_of_passages_and_alerts_ends_as_the_events_one_by_one() {
+    on_both(|store, backend| async move {
+        let mut boxes = registered(&store, &["korgas", "almaty-tt", "kordai"]).await;
+        let mut kordai = boxes.pop().unwrap();
+        let mut almaty = boxes.pop().unwrap();
+        let mut korgas = boxes.pop().unwrap();
+        let mut ends = Vec::new();
+        for (k, per_batch) in [1usize, 7, 2].into_iter().enumerate() {
+            let mrn = format!("26KZ550000000000{k}B");
+            let mut d = declaration(&["korgas", "almaty-tt", "kordai"]);
+            d["mrn"] = json!(mrn);
+            declare::submit(&store, &d, "operator:aigerim", T0 - H)
+                .await
+                .unwrap()
+                .unwrap();
+            let alert = |rule: &str| {
+                json!({"rule": rule, "severity": "high", "channel": "red", "lane": "lane-1",
+                       "message": {"key": format!("alert.{rule}"), "params": {}}, "mrn": mrn})
+            };
+            let t = T0;
+            let story = [
+                msg(
+                    korgas.topic("passage"),
+                    korgas.event("passage", t, passage(&mrn, "green", t)),
+                ),
+                msg(
+                    korgas.topic("alert"),
+                    korgas.event("alert", t + 1000, alert("seal_tamper")),
+                ),
+                // The same alert again (another event): the flag is up already.
+                msg(
+                    korgas.topic("alert"),
+                    korgas.event("alert", t + 2000, alert("seal_tamper")),
+                ),
+                msg(
+                    almaty.topic("passage"),
+                    almaty.event("passage", t + H, passage(&mrn, "green", t + H)),
+                ),
+                msg(
+                    almaty.topic("alert"),
+                    almaty.event("alert", t + H + 1000, alert("watchlist")),
+                ),
+                msg(
+                    kordai.topic("passage"),
+                    kordai.event("passage", t + 2 * H, passage(&mrn, "green", t + 2 * H)),
+                ),
+                // Kordai's passage seen again under another lane id: a second sighting.
+                msg(
+                    kordai.topic("passage"),
+                    kordai.event(
+                        "passage",
+                        t + 2 * H + 5,
+                        passage(&mrn, "green", t + 2 * H + 5),
+                    ),
+                ),
+            ];
+            let mut i = Ingestor::new(store.clone(), Limits::default())
+                .await
+                .unwrap();
+            for batch in story.chunks(per_batch) {
+                let out = i.handle(batch, t + 3 * H).await.unwrap();
+                assert!(out.iter().all(|o| *o == Outcome::Accepted), "{out:?}");
+            }
+            let tr = store.transit(&mrn).await.unwrap().unwrap();
+            let log: Vec<_> = store
+                .transit_log(&mrn)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, c)| (c.from, c.to, c.note))
+                .collect();
+            let publisher = Publisher::new(store.clone()).await.unwrap();
+            let mut sent: Vec<_> = publisher
+                .pending(100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|p| p.mrn == mrn)
+                .map(|p| (p.post, p.payload.is_empty()))
+                .collect();
+            sent.sort();
+            ends.push(((tr.state, tr.leg, tr.flags.clone(), tr.version), log, sent));
+        }
+        let first = &ends[0];
+        assert_eq!(first.0 .0, State::Arrived, "{backend}");
+        assert!(first.0 .2.contains(&Flag::SealTamper), "{backend}");
+        // Declared, departed, flagged (once), en route, flagged, arrived: six lines, the
+        // batch's numbered after the declaration's.
+        assert_eq!(first.1.len(), 6, "{backend}: {:?}", first.1);
+        for (k, end) in ends.iter().enumerate().skip(1) {
+            assert_eq!(end, first, "{backend}: batching {k}");
+        }
+    });
+}
