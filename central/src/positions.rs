@@ -372,7 +372,7 @@ pub(crate) async fn apply_batch(
         let sql = format!(
             "INSERT INTO fix (mrn, time_ms, lat, lon, speed, source, received_ms) VALUES {} \
              ON CONFLICT (mrn, time_ms) DO NOTHING",
-            tuples(chunk.len(), 7)
+            store::value_rows(chunk.len(), 7)
         );
         let mut q = sqlx::query(&sql);
         for (mrn, f, source) in chunk {
@@ -434,7 +434,7 @@ pub(crate) async fn apply_batch(
              VALUES {} ON CONFLICT (mrn) DO UPDATE SET last_fix_ms = excluded.last_fix_ms, \
              deviating_since = excluded.deviating_since, stopped_since = excluded.stopped_since, \
              silent = excluded.silent, fold = excluded.fold",
-            tuples(chunk.len(), 6)
+            store::value_rows(chunk.len(), 6)
         );
         let mut q = sqlx::query(&sql);
         for t in chunk {
@@ -490,14 +490,6 @@ impl Judged {
 struct CorridorOf {
     #[serde(default)]
     corridor: Option<Corridor>,
-}
-
-/// `($1, …, $k), ($k+1, …)` for `rows` rows of `k` parameters.
-fn tuples(rows: usize, k: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", store::placeholders(r * k + 1, k)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A transit's most recent [`JUDGED_FIXES`] stored fixes, by time.

@@ -755,10 +755,7 @@ pub(crate) async fn insert_sightings(
         let sql = format!(
             "INSERT INTO sighting (mrn, event_id, post, time_ms, kind, channel) VALUES {} \
              ON CONFLICT (mrn, event_id) DO NOTHING",
-            (0..chunk.len())
-                .map(|r| format!("({})", placeholders(r * 6 + 1, 6)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            value_rows(chunk.len(), 6)
         );
         let mut q = sqlx::query(&sql);
         for (mrn, s) in chunk {
@@ -878,25 +875,18 @@ pub(crate) async fn open_transits_by_plate(
 async fn insert_transit(conn: &mut AnyConnection, t: &Transit) -> Result<bool, StoreError> {
     let decl =
         serde_json::to_string(&t.declaration).map_err(|e| corrupt("declaration", e.to_string()))?;
-    let done = sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO transit (mrn, state, leg, expected_post, expected_by_ms, last_post, last_seen_ms, \
          flags, declaration, declared_ms, version, updated_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (mrn) DO NOTHING",
-    )
-    .bind(&t.mrn)
-    .bind(t.state.as_str())
-    .bind(t.leg as i64)
-    .bind(t.expected_post.clone())
-    .bind(t.expected_by_ms)
-    .bind(t.last_post.clone())
-    .bind(t.last_seen_ms)
-    .bind(tracking::flags_text(&t.flags))
-    .bind(decl)
-    .bind(t.declared_ms)
-    .bind(t.version)
-    .bind(now_ms())
-    .execute(&mut *conn)
-    .await?;
+    );
+    let done = bind_progress(q.bind(&t.mrn), t)
+        .bind(decl)
+        .bind(t.declared_ms)
+        .bind(t.version)
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
@@ -911,25 +901,7 @@ pub(crate) async fn update_transit(
     t: &Transit,
     was: i64,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE transit SET state = $1, leg = $2, expected_post = $3, expected_by_ms = $4, \
-         last_post = $5, last_seen_ms = $6, flags = $7, version = $8, updated_ms = $9 \
-         WHERE mrn = $10 AND version = $11",
-    )
-    .bind(t.state.as_str())
-    .bind(t.leg as i64)
-    .bind(t.expected_post.clone())
-    .bind(t.expected_by_ms)
-    .bind(t.last_post.clone())
-    .bind(t.last_seen_ms)
-    .bind(tracking::flags_text(&t.flags))
-    .bind(t.version)
-    .bind(now_ms())
-    .bind(&t.mrn)
-    .bind(was)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    write_transits(conn, &[(t, was)]).await
 }
 
 /// Journals a transit's change, and queues its notifications in the same transaction.
@@ -1078,6 +1050,19 @@ pub(crate) async fn last_log_numbers(
     Ok(out)
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds where a transit stands: state, leg, expected post and time, last post and time, flags.
+fn bind_progress<'q>(q: AnyQuery<'q>, t: &Transit) -> AnyQuery<'q> {
+    q.bind(t.state.as_str())
+        .bind(t.leg as i64)
+        .bind(t.expected_post.clone())
+        .bind(t.expected_by_ms)
+        .bind(t.last_post.clone())
+        .bind(t.last_seen_ms)
+        .bind(tracking::flags_text(&t.flags))
+}
+
 /// Writes transits a batch changed, each if the stored version is still the one it read
 /// (`(transit, was)`), a few hundred per statement; `false` when someone else changed one.
 pub(crate) async fn write_transits(
@@ -1092,22 +1077,11 @@ pub(crate) async fn write_transits(
              expected_by_ms = v.column5, last_post = v.column6, last_seen_ms = v.column7, \
              flags = v.column8, version = v.column9, updated_ms = v.column10 \
              FROM (VALUES {}) AS v WHERE transit.mrn = v.column1 AND transit.version = v.column11",
-            (0..chunk.len())
-                .map(|r| format!("({})", placeholders(r * 11 + 1, 11)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            value_rows(chunk.len(), 11)
         );
         let mut q = sqlx::query(&sql);
         for (t, was) in chunk {
-            q = q
-                .bind(t.mrn.as_str())
-                .bind(t.state.as_str())
-                .bind(t.leg as i64)
-                .bind(t.expected_post.clone())
-                .bind(t.expected_by_ms)
-                .bind(t.last_post.clone())
-                .bind(t.last_seen_ms)
-                .bind(tracking::flags_text(&t.flags))
+            q = bind_progress(q.bind(t.mrn.as_str()), t)
                 .bind(t.version)
                 .bind(now)
                 .bind(*was);
@@ -1127,10 +1101,7 @@ pub(crate) async fn insert_logs(
     for chunk in rows.chunks(rows_per_statement(conn, 7)) {
         let sql = format!(
             "INSERT INTO transit_log (mrn, n, at_ms, from_state, to_state, cause, note) VALUES {}",
-            (0..chunk.len())
-                .map(|r| format!("({})", placeholders(r * 7 + 1, 7)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            value_rows(chunk.len(), 7)
         );
         let mut q = sqlx::query(&sql);
         for (mrn, n, at_ms, c) in chunk {
@@ -1351,6 +1322,14 @@ pub(crate) async fn note_seqs(
 }
 
 /// `$first, $first+1, …`: `n` placeholders.
+/// `rows` rows of `per_row` placeholders for a multi-row VALUES list: `($1, $2), ($3, $4)`.
+pub(crate) fn value_rows(rows: usize, per_row: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(r * per_row + 1, per_row)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
