@@ -1473,3 +1473,61 @@ pub fn redact(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transit(mrn: &str) -> Transit {
+        let doc = serde_json::json!({"mrn": mrn, "plates": ["123ABC02"],
+            "itinerary": [{"post": "korgas"}, {"post": "kordai", "within_h": 10}]});
+        Transit::declared(Declaration::parse(&doc).unwrap(), 1_000)
+    }
+
+    /// A batch writes its transits only if none changed since it read them: one changed
+    /// meanwhile fails the whole write, and the transaction's rollback keeps the others too.
+    #[tokio::test]
+    async fn a_transit_changed_meanwhile_fails_the_batch_that_read_it_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("central.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let (a, b) = (transit("26KZ5500000000001A"), transit("26KZ5500000000002A"));
+        let mut conn = store.pool().acquire().await.unwrap();
+        assert!(insert_transit(&mut conn, &a).await.unwrap());
+        assert!(insert_transit(&mut conn, &b).await.unwrap());
+        let moved = |t: &Transit| {
+            let mut next = t.clone();
+            next.state = State::Departed;
+            next.leg = 1;
+            next.version += 1;
+            next
+        };
+        let (a1, b1) = (moved(&a), moved(&b));
+        // Someone else (the scheduler, another worker) changes b first.
+        let mut other = b.clone();
+        other.flags.insert(Flag::Watchlist);
+        other.version += 1;
+        assert!(update_transit(&mut conn, &other, b.version).await.unwrap());
+        drop(conn);
+
+        let mut tx = store.pool().begin().await.unwrap();
+        let rows = [(&a1, a.version), (&b1, b.version)];
+        assert!(!write_transits(&mut tx, &rows).await.unwrap());
+        tx.rollback().await.unwrap();
+        assert_eq!(store.transit(&a.mrn).await.unwrap().unwrap(), a);
+        assert_eq!(store.transit(&b.mrn).await.unwrap().unwrap(), other);
+
+        // Read again, the same batch goes through.
+        let mut tx = store.pool().begin().await.unwrap();
+        let b2 = moved(&other);
+        let rows = [(&a1, a.version), (&b2, other.version)];
+        assert!(write_transits(&mut tx, &rows).await.unwrap());
+        tx.commit().await.unwrap();
+        assert_eq!(
+            store.transit(&a.mrn).await.unwrap().unwrap().state,
+            State::Departed
+        );
+        let stored = store.transit(&b.mrn).await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.flags.len()), (2, 1));
+    }
+}
