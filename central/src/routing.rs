@@ -66,12 +66,9 @@ pub async fn set_many(
     let rows: Vec<_> = routes.iter().collect();
     for chunk in rows.chunks(crate::store::rows_per_statement(conn, 3)) {
         let sql = format!(
-            "INSERT INTO route (post, mrn, action, done_ms) VALUES {} \
+            "INSERT INTO route (post, mrn, action) VALUES {} \
              ON CONFLICT (post, mrn) DO UPDATE SET action = excluded.action, done_ms = NULL",
-            (0..chunk.len())
-                .map(|r| format!("({}, NULL)", crate::store::placeholders(r * 3 + 1, 3)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::store::value_rows(chunk.len(), 3)
         );
         let mut q = sqlx::query(&sql);
         for ((post, mrn), on) in chunk {

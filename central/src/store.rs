@@ -1321,7 +1321,6 @@ pub(crate) async fn note_seqs(
     Ok(())
 }
 
-/// `$first, $first+1, …`: `n` placeholders.
 /// `rows` rows of `per_row` placeholders for a multi-row VALUES list: `($1, $2), ($3, $4)`.
 pub(crate) fn value_rows(rows: usize, per_row: usize) -> String {
     (0..rows)
@@ -1330,6 +1329,7 @@ pub(crate) fn value_rows(rows: usize, per_row: usize) -> String {
         .join(", ")
 }
 
+/// `$first, $first+1, …`: `n` placeholders.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
