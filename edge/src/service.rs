@@ -336,6 +336,16 @@ async fn report_open_note(health: &Health, note: OpenNote) {
                 )
                 .await
         }
+        OpenNote::EventsLost { from, upto } => {
+            health
+                .event(
+                    "outbox",
+                    State::Degraded,
+                    "events that were on disk are missing: the disk lost them",
+                    json!({"from": from, "upto": upto}),
+                )
+                .await
+        }
         OpenNote::SequenceLost { resumed_at } => {
             health
                 .event(

@@ -1,4 +1,4 @@
-//! The group-commit writer: one OS thread owns appends (sled and fsync block), async callers
+//! The group-commit writer: one OS thread owns appends (writes and fsync block), async callers
 //! queue requests to it and get their answer once their batch is on disk. Accepted events are
 //! also offered to in-process watchers (the officer display) once they are on disk.
 
@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::log::State;
 use super::{encode_record, Store};
 use acsgd_contract::envelope::{Event, Priority, Signer};
 
@@ -262,7 +263,7 @@ fn writer(
     }
 }
 
-/// A batch applied to sled, waiting for the fsync that makes it accepted.
+/// A batch appended to the log, waiting for the fsync that makes it accepted.
 struct Flush {
     /// The last `seq` assigned when the batch was applied.
     upto: u64,
@@ -285,8 +286,8 @@ fn flusher(
             batches.push(b);
         }
         let upto = batches.iter().map(|b| b.upto).max().unwrap_or(0);
-        // The fsync this whole design rests on: sled's flush plus an fdatasync of its files.
-        let flushed = store.flush();
+        // The fsync this whole design rests on: the log's files, then sled's.
+        let flushed = store.flush_upto(Some(upto));
         if let Err(e) = &flushed {
             tracing::error!(error = %e, "outbox flush failed; its batches are not accepted");
         }
@@ -368,9 +369,9 @@ impl Sealed {
 
 /// Seals, numbers and applies one batch (quota rules included); the fsync is the flusher's.
 ///
-/// Large batches are sealed on every core while this thread applies what is sealed so far
-/// to sled, a chunk at a time: signing is most of an append's cost and sled's inserts most
-/// of the rest, and they overlap instead of following each other.
+/// Large batches are sealed on every core while this thread appends what is sealed so far
+/// to the log, a chunk at a time: signing is most of an append's cost, and it overlaps the
+/// encoding and writing instead of preceding it.
 fn commit(
     store: &Store,
     signer: &Signer,
@@ -423,9 +424,9 @@ fn commit(
     })
 }
 
-/// Numbers the sealed events, applies the quota rules and writes them to sled a chunk at a
-/// time. A failed write refuses the whole batch: chunks written before it are removed again
-/// (or, if even that fails, their numbers are never issued again).
+/// Numbers the sealed events, applies the quota rules and appends them to the log a chunk at
+/// a time. A failed write refuses the whole batch: chunks written before it are cut back out
+/// of the log (or, if even that fails, their numbers are never issued again).
 fn apply(
     store: &Store,
     signer: &Signer,
@@ -447,16 +448,13 @@ fn apply(
     let mut replies: Vec<(Reply, oneshot::Sender<Reply>)> = Vec::with_capacity(senders.len());
     let mut index = 0u64;
     let mut fed = Vec::new();
-    let mut batch = sled::Batch::default();
-    let mut in_batch = 0usize;
-    // The seqs written to sled so far, to take back if a later chunk fails.
-    let mut written: Vec<u64> = Vec::new();
-    let write = |batch: sled::Batch, upto: u64| -> Result<(), super::StoreError> {
-        let h = handles
-            .as_ref()
-            .expect("writes only with the store's handles");
+    let mut chunk: Vec<(u64, bool, Vec<u8>)> = Vec::with_capacity(CHUNK);
+    // Record bytes accepted into the chunk, not yet in the log's count.
+    let mut unwritten = 0u64;
+    let write = |chunk: &[(u64, bool, Vec<u8>)], upto: u64| -> Result<(), super::StoreError> {
         store.reserve_upto(upto)?;
-        store.check(h.events.apply_batch(batch))
+        store.log().append(chunk)?;
+        Ok(())
     };
     for (events, reply) in lists.iter().zip(senders) {
         let mut results = Vec::with_capacity(events.len());
@@ -477,38 +475,30 @@ fn apply(
             let rec = encode_record(prio, time_ms, &ev.kind, &payload);
             let size = rec.len() as u64;
             {
-                let mut acct = store.acct.lock().unwrap_or_else(|p| p.into_inner());
+                let mut log = store.log();
                 if disk_low && prio == Priority::Bulk {
                     refused += 1;
                     results.push(Err(AppendError::DiskLow(ev.kind.clone())));
                     continue;
                 }
-                if acct.bytes + size > store.quota {
+                if log.bytes + unwritten + size > store.quota {
                     if prio == Priority::Bulk {
                         refused += 1;
                         results.push(Err(AppendError::QuotaFull(ev.kind.clone())));
                         continue;
                     }
-                    while acct.bytes + size > store.quota {
-                        let Some((old, old_size)) = acct.bulk.pop_first() else {
+                    while log.bytes + unwritten + size > store.quota {
+                        let Some(old) = log.oldest_bulk() else {
                             break;
                         };
-                        batch.remove(&old.to_be_bytes());
-                        acct.bytes -= u64::from(old_size);
-                        acct.count -= 1;
+                        log.mark(old, State::Evicted);
                         evicted += 1;
                     }
                 }
-                seq += 1;
-                acct.bytes += size;
-                acct.count += 1;
-                if prio == Priority::Bulk {
-                    acct.bulk.insert(seq, size as u32);
-                }
             }
-            batch.insert(&seq.to_be_bytes(), rec);
-            written.push(seq);
-            in_batch += 1;
+            seq += 1;
+            unwritten += size;
+            chunk.push((seq, prio == Priority::Bulk, rec));
             accepted += 1;
             if watched {
                 fed.push(Fed {
@@ -524,18 +514,19 @@ fn apply(
                 seq,
                 id: ev.id.clone(),
             }));
-            if in_batch == CHUNK {
-                in_batch = 0;
-                if let Err(e) = write(std::mem::take(&mut batch), seq) {
+            if chunk.len() == CHUNK {
+                if let Err(e) = write(&chunk, seq) {
                     failure = Some(e);
                 }
+                chunk.clear();
+                unwritten = 0;
             }
         }
         replies.push((results, reply));
     }
     if failure.is_none() && (accepted > 0 || evicted > 0) {
         let last = (|| -> Result<(), super::StoreError> {
-            write(std::mem::take(&mut batch), seq)?;
+            write(&chunk, seq)?;
             let h = handles
                 .as_ref()
                 .expect("writes only with the store's handles");
@@ -543,6 +534,12 @@ fn apply(
             Ok(())
         })();
         failure = last.err();
+    }
+    if evicted > 0 {
+        // Evictions may have emptied old segments, or left them mostly holes.
+        if let Err(e) = store.log().reclaim() {
+            tracing::warn!(error = %e, "could not reclaim outbox segments");
+        }
     }
 
     let c = store.counters();
@@ -573,23 +570,19 @@ fn apply(
                     *r = Err(AppendError::Storage(msg.clone()));
                 }
             }
-            // Chunks written before the failure are taken back; if even that fails they may
+            // Chunks written before the failure are cut back out; if even that fails they may
             // reach the disk, so their numbers are never issued again.
-            if let (Some(first), Some(h)) = (written.first(), &handles) {
-                let mut undo = sled::Batch::default();
-                for s in &written {
-                    undo.remove(&s.to_be_bytes());
-                }
-                if store.check(h.events.apply_batch(undo)).is_err() {
+            if accepted > 0 {
+                if let Err(e) = store.log().discard_from(base + 1) {
                     tracing::warn!(
-                        from = first,
+                        from = base + 1,
                         upto = seq,
+                        error = %e,
                         "numbers of the refused batch are skipped"
                     );
                     store.last_seq.store(seq, Ordering::Release);
                 }
             }
-            store.rebuild_accounting();
             fed.clear();
         }
     }

@@ -2,30 +2,34 @@
 //!
 //! # Guarantees
 //! * **Accepted means on disk.** An event is *accepted* when the sync of the batch that holds
-//!   it has returned: sled's flush, then an `fdatasync` of sled's log file and of any new blob
-//!   file (sled's own flush ends in `sync_file_range`, which commits neither the file's
-//!   metadata nor the file system's journal nor the drive's cache, and it writes blobs with no
-//!   sync at all). Only then does its producer get an answer (and a tracker its ACK), and only
-//!   then may the uplink publish it: the uplink never reads past the *durable watermark*, the
-//!   highest `seq` synced. This holds across a process crash and a power cut.
+//!   it has returned: an `fdatasync` of the segment file it was appended to (and of the
+//!   directory when a segment was created), with sled's flush and an `fdatasync` of sled's
+//!   files for the counters beside it (sled's own flush ends in `sync_file_range`, which
+//!   commits neither the file's metadata nor the file system's journal nor the drive's cache).
+//!   Only then does its producer get an answer (and a tracker its ACK), and only then may the
+//!   uplink publish it: the uplink never reads past the *durable watermark*, the highest `seq`
+//!   synced. This holds across a process crash and a power cut.
 //! * **Group commit, pipelined.** A writer thread takes every append request queued at that
 //!   moment (up to `storage.commit_batch` events), assigns `seq`, signs (on all cores) and
-//!   applies them as one sled batch; a flusher thread syncs whatever batches are applied, once
+//!   appends them to the segment log, a chunk per write; a flusher thread syncs whatever batches are applied, once
 //!   for all of them, and only then answers them and moves the durable watermark. The writer
 //!   prepares the next batch while the previous one is being synced.
 //! * **`seq` is never issued twice to events anyone saw.** `seq` is assigned by the writer, in
 //!   order, only to events it accepts; a refused event gets none. The last assigned `seq` is
 //!   written in the same batch as the events, so after a crash the next `seq` follows the last
-//!   *durable* one: events that were not yet synced were never acknowledged, never published
+//!   *durable* one (the log's highest `seq`, as the newest segment is never deleted): events
+//!   that were not yet synced were never acknowledged, never published
 //!   and never shown, so nobody has seen their numbers. When a sync fails, its batch is refused,
-//!   but what sled had already written may still reach the disk and be sent later under its
-//!   number (the producer was told "not accepted" and may send it again: at-least-once).
-//! * **Delivered means acknowledged.** A record is removed only after the broker's PUBACK for it.
-//!   Removals are synced lazily (with the next batch, or sled's own flush once a second): after a
-//!   crash a few delivered events may be sent again with the same `id` (at-least-once).
+//!   but what was already written may still reach the disk and be sent later under its
+//!   number (the producer was told "not accepted" and may send it again: at-least-once). A
+//!   write that fails is cut back out of its file, and its numbers are given again.
+//! * **Delivered means acknowledged.** An event is marked delivered only after the broker's
+//!   PUBACK for it. Marks are synced lazily (with the next batch, or at close): after a crash
+//!   a few delivered events may be sent again with the same `id` (at-least-once).
 //! * **An I/O error is not the end.** sled keeps its first I/O error for good and fails every
-//!   later call with it. The store then reopens the database by itself, at the next call and at
-//!   most twice a second, until the disk takes writes again (space freed, a file system back
+//!   later call with it; a failed fdatasync leaves the log's pages in doubt. The store then
+//!   reopens the database and reads the log back by itself, at the next call and at most
+//!   twice a second, until the disk takes writes again (space freed, a file system back
 //!   read-write); numbering goes on above the highest `seq` found. Meanwhile appends are
 //!   refused with the reason (a tracker is not acknowledged and sends again).
 //! * **Keep events have a disk reserve.** Below `storage.reserve_mb` of free space on the file
@@ -35,20 +39,26 @@
 //!   `dead` tree with its reason and never sent again (see the uplink, `acsgd-uplink`).
 
 //! # On disk (`<data_dir>/`)
-//! * `outbox/`: a sled database with three trees:
-//!   * `events`: key = `seq` as u64 big-endian (so iteration is delivery order), value = record:
-//!     ```text
-//!     0     1      2              10       11         11+T            N-4        N
-//!     | ver | prio | time_ms u64 LE | T u8  | type (T) | envelope JSON | crc32 LE |
-//!     ```
-//!     `ver` = 1; `prio` = 0 bulk / 1 keep; `type` is the MQTT topic's last level; the envelope
-//!     is the exact signed bytes that are published; the CRC-32 (IEEE) covers bytes `0..N-4`.
-//!   * `meta`: `last_seq` (u64 BE) and the persisted counters `c.<name>` (u64 BE).
+//! * `events/`: the events, in the segment log of [`log`]: frames holding one record each,
+//!   in `seq` order, and the marks saying which were delivered, evicted, dead-lettered or
+//!   corrupt. A record:
+//!   ```text
+//!   0     1      2              10       11         11+T            N-4        N
+//!   | ver | prio | time_ms u64 LE | T u8  | type (T) | envelope JSON | crc32 LE |
+//!   ```
+//!   `ver` = 1; `prio` = 0 bulk / 1 keep; `type` is the MQTT topic's last level; the envelope
+//!   is the exact signed bytes that are published; the CRC-32 (IEEE) covers bytes `0..N-4`.
+//!   Delivered events stay in their segment for `storage.keep_delivered_h` (by event time,
+//!   within a byte cap): central's resend requests read them there.
+//! * `outbox/`: a sled database with the small trees:
+//!   * `meta`: `last_seq` (u64 BE), `durable_seq` (the last `seq` a commit synced, written
+//!     after its sync) and the persisted counters `c.<name>` (u64 BE).
 //!   * `inbox`: what central sent on `acsgd/v1/{post}/in/#` (see `acsgd_uplink::inbox`).
-//!   * `corrupt`: records that failed their CRC, kept by `seq` for forensics, never sent.
+//!   * `corrupt`: records that failed their check, kept for forensics, never sent: by `seq`
+//!     (8 bytes BE), or a damaged stretch of a segment by `<segment>@<offset>`.
 //!   * `dead`: events the broker refused, by `seq`: reason length u16 LE, reason, record.
-//!   * `sent`: delivered events kept for `storage.keep_delivered_h` (by event time, within a
-//!     byte cap), by `seq`, same record format: central's resend requests read them.
+//!   * `events` and `sent`: where earlier versions kept the events; moved into the log at
+//!     the first start of this version (the log is rebuilt if that move was cut short).
 //! * `seq.reserve`: a `seq` that no event has reached yet, written (fsync, rename) a block ahead
 //!   of use. If the store is lost, numbering resumes above it: the jump shows central that
 //!   events were lost rather than silently reusing their numbers.
@@ -65,15 +75,20 @@
 //!   (`evicted` counter); if no bulk event is left it is accepted over quota: alerts and
 //!   passages are never evicted nor refused for space. The disk itself is the last limit.
 //!
-//! The quota counts record bytes; sled's files take about two to three times that on disk.
+//! The quota counts record bytes. The log's files hold them with 20 bytes of framing each,
+//! plus what waits to be reclaimed: segments go whole once nothing in them is pending or
+//! kept, and a closed segment that is mostly holes is rewritten (see [`log`]).
 //!
 //! # Recovery at start
 //! 1. Open the database. If sled refuses it or panics (torn or garbage files), the whole
-//!    directory is moved to `quarantine/` and a new store is created.
-//! 2. Read every record and check its CRC. A store that sled cannot iterate is quarantined as in
-//!    (1); a single bad record is moved to `corrupt` and counted.
-//! 3. `last_seq` = the larger of the stored `last_seq` and the last key; if the store was
-//!    quarantined or has lost its `last_seq`, numbering resumes after `seq.reserve`.
+//!    directory is moved to `quarantine/` and a new one is created (the events, in the log,
+//!    are not touched).
+//! 2. Read every segment and check every frame: a damaged stretch is copied to `corrupt`,
+//!    counted and dropped from its file; a torn tail (a write a crash interrupted, never
+//!    acknowledged) is cut off.
+//! 3. `last_seq` = the larger of the stored `last_seq` and the log's last `seq`; if the
+//!    database was quarantined or has lost its `last_seq`, numbering resumes after
+//!    `seq.reserve`.
 //!
 //! After an I/O error while running, the same scan runs again on reopen (see above).
 //!
@@ -81,10 +96,11 @@
 
 mod commit;
 pub mod health;
+pub mod log;
 
 pub use commit::{Accepted, AppendError, Fed, Outbox};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -124,6 +140,8 @@ pub enum StoreError {
     },
     #[error("outbox is being reopened after an I/O error")]
     Reopening,
+    #[error("outbox log {0}")]
+    Log(#[from] log::LogError),
     #[error("seq reservation {path}: {source}")]
     Reserve {
         path: PathBuf,
@@ -273,15 +291,9 @@ pub enum OpenNote {
     CorruptRecords { count: u64 },
     /// The store had no sequence state although the post had numbered events before.
     SequenceLost { resumed_at: u64 },
-}
-
-/// In-memory accounting of what the store holds, guarded by one lock.
-#[derive(Debug, Default)]
-struct Accounting {
-    bytes: u64,
-    count: u64,
-    /// Live bulk events by `seq` with their record size: the eviction order.
-    bulk: BTreeMap<u64, u32>,
+    /// Events once synced (acknowledged, or about to be) are no longer in the log: the disk
+    /// lost them. Numbering goes on after them; central sees the gap.
+    EventsLost { from: u64, upto: u64 },
 }
 
 /// The backlog as `outbox stat` shows it.
@@ -324,32 +336,33 @@ pub enum OpenMode {
 /// error: sled records the first I/O error for good and fails every later call with it.
 struct Handles {
     db: sled::Db,
-    events: sled::Tree,
     meta: sled::Tree,
     inbox: sled::Tree,
     corrupt: sled::Tree,
     /// Events the broker refused for good (MQTT 5 reason code), by `seq`: never sent again.
     dead: sled::Tree,
-    /// Delivered events kept for central's resend requests, by `seq` (same record format).
-    sent: sled::Tree,
     /// sled's log file. sled ends a flush with `sync_file_range`, which commits neither the
     /// file's metadata nor the file system's journal nor the drive's cache: after a power cut
     /// the flushed tail can be gone. [`Store::sync`] fdatasyncs it after every flush.
     log: std::fs::File,
 }
 
-/// The sled-backed store. Cheap operations only; the group-commit writer lives in
-/// [`Outbox`].
+/// The store: the events in the segment log, the small trees in sled. Cheap operations
+/// only; the group-commit writer lives in [`Outbox`].
 pub struct Store {
     /// `None` only while [`Store::recover`] swaps the database.
     h: RwLock<Option<Arc<Handles>>>,
     db_path: PathBuf,
     data_dir: PathBuf,
+    /// The events. One lock: appends, marks and reads each take it briefly; syncs run
+    /// outside it.
+    log: Mutex<log::EventLog>,
+    log_path: PathBuf,
+    read_only: bool,
     quota: u64,
     /// Free bytes on the data directory's file system below which bulk events are refused:
     /// what is left is kept for passages, alerts and the rest of the keep events.
     reserve: AtomicU64,
-    acct: Mutex<Accounting>,
     counters: Counters,
     /// Last assigned (and, between batches, last durable) `seq`. Written by the writer only.
     last_seq: AtomicU64,
@@ -367,10 +380,8 @@ pub struct Store {
     /// Delivered events are kept this long (by event time) in `sent`, for central's resend
     /// requests; 0 keeps none (`storage.keep_delivered_h`).
     keep_delivered_ms: AtomicU64,
-    /// At most this many record bytes are kept in `sent`; the oldest go first.
+    /// At most this many record bytes of delivered events are kept; the oldest go first.
     sent_cap: AtomicU64,
-    /// Record bytes in `sent` (counted at [`Store::keep_delivered`], then kept up to date).
-    sent_bytes: AtomicU64,
 }
 
 impl Store {
@@ -403,7 +414,7 @@ impl Store {
         let mut notes = Vec::new();
 
         let opened = open_waiting(&db_path);
-        let (handles, scan) = match opened {
+        let (handles, mut migration) = match opened {
             Ok(x) => x,
             Err(e @ StoreError::Locked { .. }) => return Err(e),
             Err(e) if mode == OpenMode::Inspect => return Err(e),
@@ -414,26 +425,44 @@ impl Store {
                 };
                 let moved_to = quarantine(data_dir, &db_path).map_err(dir_err)?;
                 tracing::error!(%reason, moved_to = %moved_to.display(),
-                    "outbox store is unreadable; quarantined it and starting a new one");
-                let (h, scan) = open_and_scan(&db_path)?;
+                    "outbox database is unreadable; quarantined it and starting a new one");
+                let (h, migration) = open_and_scan(&db_path)?;
                 let resumed_at = reserved.unwrap_or(0) + 1;
                 notes.push(OpenNote::Quarantined {
                     reason,
                     moved_to,
                     resumed_at,
                 });
-                (h, scan)
+                (h, migration)
             }
         };
         let quarantined_now = !notes.is_empty();
+        let log_path = data_dir.join(log::LOG_DIR);
+        let segment_bytes = segment_bytes(quota);
+        let mut bad = std::mem::take(&mut migration.bad);
+        if mode == OpenMode::Service && migration.records > 0 {
+            migrate(&handles, &log_path, segment_bytes)?;
+        }
+        let (event_log, found) =
+            log::EventLog::open(&log_path, segment_bytes, mode == OpenMode::Inspect)?;
+        if found.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = found.torn_bytes,
+                "cut off the outbox log's torn tail (a write a crash interrupted, never acknowledged)"
+            );
+        }
+        bad.extend(found.corrupt.into_iter().map(|(k, v)| (k.into_bytes(), v)));
         let meta = handles.meta.clone();
+        let log_last = event_log.last_seq;
         let store = Store {
             h: RwLock::new(Some(Arc::new(handles))),
             db_path,
             data_dir: data_dir.to_path_buf(),
+            log: Mutex::new(event_log),
+            log_path,
+            read_only: mode == OpenMode::Inspect,
             quota,
             reserve: AtomicU64::new(0),
-            acct: Mutex::new(scan.acct),
             counters: Counters::default(),
             last_seq: AtomicU64::new(0),
             reserved: AtomicU64::new(reserved.unwrap_or(0)),
@@ -444,7 +473,6 @@ impl Store {
             synced_blobs: Mutex::new(HashSet::new()),
             keep_delivered_ms: AtomicU64::new(0),
             sent_cap: AtomicU64::new(0),
-            sent_bytes: AtomicU64::new(0),
         };
         for (name, c) in Counters::NAMES.iter().zip(store.counters.all()) {
             if let Some(v) = meta.get(format!("c.{name}"))? {
@@ -452,11 +480,23 @@ impl Store {
             }
         }
         let stored_last = meta.get("last_seq")?.map(|v| be_u64(&v));
-        let mut last = stored_last.unwrap_or(0).max(scan.last_key);
+        let durable = meta.get("durable_seq")?.map_or(0, |v| be_u64(&v));
+        if mode == OpenMode::Service && durable > log_last {
+            tracing::error!(
+                from = log_last + 1,
+                upto = durable,
+                "events that were on disk are missing from the outbox log"
+            );
+            notes.push(OpenNote::EventsLost {
+                from: log_last + 1,
+                upto: durable,
+            });
+        }
+        let mut last = stored_last.unwrap_or(0).max(log_last).max(durable);
         if quarantined_now {
             last = last.max(reserved.unwrap_or(0));
             store.counters.quarantined.fetch_add(1, Ordering::Relaxed);
-        } else if stored_last.is_none() && scan.last_key == 0 && reserved.is_some_and(|r| r > 0) {
+        } else if stored_last.is_none() && log_last == 0 && reserved.is_some_and(|r| r > 0) {
             // A store that has never numbered anything beside a reservation that says we did:
             // the store was replaced or wiped. Do not reuse numbers central has already seen.
             last = reserved.unwrap_or(0);
@@ -467,18 +507,17 @@ impl Store {
         store.last_seq.store(last, Ordering::Relaxed);
         if mode == OpenMode::Service {
             let h = store.handles()?;
-            // Move records that failed their CRC aside: they can never be sent.
-            for (seq, raw) in &scan.bad {
-                h.corrupt.insert(seq.to_be_bytes(), raw.as_slice())?;
-                h.events.remove(seq.to_be_bytes())?;
+            // Keep what failed its checks for forensics: it can never be sent.
+            for (key, raw) in &bad {
+                h.corrupt.insert(key.as_slice(), raw.as_slice())?;
             }
-            if !scan.bad.is_empty() {
+            if !bad.is_empty() {
                 store
                     .counters
                     .corrupt
-                    .fetch_add(scan.bad.len() as u64, Ordering::Relaxed);
+                    .fetch_add(bad.len() as u64, Ordering::Relaxed);
                 notes.push(OpenNote::CorruptRecords {
-                    count: scan.bad.len() as u64,
+                    count: bad.len() as u64,
                 });
             }
             h.meta.insert("last_seq", &last.to_be_bytes())?;
@@ -549,21 +588,43 @@ impl Store {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
-        let (h, scan) = match open_waiting(&self.db_path) {
+        let (h, _) = match open_waiting(&self.db_path) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox still cannot be reopened");
                 return Err(e);
             }
         };
+        // The log is read back from the files: after a failed fdatasync, what the index says
+        // was written is in doubt. Marks not written yet are written first if the disk lets us
+        // (if not, those deliveries are made again: at-least-once).
+        let mut event_log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(pending) = event_log.take_sync() {
+            let _ = pending.run();
+        }
+        let (fresh, found) =
+            match log::EventLog::open(&self.log_path, event_log.segment_bytes(), false) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox log still cannot be read back");
+                    return Err(e.into());
+                }
+            };
+        *event_log = fresh;
+        for (k, v) in &found.corrupt {
+            let _ = h.corrupt.insert(k.as_bytes(), v.as_slice());
+        }
+        self.counters
+            .corrupt
+            .fetch_add(found.corrupt.len() as u64, Ordering::Relaxed);
         let stored_last = h.meta.get("last_seq").ok().flatten().map(|v| be_u64(&v));
         let last = self
             .last_seq
             .load(Ordering::Acquire)
             .max(stored_last.unwrap_or(0))
-            .max(scan.last_key);
+            .max(event_log.last_seq);
+        drop(event_log);
         self.last_seq.store(last, Ordering::Release);
-        *self.acct.lock().unwrap_or_else(|p| p.into_inner()) = scan.acct;
         self.synced_blobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -590,6 +651,11 @@ impl Store {
         self.last_seq.load(Ordering::Acquire)
     }
 
+    /// The log, locked.
+    fn log(&self) -> std::sync::MutexGuard<'_, log::EventLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Events with `from <= seq <= upto`, in order, at most `limit`. Records that fail their
     /// check here (the disk rotted since start-up) are set aside and skipped.
     pub fn read_range(
@@ -598,29 +664,22 @@ impl Store {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
-        let mut out = Vec::with_capacity(limit.min(1024));
-        if from > upto {
-            return Ok(out);
-        }
-        let h = self.handles()?;
-        for item in h.events.range(from.to_be_bytes()..=upto.to_be_bytes()) {
-            let (k, v) = self.check(item)?;
-            let seq = be_u64(&k);
-            match decode_record(&v) {
-                Ok(r) => out.push(Pending {
-                    seq,
-                    kind: r.kind.to_string(),
-                    payload: r.payload.to_vec(),
-                }),
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "outbox record failed its check; set aside");
-                    self.check(h.corrupt.insert(&k, v))?;
-                    self.forget(&h, seq)?;
+        let mut log = self.log();
+        let read = log.read(from, upto, limit, log::State::Live)?;
+        let mut out = Vec::with_capacity(read.len());
+        for r in read {
+            match r {
+                Ok(r) => out.push(pending(r)),
+                Err(seq) => {
+                    tracing::error!(seq, "outbox record failed its check; set aside");
+                    let raw = log.raw(seq).unwrap_or_default();
+                    log.mark(seq, log::State::Corrupt);
                     self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                    drop(log);
+                    let h = self.handles()?;
+                    self.check(h.corrupt.insert(seq.to_be_bytes(), raw))?;
+                    log = self.log();
                 }
-            }
-            if out.len() >= limit {
-                break;
             }
         }
         Ok(out)
@@ -628,28 +687,30 @@ impl Store {
 
     /// The lowest `seq` still in the outbox.
     pub fn first_seq(&self) -> Result<Option<u64>, StoreError> {
-        let h = self.handles()?;
-        Ok(self.check(h.events.first())?.map(|(k, _)| be_u64(&k)))
+        Ok(self.log().first_live())
     }
 
-    /// Removes an event the broker has acknowledged. Returns whether it was still there.
-    /// With a retention set ([`Store::keep_delivered`]) the record moves to `sent`, where a
-    /// resend request from central finds it.
+    /// Marks an event the broker has acknowledged as delivered. Returns whether it was still
+    /// pending. With a retention set ([`Store::keep_delivered`]) it stays readable for
+    /// central's resend requests.
     pub fn delivered(&self, seq: u64) -> Result<bool, StoreError> {
-        let h = self.handles()?;
-        let (gone, record) = self.take(&h, seq)?;
+        let keep = self.keep_delivered_ms.load(Ordering::Relaxed) > 0;
+        let mut log = self.log();
+        let state = if keep {
+            log::State::Delivered
+        } else {
+            log::State::Expired
+        };
+        let gone = matches!(log.mark(seq, state), Some((log::State::Live, _)));
         if gone {
             self.counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
-        let keep = self.keep_delivered_ms.load(Ordering::Relaxed) > 0;
-        if let Some(rec) = record.filter(|_| keep) {
-            let len = rec.len() as u64;
-            self.check(h.sent.insert(seq.to_be_bytes(), rec))?;
-            let total = self.sent_bytes.fetch_add(len, Ordering::Relaxed) + len;
-            // Pruned by time every 256 deliveries, at once when over its byte cap.
-            if seq % 256 == 0 || total > self.sent_cap.load(Ordering::Relaxed) {
-                self.prune_sent(now_ms())?;
-            }
+        // Pruned by time, and the files reclaimed, every 256 deliveries; at once when over
+        // the byte cap.
+        let over = keep && log.kept_bytes > self.sent_cap.load(Ordering::Relaxed);
+        drop(log);
+        if seq % 256 == 0 || over {
+            self.prune_sent(now_ms())?;
         }
         Ok(gone)
     }
@@ -659,37 +720,17 @@ impl Store {
     pub fn keep_delivered(&self, keep_ms: u64, cap: u64) -> Result<(), StoreError> {
         self.keep_delivered_ms.store(keep_ms, Ordering::Relaxed);
         self.sent_cap.store(cap, Ordering::Relaxed);
-        let h = self.handles()?;
-        let mut bytes = 0u64;
-        for item in h.sent.iter() {
-            let (_, v) = self.check(item)?;
-            bytes += v.len() as u64;
-        }
-        self.sent_bytes.store(bytes, Ordering::Relaxed);
         self.prune_sent(now_ms())
     }
 
-    /// Drops kept events older than the retention, and the oldest while over the byte cap.
+    /// Stops keeping delivered events older than the retention, and the oldest while over
+    /// the byte cap; deletes or rewrites segments that no longer hold anything wanted.
     pub fn prune_sent(&self, now_ms: u64) -> Result<(), StoreError> {
-        let h = self.handles()?;
         let keep = self.keep_delivered_ms.load(Ordering::Relaxed);
         let cap = self.sent_cap.load(Ordering::Relaxed);
-        let cutoff = now_ms.saturating_sub(keep);
-        loop {
-            let Some((k, v)) = self.check(h.sent.first())? else {
-                break;
-            };
-            let old = decode_record(&v).map_or(true, |r| r.time_ms < cutoff);
-            if keep > 0 && !old && self.sent_bytes.load(Ordering::Relaxed) <= cap {
-                break;
-            }
-            self.check(h.sent.remove(&k))?;
-            let _ = self
-                .sent_bytes
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                    Some(b.saturating_sub(v.len() as u64))
-                });
-        }
+        let mut log = self.log();
+        log.prune_kept(now_ms.saturating_sub(keep), cap, keep == 0);
+        log.reclaim()?;
         Ok(())
     }
 
@@ -700,34 +741,25 @@ impl Store {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
-        let mut out = Vec::new();
-        if from > upto {
-            return Ok(out);
-        }
-        let h = self.handles()?;
-        for item in h.sent.range(from.to_be_bytes()..=upto.to_be_bytes()) {
-            let (k, v) = self.check(item)?;
-            if let Ok(r) = decode_record(&v) {
-                out.push(Pending {
-                    seq: be_u64(&k),
-                    kind: r.kind.to_string(),
-                    payload: r.payload.to_vec(),
-                });
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let read = self.log().read(from, upto, limit, log::State::Delivered)?;
+        Ok(read
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(pending)
+            .collect())
     }
 
     /// Moves an event the broker refused for good into the `dead` tree, with the reason, so
     /// that the events after it flow. It is kept there for forensics and never sent again.
     /// Returns the event's type, or `None` if it was no longer in the outbox.
     pub fn dead_letter(&self, seq: u64, reason: &str) -> Result<Option<String>, StoreError> {
-        let h = self.handles()?;
-        let Some(rec) = self.check(h.events.get(seq.to_be_bytes()))? else {
-            return Ok(None);
+        let rec = {
+            let log = self.log();
+            match log.read(seq, seq, 1, log::State::Live)?.pop() {
+                Some(Ok(r)) => r.record,
+                Some(Err(_)) => log.raw(seq).unwrap_or_default(),
+                None => return Ok(None),
+            }
         };
         let kind = decode_record(&rec)
             .map(|r| r.kind.to_string())
@@ -736,48 +768,18 @@ impl Store {
         kept.extend_from_slice(&(reason.len().min(u16::MAX as usize) as u16).to_le_bytes());
         kept.extend_from_slice(&reason.as_bytes()[..reason.len().min(u16::MAX as usize)]);
         kept.extend_from_slice(&rec);
+        let h = self.handles()?;
         self.check(h.dead.insert(seq.to_be_bytes(), kept))?;
-        let gone = self.forget(&h, seq)?;
+        drop(h);
+        let gone = matches!(
+            self.log().mark(seq, log::State::Dead),
+            Some((log::State::Live, _))
+        );
         if gone {
             self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
-        drop(h);
         self.flush()?;
         Ok(gone.then_some(kind))
-    }
-
-    /// Removes a record and updates the accounting; `false` if it was already gone (delivered
-    /// and evicted at once, or removed twice).
-    fn forget(&self, h: &Handles, seq: u64) -> Result<bool, StoreError> {
-        Ok(self.take(h, seq)?.0)
-    }
-
-    /// [`Store::forget`], also giving back the record that was removed (if it was there).
-    fn take(&self, h: &Handles, seq: u64) -> Result<(bool, Option<sled::IVec>), StoreError> {
-        let mut acct = self.acct.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(old) = self.check(h.events.remove(seq.to_be_bytes()))? else {
-            return Ok((false, None));
-        };
-        let live = match old.get(1).copied().and_then(Priority::from_u8) {
-            Some(Priority::Bulk) => acct.bulk.remove(&seq).is_some(),
-            _ => true,
-        };
-        if live {
-            acct.bytes = acct.bytes.saturating_sub(old.len() as u64);
-            acct.count = acct.count.saturating_sub(1);
-        }
-        Ok((live, Some(old)))
-    }
-
-    /// Recomputes the accounting from what is in the tree (after a failed write, whose
-    /// in-memory bookkeeping can no longer be trusted).
-    fn rebuild_accounting(&self) {
-        let Ok(h) = self.handles() else { return };
-        let mut acct = self.acct.lock().unwrap_or_else(|p| p.into_inner());
-        match scan_tree(&h.events) {
-            Ok(s) => *acct = s.acct,
-            Err(e) => tracing::error!(error = %e, "cannot re-read the outbox"),
-        }
     }
 
     /// Writes the counters to `meta` (flushed with the next batch).
@@ -811,7 +813,7 @@ impl Store {
 
     /// Makes everything written to sled so far durable: sled's flush, then an fdatasync of its
     /// log file and of any blob file not synced yet (see [`Handles::log`]).
-    fn sync(&self, h: &Handles) -> Result<(), StoreError> {
+    fn sync_sled(&self, h: &Handles) -> Result<(), StoreError> {
         self.check(h.db.flush())?;
         let synced = h.log.sync_data().and_then(|()| self.sync_blobs());
         synced.map_err(|e| {
@@ -851,11 +853,38 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes everything written so far to disk.
+    /// Flushes everything written so far to disk: the log's files (synced outside its lock,
+    /// so appends go on meanwhile), then sled with the counters.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.flush_upto(None)
+    }
+
+    /// [`Store::flush`], recording that every event up to `durable` (the group commit's
+    /// last `seq`) is on disk: written to `meta` only after the log's sync, so a later start
+    /// that finds less in the log knows the disk lost events.
+    pub(crate) fn flush_upto(&self, durable: Option<u64>) -> Result<(), StoreError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let pending = self.log().take_sync()?;
+        pending.run().map_err(|e| {
+            self.broken.store(true, Ordering::Release);
+            StoreError::Sync {
+                path: e.path,
+                source: e.source,
+            }
+        })?;
         self.persist_counters()?;
         let h = self.handles()?;
-        self.sync(&h)
+        if let Some(d) = durable {
+            self.check(h.meta.insert("durable_seq", &d.to_be_bytes()))?;
+        }
+        self.sync_sled(&h)?;
+        let mut log = self.log();
+        if log.marks_grown() {
+            log.rewrite_marks()?;
+        }
+        Ok(())
     }
 
     /// Stores something central sent, durably (fsync) before returning.
@@ -871,7 +900,7 @@ impl Store {
             batch.insert(k.as_bytes(), *v);
         }
         self.check(h.inbox.apply_batch(batch))?;
-        self.sync(&h)?;
+        self.sync_sled(&h)?;
         self.inbox_generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -880,7 +909,7 @@ impl Store {
     pub fn inbox_remove(&self, key: &str) -> Result<(), StoreError> {
         let h = self.handles()?;
         self.check(h.inbox.remove(key.as_bytes()))?;
-        self.sync(&h)?;
+        self.sync_sled(&h)?;
         self.inbox_generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -931,22 +960,18 @@ impl Store {
 
     /// The backlog.
     pub fn stat(&self) -> Result<Stat, StoreError> {
-        let (backlog_events, backlog_bytes) = {
-            let a = self.acct.lock().unwrap_or_else(|p| p.into_inner());
-            (a.count, a.bytes)
+        let (backlog_events, backlog_bytes, oldest_seq, oldest_ms) = {
+            let log = self.log();
+            let first = log.first_live();
+            (
+                log.count,
+                log.bytes,
+                first,
+                first.and_then(|s| log.time_of(s)),
+            )
         };
+        let oldest_age_s = oldest_ms.map(|t| (now_ms().saturating_sub(t)) as f64 / 1000.0);
         let h = self.handles()?;
-        let first = self.check(h.events.first())?;
-        let (oldest_seq, oldest_age_s) = match &first {
-            Some((k, v)) => {
-                let age = decode_record(v).ok().map(|r| {
-                    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-                    ((now - r.time_ms as i128).max(0) as f64) / 1000.0
-                });
-                (Some(be_u64(k)), age)
-            }
-            None => (None, None),
-        };
         Ok(Stat {
             backlog_events,
             backlog_bytes,
@@ -959,6 +984,20 @@ impl Store {
             dead_letters: h.dead.len() as u64,
             disk_free_bytes: self.free_bytes(),
         })
+    }
+}
+
+impl Drop for Store {
+    /// Writes and syncs the marks made since the last flush (deliveries after the writer's
+    /// final flush), so a clean stop does not send them again.
+    fn drop(&mut self) {
+        if self.read_only {
+            return;
+        }
+        let pending = self.log().take_sync();
+        if let Err(e) = pending.and_then(log::ToSync::run) {
+            tracing::warn!(error = %e, "the outbox's last marks could not be synced");
+        }
     }
 }
 
@@ -1004,17 +1043,19 @@ impl KvTree {
     }
 }
 
-/// What a full read of the store found.
-struct Scan {
-    acct: Accounting,
-    last_key: u64,
-    bad: Vec<(u64, Vec<u8>)>,
+/// What the database holds from earlier versions, which kept the events in sled.
+#[derive(Default)]
+struct Migration {
+    /// Records in the old `events` and `sent` trees.
+    records: usize,
+    /// Records that failed their check there: (key, bytes), for the `corrupt` tree.
+    bad: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// [`open_and_scan`], waiting briefly for a lock that this process itself still holds: sled
 /// lets go of its file lock from a background thread after the last handle is dropped, so an
 /// in-process reopen can briefly see the lock still held.
-fn open_waiting(db_path: &Path) -> Result<(Handles, Scan), StoreError> {
+fn open_waiting(db_path: &Path) -> Result<(Handles, Migration), StoreError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         match open_and_scan(db_path) {
@@ -1026,8 +1067,9 @@ fn open_waiting(db_path: &Path) -> Result<(Handles, Scan), StoreError> {
     }
 }
 
-/// Opens sled, turning refusals and panics into [`StoreError`], then reads every record.
-fn open_and_scan(db_path: &Path) -> Result<(Handles, Scan), StoreError> {
+/// Opens sled, turning refusals and panics into [`StoreError`], and counts what an earlier
+/// version left in its event trees.
+fn open_and_scan(db_path: &Path) -> Result<(Handles, Migration), StoreError> {
     let unreadable = |reason: String| StoreError::Unreadable {
         path: db_path.to_path_buf(),
         reason,
@@ -1049,52 +1091,119 @@ fn open_and_scan(db_path: &Path) -> Result<(Handles, Scan), StoreError> {
         },
         _ => unreadable(e.to_string()),
     })?;
-    let scan = quietly(|| scan(&db))
+    let migration = quietly(|| old_events(&db))
         .map_err(|panic| unreadable(format!("sled panicked while reading: {panic}")))?
         .map_err(|e| unreadable(e.to_string()))?;
     let log = std::fs::File::open(db_path.join("db")).map_err(|e| unreadable(e.to_string()))?;
     let handles = Handles {
-        events: db.open_tree("events")?,
         meta: db.open_tree("meta")?,
         inbox: db.open_tree("inbox")?,
         corrupt: db.open_tree("corrupt")?,
         dead: db.open_tree("dead")?,
-        sent: db.open_tree("sent")?,
         log,
         db,
     };
-    Ok((handles, scan))
+    Ok((handles, migration))
 }
 
-fn scan(db: &sled::Db) -> Result<Scan, sled::Error> {
-    scan_tree(&db.open_tree("events")?)
-}
-
-fn scan_tree(events: &sled::Tree) -> Result<Scan, sled::Error> {
-    let mut s = Scan {
-        acct: Accounting::default(),
-        last_key: 0,
-        bad: Vec::new(),
-    };
-    for item in events.iter() {
-        let (k, v) = item?;
-        if k.len() != 8 {
-            return Err(sled::Error::Corruption { at: None, bt: () });
-        }
-        let seq = be_u64(&k);
-        s.last_key = s.last_key.max(seq);
-        match decode_record(&v) {
-            Ok(r) => {
-                s.acct.bytes += v.len() as u64;
-                s.acct.count += 1;
-                if r.prio == Priority::Bulk {
-                    s.acct.bulk.insert(seq, v.len() as u32);
-                }
+/// Reads every record an earlier version left in sled's `events` and `sent` trees (sled
+/// refusing to iterate them means the database is unreadable).
+fn old_events(db: &sled::Db) -> Result<Migration, sled::Error> {
+    let mut m = Migration::default();
+    for name in ["events", "sent"] {
+        for item in db.open_tree(name)?.iter() {
+            let (k, v) = item?;
+            m.records += 1;
+            if k.len() != 8 {
+                return Err(sled::Error::Corruption { at: None, bt: () });
             }
-            Err(_) => s.bad.push((seq, v.to_vec())),
+            if decode_record(&v).is_err() {
+                m.bad.push((k.to_vec(), v.to_vec()));
+            }
         }
     }
-    Ok(s)
+    Ok(m)
+}
+
+/// Moves the events an earlier version kept in sled into the log, in `seq` order, the
+/// delivered ones (`sent`) marked so; synced before the old trees are cleared. A log found
+/// beside non-empty old trees is what a move cut short left (nothing is appended before the
+/// move is done), so it is built again from the start.
+fn migrate(h: &Handles, log_dir: &Path, segment_bytes: u64) -> Result<(), StoreError> {
+    let (events, sent) = (h.db.open_tree("events")?, h.db.open_tree("sent")?);
+    if log_dir.exists() {
+        std::fs::remove_dir_all(log_dir).map_err(|source| StoreError::DataDir {
+            path: log_dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let (mut log, _) = log::EventLog::open(log_dir, segment_bytes, false)?;
+    let mut a = events.iter().peekable();
+    let mut b = sent.iter().peekable();
+    let mut chunk: Vec<(u64, bool, Vec<u8>)> = Vec::new();
+    let mut delivered = Vec::new();
+    let mut moved = 0u64;
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(Ok((ka, _))), Some(Ok((kb, _)))) => ka <= kb,
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+        };
+        let (k, v) = if take_a { a.next() } else { b.next() }.expect("peeked")?;
+        let seq = be_u64(&k);
+        let Ok(r) = decode_record(&v) else {
+            continue; // Kept in `corrupt` by the caller.
+        };
+        if chunk.last().is_some_and(|(last, ..)| *last >= seq) {
+            continue; // In both trees (delivered while being moved, by an older version).
+        }
+        chunk.push((seq, r.prio == Priority::Bulk, v.to_vec()));
+        if !take_a {
+            delivered.push(seq);
+        }
+        if chunk.len() == 256 {
+            log.append(&chunk)?;
+            moved += chunk.len() as u64;
+            chunk.clear();
+        }
+    }
+    moved += chunk.len() as u64;
+    log.append(&chunk)?;
+    for seq in delivered {
+        log.mark(seq, log::State::Delivered);
+    }
+    log.take_sync()?.run()?;
+    drop(log);
+    events.clear()?;
+    sent.clear()?;
+    h.db.flush()?;
+    h.log.sync_data().map_err(|source| StoreError::Sync {
+        path: log_dir.to_path_buf(),
+        source,
+    })?;
+    tracing::info!(
+        events = moved,
+        "moved the outbox's events from sled into the segment log"
+    );
+    Ok(())
+}
+
+/// Segments are closed at a sixteenth of the quota (1 – 64 MiB): small enough that whole
+/// files are freed as the backlog drains, few enough to keep the index small.
+fn segment_bytes(quota: u64) -> u64 {
+    (quota / 16).clamp(1 << 20, 64 << 20)
+}
+
+fn pending(r: log::Read) -> Pending {
+    let rec = decode_record(&r.record).expect("the log checked it");
+    Pending {
+        seq: r.seq,
+        kind: rec.kind.to_string(),
+        payload: rec.payload.to_vec(),
+    }
 }
 
 thread_local! {

@@ -151,9 +151,10 @@ fn a_power_cut_loses_no_acknowledged_event_and_reuses_no_seq() {
     let mut app = setup.start();
     let mut ingest = setup.ingest();
     let mut answers = Vec::new();
-    // 100 alerts a second of 2 KiB each, so the store's log keeps growing onto new blocks;
-    // the journal aborts after 530 of them, about 5.3 s in (not on a second: sled syncs its
-    // log once a second by itself), as it does when the power goes. The cut is placed by
+    // 100 alerts a second of 2 KiB each, so the outbox's segment keeps growing onto new
+    // blocks; the journal aborts after 530 of them, about 5.3 s in (not on a second: sled,
+    // which holds the counters, syncs its log once a second by itself), as it does when the
+    // power goes. The cut is placed by
     // count, not by the clock, so a slow machine changes the pace, not the test.
     let pad = "p".repeat(2048);
     let mut sent = 0;

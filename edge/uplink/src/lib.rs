@@ -5,10 +5,11 @@
 //!   grows by one per answer (slow start, so a refused event is found in O(log window)
 //!   reconnects; see `Connection::run`). rumqttc reports each publish it sends with
 //!   its packet id, in the order they were queued; a FIFO of queued `seq`s maps packet ids back
-//!   to events, and a PUBACK removes its event from the outbox. The removals run on a
-//!   blocking thread, a batch at a time, beside the connection's loop (a sled removal costs
-//!   about as much as the publish it answers); the events count as forwarded once removed,
-//!   and a connection that ends waits for its removals before the next one reads the outbox.
+//!   to events, and a PUBACK marks its event delivered in the outbox. The marks are made on a
+//!   blocking thread, a batch at a time, beside the connection's loop (a mark is cheap, but
+//!   every 256th prunes what is kept for resends and may delete or rewrite segment files);
+//!   the events count as forwarded once marked, and a connection that ends waits for its
+//!   marks before the next one reads the outbox.
 //! * On any connection error the session is dropped whole; after a capped, jittered exponential
 //!   backoff a new one resends everything still in the outbox from the lowest `seq`
 //!   (at-least-once: central de-duplicates on `id`).
