@@ -213,6 +213,12 @@ impl EventLog {
             Ok(entries) => {
                 for e in entries {
                     let path = e.map_err(at(dir))?.path();
+                    if !read_only && path.extension().is_some_and(|x| x == "tmp") {
+                        // A rewrite a crash interrupted before its rename: the segment it
+                        // was made from is still there, whole.
+                        std::fs::remove_file(&path).map_err(at(&path))?;
+                        continue;
+                    }
                     let first = path
                         .file_name()
                         .and_then(|n| n.to_str())
@@ -857,13 +863,25 @@ impl EventLog {
         let tmp = self.dir.join(format!("{first:020}.seg.tmp"));
         let mut buf = Vec::new();
         let mut slots = Vec::with_capacity(seg.slots.len());
+        let newest = self.segs.keys().next_back() == Some(&first);
+        let last = seg.slots.iter().rposition(|s| s.state != State::Absent);
         for (i, s) in seg.slots.iter().enumerate() {
-            let keep = matches!(s.state, State::Live | State::Delivered | State::Expired);
+            // The newest segment's last frame stays whatever became of it: it holds the
+            // highest `seq`, which the next start must find (see `durable_seq`).
+            let highest = newest && Some(i) == last;
+            let keep =
+                highest || matches!(s.state, State::Live | State::Delivered | State::Expired);
             let mut frame = vec![0u8; HEADER + s.len as usize];
             let readable = keep
                 && seg.file.read_exact_at(&mut frame, u64::from(s.off)).is_ok()
                 && frame_at(&frame, 0).is_some_and(|(q, _)| q == first + i as u64);
-            if !readable || s.state == State::Expired {
+            if keep && !readable {
+                tracing::error!(
+                    seq = first + i as u64,
+                    "an outbox frame no longer reads back; dropped"
+                );
+            }
+            if !readable || (s.state == State::Expired && !highest) {
                 // Expired events are not needed; a slot keeps its number, marked absent.
                 slots.push(if readable || !keep {
                     ABSENT

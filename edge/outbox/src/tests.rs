@@ -316,6 +316,34 @@ async fn a_damaged_frame_is_set_aside_counted_once_and_the_frames_after_it_kept(
 }
 
 #[tokio::test]
+async fn rewriting_a_damaged_newest_segment_keeps_its_highest_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = start(dir.path(), 64 * MB);
+    ob.append_many((0..3).map(alert).collect()).await;
+    // The highest event is set aside: a rewrite would otherwise drop its frame.
+    assert!(ob.store().dead_letter(3, "refused").unwrap().is_some());
+    ob.close().await;
+    drop(ob);
+    let seg = segments(dir.path()).remove(0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[30] ^= 0xff; // inside the first frame
+    std::fs::write(&seg, &bytes).unwrap();
+    // A rewrite a crash interrupted is cleared away.
+    std::fs::write(seg.with_extension("seg.tmp"), b"half a rewrite").unwrap();
+
+    let (ob, notes) = start(dir.path(), 64 * MB);
+    assert_eq!(notes, vec![OpenNote::CorruptRecords { count: 1 }]);
+    assert_eq!(seqs(&ob), vec![2]);
+    ob.close().await;
+    drop(ob);
+    assert!(!seg.with_extension("seg.tmp").exists());
+    let (ob, notes) = start(dir.path(), 64 * MB);
+    assert!(notes.is_empty(), "no loss reported: {notes:?}");
+    assert_eq!(ob.append(alert(9)).await.unwrap().seq, 4);
+    ob.close().await;
+}
+
+#[tokio::test]
 async fn a_torn_tail_is_cut_off_and_its_number_given_again() {
     let dir = tempfile::tempdir().unwrap();
     let (ob, _) = start(dir.path(), 64 * MB);
