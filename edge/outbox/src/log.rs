@@ -471,6 +471,20 @@ impl EventLog {
         };
         debug_assert!(*first > self.last_seq || self.segs.is_empty());
         let size: usize = records.iter().map(|r| HEADER + r.2.len()).sum();
+        // A newest segment with nothing in it (made just before a crash that took its frames,
+        // and perhaps some at the end of the one before) may start above these numbers: it
+        // is made again at the right one.
+        let stale = self
+            .segs
+            .values()
+            .next_back()
+            .filter(|s| s.slots.is_empty() && s.first != *first)
+            .map(|s| (s.first, s.path.clone()));
+        if let Some((old, path)) = stale {
+            std::fs::remove_file(&path).map_err(at(&path))?;
+            self.segs.remove(&old);
+            self.dir_dirty = true;
+        }
         let roll = self
             .segs
             .values()
@@ -824,17 +838,22 @@ impl EventLog {
         if self.read_only {
             return Ok(false);
         }
+        // Neither the newest segment nor the one holding the highest `seq` (the same one,
+        // unless the newest is empty) is ever deleted or rewritten: the next start finds the
+        // numbering there.
         let newest = self.segs.keys().next_back().copied();
+        let top = self.top();
+        let spared = |s: &Segment| Some(s.first) == newest || Some(s.first) == top;
         let idle: Vec<u64> = self
             .segs
             .values()
-            .filter(|s| Some(s.first) != newest && s.live == 0 && s.kept == 0)
+            .filter(|s| !spared(s) && s.live == 0 && s.kept == 0)
             .map(|s| s.first)
             .collect();
         let sparse: Vec<u64> = self
             .segs
             .values()
-            .filter(|s| Some(s.first) != newest && (s.live > 0 || s.kept > 0))
+            .filter(|s| !spared(s) && (s.live > 0 || s.kept > 0))
             .filter(|s| {
                 // Each rewrite shrinks a file to under a quarter: rewriting costs at most a
                 // third more than writing.
@@ -842,6 +861,14 @@ impl EventLog {
             })
             .map(|s| s.first)
             .collect();
+        if !idle.is_empty() {
+            // The segment with the highest `seq` is made durable first (its frames and its
+            // directory entry), or a power cut could leave neither it nor the deleted ones.
+            if let Some(seg) = top.and_then(|t| self.segs.get(&t)) {
+                seg.file.sync_data().map_err(at(&seg.path))?;
+                sync_dir(&self.dir).map_err(at(&self.dir))?;
+            }
+        }
         for first in &idle {
             if let Some(seg) = self.segs.remove(first) {
                 std::fs::remove_file(&seg.path).map_err(at(&seg.path))?;
@@ -854,6 +881,16 @@ impl EventLog {
         Ok(!idle.is_empty() || !sparse.is_empty())
     }
 
+    /// The segment holding the highest `seq`: the newest one with frames (or the newest).
+    fn top(&self) -> Option<u64> {
+        self.segs
+            .values()
+            .rev()
+            .find(|s| !s.slots.is_empty())
+            .or_else(|| self.segs.values().next_back())
+            .map(|s| s.first)
+    }
+
     /// Rewrites a segment with only its live and kept events (and nothing corrupt): a new
     /// file, synced, renamed over the old one, the directory synced.
     fn rewrite(&mut self, first: u64) -> Result<(), LogError> {
@@ -863,11 +900,11 @@ impl EventLog {
         let tmp = self.dir.join(format!("{first:020}.seg.tmp"));
         let mut buf = Vec::new();
         let mut slots = Vec::with_capacity(seg.slots.len());
-        let newest = self.segs.keys().next_back() == Some(&first);
+        let newest = self.top() == Some(first);
         let last = seg.slots.iter().rposition(|s| s.state != State::Absent);
         for (i, s) in seg.slots.iter().enumerate() {
-            // The newest segment's last frame stays whatever became of it: it holds the
-            // highest `seq`, which the next start must find (see `durable_seq`).
+            // The last frame of the segment with the highest `seq` stays whatever became of
+            // it: the next start must find that number (see `durable_seq`).
             let highest = newest && Some(i) == last;
             let keep =
                 highest || matches!(s.state, State::Live | State::Delivered | State::Expired);
