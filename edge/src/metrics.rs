@@ -190,6 +190,16 @@ pub fn render(s: &Status, started: OffsetDateTime, now: OffsetDateTime) -> Strin
                 Some(o.inbox_entries),
             ),
             (
+                "log_bytes",
+                "Bytes of the event log's files: pending, kept for resends, not yet reclaimed.",
+                Some(o.log_bytes),
+            ),
+            (
+                "log_segments",
+                "Segment files of the event log.",
+                Some(o.log_segments),
+            ),
+            (
                 "disk_free_bytes",
                 "Free space on the data directory's file system.",
                 o.disk_free_bytes,

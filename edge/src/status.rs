@@ -141,6 +141,11 @@ pub fn render(s: &Status) -> String {
             o.dead_letters
         );
     }
+    out += &format!(
+        "on disk       {:.1} MiB in {} segment files (pending, kept for resends, not yet reclaimed)\n",
+        o.log_bytes as f64 / 1048576.0,
+        o.log_segments
+    );
     if let Some(free) = o.disk_free_bytes {
         out += &format!("disk free     {:.1} MiB\n", free as f64 / 1048576.0);
     }

@@ -314,6 +314,12 @@ pub struct Stat {
     /// Free space on the data directory's file system.
     #[serde(default)]
     pub disk_free_bytes: Option<u64>,
+    /// Segment files of the log, and the bytes of the log's files (segments and marks):
+    /// what the events take on disk, pending, kept for resends and not yet reclaimed.
+    #[serde(default)]
+    pub log_segments: u64,
+    #[serde(default)]
+    pub log_bytes: u64,
 }
 
 /// An event waiting to be published.
@@ -960,7 +966,7 @@ impl Store {
 
     /// The backlog.
     pub fn stat(&self) -> Result<Stat, StoreError> {
-        let (backlog_events, backlog_bytes, oldest_seq, oldest_ms) = {
+        let (backlog_events, backlog_bytes, oldest_seq, oldest_ms, (log_segments, log_bytes)) = {
             let log = self.log();
             let first = log.first_live();
             (
@@ -968,6 +974,7 @@ impl Store {
                 log.bytes,
                 first,
                 first.and_then(|s| log.time_of(s)),
+                log.disk_use(),
             )
         };
         let oldest_age_s = oldest_ms.map(|t| (now_ms().saturating_sub(t)) as f64 / 1000.0);
@@ -983,6 +990,8 @@ impl Store {
             inbox_entries: h.inbox.len() as u64,
             dead_letters: h.dead.len() as u64,
             disk_free_bytes: self.free_bytes(),
+            log_segments,
+            log_bytes,
         })
     }
 }

@@ -1008,6 +1008,12 @@ impl EventLog {
         Ok(())
     }
 
+    /// Segment files and the bytes of the log's files (segments and marks) on disk.
+    pub fn disk_use(&self) -> (u64, u64) {
+        let segs = self.segs.values().map(|s| s.len).sum::<u64>();
+        (self.segs.len() as u64, segs + self.marks_len)
+    }
+
     /// The size at which segments are closed.
     pub fn segment_bytes(&self) -> u64 {
         self.segment_bytes

@@ -504,6 +504,16 @@ async fn segments_are_deleted_once_delivered_and_rewritten_when_mostly_holes() {
     );
     let pending = seqs(&ob);
     assert_eq!(pending, (0..50).map(|i| i * 100 + 1).collect::<Vec<_>>());
+    // What `outbox stat` and the metrics say the log takes is what is on disk.
+    let st = store.stat().unwrap();
+    let on_disk: u64 = std::fs::read_dir(dir.path().join(log::LOG_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        (st.log_segments as usize, st.log_bytes),
+        (files.len(), on_disk)
+    );
     ob.close().await;
     drop((ob, store));
     let (ob, _) = start(dir.path(), 16 * MB);
