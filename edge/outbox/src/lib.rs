@@ -140,6 +140,8 @@ pub enum StoreError {
     },
     #[error("outbox is being reopened after an I/O error")]
     Reopening,
+    #[error("outbox {path} still holds {events} events in an earlier version's format; the service moves them into the log at its next start")]
+    NotMoved { path: PathBuf, events: usize },
     #[error("outbox log {0}")]
     Log(#[from] log::LogError),
     #[error("seq reservation {path}: {source}")]
@@ -446,8 +448,18 @@ impl Store {
         let log_path = data_dir.join(log::LOG_DIR);
         let segment_bytes = segment_bytes(quota);
         let mut bad = std::mem::take(&mut migration.bad);
-        if mode == OpenMode::Service && migration.records > 0 {
-            migrate(&handles, &log_path, segment_bytes)?;
+        match mode {
+            OpenMode::Service if migration.records > 0 => {
+                migrate(&handles, &log_path, segment_bytes)?
+            }
+            // Inspecting changes nothing, and the log alone would show an empty backlog.
+            OpenMode::Inspect if migration.records > 0 => {
+                return Err(StoreError::NotMoved {
+                    path: db_path,
+                    events: migration.records,
+                })
+            }
+            _ => {}
         }
         let (event_log, found) =
             log::EventLog::open(&log_path, segment_bytes, mode == OpenMode::Inspect)?;

@@ -428,6 +428,15 @@ async fn events_an_earlier_version_kept_in_sled_are_moved_into_the_log() {
             .unwrap();
         db.flush().unwrap();
     }
+    // Inspected before the service has started (and moved them), the store says so rather
+    // than show an empty backlog.
+    let err = Store::open(dir.path(), 64 * MB, OpenMode::Inspect)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::NotMoved { events: 5, .. }),
+        "{err}"
+    );
     let (ob, notes) = start(dir.path(), 64 * MB);
     assert_eq!(notes, vec![OpenNote::CorruptRecords { count: 1 }]);
     let store = ob.store().clone();
