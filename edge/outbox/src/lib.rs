@@ -11,8 +11,9 @@
 //!   synced. This holds across a process crash and a power cut.
 //! * **Group commit, pipelined.** A writer thread takes every append request queued at that
 //!   moment (up to `storage.commit_batch` events), assigns `seq`, signs (on all cores) and
-//!   appends them to the segment log, a chunk per write; a flusher thread syncs whatever batches are applied, once
-//!   for all of them, and only then answers them and moves the durable watermark. The writer
+//!   appends them to the segment log, a chunk per write; a flusher thread syncs whatever
+//!   batches are appended, once for all of them, and only then answers them and moves the
+//!   durable watermark. The writer
 //!   prepares the next batch while the previous one is being synced.
 //! * **`seq` is never issued twice to events anyone saw.** `seq` is assigned by the writer, in
 //!   order, only to events it accepts; a refused event gets none. The last assigned `seq` is
@@ -351,7 +352,7 @@ struct Handles {
     dead: sled::Tree,
     /// sled's log file. sled ends a flush with `sync_file_range`, which commits neither the
     /// file's metadata nor the file system's journal nor the drive's cache: after a power cut
-    /// the flushed tail can be gone. [`Store::sync`] fdatasyncs it after every flush.
+    /// the flushed tail can be gone. [`Store::sync_sled`] fdatasyncs it after every flush.
     log: std::fs::File,
 }
 
@@ -385,8 +386,8 @@ pub struct Store {
     opened: std::time::Instant,
     /// Blob files (sled's values too large for its log) already fdatasynced.
     synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
-    /// Delivered events are kept this long (by event time) in `sent`, for central's resend
-    /// requests; 0 keeps none (`storage.keep_delivered_h`).
+    /// Delivered events are kept this long (by event time) in their segments, for central's
+    /// resend requests; 0 keeps none (`storage.keep_delivered_h`).
     keep_delivered_ms: AtomicU64,
     /// At most this many record bytes of delivered events are kept; the oldest go first.
     sent_cap: AtomicU64,
@@ -686,8 +687,8 @@ impl Store {
         let read = log.read(from, upto, limit, log::State::Live)?;
         let mut out = Vec::with_capacity(read.len());
         for r in read {
-            match r {
-                Ok(r) => out.push(pending(r)),
+            match r.and_then(pending) {
+                Ok(p) => out.push(p),
                 Err(seq) => {
                     tracing::error!(seq, "outbox record failed its check; set aside");
                     let raw = log.raw(seq).unwrap_or_default();
@@ -762,8 +763,7 @@ impl Store {
         let read = self.log().read(from, upto, limit, log::State::Delivered)?;
         Ok(read
             .into_iter()
-            .filter_map(Result::ok)
-            .map(pending)
+            .filter_map(|r| r.and_then(pending).ok())
             .collect())
     }
 
@@ -898,10 +898,7 @@ impl Store {
             self.check(h.meta.insert("durable_seq", &d.to_be_bytes()))?;
         }
         self.sync_sled(&h)?;
-        let mut log = self.log();
-        if log.marks_grown() {
-            log.rewrite_marks()?;
-        }
+        self.log().rewrite_marks()?;
         Ok(())
     }
 
@@ -1218,13 +1215,15 @@ fn segment_bytes(quota: u64) -> u64 {
     (quota / 16).clamp(1 << 20, 64 << 20)
 }
 
-fn pending(r: log::Read) -> Pending {
-    let rec = decode_record(&r.record).expect("the log checked it");
-    Pending {
+/// An event read back from the log, ready to publish; `Err(seq)` if its record fails its
+/// own check (the frame's passed: written so by a bug, never by the disk).
+fn pending(r: log::Read) -> Result<Pending, u64> {
+    let rec = decode_record(&r.record).map_err(|_| r.seq)?;
+    Ok(Pending {
         seq: r.seq,
         kind: rec.kind.to_string(),
         payload: rec.payload.to_vec(),
-    }
+    })
 }
 
 thread_local! {

@@ -293,8 +293,6 @@ impl EventLog {
                 .values()
                 .map(|s| (s.path.clone(), s.file.clone()))
                 .collect();
-        }
-        if !read_only {
             // Regions that failed their checks are dropped from their files now (their bytes
             // are with the caller), so they are counted once, not at every start.
             for first in damaged {
@@ -329,18 +327,18 @@ impl EventLog {
             let follows = |s: u64| Some(s) > last && s - first < slots.len() as u64 + (1 << 20);
             if let Some((seq, len)) = frame_at(&bytes, pos).filter(|(s, _)| follows(*s)) {
                 let rec = &bytes[pos + HEADER..pos + HEADER + len];
-                let bulk = decode_record(rec).is_ok_and(|r| r.prio == Priority::Bulk);
+                let decoded = decode_record(rec);
                 let i = (seq - first) as usize;
                 slots.resize(i, ABSENT);
                 slots.push(Slot {
                     off: pos as u32,
                     len: len as u32,
-                    state: if decode_record(rec).is_ok() {
+                    state: if decoded.is_ok() {
                         State::Live
                     } else {
                         State::Corrupt
                     },
-                    bulk,
+                    bulk: decoded.is_ok_and(|r| r.prio == Priority::Bulk),
                 });
                 last = Some(seq);
                 pos += HEADER + len;
@@ -755,14 +753,11 @@ impl EventLog {
             for (seq, s) in picked {
                 let p = (u64::from(s.off) - span_from) as usize;
                 match frame_at(&buf, p) {
-                    Some((got, len)) if got == seq && len == s.len as usize => {
-                        let record = buf[p + HEADER..p + HEADER + len].to_vec();
-                        if decode_record(&record).is_ok() {
-                            out.push(Ok(Read { seq, record }));
-                        } else {
-                            out.push(Err(seq));
-                        }
-                    }
+                    // The frame's CRC covers the record; the caller decodes it once.
+                    Some((got, len)) if got == seq && len == s.len as usize => out.push(Ok(Read {
+                        seq,
+                        record: buf[p + HEADER..p + HEADER + len].to_vec(),
+                    })),
                     _ => out.push(Err(seq)),
                 }
             }
@@ -963,10 +958,10 @@ impl EventLog {
         Ok(())
     }
 
-    /// Rewrites the marks file from the index when it has grown (or at open): one entry per
-    /// run of events in the same stored state, in segments that still exist.
+    /// Rewrites the marks file from the index once it has grown past [`MARKS_REWRITE`]: one
+    /// entry per run of events in the same stored state, in segments that still exist.
     pub fn rewrite_marks(&mut self) -> Result<(), LogError> {
-        if self.read_only || (self.marks_len < MARKS_REWRITE && self.marks_len > 0) {
+        if self.read_only || self.marks_len < MARKS_REWRITE {
             return Ok(());
         }
         let mut buf = Vec::new();
@@ -1017,11 +1012,6 @@ impl EventLog {
     /// The size at which segments are closed.
     pub fn segment_bytes(&self) -> u64 {
         self.segment_bytes
-    }
-
-    /// Whether the marks file should be rewritten.
-    pub fn marks_grown(&self) -> bool {
-        self.marks_len >= MARKS_REWRITE
     }
 }
 
