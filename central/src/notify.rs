@@ -176,9 +176,9 @@ impl Candidates {
         for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
             let sql = format!(
                 "SELECT id, post, kinds, mrn FROM subscription WHERE active = 1 AND mrn IN ({})",
-                store::placeholders(1, chunk.len())
+                store::placeholders(conn, 1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = store::multi_row(conn, &sql);
             for m in chunk {
                 q = q.bind(*m);
             }

@@ -264,11 +264,11 @@ pub(crate) async fn apply_batch(
     let trackers: Vec<&str> = trackers.into_iter().collect();
     for chunk in trackers.chunks(store::rows_per_statement(conn, 1)) {
         let sql = format!(
-            "SELECT k.tracker, k.mrn, t.state, t.declaration FROM transit_tracker k \
-             JOIN transit t ON t.mrn = k.mrn WHERE k.tracker IN ({})",
-            store::placeholders(1, chunk.len())
+            "SELECT k.tracker, k.mrn, t.state, t.declaration FROM {} \
+             JOIN transit_tracker k ON k.tracker = v.column1 JOIN transit t ON t.mrn = k.mrn",
+            store::keys(conn, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = store::multi_row(conn, &sql);
         for t in chunk {
             q = q.bind(*t);
         }
@@ -307,11 +307,11 @@ pub(crate) async fn apply_batch(
     let mrns: Vec<String> = transits.iter().map(|t| t.mrn.clone()).collect();
     for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
         let sql = format!(
-            "SELECT mrn, deviating_since, stopped_since, silent, fold, last_fix_ms FROM track \
-             WHERE mrn IN ({})",
-            store::placeholders(1, chunk.len())
+            "SELECT mrn, deviating_since, stopped_since, silent, fold, last_fix_ms FROM {} \
+             JOIN track ON track.mrn = v.column1",
+            store::keys(conn, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = store::multi_row(conn, &sql);
         for m in chunk {
             q = q.bind(m.as_str());
         }
@@ -372,9 +372,9 @@ pub(crate) async fn apply_batch(
         let sql = format!(
             "INSERT INTO fix (mrn, time_ms, lat, lon, speed, source, received_ms) VALUES {} \
              ON CONFLICT (mrn, time_ms) DO NOTHING",
-            store::value_rows(chunk.len(), 7)
+            store::value_rows(conn, chunk.len(), 7)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = store::multi_row(conn, &sql);
         for (mrn, f, source) in chunk {
             q = q
                 .bind(*mrn)
@@ -434,9 +434,9 @@ pub(crate) async fn apply_batch(
              VALUES {} ON CONFLICT (mrn) DO UPDATE SET last_fix_ms = excluded.last_fix_ms, \
              deviating_since = excluded.deviating_since, stopped_since = excluded.stopped_since, \
              silent = excluded.silent, fold = excluded.fold",
-            store::value_rows(chunk.len(), 6)
+            store::value_rows(conn, chunk.len(), 6)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = store::multi_row(conn, &sql);
         for t in chunk {
             let fold = t.fold.clone().unwrap_or_default();
             let text = serde_json::to_string(&fold)

@@ -68,9 +68,9 @@ pub async fn set_many(
         let sql = format!(
             "INSERT INTO route (post, mrn, action) VALUES {} \
              ON CONFLICT (post, mrn) DO UPDATE SET action = excluded.action, done_ms = NULL",
-            crate::store::value_rows(chunk.len(), 3)
+            crate::store::value_rows(conn, chunk.len(), 3)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = crate::store::multi_row(conn, &sql);
         for ((post, mrn), on) in chunk {
             q = q.bind(post.as_str()).bind(mrn.as_str()).bind(if **on {
                 "publish"

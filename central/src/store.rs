@@ -2,7 +2,8 @@
 //! file, no server) and PostgreSQL (production), through sqlx's `Any` driver.
 //!
 //! Only what both backends read the same way is used: `$n` placeholders (SQLite takes `$1` as
-//! a named parameter, numbered in order of first use, which is the same numbering), TEXT,
+//! a named parameter, numbered in order of first use, which is the same numbering; the
+//! statements built for many rows use bare `?` there instead, see [`placeholders`]), TEXT,
 //! BIGINT, DOUBLE PRECISION, `ON CONFLICT … DO NOTHING`, and times as milliseconds since the
 //! epoch. Migrations are numbered SQL texts applied in one transaction each and recorded in
 //! `schema_version`; a database newer than this binary is refused rather than guessed at.
@@ -719,9 +720,10 @@ pub(crate) async fn load_transits(
 ) -> Result<HashMap<String, (Transit, Vec<Sighting>)>, StoreError> {
     let mut out = HashMap::new();
     for chunk in mrns.chunks(rows_per_statement(conn, 1)) {
-        let list = placeholders(1, chunk.len());
-        let sql = format!("SELECT {TRANSIT_COLUMNS} FROM transit WHERE mrn IN ({list})");
-        let mut q = sqlx::query(&sql);
+        let keys = keys(conn, chunk.len());
+        let sql =
+            format!("SELECT {TRANSIT_COLUMNS} FROM {keys} JOIN transit ON transit.mrn = v.column1");
+        let mut q = multi_row(conn, &sql);
         for m in chunk {
             q = q.bind(*m);
         }
@@ -730,9 +732,10 @@ pub(crate) async fn load_transits(
             out.insert(t.mrn.clone(), (t, Vec::new()));
         }
         let sql = format!(
-            "SELECT mrn, event_id, post, time_ms, kind, channel FROM sighting WHERE mrn IN ({list})"
+            "SELECT mrn, event_id, post, time_ms, kind, channel FROM {keys} \
+             JOIN sighting ON sighting.mrn = v.column1"
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for m in chunk {
             q = q.bind(*m);
         }
@@ -755,9 +758,9 @@ pub(crate) async fn insert_sightings(
         let sql = format!(
             "INSERT INTO sighting (mrn, event_id, post, time_ms, kind, channel) VALUES {} \
              ON CONFLICT (mrn, event_id) DO NOTHING",
-            value_rows(chunk.len(), 6)
+            value_rows(conn, chunk.len(), 6)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for (mrn, s) in chunk {
             let (kind, channel) = match &s.seen {
                 Seen::Passage { channel } => ("passage", Some(channel.as_str())),
@@ -1036,15 +1039,20 @@ pub(crate) async fn last_log_numbers(
     let mut out = HashMap::new();
     for chunk in mrns.chunks(rows_per_statement(conn, 1)) {
         let sql = format!(
-            "SELECT mrn, MAX(n) FROM transit_log WHERE mrn IN ({}) GROUP BY mrn",
-            placeholders(1, chunk.len())
+            // One index lookup per transit (the last entry of its `(mrn, n)` key), whatever
+            // the planner believes of the table's size.
+            "SELECT v.column1, (SELECT MAX(n) FROM transit_log WHERE transit_log.mrn = v.column1) \
+             FROM {}",
+            keys(conn, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for m in chunk {
             q = q.bind(*m);
         }
         for r in q.fetch_all(&mut *conn).await? {
-            out.insert(r.try_get(0)?, r.try_get(1)?);
+            if let Some(n) = r.try_get::<Option<i64>, _>(1)? {
+                out.insert(r.try_get(0)?, n);
+            }
         }
     }
     Ok(out)
@@ -1077,9 +1085,9 @@ pub(crate) async fn write_transits(
              expected_by_ms = v.column5, last_post = v.column6, last_seen_ms = v.column7, \
              flags = v.column8, version = v.column9, updated_ms = v.column10 \
              FROM (VALUES {}) AS v WHERE transit.mrn = v.column1 AND transit.version = v.column11",
-            value_rows(chunk.len(), 11)
+            value_rows(conn, chunk.len(), 11)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for (t, was) in chunk {
             q = bind_progress(q.bind(t.mrn.as_str()), t)
                 .bind(t.version)
@@ -1101,9 +1109,9 @@ pub(crate) async fn insert_logs(
     for chunk in rows.chunks(rows_per_statement(conn, 7)) {
         let sql = format!(
             "INSERT INTO transit_log (mrn, n, at_ms, from_state, to_state, cause, note) VALUES {}",
-            value_rows(chunk.len(), 7)
+            value_rows(conn, chunk.len(), 7)
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for (mrn, n, at_ms, c) in chunk {
             q = q
                 .bind(mrn.as_str())
@@ -1138,18 +1146,33 @@ pub(crate) async fn gaps_of(conn: &mut AnyConnection, post: &str) -> Result<Vec<
         .collect()
 }
 
-/// How many rows of `params` parameters one multi-row statement should carry. SQLite finds
-/// each bound parameter by a linear walk of the statement's parameter names, so a statement's
-/// binding costs the square of its parameters: a few hundred per statement is the optimum
-/// there (4 096 made binding a fifth of the ingest's time). PostgreSQL pays a round trip per
-/// statement instead, so it takes as many as fit (65 535 parameters).
-pub(crate) fn rows_per_statement(conn: &AnyConnection, params: usize) -> usize {
-    let most = if conn.backend_name() == "SQLite" {
-        192
-    } else {
-        4096
-    };
-    (most / params.max(1)).max(1)
+/// How many rows of `params` parameters one multi-row statement should carry: as many as fit
+/// in 4 096 parameters, a batch's rows in one statement. (On SQLite that is only cheap with
+/// the bare `?` placeholders of [`placeholders`]: a numbered one is found by a walk of the
+/// statement's parameter names, which made a 4 000-parameter statement cost the square.)
+pub(crate) fn rows_per_statement(_conn: &AnyConnection, params: usize) -> usize {
+    (4096 / params.max(1)).max(1)
+}
+
+/// A statement built for its number of rows. SQLite does not keep it prepared: each row
+/// count is another statement, and a cache of a hundred statements of thousands of
+/// parameters each would take tens of MiB (preparing one again costs less than a tenth of
+/// running it). PostgreSQL keeps it, where preparing is a round trip of its own.
+pub(crate) fn multi_row<'q>(conn: &AnyConnection, sql: &'q str) -> AnyQuery<'q> {
+    sqlx::query(sql).persistent(!is_sqlite(conn))
+}
+
+/// `(VALUES ($1), ($2), …) AS v`: `n` keys to join a table on (`ON t.key = v.column1`), where
+/// `WHERE key IN (…)` would do. PostgreSQL knows how many rows a VALUES list has, so it looks
+/// each key up in the table's index; for an `IN` list it guesses from statistics, which on a
+/// table that grew since its last ANALYZE made it scan the whole table, every batch (9 ms a
+/// batch at 15 000 transits, growing with them). The keys must be distinct.
+pub(crate) fn keys(conn: &AnyConnection, n: usize) -> String {
+    format!("(VALUES {}) AS v", value_rows(conn, n, 1))
+}
+
+fn is_sqlite(conn: &AnyConnection) -> bool {
+    conn.backend_name() == "SQLite"
 }
 
 /// One event for the journal.
@@ -1175,25 +1198,9 @@ pub(crate) async fn insert_journal(
         let mut sql = String::from(
             "INSERT INTO journal (id, post, seq, type, time_ms, received_ms, mrn, envelope) VALUES ",
         );
-        for i in 0..chunk.len() {
-            let b = i * 8;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8
-            ));
-        }
+        sql.push_str(&value_rows(conn, chunk.len(), 8));
         sql.push_str(" ON CONFLICT DO NOTHING RETURNING id");
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for r in chunk {
             q = q
                 .bind(r.id)
@@ -1228,9 +1235,9 @@ pub(crate) async fn note_seqs(
     let mut highest: HashMap<String, i64> = HashMap::new();
     let mut before: HashMap<String, Vec<Gap>> = HashMap::new();
     for chunk in posts.chunks(rows_per_statement(conn, 1)) {
-        let list = placeholders(1, chunk.len());
+        let list = placeholders(conn, 1, chunk.len());
         let sql = format!("SELECT post, highest_seq FROM post_state WHERE post IN ({list})");
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for p in chunk {
             q = q.bind(p.as_str());
         }
@@ -1241,7 +1248,7 @@ pub(crate) async fn note_seqs(
             "SELECT post, seq_from, seq_to, noticed_ms, requested_ms FROM seq_gap \
              WHERE post IN ({list}) ORDER BY post, seq_from"
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for p in chunk {
             q = q.bind(p.as_str());
         }
@@ -1302,35 +1309,51 @@ pub(crate) async fn note_seqs(
         progress.push((post.as_str(), top, contiguous));
     }
     // A post's first events make its row; its link stays what its status says.
-    for chunk in progress.chunks(rows_per_statement(conn, 4)) {
+    for chunk in progress.chunks(rows_per_statement(conn, 5)) {
         let sql = format!(
             "INSERT INTO post_state (post, highest_seq, contiguous_seq, last_event_ms, link, link_ms) \
              VALUES {} ON CONFLICT (post) DO UPDATE SET highest_seq = excluded.highest_seq, \
              contiguous_seq = excluded.contiguous_seq, last_event_ms = excluded.last_event_ms",
             (0..chunk.len())
-                .map(|r| format!("({}, ${k}, 'unknown', ${k})", placeholders(r * 4 + 1, 3), k = r * 4 + 4))
+                .map(|r| format!(
+                    "({}, 'unknown', {})",
+                    placeholders(conn, r * 5 + 1, 4),
+                    placeholders(conn, r * 5 + 5, 1)
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = multi_row(conn, &sql);
         for (post, top, contiguous) in chunk {
-            q = q.bind(*post).bind(*top).bind(*contiguous).bind(now_ms);
+            q = q
+                .bind(*post)
+                .bind(*top)
+                .bind(*contiguous)
+                .bind(now_ms)
+                .bind(now_ms);
         }
         q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-/// `rows` rows of `per_row` placeholders for a multi-row VALUES list: `($1, $2), ($3, $4)`.
-pub(crate) fn value_rows(rows: usize, per_row: usize) -> String {
+/// `rows` rows of `per_row` placeholders for a multi-row VALUES list: `($1, $2), ($3, $4)`
+/// (`(?, ?), (?, ?)` on SQLite, see [`placeholders`]).
+pub(crate) fn value_rows(conn: &AnyConnection, rows: usize, per_row: usize) -> String {
     (0..rows)
-        .map(|r| format!("({})", placeholders(r * per_row + 1, per_row)))
+        .map(|r| format!("({})", placeholders(conn, r * per_row + 1, per_row)))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// `$first, $first+1, …`: `n` placeholders.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
+/// `n` placeholders, numbered from `first`: `$first, $first+1, …` on PostgreSQL, bare `?` on
+/// SQLite. SQLite binds bare ones in order without looking them up by name; so a statement
+/// built with these must bind its parameters once each, in the order they appear, and not mix
+/// them with numbered ones.
+pub(crate) fn placeholders(conn: &AnyConnection, first: usize, n: usize) -> String {
+    if is_sqlite(conn) {
+        return vec!["?"; n].join(", ");
+    }
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
