@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use crate::api::Api;
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::ingest::{Ingestor, Limits, Message, Outcome, MAX_PAYLOAD};
+use crate::ingest::{Ingestor, Limits, Message, Outcome, Worker, MAX_PAYLOAD};
 use crate::notify::Notifier;
 use crate::routing::Publisher;
 use crate::store::{now_ms, Store, StoreError};
@@ -219,46 +219,28 @@ async fn notify_sender(notifier: Arc<Notifier>) {
     }
 }
 
-/// Applies what the broker delivers in batches, acknowledging each batch after its commit.
+/// Applies what the broker delivers in batches ([`Worker`]), acknowledging each batch after
+/// its commit.
 async fn ingest_worker(
-    mut ingestor: Ingestor,
+    ingestor: Ingestor,
     mut rx: mpsc::Receiver<Publish>,
     client: AsyncClient,
     routed: Arc<Notify>,
     changes: broadcast::Sender<()>,
 ) {
-    let mut batch = Vec::with_capacity(512);
-    loop {
-        if rx.recv_many(&mut batch, 512).await == 0 {
-            return;
-        }
-        let messages: Vec<Message> = batch
+    let mut worker = Worker::new(ingestor);
+    let message = |p: &Publish| Message {
+        topic: p.topic.clone(),
+        payload: p.payload.to_vec(),
+    };
+    while let Some((batch, out)) = worker.next(&mut rx, message).await {
+        if out
             .iter()
-            .map(|p| Message {
-                topic: p.topic.clone(),
-                payload: p.payload.to_vec(),
-            })
-            .collect();
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            match ingestor.handle(&messages, now_ms()).await {
-                Ok(out) => {
-                    if out
-                        .iter()
-                        .any(|o| !matches!(o, Outcome::Duplicate | Outcome::Ignored))
-                    {
-                        let _ = changes.send(());
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot store a batch; retrying, nothing acknowledged");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
+            .any(|o| !matches!(o, Outcome::Duplicate | Outcome::Ignored))
+        {
+            let _ = changes.send(());
         }
-        for p in batch.drain(..) {
+        for p in batch {
             if let Err(e) = client.ack(&p).await {
                 tracing::warn!(error = %e, "cannot acknowledge; the broker will resend");
             }
