@@ -379,9 +379,10 @@ impl Fusion {
             Kind::Position => self.stats.positions += 1,
             _ => {}
         }
+        let time = to_time(at);
         Event {
-            id: uuid::Uuid::new_v4().to_string(),
-            time: to_time(at),
+            id: acsgd_contract::envelope::event_id(time),
+            time,
             kind: kind.into(),
             body,
         }
