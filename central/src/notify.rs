@@ -576,6 +576,9 @@ pub struct Notifier {
     store: Store,
     channels: Channels,
     config: NotifyConfig,
+    /// Set when the service stops: [`Notifier::step`] finishes the send in flight (and
+    /// records it) and starts no other.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Notifier {
@@ -585,11 +588,22 @@ impl Notifier {
             store,
             channels,
             config,
+            stopping: Default::default(),
         })
     }
 
     pub fn channel_ready(&self, channel: &str) -> bool {
         self.channels.has(channel)
+    }
+
+    /// Asks [`Notifier::step`] to stop after the send in flight.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends every row due at `now_ms` (up to 100), one at a time.
@@ -606,6 +620,9 @@ impl Notifier {
         .await?;
         let mut out = Stepped::default();
         for r in rows {
+            if self.stopping() {
+                break;
+            }
             let id: String = r.try_get(0)?;
             let kind: String = r.try_get(1)?;
             let payload: String = r.try_get(2)?;

@@ -181,7 +181,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let app = Api::new(store.clone(), auth, routed.clone(), changes.clone())
         .with_notify(notifier.clone(), config.notify.rate_per_hour)
         .router();
-    let notify = tokio::spawn(notify_sender(notifier));
+    let mut notify = tokio::spawn(notify_sender(notifier.clone()));
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -193,13 +193,23 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         _ = worker => Some("ingest"),
         _ = routes => Some("route publisher"),
         _ = scheduler => Some("scheduler"),
-        _ = notify => Some("notifier"),
+        _ = &mut notify => Some("notifier"),
         _ = feed => Some("EGTS feed"),
         _ = http => Some("HTTP API"),
     };
     match ended {
         None => {
             tracing::info!("stopping");
+            // A notification the recipient took is recorded as sent before the process ends:
+            // a restart must not tell it again. The send in flight finishes (each channel has
+            // its own timeout); no other starts.
+            notifier.stop();
+            if tokio::time::timeout(Duration::from_secs(60), &mut notify)
+                .await
+                .is_err()
+            {
+                tracing::warn!("notifier: a send still in flight after 60 s; stopping anyway");
+            }
             let _ = client.disconnect().await;
             Ok(())
         }
@@ -210,7 +220,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
 /// Sends due notifications: looks twice a second (a change queues its rows in its own
 /// transaction, so there is nothing to miss between looks).
 async fn notify_sender(notifier: Arc<Notifier>) {
-    loop {
+    while !notifier.stopping() {
         if let Err(e) = notifier.step(now_ms()).await {
             tracing::error!(error = %e, "notifier: cannot read or record notifications; retrying");
             tokio::time::sleep(Duration::from_secs(5)).await;
