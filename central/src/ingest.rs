@@ -88,6 +88,7 @@ pub struct Ingestor {
     store: Store,
     verifier: Verifier,
     limits: Limits,
+    corridors: positions::Corridors,
 }
 
 /// The most messages one batch (one transaction) takes.
@@ -196,6 +197,7 @@ impl Ingestor {
                 max_clock_skew_ms: limits.max_clock_skew_ms,
             },
             limits,
+            corridors: Default::default(),
         };
         i.reload_keys().await?;
         Ok(i)
@@ -340,6 +342,7 @@ impl Ingestor {
         positions::apply_batch(
             &mut tx,
             &state.positions,
+            &mut self.corridors,
             &state.transits.moved,
             &self.limits.positions,
             now_ms,

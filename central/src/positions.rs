@@ -18,6 +18,7 @@
 //! its cost stays bounded on a long transit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use acsgd_contract::declaration::Corridor;
 use serde::{Deserialize, Serialize};
@@ -245,6 +246,7 @@ pub(crate) struct Fixes {
 pub(crate) async fn apply_batch(
     conn: &mut AnyConnection,
     items: &[Fixes],
+    corridors: &mut Corridors,
     touched: &HashSet<String>,
     c: &PositionsConfig,
     now_ms: i64,
@@ -264,7 +266,7 @@ pub(crate) async fn apply_batch(
     let trackers: Vec<&str> = trackers.into_iter().collect();
     for chunk in trackers.chunks(store::rows_per_statement(conn, 1)) {
         let sql = format!(
-            "SELECT k.tracker, k.mrn, t.state, t.declaration FROM {} \
+            "SELECT k.tracker, k.mrn, t.state, t.declared_ms FROM {} \
              JOIN transit_tracker k ON k.tracker = v.column1 JOIN transit t ON t.mrn = k.mrn",
             store::keys(conn, chunk.len())
         );
@@ -284,15 +286,45 @@ pub(crate) async fn apply_batch(
                 transits.len() - 1
             });
             if transits[k].corridor.is_none() {
-                let decl: String = r.try_get(3)?;
-                transits[k].corridor = Some(
-                    serde_json::from_str::<CorridorOf>(&decl)
-                        .map_err(|e| store::corrupt("declaration", e.to_string()))?
-                        .corridor,
-                );
+                let declared_ms: i64 = r.try_get(3)?;
+                transits[k].corridor = corridors.get(&transits[k].mrn, declared_ms);
             }
             by_tracker.entry(tracker).or_default().push(k);
         }
+    }
+    // The corridors not known yet: their declarations read and parsed, once for as long as
+    // they stay in `corridors`.
+    let missing: Vec<&str> = transits
+        .iter()
+        .filter(|t| t.corridor.is_none())
+        .map(|t| t.mrn.as_str())
+        .collect();
+    let mut found = Vec::new();
+    for chunk in missing.chunks(store::rows_per_statement(conn, 1)) {
+        let sql = format!(
+            "SELECT mrn, declared_ms, declaration FROM {} JOIN transit ON transit.mrn = v.column1",
+            store::keys(conn, chunk.len())
+        );
+        let mut q = store::multi_row(conn, &sql);
+        for m in chunk {
+            q = q.bind(*m);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let mrn: String = r.try_get(0)?;
+            let declared_ms: i64 = r.try_get(1)?;
+            let decl: String = r.try_get(2)?;
+            let corridor = serde_json::from_str::<CorridorOf>(&decl)
+                .map_err(|e| store::corrupt("declaration", e.to_string()))?
+                .corridor
+                .map(Arc::new);
+            found.push((mrn, declared_ms, corridor));
+        }
+    }
+    for (mrn, declared_ms, corridor) in found {
+        if let Some(&k) = index.get(&mrn) {
+            transits[k].corridor = Some(corridor.clone());
+        }
+        corridors.put(mrn, declared_ms, corridor);
     }
     if transits.is_empty() {
         return Ok(0);
@@ -390,6 +422,7 @@ pub(crate) async fn apply_batch(
     // Each item judged in turn; the flags follow the verdicts.
     for t in &mut transits {
         let corridor = t.corridor.clone().flatten();
+        let corridor = corridor.as_deref();
         let mut was = (t.was_deviating, t.was_stopped);
         for &n in &t.items {
             let item = &items[n];
@@ -399,14 +432,14 @@ pub(crate) async fn apply_batch(
                         history.entry(f.time_ms).or_insert(*f);
                     }
                     let all: Vec<Fix> = history.values().copied().collect();
-                    Fold::of(corridor.as_ref(), &all, c)
+                    Fold::of(corridor, &all, c)
                 }
                 None => {
                     let fold = t.fold.get_or_insert_with(Fold::default);
                     let mut fixes = item.fixes.clone();
                     fixes.sort_by_key(|f| f.time_ms);
                     for f in &fixes {
-                        fold.push(corridor.as_ref(), f, c);
+                        fold.push(corridor, f, c);
                     }
                     fold.clone()
                 }
@@ -458,7 +491,7 @@ pub(crate) async fn apply_batch(
 struct Judged {
     mrn: String,
     /// Read from its declaration: `Some(None)` when it declares no corridor.
-    corridor: Option<Option<Corridor>>,
+    corridor: Option<Option<Arc<Corridor>>>,
     /// The batch's items that carry its tracker, in order.
     items: Vec<usize>,
     was_deviating: Option<i64>,
@@ -482,6 +515,34 @@ impl Judged {
             fold: Some(Fold::default()),
             history: None,
         }
+    }
+}
+
+/// The corridors of the transits whose fixes were judged lately, by MRN and the time the
+/// transit was declared (a declaration is never changed once stored; the time tells a
+/// transit declared again apart). A batch's positions name hundreds of transits, and each
+/// declaration's JSON parsed again cost a sixth of judging them. At most [`Corridors::MOST`];
+/// when full it starts again empty (a miss costs one read of the declaration).
+#[derive(Default)]
+pub struct Corridors {
+    known: HashMap<String, (i64, Option<Arc<Corridor>>)>,
+}
+
+impl Corridors {
+    pub const MOST: usize = 50_000;
+
+    fn get(&self, mrn: &str, declared_ms: i64) -> Option<Option<Arc<Corridor>>> {
+        match self.known.get(mrn) {
+            Some((at, c)) if *at == declared_ms => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, mrn: String, declared_ms: i64, corridor: Option<Arc<Corridor>>) {
+        if self.known.len() >= Self::MOST {
+            self.known.clear();
+        }
+        self.known.insert(mrn, (declared_ms, corridor));
     }
 }
 
@@ -593,7 +654,10 @@ impl Store {
             })
             .collect();
         let mut tx = self.pool().begin().await?;
-        let touched = apply_batch(&mut tx, &items, &HashSet::new(), c, now_ms).await?;
+        // A packet of the feed names few trackers: their corridors read every time.
+        let mut corridors = Corridors::default();
+        let touched =
+            apply_batch(&mut tx, &items, &mut corridors, &HashSet::new(), c, now_ms).await?;
         tx.commit().await?;
         Ok(touched)
     }
@@ -686,6 +750,27 @@ pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corridor_is_known_by_its_transit_and_declaration_time_and_the_cache_stays_bounded() {
+        let mut c = Corridors::default();
+        c.put("26KZ1".into(), 1_000, Some(Arc::new(corridor())));
+        c.put("26KZ2".into(), 1_000, None);
+        assert_eq!(
+            c.get("26KZ1", 1_000).unwrap().unwrap().width_m,
+            corridor().width_m
+        );
+        // Declared without a corridor: known, and known to have none.
+        assert!(c.get("26KZ2", 1_000).unwrap().is_none());
+        // Another declaration under the same MRN is not taken for the one seen before.
+        assert!(c.get("26KZ1", 2_000).is_none());
+        assert!(c.get("26KZ3", 1_000).is_none());
+        for i in 0..Corridors::MOST + 10 {
+            c.put(format!("M{i}"), 0, None);
+        }
+        assert!(c.known.len() <= Corridors::MOST);
+        assert!(c.get(&format!("M{}", Corridors::MOST + 9), 0).is_some());
+    }
 
     fn corridor() -> Corridor {
         Corridor {
