@@ -30,7 +30,7 @@ use acsgd_central::ingest::{Ingestor, Limits, Message, Outcome, Worker, BATCH};
 use acsgd_central::store::{now_ms, Store, Table};
 use serde_json::json;
 
-use common::{passage, Box_, Pg};
+use common::{passage, Box_, Ids, Pg};
 
 const POSTS: usize = 50;
 
@@ -70,9 +70,19 @@ fn main() {
 }
 
 async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
+    // The appliance's event ids (UUIDv7) unless told otherwise: `ACSGD_BENCH_IDS=v4` for the
+    // random ones it made before, `readable` for `post-00-alert-00000001`.
+    let ids = match std::env::var("ACSGD_BENCH_IDS").as_deref() {
+        Ok("v4") => Ids::V4,
+        Ok("readable") => Ids::Readable,
+        _ => Ids::V7,
+    };
     let store = Store::open(url).await.unwrap();
     let mut posts: Vec<Box_> = (0..POSTS)
-        .map(|i| Box_::new(&format!("post-{i:02}")))
+        .map(|i| Box_ {
+            ids,
+            ..Box_::new(&format!("post-{i:02}"))
+        })
         .collect();
     for p in &posts {
         store.put_post(&p.registry_entry()).await.unwrap();

@@ -199,10 +199,26 @@ where
 }
 
 /// A post that signs like the appliance.
+/// Event ids: each stable per (post, seq, kind), so a resend carries the same id.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ids {
+    /// `korgas-passage-00000001`, which tests can name.
+    Readable,
+    /// As the appliance makes them (`acsgd_contract::envelope::event_id`): UUIDv7, the
+    /// event's time first.
+    V7,
+    /// As the appliance made them before: UUIDv4, all random (the ingest bench's
+    /// `ACSGD_BENCH_IDS=v4`; no test needs them).
+    #[allow(dead_code)]
+    V4,
+}
+
 pub struct Box_ {
     pub signer: Signer,
     pub post: String,
     pub seq: u64,
+    /// How its event ids look.
+    pub ids: Ids,
 }
 
 impl Box_ {
@@ -211,6 +227,7 @@ impl Box_ {
             signer: Signer::ephemeral(post).unwrap(),
             post: post.into(),
             seq: 0,
+            ids: Ids::Readable,
         }
     }
 
@@ -235,8 +252,13 @@ impl Box_ {
     }
 
     pub fn sealed(&self, kind: &str, time_ms: i64, body: Value, seq: u64) -> Vec<u8> {
+        let id = match self.ids {
+            Ids::Readable => uuid_like(&self.post, seq, kind),
+            Ids::V7 => appliance_like(&self.post, seq, kind, Some(time_ms)),
+            Ids::V4 => appliance_like(&self.post, seq, kind, None),
+        };
         let ev = Event {
-            id: uuid_like(&self.post, seq, kind),
+            id,
             time: OffsetDateTime::from_unix_timestamp_nanos(time_ms as i128 * 1_000_000).unwrap(),
             kind: kind.into(),
             body,
@@ -252,6 +274,26 @@ impl Box_ {
 /// A stable id per (post, seq, kind), so a resend carries the same id as the appliance's does.
 fn uuid_like(post: &str, seq: u64, kind: &str) -> String {
     format!("{post}-{kind}-{seq:08}")
+}
+
+/// A stable id shaped as the appliance's: UUIDv7 with the event's time first (`time_ms`), or
+/// UUIDv4 (`None`); its other bits from (post, seq, kind).
+fn appliance_like(post: &str, seq: u64, kind: &str, time_ms: Option<i64>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut bits = [0u8; 16];
+    for (i, part) in bits.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (post, seq, kind, i).hash(&mut h);
+        part.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    let b = match time_ms {
+        Some(ms) => {
+            let rest: [u8; 10] = bits[..10].try_into().unwrap();
+            uuid::Builder::from_unix_timestamp_millis(ms.max(0) as u64, &rest)
+        }
+        None => uuid::Builder::from_random_bytes(bits),
+    };
+    b.into_uuid().to_string()
 }
 
 /// A passage body as the appliance makes it (only what central reads is filled in).

@@ -7,7 +7,7 @@ use acsgd_central::store::{Store, Table};
 use acsgd_central::tracking::{Action, Flag, State};
 use serde_json::json;
 
-use crate::common::{on_both, passage, Box_, H};
+use crate::common::{on_both, passage, Box_, Ids, H};
 
 /// 2026-12-01T00:00:00Z
 const T0: i64 = 1_796_083_200_000;
@@ -89,6 +89,8 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
 fn events_are_journaled_once_and_seq_gaps_are_tracked() {
     on_both(|store, backend| async move {
         let mut b = registered(&store, &["korgas"]).await.remove(0);
+        // Ids as the appliance makes them (UUIDv7).
+        b.ids = Ids::V7;
         let mut i = Ingestor::new(store.clone(), Limits::default())
             .await
             .unwrap();
