@@ -482,7 +482,7 @@ impl Verifier {
         let mut out: Vec<Option<Result<Checked, Refusal>>> = Vec::with_capacity(part.len());
         let mut signed = Vec::new();
         for (i, m) in part.iter().enumerate() {
-            match self.parse(m, now_ms) {
+            match self.parse(m) {
                 Step::Done(r) => out.push(Some(r)),
                 Step::Sign(s, key) => {
                     out.push(None);
@@ -499,11 +499,11 @@ impl Verifier {
                 let m = &part[*i];
                 out[*i] = Some(match r {
                     Ok(env) => self.after(m, env, now_ms),
-                    Err(e) => Err(Refusal {
-                        topic: m.topic.clone(),
-                        post: post_of(&m.topic).map(|(p, _)| p.to_string()),
-                        reason: format!("bad signature: {e}"),
-                    }),
+                    Err(e) => Err(Refusal::of(
+                        m,
+                        post_of(&m.topic).map(|(p, _)| p),
+                        format!("bad signature: {e}"),
+                    )),
                 });
             }
         }
@@ -513,25 +513,16 @@ impl Verifier {
     }
 
     /// A message's checks up to its signature: topic, size, status, known post, envelope.
-    fn parse(&self, m: &Message, now_ms: i64) -> Step {
-        match self.parse_or_refuse(m, now_ms) {
+    fn parse(&self, m: &Message) -> Step {
+        match self.parse_or_refuse(m) {
             Ok(step) => step,
             Err(r) => Step::Done(Err(r)),
         }
     }
 
-    fn parse_or_refuse(&self, m: &Message, _now_ms: i64) -> Result<Step, Refusal> {
-        let refuse = |post: Option<&str>, reason: String| Refusal {
-            topic: m.topic.clone(),
-            post: post.map(str::to_string),
-            reason,
-        };
-        let Some((post, kind)) = post_of(&m.topic) else {
-            return Err(refuse(
-                None,
-                format!("topic {} is not acsgd/v1/{{post}}/{{type}}", m.topic),
-            ));
-        };
+    fn parse_or_refuse(&self, m: &Message) -> Result<Step, Refusal> {
+        let refuse = |post: Option<&str>, reason: String| Refusal::of(m, post, reason);
+        let (post, kind) = topic_of(m)?;
         if m.payload.len() > MAX_PAYLOAD {
             return Err(refuse(
                 Some(post),
@@ -587,17 +578,8 @@ impl Verifier {
     /// A message's checks after its signature: the envelope against its topic, schema, seq,
     /// time.
     fn after(&self, m: &Message, env: Envelope, now_ms: i64) -> Result<Checked, Refusal> {
-        let refuse = |post: Option<&str>, reason: String| Refusal {
-            topic: m.topic.clone(),
-            post: post.map(str::to_string),
-            reason,
-        };
-        let Some((post, kind)) = post_of(&m.topic) else {
-            return Err(refuse(
-                None,
-                format!("topic {} is not acsgd/v1/{{post}}/{{type}}", m.topic),
-            ));
-        };
+        let refuse = |post: Option<&str>, reason: String| Refusal::of(m, post, reason);
+        let (post, kind) = topic_of(m)?;
         if env.post != post {
             return Err(refuse(
                 Some(post),
@@ -939,6 +921,27 @@ pub(crate) struct Refusal {
     topic: String,
     post: Option<String>,
     reason: String,
+}
+
+impl Refusal {
+    fn of(m: &Message, post: Option<&str>, reason: String) -> Refusal {
+        Refusal {
+            topic: m.topic.clone(),
+            post: post.map(str::to_string),
+            reason,
+        }
+    }
+}
+
+/// The post and the type a message's topic names, or why it is refused.
+fn topic_of(m: &Message) -> Result<(&str, &str), Refusal> {
+    post_of(&m.topic).ok_or_else(|| {
+        Refusal::of(
+            m,
+            None,
+            format!("topic {} is not acsgd/v1/{{post}}/{{type}}", m.topic),
+        )
+    })
 }
 
 async fn quarantine_one(
