@@ -182,12 +182,6 @@ enum Checking {
     Again,
 }
 
-impl Pending {
-    pub fn messages(&self) -> &[Message] {
-        &self.batch
-    }
-}
-
 impl Ingestor {
     pub async fn new(store: Store, limits: Limits) -> Result<Ingestor, StoreError> {
         let mut i = Ingestor {
@@ -272,16 +266,17 @@ impl Ingestor {
         pending: &mut Pending,
         now_ms: i64,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let verified = match std::mem::replace(&mut pending.checking, Checking::Again) {
+        let done = match std::mem::replace(&mut pending.checking, Checking::Again) {
             Checking::Running(h) => match h.await {
-                Ok(v) => v,
+                Ok(v) => Some(v),
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => self
-                    .verifier_for(&pending.batch)
-                    .await?
-                    .check_all(&pending.batch, now_ms),
+                Err(_) => None,
             },
-            Checking::Again => self
+            Checking::Again => None,
+        };
+        let verified = match done {
+            Some(v) => v,
+            None => self
                 .verifier_for(&pending.batch)
                 .await?
                 .check_all(&pending.batch, now_ms),
