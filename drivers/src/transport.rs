@@ -9,7 +9,10 @@
 //! and counted), an optional allowlist of device ids (IMEI, EGTS terminal or object id, Wialon
 //! login; a device not on it is refused at login and disconnected), and an idle timeout.
 //! Serial: the port is reopened with capped backoff whenever it disappears (USB adapters
-//! re-enumerate, RS-485 converters lose power). Bad input costs one frame: counted in
+//! re-enumerate, RS-485 converters lose power); what the appliance sends down the line (lane-node
+//! commands, [`Outgoing`]) is written between reads, and dropped unsent once its deadline has
+//! passed, so a command queued while the port was gone never moves a barrier minutes late.
+//! Bad input costs one frame: counted in
 //! [`Stats`] and logged at most once per [`LOG_EVERY`] per link, with the number suppressed.
 
 use std::collections::HashSet;
@@ -77,6 +80,10 @@ pub struct Stats {
     /// Frames whose readings were not accepted downstream (not acknowledged).
     pub not_accepted: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Commands written to the device (serial lane nodes).
+    pub commands: AtomicU64,
+    /// Commands dropped unsent because their time had passed (the port was away).
+    pub expired_commands: AtomicU64,
 }
 
 impl Stats {
@@ -684,8 +691,18 @@ pub async fn serve_udp(
     }
 }
 
+/// Bytes for the device at the other end of a serial line (an encoded lane-node command),
+/// written only until `until`.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub until: Instant,
+}
+
 /// Reads a serial device for as long as `shutdown` is false, reopening it whenever it
-/// disappears, with backoff from 250 ms to 30 s.
+/// disappears, with backoff from 250 ms to 30 s; writes what `outgoing` brings (when given) to
+/// the same port.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_serial(
     path: PathBuf,
     baud: u32,
@@ -693,6 +710,7 @@ pub async fn serve_serial(
     sensor: Arc<str>,
     sink: Sink,
     stats: Arc<Stats>,
+    mut outgoing: Option<mpsc::Receiver<Outgoing>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use tokio_serial::SerialPortBuilderExt;
@@ -717,11 +735,32 @@ pub async fn serve_serial(
         };
         tracing::info!(link, "serial port open");
         backoff = Duration::from_millis(250);
-        let mut frames = FramedRead::new(port, FrameCodec::new(protocol));
+        let (rd, mut wr) = tokio::io::split(port);
+        let mut frames = FramedRead::new(rd, FrameCodec::new(protocol));
         let mut decoder = Decoder::new(protocol);
         loop {
             let next = tokio::select! {
                 r = frames.next() => r,
+                Some(out) = next_outgoing(&mut outgoing) => {
+                    if Instant::now() > out.until {
+                        Stats::inc(&stats.expired_commands);
+                        continue;
+                    }
+                    let written = async {
+                        wr.write_all(&out.bytes).await?;
+                        wr.flush().await
+                    };
+                    match written.await {
+                        Ok(()) => {
+                            Stats::inc(&stats.commands);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(link, "serial device lost while writing: {e}; reopening");
+                            break;
+                        }
+                    }
+                }
                 _ = stopped(&mut shutdown) => return,
             };
             let frame = match next {
@@ -761,6 +800,21 @@ pub async fn serve_serial(
             _ = tokio::time::sleep(backoff) => {}
             _ = stopped(&mut shutdown) => return,
         }
+    }
+}
+
+/// The next thing to write, if the link has an outgoing side (pending forever otherwise, and
+/// once its sender is gone).
+async fn next_outgoing(rx: &mut Option<mpsc::Receiver<Outgoing>>) -> Option<Outgoing> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(o) => Some(o),
+            None => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

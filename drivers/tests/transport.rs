@@ -246,6 +246,7 @@ async fn a_serial_gps_that_disappears_is_reopened() {
         "gps".into(),
         tx,
         stats.clone(),
+        None,
         rx,
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -564,4 +565,71 @@ async fn garbage_does_not_keep_an_idle_tracker_connection_open() {
         closed.is_ok(),
         "a connection sending only noise was kept open"
     );
+}
+
+#[tokio::test]
+async fn commands_go_down_a_serial_line_and_stale_ones_are_dropped_unsent() {
+    use acsgd_drivers::lane::{self, Body, Frame};
+    use acsgd_drivers::transport::Outgoing;
+    use std::time::Instant;
+    use tokio_serial::SerialPort;
+    let dir = tempfile_dir();
+    let link = dir.join("node");
+    let (tx, mut batches) = mpsc::channel(16);
+    let stats = Arc::new(Stats::default());
+    let (_shutdown, rx) = watch::channel(false);
+    let (out_tx, out_rx) = mpsc::channel(8);
+    let (mut master, slave) = tokio_serial::SerialStream::pair().unwrap();
+    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    let encode = |body: Body, seq: u8, addr: u8| {
+        let mut buf = [0u8; lane::MAX_FRAME];
+        let n = lane::encode(&Frame { addr, seq, body }, &mut buf).unwrap();
+        buf[..n].to_vec()
+    };
+    // Queued before the port is even opened: one whose time has passed, one still due.
+    let stale = encode(Body::Barrier { open: true }, 1, 1);
+    let due = encode(Body::Barrier { open: false }, 2, 1);
+    out_tx
+        .send(Outgoing {
+            bytes: stale,
+            until: Instant::now().checked_sub(Duration::from_secs(1)).unwrap(),
+        })
+        .await
+        .unwrap();
+    out_tx
+        .send(Outgoing {
+            bytes: due.clone(),
+            until: Instant::now() + Duration::from_secs(600),
+        })
+        .await
+        .unwrap();
+    tokio::spawn(transport::serve_serial(
+        link,
+        115_200,
+        Protocol::Lane,
+        "node-1".into(),
+        tx,
+        stats.clone(),
+        Some(out_rx),
+        rx,
+    ));
+    let mut got = vec![0u8; due.len()];
+    timeout(Duration::from_secs(10), master.read_exact(&mut got))
+        .await
+        .expect("the command written")
+        .unwrap();
+    assert_eq!(got, due, "only the command still due, byte for byte");
+    assert_eq!(Stats::get(&stats.expired_commands), 1);
+    assert_eq!(Stats::get(&stats.commands), 1);
+    // The line still reads what the node says back.
+    let ack = encode(Body::Ack { seq: 2, result: 0 }, 7, 1);
+    master.write_all(&ack).await.unwrap();
+    let b = timeout(Duration::from_secs(5), batches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match &b.readings[..] {
+        [Reading::Lane(f)] => assert_eq!(f.body, Body::Ack { seq: 2, result: 0 }),
+        other => panic!("{other:?}"),
+    }
 }

@@ -74,6 +74,22 @@ pub struct Lane {
     /// Direction of traffic.
     #[serde(default = "default_direction")]
     pub direction: Direction,
+    /// The barrier (and lights) at the lane's end, driven through its lane node.
+    #[serde(default)]
+    pub barrier: Option<LaneBarrier>,
+}
+
+/// `[lanes.barrier]`: a barrier the appliance drives through the lane node. Officers open and
+/// close it from the screen; the node refuses to lower it onto an occupied loop.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LaneBarrier {
+    /// The lane node that drives it: a `lane` sensor of this lane on a serial line.
+    pub node: String,
+    /// Close it by itself once, after an opening, a vehicle has come onto this loop (the one
+    /// under the arm) and left it; absent: only officers close it.
+    #[serde(default)]
+    pub close_after_loop: Option<u8>,
 }
 
 /// Direction of traffic on a lane.
@@ -409,6 +425,45 @@ impl Config {
                     format!("lanes[{i}].id"),
                     format!("duplicate lane {:?}", lane.id),
                 ));
+            }
+            if let Some(b) = &lane.barrier {
+                let key = |k: &str| format!("lanes[{i}].barrier.{k}");
+                let Some(node) = self.sensors.iter().find(|s| s.id == b.node) else {
+                    return Err(Invalid::new(
+                        key("node"),
+                        format!("no sensor {:?} is configured", b.node),
+                    ));
+                };
+                if node.protocol != Protocol::Lane || node.lane.as_deref() != Some(&lane.id) {
+                    return Err(Invalid::new(
+                        key("node"),
+                        format!(
+                            "{:?} is not a lane node (protocol \"lane\") of lane {:?}",
+                            b.node, lane.id
+                        ),
+                    ));
+                }
+                if !matches!(node.transport, Transport::Serial { .. }) {
+                    return Err(Invalid::new(
+                        key("node"),
+                        format!("{:?} is not on a serial line: commands go down the lane node's RS-485 line", b.node),
+                    ));
+                }
+                if self.lanes[..i]
+                    .iter()
+                    .any(|l| l.barrier.as_ref().is_some_and(|o| o.node == b.node))
+                {
+                    return Err(Invalid::new(
+                        key("node"),
+                        format!("{:?} already drives another lane's barrier", b.node),
+                    ));
+                }
+                if b.close_after_loop == Some(0) {
+                    return Err(Invalid::new(
+                        key("close_after_loop"),
+                        "loops are numbered from 1".into(),
+                    ));
+                }
             }
         }
         if self.storage.keep_delivered_h > 24 * 365 {
@@ -820,7 +875,33 @@ data_dir = "/var/lib/acsgd"
             (format!("{MINIMAL}[ingest]\nlisten = \"127.0.0.1:7070\"\n[[ingest.clients]]\nname = \"a\"\ntoken = \"short\"\ntypes = [\"alert\"]\n"), "ingest.clients[0].token: must be at least 24 characters"),
             (format!("{MINIMAL}[ingest]\nlisten = \"0.0.0.0:7070\"\n[[ingest.clients]]\nname = \"a\"\ntoken = \"0123456789abcdef01234567\"\ntypes = [\"override\"]\n"), "ingest.clients[0].types[0]: \"override\" cannot come through ingest"),
         ];
-        for (text, want) in cases {
+        let lane = |barrier: &str, protocol: &str, transport: &str| {
+            format!("{MINIMAL}[[lanes]]\nid=\"1\"\nbarrier={{{barrier}}}\n[[sensors]]\nid=\"node-1\"\nlane=\"1\"\nprotocol=\"{protocol}\"\ntransport={{{transport}}}\n")
+        };
+        let serial = "kind=\"serial\",path=\"/dev/ttyS0\"";
+        let barriers = [
+            (
+                lane("node=\"node-2\"", "lane", serial),
+                "lanes[0].barrier.node: no sensor \"node-2\"",
+            ),
+            (
+                lane("node=\"node-1\"", "rpm", serial),
+                "lanes[0].barrier.node: \"node-1\" is not a lane node",
+            ),
+            (
+                lane(
+                    "node=\"node-1\"",
+                    "lane",
+                    "kind=\"tcp\",listen=\"127.0.0.1:1\"",
+                ),
+                "lanes[0].barrier.node: \"node-1\" is not on a serial line",
+            ),
+            (
+                lane("node=\"node-1\",close_after_loop=0", "lane", serial),
+                "lanes[0].barrier.close_after_loop: loops are numbered from 1",
+            ),
+        ];
+        for (text, want) in cases.into_iter().chain(barriers) {
             let e = err(&text);
             assert!(e.contains(want), "want {want:?} in {e:?}");
             assert!(e.starts_with("config /etc/acsgd.toml"), "{e}");

@@ -15,6 +15,7 @@
 //! task that dies one of them.
 
 pub mod accounts;
+pub mod barrier;
 pub mod camera;
 pub mod config;
 pub mod decode;

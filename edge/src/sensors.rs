@@ -65,14 +65,25 @@ pub fn component(id: &str) -> String {
     format!("sensor/{id}")
 }
 
+/// What the lane control ([`crate::barrier`]) exchanges with the lane nodes that drive a
+/// barrier: their frames in, their serial lines' outgoing sides.
+#[derive(Default)]
+pub struct LaneLinks {
+    pub taps: crate::barrier::Taps,
+    pub lines:
+        std::collections::HashMap<String, mpsc::Receiver<acsgd_drivers::transport::Outgoing>>,
+}
+
 /// Starts every sensor with a driver, and the task that stores what they read; every task is
 /// watched by `sup` (a camera's is the only one the service can go on without).
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     sensors: &[Sensor],
     anpr: &crate::config::Anpr,
     outbox: Outbox,
     fusion: Shared,
     health: Arc<Health>,
+    mut links: LaneLinks,
     sup: &Supervisor,
     stop: watch::Receiver<bool>,
 ) -> Result<(Vec<Started>, JoinHandle<()>), SensorError> {
@@ -85,6 +96,7 @@ pub async fn start(
             sink.clone(),
             outbox.clone(),
             fusion.clone(),
+            links.taps.clone(),
             stop.clone(),
         )),
     );
@@ -214,6 +226,7 @@ pub async fn start(
                     id,
                     sink.clone(),
                     stats.clone(),
+                    links.lines.remove(&s.id),
                     stop.clone(),
                 ));
                 (t, None)
@@ -250,6 +263,7 @@ async fn store(
     keep: mpsc::Sender<Batch>,
     outbox: Outbox,
     fusion: Shared,
+    taps: crate::barrier::Taps,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut keep = Some(keep);
@@ -268,6 +282,7 @@ async fn store(
             }
         };
         crate::supervise::fault_point("sensors");
+        taps.offer(&b.sensor, &b.readings);
         let events = fusion
             .locked()
             .readings(live::now(), &b.sensor, &b.readings);

@@ -71,6 +71,8 @@ pub struct Running {
     /// The fusion ticker's ticks (what the systemd watchdog vouches for).
     heartbeat: crate::notify::Heartbeat,
     sensor_stats: SensorStats,
+    /// The lanes' barriers and lights as their nodes last reported.
+    barriers: crate::barrier::States,
     stop: watch::Sender<bool>,
     uplink_task: JoinHandle<()>,
     ingest_task: Option<JoinHandle<()>>,
@@ -132,16 +134,26 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
     let state = Arc::new(UplinkState::default());
     let fusion: crate::live::Shared = Arc::new(std::sync::Mutex::new(recovered_fusion(&config)?));
     let opened = if transports { &config.sensors[..] } else { &[] };
+    let lanes = crate::barrier::start(&config, outbox.clone(), stop_rx.clone());
+    for (name, task) in lanes.tasks {
+        // A lane whose control died cannot be opened from the screen; the post goes on.
+        sup.watch(name, false, task);
+    }
     let (sensors, sensor_store) = crate::sensors::start(
         opened,
         &config.anpr,
         outbox.clone(),
         fusion.clone(),
         health.clone(),
+        crate::sensors::LaneLinks {
+            taps: lanes.frames,
+            lines: lanes.lines,
+        },
         &sup,
         stop_rx.clone(),
     )
     .await?;
+    let barriers = lanes.states;
     let heartbeat = crate::notify::Heartbeat::default();
     let fusion_task = sup.watch(
         "fusion",
@@ -196,6 +208,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         &outbox,
         &state,
         &sensor_stats,
+        &barriers,
         Some(first_stats.clone()),
     )
     .ok()
@@ -221,6 +234,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
                 post: config.post.clone(),
                 lanes: config.lanes.iter().map(|l| l.id.clone()).collect(),
                 summary: config.summary(),
+                barriers: lanes.requests,
             },
             outbox.clone(),
             status_rx,
@@ -235,7 +249,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             config.clone(),
             outbox.clone(),
             state.clone(),
-            sensor_stats.clone(),
+            (sensor_stats.clone(), barriers.clone()),
             (fusion.clone(), first_stats),
             status_tx,
             stop_rx,
@@ -266,6 +280,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         fusion_task,
         heartbeat,
         sensor_stats,
+        barriers,
         stop,
         uplink_task,
         ingest_task,
@@ -397,6 +412,7 @@ impl Running {
             &self.outbox,
             &self.uplink,
             &self.sensor_stats,
+            &self.barriers,
             fusion_stats(&self.fusion),
         )
     }
@@ -429,6 +445,7 @@ impl Running {
             &self.outbox,
             &self.uplink,
             &self.sensor_stats,
+            &self.barriers,
             fusion_stats(&self.fusion),
         ) {
             let _ = status::write_live(&self.config.storage.data_dir, &s);
@@ -451,6 +468,7 @@ fn snapshot(
     outbox: &Outbox,
     uplink: &UplinkState,
     sensors: &SensorStats,
+    barriers: &crate::barrier::States,
     fusion: Option<acsgd_fusion::FusionStats>,
 ) -> Result<Status, StoreError> {
     Ok(Status {
@@ -464,6 +482,7 @@ fn snapshot(
             .map(|(id, st)| (id.clone(), status::SensorCounters::of(st)))
             .collect(),
         fusion,
+        barriers: barriers.lock().map(|b| b.clone()).unwrap_or_default(),
     })
 }
 
@@ -471,7 +490,7 @@ async fn status_loop(
     config: Config,
     outbox: Outbox,
     uplink: Arc<UplinkState>,
-    sensors: SensorStats,
+    (sensors, barriers): (SensorStats, crate::barrier::States),
     (fusion, mut last_fusion): (crate::live::Shared, acsgd_fusion::FusionStats),
     screens: watch::Sender<serde_json::Value>,
     mut stop: watch::Receiver<bool>,
@@ -494,6 +513,7 @@ async fn status_loop(
             &outbox,
             &uplink,
             &sensors,
+            &barriers,
             Some(last_fusion.clone()),
         ) {
             Ok(s) => {

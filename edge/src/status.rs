@@ -39,6 +39,10 @@ pub struct Status {
     /// What fusion did since the start (running service only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<acsgd_fusion::FusionStats>,
+    /// Per lane with a barrier: what its lane node last reported of the barrier and lights
+    /// (running service only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub barriers: BTreeMap<String, crate::barrier::LaneOutputs>,
 }
 
 /// A sensor's counters (see `acsgd_drivers::transport::Stats`).
@@ -52,6 +56,12 @@ pub struct SensorCounters {
     pub connections: u64,
     pub refused_connections: u64,
     pub reconnects: u64,
+    /// Commands written to the device (a lane node's barrier and lights).
+    #[serde(default)]
+    pub commands: u64,
+    /// Commands dropped unsent because the port was away past their deadline.
+    #[serde(default)]
+    pub expired_commands: u64,
 }
 
 impl SensorCounters {
@@ -66,6 +76,8 @@ impl SensorCounters {
             connections: S::get(&s.connections),
             refused_connections: S::get(&s.refused_connections),
             reconnects: S::get(&s.reconnects),
+            commands: S::get(&s.commands),
+            expired_commands: S::get(&s.expired_commands),
         }
     }
 }
@@ -88,6 +100,7 @@ pub fn read(data_dir: &Path) -> Result<Status, StoreError> {
             uplink: None,
             sensors: BTreeMap::new(),
             fusion: None,
+            barriers: BTreeMap::new(),
         }),
         Err(e @ StoreError::Locked { .. }) => {
             let path = data_dir.join(STATUS_FILE);

@@ -6,8 +6,11 @@
 //! those frames themselves are not played). The passage at central must carry the loads the
 //! firmware computed, within tolerance of that truth.
 //!
-//! The appliance sends no commands to the lane node yet; where a scenario has `command`s the
-//! runner writes them on the bus as the appliance would, and checks the node's `Ack`s.
+//! Where a scenario has `command`s, the runner is the officer: it signs in to the appliance's
+//! screen API and asks it to open or close the barrier at each command's time
+//! ([`drive_barrier`] configures the lane's `[lanes.barrier]` and the account); the appliance
+//! writes the commands down the node's line and answers with what the firmware acknowledged,
+//! which must be what the scenario expects.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -17,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use acsgd::mosquitto::free_port;
-use acsgd_drivers::lane::{self, AckResult, Body, Frame, Receiver, Scan};
+use acsgd_drivers::lane::{self, AckResult, Body, Receiver, Scan};
 use acsgd_trace as trace;
 use lane_node_sim::{board, Assumptions, AxleTruth, LoopFaultAt, Rng, Scene, Truck, Truth};
 use serde::Deserialize;
@@ -87,16 +90,180 @@ impl Ack {
     }
 }
 
+impl Ack {
+    fn name(self) -> &'static str {
+        match self {
+            Ack::Done => "done",
+            Ack::RefusedOccupied => "refused_occupied",
+        }
+    }
+}
+
+/// The officer at the appliance's screen API (see [`drive_barrier`]).
+#[derive(Debug, Clone)]
+pub struct Officer {
+    port: u16,
+    lane: String,
+}
+
+const OFFICER: &str = "hil-officer";
+const OFFICER_PASSWORD: &str = "hil-officer-pass";
+
+/// Gives the firmware's lane a barrier the appliance drives through that node, the appliance a
+/// screen on a free port, and an officer account to sign in with.
+pub fn drive_barrier(
+    config: &mut toml::Table,
+    spec: &Spec,
+    dir: &std::path::Path,
+) -> Result<Officer, HilError> {
+    let bad = |what: &str| HilError::Setup(format!("barrier: {what}"));
+    let lane = config
+        .get("sensors")
+        .and_then(toml::Value::as_array)
+        .and_then(|s| {
+            s.iter()
+                .find(|t| t.get("id").and_then(toml::Value::as_str) == Some(&spec.sensor))
+        })
+        .and_then(|t| t.get("lane"))
+        .and_then(toml::Value::as_str)
+        .ok_or_else(|| bad("the firmware's sensor has no lane"))?
+        .to_string();
+    let lanes = config
+        .get_mut("lanes")
+        .and_then(toml::Value::as_array_mut)
+        .ok_or_else(|| bad("no [[lanes]]"))?;
+    let entry = lanes
+        .iter_mut()
+        .filter_map(toml::Value::as_table_mut)
+        .find(|l| l.get("id").and_then(toml::Value::as_str) == Some(&lane))
+        .ok_or_else(|| bad("the firmware's lane is not configured"))?;
+    let mut barrier = toml::Table::new();
+    barrier.insert("node".into(), spec.sensor.clone().into());
+    entry.insert("barrier".into(), barrier.into());
+    let port = free_port().map_err(|e| bad(&e.to_string()))?;
+    let accounts = dir.join("accounts.toml");
+    acsgd::accounts::add(
+        &accounts,
+        acsgd::accounts::NewAccount {
+            user: OFFICER.into(),
+            name: Some("HIL officer".into()),
+            role: acsgd::config::Role::Officer,
+            lang: None,
+            replace: false,
+        },
+        OFFICER_PASSWORD,
+    )
+    .map_err(|e| bad(&e.to_string()))?;
+    let mut display = toml::Table::new();
+    display.insert("bind".into(), format!("127.0.0.1:{port}").into());
+    display.insert(
+        "accounts_file".into(),
+        accounts.display().to_string().into(),
+    );
+    config.insert("display".into(), display.into());
+    Ok(Officer { port, lane })
+}
+
+/// One HTTP/1.1 request to the appliance's screen API: status, session cookie, JSON body.
+fn http(
+    port: u16,
+    path: &str,
+    cookie: &str,
+    body: &Value,
+) -> std::io::Result<(u16, String, Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.to_string();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !cookie.is_empty() {
+        req.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.split(';').next().unwrap_or("").to_string())
+        })
+        .unwrap_or_default();
+    Ok((
+        code,
+        cookie,
+        serde_json::from_str(rest).unwrap_or(Value::Null),
+    ))
+}
+
+/// The officer's answers from the appliance, command by command, once the thread ends.
+type Answers = std::thread::JoinHandle<Vec<Result<String, String>>>;
+
+/// The officer's thread: signs in (waiting for the screen to come up), then asks for each
+/// barrier command as it arrives, in order; returns the appliance's answers.
+fn officer_at_the_screen(
+    officer: Officer,
+    commands: std::sync::mpsc::Receiver<Barrier>,
+) -> Answers {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let cookie = loop {
+            let r = http(
+                officer.port,
+                "/api/login",
+                "",
+                &serde_json::json!({"user": OFFICER, "password": OFFICER_PASSWORD}),
+            );
+            match r {
+                Ok((200, c, _)) if !c.is_empty() => break Ok(c),
+                _ if Instant::now() > deadline => break Err(format!("no sign-in: {r:?}")),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        commands
+            .iter()
+            .map(|b| {
+                let cookie = cookie.as_ref().map_err(Clone::clone)?;
+                let open = b == Barrier::Open;
+                match http(
+                    officer.port,
+                    &format!("/api/lanes/{}/barrier", officer.lane),
+                    cookie,
+                    &serde_json::json!({ "open": open }),
+                ) {
+                    Ok((200, _, a)) => a["result"]
+                        .as_str()
+                        .map(String::from)
+                        .ok_or_else(|| format!("answer {a}")),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .collect()
+    })
+}
+
 /// The firmware running for a scenario.
 pub struct Firmware {
     child: Child,
-    to_board: TcpStream,
     seen: Arc<Mutex<Seen>>,
     /// The board → pty relay; it ends when QEMU closes UART0.
     from_board: Option<std::thread::JoinHandle<()>>,
     pub truths: Vec<Truth>,
     commands_sent: usize,
-    next_seq: u8,
+    /// Where the commands go when due, and the officer's answers at the end.
+    officer: Option<(std::sync::mpsc::Sender<Barrier>, Answers)>,
     _dir: tempfile::TempDir,
 }
 
@@ -186,6 +353,7 @@ impl Firmware {
         trace: &str,
         duration_ms: i64,
         pty_master: &File,
+        officer: Option<Officer>,
     ) -> Result<Firmware, HilError> {
         let dir = tempfile::Builder::new()
             .prefix("hil-firmware-")
@@ -239,20 +407,23 @@ impl Firmware {
         };
         let seen = Arc::new(Mutex::new(Seen::default()));
         let from_board = relay(&to_board, pty_master, Arc::clone(&seen))?;
+        let officer = officer.map(|o| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            (tx, officer_at_the_screen(o, rx))
+        });
         Ok(Firmware {
             child,
-            to_board,
             seen,
             from_board: Some(from_board),
             truths: scene.truths(),
             commands_sent: 0,
-            next_seq: 0,
+            officer,
             _dir: dir,
         })
     }
 
-    /// Sends, each at its own time, the commands due before trace time `before_ms`; the
-    /// trace started at `start` and plays `speed` times faster than recorded.
+    /// Asks the officer for the commands due before trace time `before_ms`, each at its own
+    /// time; the trace started at `start` and plays `speed` times faster than recorded.
     pub fn send_commands_before(
         &mut self,
         spec: &Spec,
@@ -267,17 +438,8 @@ impl Firmware {
         {
             let when = start + Duration::from_secs_f64(c.at_ms.max(0) as f64 / 1000.0 / speed);
             std::thread::sleep(when.saturating_duration_since(Instant::now()));
-            self.next_seq = self.next_seq.wrapping_add(1);
-            let frame = Frame {
-                addr: 1,
-                seq: self.next_seq,
-                body: Body::Barrier {
-                    open: c.barrier == Barrier::Open,
-                },
-            };
-            let mut buf = [0u8; lane::MAX_FRAME];
-            if let Ok(n) = lane::encode(&frame, &mut buf) {
-                let _ = self.to_board.write_all(&buf[..n]);
+            if let Some((tx, _)) = &self.officer {
+                let _ = tx.send(c.barrier);
             }
             self.commands_sent += 1;
         }
@@ -313,22 +475,37 @@ impl Firmware {
             Some(Body::Status { dropped: 0, .. }) => {}
             ref other => failures.push(format!("the last Status frame reports drops: {other:?}")),
         }
-        let want: Vec<(u8, u8)> = spec
-            .command
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i as u8 + 1, c.ack.result()))
-            .collect();
         if !spec.loop_fault.is_empty() && seen.faults & lane::Fault::LOOP == 0 {
             failures.push("a loop was opened but no Health frame reported a loop fault".into());
         }
-        if seen.acks != want {
+        // On the wire: the firmware refused exactly as often as the scenario expects.
+        let refusals = |acks: &mut dyn Iterator<Item = u8>| {
+            acks.filter(|r| *r == AckResult::REFUSED_OCCUPIED).count()
+        };
+        let (seen_refusals, want_refusals) = (
+            refusals(&mut seen.acks.iter().map(|(_, r)| *r)),
+            refusals(&mut spec.command.iter().map(|c| c.ack.result())),
+        );
+        if seen_refusals != want_refusals {
             failures.push(format!(
-                "acknowledgements {:?}, expected {want:?}",
+                "the firmware refused {seen_refusals} commands, expected {want_refusals}: {:?}",
                 seen.acks
             ));
         }
         drop(seen);
+        // At the screen: what the appliance answered the officer, command by command.
+        if let Some((tx, officer)) = self.officer.take() {
+            drop(tx);
+            let got = officer.join().unwrap_or_default();
+            let want: Vec<Result<String, String>> = spec
+                .command
+                .iter()
+                .map(|c| Ok(c.ack.name().to_string()))
+                .collect();
+            if got != want {
+                failures.push(format!("the barrier answers {got:?}, expected {want:?}"));
+            }
+        }
         // The passages carry what the firmware weighed, within tolerance of the truth.
         for (i, truth) in self.truths.iter().enumerate() {
             let Some(p) = passages.get(i) else {

@@ -826,6 +826,12 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
             }
         }
     }
+    // A scenario that moves the barrier does it as an officer would: through the screen's API
+    // of the appliance, which drives the barrier through the lane node's line.
+    let officer = match s.expect.firmware.as_ref().filter(|f| !f.command.is_empty()) {
+        Some(spec) => Some(firmware::drive_barrier(&mut config, spec, tmp.path())?),
+        None => None,
+    };
     let config_path = tmp.path().join("config.toml");
     std::fs::write(
         &config_path,
@@ -880,7 +886,11 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
             };
             let duration = lines.last().map_or(0, |l| l.offset_ms);
             Some(firmware::Firmware::start(
-                spec, &s.trace, duration, &p.master,
+                spec,
+                &s.trace,
+                duration,
+                &p.master,
+                officer.clone(),
             )?)
         }
         None => None,

@@ -74,6 +74,8 @@ pub enum Kind {
     Ack,
     /// A supervisor overrode a passage's channel.
     Override,
+    /// A lane's barrier was commanded (by an officer or by itself), with the lane node's answer.
+    Barrier,
 }
 
 impl Kind {
@@ -87,6 +89,7 @@ impl Kind {
             Kind::Health => "health",
             Kind::Ack => "ack",
             Kind::Override => "override",
+            Kind::Barrier => "barrier",
         }
     }
 }

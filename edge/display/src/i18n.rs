@@ -116,6 +116,19 @@ mod tests {
             ("rad", &["clear", "gamma", "neutron", "gamma_neutron"]),
             ("flag", &["tamper", "alarm", "power_lost", "gnss_fault"]),
             ("view", &["front", "rear"]),
+            ("gate", &["open", "closed", "unknown"]),
+            ("lights", &["off", "red", "yellow", "green", "unknown"]),
+            (
+                "outcome",
+                &[
+                    "done",
+                    "refused_occupied",
+                    "actuator_fault",
+                    "refused",
+                    "no_answer",
+                    "no_node",
+                ],
+            ),
             ("lang", LANGS),
         ] {
             built.extend(names.iter().map(|n| format!("{prefix}.{n}")));

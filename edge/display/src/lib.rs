@@ -1,6 +1,8 @@
 //! The officer display: the lane screen served by `acsgd` itself (HTML, script, styles and
 //! language catalogues are built into the binary; nothing comes from the internet).
 //!
+//! - [`barrier`]: an officer's request to open or close a lane's barrier, carried out by the
+//!   appliance's lane control.
 //! - [`auth`]: sign-in, sessions. Roles: officer (sees lanes, acknowledges),
 //!   supervisor (also overrides a verdict), technician (health and configuration, no passage
 //!   data).
@@ -16,6 +18,7 @@
 //! comes from) the display's own origin.
 
 pub mod auth;
+pub mod barrier;
 pub mod board;
 pub mod i18n;
 pub mod listener;
@@ -111,6 +114,8 @@ pub struct Post {
     pub lanes: Vec<String>,
     /// The configuration as the technician pages show it (no secrets in it).
     pub summary: Value,
+    /// Per lane with a barrier the appliance drives: where its requests go.
+    pub barriers: std::collections::HashMap<String, tokio::sync::mpsc::Sender<barrier::Request>>,
 }
 
 /// The running display.
@@ -136,6 +141,7 @@ struct App {
     outbox: Outbox,
     status: StatusFeed,
     tech: Value,
+    barriers: std::collections::HashMap<String, tokio::sync::mpsc::Sender<barrier::Request>>,
     default_lang: String,
     max_age_s: u64,
     streams: Mutex<Streams>,
@@ -186,6 +192,7 @@ pub fn start(
         outbox: outbox.clone(),
         status,
         tech: post.summary,
+        barriers: post.barriers,
         default_lang: d.lang.clone(),
         max_age_s: u64::from(d.session_max_h) * 3600,
         streams: Mutex::new(Streams::default()),
@@ -247,6 +254,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/stream", get(stream))
         .route("/api/alerts/{id}/ack", post(ack))
         .route("/api/passages/{id}/override", post(override_verdict))
+        .route("/api/lanes/{lane}/barrier", post(move_barrier))
         .route("/api/tech", get(tech))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .layer(middleware::from_fn(guard))
@@ -856,6 +864,69 @@ async fn override_verdict(
         &what,
     )
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBarrier {
+    open: bool,
+}
+
+/// How long a screen waits for the lane control's answer: its tries at the node take less
+/// (`acsgd::barrier`), so this only ends a wait on a lane control that is gone.
+const BARRIER_WAIT: Duration = Duration::from_secs(15);
+
+/// An officer opens or closes a lane's barrier. The answer says what the lane node did; a
+/// refusal by the node (a vehicle under the arm) is an answer, not an error.
+async fn move_barrier(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(lane): Path<String>,
+    Json(m): Json<MoveBarrier>,
+) -> Result<Json<barrier::Answer>, ApiError> {
+    let s = app.session(&headers)?;
+    if !s.sees_passages() {
+        tracing::warn!(user = %s.user, "display: barrier command refused to a technician");
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "your role cannot do this",
+        ));
+    }
+    let Some(to) = app.barriers.get(&lane) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no_barrier",
+            "this lane has no barrier the appliance drives",
+        ));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let req = barrier::Request {
+        open: m.open,
+        by: barrier::Actor {
+            officer: s.user.clone(),
+            officer_name: s.name.clone(),
+            role: s.role,
+        },
+        reply,
+    };
+    let gone = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "barrier_busy",
+            "the lane control did not answer; try again",
+        )
+    };
+    // A full queue means commands are already waiting on this lane: the officer tries again
+    // rather than stacking moves the barrier would make later.
+    to.try_send(req).map_err(|_| gone())?;
+    match tokio::time::timeout(BARRIER_WAIT, answer).await {
+        Ok(Ok(a)) => {
+            tracing::info!(officer = %s.user, lane, open = m.open, result = a.result.as_str(), "display: barrier command");
+            Ok(Json(a))
+        }
+        _ => Err(gone()),
+    }
 }
 
 fn refused(r: Refusal) -> ApiError {

@@ -95,13 +95,13 @@ impl Drop for Demo {
 }
 
 /// What the lane screen's tests do with a browser besides what every page needs.
-trait LaneScreen {
+pub(crate) trait LaneScreen {
     async fn sign_in(&self, base: &str, user: &str, password: &str);
     async fn fetch(&self, method: &str, path: &str, body: Value) -> (u16, Value);
     async fn screenshot(&self, name: &str, dir: &Path) -> PathBuf;
 }
 
-async fn browser() -> Browser {
+pub(crate) async fn browser() -> Browser {
     Browser::start(&[
         "--window-size=1600,1100",
         "--lang=en-GB",
@@ -379,7 +379,7 @@ async fn officers_and_technicians_at_the_lane_screen() {
 
 /// One HTTP/1.1 request on a fresh connection: status, `Set-Cookie` (the session part), JSON.
 /// `POST /api/login` as the display's sign-in form sends it: status, session cookie, body.
-fn login(port: u16, user: &str, password: &str) -> (u16, String, Value) {
+pub(crate) fn login(port: u16, user: &str, password: &str) -> (u16, String, Value) {
     http(
         port,
         "POST",
@@ -390,7 +390,7 @@ fn login(port: u16, user: &str, password: &str) -> (u16, String, Value) {
     )
 }
 
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,
@@ -439,7 +439,7 @@ fn http(
     )
 }
 
-fn add_account(file: &Path, user: &str, role: &str, password: &str) {
+pub(crate) fn add_account(file: &Path, user: &str, role: &str, password: &str) {
     use std::io::Write;
     let mut c = Command::new(env!("CARGO_BIN_EXE_acsgd"))
         .args(["account", "--file"])

@@ -10,6 +10,7 @@ mod study;
 
 mod anpr;
 mod bad_input;
+mod barrier;
 mod demo;
 mod diagnose;
 mod disk_and_poison;

@@ -8,6 +8,7 @@ const LANGS = ['kk', 'ru', 'en', 'zh'];
 const S = {
   me: null, lang: 'ru', cat: {}, en: {}, board: null, status: null, es: null,
   silenced: false, audio: null, toneTimer: null, latencies: [], tech: null,
+  barrierSaid: {},
 };
 window.acsgd = S;
 
@@ -266,7 +267,39 @@ function renderStatus() {
   u.className = 'pill ' + (up ? 'ok' : 'bad');
   u.dataset.connected = up ? 'yes' : 'no';
   u.dataset.backlog = String(st.outbox.backlog_events);
+  renderBarriers();
   if (S.tech) techPage();
+}
+
+// A lane's barrier, when the appliance drives it: what its lane node last reported, and (for
+// officers) the buttons. The node, not the screen, decides whether the arm may come down.
+function barrierBar(laneId) {
+  const b = S.status && S.status.barriers && S.status.barriers[laneId];
+  if (!b) return null;
+  const officer = S.me && S.me.role !== 'technician';
+  return el('div', { class: 'barrier', 'data-lane': laneId, 'data-barrier': param(b.barrier), 'data-lights': param(b.lights) },
+    el('span', { class: 'barrier-state', text: t('gate.title') + ': ' + t('gate.' + param(b.barrier)) + ' · ' + t('lights.' + param(b.lights)) }),
+    officer ? el('button', { class: 'barrier-open', type: 'button', text: t('gate.open_it'), onclick: () => moveBarrier(laneId, true) }) : null,
+    officer ? el('button', { class: 'barrier-close', type: 'button', text: t('gate.close_it'), onclick: () => moveBarrier(laneId, false) }) : null,
+    el('span', { class: 'barrier-said', text: S.barrierSaid[laneId] || '' }));
+}
+
+function renderBarriers() {
+  document.querySelectorAll('.lane[data-lane]').forEach((box) => {
+    const now = barrierBar(box.dataset.lane);
+    const old = box.querySelector('.barrier');
+    if (old && now) old.replaceWith(now);
+    else if (old) old.remove();
+    else if (now && box.firstChild) box.firstChild.after(now);
+  });
+}
+
+async function moveBarrier(laneId, open) {
+  S.barrierSaid[laneId] = '…';
+  renderBarriers();
+  const r = await api('POST', '/api/lanes/' + encodeURIComponent(laneId) + '/barrier', { open });
+  S.barrierSaid[laneId] = r.ok ? t('outcome.' + param(r.data.result)) : errorText(r.data);
+  renderBarriers();
 }
 
 function channelOf(p) {
@@ -328,6 +361,7 @@ function renderLane(lane) {
   const [cur, ...rest] = lane.passages;
   fill(box,
     el('h2', { text: t('lane.title', { id: lane.id }) }),
+    barrierBar(lane.id),
     cur ? passageCard(cur) : el('p', { class: 'quiet', text: t('lane.empty') }),
     rest.length ? el('table', { class: 'recent' },
       el('caption', { text: t('lane.recent') }),
