@@ -280,6 +280,9 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         pct(&mut latency_ms, 0.99),
         pct(&mut latency_ms, 1.0),
     );
+    if std::env::var_os("ACSGD_BENCH_STATEMENTS").is_some() && name == "postgres" {
+        statements(&store).await;
+    }
     println!(
         "{name:8} resident memory at 10 %, 50 %, 100 % of the events: {} MiB",
         rss.iter()
@@ -287,6 +290,30 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+/// PostgreSQL's statements by the server time they took (`ACSGD_BENCH_STATEMENTS=1` with
+/// `ACSGD_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"`): where the backend's core
+/// goes.
+async fn statements(store: &Store) {
+    if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(store.pool())
+        .await
+        .is_err()
+    {
+        println!("pg_stat_statements is not loaded (ACSGD_PG_OPTS)");
+        return;
+    }
+    let rows: Vec<(f64, i64, i64, String)> = sqlx::query_as(
+        "SELECT total_exec_time + total_plan_time, calls, rows, LEFT(regexp_replace(query, '\\s+', ' ', 'g'), 150) \
+         FROM pg_stat_statements ORDER BY 1 DESC LIMIT 20",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    for (ms, calls, n, q) in rows {
+        println!("{ms:>9.0} ms {calls:>7} calls {n:>8} rows  {q}");
+    }
 }
 
 /// This process's CPU time so far, user and system, seconds (Linux; in clock ticks of 10 ms).

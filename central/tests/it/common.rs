@@ -109,10 +109,13 @@ impl Pg {
     pub fn start_again(&self) {
         let data = self.dir.path().join("db");
         let log = self.dir.path().join("log");
+        // `ACSGD_PG_OPTS`: server settings added for a measurement (e.g. the bench's statement
+        // statistics), never needed by a test.
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            std::env::var("ACSGD_PG_OPTS").unwrap_or_default()
         );
         self.run(
             "pg_ctl",
