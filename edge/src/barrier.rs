@@ -145,6 +145,7 @@ pub fn start(config: &Config, outbox: Outbox, stop: watch::Receiver<bool>) -> St
             open: false,
             passed_under: None,
             close_due: false,
+            under_arm: false,
         };
         let task = tokio::spawn(control.run(stop.clone()));
         started.tasks.push((format!("barrier/{}", lane.id), task));
@@ -173,6 +174,8 @@ struct Control {
     passed_under: Option<bool>,
     /// The vehicle has left the barrier loop: the automatic close is due.
     close_due: bool,
+    /// The barrier loop is occupied, as the node last said.
+    under_arm: bool,
 }
 
 impl Control {
@@ -219,10 +222,11 @@ impl Control {
             }
             Body::Loop {
                 loop_id, occupied, ..
-            } if Some(loop_id) == self.close_after_loop && self.open => {
-                match (self.passed_under, occupied) {
-                    (Some(_), true) => self.passed_under = Some(true),
-                    (Some(true), false) => {
+            } if Some(loop_id) == self.close_after_loop => {
+                self.under_arm = occupied;
+                match (self.open, self.passed_under, occupied) {
+                    (true, Some(_), true) => self.passed_under = Some(true),
+                    (true, Some(true), false) => {
                         self.passed_under = Some(false);
                         self.close_due = true;
                     }
@@ -239,7 +243,8 @@ impl Control {
         let result = self.command(Body::Barrier { open }).await;
         let lights = if result == Outcome::Done {
             self.open = open;
-            self.passed_under = (open && self.close_after_loop.is_some()).then_some(false);
+            // A vehicle already under the arm when it opens counts: its leaving closes it.
+            self.passed_under = (open && self.close_after_loop.is_some()).then_some(self.under_arm);
             self.close_due = false;
             let aspect = if open { Aspect::Green } else { Aspect::Red };
             Some(self.command(Body::Lights { aspect }).await)

@@ -2,8 +2,9 @@
 //! node (played here on a pseudo-terminal, answering as the firmware does) acknowledges the
 //! barrier and lights commands written down its serial line, the barrier closes by itself once
 //! the truck has left the loop under it, a close onto an occupied loop is refused by the node
-//! and reported as such, a silent node is tried again and then reported, and every command is
-//! a `barrier` event at central as its schema says.
+//! and reported as such, a silent node is tried again and then reported, a vehicle already
+//! under the arm when it opens closes it by leaving, and every command is a `barrier` event at
+//! central as its schema says.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -269,9 +270,26 @@ fn officers_open_the_barrier_it_closes_behind_the_truck_and_the_node_has_the_las
         .iter()
         .all(|t| *t == (1, Body::Barrier { open: false })));
 
+    // The node answers again; the vehicle that was under the arm all along leaves: closed.
+    node.silent.store(false, Ordering::SeqCst);
+    let before = node.commands().len();
+    node.barrier_loop(false);
+    wait_until(10, "the automatic close after the silence", || {
+        node.commands().len() == before + 2
+    });
+    // A vehicle already under the arm when an officer opens it: its leaving closes it too.
+    node.barrier_loop(true);
+    assert_eq!(barrier(&off, "1", true).2["result"], "done");
+    let before = node.commands().len();
+    node.barrier_loop(false);
+    wait_until(10, "the close behind the vehicle that was there at the opening", || {
+        node.commands().len() == before + 2
+    });
+    assert_eq!(node.commands()[before], (1, Body::Barrier { open: false }));
+
     // Every command is a `barrier` event at central, as its schema says.
-    let events = central.wait_for(15, "six barrier events", |ev| {
-        ev.iter().filter(|e| e["type"] == "barrier").count() >= 6
+    let events = central.wait_for(15, "nine barrier events", |ev| {
+        ev.iter().filter(|e| e["type"] == "barrier").count() >= 9
     });
     let bodies: Vec<&Value> = events
         .iter()
@@ -298,6 +316,9 @@ fn officers_open_the_barrier_it_closes_behind_the_truck_and_the_node_has_the_las
             s("open", "done", "officer"),
             s("close", "refused_occupied", "officer"),
             s("close", "no_answer", "officer"),
+            s("close", "done", "auto"),
+            s("open", "done", "officer"),
+            s("close", "done", "auto"),
         ]
     );
     let schema: Value = serde_json::from_str(
