@@ -251,7 +251,7 @@ pub fn render(s: &Status, started: OffsetDateTime, now: OffsetDateTime) -> Strin
     }
 
     type Field = fn(&crate::status::SensorCounters) -> u64;
-    let sensor_fields: [(&str, &str, Field); 8] = [
+    let sensor_fields: [(&str, &str, Field); 10] = [
         ("frames", "Frames decoded.", |c| c.frames),
         (
             "bad_frames",
@@ -283,6 +283,16 @@ pub fn render(s: &Status, started: OffsetDateTime, now: OffsetDateTime) -> Strin
             "reconnects",
             "Times the port or stream was opened again after it failed.",
             |c| c.reconnects,
+        ),
+        (
+            "commands",
+            "Commands written to the device (a lane node's barrier and lights).",
+            |c| c.commands,
+        ),
+        (
+            "expired_commands",
+            "Commands dropped unsent because the port was away past their deadline.",
+            |c| c.expired_commands,
         ),
     ];
     if !s.sensors.is_empty() {
