@@ -282,9 +282,11 @@ fn officers_open_the_barrier_it_closes_behind_the_truck_and_the_node_has_the_las
     assert_eq!(barrier(&off, "1", true).2["result"], "done");
     let before = node.commands().len();
     node.barrier_loop(false);
-    wait_until(10, "the close behind the vehicle that was there at the opening", || {
-        node.commands().len() == before + 2
-    });
+    wait_until(
+        10,
+        "the close behind the vehicle that was there at the opening",
+        || node.commands().len() == before + 2,
+    );
     assert_eq!(node.commands()[before], (1, Body::Barrier { open: false }));
 
     // Every command is a `barrier` event at central, as its schema says.
