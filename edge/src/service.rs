@@ -210,6 +210,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
         &sensor_stats,
         &barriers,
         Some(first_stats.clone()),
+        None,
     )
     .ok()
     .and_then(|s| serde_json::to_value(s).ok())
@@ -414,6 +415,7 @@ impl Running {
             &self.sensor_stats,
             &self.barriers,
             fusion_stats(&self.fusion),
+            fusion_now(&self.fusion).map(|f| f.1),
         )
     }
 
@@ -447,6 +449,7 @@ impl Running {
             &self.sensor_stats,
             &self.barriers,
             fusion_stats(&self.fusion),
+            None,
         ) {
             let _ = status::write_live(&self.config.storage.data_dir, &s);
         }
@@ -463,6 +466,14 @@ fn fusion_stats(fusion: &crate::live::Shared) -> Option<acsgd_fusion::FusionStat
     fusion.try_lock().ok().map(|f| f.stats().clone())
 }
 
+/// Fusion's counters and its busy lanes, if its lock is free now.
+fn fusion_now(fusion: &crate::live::Shared) -> Option<(acsgd_fusion::FusionStats, usize)> {
+    fusion
+        .try_lock()
+        .ok()
+        .map(|f| (f.stats().clone(), f.busy_lanes()))
+}
+
 fn snapshot(
     config: &Config,
     outbox: &Outbox,
@@ -470,6 +481,7 @@ fn snapshot(
     sensors: &SensorStats,
     barriers: &crate::barrier::States,
     fusion: Option<acsgd_fusion::FusionStats>,
+    busy_lanes: Option<usize>,
 ) -> Result<Status, StoreError> {
     Ok(Status {
         source: Source::Live,
@@ -482,6 +494,7 @@ fn snapshot(
             .map(|(id, st)| (id.clone(), status::SensorCounters::of(st)))
             .collect(),
         fusion,
+        busy_lanes,
         barriers: barriers.lock().map(|b| b.clone()).unwrap_or_default(),
     })
 }
@@ -505,8 +518,11 @@ async fn status_loop(
         // Not waiting for a busy (or hung) fusion: its counters as last read then, so that
         // the metrics' fusion families never vanish for a second; the watchdog, not the
         // status, is what notices a fusion that stopped.
-        if let Some(f) = fusion_stats(&fusion) {
-            last_fusion = f;
+        // Busy lanes only as read now: unknown (absent) when fusion's lock was held, so that
+        // an update never takes a stale 0 for an idle post.
+        let now = fusion_now(&fusion);
+        if let Some((f, _)) = &now {
+            last_fusion = f.clone();
         }
         match snapshot(
             &config,
@@ -515,6 +531,7 @@ async fn status_loop(
             &sensors,
             &barriers,
             Some(last_fusion.clone()),
+            now.map(|(_, busy)| busy),
         ) {
             Ok(s) => {
                 // The same status for the officer display's screens.

@@ -39,6 +39,10 @@ pub struct Status {
     /// What fusion did since the start (running service only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<acsgd_fusion::FusionStats>,
+    /// Lanes with a vehicle on them or a passage not yet closed (running service only; what
+    /// `acsgd-update` waits to see at 0 before it installs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_lanes: Option<usize>,
     /// Per lane with a barrier: what its lane node last reported of the barrier and lights
     /// (running service only).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -100,6 +104,7 @@ pub fn read(data_dir: &Path) -> Result<Status, StoreError> {
             uplink: None,
             sensors: BTreeMap::new(),
             fusion: None,
+            busy_lanes: None,
             barriers: BTreeMap::new(),
         }),
         Err(e @ StoreError::Locked { .. }) => {
@@ -126,6 +131,10 @@ pub fn render(s: &Status) -> String {
     out += &format!("source        {src}, at {}\n", s.time);
     if let Some(p) = &s.post {
         out += &format!("post          {p}\n");
+    }
+    if let Some(n) = s.busy_lanes {
+        out +=
+            &format!("busy lanes    {n} (a vehicle on the lane or its passage not yet closed)\n");
     }
     let quota = if o.quota_bytes == 0 {
         "see config".to_string()

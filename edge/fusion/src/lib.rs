@@ -367,6 +367,15 @@ impl Fusion {
         }
     }
 
+    /// Lanes with a vehicle on them or a passage not yet closed (a loop occupied, or readings
+    /// waiting for their passage): what an update waits for before it restarts the service.
+    pub fn busy_lanes(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter(|l| l.loops_occupied != 0 || l.assembler.pending() > 0)
+            .count()
+    }
+
     /// Readings buffered in lanes, waiting for their passage to close.
     pub fn pending(&self) -> usize {
         self.lanes.iter().map(|l| l.assembler.pending()).sum()
