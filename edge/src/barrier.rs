@@ -183,6 +183,12 @@ impl Control {
         loop {
             tokio::select! {
                 Some(r) = self.requests.recv() => {
+                    // A screen that stopped waiting (its request queued behind others) has told
+                    // the officer to try again: its request must not move the barrier later.
+                    if r.reply.is_closed() {
+                        tracing::warn!(lane = %self.lane, "barrier request dropped: the screen stopped waiting");
+                        continue;
+                    }
                     let a = self.carry_out(r.open, Some(&r.by)).await;
                     let _ = r.reply.send(a);
                 }
@@ -367,5 +373,254 @@ fn aspect_name(a: Aspect) -> &'static str {
         Aspect::Red => "red",
         Aspect::Yellow => "yellow",
         Aspect::Green => "green",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::display::settings::Role;
+    use crate::outbox::{OpenMode, Store};
+    use acsgd_contract::envelope::Signer;
+    use tokio::sync::oneshot;
+
+    /// A lane control on channels: the test is its node (reads the line, sends frames) and its
+    /// screen. Time is paused (it moves only when every task waits), so no answer is late.
+    struct Rig {
+        requests: mpsc::Sender<Request>,
+        frames: mpsc::Sender<Frame>,
+        line: mpsc::Receiver<Outgoing>,
+        outbox: Outbox,
+        _stop: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig(close_after_loop: Option<u8>) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), 64 << 20, OpenMode::Service).unwrap();
+        let signer = Signer::load_or_create(dir.path(), "t").unwrap();
+        let outbox = Outbox::start(Arc::new(store), signer, 16);
+        let (req_tx, requests) = mpsc::channel(QUEUE);
+        let (frame_tx, frames) = mpsc::channel(FRAMES);
+        let (line, line_rx) = mpsc::channel(TRIES * QUEUE);
+        let (stop_tx, stop) = watch::channel(false);
+        let states: States = Arc::default();
+        states.lock().unwrap().insert(
+            "1".into(),
+            LaneOutputs {
+                node: "node-1".into(),
+                barrier: "unknown".into(),
+                lights: "unknown".into(),
+                last: None,
+            },
+        );
+        let control = Control {
+            lane: "1".into(),
+            close_after_loop,
+            line,
+            frames,
+            requests,
+            outbox: outbox.clone(),
+            states,
+            node: None,
+            seq: 0,
+            open: false,
+            passed_under: None,
+            close_due: false,
+            under_arm: false,
+        };
+        tokio::spawn(control.run(stop));
+        Rig {
+            requests: req_tx,
+            frames: frame_tx,
+            line: line_rx,
+            outbox,
+            _stop: stop_tx,
+            _dir: dir,
+        }
+    }
+
+    fn officer() -> Actor {
+        Actor {
+            officer: "off".into(),
+            officer_name: "Officer".into(),
+            role: Role::Officer,
+        }
+    }
+
+    fn frame(addr: u8, seq: u8, body: Body) -> Frame {
+        Frame { addr, seq, body }
+    }
+
+    /// The next command on the line, decoded.
+    async fn next_command(line: &mut mpsc::Receiver<Outgoing>) -> Frame {
+        let out = line.recv().await.expect("a command");
+        match lane::scan(&out.bytes) {
+            lane::Scan::Frame(f, n) if n == out.bytes.len() => f,
+            other => panic!("not one frame: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_go_to_the_node_that_spoke_and_only_its_answer_to_that_seq_counts() {
+        let mut r = rig(None);
+        r.frames
+            .send(frame(
+                7,
+                1,
+                Body::Loop {
+                    t_ms: 0,
+                    loop_id: 1,
+                    occupied: false,
+                },
+            ))
+            .await
+            .unwrap();
+        let (reply, answer) = oneshot::channel();
+        r.requests
+            .send(Request {
+                open: true,
+                by: officer(),
+                reply,
+            })
+            .await
+            .unwrap();
+        let cmd = next_command(&mut r.line).await;
+        assert_eq!((cmd.addr, cmd.body), (7, Body::Barrier { open: true }));
+        // An answer to another command, and another node's, change nothing.
+        r.frames
+            .send(frame(
+                7,
+                2,
+                Body::Ack {
+                    seq: cmd.seq.wrapping_add(9),
+                    result: 1,
+                },
+            ))
+            .await
+            .unwrap();
+        r.frames
+            .send(frame(
+                7,
+                3,
+                Body::Ack {
+                    seq: cmd.seq,
+                    result: 0,
+                },
+            ))
+            .await
+            .unwrap();
+        let lights = next_command(&mut r.line).await;
+        assert_eq!(
+            lights.body,
+            Body::Lights {
+                aspect: Aspect::Green
+            }
+        );
+        assert_eq!(lights.seq, cmd.seq.wrapping_add(1));
+        r.frames
+            .send(frame(
+                7,
+                4,
+                Body::Ack {
+                    seq: lights.seq,
+                    result: 0,
+                },
+            ))
+            .await
+            .unwrap();
+        let a = answer.await.unwrap();
+        assert_eq!((a.result, a.lights), (Outcome::Done, Some(Outcome::Done)));
+        assert!(a.event.is_some(), "recorded");
+        assert_eq!(r.outbox.store().last_seq(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_command_is_tried_three_times_then_reported() {
+        let mut r = rig(None);
+        r.frames
+            .send(frame(
+                1,
+                1,
+                Body::Loop {
+                    t_ms: 0,
+                    loop_id: 1,
+                    occupied: false,
+                },
+            ))
+            .await
+            .unwrap();
+        let (reply, answer) = oneshot::channel();
+        r.requests
+            .send(Request {
+                open: false,
+                by: officer(),
+                reply,
+            })
+            .await
+            .unwrap();
+        let mut seqs = Vec::new();
+        for _ in 0..TRIES {
+            let c = next_command(&mut r.line).await;
+            assert_eq!(c.body, Body::Barrier { open: false });
+            seqs.push(c.seq);
+        }
+        let a = answer.await.unwrap();
+        assert_eq!((a.result, a.lights), (Outcome::NoAnswer, None));
+        seqs.dedup();
+        assert_eq!(seqs.len(), TRIES, "each try under a new seq");
+        assert!(r.line.try_recv().is_err(), "nothing more");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_the_screen_stopped_waiting_for_never_moves_the_barrier() {
+        let mut r = rig(None);
+        r.frames
+            .send(frame(
+                1,
+                1,
+                Body::Loop {
+                    t_ms: 0,
+                    loop_id: 1,
+                    occupied: false,
+                },
+            ))
+            .await
+            .unwrap();
+        let (reply, answer) = oneshot::channel();
+        drop(answer);
+        r.requests
+            .send(Request {
+                open: true,
+                by: officer(),
+                reply,
+            })
+            .await
+            .unwrap();
+        // A later request that is waited for goes through; the stale one never did.
+        let (reply, answer) = oneshot::channel();
+        r.requests
+            .send(Request {
+                open: false,
+                by: officer(),
+                reply,
+            })
+            .await
+            .unwrap();
+        let c = next_command(&mut r.line).await;
+        assert_eq!(c.body, Body::Barrier { open: false });
+        r.frames
+            .send(frame(
+                1,
+                2,
+                Body::Ack {
+                    seq: c.seq,
+                    result: 1,
+                },
+            ))
+            .await
+            .unwrap();
+        assert_eq!(answer.await.unwrap().result, Outcome::RefusedOccupied);
+        assert!(r.line.try_recv().is_err());
     }
 }
