@@ -982,3 +982,26 @@ fn a_crash_mid_passage_loses_no_reading_and_makes_no_passage_twice() {
         "{kept:?}"
     );
 }
+
+#[test]
+fn a_lane_is_busy_from_its_vehicle_until_its_passage_closes() {
+    let mut f = Fusion::new(&config(""), T0);
+    let read = |f: &mut Fusion, t: Millis, occupied: bool| {
+        let In::R(r) = frame(Body::Loop {
+            t_ms: 0,
+            loop_id: 1,
+            occupied,
+        }) else {
+            unreachable!()
+        };
+        f.readings(t, "node", &[r])
+    };
+    assert_eq!(f.busy_lanes(), 0);
+    read(&mut f, T0 + 1_000, true);
+    assert_eq!(f.busy_lanes(), 1, "a vehicle on the loop");
+    read(&mut f, T0 + 6_000, false);
+    assert_eq!(f.busy_lanes(), 1, "gone, but its passage is still open");
+    let events = f.advance(T0 + 120_000);
+    assert_eq!(passages(&events).len(), 1, "{events:?}");
+    assert_eq!(f.busy_lanes(), 0, "the passage closed");
+}
