@@ -136,6 +136,12 @@ pub fn render(s: &Status) -> String {
         out +=
             &format!("busy lanes    {n} (a vehicle on the lane or its passage not yet closed)\n");
     }
+    for (lane, b) in &s.barriers {
+        out += &format!(
+            "barrier {lane:<6}{}, lights {} (lane node {})\n",
+            b.barrier, b.lights, b.node
+        );
+    }
     let quota = if o.quota_bytes == 0 {
         "see config".to_string()
     } else {

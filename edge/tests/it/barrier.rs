@@ -210,6 +210,21 @@ fn officers_open_the_barrier_it_closes_behind_the_truck_and_the_node_has_the_las
         ],
         "the barrier, then the lights, each addressed to the node"
     );
+    // The technician's `acsgd outbox ... stat` says the same, by the status file.
+    wait_until(10, "the status file shows it open", || {
+        setup.stat()["barriers"]["1"]["barrier"] == "open"
+    });
+    let human = std::process::Command::new(env!("CARGO_BIN_EXE_acsgd"))
+        .args(["outbox", "--data-dir"])
+        .arg(&setup.data_dir)
+        .arg("stat")
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("barrier 1     open, lights green (lane node node-1)"),
+        "{human}"
+    );
     wait_until(10, "the screen shows it open", || {
         let s = http(port, "GET", "/api/state", &off, &[], None).2;
         s["status"]["barriers"]["1"]["barrier"] == "open"
