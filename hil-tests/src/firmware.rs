@@ -44,6 +44,10 @@ pub struct Spec {
     pub loop_fault: Vec<LoopFault>,
     #[serde(default)]
     pub command: Vec<Cmd>,
+    /// How many times the appliance must have closed the barrier by itself behind the truck
+    /// (`close_after_loop = 2`, the loop under the barrier), each done by the firmware.
+    #[serde(default)]
+    pub auto_closes: usize,
 }
 
 /// A loop of the lane (1 = around the scale, 2 = under the barrier) opens at `at_ms` for
@@ -139,6 +143,8 @@ pub fn drive_barrier(
         .ok_or_else(|| bad("the firmware's lane is not configured"))?;
     let mut barrier = toml::Table::new();
     barrier.insert("node".into(), spec.sensor.clone().into());
+    // Loop 2 of the simulated lane lies under the barrier (`firmware/README.md`).
+    barrier.insert("close_after_loop".into(), 2.into());
     entry.insert("barrier".into(), barrier.into());
     let port = free_port().map_err(|e| bad(&e.to_string()))?;
     let accounts = dir.join("accounts.toml");
@@ -447,7 +453,7 @@ impl Firmware {
 
     /// Waits for the board to reach the end of its raw trace and exit, then checks what it
     /// said and sent; returns the failures.
-    pub fn finish(mut self, spec: &Spec, passages: &[Value]) -> Vec<String> {
+    pub fn finish(mut self, spec: &Spec, passages: &[Value], events: &[Value]) -> Vec<String> {
         let mut failures = Vec::new();
         let status = self.child.wait();
         let mut said = String::new();
@@ -505,6 +511,21 @@ impl Firmware {
             if got != want {
                 failures.push(format!("the barrier answers {got:?}, expected {want:?}"));
             }
+        }
+        // At central: the automatic closes behind the truck, each done by the firmware.
+        let mut ids = std::collections::BTreeSet::new();
+        let autos: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "barrier" && e["body"]["by"] == "auto")
+            .filter(|e| ids.insert(e["id"].to_string()))
+            .map(|e| &e["body"])
+            .collect();
+        if autos.len() != spec.auto_closes || autos.iter().any(|b| b["result"] != "done") {
+            failures.push(format!(
+                "{} automatic closes at central, {} expected, each done: {autos:?}",
+                autos.len(),
+                spec.auto_closes
+            ));
         }
         // The passages carry what the firmware weighed, within tolerance of the truth.
         for (i, truth) in self.truths.iter().enumerate() {

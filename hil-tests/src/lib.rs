@@ -1185,7 +1185,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
     check_passages(&s.expect.passage, &passages, &mut report);
     if let (Some(fw), Some(spec)) = (fw, fw_spec) {
         report.firmware_frames = fw.frames();
-        for f in fw.finish(spec, &passages) {
+        for f in fw.finish(spec, &passages, &events) {
             report.fail(f);
         }
     }
