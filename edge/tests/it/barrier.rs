@@ -196,6 +196,15 @@ fn officers_open_the_barrier_it_closes_behind_the_truck_and_the_node_has_the_las
                    && e.querySelector('.barrier-said').textContent === 'Done'; })()"#,
         )
         .await;
+        // Every screen shows who moved it last (from the status, not from its own click).
+        b.until(
+            15,
+            "the last command, with the officer who gave it",
+            r#"(() => { const l = document.querySelector('.barrier[data-lane="1"] .barrier-last');
+                 return l && l.textContent.startsWith('Last: opened by off at ')
+                   && l.textContent.endsWith(': Done'); })()"#,
+        )
+        .await;
     });
     assert_eq!(
         node.commands(),

@@ -281,7 +281,15 @@ function barrierBar(laneId) {
     el('span', { class: 'barrier-state', text: t('gate.title') + ': ' + t('gate.' + param(b.barrier)) + ' · ' + t('lights.' + param(b.lights)) }),
     officer ? el('button', { class: 'barrier-open', type: 'button', text: t('gate.open_it'), onclick: () => moveBarrier(laneId, true) }) : null,
     officer ? el('button', { class: 'barrier-close', type: 'button', text: t('gate.close_it'), onclick: () => moveBarrier(laneId, false) }) : null,
-    el('span', { class: 'barrier-said', text: S.barrierSaid[laneId] || '' }));
+    el('span', { class: 'barrier-said', text: S.barrierSaid[laneId] || '' }),
+    b.last ? el('span', { class: 'barrier-last', text: lastMove(b.last) }) : null);
+}
+
+// The lane's last barrier command, whoever gave it (another screen, or the lane itself).
+function lastMove(l) {
+  const what = l.action === 'open' ? t('gate.opened') : t('gate.closed_it');
+  const who = l.by === 'auto' ? t('gate.by_itself') : param(l.by);
+  return t('gate.last', { what, who, result: t('outcome.' + param(l.result)), time: time(l.time) });
 }
 
 function renderBarriers() {
