@@ -448,8 +448,45 @@ mod tests {
         }
     }
 
-    fn frame(addr: u8, seq: u8, body: Body) -> Frame {
-        Frame { addr, seq, body }
+    impl Rig {
+        /// The node at `addr` says something (its address is all the control learns here).
+        async fn hello(&self, addr: u8) {
+            self.node(
+                addr,
+                Body::Loop {
+                    t_ms: 0,
+                    loop_id: 1,
+                    occupied: false,
+                },
+            )
+            .await;
+        }
+
+        async fn node(&self, addr: u8, body: Body) {
+            self.frames
+                .send(Frame { addr, seq: 0, body })
+                .await
+                .unwrap();
+        }
+
+        /// The node acknowledges command `seq` with `result`.
+        async fn ack(&self, addr: u8, seq: u8, result: u8) {
+            self.node(addr, Body::Ack { seq, result }).await;
+        }
+
+        /// An officer's request; the answer comes on the receiver.
+        async fn ask(&self, open: bool) -> oneshot::Receiver<Answer> {
+            let (reply, answer) = oneshot::channel();
+            self.requests
+                .send(Request {
+                    open,
+                    by: officer(),
+                    reply,
+                })
+                .await
+                .unwrap();
+            answer
+        }
     }
 
     /// The next command on the line, decoded.
@@ -464,52 +501,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn commands_go_to_the_node_that_spoke_and_only_its_answer_to_that_seq_counts() {
         let mut r = rig(None);
-        r.frames
-            .send(frame(
-                7,
-                1,
-                Body::Loop {
-                    t_ms: 0,
-                    loop_id: 1,
-                    occupied: false,
-                },
-            ))
-            .await
-            .unwrap();
-        let (reply, answer) = oneshot::channel();
-        r.requests
-            .send(Request {
-                open: true,
-                by: officer(),
-                reply,
-            })
-            .await
-            .unwrap();
+        r.hello(7).await;
+        let answer = r.ask(true).await;
         let cmd = next_command(&mut r.line).await;
         assert_eq!((cmd.addr, cmd.body), (7, Body::Barrier { open: true }));
-        // An answer to another command, and another node's, change nothing.
-        r.frames
-            .send(frame(
-                7,
-                2,
-                Body::Ack {
-                    seq: cmd.seq.wrapping_add(9),
-                    result: 1,
-                },
-            ))
-            .await
-            .unwrap();
-        r.frames
-            .send(frame(
-                7,
-                3,
-                Body::Ack {
-                    seq: cmd.seq,
-                    result: 0,
-                },
-            ))
-            .await
-            .unwrap();
+        // An answer to another command changes nothing; the one to this command does.
+        r.ack(7, cmd.seq.wrapping_add(9), AckResult::REFUSED_OCCUPIED)
+            .await;
+        r.ack(7, cmd.seq, AckResult::DONE).await;
         let lights = next_command(&mut r.line).await;
         assert_eq!(
             lights.body,
@@ -518,17 +517,7 @@ mod tests {
             }
         );
         assert_eq!(lights.seq, cmd.seq.wrapping_add(1));
-        r.frames
-            .send(frame(
-                7,
-                4,
-                Body::Ack {
-                    seq: lights.seq,
-                    result: 0,
-                },
-            ))
-            .await
-            .unwrap();
+        r.ack(7, lights.seq, AckResult::DONE).await;
         let a = answer.await.unwrap();
         assert_eq!((a.result, a.lights), (Outcome::Done, Some(Outcome::Done)));
         assert!(a.event.is_some(), "recorded");
@@ -538,27 +527,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unanswered_command_is_tried_three_times_then_reported() {
         let mut r = rig(None);
-        r.frames
-            .send(frame(
-                1,
-                1,
-                Body::Loop {
-                    t_ms: 0,
-                    loop_id: 1,
-                    occupied: false,
-                },
-            ))
-            .await
-            .unwrap();
-        let (reply, answer) = oneshot::channel();
-        r.requests
-            .send(Request {
-                open: false,
-                by: officer(),
-                reply,
-            })
-            .await
-            .unwrap();
+        r.hello(1).await;
+        let answer = r.ask(false).await;
         let mut seqs = Vec::new();
         for _ in 0..TRIES {
             let c = next_command(&mut r.line).await;
@@ -575,51 +545,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_the_screen_stopped_waiting_for_never_moves_the_barrier() {
         let mut r = rig(None);
-        r.frames
-            .send(frame(
-                1,
-                1,
-                Body::Loop {
-                    t_ms: 0,
-                    loop_id: 1,
-                    occupied: false,
-                },
-            ))
-            .await
-            .unwrap();
-        let (reply, answer) = oneshot::channel();
-        drop(answer);
-        r.requests
-            .send(Request {
-                open: true,
-                by: officer(),
-                reply,
-            })
-            .await
-            .unwrap();
+        r.hello(1).await;
+        drop(r.ask(true).await);
         // A later request that is waited for goes through; the stale one never did.
-        let (reply, answer) = oneshot::channel();
-        r.requests
-            .send(Request {
-                open: false,
-                by: officer(),
-                reply,
-            })
-            .await
-            .unwrap();
+        let answer = r.ask(false).await;
         let c = next_command(&mut r.line).await;
         assert_eq!(c.body, Body::Barrier { open: false });
-        r.frames
-            .send(frame(
-                1,
-                2,
-                Body::Ack {
-                    seq: c.seq,
-                    result: 1,
-                },
-            ))
-            .await
-            .unwrap();
+        r.ack(1, c.seq, AckResult::REFUSED_OCCUPIED).await;
         assert_eq!(answer.await.unwrap().result, Outcome::RefusedOccupied);
         assert!(r.line.try_recv().is_err());
     }
