@@ -132,21 +132,15 @@ pub fn start(config: &Config, outbox: Outbox, stop: watch::Receiver<bool>) -> St
                 last: None,
             },
         );
-        let control = Control {
-            lane: lane.id.clone(),
-            close_after_loop: b.close_after_loop,
+        let control = Control::new(
+            lane.id.clone(),
+            b.close_after_loop,
             line,
             frames,
             requests,
-            outbox: outbox.clone(),
-            states: states.clone(),
-            node: None,
-            seq: 0,
-            open: false,
-            passed_under: None,
-            close_due: false,
-            under_arm: false,
-        };
+            outbox.clone(),
+            states.clone(),
+        );
         let task = tokio::spawn(control.run(stop.clone()));
         started.tasks.push((format!("barrier/{}", lane.id), task));
     }
@@ -179,6 +173,33 @@ struct Control {
 }
 
 impl Control {
+    /// A lane's control before its node has spoken: no address, barrier taken as closed.
+    fn new(
+        lane: String,
+        close_after_loop: Option<u8>,
+        line: mpsc::Sender<Outgoing>,
+        frames: mpsc::Receiver<Frame>,
+        requests: mpsc::Receiver<Request>,
+        outbox: Outbox,
+        states: States,
+    ) -> Control {
+        Control {
+            lane,
+            close_after_loop,
+            line,
+            frames,
+            requests,
+            outbox,
+            states,
+            node: None,
+            seq: 0,
+            open: false,
+            passed_under: None,
+            close_due: false,
+            under_arm: false,
+        }
+    }
+
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
@@ -414,21 +435,15 @@ mod tests {
                 last: None,
             },
         );
-        let control = Control {
-            lane: "1".into(),
+        let control = Control::new(
+            "1".into(),
             close_after_loop,
             line,
             frames,
             requests,
-            outbox: outbox.clone(),
+            outbox.clone(),
             states,
-            node: None,
-            seq: 0,
-            open: false,
-            passed_under: None,
-            close_due: false,
-            under_arm: false,
-        };
+        );
         tokio::spawn(control.run(stop));
         Rig {
             requests: req_tx,
