@@ -202,7 +202,7 @@ pub async fn start_with(config: Config, transports: bool) -> Result<Running, Ser
             .map(|s| (s.id.clone(), s.stats.clone()))
             .collect(),
     );
-    let first_stats = fusion_stats(&fusion).unwrap_or_default();
+    let first_stats = fusion_now(&fusion).map(|f| f.0).unwrap_or_default();
     let first = snapshot(
         &config,
         &outbox,
@@ -408,14 +408,15 @@ impl Running {
 
     /// The status now.
     pub fn status(&self) -> Result<Status, StoreError> {
+        let now = fusion_now(&self.fusion);
         snapshot(
             &self.config,
             &self.outbox,
             &self.uplink,
             &self.sensor_stats,
             &self.barriers,
-            fusion_stats(&self.fusion),
-            fusion_now(&self.fusion).map(|f| f.1),
+            now.as_ref().map(|(f, _)| f.clone()),
+            now.map(|(_, busy)| busy),
         )
     }
 
@@ -448,7 +449,7 @@ impl Running {
             &self.uplink,
             &self.sensor_stats,
             &self.barriers,
-            fusion_stats(&self.fusion),
+            fusion_now(&self.fusion).map(|f| f.0),
             None,
         ) {
             let _ = status::write_live(&self.config.storage.data_dir, &s);
@@ -460,13 +461,8 @@ impl Running {
 /// Sensor ids and their counters, for the status file and the display.
 type SensorStats = Arc<Vec<(String, Arc<acsgd_drivers::transport::Stats>)>>;
 
-/// Fusion's counters if its lock is free now (never waits: a busy or hung fusion must not
-/// stall the status, the stop or the start).
-fn fusion_stats(fusion: &crate::live::Shared) -> Option<acsgd_fusion::FusionStats> {
-    fusion.try_lock().ok().map(|f| f.stats().clone())
-}
-
-/// Fusion's counters and its busy lanes, if its lock is free now.
+/// Fusion's counters and its busy lanes, if its lock is free now (never waits: a busy or hung
+/// fusion must not stall the status, the stop or the start).
 fn fusion_now(fusion: &crate::live::Shared) -> Option<(acsgd_fusion::FusionStats, usize)> {
     fusion
         .try_lock()
