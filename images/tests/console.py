@@ -65,7 +65,9 @@ def main():
                     if time.time() > deadline:
                         raise
         elif what == "run":
-            command = " ".join(sys.argv[5:])
+            # No pager: systemctl and journalctl page whenever their output is a terminal, and
+            # a pager on the console waits for a key (seen with less in the kiosk image).
+            command = "export SYSTEMD_PAGER=cat PAGER=cat; " + " ".join(sys.argv[5:])
             marker = "END-%d-%d" % (os.getpid(), int(time.time() * 1000))
             # The marker is split in the command so that only its output matches.
             s.sendall(("%s; echo \"%s\"'-'\"$?\"\n" % (command, marker)).encode())
