@@ -9,9 +9,10 @@ in real time, on the devices its configuration reads, for images/tests/boot-imag
     EGTS RESPONSE must come back for that packet id with result 0 (accepted) before the
     next packet of that feed is sent.
 
-Lines for sensors not named here and `@` lines (what central publishes) are skipped.
+Lines for sensors not named here and `@` lines (what central publishes) are skipped; the
+caller cuts the trace to the part it wants played (and replays the same file).
 
-    play-trace.py TRACE UNTIL_MS SENSOR=serial:SOCKET | SENSOR=camera:PORT | SENSOR=egts:PORT ...
+    play-trace.py TRACE SENSOR=serial:SOCKET | SENSOR=camera:PORT | SENSOR=egts:PORT ...
 
 Prints a summary line; exits non-zero when a device could not be reached or a packet was not
 acknowledged.
@@ -66,9 +67,9 @@ def egts_ack(s, sent):
 
 
 def main():
-    trace, until = sys.argv[1], int(sys.argv[2])
+    trace = sys.argv[1]
     devices = {}
-    for arg in sys.argv[3:]:
+    for arg in sys.argv[2:]:
         sensor, spec = arg.split("=", 1)
         kind, where = spec.split(":", 1)
         devices[sensor] = (kind, where)
@@ -78,7 +79,7 @@ def main():
             if raw.startswith("#") or not raw.strip():
                 continue
             offset, sensor, kind, payload = raw.rstrip("\n").split("\t", 3)
-            if sensor in devices and int(offset) <= until:
+            if sensor in devices:
                 data = bytes.fromhex(payload) if kind == "hex" else payload.encode()
                 lines.append((int(offset), sensor, kind, data))
     deadline = time.time() + 120
