@@ -151,10 +151,11 @@ fn a_tiny_quota_refuses_positions_evicts_them_for_alerts_and_loses_no_alert() {
     }
     let alerts = acked_ids(&alert_answers);
     assert_eq!(alerts.len(), 500, "no alert is refused for space");
-    std::thread::sleep(Duration::from_millis(1500));
-    let st = setup.stat();
+    // The service's status is published every second: wait for it to count the refusals.
+    let st = wait_for_stat(&setup, |st| {
+        st["outbox"]["counters"]["refused"].as_u64() == Some(refused as u64)
+    });
     let counters = &st["outbox"]["counters"];
-    assert_eq!(counters["refused"].as_u64().unwrap() as usize, refused);
     let evicted = counters["evicted"].as_u64().unwrap() as usize;
     assert!(evicted > 0, "alerts made room by evicting positions: {st}");
 
@@ -235,8 +236,7 @@ fn garbage_in_the_store_is_quarantined_and_reported_and_the_appliance_runs_on() 
         matches!(a[0], Answer::Ok { seq, .. } if seq > resumes),
         "{a:?}"
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(setup.stat()["outbox"]["counters"]["quarantined"], 1);
+    wait_for_stat(&setup, |st| st["outbox"]["counters"]["quarantined"] == 1);
     assert!(app.is_running());
 }
 

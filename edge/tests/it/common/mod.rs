@@ -168,6 +168,20 @@ impl Setup {
         }
     }
 
+    /// Waits until `needle` is in the appliance's log `n` times; panics with the log after
+    /// `secs`.
+    pub fn wait_for_log_count(&self, secs: u64, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.log().matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not {n} times in the log after {secs} s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn ingest(&self) -> Ingest {
         Ingest::connect(self.ingest_port)
     }
@@ -186,6 +200,23 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Polls `acsgd outbox ... stat --json` until `ready` holds (the running service publishes
+/// its status every second); panics with the last status after 60 s.
+pub fn wait_for_stat(
+    setup: &Setup,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = setup.stat();
+        if ready(&st) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "status never as expected: {st}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
