@@ -6,6 +6,7 @@ end). What the update tests use to put a vehicle on lane 1 and take it off again
 import socket
 import struct
 import sys
+import time
 
 seq, occupied = int(sys.argv[1]), int(sys.argv[2])
 body = bytes([1, seq, 0x03, 6]) + struct.pack("<IBB", 0, 1, occupied)
@@ -19,6 +20,9 @@ if len(sys.argv) > 3:
     s = socket.socket(socket.AF_UNIX)
     s.connect(sys.argv[3])
     s.sendall(frame)
+    # QEMU hands the bytes to the emulated UART a few at a time, as its FIFO takes them, and
+    # drops what it has not handed on when the peer hangs up: stay connected a while.
+    time.sleep(2)
     s.close()
 else:
     sys.stdout.buffer.write(frame)
