@@ -186,9 +186,10 @@ impl Background {
         }
     }
 
-    /// Mean counts per second per detector in `[start - window, start)`; the latest lines
-    /// before `start` when none fall inside the window.
-    fn before(&self, start: Millis, window: Millis) -> Option<[f64; 4]> {
+    /// Mean counts per second per detector in `[start - window, start)`, and how many
+    /// one-second lines it is the mean of; the latest lines before `start` when none fall
+    /// inside the window.
+    fn before(&self, start: Millis, window: Millis) -> Option<([f64; 4], f64)> {
         let end = self.lines.partition_point(|(u, _)| *u < start);
         let from = self.lines.partition_point(|(u, _)| *u < start - window);
         let slice: Vec<&[u32; 4]> = if from < end {
@@ -210,7 +211,7 @@ impl Background {
                 m[d] += c[d] as f64;
             }
         }
-        Some(m.map(|x| x / slice.len() as f64))
+        Some((m.map(|x| x / slice.len() as f64), slice.len() as f64))
     }
 }
 
@@ -977,7 +978,7 @@ impl Fusion {
             l.gamma_bg.before(c.start, bg_window),
             l.neutron_bg
                 .before(c.start, bg_window)
-                .map(|b| b.iter().sum()),
+                .map(|(b, _)| b.iter().sum()),
             &self.rules.radiation,
         );
         // Association: every plate read to its declaration; the front (tractor) plate's

@@ -302,10 +302,11 @@ impl Facts {
         f
     }
 
-    /// The radiation verdict, given the backgrounds (gamma per detector, neutron summed).
+    /// The radiation verdict, given the backgrounds (gamma per detector with the seconds of
+    /// lines it is the mean of, neutron summed).
     pub fn radiation(
         &self,
-        gamma_bg: Option<[f64; 4]>,
+        gamma_bg: Option<([f64; 4], f64)>,
         neutron_bg: Option<f64>,
         s: &RadiationSettings,
     ) -> Option<Radiation> {
@@ -314,8 +315,14 @@ impl Facts {
         }
         // Without background lines yet, the occupancy's own median stands in (the shadow
         // estimate then reads 1): the test still finds peaks, not a uniformly hot load.
-        let gbg = gamma_bg.unwrap_or_else(|| median_rate(&self.gamma));
-        let gamma = radiation::gamma_test(gbg, &self.gamma, s.window_s, s.gamma_false_alarms);
+        let (gbg, gbg_s) = gamma_bg.unwrap_or_else(|| {
+            (
+                median_rate(&self.gamma),
+                self.gamma.len() as f64 * radiation::INTERVAL_S,
+            )
+        });
+        let gamma =
+            radiation::gamma_test(gbg, gbg_s, &self.gamma, s.window_s, s.gamma_false_alarms);
         let neutron = radiation::neutron_test(
             neutron_bg.unwrap_or(0.0),
             &self.neutron,

@@ -3,15 +3,19 @@
 //!
 //! On the simulator's occupancies: at most 1 false alarm in 1000, NORM quiet, higher detection
 //! than the plain 4σ gross-count test at every strength, and than the plain test calibrated
-//! to the same false-alarm rate from 150 cps up. (Below that the calibrated plain test wins on
-//! the simulator alone: its shadow is one constant depth, so a gross count calibrated on it
-//! may sit 4σ *below* background; on families of shadow shapes that calibration gives
-//! k ≈ +2σ and finds almost nothing. The alarm no longer trusts any shadow shape, which costs
-//! it sources hidden in deep shadow; see `fusion/radiation.rs`.)
+//! to the same false-alarm rate from 100 cps up. (The calibrated plain test leans on the
+//! simulator's one constant shadow depth: calibrated on it, a gross count may sit 4σ *below*
+//! background; on families of shadow shapes the same calibration gives k ≈ +3σ and finds
+//! almost nothing. The alarm trusts no shadow shape, which costs it sources hidden in deep
+//! shadow, so it finds 80 % at 150 cps where the simulator-tuned alarm before it found 99 %;
+//! see `fusion/radiation.rs`.)
 //!
 //! On families of models the alarm was not designed on (`study/families.rs`): the budget holds
-//! in every null family, detection beats the plain test at the same rate in every source
-//! family, NORM alarms stay under 10 %.
+//! in every null family, detection beats the gross-count test at the same rate in every source
+//! family and the 1 s sum test (the plain test) near a pillar, NORM alarms stay under
+//! 10 %. Centred sources are the one family where the 1 s sum test, given the whole budget,
+//! finds more (see the README's table): it is that family's matched test, and it alarms on 40 %
+//! of NORM cargo.
 
 use crate::study;
 
@@ -40,7 +44,7 @@ fn appliance_alarm_beats_the_plain_gross_count_test() {
     for r in &rows[2..] {
         assert!(r.ours > r.plain, "{}\n{table}", r.label);
     }
-    for r in &rows[3..] {
+    for r in &rows[2..] {
         assert!(r.ours > r.plain_calibrated, "{}\n{table}", r.label);
     }
     // Not a marginal difference: well above the calibrated plain test at 150 cps, nearly
@@ -54,7 +58,7 @@ fn appliance_alarm_beats_the_plain_gross_count_test() {
 
 #[test]
 fn the_budget_holds_on_families_of_models_the_alarm_was_not_designed_on() {
-    use study::families::{run, upper95};
+    use study::families::{references, run, upper95, Family};
     let rows = run(7, 8_000, 1_000);
     let table = study::families::render(&rows);
     eprintln!("{table}");
@@ -75,13 +79,31 @@ fn the_budget_holds_on_families_of_models_the_alarm_was_not_designed_on() {
     }
     assert!(upper95(k, n) < budget, "pooled nulls: {k} in {n}\n{table}");
     for r in rows.iter().filter(|r| !r.family.is_null()) {
-        if r.family == study::families::Family::Norm {
+        if r.family == Family::Norm {
             assert!(r.rate() <= 0.10, "NORM alarms {}\n{table}", r.rate());
-        } else {
+            continue;
+        }
+        // [reference][4σ, pooled, every family, NORM-matched]: gross count, 1 s sum, per side.
+        let refs = references(&rows, r, budget);
+        for k in refs[0] {
             assert!(
-                r.ours > r.plain_same_rate + r.n / 50,
-                "{}: not above the plain test at the same rate\n{table}",
+                r.ours > k + r.n / 50,
+                "{}: not above the gross count at the same rate\n{table}",
                 r.family.label()
+            );
+        }
+        // At the NORM rate the alarm allows itself, every reference finds less.
+        for by_k in refs {
+            assert!(
+                r.ours > by_k[3] + r.n / 50,
+                "{}: not above a reference at the same NORM rate\n{table}",
+                r.family.label()
+            );
+        }
+        if r.family == Family::NearPillar {
+            assert!(
+                r.ours > refs[1][2] + r.n / 10,
+                "near a pillar: not above the 1 s sum at the same rate\n{table}"
             );
         }
     }
