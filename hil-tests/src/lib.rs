@@ -406,6 +406,31 @@ fn connect(addr: &str) -> Option<TcpStream> {
     }
 }
 
+/// Waits for the appliance to listen on `addr` at its start. Not against a clock: a loaded
+/// machine (the firmware scenarios' QEMU beside it) can take longer than any fixed wait to
+/// load the models, and that is not a failure; the appliance exiting is, and says why in its
+/// log. A start that hangs is given up after three minutes.
+fn wait_listening(app: &mut App, addr: &str, protocol: &str) -> Result<TcpStream, HilError> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(s) = TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            return Ok(s);
+        }
+        let gone = !app.process.is_running();
+        if gone || Instant::now() > deadline {
+            let log = app.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let why = if gone { "acsgd exited" } else { "3 min passed" };
+            return Err(HilError::Setup(format!(
+                "{protocol} port {addr} never opened ({why}); the log's end:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// Sends one tracker packet and waits for its acknowledgement; on a broken connection
 /// (the appliance was killed) reconnects and sends again, as a device does.
 fn send_tracker(port: &mut Port, bytes: &[u8], report: &mut Report) {
@@ -860,9 +885,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
             ..
         } = p
         {
-            let c = connect(addr)
-                .ok_or_else(|| HilError::Setup(format!("{protocol} port {addr} never opened")))?;
-            *conn = Some(c);
+            *conn = Some(wait_listening(&mut app, addr, protocol)?);
         }
     }
     std::thread::sleep(Duration::from_millis(300));
