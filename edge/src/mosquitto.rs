@@ -156,7 +156,37 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, chosen below the kernel's ephemeral range.
+///
+/// `bind(0)` hands out a port from that range, and so does every outgoing connection on the
+/// machine: between this function releasing such a port and its caller binding it again, any
+/// `connect()` anywhere may take it (a test suite running in parallel makes thousands; HIL
+/// scenarios lost a sensor port that way). Below the range only another `free_port` can, so the
+/// search starts at a random place in 10000 up to the range's start. `bind(0)` remains the
+/// fallback when nothing there is free or the range starts too low to leave room.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FLOOR: u32 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start > FLOOR + 1_000 {
+        let span = ephemeral_start - FLOOR;
+        // A start that differs between processes (pid) and between calls (a counter stepping
+        // by a prime, so successive calls spread over the span instead of queueing up).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
+        for _ in 0..64 {
+            let i = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = FLOOR + seed.wrapping_add(i.wrapping_mul(7_919)) % span;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+                return Ok(l.local_addr()?.port());
+            }
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
