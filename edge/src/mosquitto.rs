@@ -160,10 +160,11 @@ impl Drop for Mosquitto {
 ///
 /// `bind(0)` hands out a port from that range, and so does every outgoing connection on the
 /// machine: between this function releasing such a port and its caller binding it again, any
-/// `connect()` anywhere may take it (a test suite running in parallel makes thousands; HIL
-/// scenarios lost a sensor port that way). Below the range only another `free_port` can, so the
-/// search starts at a random place in 10000 up to the range's start. `bind(0)` remains the
-/// fallback when nothing there is free or the range starts too low to leave room.
+/// `connect()` anywhere may take it (a test suite running in parallel makes thousands; a HIL
+/// scenario once found its sensor port never opened, and this is one way that happens). Below
+/// the range only another `free_port` can, so the search starts at a random place in 10000 up
+/// to the range's start. `bind(0)` remains the fallback when nothing there is free or the
+/// range starts too low to leave room.
 pub fn free_port() -> std::io::Result<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -174,8 +175,8 @@ pub fn free_port() -> std::io::Result<u16> {
         .unwrap_or(32_768);
     if ephemeral_start > FLOOR + 1_000 {
         let span = ephemeral_start - FLOOR;
-        // A start that differs between processes (pid) and between calls (a counter stepping
-        // by a prime, so successive calls spread over the span instead of queueing up).
+        // A start that differs between processes (pid, clock) and a counter stepping by a
+        // prime, so that a port found taken is not tried again at once.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());

@@ -273,6 +273,13 @@ impl App {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The log's last `n` lines.
+    fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
 }
 
 /// The outcome of a run.
@@ -395,15 +402,21 @@ fn greeted(c: &mut TcpStream, protocol: &str, hello: &[u8]) -> bool {
 fn connect(addr: &str) -> Option<TcpStream> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                return Some(s);
-            }
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(25)),
-            Err(_) => return None,
+        if let Some(s) = connect_once(addr) {
+            return Some(s);
         }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// One connection attempt, with the read timeout every sensor connection here uses.
+fn connect_once(addr: &str) -> Option<TcpStream> {
+    let s = TcpStream::connect(addr).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    Some(s)
 }
 
 /// Waits for the appliance to listen on `addr` at its start. Not against a clock: a loaded
@@ -413,18 +426,15 @@ fn connect(addr: &str) -> Option<TcpStream> {
 fn wait_listening(app: &mut App, addr: &str, protocol: &str) -> Result<TcpStream, HilError> {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        if let Ok(s) = TcpStream::connect(addr) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        if let Some(s) = connect_once(addr) {
             return Ok(s);
         }
         let gone = !app.process.is_running();
         if gone || Instant::now() > deadline {
-            let log = app.log();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
             let why = if gone { "acsgd exited" } else { "3 min passed" };
             return Err(HilError::Setup(format!(
                 "{protocol} port {addr} never opened ({why}); the log's end:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                app.log_tail(20)
             )));
         }
         std::thread::sleep(Duration::from_millis(25));
@@ -1109,16 +1119,7 @@ pub fn run(s: &Scenario) -> Result<Report, HilError> {
         other => report.fail(format!("acsgd did not stop cleanly: {other:?}")),
     }
     std::thread::sleep(Duration::from_millis(500));
-    report.log_tail = app
-        .log()
-        .lines()
-        .rev()
-        .take(40)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
+    report.log_tail = app.log_tail(40);
     let final_stat = stat(&data_dir);
 
     // Invariant: every accepted event reached central, under a gapless seq.
