@@ -1,6 +1,13 @@
 //! The radiation study, long run: `cargo bench -p acsgd --bench radiation`. Prints the table
 //! the README quotes (see `tests/it/study/mod.rs` for the simulator's model and
-//! `tests/it/study/families.rs` for the families).
+//! `tests/it/study/families.rs` for the families). `ACSGD_STUDY_NULL` sets the simulator's
+//! null occupancies (default 200 000; the families get a quarter of it per null family);
+//! `ACSGD_STUDY_FLAT=N` adds N flat Poisson occupancies in each of the conditions the alarm's
+//! budget constants were checked in (`edge/fusion/src/radiation.rs`).
+
+use acsgd::fusion::radiation::{gamma_test, INTERVAL_S};
+use acsgd::fusion::settings::RadiationSettings;
+use acsgd_testkit::simulate::Rng;
 
 #[path = "../tests/it/study/mod.rs"]
 mod study;
@@ -27,9 +34,61 @@ fn main() {
     println!();
     print!("{}", study::families::render(&fam));
     total += fam.iter().map(|r| r.n).sum::<usize>();
+    let flat_n: usize = std::env::var("ACSGD_STUDY_FLAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if flat_n > 0 {
+        println!("\n| flat Poisson occupancies | n | false alarms (rate, 95 % upper bound) |");
+        println!("|---|---|---|");
+        // (length from, to (s), cps per detector, seconds of background lines)
+        for (from, to, cps, lines) in [
+            (3.0, 10.0, 300.0, 60),
+            (3.0, 10.0, 50.0, 60),
+            (3.0, 10.0, 1500.0, 60),
+            (3.0, 10.0, 300.0, 10),
+            (10.0, 30.0, 300.0, 60),
+            (30.0, 60.0, 300.0, 60),
+            (10.0, 60.0, 50.0, 60),
+        ] {
+            let k = flat(flat_n, from, to, cps, lines);
+            println!(
+                "| {from}–{to} s, {cps} cps, {lines} s of background | {flat_n} | {k} ({:.5}, ≤ {:.5}) |",
+                k as f64 / flat_n as f64,
+                study::families::upper95(k, flat_n)
+            );
+        }
+        total += 7 * flat_n;
+    }
     println!(
         "\n{total} occupancies in {:.1} s ({:.0} µs each, both tests)",
         t.elapsed().as_secs_f64(),
         t.elapsed().as_secs_f64() * 1e6 / total as f64
     );
+}
+
+/// False alarms in `n` occupancies of `from`–`to` s with no vehicle, no source and a steady
+/// background of `cps` per detector, estimated from `lines` one-second lines.
+fn flat(n: usize, from: f64, to: f64, cps: f64, lines: usize) -> usize {
+    let s = RadiationSettings::default();
+    let mut rng = Rng::new(99);
+    let mut alarms = 0;
+    for _ in 0..n {
+        let background: [f64; 4] = std::array::from_fn(|_| {
+            (0..lines).map(|_| rng.poisson(cps)).sum::<u64>() as f64 / lines as f64
+        });
+        let len = rng.range(from, to);
+        let gamma: Vec<[u32; 4]> = (0..(len / INTERVAL_S).round() as usize)
+            .map(|_| std::array::from_fn(|_| rng.poisson(cps * INTERVAL_S) as u32))
+            .collect();
+        let g = gamma_test(
+            background,
+            lines as f64,
+            &gamma,
+            s.window_s,
+            s.gamma_false_alarms,
+        );
+        alarms += usize::from(g.alarm);
+    }
+    alarms
 }

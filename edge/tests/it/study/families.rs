@@ -27,10 +27,11 @@
 //! (`SPLIT_SHADOW_SLOPE`), is looser than the 50–100 % drawn here. The references are the plain
 //! gross count of the whole occupancy, the plain 1 s test on the sum of the four detectors (the
 //! issue's "plain test") and the per-side 1 s test, all against the background. Each is shown
-//! at 4σ and with its k set three ways: to the alarm's budget on the pooled null occupancies
+//! at 4σ and with its k set four ways: to the alarm's budget on the pooled null occupancies
 //! (as the issue measured on its trace); as the highest of the null families' own k at the
-//! budget, so that, like the alarm, it holds the budget in every family; and so that it alarms
-//! on NORM cargo as often as the alarm does.
+//! budget, so that, like the alarm, it holds the budget in every family; so that in every null
+//! family it alarms no more often than the alarm did there (the same false-alarm rate); and so
+//! that it alarms on NORM cargo as often as the alarm does.
 
 use acsgd::fusion::radiation::{gamma_test, INTERVAL_S};
 use acsgd::fusion::settings::RadiationSettings;
@@ -306,13 +307,19 @@ pub enum Calibration {
     /// As high as it takes to alarm on NORM cargo no more often than the alarm does (a
     /// reference that alarms on four in ten NORM loads is not an alarm an officer can use).
     NormMatched,
+    /// As high as it takes to alarm in every null family no more often than the alarm does
+    /// there: the issue's "at the same false-alarm rate", read literally. The alarm spends
+    /// less than its budget (NORM holds it back), so [`Calibration::EveryFamily`] lets the
+    /// reference alarm several times as often on clean occupancies as the alarm does.
+    AlarmMatched,
 }
 
 /// The calibrations, in the table's order.
-pub const CALIBRATIONS: [Calibration; 4] = [
+pub const CALIBRATIONS: [Calibration; 5] = [
     Calibration::Fixed,
     Calibration::Pooled,
     Calibration::EveryFamily,
+    Calibration::AlarmMatched,
     Calibration::NormMatched,
 ];
 
@@ -422,6 +429,15 @@ pub fn reference_k(rows: &[FamilyRow], r: usize, how: Calibration, budget: f64) 
         Calibration::EveryFamily => nulls
             .map(|row| quantile(row.z.iter().map(|z| z[r]).collect(), 1.0 - budget))
             .fold(f64::NEG_INFINITY, f64::max),
+        // The (ours + 1)-th highest statistic: the reference alarms above it exactly as
+        // often as the alarm did (ties aside).
+        Calibration::AlarmMatched => nulls
+            .map(|row| {
+                let mut z: Vec<f64> = row.z.iter().map(|z| z[r]).collect();
+                z.sort_by(|a, b| b.total_cmp(a));
+                z[row.ours.min(z.len() - 1)]
+            })
+            .fold(f64::NEG_INFINITY, f64::max),
         Calibration::NormMatched => rows
             .iter()
             .find(|row| row.family == Family::Norm)
@@ -433,7 +449,7 @@ pub fn reference_k(rows: &[FamilyRow], r: usize, how: Calibration, budget: f64) 
 
 /// Each reference's detections in `row` at each calibration, as
 /// `[reference][calibration]` in the order of [`REFERENCES`] and [`CALIBRATIONS`].
-pub fn references(rows: &[FamilyRow], row: &FamilyRow, budget: f64) -> [[usize; 4]; 3] {
+pub fn references(rows: &[FamilyRow], row: &FamilyRow, budget: f64) -> [[usize; 5]; 3] {
     std::array::from_fn(|r| {
         CALIBRATIONS.map(|how| row.reference(r, reference_k(rows, r, how, budget)))
     })
@@ -445,9 +461,10 @@ pub fn render(rows: &[FamilyRow]) -> String {
     for (r, name) in REFERENCES.iter().enumerate() {
         let k = |how| reference_k(rows, r, how, budget);
         out.push_str(&format!(
-            " {name} 4σ | {name}, pooled k = {:.2} | {name}, every family k = {:.2} | {name}, NORM-matched k = {:.2} |",
+            " {name} 4σ | {name}, pooled k = {:.2} | {name}, every family k = {:.2} | {name}, alarm's rate k = {:.2} | {name}, NORM-matched k = {:.2} |",
             k(Calibration::Pooled),
             k(Calibration::EveryFamily),
+            k(Calibration::AlarmMatched),
             k(Calibration::NormMatched)
         ));
     }
