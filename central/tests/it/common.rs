@@ -168,12 +168,12 @@ impl Drop for Pg {
     }
 }
 
+/// A loopback port free now, chosen below the kernel's ephemeral range
+/// ([`acsgd::mosquitto::free_port`]): a port that `bind(0)` handed out and the test released
+/// can be taken by any outgoing connection (the NATS routes, PostgreSQL's clients) before the
+/// server the test starts binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    acsgd::mosquitto::free_port().expect("a free loopback port")
 }
 
 /// Runs `test` once on a fresh SQLite file and once on a fresh PostgreSQL cluster; the second
