@@ -101,6 +101,14 @@ fn the_budget_holds_on_families_of_models_the_alarm_was_not_designed_on() {
                 r.family.label()
             );
         }
+        // The target: above the plain test (the 1 s sum) held to the alarm's own
+        // false-alarm rate in every null family. (Centred, this quick run has it 92 against
+        // 79 in 1 000; the long run in the README 0.092 against 0.080.)
+        assert!(
+            r.ours > refs[1][3],
+            "{}: not above the 1 s sum at the alarm's own rate\n{table}",
+            r.family.label()
+        );
         if r.family == Family::NearPillar {
             // At the budget in every family, and at the alarm's own rate in every family.
             for k in [refs[1][2], refs[1][3]] {
