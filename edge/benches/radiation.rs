@@ -41,16 +41,7 @@ fn main() {
     if flat_n > 0 {
         println!("\n| flat Poisson occupancies | n | false alarms (rate, 95 % upper bound) |");
         println!("|---|---|---|");
-        // (length from, to (s), cps per detector, seconds of background lines)
-        for (from, to, cps, lines) in [
-            (3.0, 10.0, 300.0, 60),
-            (3.0, 10.0, 50.0, 60),
-            (3.0, 10.0, 1500.0, 60),
-            (3.0, 10.0, 300.0, 10),
-            (10.0, 30.0, 300.0, 60),
-            (30.0, 60.0, 300.0, 60),
-            (10.0, 60.0, 50.0, 60),
-        ] {
+        for (from, to, cps, lines) in FLAT {
             let k = flat(flat_n, from, to, cps, lines);
             println!(
                 "| {from}–{to} s, {cps} cps, {lines} s of background | {flat_n} | {k} ({:.5}, ≤ {:.5}) |",
@@ -58,7 +49,7 @@ fn main() {
                 study::families::upper95(k, flat_n)
             );
         }
-        total += 7 * flat_n;
+        total += FLAT.len() * flat_n;
     }
     println!(
         "\n{total} occupancies in {:.1} s ({:.0} µs each, both tests)",
@@ -66,6 +57,17 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e6 / total as f64
     );
 }
+
+/// The flat conditions: length from, to (s), cps per detector, seconds of background lines.
+const FLAT: [(f64, f64, f64, usize); 7] = [
+    (3.0, 10.0, 300.0, 60),
+    (3.0, 10.0, 50.0, 60),
+    (3.0, 10.0, 1500.0, 60),
+    (3.0, 10.0, 300.0, 10),
+    (10.0, 30.0, 300.0, 60),
+    (30.0, 60.0, 300.0, 60),
+    (10.0, 60.0, 50.0, 60),
+];
 
 /// False alarms in `n` occupancies of `from`–`to` s with no vehicle, no source and a steady
 /// background of `cps` per detector, estimated from `lines` one-second lines.

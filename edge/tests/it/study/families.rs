@@ -413,7 +413,7 @@ pub fn run(seed: u64, per_null: usize, per_other: usize) -> Vec<FamilyRow> {
 }
 
 /// Reference `r`'s k for the budget.
-pub fn reference_k(rows: &[FamilyRow], r: usize, how: Calibration, budget: f64) -> f64 {
+fn reference_k(rows: &[FamilyRow], r: usize, how: Calibration, budget: f64) -> f64 {
     let quantile = |mut z: Vec<f64>, q: f64| {
         z.sort_by(|a, b| a.total_cmp(b));
         let i = ((z.len() as f64 * q) as usize).min(z.len() - 1);
@@ -447,25 +447,28 @@ pub fn reference_k(rows: &[FamilyRow], r: usize, how: Calibration, budget: f64) 
     }
 }
 
-/// Each reference's detections in `row` at each calibration, as
-/// `[reference][calibration]` in the order of [`REFERENCES`] and [`CALIBRATIONS`].
-pub fn references(rows: &[FamilyRow], row: &FamilyRow, budget: f64) -> [[usize; 5]; 3] {
-    std::array::from_fn(|r| {
-        CALIBRATIONS.map(|how| row.reference(r, reference_k(rows, r, how, budget)))
-    })
+/// Every reference's k at every calibration, as `[reference][calibration]` in the order of
+/// [`REFERENCES`] and [`CALIBRATIONS`]: computed once for a run (each one sorts the null
+/// families' statistics).
+pub fn reference_ks(rows: &[FamilyRow], budget: f64) -> [[f64; 5]; 3] {
+    std::array::from_fn(|r| CALIBRATIONS.map(|how| reference_k(rows, r, how, budget)))
+}
+
+/// Each reference's detections in `row` at each calibration, in the order of
+/// [`reference_ks`].
+pub fn references(ks: &[[f64; 5]; 3], row: &FamilyRow) -> [[usize; 5]; 3] {
+    std::array::from_fn(|r| ks[r].map(|k| row.reference(r, k)))
 }
 
 pub fn render(rows: &[FamilyRow]) -> String {
     let budget = RadiationSettings::default().gamma_false_alarms;
     let mut out = String::from("| family | n | appliance (nulls: rate, 95 % upper bound) |");
-    for (r, name) in REFERENCES.iter().enumerate() {
-        let k = |how| reference_k(rows, r, how, budget);
+    let ks = reference_ks(rows, budget);
+    for (name, k) in REFERENCES.iter().zip(&ks) {
+        // k[0] is the fixed 4σ.
         out.push_str(&format!(
             " {name} 4σ | {name}, pooled k = {:.2} | {name}, every family k = {:.2} | {name}, alarm's rate k = {:.2} | {name}, NORM-matched k = {:.2} |",
-            k(Calibration::Pooled),
-            k(Calibration::EveryFamily),
-            k(Calibration::AlarmMatched),
-            k(Calibration::NormMatched)
+            k[1], k[2], k[3], k[4]
         ));
     }
     out.push_str("\n|---|---|---|");
@@ -484,7 +487,7 @@ pub fn render(rows: &[FamilyRow]) -> String {
             pct(row.ours, row.n)
         };
         out.push_str(&format!("| {} | {} | {ours} |", row.family.label(), row.n));
-        for by_k in references(rows, row, budget) {
+        for by_k in references(&ks, row) {
             for k in by_k {
                 let cell = if row.family.is_null() {
                     format!("{k} ({:.5})", k as f64 / row.n as f64)
