@@ -1,7 +1,7 @@
 //! Ingest and tracking through the real store, each test on SQLite and on PostgreSQL.
 
 use acsgd_central::declare::{self, Refused};
-use acsgd_central::ingest::{Ingestor, Limits, Message, Outcome, MAX_PAYLOAD};
+use acsgd_central::ingest::{Ingestor, Limits, Message, Outcome, Worker, BATCH, MAX_PAYLOAD};
 use acsgd_central::routing::Publisher;
 use acsgd_central::store::{Store, Table};
 use acsgd_central::tracking::{Action, Flag, State};
@@ -321,6 +321,82 @@ fn what_cannot_be_trusted_is_quarantined_counted_and_raised() {
             Outcome::Quarantined(r) => assert!(r.starts_with("seq reused"), "{r}"),
             other => panic!("{other:?}"),
         }
+    });
+}
+
+#[test]
+fn the_worker_commits_each_message_once_in_order_and_late_ones_join_a_small_batch() {
+    on_both(|store, backend| async move {
+        let mut boxes = registered(&store, &["korgas", "kordai"]).await;
+        let alert = json!({"severity": "low", "rule": "plate_unread", "channel": "green",
+            "lane": "1", "message": {"key": "alert.plate_unread", "params": {}}});
+        let mut make = |i: usize| {
+            let b = &mut boxes[i % 2];
+            let payload = b.event("alert", T0 + i as i64, alert.clone());
+            (i, msg(b.topic("alert"), payload))
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2 * BATCH);
+        // More than a batch waiting: the first call commits a batch and takes the other 30 as
+        // the next, checked while it commits.
+        for i in 0..BATCH + 30 {
+            tx.send(make(i)).await.unwrap();
+        }
+        let ingestor = Ingestor::new(store.clone(), Limits::default())
+            .await
+            .unwrap();
+        let mut worker = Worker::new(ingestor);
+        let message = |t: &(usize, Message)| t.1.clone();
+        let (first, out) = worker.next(&mut rx, message).await.unwrap();
+        let order = |b: &[(usize, Message)]| b.iter().map(|t| t.0).collect::<Vec<_>>();
+        assert_eq!(order(&first), (0..BATCH).collect::<Vec<_>>(), "{backend}");
+        assert!(
+            out.iter().all(|o| *o == Outcome::Accepted),
+            "{backend}: {out:?}"
+        );
+        // Twenty more before the next call, one of them altered and one from a post nobody
+        // registered: few enough to join those 30 in one commit, each with its own outcome.
+        let mut ghost = Box_::new("ghost");
+        for i in BATCH + 30..BATCH + 50 {
+            let (i, mut m) = make(i);
+            if i == BATCH + 35 {
+                m.payload = String::from_utf8(m.payload)
+                    .unwrap()
+                    .replace(r#""lane":"1""#, r#""lane":"2""#)
+                    .into_bytes();
+            }
+            if i == BATCH + 40 {
+                m = msg(
+                    ghost.topic("alert"),
+                    ghost.event("alert", T0, alert.clone()),
+                );
+            }
+            tx.send((i, m)).await.unwrap();
+        }
+        let (second, out) = worker.next(&mut rx, message).await.unwrap();
+        assert_eq!(
+            order(&second),
+            (BATCH..BATCH + 50).collect::<Vec<_>>(),
+            "{backend}"
+        );
+        for ((i, _), o) in second.iter().zip(&out) {
+            let why = match i - BATCH {
+                35 => Some("bad signature"),
+                40 => Some("unknown post"),
+                _ => None,
+            };
+            match (why, o) {
+                (None, Outcome::Accepted) => {}
+                (Some(why), Outcome::Quarantined(r)) if r.starts_with(why) => {}
+                _ => panic!("{backend}: message {i}: {o:?}"),
+            }
+        }
+        drop(tx);
+        assert!(worker.next(&mut rx, message).await.is_none(), "{backend}");
+        assert_eq!(
+            store.count(Table::Journal).await.unwrap() as usize,
+            BATCH + 48,
+            "{backend}"
+        );
     });
 }
 
