@@ -10,6 +10,13 @@ use acsgd_contract::declaration::valid_post_id;
 use acsgd_contract::envelope::from_hex;
 use clap::{Parser, Subcommand};
 
+// mimalloc instead of glibc's malloc: ingest allocates and frees many small strings and rows
+// an event (envelopes, arguments, rows), and glibc's malloc and free were 13 % of the
+// process's time in the ingest bench; with mimalloc the bench took about a tenth more events
+// a second.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "acsgd-central",
