@@ -319,7 +319,8 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
 
 /// PostgreSQL's statements by the server time they took (`ACSGD_BENCH_STATEMENTS=1` with
 /// `ACSGD_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"`): where the backend's core
-/// goes.
+/// goes; then the tables read whole, and what the commits waited for the disk (its time with
+/// `-c track_wal_io_timing=on`, else 0).
 async fn statements(store: &Store) {
     if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .execute(store.pool())
@@ -339,6 +340,25 @@ async fn statements(store: &Store) {
     for (ms, calls, n, q) in rows {
         println!("{ms:>9.0} ms {calls:>7} calls {n:>8} rows  {q}");
     }
+    // The tables read whole: a plan that scans where it should look up grows with the table.
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, seq_scan, seq_tup_read, COALESCE(idx_scan, 0) FROM pg_stat_user_tables \
+         WHERE seq_tup_read > 0 ORDER BY seq_tup_read DESC LIMIT 8",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    for (table, scans, read, idx) in rows {
+        println!("{table:>16}: {scans:>6} scans read {read:>9} rows; {idx:>7} index scans");
+    }
+    // What the commits waited for the disk (with `-c track_wal_io_timing=on`).
+    let (syncs, sync_ms, written_mib): (i64, f64, f64) = sqlx::query_as(
+        "SELECT wal_sync, wal_sync_time, wal_bytes::float8 / 1048576 FROM pg_stat_wal",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    println!("WAL: {written_mib:.0} MiB, {syncs} syncs taking {sync_ms:.0} ms");
 }
 
 /// This process's CPU time so far, user and system, seconds (Linux; in clock ticks of 10 ms).
