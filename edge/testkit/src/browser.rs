@@ -1,16 +1,20 @@
 //! A real headless Chromium for the tests of the pages the appliance and central serve:
 //! Debian's `chromium`, driven over WebDriver by its `chromedriver` (fantoccini).
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-/// chromedriver on a free port, and a headless Chromium session through it; both end with it.
+/// chromedriver on a free port, and a headless Chromium session through it; both end with it,
+/// and so does everything Chromium wrote (its profile and temporary files).
 pub struct Browser {
     driver: Child,
     client: Option<Client>,
+    /// Chromium's profile, temporary files and crash database, removed with the browser.
+    _home: tempfile::TempDir,
 }
 
 impl Browser {
@@ -20,8 +24,18 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
+        let home = tempfile::Builder::new()
+            .prefix("acsgd-chromium")
+            .tempdir()
+            .expect("a temporary directory for Chromium");
+        // In a process group of its own, so that the browser it starts ends with it (see
+        // `Drop`); Chromium's temporary files and crash database in `home`, so that they do too.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -31,11 +45,13 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let profile = format!("--user-data-dir={}", home.path().join("profile").display());
         let mut all = vec![
             "--headless=new",
             "--no-sandbox",
             "--disable-dev-shm-usage",
             "--disable-gpu",
+            profile.as_str(),
         ];
         all.extend_from_slice(args);
         let mut caps = serde_json::Map::new();
@@ -51,6 +67,7 @@ impl Browser {
         Browser {
             driver,
             client: Some(client),
+            _home: home,
         }
     }
 
@@ -102,8 +119,21 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    #[allow(unsafe_code)] // kill(2) of a process group: std signals one process only
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // Chromium is chromedriver's child, and killing chromedriver alone left every browser
+        // running (five of them after one CI run, holding memory and a share of the cores
+        // until the machine stopped): the whole group goes, and then its directory.
+        let group = self.driver.id() as libc::pid_t;
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
         let _ = self.driver.wait();
+        // The group's other processes die asynchronously; their files go only once they are
+        // gone (or after 5 s, when the directory is removed as far as it can be).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // SAFETY: as above; signal 0 only asks whether the group still has a process.
+        while unsafe { libc::kill(-group, 0) } == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
