@@ -92,12 +92,15 @@ impl Central {
 }
 
 pub async fn run(opts: Options) -> Result<(), DemoError> {
-    let scratch = tempfile::Builder::new().prefix("acsgd-demo-").tempdir()?;
+    // Made only for a demo of its own: a post of central's demo has its own directories, and
+    // is ended by a signal, which left an empty directory behind at every run.
+    let mut scratch: Option<tempfile::TempDir> = None;
     let mut broker = None;
     let mut config = match &opts.config {
         // A post of central's demo: its own file, broker and data directory.
         Some(path) => Config::load(path)?,
         None => {
+            let scratch = scratch.insert(tempfile::Builder::new().prefix("acsgd-demo-").tempdir()?);
             let data_dir = opts
                 .data_dir
                 .clone()
