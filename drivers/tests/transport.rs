@@ -232,7 +232,7 @@ async fn egts_noise_is_skipped_and_the_response_names_the_packet() {
 async fn a_serial_gps_that_disappears_is_reopened() {
     use tokio_serial::SerialPort;
     let dir = tempfile_dir();
-    let link = dir.join("gps");
+    let link = dir.path().join("gps");
     let (tx, mut batches) = mpsc::channel(16);
     let stats = Arc::new(Stats::default());
     let (_shutdown, rx) = watch::channel(false);
@@ -278,15 +278,12 @@ async fn a_serial_gps_that_disappears_is_reopened() {
     drop(slave);
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "acsgd-serial-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A directory for a test's links to its pseudo-terminals, removed with it.
+fn tempfile_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("acsgd-serial-")
+        .tempdir()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -574,7 +571,7 @@ async fn commands_go_down_a_serial_line_and_stale_ones_are_dropped_unsent() {
     use std::time::Instant;
     use tokio_serial::SerialPort;
     let dir = tempfile_dir();
-    let link = dir.join("node");
+    let link = dir.path().join("node");
     let (tx, mut batches) = mpsc::channel(16);
     let stats = Arc::new(Stats::default());
     let (_shutdown, rx) = watch::channel(false);

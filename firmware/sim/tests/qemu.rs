@@ -4,7 +4,7 @@
 //!
 //! Needs `qemu-system-arm` and the `thumbv7em-none-eabihf` target (`.ci/test` installs both).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use acsgd_drivers::lane::{self, Body, Frame, Scan};
@@ -57,11 +57,12 @@ fn host(dir: &Path) -> Vec<Frame> {
 }
 
 fn same_as_host(name: &str) -> Vec<Frame> {
-    let dir = scratch_dir(name);
-    scenario(name, &dir);
-    let (code, text, frames) = qemu(&dir);
+    let scratch = scratch_dir(name);
+    let dir = scratch.path();
+    scenario(name, dir);
+    let (code, text, frames) = qemu(dir);
     assert_eq!(code, 0, "QEMU: {text}");
-    let host = host(&dir);
+    let host = host(dir);
     // The board adds one Status at the end of the trace with the final counts.
     let (last, rest) = frames.split_last().expect("frames on UART0");
     assert_eq!(rest, &host[..], "{text}");
@@ -76,12 +77,12 @@ fn same_as_host(name: &str) -> Vec<Frame> {
     host
 }
 
-/// A fresh directory for one test's scenario and UART capture.
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lane-node-qemu-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for one test's scenario and UART capture, removed with it.
+fn scratch_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("lane-node-qemu-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
