@@ -91,24 +91,33 @@ impl Central {
     }
 }
 
+/// The demo's own directory, made the first time something needs it.
+fn scratch_in(scratch: &mut Option<tempfile::TempDir>) -> std::io::Result<std::path::PathBuf> {
+    if let Some(s) = scratch {
+        return Ok(s.path().to_path_buf());
+    }
+    let made = scratch.insert(tempfile::Builder::new().prefix("acsgd-demo-").tempdir()?);
+    Ok(made.path().to_path_buf())
+}
+
 pub async fn run(opts: Options) -> Result<(), DemoError> {
-    // Made only for a demo of its own: a post of central's demo has its own directories, and
-    // is ended by a signal, which left an empty directory behind at every run.
+    // Made only when the options leave a directory to the demo: a post of central's demo, or
+    // a demo given its broker and data directory, is often ended by a signal, which left an
+    // empty directory behind at every run.
     let mut scratch: Option<tempfile::TempDir> = None;
     let mut broker = None;
     let mut config = match &opts.config {
         // A post of central's demo: its own file, broker and data directory.
         Some(path) => Config::load(path)?,
         None => {
-            let scratch = scratch.insert(tempfile::Builder::new().prefix("acsgd-demo-").tempdir()?);
-            let data_dir = opts
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| scratch.path().join("data"));
+            let data_dir = match &opts.data_dir {
+                Some(d) => d.clone(),
+                None => scratch_in(&mut scratch)?.join("data"),
+            };
             let url = match &opts.broker {
                 Some(u) => u.clone(),
                 None => {
-                    let m = Mosquitto::start(&scratch.path().join("broker"))?;
+                    let m = Mosquitto::start(&scratch_in(&mut scratch)?.join("broker"))?;
                     let url = m.url();
                     println!(
                         "demo: started mosquitto on {url} (pid {})",
