@@ -1,8 +1,9 @@
 //! Plate recognition latency: `cargo bench -p acsgd --bench anpr`.
 //!
-//! Whole frames (1280x720: the text models' detection and recognition, then the plate models'
-//! localisation, rectification, OCR, correction), the plate models alone on the same frames
-//! (the reader before the text models came, for the ratio), and each recogniser alone on
+//! Whole frames (1280x720: the plate models' localisation, rectification, OCR, correction,
+//! then the text models' detection around what the localiser marked and recognition), the
+//! same with the text detector over the whole frame (the reader before 2026-12-05) and the
+//! plate models alone (the reader before the text models came), for the ratios, and each recogniser alone on
 //! single crops, with the built-in models and ONNX Runtime's default threads (one per core). Frames come from `edge/tests/data/plates/` or `$ACSGD_ANPR_DIR`
 //! (for example the 1000-frame test set `models/plates/synth.py scenes` writes); each is
 //! read `$ACSGD_ANPR_ROUNDS` times (default 5) after one untimed warm-up.
@@ -52,6 +53,7 @@ fn main() {
         .collect();
     let (mut whole, mut loc, mut ocr_frame) = (Vec::new(), Vec::new(), Vec::new());
     let (mut plates_only, mut det, mut rec) = (Vec::new(), Vec::new(), Vec::new());
+    let mut whole_det = Vec::new();
     let mut crops = Vec::new();
     for f in &frames {
         crops.extend(reader.read(f).unwrap().into_iter().map(|p| p.crop));
@@ -68,6 +70,12 @@ fn main() {
             let t = Instant::now();
             reader.read_plates(f).unwrap();
             plates_only.push(t.elapsed().as_secs_f64() * 1e3);
+            // The reader before the text detector looked first around the localiser's marks:
+            // the plate models, then the text models over the whole frame.
+            let t = Instant::now();
+            reader.read_plates(f).unwrap();
+            reader.text.read(f).unwrap();
+            whole_det.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
     let mut line = Vec::new();
@@ -101,7 +109,11 @@ fn main() {
         " (every line, joined lines, decoding)",
     );
     report("  localise   ", &mut loc, "");
-    report("  rectify+OCR", &mut ocr_frame, " (all of a frame's crops)");
+    report(
+        "  rectify+OCR",
+        &mut ocr_frame,
+        " (the crops no text read covers)",
+    );
     report(
         "OCR one crop ",
         &mut single,
@@ -111,6 +123,11 @@ fn main() {
         "text one crop",
         &mut line,
         " (input prep + inference + folding)",
+    );
+    let (w, d) = (pct(&mut whole, 0.5), pct(&mut whole_det, 0.5));
+    println!(
+        "text detector over the whole frame (the reader before): whole frame median {d:6.2} ms; now {:.2} x that",
+        w / d
     );
     let (w, p) = (pct(&mut whole, 0.5), pct(&mut plates_only, 0.5));
     println!(

@@ -4,7 +4,7 @@
 //! - [`source`]: frames from opencv `VideoCapture` (RTSP, video file, V4L2 device) or HTTP
 //!   JPEG snapshots.
 //! - [`pipeline`]: localisation, rectification and recognition of one frame (two ONNX models,
-//!   [`models`]), decoded straight into the plate [`format`]s by [`ctc`].
+//!   [`models`]), decoded straight into the plate [formats](mod@format) by [`ctc`].
 //! - [`text`]: plates found as text by PP-OCRv4's detector and recogniser (weights trained on
 //!   real photos), decoded into the same formats; [`pipeline`] runs both readers.
 //! - [`vote`]: one plate per passage out of the frames' reads.

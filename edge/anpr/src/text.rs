@@ -14,6 +14,12 @@
 //! two lines, one above the other. So lines that sit side by side on one baseline, and lines
 //! stacked as a double-row plate's rows, are also read joined (their step sequences one
 //! after the other, a blank between), and the likeliest reads win where candidates overlap.
+//!
+//! The detector over a whole frame is most of a frame's time. [`TextReader::read_near`] runs
+//! it only over the regions around given marks (the plate localiser's), at the whole frame's
+//! scale and padded rather than stretched, so a plate's lines look to it as they do in the
+//! whole frame; the caller reads the whole frame when that finds nothing
+//! (`pipeline::Reader::read`).
 
 use opencv::core::{self, Mat, Point, Point2f, Rect, RotatedRect, Scalar, Size, Vector};
 use opencv::imgproc;
@@ -60,6 +66,10 @@ const RARE_PRIOR: f32 = -0.7;
 const MIN_CHARACTERS: usize = 5;
 /// The share of `0`'s probability that `O` gets, and the reverse.
 const TWIN_SHARE: f32 = 0.5;
+/// The region the detector looks at around a plate the localiser marked: its box grown by
+/// this share of its width on the left and on the right, and of its height above and below.
+const REGION_GROW_W: f32 = 0.5;
+const REGION_GROW_H: f32 = 1.0;
 /// Two candidates for one plate: where the smaller's box lies this much inside the
 /// larger's, only the likelier read is kept.
 const OVERLAP: f32 = 0.5;
@@ -131,11 +141,50 @@ impl TextReader {
         })
     }
 
-    /// Every plate read in a BGR frame.
+    /// Every plate read in a BGR frame, the detector run over the whole frame.
     pub fn read(&mut self, frame: &Mat) -> Result<Vec<PlateFound>, AnprError> {
         let t0 = std::time::Instant::now();
-        let mut lines = self.detect(frame)?;
+        let lines = self.detect(frame)?;
         self.detect_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.read_lines(frame, lines)
+    }
+
+    /// The plates read around `near` (quadrilaterals in frame pixels where plates may be,
+    /// as the plate localiser marks them), the detector run only over the regions around
+    /// them (`regions`), at the scale it runs at over a whole frame: a line it finds there
+    /// is the line it finds in the whole frame, at a fraction of the cost.
+    pub fn read_near(
+        &mut self,
+        frame: &Mat,
+        near: &[[Point2f; 4]],
+    ) -> Result<Vec<PlateFound>, AnprError> {
+        let t0 = std::time::Instant::now();
+        let (w, h) = (frame.cols(), frame.rows());
+        let scale = DET_SIDE as f32 / w.max(h).max(1) as f32;
+        let mut lines = Vec::new();
+        for r in regions(near, w, h) {
+            // A copy of the region (a few hundred pixels each way; the detector scales it anyway).
+            let part = Mat::roi(frame, r).map_err(cv)?.try_clone().map_err(cv)?;
+            let found = self.detect_at(&part, scale, true)?;
+            lines.extend(found.into_iter().map(|l| {
+                Line {
+                    quad: l
+                        .quad
+                        .map(|p| Point2f::new(p.x + r.x as f32, p.y + r.y as f32)),
+                    score: l.score,
+                }
+            }));
+        }
+        self.detect_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.read_lines(frame, lines)
+    }
+
+    /// The plates the given lines of a frame read as, alone and joined.
+    fn read_lines(
+        &mut self,
+        frame: &Mat,
+        mut lines: Vec<Line>,
+    ) -> Result<Vec<PlateFound>, AnprError> {
         let t1 = std::time::Instant::now();
         lines.sort_by(|a, b| b.score.total_cmp(&a.score));
         lines.truncate(MAX_LINES);
@@ -217,20 +266,40 @@ impl TextReader {
 
     /// The lines of text in a frame, as PaddleOCR's DB post-processing finds them.
     pub fn detect(&mut self, frame: &Mat) -> Result<Vec<Line>, AnprError> {
+        let s = DET_SIDE as f32 / frame.cols().max(frame.rows()).max(1) as f32;
+        self.detect_at(frame, s, false)
+    }
+
+    /// The lines of text in an image (a frame or a part of one) scaled by `s` for the
+    /// detector, in the image's pixels.
+    ///
+    /// A whole frame is stretched to sides that are multiples of 32, as PaddleOCR does; a
+    /// part (`exact`) is scaled by `s` alone and padded to them with grey (0 in the
+    /// network's range), so that its text has the shape it has in the whole frame: a part is
+    /// small, and rounding its sides would squash or stretch it by up to a seventh.
+    fn detect_at(&mut self, frame: &Mat, s: f32, exact: bool) -> Result<Vec<Line>, AnprError> {
         if frame.empty() || frame.channels() != 3 {
             return Err(AnprError::Image(
                 "expected a non-empty 3-channel frame".into(),
             ));
         }
         let (w, h) = (frame.cols(), frame.rows());
-        let s = DET_SIDE as f32 / w.max(h) as f32;
-        let round32 = |v: i32| ((v as f32 * s / 32.0).round() as i32).max(1) * 32;
-        let (dw, dh) = (round32(w), round32(h));
+        let (rw, rh, dw, dh) = if exact {
+            let (rw, rh) = (
+                ((w as f32 * s).round() as i32).max(1),
+                ((h as f32 * s).round() as i32).max(1),
+            );
+            (rw, rh, (rw + 31) / 32 * 32, (rh + 31) / 32 * 32)
+        } else {
+            let round32 = |v: i32| ((v as f32 * s / 32.0).round() as i32).max(1) * 32;
+            let (dw, dh) = (round32(w), round32(h));
+            (dw, dh, dw, dh)
+        };
         let mut small = Mat::default();
         imgproc::resize(
             frame,
             &mut small,
-            Size::new(dw, dh),
+            Size::new(rw, rh),
             0.0,
             0.0,
             imgproc::INTER_LINEAR,
@@ -239,9 +308,10 @@ impl TextReader {
         let plane = (dw * dh) as usize;
         let mut input = vec![0f32; 3 * plane];
         for (i, px) in small.data_bytes().map_err(cv)?.chunks_exact(3).enumerate() {
+            let at = (i / rw as usize) * dw as usize + i % rw as usize;
             // BGR planes scaled to [-1, 1], as PaddleOCR feeds them.
             for (c, &v) in px.iter().enumerate() {
-                input[c * plane + i] = v as f32 / 127.5 - 1.0;
+                input[c * plane + at] = v as f32 / 127.5 - 1.0;
             }
         }
         let tensor =
@@ -290,7 +360,9 @@ impl TextReader {
             Point::new(0, 0),
         )
         .map_err(cv)?;
-        let (sx, sy) = (w as f32 / mw as f32, h as f32 / mh as f32);
+        // Map pixels to the input's, then the input's (its scaled part) to the image's.
+        let sx = dw as f32 / mw as f32 * w as f32 / rw as f32;
+        let sy = dh as f32 / mh as f32 * h as f32 / rh as f32;
         let mut lines = Vec::new();
         for o in outlines.iter().take(1000) {
             let r = imgproc::min_area_rect(&o).map_err(cv)?;
@@ -481,6 +553,43 @@ pub fn upright(frame: &Mat, q: &[Point2f; 4]) -> Result<Mat, AnprError> {
 }
 
 /// Axis-aligned extent of a quadrilateral: x0, y0, x1, y1.
+/// The parts of a `w` x `h` frame the detector looks at for plates near `near`: each
+/// quadrilateral's box grown by [`REGION_GROW_W`] of its width left and right and
+/// [`REGION_GROW_H`] of its height up and down (a localiser's mask may hold only part of a
+/// plate, or a Russian plate without its region box), regions that touch merged into one,
+/// clipped to the frame.
+fn regions(near: &[[Point2f; 4]], w: i32, h: i32) -> Vec<Rect> {
+    let mut out: Vec<(f32, f32, f32, f32)> = Vec::new();
+    for q in near {
+        let (x0, y0, x1, y1) = extent(q);
+        let (gw, gh) = (REGION_GROW_W * (x1 - x0), REGION_GROW_H * (y1 - y0));
+        let mut r = (
+            (x0 - gw).max(0.0),
+            (y0 - gh).max(0.0),
+            (x1 + gw).min(w as f32),
+            (y1 + gh).min(h as f32),
+        );
+        // Merged until no region touches another (a merge can make it reach a third).
+        while let Some(i) = out
+            .iter()
+            .position(|o| o.0 <= r.2 && r.0 <= o.2 && o.1 <= r.3 && r.1 <= o.3)
+        {
+            let o = out.swap_remove(i);
+            r = (o.0.min(r.0), o.1.min(r.1), o.2.max(r.2), o.3.max(r.3));
+        }
+        out.push(r);
+    }
+    // Left to right, top to bottom: a stable order.
+    out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    out.into_iter()
+        .filter_map(|(x0, y0, x1, y1)| {
+            let (x0, y0) = (x0.floor() as i32, y0.floor() as i32);
+            let (x1, y1) = ((x1.ceil() as i32).min(w), (y1.ceil() as i32).min(h));
+            (x1 - x0 >= 8 && y1 - y0 >= 8).then(|| Rect::new(x0, y0, x1 - x0, y1 - y0))
+        })
+        .collect()
+}
+
 fn extent(q: &[Point2f; 4]) -> (f32, f32, f32, f32) {
     q.iter().fold(
         (f32::MAX, f32::MAX, f32::MIN, f32::MIN),
@@ -612,6 +721,39 @@ mod tests {
             .collect();
         assert_eq!(characters(&probs, 3), 3);
         assert_eq!(characters(&[], 3), 0);
+    }
+
+    #[test]
+    fn regions_grow_around_marked_plates_merge_where_they_touch_and_stay_in_the_frame() {
+        // A 100x20 plate: half its width left and right, its height above and below.
+        let r = regions(&[quad(200.0, 100.0, 300.0, 120.0)], 1280, 720);
+        assert_eq!(r, vec![Rect::new(150, 80, 200, 60)]);
+        // The middle plate's region touches both others': the three become one.
+        let r = regions(
+            &[
+                quad(100.0, 100.0, 200.0, 120.0),
+                quad(400.0, 100.0, 500.0, 120.0),
+                quad(250.0, 110.0, 350.0, 130.0),
+                quad(900.0, 500.0, 1000.0, 520.0),
+            ],
+            1280,
+            720,
+        );
+        assert_eq!(
+            r,
+            vec![Rect::new(50, 80, 500, 70), Rect::new(850, 480, 200, 60)]
+        );
+        // At the frame's corner: clipped to it; a sliver at its edge is no region.
+        let r = regions(
+            &[
+                quad(0.0, 0.0, 100.0, 20.0),
+                quad(1278.0, 300.0, 1280.0, 301.0),
+            ],
+            1280,
+            720,
+        );
+        assert_eq!(r, vec![Rect::new(0, 0, 150, 40)]);
+        assert!(regions(&[], 1280, 720).is_empty());
     }
 
     #[test]

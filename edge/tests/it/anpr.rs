@@ -216,6 +216,83 @@ fn anpr_fails_when_no_image_could_be_read() {
 /// `models/plates/evaluate.py` counts. When this was written the whole set read 89 % (KZ
 /// 79 %, RU 90 %, CN 93 %) and this third 72 of 83 (KZ 13 of 19); the floors sit below
 /// that, far above the plate models alone (22 % of the set).
+/// The text detector run only around what the plate localiser marked (as `Reader::read` runs
+/// it first) reads every plate of the committed frames that it reads over the whole frame,
+/// and nothing else; around a mark where no plate is, it reads nothing.
+#[test]
+fn text_read_around_the_localisers_marks_reads_the_plates_of_the_whole_frame() {
+    use acsgd::anpr::models::{init_runtime, ModelSource};
+    use acsgd::anpr::pipeline::Reader;
+    use opencv::core::Point2f;
+    use std::collections::BTreeSet;
+
+    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
+    let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
+    let dir = data("plates");
+    let labels = std::fs::read_to_string(dir.join("labels.jsonl")).unwrap();
+    let mut compared = 0;
+    for l in labels.lines() {
+        let l: serde_json::Value = serde_json::from_str(l).unwrap();
+        let path = dir.join(l["image"].as_str().unwrap());
+        let frame =
+            opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR)
+                .unwrap();
+        let want: BTreeSet<String> = l["plates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["text"].as_str().unwrap().to_string())
+            .collect();
+        let texts = |v: Vec<acsgd::anpr::pipeline::PlateFound>| -> BTreeSet<String> {
+            v.into_iter().map(|p| p.text).collect()
+        };
+        let whole = texts(reader.text.read(&frame).unwrap());
+        let marks: Vec<[Point2f; 4]> = reader
+            .localise(&frame)
+            .unwrap()
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect();
+        assert!(
+            !marks.is_empty(),
+            "{}: the localiser marked nothing",
+            path.display()
+        );
+        let near = texts(reader.text.read_near(&frame, &marks).unwrap());
+        let missing: Vec<_> = whole
+            .intersection(&want)
+            .filter(|t| !near.contains(*t))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{}: {missing:?} read in the whole frame, not near the marks ({near:?})",
+            path.display()
+        );
+        assert!(
+            near.is_subset(&want),
+            "{}: {near:?} read, the frame has {want:?}",
+            path.display()
+        );
+        compared += whole.intersection(&want).count();
+        // A mark in the frame's top-left corner, where no plate is.
+        let corner = [
+            Point2f::new(10.0, 10.0),
+            Point2f::new(60.0, 10.0),
+            Point2f::new(60.0, 22.0),
+            Point2f::new(10.0, 22.0),
+        ];
+        let nothing = reader.text.read_near(&frame, &[corner]).unwrap();
+        assert!(
+            nothing.is_empty(),
+            "{}: {:?} read in the corner",
+            path.display(),
+            texts(nothing)
+        );
+    }
+    // The whole frame's text read finds most of the committed plates (the plate models the rest).
+    assert!(compared >= 8, "only {compared} plates compared");
+}
+
 #[test]
 fn real_photos_of_plates_are_read() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anpr-real-dev");
