@@ -3,8 +3,9 @@
 //! Whole frames (1280x720: the plate models' localisation, rectification, OCR, correction,
 //! then the text models' detection around what the localiser marked and recognition), the
 //! same with the text detector over the whole frame (the reader before 2026-12-05) and the
-//! plate models alone (the reader before the text models came), for the ratios, and each recogniser alone on
-//! single crops, with the built-in models and ONNX Runtime's default threads (one per core). Frames come from `edge/tests/data/plates/` or `$ACSGD_ANPR_DIR`
+//! plate models alone (the reader before the text models came), for the ratios, and each
+//! recogniser alone on single crops, with the built-in models and ONNX Runtime's default
+//! threads (one per core). Frames come from `edge/tests/data/plates/` or `$ACSGD_ANPR_DIR`
 //! (for example the 1000-frame test set `models/plates/synth.py scenes` writes); each is
 //! read `$ACSGD_ANPR_ROUNDS` times (default 5) after one untimed warm-up.
 
@@ -124,12 +125,15 @@ fn main() {
         &mut line,
         " (input prep + inference + folding)",
     );
-    let (w, d) = (pct(&mut whole, 0.5), pct(&mut whole_det, 0.5));
+    let (w, d, p) = (
+        pct(&mut whole, 0.5),
+        pct(&mut whole_det, 0.5),
+        pct(&mut plates_only, 0.5),
+    );
     println!(
         "text detector over the whole frame (the reader before): whole frame median {d:6.2} ms; now {:.2} x that",
         w / d
     );
-    let (w, p) = (pct(&mut whole, 0.5), pct(&mut plates_only, 0.5));
     println!(
         "plate models alone (the previous reader): whole frame median {p:6.2} ms; now {:.1} x that",
         w / p

@@ -135,17 +135,12 @@ impl Reader {
         // reads no plate (the localiser, trained on synthetic scenes, leaves one real photo
         // in eight to the whole frame: `models/text_models.md`).
         let near: Vec<[Point2f; 4]> = marks.iter().map(|(q, _)| *q).collect();
-        let mut text = if near.is_empty() {
-            Vec::new()
-        } else {
-            self.text.read_near(frame, &near)?
-        };
+        let (mut text, mut near_ms) = (Vec::new(), 0.0);
+        if !near.is_empty() {
+            text = self.text.read_near(frame, &near)?;
+            near_ms = self.text.detect_ms;
+        }
         if text.is_empty() {
-            let near_ms = if near.is_empty() {
-                0.0
-            } else {
-                self.text.detect_ms
-            };
             text = self.text.read(frame)?;
             self.text.detect_ms += near_ms;
         }

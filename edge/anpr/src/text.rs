@@ -552,7 +552,6 @@ pub fn upright(frame: &Mat, q: &[Point2f; 4]) -> Result<Mat, AnprError> {
     warp(frame, q, &dst, Size::new(w, h), imgproc::INTER_CUBIC)
 }
 
-/// Axis-aligned extent of a quadrilateral: x0, y0, x1, y1.
 /// The parts of a `w` x `h` frame the detector looks at for plates near `near`: each
 /// quadrilateral's box grown by [`REGION_GROW_W`] of its width left and right and
 /// [`REGION_GROW_H`] of its height up and down (a localiser's mask may hold only part of a
@@ -590,6 +589,7 @@ fn regions(near: &[[Point2f; 4]], w: i32, h: i32) -> Vec<Rect> {
         .collect()
 }
 
+/// Axis-aligned extent of a quadrilateral: x0, y0, x1, y1.
 fn extent(q: &[Point2f; 4]) -> (f32, f32, f32, f32) {
     q.iter().fold(
         (f32::MAX, f32::MAX, f32::MIN, f32::MIN),

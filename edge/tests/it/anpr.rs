@@ -210,12 +210,6 @@ fn anpr_fails_when_no_image_could_be_read() {
     );
 }
 
-/// Real photos nobody here made (`../shared/anpr-real-dev`, never committed): every third
-/// one of them, 83 photos of Kazakh, Russian and Chinese plates (street, parking, toll and
-/// barrier cameras). A photo counts as read when its labelled plate is among the reads, as
-/// `models/plates/evaluate.py` counts. When this was written the whole set read 89 % (KZ
-/// 79 %, RU 90 %, CN 93 %) and this third 72 of 83 (KZ 13 of 19); the floors sit below
-/// that, far above the plate models alone (22 % of the set).
 /// The text detector run only around what the plate localiser marked (as `Reader::read` runs
 /// it first) reads every plate of the committed frames that it reads over the whole frame,
 /// and nothing else; around a mark where no plate is, it reads nothing.
@@ -230,6 +224,9 @@ fn text_read_around_the_localisers_marks_reads_the_plates_of_the_whole_frame() {
     let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
     let dir = data("plates");
     let labels = std::fs::read_to_string(dir.join("labels.jsonl")).unwrap();
+    let texts = |v: Vec<acsgd::anpr::pipeline::PlateFound>| -> BTreeSet<String> {
+        v.into_iter().map(|p| p.text).collect()
+    };
     let mut compared = 0;
     for l in labels.lines() {
         let l: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -243,9 +240,6 @@ fn text_read_around_the_localisers_marks_reads_the_plates_of_the_whole_frame() {
             .iter()
             .map(|p| p["text"].as_str().unwrap().to_string())
             .collect();
-        let texts = |v: Vec<acsgd::anpr::pipeline::PlateFound>| -> BTreeSet<String> {
-            v.into_iter().map(|p| p.text).collect()
-        };
         let whole = texts(reader.text.read(&frame).unwrap());
         let marks: Vec<[Point2f; 4]> = reader
             .localise(&frame)
@@ -293,6 +287,12 @@ fn text_read_around_the_localisers_marks_reads_the_plates_of_the_whole_frame() {
     assert!(compared >= 8, "only {compared} plates compared");
 }
 
+/// Real photos nobody here made (`../shared/anpr-real-dev`, never committed): every third
+/// one of them, 83 photos of Kazakh, Russian and Chinese plates (street, parking, toll and
+/// barrier cameras). A photo counts as read when its labelled plate is among the reads, as
+/// `models/plates/evaluate.py` counts. When this was written the whole set read 89 % (KZ
+/// 79 %, RU 90 %, CN 93 %) and this third 72 of 83 (KZ 13 of 19); the floors sit below
+/// that, far above the plate models alone (22 % of the set).
 #[test]
 fn real_photos_of_plates_are_read() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anpr-real-dev");
