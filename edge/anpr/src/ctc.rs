@@ -7,13 +7,15 @@
 //! slots (a Viterbi pass over the format's slots with blanks between them), and keeps the
 //! likeliest of all formats. A read one character too long or too short, or a digit where
 //! the format needs a letter, so becomes the plate the recogniser found next likeliest, and
-//! the choice between O and 0 is the recogniser's, not a fixed table's.
+//! the choice between O and 0 is the recogniser's, not a fixed table's. A region digit no
+//! region has ([`super::format::region_allows`]) costs its read a prior ([`REGION_PRIOR`]),
+//! so that where the recogniser doubts, the plate it reads is one that can exist.
 //!
 //! Where even the best format needs characters the recogniser gave almost no probability,
 //! the plate is read as written instead (the unconstrained greedy read), for an officer to
 //! judge: a foreign plate, or something that is not a plate.
 
-use super::format::{allows, everyday, Format, FORMATS};
+use super::format::{allows, everyday, region_allows, Format, FORMATS};
 use acsgd_fusion::plates::normalise;
 
 /// A formatted read is kept when the product of its characters' probabilities is at least
@@ -27,6 +29,11 @@ const UNFORMATTED_MIN: f32 = 0.5;
 const UNFORMATTED_MIN_LEN: usize = 5;
 /// Log-probability of a step that cannot be taken.
 const NEG: f32 = -1e30;
+/// Log-probability added to a region digit no region has ([`super::format::region_allows`]):
+/// the recogniser must find it this many times likelier (here 20) than the likeliest read
+/// with a region that exists, so that a doubtful digit becomes what exists while a plate
+/// clearly read is kept as written.
+const REGION_PRIOR: f32 = -3.0;
 
 /// One crop's read.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,8 +67,10 @@ pub struct Decoder {
     /// Log-probability added to a format no longer issued, when the decoder chooses between
     /// formats (0: none).
     rare_prior: f32,
-    /// Per format, per slot: which classes (index into the output, 0 the blank) fit.
-    masks: Vec<(&'static Format, Vec<Vec<bool>>)>,
+    /// Per format, per slot, per class (index into the output, 0 the blank): the
+    /// log-probability added where the class begins that slot's character; `NEG` where it
+    /// does not fit.
+    masks: Vec<(&'static Format, Vec<Vec<f32>>)>,
 }
 
 /// The likeliest alignment through one format: the classes read and each one's probability.
@@ -79,9 +88,18 @@ impl Decoder {
                 let slots = f
                     .slots
                     .chars()
-                    .map(|slot| {
-                        std::iter::once(false)
-                            .chain(charset.iter().map(|&c| allows(f, slot, c)))
+                    .enumerate()
+                    .map(|(i, slot)| {
+                        std::iter::once(NEG)
+                            .chain(charset.iter().map(|&c| {
+                                if !allows(f, slot, c) {
+                                    NEG
+                                } else if region_allows(f, i, c) {
+                                    0.0
+                                } else {
+                                    REGION_PRIOR
+                                }
+                            }))
                             .collect()
                     })
                     .collect();
@@ -177,7 +195,7 @@ fn greedy(lp: &[f32], t: usize, k: usize, charset: &[char]) -> (String, Vec<f32>
 /// `slots` in order. States: `blank[j]`, a blank after `j` characters; `char[j][c]`, the
 /// `j`-th character being class `c`. A character follows a blank or a different character
 /// (a repeat needs a blank between).
-fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<bool>]) -> Option<Path> {
+fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<f32>]) -> Option<Path> {
     let n = slots.len();
     if n == 0 || t < n {
         return None;
@@ -194,8 +212,8 @@ fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<bool>]) -> Option<Path> 
     let mut bp_char = vec![STAY; t * n * k];
     blank[0] = lp[0];
     for c in 1..k {
-        if slots[0][c] {
-            chars[c] = lp[c];
+        if slots[0][c] > NEG {
+            chars[c] = lp[c] + slots[0][c];
             bp_char[c] = FROM_BLANK;
         }
     }
@@ -225,13 +243,15 @@ fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<bool>]) -> Option<Path> 
         for j in 0..n {
             for c in 1..k {
                 let i = j * k + c;
-                if !slots[j][c] {
+                let prior = slots[j][c];
+                if prior <= NEG {
                     nc[i] = NEG;
                     continue;
                 }
+                // The slot's prior is paid once, where its character begins.
                 let (mut best, mut from) = (chars[i], STAY);
-                if blank[j] > best {
-                    (best, from) = (blank[j], FROM_BLANK);
+                if blank[j] + prior > best {
+                    (best, from) = (blank[j] + prior, FROM_BLANK);
                 }
                 if j > 0 {
                     let other = if tops[j - 1][0].1 == c {
@@ -239,8 +259,8 @@ fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<bool>]) -> Option<Path> 
                     } else {
                         tops[j - 1][0]
                     };
-                    if other.0 > best {
-                        (best, from) = (other.0, other.1 as u8);
+                    if other.0 + prior > best {
+                        (best, from) = (other.0 + prior, other.1 as u8);
                     }
                 }
                 nc[i] = if best > NEG { best + row[c] } else { NEG };
@@ -341,9 +361,9 @@ mod tests {
 
     #[test]
     fn a_format_no_longer_issued_wins_only_when_clearly_likelier() {
-        // Four glyphs the recogniser can barely tell apart (B/8, 4/A, S/5, Z/2), the letter
-        // of each a little likelier: the Kazakh format before 2012 (`B124KSZ`) or the current
-        // one (`812AK52`).
+        // Four glyphs the recogniser can barely tell apart (B/8, 4/A, Z/2 twice), the letter
+        // of each a little likelier: the Kazakh format before 2012 (`B124KZZ`) or the current
+        // one (`812AK22`).
         let mut steps = vec![vec![('_', 0.97)]];
         for c in [
             vec![('B', 0.46), ('8', 0.44)],
@@ -351,7 +371,7 @@ mod tests {
             vec![('2', 0.97)],
             vec![('4', 0.46), ('A', 0.44)],
             vec![('K', 0.97)],
-            vec![('S', 0.46), ('5', 0.44)],
+            vec![('Z', 0.46), ('2', 0.44)],
             vec![('Z', 0.46), ('2', 0.44)],
         ] {
             // One step each, so that no path reads one glyph as two characters.
@@ -362,14 +382,14 @@ mod tests {
         let (p, t, k) = output(&s);
         let cs: Vec<char> = CHARSET.chars().collect();
         let plain = Decoder::new(&cs).read(&p, t, k).unwrap();
-        assert_eq!(plain.text, "B124KSZ");
+        assert_eq!(plain.text, "B124KZZ");
         let weighed = Decoder::new(&cs)
             .with_rare_prior(-0.7)
             .read(&p, t, k)
             .unwrap();
         assert_eq!(
             (weighed.text.as_str(), weighed.country),
-            ("812AK52", Some("KZ"))
+            ("812AK22", Some("KZ"))
         );
         // A plate that fits only the old format is still read as one.
         let old = Decoder::new(&cs).with_rare_prior(-0.7);
@@ -397,6 +417,39 @@ mod tests {
                 r.confidence
             );
         }
+    }
+
+    #[test]
+    fn a_region_code_that_does_not_exist_is_not_read() {
+        // A Russian plate with a faint mark after its region, `47`, that the recogniser takes
+        // for a third digit five times likelier than for nothing: no region is numbered 470,
+        // so the two-digit region is read.
+        let mut steps = clean("H191ET47");
+        steps.push(vec![('0', 0.5), ('_', 0.1)]);
+        steps.push(vec![('_', 0.97)]);
+        let r = read(&steps).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("H191ET47", Some("RU")));
+        // 177 is Moscow's second series and is read as it is.
+        let r = read(&clean("H191ET177")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("H191ET177", Some("RU")));
+        // A Kazakh region's tens digit the recogniser could not tell from a 7 (regions are
+        // 01-20): the 1 it found next likeliest.
+        let mut steps = clean("123ABC02");
+        steps[19] = vec![('7', 0.5), ('1', 0.4)];
+        steps[20] = vec![('7', 0.5), ('1', 0.4)];
+        let r = read(&steps).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("123ABC12", Some("KZ")));
+        // Kyrgyz regions are 01-09, Uzbek ones tens and fives: each decides the shared layout.
+        let r = read(&clean("05123ABC")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("05123ABC", Some("KG")));
+        let r = read(&clean("25123ABC")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("25123ABC", Some("UZ")));
+        // A region that does not exist, clearly read, is kept as written: the prior decides
+        // only between reads the recogniser found about equally likely.
+        let r = read(&clean("37123ABC")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("37123ABC", Some("KG")));
+        let r = read(&clean("H191ET470")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("H191ET470", Some("RU")));
     }
 
     #[test]

@@ -29,6 +29,18 @@ const CN_LETTERS: &str = "ABCDEFGHJKLMNPQRSTUVWXYZ";
 /// Russian plates use only the Cyrillic letters that look Latin, written here as their twins.
 const RU_LETTERS: &str = "ABEKMHOPCTYX";
 
+/// Region codes, where a digit of theirs cannot take every value: Kazakhstan's regions are
+/// 01–20, Kyrgyzstan's 01–09, Uzbekistan's 01, 10, 20, 25, …, 95 (tens and fives), and
+/// Russia's three-digit ones are 1xx, 2xx, 7xx and 9xx (the second series of a region, e.g.
+/// 102, 277, 750, 977). A recogniser unsure of a region digit is so held to what exists: a
+/// doubtful `470` at a plate's end is read `47` with a stray mark after it. A prior, not a
+/// rule ([`super::ctc`]): a region clearly read is kept, as a plate from a region numbered
+/// since this table was written would be.
+const KZ_REGION_TENS: &str = "012";
+const KG_REGION_TENS: &str = "0";
+const UZ_REGION_UNITS: &str = "015";
+const RU_REGION_HUNDREDS: &str = "1279";
+
 /// Chinese province abbreviations.
 const PROVINCES: &str = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼";
 
@@ -39,6 +51,9 @@ pub struct Format {
     pub slots: &'static str,
     /// Letters allowed in `L` (and the letters of `A`) slots.
     pub letters: &'static str,
+    /// The region code's digit whose values are limited, and the values it can take
+    /// ([`region_allows`]); `None` where every digit is a region somewhere.
+    pub region: Option<(usize, &'static str)>,
 }
 
 /// Every format, in the order ties are broken.
@@ -47,77 +62,92 @@ pub const FORMATS: &[Format] = &[
         country: "KZ",
         slots: "DDDLLLDD",
         letters: LATIN,
+        region: Some((6, KZ_REGION_TENS)),
     },
     Format {
         country: "KZ",
         slots: "DDDLLDD",
         letters: LATIN,
+        region: Some((5, KZ_REGION_TENS)),
     },
     Format {
         country: "KZ",
         slots: "DDDDLLDD",
         letters: LATIN,
+        region: Some((6, KZ_REGION_TENS)),
     },
     // The format before 2012: region letter, three digits, three letters (see `everyday`).
     Format {
         country: "KZ",
         slots: "LDDDLLL",
         letters: LATIN,
+        region: None,
     },
     Format {
         country: "KG",
         slots: "DDDDDLLL",
         letters: LATIN,
+        region: Some((0, KG_REGION_TENS)),
     },
     Format {
         country: "UZ",
         slots: "DDLDDDLL",
         letters: LATIN,
+        region: Some((1, UZ_REGION_UNITS)),
     },
     Format {
         country: "UZ",
         slots: "DDDDDLLL",
         letters: LATIN,
+        region: Some((1, UZ_REGION_UNITS)),
     },
     Format {
         country: "RU",
         slots: "LDDDLLDD",
         letters: RU_LETTERS,
+        region: None,
     },
     Format {
         country: "RU",
         slots: "LDDDLLDDD",
         letters: RU_LETTERS,
+        region: Some((6, RU_REGION_HUNDREDS)),
     },
     Format {
         country: "RU",
         slots: "LLDDDDDD",
         letters: RU_LETTERS,
+        region: None,
     },
     Format {
         country: "RU",
         slots: "LLDDDDDDD",
         letters: RU_LETTERS,
+        region: Some((6, RU_REGION_HUNDREDS)),
     },
     Format {
         country: "CN",
         slots: "PLAAAAA",
         letters: CN_LETTERS,
+        region: None,
     },
     Format {
         country: "CN",
         slots: "PLAAAAAA",
         letters: CN_LETTERS,
+        region: None,
     },
     Format {
         country: "CN",
         slots: "GOAAAAA",
         letters: CN_LETTERS,
+        region: None,
     },
     Format {
         country: "CN",
         slots: "PLAAAAT",
         letters: CN_LETTERS,
+        region: None,
     },
 ];
 
@@ -224,6 +254,17 @@ pub fn allows(f: &Format, slot: char, c: char) -> bool {
     matches!(fit(c, slot, f), Some((_, false)))
 }
 
+/// Whether `c` can be the `i`-th character of a plate of format `f` as far as its region code
+/// goes ([`Format::region`]). The format-constrained decoder weighs its reads by it; [`correct`]
+/// does not, because a read that comes as text (a camera's own) is matched as the camera
+/// printed it, region and all.
+pub fn region_allows(f: &Format, i: usize, c: char) -> bool {
+    match f.region {
+        Some((at, digits)) if at == i => digits.contains(c),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +330,31 @@ mod tests {
         assert!(correct("OOO ABC OO", 5).is_some());
         assert_eq!(correct("", 2), None);
         assert_eq!(correct("12", 2), None);
+    }
+
+    #[test]
+    fn region_codes_hold_the_decoder_not_the_text_reads() {
+        let f = |c: &str, s: &str| {
+            FORMATS
+                .iter()
+                .find(|f| f.country == c && f.slots == s)
+                .unwrap()
+        };
+        let kz = f("KZ", "DDDLLLDD");
+        assert!(
+            region_allows(kz, 6, '2') && !region_allows(kz, 6, '3') && region_allows(kz, 7, '9')
+        );
+        let ru = f("RU", "LDDDLLDDD");
+        assert!(
+            region_allows(ru, 6, '7') && !region_allows(ru, 6, '4') && region_allows(ru, 7, '4')
+        );
+        assert!(region_allows(f("RU", "LDDDLLDD"), 6, '4'));
+        assert!(
+            !region_allows(f("KG", "DDDDDLLL"), 0, '1')
+                && region_allows(f("UZ", "DDDDDLLL"), 0, '1')
+        );
+        // A camera's own text read keeps its region, known or not.
+        assert_eq!(c("123 ABC 45"), Some(("123ABC45".into(), "KZ", 0)));
     }
 
     #[test]
