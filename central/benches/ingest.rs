@@ -330,13 +330,20 @@ async fn statements(store: &Store) {
         println!("pg_stat_statements is not loaded (ACSGD_PG_OPTS)");
         return;
     }
-    let rows: Vec<(f64, i64, i64, String)> = sqlx::query_as(
+    // The extension can be created without the library loaded; only reading it says so.
+    let rows: Vec<(f64, i64, i64, String)> = match sqlx::query_as(
         "SELECT total_exec_time + total_plan_time, calls, rows, LEFT(regexp_replace(query, '\\s+', ' ', 'g'), 150) \
          FROM pg_stat_statements ORDER BY 1 DESC LIMIT 20",
     )
     .fetch_all(store.pool())
     .await
-    .unwrap();
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            println!("pg_stat_statements cannot be read ({e}): start the bench with ACSGD_PG_OPTS=\"-c shared_preload_libraries=pg_stat_statements\"");
+            return;
+        }
+    };
     for (ms, calls, n, q) in rows {
         println!("{ms:>9.0} ms {calls:>7} calls {n:>8} rows  {q}");
     }
