@@ -44,8 +44,8 @@ pub struct Recognised {
     /// The product of the characters' probabilities (each its best step's), halved for a
     /// read that fits no format.
     pub confidence: f32,
-    /// Log-probability of the alignment read, over all steps: what decides between two reads
-    /// of the same crop (its two layouts).
+    /// Log-probability of the alignment read, over all steps, with the region prior of a
+    /// formatted read: what decides between two reads of the same crop (its two layouts).
     pub log_p: f32,
 }
 
