@@ -77,25 +77,37 @@ def pick(rng, s, n):
     return "".join(s[rng.integers(len(s))] for _ in range(n))
 
 
+# Region codes as issued (the default), or any two digits (Russian three-digit ones any of
+# 100-999; `scenes --regions any`): a test set for a reader that must not lean on the real codes
+# more than on what it sees.
+ANY_REGION = False
+
+
 def sample_text(rng, country):
     """Normalised plate text (as `acsgd anpr` prints it) and where a double-row plate splits."""
     if country == "KZ":
         kind = rng.integers(3)
-        region = "%02d" % rng.integers(1, 21)
+        region = "%02d" % rng.integers(1, 100 if ANY_REGION else 21)
         if kind == 0:
             return pick(rng, DIGITS, 3) + pick(rng, LATIN, 3) + region, 3
         if kind == 1:
             return pick(rng, DIGITS, 3) + pick(rng, LATIN, 2) + region, 3
         return pick(rng, DIGITS, 4) + pick(rng, LATIN, 2) + region, 4
     if country == "KG":
-        return "%02d" % rng.integers(1, 10) + pick(rng, DIGITS, 3) + pick(rng, LATIN, 3), 2
+        return "%02d" % rng.integers(1, 100 if ANY_REGION else 10) + pick(rng, DIGITS, 3) + pick(rng, LATIN, 3), 2
     if country == "UZ":
-        region = "%02d" % rng.choice([1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95])
+        if ANY_REGION:
+            region = "%02d" % rng.integers(1, 100)
+        else:
+            region = "%02d" % rng.choice([1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95])
         if rng.random() < 0.75:
             return region + pick(rng, LATIN, 1) + pick(rng, DIGITS, 3) + pick(rng, LATIN, 2), 2
         return region + pick(rng, DIGITS, 3) + pick(rng, LATIN, 3), 2
     if country == "RU":
-        region = str(rng.integers(1, 200)).zfill(2) if rng.random() < 0.3 else "%02d" % rng.integers(1, 100)
+        if ANY_REGION:
+            region = str(rng.integers(100, 1000)) if rng.random() < 0.3 else "%02d" % rng.integers(1, 100)
+        else:
+            region = str(rng.integers(1, 200)).zfill(2) if rng.random() < 0.3 else "%02d" % rng.integers(1, 100)
         if rng.random() < 0.75:
             return pick(rng, RU_LETTERS, 1) + pick(rng, DIGITS, 3) + pick(rng, RU_LETTERS, 2) + region, 4
         return pick(rng, RU_LETTERS, 2) + pick(rng, DIGITS, 4) + region, 2
@@ -473,6 +485,8 @@ def ocr_sample(rng, split, cn_share=0.32, double_share=0.25):
 
 
 def cmd_scenes(args):
+    global ANY_REGION
+    ANY_REGION = args.regions == "any"
     os.makedirs(args.out, exist_ok=True)
     off = SPLITS[args.split][0]
     with open(os.path.join(args.out, "labels.jsonl"), "w") as labels:
@@ -523,6 +537,7 @@ def main():
     s.add_argument("--split", choices=SPLITS, default="test")
     s.add_argument("--per-country", type=int, default=200)
     s.add_argument("--first", type=int, default=0, help="index of each country's first scene (a later range is a second, untouched test set)")
+    s.add_argument("--regions", choices=["real", "any"], default="real", help="region codes as issued, or any digits (to check a reader does not lean on the real ones)")
     s.add_argument("--out", required=True)
     v = sub.add_parser("video", help="an MJPEG AVI of one truck passing")
     v.add_argument("--out", required=True)
