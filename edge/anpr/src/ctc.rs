@@ -61,7 +61,7 @@ impl Recognised {
     }
 }
 
-/// The decoder for one recogniser: each format's slots as masks over its classes.
+/// The decoder for one recogniser: each format's slots as priors over its classes.
 pub struct Decoder {
     charset: Vec<char>,
     /// Log-probability added to a format no longer issued, when the decoder chooses between
@@ -70,7 +70,7 @@ pub struct Decoder {
     /// Per format, per slot, per class (index into the output, 0 the blank): the
     /// log-probability added where the class begins that slot's character; `NEG` where it
     /// does not fit.
-    masks: Vec<(&'static Format, Vec<Vec<f32>>)>,
+    priors: Vec<(&'static Format, Vec<Vec<f32>>)>,
 }
 
 /// The likeliest alignment through one format: the classes read and each one's probability.
@@ -82,7 +82,7 @@ struct Path {
 
 impl Decoder {
     pub fn new(charset: &[char]) -> Decoder {
-        let masks = FORMATS
+        let priors = FORMATS
             .iter()
             .map(|f| {
                 let slots = f
@@ -109,7 +109,7 @@ impl Decoder {
         Decoder {
             charset: charset.to_vec(),
             rare_prior: 0.0,
-            masks,
+            priors,
         }
     }
 
@@ -132,9 +132,9 @@ impl Decoder {
         debug_assert_eq!(k, self.charset.len() + 1);
         let lp: Vec<f32> = probs.iter().map(|&p| p.max(1e-30).ln()).collect();
         let best = self
-            .masks
+            .priors
             .iter()
-            .filter_map(|(f, m)| viterbi(&lp, t, k, m).map(|p| (f, p)))
+            .filter_map(|(f, slots)| viterbi(&lp, t, k, slots).map(|p| (f, p)))
             // Ties (KG and UZ share a format) go to the first in `FORMATS`.
             .reduce(|a, b| {
                 let w = |(f, p): &(&&Format, Path)| {
