@@ -98,11 +98,21 @@ pub struct TextReader {
     pub recognise_ms: f64,
 }
 
+/// Marks that part a plate's groups without being characters of it: what [`normalise`]
+/// drops, and the other dots and colons the recogniser reads a Chinese plate's dot as.
+const SEPARATORS: &str = " -·.•_|/:：．。・";
+
 /// Maps the recogniser's classes (the CTC blank, its dictionary, and the space PaddleOCR
-/// appends) onto the plate charset's classes.
+/// appends) onto the plate charset's classes. A separator is the blank: the dot of
+/// `渝B·E7773` or the space of `123 ABC 02` is no character of the plate, and a step the
+/// recogniser gave to it would otherwise count against every read of the line.
 fn fold_map(dictionary: &[String], charset: &[char]) -> Vec<Option<usize>> {
     let mut map = vec![Some(0)];
     for entry in dictionary {
+        if !entry.is_empty() && entry.chars().all(|c| SEPARATORS.contains(c)) {
+            map.push(Some(0));
+            continue;
+        }
         let n = normalise(entry);
         let mut cs = n.chars();
         map.push(match (cs.next(), cs.next()) {
@@ -111,7 +121,7 @@ fn fold_map(dictionary: &[String], charset: &[char]) -> Vec<Option<usize>> {
         });
     }
     // The trailing space class.
-    map.push(None);
+    map.push(Some(0));
     map
 }
 
@@ -670,15 +680,16 @@ mod tests {
 
     #[test]
     fn the_dictionary_folds_onto_the_plate_charset() {
-        let dict: Vec<String> = ["a", "7", "К", "学", "é", "AB", " "]
+        let dict: Vec<String> = ["a", "7", "К", "学", "é", "AB", " ", "·", "：", "-", "#"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         let cs: Vec<char> = TEXT_CHARSET.chars().collect();
         let m = fold_map(&dict, &cs);
         let pos = |c: char| cs.iter().position(|&x| x == c).map(|i| i + 1);
-        // Blank, then a→A, 7, Cyrillic К→K, 学, é (no plate has it), a two-character entry,
-        // a space, and the trailing space class.
+        // Blank, then a→A, 7, Cyrillic К→K, 学, é (no plate has it), a two-character entry;
+        // a space, a middle dot, a full-width colon and a dash are separators, the blank; `#`
+        // is no separator and no plate character; the trailing space class is the blank.
         assert_eq!(
             m,
             vec![
@@ -689,8 +700,12 @@ mod tests {
                 pos('学'),
                 None,
                 None,
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
                 None,
-                None
+                Some(0)
             ]
         );
     }
