@@ -86,7 +86,7 @@ def run_acsgd(d, labels, binary, threads, models=None):
     return paths, by_image
 
 
-def ours(d, labels, binary, threads, models=None):
+def ours(d, labels, binary, threads, models=None, failures=None):
     paths, by_image = run_acsgd(d, labels, binary, threads, models)
     rows, ms, extra = [], [], 0
     for l, p in zip(labels, paths):
@@ -102,7 +102,12 @@ def ours(d, labels, binary, threads, models=None):
                     got = r["text"]
                     matched.add(i)
             rows.append((plate["country"], got, plate["text"]))
+            if failures is not None and got != plate["text"]:
+                failures.append({"image": l["image"], "truth": plate["text"], "read": got})
         extra += len(v.get("plates", [])) - len(matched)
+        if failures is not None and len(v.get("plates", [])) > len(matched):
+            reads = [r["text"] for i, r in enumerate(v["plates"]) if i not in matched]
+            failures.append({"image": l["image"], "truth": None, "reads_where_no_plate": reads})
     print("acsgd: %d reads where no plate is (of %d frames)" % (extra, len(labels)), file=sys.stderr)
     return rows, ms
 
@@ -204,7 +209,7 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--reference", action="store_true", help="also run the PaddleOCR reference")
     p.add_argument("--json")
-    p.add_argument("--failures", help="write every photo not read, with what was read, to this JSON file")
+    p.add_argument("--failures", help="write every plate not read, with what was read (and every read where no plate is), to this JSON file")
     a = p.parse_args()
     if os.path.exists(os.path.join(a.dir, "labels.tsv")):
         labels = read_real(a.dir)
@@ -226,9 +231,12 @@ def main():
         return
     with open(os.path.join(a.dir, "labels.jsonl")) as f:
         labels = [json.loads(x) for x in f]
-    results = {}
-    rows, ms = ours(a.dir, labels, a.acsgd, a.threads, a.models)
+    results, fails = {}, []
+    rows, ms = ours(a.dir, labels, a.acsgd, a.threads, a.models, fails if a.failures else None)
     results["acsgd"] = summarise(rows, ms)
+    if a.failures:
+        with open(a.failures, "w") as f:
+            json.dump(fails, f, indent=1, ensure_ascii=False)
     if a.reference:
         rows, ms = reference(a.dir, labels)
         results["PP-OCRv4"] = summarise(rows, ms)
