@@ -40,6 +40,8 @@ pub const TEXT_CHARSET: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ京津沪渝
 /// The detector's input: the frame scaled so that its longer side is this (up or down),
 /// each side rounded to a multiple of 32 as the network needs.
 pub const DET_SIDE: i32 = 960;
+/// The shorter side the detector's second look at a frame scales it to ([`TextReader::read_large`]).
+pub const DET_MIN_SIDE: i32 = 736;
 /// Detector probability above which a pixel is text (PaddleOCR's default).
 const DET_THRESHOLD: f64 = 0.3;
 /// Mean probability over a box below which it is dropped (PaddleOCR's default).
@@ -278,6 +280,21 @@ impl TextReader {
     pub fn detect(&mut self, frame: &Mat) -> Result<Vec<Line>, AnprError> {
         let s = DET_SIDE as f32 / frame.cols().max(frame.rows()).max(1) as f32;
         self.detect_at(frame, s, false)
+    }
+
+    /// Every plate read in a BGR frame, the detector run over the whole frame at a larger
+    /// scale: its shorter side at [`DET_MIN_SIDE`] (as RapidOCR runs PP-OCR), never smaller
+    /// than [`TextReader::read`]'s. The detector finds some plates at one scale and not at
+    /// the other (a large plate with wide-set characters, a plate whose line breaks up);
+    /// a pass at this scale costs about twice one at [`DET_SIDE`], so the caller runs it
+    /// only on a frame where nothing else read a plate (`pipeline::Reader::read`).
+    pub fn read_large(&mut self, frame: &Mat) -> Result<Vec<PlateFound>, AnprError> {
+        let t0 = std::time::Instant::now();
+        let s = (DET_MIN_SIDE as f32 / frame.cols().min(frame.rows()).max(1) as f32)
+            .max(DET_SIDE as f32 / frame.cols().max(frame.rows()).max(1) as f32);
+        let lines = self.detect_at(frame, s, false)?;
+        self.detect_ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.read_lines(frame, lines)
     }
 
     /// The lines of text in an image (a frame or a part of one) scaled by `s` for the

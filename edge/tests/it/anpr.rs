@@ -352,6 +352,62 @@ fn real_photos_of_plates_are_read() {
     }
 }
 
+/// Real photos (`../shared/anpr-real-dev`) whose plate the text detector does not find with
+/// the frame scaled to 960 pixels wide, nor the plate models read, and finds with the frame's
+/// shorter side at 736 (`TextReader::read_large`): a large Chinese plate with wide-set
+/// characters, plates whose line breaks up. The reader looks again at that scale only where
+/// nothing else read a plate; without that look none of the four is read.
+#[test]
+fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
+    use acsgd::anpr::models::{init_runtime, ModelSource};
+    use acsgd::anpr::pipeline::Reader;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anpr-real-dev");
+    if !dir.join("labels.tsv").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: CI runs with ../shared beside the clone",
+            dir.display()
+        );
+        eprintln!("{} absent: real photos not read", dir.display());
+        return;
+    }
+    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
+    let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
+    for (file, plate) in [
+        ("cn_042.jpg", "渝BE7773"),
+        ("cn_117.jpg", "苏ED51712"),
+        ("kz_019.jpg", "444CCC04"),
+        ("ru_006.jpg", "Y150EP18"),
+    ] {
+        let path = dir.join(file);
+        let frame =
+            opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR)
+                .unwrap();
+        let reads: Vec<String> = reader
+            .read(&frame)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.text)
+            .collect();
+        assert!(
+            reads.iter().any(|t| t == plate),
+            "{file}: {plate} not read ({reads:?})"
+        );
+        let large: Vec<String> = reader
+            .text
+            .read_large(&frame)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.text)
+            .collect();
+        assert!(
+            large.iter().any(|t| t == plate),
+            "{file}: {plate} not read at the larger scale ({large:?})"
+        );
+    }
+}
+
 /// A PNG of a few dozen bytes that declares 30 000 x 30 000 pixels (2.7 GB decoded) and a
 /// FIFO nobody writes to: each costs its own error line, nothing is decoded or waited for,
 /// and the real frame after them is still read.
