@@ -6,7 +6,7 @@
 //! their passages are stored ([`super::Fusion::settle_journal`]), and at start takes back what
 //! the journal kept ([`super::Fusion::recover`]). The tracker table (seal state, tracks) is
 //! journaled the same way, as the changes made to it, replaced now and then by a snapshot.
-//! The state machine itself does no I/O: the service installs the file journal of [`file`];
+//! The state machine itself does no I/O: the service installs the file journal of [`mod@file`];
 //! `acsgd replay` installs none.
 
 pub mod file;

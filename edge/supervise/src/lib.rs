@@ -10,7 +10,7 @@
 //! * a task that is not essential (a camera whose video ended) is a `health` event only.
 //!
 //! The outbox's writer is an OS thread, not a task: it reports its own death the same way
-//! (see [`crate::outbox::Outbox::died`]).
+//! (see `acsgd_outbox::Outbox::died`, a crate that depends on this one).
 //!
 //! Debug builds have fault points ([`fault_point`]): with `ACSGD_FAULT=<task>` in the
 //! environment the named task panics at its next pass, so tests prove the above with the
