@@ -287,6 +287,22 @@ fn text_read_around_the_localisers_marks_reads_the_plates_of_the_whole_frame() {
     assert!(compared >= 8, "only {compared} plates compared");
 }
 
+/// `../shared/anpr-real-dev`, the real photos nobody here made (never committed); `None`,
+/// said on stderr, where it is absent outside CI (CI runs with `../shared` beside the clone).
+fn real_photos() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anpr-real-dev");
+    if dir.join("labels.tsv").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: CI runs with ../shared beside the clone",
+        dir.display()
+    );
+    eprintln!("{} absent: real photos not read", dir.display());
+    None
+}
+
 /// Real photos nobody here made (`../shared/anpr-real-dev`, never committed): every third
 /// one of them, 83 photos of Kazakh, Russian and Chinese plates (street, parking, toll and
 /// barrier cameras). A photo counts as read when its labelled plate is among the reads, as
@@ -295,16 +311,8 @@ fn text_read_around_the_localisers_marks_reads_the_plates_of_the_whole_frame() {
 /// that, far above the plate models alone (22 % of the set).
 #[test]
 fn real_photos_of_plates_are_read() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anpr-real-dev");
-    let Ok(labels) = std::fs::read_to_string(dir.join("labels.tsv")) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is missing: CI runs with ../shared beside the clone",
-            dir.display()
-        );
-        eprintln!("{} absent: real photos not read", dir.display());
-        return;
-    };
+    let Some(dir) = real_photos() else { return };
+    let labels = std::fs::read_to_string(dir.join("labels.tsv")).unwrap();
     let photos: Vec<(PathBuf, String, String)> = labels
         .lines()
         .skip(1)
@@ -362,16 +370,7 @@ fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
     use acsgd::anpr::models::{init_runtime, ModelSource};
     use acsgd::anpr::pipeline::Reader;
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anpr-real-dev");
-    if !dir.join("labels.tsv").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is missing: CI runs with ../shared beside the clone",
-            dir.display()
-        );
-        eprintln!("{} absent: real photos not read", dir.display());
-        return;
-    }
+    let Some(dir) = real_photos() else { return };
     let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
     let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
     for (file, plate) in [
@@ -384,27 +383,17 @@ fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
         let frame =
             opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR)
                 .unwrap();
-        let reads: Vec<String> = reader
-            .read(&frame)
-            .unwrap()
-            .into_iter()
-            .map(|p| p.text)
-            .collect();
-        assert!(
-            reads.iter().any(|t| t == plate),
-            "{file}: {plate} not read ({reads:?})"
-        );
-        let large: Vec<String> = reader
-            .text
-            .read_large(&frame)
-            .unwrap()
-            .into_iter()
-            .map(|p| p.text)
-            .collect();
-        assert!(
-            large.iter().any(|t| t == plate),
-            "{file}: {plate} not read at the larger scale ({large:?})"
-        );
+        let texts = |found: Vec<acsgd::anpr::pipeline::PlateFound>| -> Vec<String> {
+            found.into_iter().map(|p| p.text).collect()
+        };
+        let by_reader = texts(reader.read(&frame).unwrap());
+        let at_larger = texts(reader.text.read_large(&frame).unwrap());
+        for (how, reads) in [("", by_reader), (" at the larger scale", at_larger)] {
+            assert!(
+                reads.iter().any(|t| t == plate),
+                "{file}: {plate} not read{how} ({reads:?})"
+            );
+        }
     }
 }
 
