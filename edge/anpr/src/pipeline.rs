@@ -144,7 +144,7 @@ impl Reader {
             text = self.text.read(frame)?;
             self.text.detect_ms += near_ms;
         }
-        let text_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut text_ms = t.elapsed().as_secs_f64() * 1e3;
         // The plate models read only the marks no text read covers: `merge` would drop
         // their reads of the others.
         let t1 = Instant::now();
@@ -155,7 +155,6 @@ impl Reader {
             .collect();
         let mine = self.read_marks(frame, rest)?;
         let recognise_ms = t1.elapsed().as_secs_f64() * 1e3;
-        let mut text_ms = text_ms;
         // Where nothing read a plate, the detector looks at the whole frame again at a
         // larger scale (`TextReader::read_large`). Not where the plate models read one: on
         // synthetic scenes they read right what the text models at that scale misread.

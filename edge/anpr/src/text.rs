@@ -100,6 +100,11 @@ pub struct TextReader {
     pub recognise_ms: f64,
 }
 
+/// The detector's scale for a whole frame: its longer side to [`DET_SIDE`].
+fn whole_scale(frame: &Mat) -> f32 {
+    DET_SIDE as f32 / frame.cols().max(frame.rows()).max(1) as f32
+}
+
 /// Marks that part a plate's groups without being characters of it: what [`normalise`]
 /// drops, and the other dots and colons the recogniser reads a Chinese plate's dot as.
 const SEPARATORS: &str = " -·.•_|/:：．。・";
@@ -155,8 +160,25 @@ impl TextReader {
 
     /// Every plate read in a BGR frame, the detector run over the whole frame.
     pub fn read(&mut self, frame: &Mat) -> Result<Vec<PlateFound>, AnprError> {
+        self.read_whole(frame, whole_scale(frame))
+    }
+
+    /// Every plate read in a BGR frame, the detector run over the whole frame at a larger
+    /// scale: its shorter side at [`DET_MIN_SIDE`] (as RapidOCR runs PP-OCR), never smaller
+    /// than [`TextReader::read`]'s. The detector finds some plates at one scale and not at
+    /// the other (a large plate with wide-set characters, a plate whose line breaks up);
+    /// a pass at this scale costs about twice one at [`DET_SIDE`], so the caller runs it
+    /// only on a frame where nothing else read a plate (`pipeline::Reader::read`).
+    pub fn read_large(&mut self, frame: &Mat) -> Result<Vec<PlateFound>, AnprError> {
+        let short = frame.cols().min(frame.rows()).max(1) as f32;
+        let s = (DET_MIN_SIDE as f32 / short).max(whole_scale(frame));
+        self.read_whole(frame, s)
+    }
+
+    /// The plates read with the detector over the whole frame scaled by `s`.
+    fn read_whole(&mut self, frame: &Mat, s: f32) -> Result<Vec<PlateFound>, AnprError> {
         let t0 = std::time::Instant::now();
-        let lines = self.detect(frame)?;
+        let lines = self.detect_at(frame, s, false)?;
         self.detect_ms = t0.elapsed().as_secs_f64() * 1e3;
         self.read_lines(frame, lines)
     }
@@ -172,7 +194,7 @@ impl TextReader {
     ) -> Result<Vec<PlateFound>, AnprError> {
         let t0 = std::time::Instant::now();
         let (w, h) = (frame.cols(), frame.rows());
-        let scale = DET_SIDE as f32 / w.max(h).max(1) as f32;
+        let scale = whole_scale(frame);
         let mut lines = Vec::new();
         for r in regions(near, w, h) {
             // A copy of the region (a few hundred pixels each way; the detector scales it anyway).
@@ -278,23 +300,7 @@ impl TextReader {
 
     /// The lines of text in a frame, as PaddleOCR's DB post-processing finds them.
     pub fn detect(&mut self, frame: &Mat) -> Result<Vec<Line>, AnprError> {
-        let s = DET_SIDE as f32 / frame.cols().max(frame.rows()).max(1) as f32;
-        self.detect_at(frame, s, false)
-    }
-
-    /// Every plate read in a BGR frame, the detector run over the whole frame at a larger
-    /// scale: its shorter side at [`DET_MIN_SIDE`] (as RapidOCR runs PP-OCR), never smaller
-    /// than [`TextReader::read`]'s. The detector finds some plates at one scale and not at
-    /// the other (a large plate with wide-set characters, a plate whose line breaks up);
-    /// a pass at this scale costs about twice one at [`DET_SIDE`], so the caller runs it
-    /// only on a frame where nothing else read a plate (`pipeline::Reader::read`).
-    pub fn read_large(&mut self, frame: &Mat) -> Result<Vec<PlateFound>, AnprError> {
-        let t0 = std::time::Instant::now();
-        let s = (DET_MIN_SIDE as f32 / frame.cols().min(frame.rows()).max(1) as f32)
-            .max(DET_SIDE as f32 / frame.cols().max(frame.rows()).max(1) as f32);
-        let lines = self.detect_at(frame, s, false)?;
-        self.detect_ms = t0.elapsed().as_secs_f64() * 1e3;
-        self.read_lines(frame, lines)
+        self.detect_at(frame, whole_scale(frame), false)
     }
 
     /// The lines of text in an image (a frame or a part of one) scaled by `s` for the
