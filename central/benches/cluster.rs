@@ -3,8 +3,10 @@
 //! envelopes at QoS 1 to a 3-node NATS cluster (JetStream, MQTT on every node, posts spread
 //! over the nodes), beside two real `acsgd` appliances fed through their ingest; central
 //! commits into PostgreSQL, as one worker with the wildcard filter or (`ACSGD_LOAD_WORKERS=2`)
-//! two workers sharing the posts, one filter per post (on NATS each filter is a JetStream
-//! consumer, and that costs the brokers dearly: the comparison is the point). Run twice from
+//! two workers sharing the posts: by `[broker] share` (the wildcard each, the other share's
+//! messages acknowledged unread) or, with `ACSGD_LOAD_SHARING=list`, by `[broker] posts`, one
+//! filter per post (on NATS each filter is a JetStream consumer, and that costs the brokers
+//! dearly: the comparison is the point). Run twice from
 //! scratch: undisturbed, then with one NATS node killed (SIGKILL) when a third of the events
 //! are committed.
 //!
@@ -39,7 +41,7 @@ use acsgd_central::store::Store;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 
-use cluster::{appliance, post_key, secret, worker_config, Cluster};
+use cluster::{appliance, post_key, secret, worker_config, Cluster, Take};
 use common::{alerts, free_port, outbox_stat, ready, start, wait, Box_, Pg};
 
 /// Messages one simulated post keeps in flight.
@@ -65,12 +67,17 @@ fn main() {
     );
     let which = std::env::var("ACSGD_LOAD_RUNS").unwrap_or_else(|_| "both".into());
     let one_worker = env_num("ACSGD_LOAD_WORKERS", 1) == 1;
+    let by_list = std::env::var("ACSGD_LOAD_SHARING").is_ok_and(|s| s == "list");
     if one_worker {
         println!("one worker, subscribed to every post with one wildcard filter");
+    } else if by_list {
+        println!("two workers, each with a list of half the posts, one filter per post");
+    } else {
+        println!("two workers, each with a share of the posts by hash (share = \"K/2\"), one wildcard filter each");
     }
     for kill in [false, true] {
         if which == "both" || (which == "kill") == kill {
-            run(posts, per_post, kill, one_worker);
+            run(posts, per_post, kill, one_worker, by_list);
         }
     }
 }
@@ -81,7 +88,7 @@ struct Sim {
     events: Vec<Vec<u8>>,
 }
 
-fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool) {
+fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool, by_list: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let names: Vec<String> = (0..posts).map(|i| format!("sim-{i:03}")).collect();
@@ -154,11 +161,15 @@ fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool) {
         }
     }
     let mut workers = Vec::new();
-    let every: Vec<&str> = Vec::new();
     let layout = if one_worker {
-        vec![("a", 0, &every)]
+        vec![("a", 0, Take::Every)]
+    } else if by_list {
+        vec![
+            ("a", 0, Take::Posts(&share_a)),
+            ("b", 1, Take::Posts(&share_b)),
+        ]
     } else {
-        vec![("a", 0, &share_a), ("b", 1, &share_b)]
+        vec![("a", 0, Take::Share("1/2")), ("b", 1, Take::Share("2/2"))]
     };
     for (name, node, share) in layout {
         let http = free_port();

@@ -11,7 +11,8 @@
 //! client_id = "acsgd-central"
 //! username = "central"     # optional, with password: central's account at the broker
 //! password = "…"
-//! posts = ["korgas", "kordai"]  # optional: this worker's share of the posts (default: all)
+//! share = "1/2"           # optional: this worker takes the first of two shares of the posts
+//! # posts = ["korgas", "kordai"]  # or: exactly these posts, one filter each (default: all)
 //!
 //! [http]
 //! listen = "127.0.0.1:8090"
@@ -99,12 +100,88 @@ pub struct BrokerConfig {
     #[serde(default)]
     pub password: Option<String>,
     /// The posts this worker takes (`acsgd/v1/{post}/+` each); none: every post
-    /// (`acsgd/v1/+/+`). Central scales by giving each worker its share of the posts, each
-    /// worker its own `client_id`; a standby takes a worker's place with the same id. On NATS
-    /// each filter is a JetStream consumer that every acknowledgement is matched against:
-    /// one worker with every post is far cheaper for the brokers (README, Load test).
+    /// (`acsgd/v1/+/+`), or its [`Share`]. Central scales by giving each worker its share of
+    /// the posts, each worker its own `client_id`; a standby takes a worker's place with the
+    /// same id. On NATS each filter is a JetStream consumer that every acknowledgement is
+    /// matched against: a list of many posts is dear for the brokers (README, Load test).
     #[serde(default)]
     pub posts: Option<Vec<String>>,
+    /// `"K/N"`: this worker takes the posts of share K of N ([`Share::takes`]) through the
+    /// one wildcard subscription and acknowledges the others' messages unread.
+    #[serde(default)]
+    pub share: Option<Share>,
+}
+
+/// One of N workers' share of the posts, by a hash of the post id: each post falls in exactly
+/// one share whatever the posts are, so a post added at central needs no worker's
+/// configuration changed, and no post is left without a worker.
+///
+/// Why a hash and a wildcard rather than a list of filters: on a NATS cluster every MQTT
+/// filter is a JetStream consumer, and each acknowledgement is matched against every
+/// consumer's filter; 200 posts as 200 filters cost the brokers twenty times what one
+/// wildcard does (README, Load test). With shares each worker has one consumer, and each
+/// message is delivered N times, once to each worker, which acknowledges the N − 1 that are
+/// not its own at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Share {
+    /// 1 ..= of.
+    pub k: u32,
+    pub of: u32,
+}
+
+/// Workers a share may be split over at most (each delivers every message once more).
+pub const MAX_SHARES: u32 = 64;
+
+impl Share {
+    /// The share (1-based, of `of`) a post falls in: FNV-1a (32 bits) of the post id's bytes,
+    /// modulo `of`, plus one. Fixed: changing it moves posts between workers.
+    pub fn of_post(post: &str, of: u32) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in post.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h % of.max(1) + 1
+    }
+
+    /// Whether this worker takes a message on `topic` (`acsgd/v1/{post}/…`, the post as it
+    /// stands, valid or not, so that exactly one worker quarantines a bad one). A topic with
+    /// no post level goes to share 1.
+    pub fn takes(&self, topic: &str) -> bool {
+        let post = topic
+            .strip_prefix("acsgd/v1/")
+            .and_then(|rest| rest.split('/').next());
+        match post {
+            Some(p) => Share::of_post(p, self.of) == self.k,
+            None => self.k == 1,
+        }
+    }
+}
+
+impl TryFrom<String> for Share {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Share, String> {
+        let bad = || {
+            format!("{s:?}: write K/N, this worker's share K of N (1 <= K <= N <= {MAX_SHARES})")
+        };
+        let (k, of) = s.split_once('/').ok_or_else(bad)?;
+        let (k, of) = (
+            k.trim().parse::<u32>().map_err(|_| bad())?,
+            of.trim().parse::<u32>().map_err(|_| bad())?,
+        );
+        if k == 0 || of == 0 || k > of || of > MAX_SHARES {
+            return Err(bad());
+        }
+        Ok(Share { k, of })
+    }
+}
+
+impl std::fmt::Display for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.k, self.of)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +275,12 @@ impl Config {
             return Err((
                 "broker.username".into(),
                 "username and password go together".into(),
+            ));
+        }
+        if self.broker.posts.is_some() && self.broker.share.is_some() {
+            return Err((
+                "broker.share".into(),
+                "a worker takes a share or a list of posts, not both".into(),
             ));
         }
         if let Some(posts) = &self.broker.posts {
@@ -340,6 +423,76 @@ mod tests {
         assert!(
             err("[store]\nurl = \"sqlite:x\"\nsize = 3\n[broker]\nhost = \"h\"\n")
                 .starts_with("config central.toml:3: store.size: unknown field `size`")
+        );
+    }
+
+    #[test]
+    fn a_share_is_read_and_checked() {
+        let head = "[store]\nurl = \"sqlite:x\"\n[broker]\nhost = \"h\"\n";
+        let c = Config::parse(
+            Path::new("central.toml"),
+            &format!("{head}share = \"2/3\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.broker.share, Some(Share { k: 2, of: 3 }));
+        for bad in ["0/2", "3/2", "1/0", "1/65", "two", "1/2/3", "-1/2"] {
+            assert_eq!(
+                err(&format!("{head}share = \"{bad}\"\n")),
+                format!(
+                    "config central.toml:5: broker.share: \"{bad}\": write K/N, this worker's \
+                     share K of N (1 <= K <= N <= 64)"
+                ),
+            );
+        }
+        assert_eq!(
+            err(&format!("{head}share = \"1/2\"\nposts = [\"korgas\"]\n")),
+            "config central.toml:5: broker.share: a worker takes a share or a list of posts, not both"
+        );
+    }
+
+    #[test]
+    fn every_post_falls_in_exactly_one_share() {
+        // FNV-1a of the id: fixed values, so that a change of the hash (which would move posts
+        // between running workers) fails here.
+        assert_eq!(
+            Share::of_post("korgas", 1 << 31),
+            0xc9e5_2db0 % (1 << 31) + 1
+        );
+        let posts: Vec<String> = (0..1000).map(|i| format!("post-{i}")).collect();
+        for of in [1, 2, 3, 7, 64] {
+            let shares: Vec<Share> = (1..=of).map(|k| Share { k, of }).collect();
+            let mut counts = vec![0usize; of as usize];
+            for p in &posts {
+                for topic in [
+                    format!("acsgd/v1/{p}/passage"),
+                    format!("acsgd/v1/{p}/status"),
+                ] {
+                    let taken: Vec<u32> = shares
+                        .iter()
+                        .filter(|s| s.takes(&topic))
+                        .map(|s| s.k)
+                        .collect();
+                    assert_eq!(taken.len(), 1, "{topic} of {of}: {taken:?}");
+                    assert_eq!(taken[0], Share::of_post(p, of));
+                }
+                counts[Share::of_post(p, of) as usize - 1] += 1;
+            }
+            // Spread evenly enough that no worker gets twice its part.
+            let fair = posts.len() / of as usize;
+            assert!(
+                counts.iter().all(|&c| c > fair / 2 && c < fair * 2),
+                "{of}: {counts:?}"
+            );
+        }
+        // A topic with no post level (it is quarantined) goes to share 1 only.
+        let two = [Share { k: 1, of: 2 }, Share { k: 2, of: 2 }];
+        assert_eq!(two.map(|s| s.takes("elsewhere")), [true, false]);
+        // An invalid post id is taken by one worker, which quarantines it.
+        assert_eq!(
+            two.iter()
+                .filter(|s| s.takes("acsgd/v1/Bad Post/x"))
+                .count(),
+            1
         );
     }
 }

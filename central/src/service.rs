@@ -9,6 +9,7 @@
 //! configured to keep them (mosquitto: `max_queued_messages 0`), or the resend requests for
 //! seq gaps are what recovers them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,14 +75,27 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         Some(posts) => posts.iter().map(|p| format!("acsgd/v1/{p}/+")).collect(),
         None => vec![SUBSCRIPTION.to_string()],
     };
+    let share = config.broker.share;
+    if let Some(share) = share {
+        tracing::info!(%share, "taking this share of the posts");
+    }
     let (tx, rx) = mpsc::channel::<Publish>(4096);
+    // The other workers' messages are acknowledged by a task of their own: the connection
+    // task must not wait on the client's request queue, which only it drains.
+    let (foreign_tx, foreign) = mpsc::channel::<Publish>(4096);
+    let totals = Arc::new(Totals::default());
+    let foreign_acks = tokio::spawn(acknowledge_unread(foreign, client.clone(), totals.clone()));
     let connection = {
         let client = client.clone();
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send(p).await.is_err() {
+                        let to = match share {
+                            Some(s) if !s.takes(&p.topic) => &foreign_tx,
+                            _ => &tx,
+                        };
+                        if to.send(p).await.is_err() {
                             return;
                         }
                     }
@@ -135,6 +149,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         client.clone(),
         routed.clone(),
         changes.clone(),
+        totals.clone(),
     ));
 
     let publisher = Publisher::new(store.clone()).await?;
@@ -190,6 +205,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         _ = tokio::signal::ctrl_c() => None,
         _ = term.recv() => None,
         _ = connection => Some("broker connection"),
+        _ = foreign_acks => Some("acknowledging other shares"),
         _ = worker => Some("ingest"),
         _ = routes => Some("route publisher"),
         _ = scheduler => Some("scheduler"),
@@ -199,6 +215,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     };
     match ended {
         None => {
+            totals.log();
             tracing::info!("stopping");
             // A notification the recipient took is recorded as sent before the process ends:
             // a restart must not tell it again. The send in flight finishes (each channel has
@@ -229,6 +246,60 @@ async fn notify_sender(notifier: Arc<Notifier>) {
     }
 }
 
+/// What this worker's ingest did since it started, logged when it stops: with shares, what
+/// it took and what it left to the other workers.
+#[derive(Default)]
+struct Totals {
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    quarantined: AtomicU64,
+    /// Status messages and topics central does not consume.
+    other_topics: AtomicU64,
+    /// Messages of posts in other workers' shares, acknowledged unread.
+    others: AtomicU64,
+}
+
+impl Totals {
+    fn count(&self, out: &[Outcome]) {
+        for o in out {
+            let n = match o {
+                Outcome::Accepted => &self.accepted,
+                Outcome::Duplicate => &self.duplicates,
+                Outcome::Quarantined(_) => &self.quarantined,
+                Outcome::Link | Outcome::Ignored => &self.other_topics,
+            };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn log(&self) {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        tracing::info!(
+            accepted = get(&self.accepted),
+            duplicates = get(&self.duplicates),
+            quarantined = get(&self.quarantined),
+            status_and_ignored = get(&self.other_topics),
+            other_shares = get(&self.others),
+            "ingest totals"
+        );
+    }
+}
+
+/// Acknowledges, unread, the messages of the posts in other workers' shares (each worker
+/// has its own session, so the broker keeps each message until every worker acknowledged it).
+async fn acknowledge_unread(
+    mut rx: mpsc::Receiver<Publish>,
+    client: AsyncClient,
+    totals: Arc<Totals>,
+) {
+    while let Some(p) = rx.recv().await {
+        totals.others.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = client.ack(&p).await {
+            tracing::warn!(error = %e, "cannot acknowledge; the broker will resend");
+        }
+    }
+}
+
 /// Applies what the broker delivers in batches ([`Worker`]), acknowledging each batch after
 /// its commit.
 async fn ingest_worker(
@@ -237,6 +308,7 @@ async fn ingest_worker(
     client: AsyncClient,
     routed: Arc<Notify>,
     changes: broadcast::Sender<()>,
+    totals: Arc<Totals>,
 ) {
     let mut worker = Worker::new(ingestor);
     let message = |p: &Publish| Message {
@@ -244,6 +316,7 @@ async fn ingest_worker(
         payload: p.payload.to_vec(),
     };
     while let Some((batch, out)) = worker.next(&mut rx, message).await {
+        totals.count(&out);
         if out
             .iter()
             .any(|o| !matches!(o, Outcome::Duplicate | Outcome::Ignored))

@@ -170,8 +170,20 @@ pub fn appliance(dir: &Path, post: &str, mqtt_port: u16) -> (Process, u16, Strin
     (run_appliance(dir, post, &config, ingest), ingest, key)
 }
 
-/// A central worker taking `posts` (none: every post, one wildcard subscription), on MQTT
-/// port `mqtt`, with `client_id`.
+/// Which posts a central worker takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Take<'a> {
+    /// Every post: one wildcard subscription (the load bench's one-worker layout; the tests
+    /// that use it write their own configuration).
+    #[allow(dead_code)]
+    Every,
+    /// `[broker] share = "K/N"`: the wildcard, the other shares' messages acknowledged unread.
+    Share(&'a str),
+    /// `[broker] posts`: one filter per post.
+    Posts(&'a [&'a str]),
+}
+
+/// A central worker taking `take`, on MQTT port `mqtt`, with `client_id`.
 pub fn worker_config(
     dir: &Path,
     name: &str,
@@ -179,14 +191,16 @@ pub fn worker_config(
     mqtt: u16,
     http: u16,
     client_id: &str,
-    posts: &[&str],
+    take: Take,
 ) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
-    let list: Vec<String> = posts.iter().map(|p| format!("\"{p}\"")).collect();
-    let share = if posts.is_empty() {
-        String::new()
-    } else {
-        format!("posts = [{}]\n", list.join(", "))
+    let share = match take {
+        Take::Every => String::new(),
+        Take::Share(s) => format!("share = \"{s}\"\n"),
+        Take::Posts(posts) => {
+            let list: Vec<String> = posts.iter().map(|p| format!("\"{p}\"")).collect();
+            format!("posts = [{}]\n", list.join(", "))
+        }
     };
     std::fs::write(
         &path,

@@ -1,5 +1,6 @@
 //! Central on a 3-node NATS cluster (JetStream, an MQTT listener on every node, each post with
-//! its own account), PostgreSQL behind it, two central workers sharing the posts, and three
+//! its own account), PostgreSQL behind it, two central workers sharing the posts (one by its
+//! share of the post ids' hash, the other by a list), and three
 //! real `acsgd` appliances on different nodes: a NATS node and a central worker killed with
 //! SIGKILL under load, and every event a post was acknowledged for ends in the database with
 //! no gap; declarations are still served after the node comes back; a post can neither read
@@ -13,7 +14,7 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 const POSTS: [&str; 3] = ["korgas", "kordai", "gani-muratbaev"];
 use serde_json::json;
 
-use crate::cluster::{appliance, post_key, secret, worker_config, Cluster};
+use crate::cluster::{appliance, post_key, secret, worker_config, Cluster, Take};
 use crate::common::{
     alerts, api, central_bin, cli, free_port, outbox_stat, ready, start, wait, Pg,
 };
@@ -73,6 +74,9 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
     let pg = Pg::start();
     let db = pg.url();
     let (http_a, http_b) = (free_port(), free_port());
+    // Worker A takes share 1 of 2 (Korgas and Gani Muratbaev, by the hash of their ids),
+    // acknowledging Kordai's messages unread; worker B takes Kordai, share 2's one post here,
+    // by the list: both ways of sharing the posts under one test.
     let a_cfg = worker_config(
         d,
         "worker-a",
@@ -80,7 +84,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
         cluster.mqtt(0),
         http_a,
         "central-a",
-        &["korgas", "gani-muratbaev"],
+        Take::Share("1/2"),
     );
     let b_cfg = worker_config(
         d,
@@ -89,7 +93,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
         cluster.mqtt(1),
         http_b,
         "central-b",
-        &["kordai"],
+        Take::Posts(&["kordai"]),
     );
 
     // The posts' keys are made and pinned before anything runs; the workers' sessions exist
@@ -154,7 +158,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
         cluster.mqtt(0),
         http_b,
         "central-b",
-        &["kordai"],
+        Take::Posts(&["kordai"]),
     );
     for (_, _, ingest) in &boxes {
         alerts(*ingest, 100);
@@ -222,4 +226,24 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
 
     worker_a.terminate();
     worker_b2.terminate();
+    // Worker A left Kordai's messages to B: it acknowledged them unread (had it not, its
+    // session would have stalled at `max_ack_pending` and Korgas would not be complete).
+    let totals = std::fs::read_to_string(&a_log).unwrap();
+    let line = totals
+        .lines()
+        .find(|l| l.contains("ingest totals"))
+        .unwrap_or_else(|| panic!("no totals in worker A's log:\n{totals}"));
+    let count = |key: &str| -> u64 {
+        let at = line
+            .find(&format!("{key}="))
+            .unwrap_or_else(|| panic!("{key}: {line}"));
+        line[at + key.len() + 1..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{key}: {line}"))
+    };
+    assert!(count("other_shares") >= 400, "{line}");
+    assert!(count("accepted") >= 800, "{line}");
+    assert_eq!(count("quarantined"), 0, "{line}");
 }
