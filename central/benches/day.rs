@@ -22,6 +22,7 @@
 #[path = "../tests/it/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -36,7 +37,7 @@ use acsgd_central::positions::PositionsConfig;
 use acsgd_central::store::{now_ms, Store, Table};
 use serde_json::json;
 
-use common::{passage, Box_, Ids, Pg};
+use common::{passage, Box_, Ids};
 
 const POSTS: usize = 50;
 const HOUR: i64 = 3_600_000;
@@ -193,27 +194,13 @@ fn slice(trucks: &[Truck], from: i64, to: i64) -> Vec<Planned> {
 }
 
 fn main() {
-    let which = std::env::var("ACSGD_BENCH_DB").unwrap_or_else(|_| "both".into());
     println!(
         "central day bench: {POSTS} posts, {} trucks, slices of {} simulated minutes; {} cores",
         POSTS * PER_POST_HOUR * DEPARTING_HOURS,
         SLICE / MINUTE,
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    if which == "sqlite" || which == "both" {
-        let url = format!("sqlite:{}", dir.path().join("day.db").display());
-        rt.block_on(run("sqlite", &url));
-    }
-    if which == "postgres" || which == "both" {
-        let pg = Pg::start();
-        let url = pg.url();
-        rt.block_on(run("postgres", &url));
-    }
+    support::on_backends("day.db", |name, url| async move { run(name, &url).await });
 }
 
 async fn run(name: &str, url: &str) {
@@ -302,7 +289,7 @@ async fn run(name: &str, url: &str) {
             "no seq gap"
         );
         if to % HOUR == 0 {
-            rss.push(rss_mib());
+            rss.push(support::rss_mib());
         }
         from = to;
     }
@@ -380,10 +367,7 @@ async fn run(name: &str, url: &str) {
     );
     println!(
         "{name:8} resident memory at the end of each simulated hour, MiB: {}",
-        rss.iter()
-            .map(|m| format!("{m:.0}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        support::mib(&rss, " ")
     );
     let after = &rss[3..];
     println!(
@@ -392,16 +376,4 @@ async fn run(name: &str, url: &str) {
         after.iter().copied().fold(0.0, f64::max),
         rss.last().copied().unwrap_or(0.0)
     );
-}
-
-/// This process's resident set, MiB (Linux).
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -22,6 +22,7 @@
 #[path = "../tests/it/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod support;
 
 use std::time::Instant;
 
@@ -34,7 +35,7 @@ use acsgd_central::ingest::{Ingestor, Limits, Message, Outcome, Worker, BATCH, S
 use acsgd_central::store::{now_ms, Store, Table};
 use serde_json::json;
 
-use common::{passage, Box_, Ids, Pg};
+use common::{passage, Box_, Ids};
 
 const POSTS: usize = 50;
 
@@ -47,7 +48,6 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let which = std::env::var("ACSGD_BENCH_DB").unwrap_or_else(|_| "both".into());
     let passages_pct: usize = std::env::var("ACSGD_BENCH_PASSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -57,20 +57,9 @@ fn main() {
         "central ingest bench: {n} events from {POSTS} posts, batches of {BATCH}; {} cores",
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    if which == "sqlite" || which == "both" {
-        let url = format!("sqlite:{}", dir.path().join("bench.db").display());
-        rt.block_on(run("sqlite", &url, n, passages_pct));
-    }
-    if which == "postgres" || which == "both" {
-        let pg = Pg::start();
-        let url = pg.url();
-        rt.block_on(run("postgres", &url, n, passages_pct));
-    }
+    support::on_backends("bench.db", |name, url| async move {
+        run(name, &url, n, passages_pct).await
+    });
 }
 
 async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
@@ -231,13 +220,13 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
             let before = done;
             done += batch.len();
             if before < closed / 5 && done >= closed / 5 {
-                rss.push(rss_mib());
+                rss.push(support::rss_mib());
             }
         }
         let secs = start.elapsed().as_secs_f64();
         let cpu = cpu_s();
         let cpu = (cpu.0 - cpu0.0, cpu.1 - cpu0.1);
-        rss.push(rss_mib());
+        rss.push(support::rss_mib());
         // The second half offered at `rate`, as a broker would deliver it (into a channel as
         // deep as the service's); each event's latency from its arrival to its commit.
         let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
@@ -265,7 +254,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         }
         let offered_secs = start.elapsed().as_secs_f64();
         feeder.await.unwrap();
-        rss.push(rss_mib());
+        rss.push(support::rss_mib());
         (batch_ms, latency_ms, accepted, rss, secs, offered_secs, cpu)
     });
     let (mut batch_ms, mut latency_ms, accepted, rss, secs, offered_secs, cpu) = run.await.unwrap();
@@ -310,10 +299,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     }
     println!(
         "{name:8} resident memory at 10 %, 50 %, 100 % of the events: {} MiB",
-        rss.iter()
-            .map(|m| format!("{m:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        support::mib(&rss, ", ")
     );
 }
 
@@ -382,16 +368,4 @@ fn cpu_s() -> (f64, f64) {
         (Some(u), Some(s)) => (u / tick, s / tick),
         _ => (0.0, 0.0),
     }
-}
-
-/// This process's resident set, MiB (Linux).
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
