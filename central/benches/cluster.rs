@@ -41,8 +41,8 @@ use acsgd_central::store::Store;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::json;
 
-use cluster::{appliance, post_key, secret, worker_config, Cluster, Take};
-use common::{alerts, free_port, outbox_stat, ready, start, wait, Box_, Pg};
+use cluster::{appliance, post_key, secret, start_worker, worker_config, Auth, Cluster, Take};
+use common::{alerts, free_port, outbox_stat, wait, Box_, Pg};
 
 /// Messages one simulated post keeps in flight.
 const WINDOW: usize = 100;
@@ -174,16 +174,17 @@ fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool, by_list: boo
     for (name, node, share) in layout {
         let http = free_port();
         let client = format!("central-{name}");
-        let cfg = worker_config(d, name, &db, cluster.mqtt(node), http, &client, share);
-        let log = d.join(format!("{name}.log"));
-        workers.push(start(&cfg, &log));
-        ready(http);
-        wait(120, "a worker subscribed", || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("subscribed")
-                .then_some(())
-        });
+        let cfg = worker_config(
+            d,
+            name,
+            &db,
+            cluster.mqtt(node),
+            http,
+            &client,
+            share,
+            Auth::Password,
+        );
+        workers.push(start_worker(&cfg, &d.join(format!("{name}.log")), http));
     }
     // The appliances: Korgas on node 1, Kordai on node 2 (the one killed).
     let boxes: Vec<_> = APPLIANCES

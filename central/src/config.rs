@@ -13,6 +13,10 @@
 //! password = "…"
 //! share = "1/2"           # optional: this worker takes the first of two shares of the posts
 //! # posts = ["korgas", "kordai"]  # or: exactly these posts, one filter each (default: all)
+//! [broker.tls]             # optional: MQTT over TLS
+//! ca_file = "/etc/acsgd-central/broker-ca.pem"
+//! client_cert_file = "/etc/acsgd-central/central.pem"  # where the broker maps certificates
+//! client_key_file = "/etc/acsgd-central/central.key"   # to accounts (NATS verify_and_map)
 //!
 //! [http]
 //! listen = "127.0.0.1:8090"
@@ -110,6 +114,23 @@ pub struct BrokerConfig {
     /// one wildcard subscription and acknowledges the others' messages unread.
     #[serde(default)]
     pub share: Option<Share>,
+    /// TLS to the broker (`[broker.tls]`); none: plain MQTT.
+    #[serde(default)]
+    pub tls: Option<BrokerTls>,
+}
+
+/// TLS to the broker, PEM files as the appliance's `[uplink.tls]` names them: the CA that
+/// signs the broker's certificate, and central's own certificate where the broker maps
+/// clients to accounts by certificate (NATS `verify_and_map`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTls {
+    pub ca_file: std::path::PathBuf,
+    #[serde(default)]
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    #[serde(default)]
+    pub client_key_file: Option<std::path::PathBuf>,
 }
 
 /// One of N workers' share of the posts, by a hash of the post id: each post falls in exactly
@@ -276,6 +297,36 @@ impl Config {
                 "broker.username".into(),
                 "username and password go together".into(),
             ));
+        }
+        if let Some(tls) = &self.broker.tls {
+            let readable = |key: &str, path: &Path| {
+                std::fs::metadata(path).map_err(|e| {
+                    (
+                        format!("broker.tls.{key}"),
+                        format!("{}: {e}", path.display()),
+                    )
+                })
+            };
+            readable("ca_file", &tls.ca_file)?;
+            match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(c), Some(k)) => {
+                    readable("client_cert_file", c)?;
+                    readable("client_key_file", k)?;
+                }
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err((
+                        "broker.tls.client_cert_file".into(),
+                        "a client certificate needs client_key_file beside it".into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err((
+                        "broker.tls.client_key_file".into(),
+                        "a client key needs client_cert_file beside it".into(),
+                    ))
+                }
+            }
         }
         if self.broker.posts.is_some() && self.broker.share.is_some() {
             return Err((
@@ -447,6 +498,36 @@ mod tests {
         assert_eq!(
             err(&format!("{head}share = \"1/2\"\nposts = [\"korgas\"]\n")),
             "config central.toml:5: broker.share: a worker takes a share or a list of posts, not both"
+        );
+    }
+
+    #[test]
+    fn broker_tls_files_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let head = "[store]\nurl = \"sqlite:x\"\n[broker]\nhost = \"h\"\n[broker.tls]\n";
+        let c = Config::parse(
+            Path::new("central.toml"),
+            &format!("{head}ca_file = \"{}\"\n", ca.display()),
+        )
+        .unwrap();
+        assert_eq!(c.broker.tls.unwrap().ca_file, ca);
+        let missing = dir.path().join("nope.pem");
+        assert_eq!(
+            err(&format!("{head}ca_file = \"{}\"\n", missing.display())),
+            format!(
+                "config central.toml:6: broker.tls.ca_file: {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        assert_eq!(
+            err(&format!(
+                "{head}ca_file = \"{}\"\nclient_cert_file = \"{}\"\n",
+                ca.display(),
+                ca.display()
+            )),
+            "config central.toml:7: broker.tls.client_cert_file: a client certificate needs client_key_file beside it"
         );
     }
 

@@ -39,6 +39,11 @@ pub enum ServiceError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("broker TLS: cannot read {path}: {source}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("task {0} ended")]
     TaskEnded(&'static str),
     #[error("notify: {0}")]
@@ -61,6 +66,9 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     );
     if let (Some(u), Some(p)) = (&config.broker.username, &config.broker.password) {
         mqtt.set_credentials(u, p);
+    }
+    if let Some(tls) = &config.broker.tls {
+        mqtt.set_transport(tls_transport(tls)?);
     }
     mqtt.set_clean_session(false);
     mqtt.set_manual_acks(true);
@@ -232,6 +240,27 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         }
         Some(task) => Err(ServiceError::TaskEnded(task)),
     }
+}
+
+/// MQTT over TLS with the configured files, read now so that a missing one stops the start.
+fn tls_transport(tls: &crate::config::BrokerTls) -> Result<rumqttc::Transport, ServiceError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServiceError::TlsFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+        _ => None,
+    };
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca: read(&tls.ca_file)?,
+            alpn: None,
+            client_auth,
+        },
+    ))
 }
 
 /// Sends due notifications: looks twice a second (a change queues its rows in its own

