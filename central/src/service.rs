@@ -88,22 +88,33 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         tracing::info!(%share, "taking this share of the posts");
     }
     let (tx, rx) = mpsc::channel::<Publish>(4096);
-    // The other workers' messages are acknowledged by a task of their own: the connection
-    // task must not wait on the client's request queue, which only it drains.
-    let (foreign_tx, foreign) = mpsc::channel::<Publish>(4096);
+    // Every acknowledgement goes through one task ([`acknowledge`]), on a queue that never
+    // makes its sender wait: the connection task (the other shares' messages) and the ingest
+    // (its batches, once committed) must not wait on the client's request queue, which only
+    // the connection task drains. Had the ingest waited there, a burst of route publishes
+    // could fill it while the connection task waited for room in the ingest's channel, and
+    // each would wait on the other for ever. The broker bounds the queue: it sends no more
+    // than its in-flight window of unacknowledged messages.
+    let (acks, acks_rx) = mpsc::unbounded_channel::<Publish>();
+    let acker = tokio::spawn(acknowledge(acks_rx, client.clone()));
     let totals = Arc::new(Totals::default());
-    let foreign_acks = tokio::spawn(acknowledge_unread(foreign, client.clone(), totals.clone()));
     let connection = {
         let client = client.clone();
+        let (acks, totals) = (acks.clone(), totals.clone());
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let to = match share {
-                            Some(s) if !s.takes(&p.topic) => &foreign_tx,
-                            _ => &tx,
+                        let gone = match share {
+                            // Another worker's: acknowledged unread (each worker has its own
+                            // session, so the broker keeps it until that worker took it).
+                            Some(s) if !s.takes(&p.topic) => {
+                                totals.others.fetch_add(1, Ordering::Relaxed);
+                                acks.send(p).is_err()
+                            }
+                            _ => tx.send(p).await.is_err(),
                         };
-                        if to.send(p).await.is_err() {
+                        if gone {
                             return;
                         }
                     }
@@ -154,7 +165,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     let worker = tokio::spawn(ingest_worker(
         ingestor,
         rx,
-        client.clone(),
+        acks,
         routed.clone(),
         changes.clone(),
         totals.clone(),
@@ -213,7 +224,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         _ = tokio::signal::ctrl_c() => None,
         _ = term.recv() => None,
         _ = connection => Some("broker connection"),
-        _ = foreign_acks => Some("acknowledging other shares"),
+        _ = acker => Some("acknowledgements"),
         _ = worker => Some("ingest"),
         _ = routes => Some("route publisher"),
         _ = scheduler => Some("scheduler"),
@@ -314,15 +325,11 @@ impl Totals {
     }
 }
 
-/// Acknowledges, unread, the messages of the posts in other workers' shares (each worker
-/// has its own session, so the broker keeps each message until every worker acknowledged it).
-async fn acknowledge_unread(
-    mut rx: mpsc::Receiver<Publish>,
-    client: AsyncClient,
-    totals: Arc<Totals>,
-) {
+/// Sends the acknowledgements, in the order they come: of this worker's batches once they
+/// committed, and of the other shares' messages as they arrive. By packet id, so those of
+/// another share may overtake this worker's uncommitted ones; mosquitto and NATS take them so.
+async fn acknowledge(mut rx: mpsc::UnboundedReceiver<Publish>, client: AsyncClient) {
     while let Some(p) = rx.recv().await {
-        totals.others.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = client.ack(&p).await {
             tracing::warn!(error = %e, "cannot acknowledge; the broker will resend");
         }
@@ -334,7 +341,7 @@ async fn acknowledge_unread(
 async fn ingest_worker(
     ingestor: Ingestor,
     mut rx: mpsc::Receiver<Publish>,
-    client: AsyncClient,
+    acks: mpsc::UnboundedSender<Publish>,
     routed: Arc<Notify>,
     changes: broadcast::Sender<()>,
     totals: Arc<Totals>,
@@ -353,8 +360,8 @@ async fn ingest_worker(
             let _ = changes.send(());
         }
         for p in batch {
-            if let Err(e) = client.ack(&p).await {
-                tracing::warn!(error = %e, "cannot acknowledge; the broker will resend");
+            if acks.send(p).is_err() {
+                return;
             }
         }
         routed.notify_one();
