@@ -114,23 +114,11 @@ pub struct BrokerConfig {
     /// one wildcard subscription and acknowledges the others' messages unread.
     #[serde(default)]
     pub share: Option<Share>,
-    /// TLS to the broker (`[broker.tls]`); none: plain MQTT.
+    /// TLS to the broker (`[broker.tls]`, the keys of the appliance's `[uplink.tls]`): the CA
+    /// that signs the broker's certificate, and central's own certificate where the broker
+    /// maps clients to accounts by certificate (NATS `verify_and_map`). None: plain MQTT.
     #[serde(default)]
-    pub tls: Option<BrokerTls>,
-}
-
-/// TLS to the broker, PEM files as the appliance's `[uplink.tls]` names them: the CA that
-/// signs the broker's certificate, and central's own certificate where the broker maps
-/// clients to accounts by certificate (NATS `verify_and_map`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerTls {
-    pub ca_file: std::path::PathBuf,
-    #[serde(default)]
-    pub client_cert_file: Option<std::path::PathBuf>,
-    /// Its private key (PKCS#8, PKCS#1 or SEC1 PEM).
-    #[serde(default)]
-    pub client_key_file: Option<std::path::PathBuf>,
+    pub tls: Option<acsgd_tomlfile::TlsFiles>,
 }
 
 /// One of N workers' share of the posts, by a hash of the post id: each post falls in exactly
@@ -299,34 +287,8 @@ impl Config {
             ));
         }
         if let Some(tls) = &self.broker.tls {
-            let readable = |key: &str, path: &Path| {
-                std::fs::metadata(path).map_err(|e| {
-                    (
-                        format!("broker.tls.{key}"),
-                        format!("{}: {e}", path.display()),
-                    )
-                })
-            };
-            readable("ca_file", &tls.ca_file)?;
-            match (&tls.client_cert_file, &tls.client_key_file) {
-                (Some(c), Some(k)) => {
-                    readable("client_cert_file", c)?;
-                    readable("client_key_file", k)?;
-                }
-                (None, None) => {}
-                (Some(_), None) => {
-                    return Err((
-                        "broker.tls.client_cert_file".into(),
-                        "a client certificate needs client_key_file beside it".into(),
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err((
-                        "broker.tls.client_key_file".into(),
-                        "a client key needs client_cert_file beside it".into(),
-                    ))
-                }
-            }
+            tls.check()
+                .map_err(|(key, problem)| (format!("broker.tls.{key}"), problem))?;
         }
         if self.broker.posts.is_some() && self.broker.share.is_some() {
             return Err((

@@ -254,20 +254,13 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
 }
 
 /// MQTT over TLS with the configured files, read now so that a missing one stops the start.
-fn tls_transport(tls: &crate::config::BrokerTls) -> Result<rumqttc::Transport, ServiceError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| ServiceError::TlsFile {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-        _ => None,
-    };
+fn tls_transport(tls: &acsgd_tomlfile::TlsFiles) -> Result<rumqttc::Transport, ServiceError> {
+    let (ca, client_auth) = tls
+        .read()
+        .map_err(|(path, source)| ServiceError::TlsFile { path, source })?;
     Ok(rumqttc::Transport::tls_with_config(
         rumqttc::TlsConfiguration::Simple {
-            ca: read(&tls.ca_file)?,
+            ca,
             alpn: None,
             client_auth,
         },

@@ -9,6 +9,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod tls;
+pub use tls::{TlsFiles, TlsPem};
+
 use serde::de::DeserializeOwned;
 
 /// A settings file that cannot be used. Displays as one line.

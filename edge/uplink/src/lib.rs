@@ -159,13 +159,13 @@ impl UplinkConfig {
             })
         };
         let tls = match (&u.tls, broker.tls) {
-            (Some(t), _) => Some(TlsMaterial {
-                ca: read(&t.ca_file)?,
-                client: match (&t.client_cert_file, &t.client_key_file) {
-                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-                    _ => None,
-                },
-            }),
+            (Some(t), _) => {
+                let (ca, client) = t.read().map_err(|(path, source)| UplinkError::TlsFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Some(TlsMaterial { ca, client })
+            }
             (None, true) => Some(TlsMaterial {
                 ca: read(std::path::Path::new(SYSTEM_CA))?,
                 client: None,

@@ -3,7 +3,6 @@
 //! (`window`), and the configuration puts them under `uplink`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use acsgd_fusion::settings::Invalid;
 use serde::Deserialize;
@@ -82,19 +81,8 @@ fn default_backoff_max_s() -> u64 {
     60
 }
 
-/// TLS for the uplink (PEM files).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tls {
-    /// CA certificate(s) that sign the broker's certificate.
-    pub ca_file: PathBuf,
-    /// Client certificate, for brokers that authenticate the appliance by certificate.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    /// Its private key (PKCS#8, PKCS#1 or SEC1 PEM).
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-}
+/// TLS for the uplink (PEM files), as central's `[broker.tls]` names them.
+pub use acsgd_tomlfile::TlsFiles as Tls;
 
 /// A parsed broker address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,26 +176,8 @@ impl Uplink {
                     "TLS settings given but the broker is mqtt://; use mqtts://".into(),
                 ));
             }
-            readable(&tls.ca_file).map_err(|e| Invalid::new("tls.ca_file".to_string(), e))?;
-            match (&tls.client_cert_file, &tls.client_key_file) {
-                (Some(c), Some(k)) => {
-                    readable(c).map_err(|e| Invalid::new("tls.client_cert_file".to_string(), e))?;
-                    readable(k).map_err(|e| Invalid::new("tls.client_key_file".to_string(), e))?;
-                }
-                (None, None) => {}
-                (Some(_), None) => {
-                    return Err(Invalid::new(
-                        "tls.client_key_file".into(),
-                        "a client certificate needs its key".into(),
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err(Invalid::new(
-                        "tls.client_cert_file".into(),
-                        "a client key needs its certificate".into(),
-                    ))
-                }
-            }
+            tls.check()
+                .map_err(|(key, problem)| Invalid::new(format!("tls.{key}"), problem))?;
         }
         if u.max_inbound_kb == 0 || u.max_inbound_kb > u.max_packet_kb {
             return Err(Invalid::new(
@@ -241,12 +211,6 @@ impl Uplink {
             .clone()
             .unwrap_or_else(|| format!("acsgd-{post}"))
     }
-}
-
-fn readable(p: &Path) -> Result<(), String> {
-    std::fs::File::open(p)
-        .map(drop)
-        .map_err(|e| format!("cannot read {}: {e}", p.display()))
 }
 
 #[cfg(test)]
