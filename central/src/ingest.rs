@@ -173,9 +173,16 @@ impl<T> Worker<T> {
             self.next = Some((more, pending));
         }
         let mut backoff = std::time::Duration::from_millis(250);
+        let mut conflicts = 0;
         loop {
             match self.ingestor.commit(&mut pending, store::now_ms()).await {
                 Ok(out) => return Some((batch, out)),
+                // Another writer (the feed, the scheduler, another worker) came first to a row
+                // the batch read: at once again, from a fresh read, a few times.
+                Err(e) if e.is_conflict() && conflicts < 3 => {
+                    conflicts += 1;
+                    tracing::warn!(error = %e, "a batch done again, nothing acknowledged yet");
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot store a batch; retrying, nothing acknowledged");
                     tokio::time::sleep(backoff).await;
@@ -933,10 +940,7 @@ impl Transits {
             })
             .collect();
         if !store::write_transits(conn, &rows).await? {
-            return Err(store::corrupt(
-                "transit version",
-                "a transit the batch changed was changed by someone else meanwhile",
-            ));
+            return Err(store::conflict("transit", "one the batch changed"));
         }
         store::insert_logs(conn, &self.logs).await?;
         store::insert_sightings(conn, &self.new_sightings).await?;

@@ -188,38 +188,60 @@ const ON_THE_ROAD_STATES: [&str; 6] = [
     "departed", "en_route", "at_post", "diverted", "overdue", "enquiry",
 ];
 
-/// What the fixes had made of a transit: (deviating_since, stopped_since, silent).
-async fn track_of(
-    conn: &mut AnyConnection,
-    mrn: &str,
-) -> Result<(Option<i64>, Option<i64>, bool), StoreError> {
-    let r = sqlx::query("SELECT deviating_since, stopped_since, silent FROM track WHERE mrn = $1")
-        .bind(mrn)
-        .fetch_optional(&mut *conn)
-        .await?;
+/// What the fixes had made of a transit, as its track row says.
+#[derive(Debug, Default)]
+struct TrackRow {
+    deviating_since: Option<i64>,
+    stopped_since: Option<i64>,
+    silent: bool,
+    last_fix_ms: Option<i64>,
+    /// 0: no row yet.
+    version: i64,
+}
+
+async fn track_of(conn: &mut AnyConnection, mrn: &str) -> Result<TrackRow, StoreError> {
+    let r = sqlx::query(
+        "SELECT deviating_since, stopped_since, silent, last_fix_ms, version FROM track WHERE mrn = $1",
+    )
+    .bind(mrn)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(match r {
-        Some(r) => (r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? != 0),
-        None => (None, None, false),
+        Some(r) => TrackRow {
+            deviating_since: r.try_get(0)?,
+            stopped_since: r.try_get(1)?,
+            silent: r.try_get::<i64, _>(2)? != 0,
+            last_fix_ms: r.try_get(3)?,
+            version: r.try_get(4)?,
+        },
+        None => TrackRow::default(),
     })
 }
 
-async fn save_track(
+/// Marks the track silent, over the version `was` read in the same transaction (see
+/// [`apply_batch`]'s write of the track rows).
+async fn save_silent(
     conn: &mut AnyConnection,
     mrn: &str,
-    v: &Verdict,
-    silent: bool,
+    was: &TrackRow,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO track (mrn, last_fix_ms, deviating_since, stopped_since, silent) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (mrn) DO UPDATE SET last_fix_ms = $2, deviating_since = $3, stopped_since = $4, silent = $5",
+    let written = sqlx::query(
+        "INSERT INTO track (mrn, last_fix_ms, deviating_since, stopped_since, silent, version) \
+         VALUES ($1, $2, $3, $4, 1, $5) \
+         ON CONFLICT (mrn) DO UPDATE SET silent = 1, version = excluded.version \
+         WHERE track.version = excluded.version - 1",
     )
     .bind(mrn)
-    .bind(v.last_fix_ms)
-    .bind(v.deviating_since)
-    .bind(v.stopped_since)
-    .bind(i64::from(silent))
+    .bind(was.last_fix_ms)
+    .bind(was.deviating_since)
+    .bind(was.stopped_since)
+    .bind(was.version + 1)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if written != 1 {
+        return Err(store::conflict("track", format!("{mrn}'s, marked silent")));
+    }
     Ok(())
 }
 
@@ -339,7 +361,7 @@ pub(crate) async fn apply_batch(
     let mrns: Vec<String> = transits.iter().map(|t| t.mrn.clone()).collect();
     for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
         let sql = format!(
-            "SELECT mrn, deviating_since, stopped_since, silent, fold, last_fix_ms FROM {} \
+            "SELECT mrn, deviating_since, stopped_since, silent, fold, last_fix_ms, version FROM {} \
              JOIN track ON track.mrn = v.column1",
             store::keys(conn, chunk.len())
         );
@@ -354,6 +376,7 @@ pub(crate) async fn apply_batch(
             t.was_deviating = r.try_get(1)?;
             t.was_stopped = r.try_get(2)?;
             t.was_silent = r.try_get::<i64, _>(3)? != 0;
+            t.version = r.try_get(6)?;
             let fold: Option<String> = r.try_get(4)?;
             let last: Option<i64> = r.try_get(5)?;
             t.fold = match fold {
@@ -459,15 +482,19 @@ pub(crate) async fn apply_batch(
             t.fold = Some(fold);
         }
     }
-    // The track rows, a few hundred per statement.
-    let per = store::rows_per_statement(conn, 6);
+    // The track rows, a few hundred per statement, each only over the version read above
+    // (none read: version 0, and a row someone inserted meanwhile is at 1 or more). The read
+    // takes no lock, so a writer on another connection (the feed, another worker, the silence
+    // scan) may have written a row since; its write would otherwise be lost under this one.
+    let per = store::rows_per_statement(conn, 7);
     for chunk in transits.chunks(per) {
         let sql = format!(
-            "INSERT INTO track (mrn, last_fix_ms, deviating_since, stopped_since, silent, fold) \
+            "INSERT INTO track (mrn, last_fix_ms, deviating_since, stopped_since, silent, fold, version) \
              VALUES {} ON CONFLICT (mrn) DO UPDATE SET last_fix_ms = excluded.last_fix_ms, \
              deviating_since = excluded.deviating_since, stopped_since = excluded.stopped_since, \
-             silent = excluded.silent, fold = excluded.fold",
-            store::value_rows(conn, chunk.len(), 6)
+             silent = excluded.silent, fold = excluded.fold, version = excluded.version \
+             WHERE track.version = excluded.version - 1",
+            store::value_rows(conn, chunk.len(), 7)
         );
         let mut q = store::multi_row(conn, &sql);
         for t in chunk {
@@ -480,9 +507,15 @@ pub(crate) async fn apply_batch(
                 .bind(fold.verdict.deviating_since)
                 .bind(fold.verdict.stopped_since)
                 .bind(0_i64)
-                .bind(text);
+                .bind(text)
+                .bind(t.version + 1);
         }
-        q.execute(&mut *conn).await?;
+        if q.execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
+            return Err(store::conflict(
+                "track",
+                "one whose fixes this transaction judged",
+            ));
+        }
     }
     Ok(transits.len())
 }
@@ -497,6 +530,8 @@ struct Judged {
     was_deviating: Option<i64>,
     was_stopped: Option<i64>,
     was_silent: bool,
+    /// The track row's version as read (0: no row yet).
+    version: i64,
     /// What its fixes folded to; `None` when it must be judged from `history`.
     fold: Option<Fold>,
     /// Its stored fixes by time, when the batch's fixes are not all newer than them.
@@ -512,6 +547,7 @@ impl Judged {
             was_deviating: None,
             was_stopped: None,
             was_silent: false,
+            version: 0,
             fold: Some(Fold::default()),
             history: None,
         }
@@ -653,13 +689,35 @@ impl Store {
                 cause: cause.to_string(),
             })
             .collect();
-        let mut tx = self.pool().begin().await?;
         // A packet of the feed names few trackers: their corridors read every time.
         let mut corridors = Corridors::default();
-        let touched =
-            apply_batch(&mut tx, &items, &mut corridors, &HashSet::new(), c, now_ms).await?;
-        tx.commit().await?;
-        Ok(touched)
+        // Done again from a fresh read when a post's event (or another packet) wrote one of
+        // the same tracks first; after a few tries the caller leaves the packet
+        // unacknowledged, to be sent again.
+        let mut tries = 0;
+        loop {
+            let mut tx = self.pool().begin().await?;
+            let done = match apply_batch(
+                &mut tx,
+                &items,
+                &mut corridors,
+                &HashSet::new(),
+                c,
+                now_ms,
+            )
+            .await
+            {
+                Ok(n) => tx.commit().await.map(|()| n).map_err(StoreError::from),
+                Err(e) => Err(e),
+            };
+            match done {
+                Err(e) if e.is_conflict() && tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "feed fixes done again");
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Raises `tracker_silent` on every transit on the road whose tracker has not been heard
@@ -683,36 +741,55 @@ impl Store {
             if was == Some(1) || !silent(last, now_ms, c) {
                 continue;
             }
-            let mut tx = self.pool().begin().await?;
-            let (dev, stop, already) = track_of(&mut tx, &mrn).await?;
-            if already {
-                continue; // another scheduler came first
+            match self.silence_one(&mrn, seen, now_ms, c).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // A fix, a passage or another scheduler came first; the next scan looks again.
+                Err(e) if e.is_conflict() => {
+                    tracing::debug!(%mrn, error = %e, "silence not raised");
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
-            let note = format!(
-                "no fix of its tracker since {}",
-                crate::tracking::time_text(last)
-            );
-            store::set_flag(
-                &mut tx,
-                &mrn,
-                Flag::TrackerSilent,
-                true,
-                "scheduler",
-                &note,
-                now_ms,
-            )
-            .await?;
-            let v = Verdict {
-                deviating_since: dev,
-                stopped_since: stop,
-                last_fix_ms: fix,
-                farthest_m: 0.0,
-            };
-            save_track(&mut tx, &mrn, &v, true).await?;
-            tx.commit().await?;
             raised += 1;
         }
         Ok(raised)
+    }
+
+    /// Raises one transit's silence, judged again on what its transaction reads: whether it
+    /// did.
+    async fn silence_one(
+        &self,
+        mrn: &str,
+        seen: Option<i64>,
+        now_ms: i64,
+        c: &PositionsConfig,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let was = track_of(&mut tx, mrn).await?;
+        let Some(last) = seen.max(was.last_fix_ms) else {
+            return Ok(false);
+        };
+        if was.silent || !silent(last, now_ms, c) {
+            return Ok(false); // another scheduler came first, or a fix since the scan's read
+        }
+        let note = format!(
+            "no fix of its tracker since {}",
+            crate::tracking::time_text(last)
+        );
+        store::set_flag(
+            &mut tx,
+            mrn,
+            Flag::TrackerSilent,
+            true,
+            "scheduler",
+            &note,
+            now_ms,
+        )
+        .await?;
+        save_silent(&mut tx, mrn, &was).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn track(&self, mrn: &str) -> Result<Track, StoreError> {
@@ -727,12 +804,12 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect::<Result<_, sqlx::Error>>()?;
-        let (deviating_since, stopped_since, silent) = track_of(&mut conn, mrn).await?;
+        let row = track_of(&mut conn, mrn).await?;
         Ok(Track {
             fixes,
-            deviating_since,
-            stopped_since,
-            silent,
+            deviating_since: row.deviating_since,
+            stopped_since: row.stopped_since,
+            silent: row.silent,
         })
     }
 }

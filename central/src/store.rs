@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("schema_4.sql")),
     (5, include_str!("schema_5.sql")),
     (6, include_str!("schema_6.sql")),
+    (7, include_str!("schema_7.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,25 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("stored {what} is not valid: {detail}")]
     Corrupt { what: String, detail: String },
+    /// A row this transaction read was written by another transaction (another worker, the
+    /// seal operator's feed, the scheduler) before this one could write it: nothing of this
+    /// transaction is kept, and it is done again from a fresh read.
+    #[error("{what} was changed by another writer meanwhile: {detail}; done again")]
+    Conflict { what: String, detail: String },
+}
+
+impl StoreError {
+    /// Whether doing the transaction again, at once, is the cure: another writer came
+    /// first. PostgreSQL's row versions ([`StoreError::Conflict`]) and SQLite's refusal to
+    /// let a transaction write on a snapshot that another has since overtaken
+    /// (`SQLITE_BUSY_SNAPSHOT`, 517).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            StoreError::Conflict { .. } => true,
+            StoreError::Sql(sqlx::Error::Database(e)) => e.code().as_deref() == Some("517"),
+            _ => false,
+        }
+    }
 }
 
 /// Which database is behind the pool.
@@ -672,6 +692,13 @@ pub(crate) struct Gap {
 const TRANSIT_COLUMNS: &str = "mrn, state, leg, expected_post, expected_by_ms, last_post, \
      last_seen_ms, flags, declaration, declared_ms, version";
 
+pub(crate) fn conflict(what: &str, detail: impl Into<String>) -> StoreError {
+    StoreError::Conflict {
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
+
 pub(crate) fn corrupt(what: &str, detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         what: what.into(),
@@ -993,9 +1020,9 @@ pub(crate) async fn set_flag(
         return Ok(None);
     };
     if !update_transit(conn, &next, t.version).await? {
-        return Err(corrupt(
-            "transit version",
-            format!("{mrn} changed inside this transaction"),
+        return Err(conflict(
+            "transit",
+            format!("{mrn} changed since this transaction read it"),
         ));
     }
     log_change(conn, mrn, &change, now_ms).await?;

@@ -70,7 +70,7 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
             let v: i64 = sqlx::Row::try_get(&row, 1).unwrap();
             (n, v)
         };
-        assert_eq!(versions(again.clone()).await, (6, 6), "{backend}");
+        assert_eq!(versions(again.clone()).await, (7, 7), "{backend}");
         // A database a newer central migrated is not touched by this one.
         sqlx::query("INSERT INTO schema_version (version, applied_ms) VALUES (99, 0)")
             .execute(store.pool())
@@ -79,9 +79,9 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
         let e = Store::open(&backend).await.err().expect("refused");
         assert_eq!(
             e.to_string(),
-            "database is at schema version 99, newer than this acsgd-central knows (6); upgrade acsgd-central"
+            "database is at schema version 99, newer than this acsgd-central knows (7); upgrade acsgd-central"
         );
-        assert_eq!(versions(store).await, (7, 99), "{backend}");
+        assert_eq!(versions(store).await, (8, 99), "{backend}");
     });
 }
 

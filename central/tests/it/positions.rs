@@ -10,7 +10,7 @@ use std::sync::Arc;
 use acsgd_central::declare;
 use acsgd_central::feed::{self, FeedCounters};
 use acsgd_central::ingest::{Ingestor, Limits, Message};
-use acsgd_central::positions::PositionsConfig;
+use acsgd_central::positions::{Fix, PositionsConfig};
 use acsgd_central::store::Store;
 use acsgd_drivers::egts;
 use acsgd_drivers::reading::Reading;
@@ -482,5 +482,172 @@ fn a_backlog_of_positions_is_judged_event_by_event_however_it_is_batched() {
             let track = store.track(mrn).await.unwrap();
             assert_eq!(track, want_track, "{backend}: {mrn}");
         }
+    });
+}
+
+/// A track row written by another connection between a transaction's read of it and its own
+/// write (the seal operator's feed and a post's position event for the same truck, the
+/// silence scan, another worker) is not written over: the later transaction finds another
+/// version and is done again from a fresh read.
+///
+/// Two transits on the same corridor get the same fixes: a fix on the line, then two 9 km off
+/// it (two fixes beyond the width make a deviation here). Transit B takes them one by one, the
+/// reference. For A another writer folds the second fix in, in a transaction held open, while
+/// the feed's `apply_fixes` brings the third; the writer commits once the feed's write waits
+/// for its row (PostgreSQL: seen in `pg_stat_activity`; SQLite has one writer at a time and
+/// nothing to watch, so there the order is whichever comes, and the outcome must be the same
+/// either way). Written over, A would have lost the second fix: no deviation, and a fold unlike
+/// B's.
+#[test]
+fn a_track_written_meanwhile_by_another_connection_is_not_written_over() {
+    on_both(|store, backend| async move {
+        let mut korgas = Box_::new("korgas");
+        store.put_post(&korgas.registry_entry()).await.unwrap();
+        store
+            .put_post(&Box_::new("kordai").registry_entry())
+            .await
+            .unwrap();
+        let config = PositionsConfig {
+            deviation_fixes: 2,
+            deviation_s: 3600,
+            ..PositionsConfig::default()
+        };
+        let mut i = Ingestor::new(store.clone(), Limits::default())
+            .await
+            .unwrap();
+        let corridor = json!({"points": [KHORGOS, ALMATY], "width_m": 5000});
+        let (a, b) = ("26KZ5500000000030C", "26KZ5500000000031C");
+        for (mrn, tracker) in [(a, "seal-a"), (b, "seal-b")] {
+            transit(&store, mrn, tracker, Some(corridor.clone())).await;
+            let dep = korgas.event("passage", T0, passage(mrn, "green", T0));
+            let m = Message {
+                topic: korgas.topic("passage"),
+                payload: dep,
+            };
+            i.handle(&[m], T0).await.unwrap();
+        }
+        let fix = |min: i64, off_m: f64| {
+            let (lat, lon) = on_route(0.05 + 0.002 * min as f64, off_m);
+            Fix {
+                time_ms: T0 + 600_000 + min * 60_000,
+                lat,
+                lon,
+                speed: Some(60.0),
+            }
+        };
+        let (f1, f2, f3) = (fix(0, 0.0), fix(1, 9000.0), fix(2, 9000.0));
+        let now = T0 + H;
+        let apply = |store: Store, tracker: &'static str, f: Fix, config: PositionsConfig| async move {
+            store
+                .apply_fixes(
+                    &[(tracker.to_string(), vec![f])],
+                    "egts",
+                    "egts:test",
+                    &config,
+                    now,
+                )
+                .await
+        };
+        for (tracker, f) in [("seal-a", f1), ("seal-b", f1), ("seal-b", f2)] {
+            apply(store.clone(), tracker, f, config.clone())
+                .await
+                .unwrap();
+        }
+        let row = |mrn: &'static str| {
+            let store = store.clone();
+            async move {
+                let r = sqlx::query(
+                    "SELECT fold, last_fix_ms, deviating_since, stopped_since, silent, version \
+                     FROM track WHERE mrn = $1",
+                )
+                .bind(mrn)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                use sqlx::Row;
+                (
+                    r.get::<Option<String>, _>(0),
+                    r.get::<Option<i64>, _>(1),
+                    r.get::<Option<i64>, _>(2),
+                    r.get::<Option<i64>, _>(3),
+                    r.get::<i64, _>(4),
+                    r.get::<i64, _>(5),
+                )
+            }
+        };
+        // The other writer: B's track after the second fix, as A's, and the fix itself.
+        let (fold, last, dev, stop, _, _) = row(b).await;
+        let mut other = store.pool().begin().await.unwrap();
+        sqlx::query(
+            "UPDATE track SET fold = $1, last_fix_ms = $2, deviating_since = $3, \
+             stopped_since = $4, version = version + 1 WHERE mrn = $5",
+        )
+        .bind(fold)
+        .bind(last)
+        .bind(dev)
+        .bind(stop)
+        .bind(a)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO fix (mrn, time_ms, lat, lon, speed, source, received_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'egts', $6)",
+        )
+        .bind(a)
+        .bind(f2.time_ms)
+        .bind(f2.lat)
+        .bind(f2.lon)
+        .bind(f2.speed)
+        .bind(now)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+        let third = tokio::spawn(apply(store.clone(), "seal-a", f3, config.clone()));
+        if backend.starts_with("postgres") {
+            let mut waited = 0;
+            loop {
+                let (waiting,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                )
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    break;
+                }
+                waited += 1;
+                assert!(waited < 3000, "the feed's write never waited for the row");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        } else {
+            tokio::task::yield_now().await;
+        }
+        other.commit().await.unwrap();
+        assert_eq!(third.await.unwrap().unwrap(), 1, "{backend}: A's fix taken");
+        apply(store.clone(), "seal-b", f3, config.clone())
+            .await
+            .unwrap();
+        let (got, want) = (row(a).await, row(b).await);
+        assert!(
+            got.2.is_some(),
+            "{backend}: A deviates, on the second and third fixes"
+        );
+        assert_eq!(
+            (&got.0, got.1, got.2, got.3, got.4),
+            (&want.0, want.1, want.2, want.3, want.4),
+            "{backend}: A's track as B's, the second fix folded in"
+        );
+        assert_eq!(
+            got.5, 3,
+            "{backend}: three writes of A's track, one after another"
+        );
+        assert_eq!(
+            log_notes(&store, a, "flag route_deviation").await,
+            log_notes(&store, b, "flag route_deviation").await,
+            "{backend}: the deviation raised on A as on B"
+        );
+        assert_eq!(log_notes(&store, a, "flag route_deviation").await, 1);
+        assert_eq!(store.track(a).await.unwrap().fixes.len(), 3);
     });
 }
