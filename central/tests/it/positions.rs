@@ -649,5 +649,27 @@ fn a_track_written_meanwhile_by_another_connection_is_not_written_over() {
         );
         assert_eq!(log_notes(&store, a, "flag route_deviation").await, 1);
         assert_eq!(store.track(a).await.unwrap().fixes.len(), 3);
+        if backend.starts_with("sqlite") {
+            // What SQLite does instead of PostgreSQL's wait: a transaction that read before
+            // another wrote is refused its own write, and that refusal is done again too.
+            let mut late = store.pool().begin().await.unwrap();
+            sqlx::query("SELECT version FROM track WHERE mrn = $1")
+                .bind(a)
+                .fetch_one(&mut *late)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE track SET version = version + 1 WHERE mrn = $1")
+                .bind(a)
+                .execute(store.pool())
+                .await
+                .unwrap();
+            let refused = sqlx::query("UPDATE track SET version = version + 1 WHERE mrn = $1")
+                .bind(a)
+                .execute(&mut *late)
+                .await
+                .expect_err("a write on an overtaken snapshot");
+            let e = acsgd_central::store::StoreError::from(refused);
+            assert!(e.is_conflict(), "{e}");
+        }
     });
 }
