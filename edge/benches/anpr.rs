@@ -8,6 +8,10 @@
 //! threads (one per core). Frames come from `edge/tests/data/plates/` or `$ACSGD_ANPR_DIR`
 //! (for example the 1000-frame test set `models/plates/synth.py scenes` writes); each is
 //! read `$ACSGD_ANPR_ROUNDS` times (default 5) after one untimed warm-up.
+//!
+//! `$ACSGD_ANPR_BEFORE=DIR`: the models in DIR (those it holds; the built-in ones for the
+//! rest) are measured too, in the same run, each frame and crop read by both readers in
+//! turn, so that a change of models is compared on the same machine at the same moment.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -86,6 +90,52 @@ fn main() {
             reader.text.recognise(std::slice::from_ref(c)).unwrap();
             line.push(t.elapsed().as_secs_f64() * 1e3);
         }
+    }
+    // The previous models, each frame and crop in turn with the current ones.
+    if let Some(before) = std::env::var_os("ACSGD_ANPR_BEFORE").map(PathBuf::from) {
+        let source = ModelSource {
+            dir: Some(before.clone()),
+            threads: 0,
+        };
+        let mut old = Reader::new(&env, &source).expect("the previous models");
+        let (mut now_f, mut old_f, mut now_c, mut old_c) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut now_d, mut old_d) = (Vec::new(), Vec::new());
+        for f in &frames {
+            old.read(f).unwrap();
+        }
+        for _ in 0..rounds {
+            for f in &frames {
+                for (r, v, d) in [
+                    (&mut reader, &mut now_f, &mut now_d),
+                    (&mut old, &mut old_f, &mut old_d),
+                ] {
+                    let t = Instant::now();
+                    r.read(f).unwrap();
+                    v.push(t.elapsed().as_secs_f64() * 1e3);
+                    d.push(r.text.detect_ms);
+                }
+            }
+            for c in &crops {
+                for (r, v) in [(&mut reader, &mut now_c), (&mut old, &mut old_c)] {
+                    let t = Instant::now();
+                    r.text.recognise(std::slice::from_ref(c)).unwrap();
+                    v.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        println!("in turn with the models of {}:", before.display());
+        report("  whole frame, now   ", &mut now_f, "");
+        report("  whole frame, before", &mut old_f, "");
+        report("  text detect, now   ", &mut now_d, "");
+        report("  text detect, before", &mut old_d, "");
+        report("  text crop, now     ", &mut now_c, "");
+        report("  text crop, before  ", &mut old_c, "");
+        println!(
+            "  now / before: whole frame {:.2}, text crop {:.2}",
+            pct(&mut now_f, 0.5) / pct(&mut old_f, 0.5),
+            pct(&mut now_c, 0.5) / pct(&mut old_c, 0.5)
+        );
     }
     let mut single = Vec::new();
     for _ in 0..rounds {
