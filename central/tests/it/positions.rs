@@ -54,6 +54,17 @@ fn captures() -> Vec<Capture> {
         .collect()
 }
 
+/// Korgas and Kordai registered; Korgas's box, to sign its events.
+async fn two_posts(store: &Store) -> Box_ {
+    let korgas = Box_::new("korgas");
+    store.put_post(&korgas.registry_entry()).await.unwrap();
+    store
+        .put_post(&Box_::new("kordai").registry_entry())
+        .await
+        .unwrap();
+    korgas
+}
+
 async fn transit(store: &Store, mrn: &str, tracker: &str, corridor: Option<Value>) {
     let mut d = json!({"mrn": mrn, "plates": ["123ABC02"], "tracker": tracker,
         "itinerary": [{"post": "korgas"}, {"post": "kordai", "within_h": 48}]});
@@ -113,13 +124,7 @@ async fn log_notes(store: &Store, mrn: &str, prefix: &str) -> usize {
 #[test]
 fn the_seal_operators_feed_and_the_posts_positions_follow_a_truck_between_posts() {
     on_both(|store, backend| async move {
-        let korgas = Box_::new("korgas");
-        store.put_post(&korgas.registry_entry()).await.unwrap();
-        store
-            .put_post(&Box_::new("kordai").registry_entry())
-            .await
-            .unwrap();
-        let mut korgas = korgas;
+        let mut korgas = two_posts(&store).await;
         let config = PositionsConfig::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -342,12 +347,7 @@ async fn flag_changes(store: &Store, mrn: &str, ids: &[String]) -> Vec<(String, 
 #[test]
 fn a_backlog_of_positions_is_judged_event_by_event_however_it_is_batched() {
     on_both(|store, backend| async move {
-        let mut korgas = Box_::new("korgas");
-        store.put_post(&korgas.registry_entry()).await.unwrap();
-        store
-            .put_post(&Box_::new("kordai").registry_entry())
-            .await
-            .unwrap();
+        let mut korgas = two_posts(&store).await;
         let limits = Limits {
             positions: PositionsConfig {
                 stop_max_s: 300,
@@ -501,12 +501,7 @@ fn a_backlog_of_positions_is_judged_event_by_event_however_it_is_batched() {
 #[test]
 fn a_track_written_meanwhile_by_another_connection_is_not_written_over() {
     on_both(|store, backend| async move {
-        let mut korgas = Box_::new("korgas");
-        store.put_post(&korgas.registry_entry()).await.unwrap();
-        store
-            .put_post(&Box_::new("kordai").registry_entry())
-            .await
-            .unwrap();
+        let mut korgas = two_posts(&store).await;
         let config = PositionsConfig {
             deviation_fixes: 2,
             deviation_s: 3600,
