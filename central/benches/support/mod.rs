@@ -24,7 +24,19 @@ where
         rt.block_on(run("sqlite", url));
     }
     if which == "postgres" || which == "both" {
-        let pg = Pg::start();
+        // The locale central/README asks central's database to be created in (its text keys
+        // are identifiers, compared byte by byte in C); `ACSGD_PG_LOCALE=` (empty) for the
+        // environment's, as a cluster created without it has.
+        let locale = std::env::var("ACSGD_PG_LOCALE").unwrap_or_else(|_| "C".into());
+        let pg = Pg::start_in(Some(locale.as_str()).filter(|l| !l.is_empty()));
+        println!(
+            "postgres cluster locale: {}",
+            if locale.is_empty() {
+                "the environment's"
+            } else {
+                &locale
+            }
+        );
         rt.block_on(run("postgres", pg.url()));
     }
 }

@@ -49,7 +49,14 @@ fn is_root() -> bool {
 }
 
 impl Pg {
+    /// A cluster in the environment's locale, as Debian's packaged cluster takes it.
     pub fn start() -> Pg {
+        Pg::start_in(None)
+    }
+
+    /// A cluster whose databases collate and classify text in `locale` (initdb's `--locale`;
+    /// none: the environment's).
+    pub fn start_in(locale: Option<&str>) -> Pg {
         let dir = tempfile::Builder::new()
             .prefix("acsgd-pg")
             .tempdir()
@@ -81,7 +88,10 @@ impl Pg {
                 "acsgd",
                 "-E",
                 "UTF8",
-            ],
+            ]
+            .into_iter()
+            .chain(locale.map(|l| ["--locale", l]).into_iter().flatten())
+            .collect::<Vec<_>>(),
         );
         pg.start_again();
         pg
