@@ -164,11 +164,10 @@ def fold_affine_before_1x1(gr):
         w, b = conv_weights(gr, conv)
         if w is None or w.shape[2:] != (1, 1) or a.get("group", 1) != 1:
             continue
+        # onnx gives string attributes as bytes.
         if any(p != 0 for p in a.get("pads", [])) or a.get("auto_pad", b"NOTSET") not in (
             b"NOTSET",
-            "NOTSET",
             b"VALID",
-            "VALID",
         ):
             continue
         add = gr.prod.get(conv.input[0])
@@ -238,6 +237,7 @@ def drop_unused_constants(gr):
 
 def rewrite(src, dst, shape):
     model = onnx.load(src)
+    before = len(model.graph.node)
     gr = Graph(model)
     counts = {
         "affine after a convolution": fold_affine_after_conv(gr),
@@ -259,7 +259,7 @@ def rewrite(src, dst, shape):
         x = rng.uniform(-1, 1, shape).astype(np.float32)
         ya, yb = a.run(None, {"x": x})[0], b.run(None, {"x": x})[0]
         worst = max(worst, float(np.abs(ya - yb).max()))
-    print(f"{dst}: {counts}; nodes {len(onnx.load(src).graph.node)} -> {len(model.graph.node)}; "
+    print(f"{dst}: {counts}; nodes {before} -> {len(model.graph.node)}; "
           f"largest output difference {worst:.2e}")
     if worst > 1e-4:
         sys.exit(f"{dst}: not the same function (difference {worst})")
