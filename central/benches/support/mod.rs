@@ -24,10 +24,10 @@ where
         rt.block_on(run("sqlite", url));
     }
     if which == "postgres" || which == "both" {
-        // The locale central/README asks central's database to be created in (its text keys
-        // are identifiers, compared byte by byte in C); `ACSGD_PG_LOCALE=` (empty) for the
-        // environment's, as a cluster created without it has.
-        let locale = std::env::var("ACSGD_PG_LOCALE").unwrap_or_else(|_| "C".into());
+        // The environment's locale, as a packaged cluster has it (central gives its own text
+        // columns the C collation at start, `Store::collate_c`); `ACSGD_PG_LOCALE=C` or
+        // another to make the cluster in that one.
+        let locale = std::env::var("ACSGD_PG_LOCALE").unwrap_or_default();
         let pg = Pg::start_in(Some(locale.as_str()).filter(|l| !l.is_empty()));
         println!(
             "postgres cluster locale: {}",

@@ -86,6 +86,81 @@ fn migrations_run_once_and_a_newer_database_is_refused() {
 }
 
 #[test]
+fn text_keys_are_compared_byte_by_byte_on_both_backends() {
+    on_both(|store, backend| async move {
+        // Post ids order byte by byte, as SQLite orders TEXT: '-' before the digits before
+        // the letters (a linguistic collation would skip the dash and mix them).
+        registered(&store, &["kordai-2", "kordai1", "kordai", "kordai-10"]).await;
+        let ids: Vec<String> = store
+            .posts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["kordai", "kordai-10", "kordai-2", "kordai1"],
+            "{backend}"
+        );
+        if !backend.starts_with("postgres") {
+            return;
+        }
+        // On PostgreSQL every text column of central's tables has the C collation, whatever
+        // the database's own (the tests' clusters take the machine's locale).
+        let not_c = |s: Store| async move {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT c.relname::text, a.attname::text FROM pg_attribute a \
+                 JOIN pg_class c ON c.oid = a.attrelid \
+                 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' \
+                 AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid = 'text'::regtype \
+                 AND a.attcollation <> 'pg_catalog.\"C\"'::regcollation ORDER BY 1, 2",
+            )
+            .fetch_all(s.pool())
+            .await
+            .unwrap();
+            rows
+        };
+        assert_eq!(not_c(store.clone()).await, vec![]);
+        let (c,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' \
+             AND a.attnum > 0 AND a.atttypid = 'text'::regtype",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert!(c > 60, "{c} text columns");
+        // A database an older central made (its keys in the database's collation), beside a
+        // table of someone else's: the next start gives central's keys C and leaves the
+        // other table alone.
+        sqlx::raw_sql(
+            "ALTER TABLE journal ALTER COLUMN id TYPE text COLLATE \"default\"; \
+             ALTER TABLE transit ALTER COLUMN mrn TYPE text COLLATE \"default\"; \
+             CREATE TABLE site_notes (note text)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let before = not_c(store.clone()).await;
+        assert_eq!(
+            before,
+            [
+                ("journal", "id"),
+                ("site_notes", "note"),
+                ("transit", "mrn")
+            ]
+            .map(|(t, c)| (t.to_string(), c.to_string()))
+        );
+        let again = Store::open(&backend).await.unwrap();
+        assert_eq!(
+            not_c(again).await,
+            vec![("site_notes".to_string(), "note".to_string())]
+        );
+    });
+}
+
+#[test]
 fn events_are_journaled_once_and_seq_gaps_are_tracked() {
     on_both(|store, backend| async move {
         let mut b = registered(&store, &["korgas"]).await.remove(0);
