@@ -230,7 +230,8 @@ impl Store {
     /// it (one catalog query); where one lacks it (the first start of this version on an
     /// older database), `ALTER COLUMN … TYPE text COLLATE "C"` rebuilds that column's indexes,
     /// not the table. An advisory lock keeps two instances starting at once from doing it
-    /// twice.
+    /// twice. It is a matter of speed, not of correctness: a column PostgreSQL will not
+    /// change is left as it is (a warning), never a reason not to start.
     async fn collate_c(&self) -> Result<(), StoreError> {
         let tables = tables();
         let mut tx = self.pool.begin().await?;
@@ -255,15 +256,28 @@ impl Store {
             let alter = format!(
                 "ALTER TABLE \"{table}\" ALTER COLUMN \"{column}\" TYPE text COLLATE \"C\""
             );
-            sqlx::raw_sql(&alter)
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| StoreError::Collate {
-                    table: table.clone(),
-                    column: column.clone(),
-                    source,
-                })?;
-            changed += 1;
+            // Each column in a savepoint of its own: one PostgreSQL refuses to change (a view
+            // of the operator's over it, a lock another program holds past a deadlock) keeps
+            // its collation, with a warning, and the others are still changed.
+            let mut one = sqlx::Connection::begin(&mut *tx).await?;
+            match sqlx::raw_sql(&alter).execute(&mut *one).await {
+                Ok(_) => {
+                    one.commit().await?;
+                    changed += 1;
+                }
+                Err(source) => {
+                    one.rollback().await?;
+                    let e = StoreError::Collate {
+                        table: table.clone(),
+                        column: column.clone(),
+                        source,
+                    };
+                    tracing::warn!(
+                        error = %e,
+                        "the column keeps the database's collation: central works, compares it more slowly, and tries again at its next start"
+                    );
+                }
+            }
         }
         tx.commit().await?;
         if changed > 0 {

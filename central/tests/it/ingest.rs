@@ -132,31 +132,43 @@ fn text_keys_are_compared_byte_by_byte_on_both_backends() {
         .unwrap();
         assert!(c > 60, "{c} text columns");
         // A database an older central made (its keys in the database's collation), beside a
-        // table of someone else's: the next start gives central's keys C and leaves the
-        // other table alone.
+        // table of someone else's and a view of the operator's over the journal's ids: the
+        // next start gives central's keys C where PostgreSQL lets it, leaves the other
+        // table alone, and starts all the same.
         sqlx::raw_sql(
             "ALTER TABLE journal ALTER COLUMN id TYPE text COLLATE \"default\"; \
              ALTER TABLE transit ALTER COLUMN mrn TYPE text COLLATE \"default\"; \
-             CREATE TABLE site_notes (note text)",
+             CREATE TABLE site_notes (note text); \
+             CREATE VIEW site_report AS SELECT id, post FROM journal",
         )
         .execute(store.pool())
         .await
         .unwrap();
-        let before = not_c(store.clone()).await;
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(t, c)| (t.to_string(), c.to_string()))
+                .collect()
+        };
         assert_eq!(
-            before,
-            [
+            not_c(store.clone()).await,
+            pairs(&[
                 ("journal", "id"),
                 ("site_notes", "note"),
                 ("transit", "mrn")
-            ]
-            .map(|(t, c)| (t.to_string(), c.to_string()))
+            ])
         );
         let again = Store::open(&backend).await.unwrap();
+        // PostgreSQL changes no column a view reads: journal.id waits for the next start.
         assert_eq!(
-            not_c(again).await,
-            vec![("site_notes".to_string(), "note".to_string())]
+            not_c(again.clone()).await,
+            pairs(&[("journal", "id"), ("site_notes", "note")])
         );
+        sqlx::raw_sql("DROP VIEW site_report")
+            .execute(again.pool())
+            .await
+            .unwrap();
+        let again = Store::open(&backend).await.unwrap();
+        assert_eq!(not_c(again).await, pairs(&[("site_notes", "note")]));
     });
 }
 
