@@ -397,6 +397,32 @@ fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
     }
 }
 
+/// A Chinese double-row plate (a motorcycle's, `沪·A` over `N9241`, a real photo): the
+/// detector's box of the taller lower row reaches up past the upper row's middle, and the two
+/// rows are still read as one plate.
+#[test]
+fn a_double_row_plate_whose_rows_boxes_overlap_is_read_joined() {
+    use acsgd::anpr::models::{init_runtime, ModelSource};
+    use acsgd::anpr::pipeline::Reader;
+
+    let Some(dir) = real_photos() else { return };
+    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
+    let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
+    let path = dir.join("cn_120.png");
+    let frame =
+        opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+    let reads: Vec<(String, Option<&str>)> = reader
+        .read(&frame)
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.text, p.country))
+        .collect();
+    assert!(
+        reads.contains(&("沪AN9241".to_string(), Some("CN"))),
+        "{reads:?}"
+    );
+}
+
 /// A PNG of a few dozen bytes that declares 30 000 x 30 000 pixels (2.7 GB decoded) and a
 /// FIFO nobody writes to: each costs its own error line, nothing is decoded or waited for,
 /// and the real frame after them is still read.
