@@ -50,6 +50,9 @@ fn tables() -> BTreeSet<String> {
 
 /// The advisory lock key [`Store::collate_c`] holds while it looks and alters ("acsgdcol").
 const COLLATE_LOCK: i64 = 0x6163_7367_6463_6f6c;
+/// How long [`Store::collate_c`] waits for a table's lock before it leaves that column for
+/// the next start: central's own transactions hold one for milliseconds.
+const COLLATE_LOCK_WAIT_MS: u64 = 5_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -230,7 +233,7 @@ impl Store {
     /// it (one catalog query); where one lacks it (the first start of this version on an
     /// older database), `ALTER COLUMN … TYPE text COLLATE "C"` rebuilds that column's indexes,
     /// not the table. An advisory lock keeps two instances starting at once from doing it
-    /// twice. It is a matter of speed, not of correctness: a column PostgreSQL will not
+    /// twice; a table another session keeps locked is waited for 5 s at most. It is a matter of speed, not of correctness: a column PostgreSQL will not
     /// change is left as it is (a warning), never a reason not to start.
     async fn collate_c(&self) -> Result<(), StoreError> {
         let tables = tables();
@@ -239,6 +242,15 @@ impl Store {
             .bind(COLLATE_LOCK)
             .fetch_one(&mut *tx)
             .await?;
+        // An ALTER waits for every transaction on its table and, while it waits, holds up
+        // every one after it: a session of someone else's that keeps a table open (a report
+        // left in a transaction) must not stop central's start nor its other instances. Set
+        // after the advisory lock, which a second instance starting meanwhile waits out.
+        sqlx::raw_sql(&format!(
+            "SET LOCAL lock_timeout = '{COLLATE_LOCK_WAIT_MS}ms'"
+        ))
+        .execute(&mut *tx)
+        .await?;
         let columns: Vec<(String, String)> = sqlx::query_as(
             "SELECT c.relname::text, a.attname::text FROM pg_attribute a \
              JOIN pg_class c ON c.oid = a.attrelid \
@@ -257,8 +269,8 @@ impl Store {
                 "ALTER TABLE \"{table}\" ALTER COLUMN \"{column}\" TYPE text COLLATE \"C\""
             );
             // Each column in a savepoint of its own: one PostgreSQL refuses to change (a view
-            // of the operator's over it, a lock another program holds past a deadlock) keeps
-            // its collation, with a warning, and the others are still changed.
+            // of the operator's over it, a lock another session holds past the wait, a
+            // deadlock) keeps its collation, with a warning, and the others are still changed.
             let mut one = sqlx::Connection::begin(&mut *tx).await?;
             match sqlx::raw_sql(&alter).execute(&mut *one).await {
                 Ok(_) => {
