@@ -233,8 +233,9 @@ impl Store {
     /// it (one catalog query); where one lacks it (the first start of this version on an
     /// older database), `ALTER COLUMN … TYPE text COLLATE "C"` rebuilds that column's indexes,
     /// not the table. An advisory lock keeps two instances starting at once from doing it
-    /// twice; a table another session keeps locked is waited for 5 s at most. It is a matter of speed, not of correctness: a column PostgreSQL will not
-    /// change is left as it is (a warning), never a reason not to start.
+    /// twice; a table another session keeps locked is waited for 5 s at most. It is a matter
+    /// of speed, not of correctness: a column PostgreSQL will not change is left as it is (a
+    /// warning), never a reason not to start.
     async fn collate_c(&self) -> Result<(), StoreError> {
         let tables = tables();
         let mut tx = self.pool.begin().await?;

@@ -670,8 +670,8 @@ fn beside(a: &[Point2f; 4], b: &[Point2f; 4]) -> bool {
 ///
 /// The boxes are the detector's, grown by [`UNCLIP`]: a tall lower row grows up into the
 /// row above it, so its box may start above the upper box's middle (`沪·A` over `N9241` on a
-/// real Chinese motorcycle plate: the lower box starts 3.5 of the photo's pixels above it). Side by side
-/// lines have their middles at one height, and are [`beside`]'s.
+/// real Chinese motorcycle plate: the lower box starts 3.5 of the photo's pixels above it).
+/// Side by side lines have their middles at one height, and are [`beside`]'s.
 fn above(a: &[Point2f; 4], b: &[Point2f; 4]) -> bool {
     let (ax0, ay0, ax1, ay1) = extent(a);
     let (bx0, by0, bx1, by1) = extent(b);
