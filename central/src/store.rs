@@ -239,7 +239,7 @@ impl Store {
     async fn collate_c(&self) -> Result<(), StoreError> {
         let tables = tables();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)::text")
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(COLLATE_LOCK)
             .fetch_one(&mut *tx)
             .await?;
