@@ -9,7 +9,9 @@
 //! the format needs a letter, so becomes the plate the recogniser found next likeliest, and
 //! the choice between O and 0 is the recogniser's, not a fixed table's. A region digit no
 //! region has ([`super::format::region_allows`]) costs its read a prior ([`REGION_PRIOR`]),
-//! so that where the recogniser doubts, the plate it reads is one that can exist.
+//! so that where the recogniser doubts, the plate it reads is one that can exist. Where the
+//! recogniser reads separators (a space between a plate's groups), a format whose groups
+//! part there is likelier than one that would put the separator inside a group.
 //!
 //! Where even the best format needs characters the recogniser gave almost no probability,
 //! the plate is read as written instead (the unconstrained greedy read), for an officer to
@@ -27,6 +29,9 @@ const FORMATTED_MIN_RATIO: f32 = 1e-4;
 /// A read that fits no plate format is kept only at this confidence, and only this long.
 const UNFORMATTED_MIN: f32 = 0.5;
 const UNFORMATTED_MIN_LEN: usize = 5;
+/// Reads of two formats whose log-probabilities differ by less than this are a tie
+/// ([`Decoder::read`]).
+const TIE: f32 = 0.05;
 /// Log-probability of a step that cannot be taken.
 const NEG: f32 = -1e30;
 /// Log-probability added to a region digit no region has ([`super::format::region_allows`]):
@@ -64,13 +69,26 @@ impl Recognised {
 /// The decoder for one recogniser: each format's slots as priors over its classes.
 pub struct Decoder {
     charset: Vec<char>,
+    /// Whether the recogniser's output has a separator class after the charset (a space or a
+    /// dot between a plate's groups), and what share of its probability counts as the blank
+    /// inside a group ([`Decoder::with_separator`]).
+    separator: Option<f32>,
     /// Log-probability added to a format no longer issued, when the decoder chooses between
     /// formats (0: none).
     rare_prior: f32,
-    /// Per format, per slot, per class (index into the output, 0 the blank): the
-    /// log-probability added where the class begins that slot's character; `NEG` where it
-    /// does not fit.
-    priors: Vec<(&'static Format, Vec<Vec<f32>>)>,
+    /// Per format, what its slots and gaps allow.
+    priors: Vec<Slots>,
+}
+
+/// One format as the decoder sees it.
+struct Slots {
+    format: &'static Format,
+    /// Per slot, per class (index into the output, 0 the blank): the log-probability added
+    /// where the class begins that slot's character; `NEG` where it does not fit.
+    classes: Vec<Vec<f32>>,
+    /// After how many characters a separator is where the format's groups part: before the
+    /// first and after the last too (a flag strip, a frame), and at [`Format::gaps`].
+    gaps: Vec<bool>,
 }
 
 /// The likeliest alignment through one format: the classes read and each one's probability.
@@ -85,7 +103,7 @@ impl Decoder {
         let priors = FORMATS
             .iter()
             .map(|f| {
-                let slots = f
+                let classes = f
                     .slots
                     .chars()
                     .enumerate()
@@ -103,11 +121,20 @@ impl Decoder {
                             .collect()
                     })
                     .collect();
-                (f, slots)
+                let n = f.slots.chars().count();
+                let gaps = (0..=n)
+                    .map(|j| j == 0 || j == n || f.gaps.contains(&j))
+                    .collect();
+                Slots {
+                    format: f,
+                    classes,
+                    gaps,
+                }
             })
             .collect();
         Decoder {
             charset: charset.to_vec(),
+            separator: None,
             rare_prior: 0.0,
             priors,
         }
@@ -121,31 +148,63 @@ impl Decoder {
         self
     }
 
-    /// Classes the recogniser must output: the CTC blank and the charset.
+    /// The same decoder for output with a separator class after the charset. A separator is
+    /// no character of the plate: where the format's groups part ([`Format::gaps`]) it is
+    /// the blank; inside a group only `inside` of its probability is, so that where the
+    /// recogniser saw `1150 DK01`, the plate is the trailer's `1150DK01` (`DDDD LL DD`)
+    /// rather than `115ODK01` (`DDD LLL DD`), whose O it cannot tell from 0. A share, not
+    /// nothing: a separator misread inside a group costs a read at most `1 / inside`.
+    pub fn with_separator(mut self, inside: f32) -> Decoder {
+        self.separator = Some(inside);
+        self
+    }
+
+    /// Classes the recogniser must output: the CTC blank and the charset, and the separator
+    /// where there is one.
     pub fn classes(&self) -> usize {
-        self.charset.len() + 1
+        self.charset.len() + 1 + usize::from(self.separator.is_some())
     }
 
     /// The read of one crop's output (`t` steps of `k` probabilities), or `None` when it has
     /// neither a formatted nor a clear unformatted read.
     pub fn read(&self, probs: &[f32], t: usize, k: usize) -> Option<Recognised> {
-        debug_assert_eq!(k, self.charset.len() + 1);
-        let lp: Vec<f32> = probs.iter().map(|&p| p.max(1e-30).ln()).collect();
-        let best = self
+        debug_assert_eq!(k, self.classes());
+        let ln = |p: f32| p.max(1e-30).ln();
+        // Per step: the charset's classes with the separator in the blank (`lp`, what the
+        // greedy read and a gap between groups see), and the blank inside a group.
+        let kc = self.charset.len() + 1;
+        let mut lp = Vec::with_capacity(t * kc);
+        let mut inside = Vec::with_capacity(t);
+        for row in probs.chunks_exact(k).take(t) {
+            let (blank, sep) = match self.separator {
+                Some(share) => (row[0] + row[kc], row[0] + share * row[kc]),
+                None => (row[0], row[0]),
+            };
+            lp.push(ln(blank));
+            lp.extend(row[1..kc].iter().map(|&p| ln(p)));
+            inside.push(ln(sep));
+        }
+        let (t, k) = (inside.len(), kc);
+        let weighed: Vec<(&Format, Path, f32)> = self
             .priors
             .iter()
-            .filter_map(|(f, slots)| viterbi(&lp, t, k, slots).map(|p| (f, p)))
-            // Ties (KG and UZ share a format) go to the first in `FORMATS`.
-            .reduce(|a, b| {
-                let w = |(f, p): &(&&Format, Path)| {
-                    p.log_p + if everyday(f) { 0.0 } else { self.rare_prior }
-                };
-                if w(&b) > w(&a) {
-                    b
-                } else {
-                    a
-                }
-            });
+            .filter_map(|s| viterbi(&lp, &inside, t, k, &s.classes, &s.gaps).map(|p| (s.format, p)))
+            .map(|(f, p)| {
+                let w = p.log_p + if everyday(f) { 0.0 } else { self.rare_prior };
+                (f, p, w)
+            })
+            .collect();
+        // Formats about as likely as the likeliest are a tie, and a tie goes to the first in
+        // `FORMATS`: where the glyphs fit two formats alike, their reads differ by no more
+        // than the rounding of where each puts its blanks.
+        let top = weighed
+            .iter()
+            .map(|x| x.2)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let best = weighed
+            .into_iter()
+            .find(|x| x.2 >= top - TIE)
+            .map(|(f, p, _)| (f, p));
         let (raw, probs, log_p) = greedy(&lp, t, k, &self.charset);
         if let Some((f, path)) = best {
             let confidence = path.probs.iter().product::<f32>();
@@ -194,8 +253,16 @@ fn greedy(lp: &[f32], t: usize, k: usize, charset: &[char]) -> (String, Vec<f32>
 /// The likeliest alignment of `lp` (`t` steps of `k` log-probabilities) whose characters fit
 /// `slots` in order. States: `blank[j]`, a blank after `j` characters; `char[j][c]`, the
 /// `j`-th character being class `c`. A character follows a blank or a different character
-/// (a repeat needs a blank between).
-fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<f32>]) -> Option<Path> {
+/// (a repeat needs a blank between). A blank after `j` characters has `lp`'s blank where
+/// `gaps[j]` (the format's groups part there), `inside`'s step elsewhere.
+fn viterbi(
+    lp: &[f32],
+    inside: &[f32],
+    t: usize,
+    k: usize,
+    slots: &[Vec<f32>],
+    gaps: &[bool],
+) -> Option<Path> {
     let n = slots.len();
     if n == 0 || t < n {
         return None;
@@ -237,7 +304,8 @@ fn viterbi(lp: &[f32], t: usize, k: usize, slots: &[Vec<f32>]) -> Option<Path> {
             if j > 0 && tops[j - 1][0].0 > best {
                 (best, from) = (tops[j - 1][0].0, tops[j - 1][0].1 as u8);
             }
-            nb[j] = if best > NEG { best + row[0] } else { NEG };
+            let b = if gaps[j] { row[0] } else { inside[step] };
+            nb[j] = if best > NEG { best + b } else { NEG };
             bp_blank[step * (n + 1) + j] = from;
         }
         for j in 0..n {
@@ -323,17 +391,22 @@ mod tests {
     /// Recogniser output for `steps`: each step a list of (character or '_' for the blank,
     /// probability); the rest of the step's mass spread over the other classes.
     fn output(steps: &[&[(char, f32)]]) -> (Vec<f32>, usize, usize) {
+        output_with(steps, false)
+    }
+
+    /// The same, with a separator class (`'|'`) after the charset where `separator`.
+    fn output_with(steps: &[&[(char, f32)]], separator: bool) -> (Vec<f32>, usize, usize) {
         let cs: Vec<char> = CHARSET.chars().collect();
-        let k = cs.len() + 1;
+        let k = cs.len() + 1 + usize::from(separator);
         let mut p = Vec::new();
         for s in steps {
             let given: f32 = s.iter().map(|x| x.1).sum();
             let mut row = vec![(1.0 - given).max(0.0) / (k - s.len()) as f32; k];
             for &(c, q) in s.iter() {
-                let i = if c == '_' {
-                    0
-                } else {
-                    1 + cs.iter().position(|&x| x == c).unwrap()
+                let i = match c {
+                    '_' => 0,
+                    '|' => cs.len() + 1,
+                    c => 1 + cs.iter().position(|&x| x == c).unwrap(),
                 };
                 row[i] = q;
             }
@@ -397,6 +470,45 @@ mod tests {
         let s: Vec<&[(char, f32)]> = s.iter().map(|s| s.as_slice()).collect();
         let (p, t, k) = output(&s);
         assert_eq!(old.read(&p, t, k).unwrap().text, "B124KSZ");
+    }
+
+    #[test]
+    fn a_separator_says_where_the_groups_part() {
+        // `115?DK01`, the fourth glyph O or 0 alike (as the text reader folds them), read
+        // with a space after it, before it, or none: the Kazakh trailer `1150 DK 01`, the
+        // vehicle's `115 ODK 01`, and where nothing tells them apart, the vehicle's (the
+        // first of the two in `FORMATS`).
+        let cs: Vec<char> = CHARSET.chars().collect();
+        let decoder = Decoder::new(&cs).with_separator(0.1);
+        let glyph = |c: char| match c {
+            '?' => vec![('O', 0.48), ('0', 0.48)],
+            c => vec![(c, 0.97)],
+        };
+        let line = |gap: Option<usize>| {
+            let mut steps = vec![vec![('_', 0.97)]];
+            for (i, c) in "115?DK01".chars().enumerate() {
+                if gap == Some(i) {
+                    steps.push(vec![('|', 0.8), ('_', 0.15)]);
+                }
+                steps.push(glyph(c));
+                steps.push(vec![('_', 0.97)]);
+            }
+            steps
+        };
+        let read = |steps: Vec<Vec<(char, f32)>>| {
+            let s: Vec<&[(char, f32)]> = steps.iter().map(|s| s.as_slice()).collect();
+            let (p, t, k) = output_with(&s, true);
+            assert_eq!(k, decoder.classes());
+            decoder.read(&p, t, k).map(|r| r.text)
+        };
+        assert_eq!(read(line(Some(4))).as_deref(), Some("1150DK01"));
+        assert_eq!(read(line(Some(3))).as_deref(), Some("115ODK01"));
+        assert_eq!(read(line(None)).as_deref(), Some("115ODK01"));
+        // A separator where no format of the glyphs has a gap costs the read, and loses it
+        // nothing: `123 A|BC 02` is still `123ABC02`, and the separator is no character.
+        let mut steps = clean("123ABC02");
+        steps.insert(13, vec![('|', 0.9), ('_', 0.05)]);
+        assert_eq!(read(steps).as_deref(), Some("123ABC02"));
     }
 
     #[test]

@@ -49,6 +49,10 @@ const PROVINCES: &str = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂�
 pub struct Format {
     pub country: &'static str,
     pub slots: &'static str,
+    /// Where the plate's groups part (a space, a dot, the line before the region), as the
+    /// number of characters before each gap: `123 ABC 02` is `[3, 6]`. A separator the
+    /// recogniser reads anywhere else is evidence against the format ([`super::ctc`]).
+    pub gaps: &'static [usize],
     /// Letters allowed in `L` (and the letters of `A`) slots.
     pub letters: &'static str,
     /// The region code's digit whose values are limited, and the values it can take
@@ -56,23 +60,31 @@ pub struct Format {
     pub region: Option<(usize, &'static str)>,
 }
 
-/// Every format, in the order ties are broken.
+/// Every format, in the order ties are broken ([`super::ctc`]): Kazakhstan's first (these
+/// posts' own plates), and in each country the vehicles' formats before the trailer's. That
+/// order decides between formats that fit the same glyphs and differ only in O or 0, which
+/// the text recogniser cannot tell apart ([`super::text`]): `001OOO06` is read as a Kazakh
+/// car's plate, not as a trailer's `0010OO06` or a Russian car's `O010OO06`; `0309OK01` as a
+/// Kazakh trailer's, not as a Russian car's `O309OK01`.
 pub const FORMATS: &[Format] = &[
     Format {
         country: "KZ",
         slots: "DDDLLLDD",
+        gaps: &[3, 6],
         letters: LATIN,
         region: Some((6, KZ_REGION_TENS)),
     },
     Format {
         country: "KZ",
         slots: "DDDLLDD",
+        gaps: &[3, 5],
         letters: LATIN,
         region: Some((5, KZ_REGION_TENS)),
     },
     Format {
         country: "KZ",
         slots: "DDDDLLDD",
+        gaps: &[4, 6],
         letters: LATIN,
         region: Some((6, KZ_REGION_TENS)),
     },
@@ -80,72 +92,84 @@ pub const FORMATS: &[Format] = &[
     Format {
         country: "KZ",
         slots: "LDDDLLL",
+        gaps: &[1, 4],
         letters: LATIN,
         region: None,
     },
     Format {
         country: "KG",
         slots: "DDDDDLLL",
+        gaps: &[2, 5],
         letters: LATIN,
         region: Some((0, KG_REGION_TENS)),
     },
     Format {
         country: "UZ",
         slots: "DDLDDDLL",
+        gaps: &[2, 3, 6],
         letters: LATIN,
         region: Some((1, UZ_REGION_UNITS)),
     },
     Format {
         country: "UZ",
         slots: "DDDDDLLL",
+        gaps: &[2, 5],
         letters: LATIN,
         region: Some((1, UZ_REGION_UNITS)),
     },
     Format {
         country: "RU",
         slots: "LDDDLLDD",
+        gaps: &[1, 4, 6],
         letters: RU_LETTERS,
         region: None,
     },
     Format {
         country: "RU",
         slots: "LDDDLLDDD",
+        gaps: &[1, 4, 6],
         letters: RU_LETTERS,
         region: Some((6, RU_REGION_HUNDREDS)),
     },
     Format {
         country: "RU",
         slots: "LLDDDDDD",
+        gaps: &[2, 6],
         letters: RU_LETTERS,
         region: None,
     },
     Format {
         country: "RU",
         slots: "LLDDDDDDD",
+        gaps: &[2, 6],
         letters: RU_LETTERS,
         region: Some((6, RU_REGION_HUNDREDS)),
     },
     Format {
         country: "CN",
         slots: "PLAAAAA",
+        gaps: &[2],
         letters: CN_LETTERS,
         region: None,
     },
     Format {
         country: "CN",
         slots: "PLAAAAAA",
+        gaps: &[2],
         letters: CN_LETTERS,
         region: None,
     },
     Format {
         country: "CN",
         slots: "GOAAAAA",
+        gaps: &[2],
         letters: CN_LETTERS,
         region: None,
     },
     Format {
         country: "CN",
         slots: "PLAAAAT",
+        gaps: &[2, 6],
         letters: CN_LETTERS,
         region: None,
     },

@@ -7,7 +7,9 @@
 //! digits; its output is folded onto the plate charset ([`TEXT_CHARSET`]: lower case and
 //! Cyrillic look-alikes onto their Latin twins) and decoded straight into the plate formats
 //! ([`super::ctc`]), so a read that fits no format is dropped: makes, dealers' frames,
-//! `RUS` marks, shop signs.
+//! `RUS` marks, shop signs. Two things of the output are kept that the plate charset lacks:
+//! separators (a space, a dot), which say where a plate's groups part, and O and 0 as one
+//! glyph, which this recogniser cannot tell apart on plates.
 //!
 //! A plate is not always one line to the detector: a Russian plate's region sits beside its
 //! series behind a bar, a Kazakh plate's region beside its flag strip, a double-row plate is
@@ -66,8 +68,16 @@ const RARE_PRIOR: f32 = -0.7;
 /// Candidates whose greedy read has fewer characters are not decoded (formats have 7 to 9;
 /// a plate read joined from a line and its neighbour may lose one or two to the join).
 const MIN_CHARACTERS: usize = 5;
-/// The share of `0`'s probability that `O` gets, and the reverse.
-const TWIN_SHARE: f32 = 0.5;
+/// The share of a separator's probability that is the blank inside a plate's group (see
+/// [`Decoder::with_separator`]): a tenth, so that a space misread between two characters of
+/// a group costs a read at most a factor of ten.
+const SEPARATOR_INSIDE: f32 = 0.1;
+/// The share of `0`'s probability that `O` gets, and the reverse: all of it. PP-OCRv4 reads
+/// a plate's letter O as the digit 0 (on the real photos' `001OOO06` it gives the letters
+/// O under 0.2 %, as little as the digits 0), so it can say "O or 0" and no more. At 0.5, a
+/// read paid half for each O it made of a 0, and of two formats that fit the same glyphs
+/// the one with fewer letters won: `001OOO06` was read as the trailer `0010OO06`.
+const TWIN_SHARE: f32 = 1.0;
 /// The region the detector looks at around a plate the localiser marked: its box grown by
 /// this share of its width on the left and on the right, and of its height above and below.
 const REGION_GROW_W: f32 = 0.5;
@@ -110,14 +120,16 @@ fn whole_scale(frame: &Mat) -> f32 {
 const SEPARATORS: &str = " -·.•_|/:：．。・";
 
 /// Maps the recogniser's classes (the CTC blank, its dictionary, and the space PaddleOCR
-/// appends) onto the plate charset's classes. A separator is the blank: the dot of
-/// `渝B·E7773` or the space of `123 ABC 02` is no character of the plate, and a step the
-/// recogniser gave to it would otherwise count against every read of the line.
+/// appends) onto the plate charset's classes, and the separators onto one class after them
+/// (`charset.len() + 1`). The dot of `渝B·E7773` or the space of `123 ABC 02` is no
+/// character of the plate, but it says where the plate's groups part, which the decoder
+/// weighs ([`Decoder::with_separator`]).
 fn fold_map(dictionary: &[String], charset: &[char]) -> Vec<Option<usize>> {
+    let separator = charset.len() + 1;
     let mut map = vec![Some(0)];
     for entry in dictionary {
         if !entry.is_empty() && entry.chars().all(|c| SEPARATORS.contains(c)) {
-            map.push(Some(0));
+            map.push(Some(separator));
             continue;
         }
         let n = normalise(entry);
@@ -128,7 +140,7 @@ fn fold_map(dictionary: &[String], charset: &[char]) -> Vec<Option<usize>> {
         });
     }
     // The trailing space class.
-    map.push(Some(0));
+    map.push(Some(separator));
     map
 }
 
@@ -152,7 +164,9 @@ impl TextReader {
             rec,
             twin: (class('O'), class('0')),
             fold: fold_map(&dictionary, &charset),
-            decoder: Decoder::new(&charset).with_rare_prior(RARE_PRIOR),
+            decoder: Decoder::new(&charset)
+                .with_rare_prior(RARE_PRIOR)
+                .with_separator(SEPARATOR_INSIDE),
             detect_ms: 0.0,
             recognise_ms: 0.0,
         })
@@ -498,10 +512,11 @@ impl TextReader {
                     }
                 }
             }
-            // A plate's O and 0 are nearly one glyph to a reader of general text (Kazakh and
-            // Russian plates draw them alike): each takes half the other's probability too,
-            // so a slot's format decides between them where the recogniser barely can, and
-            // where two formats fit (a Kazakh `115 0DK 01` or `115 ODK 01`), the recogniser.
+            // A plate's O and 0 are one glyph to a reader of general text (Kazakh and Russian
+            // plates draw them alike): each takes the other's probability too, so a slot's
+            // format decides between them, and where two formats fit the same glyphs (a
+            // Kazakh `001 OOO 06` or the trailer `0010 OO 06`), the order of `FORMATS`: the
+            // vehicle's format before the trailer's.
             if let (Some(o), Some(z)) = (self.twin.0, self.twin.1) {
                 for row in folded.chunks_exact_mut(k) {
                     let (po, pz) = (row[o], row[z]);
@@ -515,7 +530,8 @@ impl TextReader {
     }
 }
 
-/// The characters a greedy read of folded steps gives: runs of one non-blank likeliest class.
+/// The characters a greedy read of folded steps gives: runs of one likeliest class that is
+/// neither the blank nor the separator (the last class).
 fn characters(probs: &[f32], k: usize) -> usize {
     let mut prev = 0;
     let mut n = 0;
@@ -524,7 +540,7 @@ fn characters(probs: &[f32], k: usize) -> usize {
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i);
+            .map_or(0, |(i, _)| if i + 1 == k { 0 } else { i });
         if arg != 0 && arg != prev {
             n += 1;
         }
@@ -716,9 +732,11 @@ mod tests {
         let cs: Vec<char> = TEXT_CHARSET.chars().collect();
         let m = fold_map(&dict, &cs);
         let pos = |c: char| cs.iter().position(|&x| x == c).map(|i| i + 1);
+        let sep = Some(cs.len() + 1);
         // Blank, then a→A, 7, Cyrillic К→K, 学, é (no plate has it), a two-character entry;
-        // a space, a middle dot, a full-width colon and a dash are separators, the blank; `#`
-        // is no separator and no plate character; the trailing space class is the blank.
+        // a space, a middle dot, a full-width colon and a dash are separators, the class after
+        // the charset; `#` is no separator and no plate character; the trailing space class
+        // is a separator.
         assert_eq!(
             m,
             vec![
@@ -729,12 +747,12 @@ mod tests {
                 pos('学'),
                 None,
                 None,
-                Some(0),
-                Some(0),
-                Some(0),
-                Some(0),
+                sep,
+                sep,
+                sep,
+                sep,
                 None,
-                Some(0)
+                sep
             ]
         );
     }
@@ -767,14 +785,15 @@ mod tests {
 
     #[test]
     fn characters_are_runs_of_one_likeliest_class() {
-        // Three classes (blank, a, b), steps: a a _ a b b _ → three characters.
-        let steps = [1, 1, 0, 1, 2, 2, 0];
+        // Four classes (blank, a, b, separator), steps: a a _ a b b _ a | a → five
+        // characters: a separator parts two characters as the blank does and is none.
+        let steps = [1, 1, 0, 1, 2, 2, 0, 1, 3, 1];
         let probs: Vec<f32> = steps
             .iter()
-            .flat_map(|&c| (0..3).map(move |i| if i == c { 0.8 } else { 0.1 }))
+            .flat_map(|&c| (0..4).map(move |i| if i == c { 0.7 } else { 0.1 }))
             .collect();
-        assert_eq!(characters(&probs, 3), 3);
-        assert_eq!(characters(&[], 3), 0);
+        assert_eq!(characters(&probs, 4), 5);
+        assert_eq!(characters(&[], 4), 0);
     }
 
     #[test]

@@ -423,6 +423,41 @@ fn a_double_row_plate_whose_rows_boxes_overlap_is_read_joined() {
     );
 }
 
+/// Real vanity plates whose letters O the text recogniser reads as the digit 0 (it gives the
+/// letter under 0.2 %): their glyphs fit a vehicle's format and a trailer's alike, and the
+/// vehicle's is read, Kazakh before Russian (`FORMATS`' order). Before, a read paid half for
+/// each 0 it made an O, and `001OOO06` was the Kazakh trailer `0010OO06`, `O090OO77` the
+/// Russian trailer `OO900077`.
+#[test]
+fn vanity_plates_whose_o_reads_as_0_are_read_as_the_vehicles_plate() {
+    use acsgd::anpr::models::{init_runtime, ModelSource};
+    use acsgd::anpr::pipeline::Reader;
+
+    let Some(dir) = real_photos() else { return };
+    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
+    let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
+    for (photo, plate, country) in [
+        ("kz_016.jpg", "001OOO06", "KZ"),
+        ("kz_054.jpg", "007OOO16", "KZ"),
+        ("ru_005.jpg", "O090OO77", "RU"),
+    ] {
+        let path = dir.join(photo);
+        let frame =
+            opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR)
+                .unwrap();
+        let reads: Vec<(String, Option<&str>)> = reader
+            .read(&frame)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.text, p.country))
+            .collect();
+        assert!(
+            reads.contains(&(plate.to_string(), Some(country))),
+            "{photo}: {reads:?}"
+        );
+    }
+}
+
 /// A PNG of a few dozen bytes that declares 30 000 x 30 000 pixels (2.7 GB decoded) and a
 /// FIFO nobody writes to: each costs its own error line, nothing is decoded or waited for,
 /// and the real frame after them is still read.
