@@ -696,7 +696,7 @@ impl Store {
         // unacknowledged, to be sent again.
         let mut tries = 0;
         loop {
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             let done = match apply_batch(
                 &mut tx,
                 &items,
@@ -765,7 +765,7 @@ impl Store {
         now_ms: i64,
         c: &PositionsConfig,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let was = track_of(&mut tx, mrn).await?;
         let Some(last) = seen.max(was.last_fix_ms) else {
             return Ok(false);

@@ -178,6 +178,19 @@ impl Store {
         &self.pool
     }
 
+    /// A transaction that reads what it then writes, begun so that another writer makes it
+    /// wait rather than fail. On SQLite it takes the write lock at its start (`BEGIN
+    /// IMMEDIATE`), waiting through the busy timeout: a deferred transaction that has read
+    /// and then writes while another connection holds the lock gets `SQLITE_BUSY` at once,
+    /// without waiting (SQLite does not wait there, as two such transactions would wait for
+    /// each other), and fails. PostgreSQL locks each row as it writes it.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
@@ -1689,6 +1702,80 @@ mod tests {
         let doc = serde_json::json!({"mrn": mrn, "plates": ["123ABC02"],
             "itinerary": [{"post": "korgas"}, {"post": "kordai", "within_h": 10}]});
         Transit::declared(Declaration::parse(&doc).unwrap(), 1_000)
+    }
+
+    /// On SQLite a transaction that has read, and then writes while another connection holds
+    /// the write lock, fails at once (`SQLITE_BUSY`, no busy timeout): the seal operator's
+    /// feed failed so, now and then, while a post's events were being committed. Begun by
+    /// `begin_write`, it waits for the other writer and then reads what that one wrote.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_reads_first_waits_for_another_writer_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("central.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let t = transit("26KZ5500000000001A");
+        let mut conn = store.pool().acquire().await.unwrap();
+        assert!(insert_transit(&mut conn, &t).await.unwrap());
+        drop(conn);
+        let seen = "SELECT last_seen_ms FROM transit WHERE mrn = $1";
+        let set = "UPDATE transit SET last_seen_ms = $1 WHERE mrn = $2";
+        // Another writer holds the lock: its transaction has written and is still open.
+        let mut other = store.pool().begin().await.unwrap();
+        sqlx::query(set)
+            .bind(1i64)
+            .bind(&t.mrn)
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        // Begun deferred, a transaction reads, and its write is refused at once.
+        let mut deferred = store.pool().begin().await.unwrap();
+        let _: Option<i64> = sqlx::query_scalar(seen)
+            .bind(&t.mrn)
+            .fetch_one(&mut *deferred)
+            .await
+            .unwrap();
+        let refused = sqlx::query(set)
+            .bind(2i64)
+            .bind(&t.mrn)
+            .execute(&mut *deferred)
+            .await
+            .unwrap_err();
+        match &refused {
+            sqlx::Error::Database(e) => assert_eq!(e.code().as_deref(), Some("5"), "{refused}"),
+            e => panic!("{e}"),
+        }
+        deferred.rollback().await.unwrap();
+        // Begun to write, it waits for the other's commit (or begins after it: either way it
+        // reads the other's write and adds its own).
+        let (started, begun) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn({
+            let (store, mrn) = (store.clone(), t.mrn.clone());
+            async move {
+                started.send(()).unwrap();
+                let mut tx = store.begin_write().await?;
+                let was: Option<i64> = sqlx::query_scalar(seen)
+                    .bind(&mrn)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(set)
+                    .bind(was.unwrap_or(0) + 1)
+                    .bind(&mrn)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(was)
+            }
+        });
+        begun.await.unwrap();
+        tokio::task::yield_now().await;
+        other.commit().await.unwrap();
+        assert_eq!(writer.await.unwrap().unwrap(), Some(1));
+        let now: Option<i64> = sqlx::query_scalar(seen)
+            .bind(&t.mrn)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(now, Some(2));
     }
 
     /// A batch writes its transits only if none changed since it read them: one changed

@@ -7,7 +7,8 @@
 //! slots (a Viterbi pass over the format's slots with blanks between them), and keeps the
 //! likeliest of all formats. A read one character too long or too short, or a digit where
 //! the format needs a letter, so becomes the plate the recogniser found next likeliest, and
-//! the choice between O and 0 is the recogniser's, not a fixed table's. A region digit no
+//! the choice between O and 0 is the recogniser's where it can tell them apart (where it
+//! cannot, the order of the formats decides), not a fixed table's. A region digit no
 //! region has ([`super::format::region_allows`]) costs its read a prior ([`REGION_PRIOR`]),
 //! so that where the recogniser doubts, the plate it reads is one that can exist. Where the
 //! recogniser reads separators (a space between a plate's groups), a format whose groups
@@ -176,13 +177,13 @@ impl Decoder {
         let mut lp = Vec::with_capacity(t * kc);
         let mut inside = Vec::with_capacity(t);
         for row in probs.chunks_exact(k).take(t) {
-            let (blank, sep) = match self.separator {
+            let (at_gap, in_group) = match self.separator {
                 Some(share) => (row[0] + row[kc], row[0] + share * row[kc]),
                 None => (row[0], row[0]),
             };
-            lp.push(ln(blank));
+            lp.push(ln(at_gap));
             lp.extend(row[1..kc].iter().map(|&p| ln(p)));
-            inside.push(ln(sep));
+            inside.push(ln(in_group));
         }
         let (t, k) = (inside.len(), kc);
         let weighed: Vec<(&Format, Path, f32)> = self

@@ -231,9 +231,7 @@ fn text_read_around_the_localisers_marks_reads_the_plates_of_the_whole_frame() {
     for l in labels.lines() {
         let l: serde_json::Value = serde_json::from_str(l).unwrap();
         let path = dir.join(l["image"].as_str().unwrap());
-        let frame =
-            opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR)
-                .unwrap();
+        let frame = photo(&path);
         let want: BTreeSet<String> = l["plates"]
             .as_array()
             .unwrap()
@@ -301,6 +299,24 @@ fn real_photos() -> Option<PathBuf> {
     );
     eprintln!("{} absent: real photos not read", dir.display());
     None
+}
+
+/// An image as opencv decodes it (in colour), for a reader in this process.
+fn photo(path: &Path) -> opencv::core::Mat {
+    opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR).unwrap()
+}
+
+/// The plates `reader` reads in one photo, with their countries.
+fn plates_read(
+    reader: &mut acsgd::anpr::pipeline::Reader,
+    path: &Path,
+) -> Vec<(String, Option<&'static str>)> {
+    reader
+        .read(&photo(path))
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.text, p.country))
+        .collect()
 }
 
 /// Real photos nobody here made (`../shared/anpr-real-dev`, never committed): every third
@@ -379,10 +395,7 @@ fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
         ("kz_019.jpg", "444CCC04"),
         ("ru_006.jpg", "Y150EP18"),
     ] {
-        let path = dir.join(file);
-        let frame =
-            opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR)
-                .unwrap();
+        let frame = photo(&dir.join(file));
         let texts = |found: Vec<acsgd::anpr::pipeline::PlateFound>| -> Vec<String> {
             found.into_iter().map(|p| p.text).collect()
         };
@@ -408,15 +421,7 @@ fn a_double_row_plate_whose_rows_boxes_overlap_is_read_joined() {
     let Some(dir) = real_photos() else { return };
     let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
     let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
-    let path = dir.join("cn_120.png");
-    let frame =
-        opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
-    let reads: Vec<(String, Option<&str>)> = reader
-        .read(&frame)
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.text, p.country))
-        .collect();
+    let reads = plates_read(&mut reader, &dir.join("cn_120.png"));
     assert!(
         reads.contains(&("沪AN9241".to_string(), Some("CN"))),
         "{reads:?}"
@@ -436,24 +441,15 @@ fn vanity_plates_whose_o_reads_as_0_are_read_as_the_vehicles_plate() {
     let Some(dir) = real_photos() else { return };
     let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
     let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
-    for (photo, plate, country) in [
+    for (file, plate, country) in [
         ("kz_016.jpg", "001OOO06", "KZ"),
         ("kz_054.jpg", "007OOO16", "KZ"),
         ("ru_005.jpg", "O090OO77", "RU"),
     ] {
-        let path = dir.join(photo);
-        let frame =
-            opencv::imgcodecs::imread(path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR)
-                .unwrap();
-        let reads: Vec<(String, Option<&str>)> = reader
-            .read(&frame)
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.text, p.country))
-            .collect();
+        let reads = plates_read(&mut reader, &dir.join(file));
         assert!(
             reads.contains(&(plate.to_string(), Some(country))),
-            "{photo}: {reads:?}"
+            "{file}: {reads:?}"
         );
     }
 }
