@@ -215,13 +215,10 @@ fn anpr_fails_when_no_image_could_be_read() {
 /// and nothing else; around a mark where no plate is, it reads nothing.
 #[test]
 fn text_read_around_the_localisers_marks_reads_the_plates_of_the_whole_frame() {
-    use acsgd::anpr::models::{init_runtime, ModelSource};
-    use acsgd::anpr::pipeline::Reader;
     use opencv::core::Point2f;
     use std::collections::BTreeSet;
 
-    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
-    let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
+    let mut reader = reader();
     let dir = data("plates");
     let labels = std::fs::read_to_string(dir.join("labels.jsonl")).unwrap();
     let texts = |v: Vec<acsgd::anpr::pipeline::PlateFound>| -> BTreeSet<String> {
@@ -299,6 +296,13 @@ fn real_photos() -> Option<PathBuf> {
     );
     eprintln!("{} absent: real photos not read", dir.display());
     None
+}
+
+/// The plate reader with the built-in models, in this process (ONNX Runtime's environment
+/// lives as long as the process).
+fn reader() -> acsgd::anpr::pipeline::Reader {
+    let env = acsgd::anpr::models::init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
+    acsgd::anpr::pipeline::Reader::new(&env, &Default::default()).unwrap()
 }
 
 /// An image as opencv decodes it (in colour), for a reader in this process.
@@ -383,12 +387,8 @@ fn real_photos_of_plates_are_read() {
 /// nothing else read a plate; without that look none of the four is read.
 #[test]
 fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
-    use acsgd::anpr::models::{init_runtime, ModelSource};
-    use acsgd::anpr::pipeline::Reader;
-
     let Some(dir) = real_photos() else { return };
-    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
-    let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
+    let mut reader = reader();
     for (file, plate) in [
         ("cn_042.jpg", "渝BE7773"),
         ("cn_117.jpg", "苏ED51712"),
@@ -415,12 +415,8 @@ fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
 /// rows are still read as one plate.
 #[test]
 fn a_double_row_plate_whose_rows_boxes_overlap_is_read_joined() {
-    use acsgd::anpr::models::{init_runtime, ModelSource};
-    use acsgd::anpr::pipeline::Reader;
-
     let Some(dir) = real_photos() else { return };
-    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
-    let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
+    let mut reader = reader();
     let reads = plates_read(&mut reader, &dir.join("cn_120.png"));
     assert!(
         reads.contains(&("沪AN9241".to_string(), Some("CN"))),
@@ -435,12 +431,8 @@ fn a_double_row_plate_whose_rows_boxes_overlap_is_read_joined() {
 /// Russian trailer `OO900077`.
 #[test]
 fn vanity_plates_whose_o_reads_as_0_are_read_as_the_vehicles_plate() {
-    use acsgd::anpr::models::{init_runtime, ModelSource};
-    use acsgd::anpr::pipeline::Reader;
-
     let Some(dir) = real_photos() else { return };
-    let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
-    let mut reader = Reader::new(&env, &ModelSource::default()).unwrap();
+    let mut reader = reader();
     for (file, plate, country) in [
         ("kz_016.jpg", "001OOO06", "KZ"),
         ("kz_054.jpg", "007OOO16", "KZ"),
