@@ -5,10 +5,13 @@
 //!
 //! The events are signed beforehand by 50 stand-in posts (signing is the appliance's cost, not
 //! central's) and fed through the service's own ingest loop ([`Worker`]: batches of up to
-//! 512, each committed while the next is checked): what is measured is verification plus the
-//! database. Mix per post: 70 % positions (each a fix of a departed transit's seal, stored and
-//! judged against its corridor), 20 % passages of declared transits (the first half each seen
-//! at its departure post, the second half at its destination), 10 % alerts.
+//! 512, each committed while the next is checked; as many of them as the service has writers
+//! on the backend, `[store] writers`, each fed its part of the posts): what is measured is
+//! verification plus the database. Mix per post: 70 % positions (each a fix of a departed
+//! transit's seal, stored and judged against its corridor, forwarded by the post the truck is
+//! heading for), 20 % passages of declared transits (the first half each seen at its
+//! departure post, the second half at its destination), 10 % alerts.
+//! `ACSGD_BENCH_WRITERS` sets the writers (1 to 4).
 //! `ACSGD_BENCH_N` sets the event count (default 100 000).
 //!
 //! The first half of the events wait all at once: printed, events/s and the time of a batch
@@ -30,6 +33,7 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use acsgd_central::config::MAX_WRITERS;
 use acsgd_central::declare;
 use acsgd_central::ingest::{Ingestor, Limits, Message, Outcome, Worker, BATCH, SIGNATURE_GROUP};
 use acsgd_central::store::{now_ms, Store, Table};
@@ -129,6 +133,11 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
                 } else {
                     i % transits
                 };
+                // Forwarded by the post the truck is heading for (its seal is heard there
+                // before the truck arrives), so that a transit's fixes come from one post,
+                // as its arrival does: with workers sharing the posts, one worker writes
+                // each track.
+                k = (tr + 1) % POSTS;
                 let f = (i % 1000) as f64 / 1000.0;
                 let time = acsgd_central::tracking::time_text(t);
                 (
@@ -193,71 +202,133 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         .unwrap_or(20_000.0);
     let offered = msgs.split_off(msgs.len() / 2);
     let closed = msgs.len();
-    // On a worker thread of the runtime, through the service's own loop ([`Worker`]).
-    let run = tokio::spawn(async move {
-        let mut worker = Worker::new(ingestor);
-        let message = |m: &(Instant, Message)| m.1.clone();
-        let mut accepted = 0usize;
-        // The process's resident memory through the run: central must not grow with what it
-        // has seen (everything it keeps is in the database).
-        let mut rss = Vec::new();
-        // The first half as fast as central takes them: all waiting before the worker starts.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(closed.max(1));
-        let now = Instant::now();
-        for m in msgs {
-            tx.try_send((now, m)).unwrap();
-        }
-        drop(tx);
-        let mut batch_ms = Vec::new();
-        let cpu0 = cpu_s();
-        let start = Instant::now();
-        let mut t0 = start;
-        let mut done = 0;
-        while let Some((batch, out)) = worker.next(&mut rx, message).await {
-            batch_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-            t0 = Instant::now();
-            accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
-            let before = done;
-            done += batch.len();
-            if before < closed / 5 && done >= closed / 5 {
-                rss.push(support::rss_mib());
+    // As many writers as the service has on this backend (`[store] writers`: 1 on SQLite, 2
+    // on PostgreSQL), or `ACSGD_BENCH_WRITERS`: each its own ingestor (its own connection for
+    // the commits) and its part of the posts ([`writer_of`]), fed as the service feeds them.
+    let writers: u32 = std::env::var("ACSGD_BENCH_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|w| (1..=MAX_WRITERS).contains(w))
+        .unwrap_or_else(|| {
+            acsgd_central::config::StoreConfig {
+                url: url.to_string(),
+                writers: None,
             }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let cpu = cpu_s();
-        let cpu = (cpu.0 - cpu0.0, cpu.1 - cpu0.1);
-        rss.push(support::rss_mib());
-        // The second half offered at `rate`, as a broker would deliver it (into a channel as
-        // deep as the service's); each event's latency from its arrival to its commit.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-        let offered_n = offered.len();
-        let feeder = tokio::spawn(async move {
-            let t0 = tokio::time::Instant::now();
-            for (i, m) in offered.into_iter().enumerate() {
-                let at = t0 + std::time::Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(at).await;
-                if tx.send((at.into_std(), m)).await.is_err() {
-                    return;
-                }
-            }
+            .writers()
         });
-        let mut latency_ms = Vec::with_capacity(offered_n);
-        let start = Instant::now();
-        while let Some((batch, out)) = worker.next(&mut rx, message).await {
-            let now = Instant::now();
-            latency_ms.extend(
-                batch
-                    .iter()
-                    .map(|(at, _)| (now - *at).as_secs_f64() * 1000.0),
-            );
-            accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
+    println!("{name:8} writers: {writers}");
+    let share_of =
+        move |m: &Message| -> usize { acsgd_central::config::writer_of(&m.topic, None, writers) };
+    let mut workers = vec![Worker::new(ingestor)];
+    for _ in 1..writers {
+        workers.push(Worker::new(
+            Ingestor::new(store.clone(), Limits::default())
+                .await
+                .unwrap(),
+        ));
+    }
+    let message = |m: &(Instant, Message)| m.1.clone();
+    // The process's resident memory through the run: central must not grow with what it
+    // has seen (everything it keeps is in the database).
+    let mut rss = Vec::new();
+    // The first half as fast as central takes them: all waiting before the workers start,
+    // each on a worker thread of the runtime, through the service's own loop ([`Worker`]).
+    let mut parts: Vec<Vec<Message>> = vec![Vec::new(); writers as usize];
+    for m in msgs {
+        parts[share_of(&m)].push(m);
+    }
+    let cpu0 = cpu_s();
+    let start = Instant::now();
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .zip(parts)
+        .enumerate()
+        .map(|(w, (mut worker, part))| {
+            tokio::spawn(async move {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(part.len().max(1));
+                let now = Instant::now();
+                let fifth = part.len() / 5;
+                for m in part {
+                    tx.try_send((now, m)).unwrap();
+                }
+                drop(tx);
+                let mut batch_ms = Vec::new();
+                let mut t0 = Instant::now();
+                let (mut done, mut accepted, mut rss) = (0, 0usize, None);
+                while let Some((batch, out)) = worker.next(&mut rx, message).await {
+                    batch_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    t0 = Instant::now();
+                    accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
+                    let before = done;
+                    done += batch.len();
+                    if w == 0 && before < fifth && done >= fifth {
+                        rss = Some(support::rss_mib());
+                    }
+                }
+                (worker, batch_ms, accepted, rss)
+            })
+        })
+        .collect();
+    let mut workers = Vec::new();
+    let mut batch_ms = Vec::new();
+    let mut accepted = 0;
+    for t in tasks {
+        let (worker, ms, n, r) = t.await.unwrap();
+        workers.push(worker);
+        batch_ms.extend(ms);
+        accepted += n;
+        rss.extend(r);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_s();
+    let cpu = (cpu.0 - cpu0.0, cpu.1 - cpu0.1);
+    rss.push(support::rss_mib());
+    // The second half offered at `rate`, as a broker would deliver it (into a channel per
+    // worker as deep as the service's); each event's latency from its arrival to its commit.
+    let offered_n = offered.len();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..writers)
+        .map(|_| tokio::sync::mpsc::channel::<(Instant, Message)>(4096))
+        .unzip();
+    let feeder = tokio::spawn(async move {
+        let t0 = tokio::time::Instant::now();
+        for (i, m) in offered.into_iter().enumerate() {
+            let at = t0 + std::time::Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(at).await;
+            if txs[share_of(&m)].send((at.into_std(), m)).await.is_err() {
+                return;
+            }
         }
-        let offered_secs = start.elapsed().as_secs_f64();
-        feeder.await.unwrap();
-        rss.push(support::rss_mib());
-        (batch_ms, latency_ms, accepted, rss, secs, offered_secs, cpu)
     });
-    let (mut batch_ms, mut latency_ms, accepted, rss, secs, offered_secs, cpu) = run.await.unwrap();
+    let start = Instant::now();
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .zip(rxs)
+        .map(|(mut worker, mut rx)| {
+            tokio::spawn(async move {
+                let mut latency_ms = Vec::with_capacity(offered_n);
+                let mut accepted = 0usize;
+                while let Some((batch, out)) = worker.next(&mut rx, message).await {
+                    let now = Instant::now();
+                    latency_ms.extend(
+                        batch
+                            .iter()
+                            .map(|(at, _)| (now - *at).as_secs_f64() * 1000.0),
+                    );
+                    accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
+                }
+                (latency_ms, accepted)
+            })
+        })
+        .collect();
+    let mut latency_ms = Vec::with_capacity(offered_n);
+    for t in tasks {
+        let (l, n) = t.await.unwrap();
+        latency_ms.extend(l);
+        accepted += n;
+    }
+    let offered_secs = start.elapsed().as_secs_f64();
+    feeder.await.unwrap();
+    rss.push(support::rss_mib());
     let pct = |v: &mut Vec<f64>, q: f64| {
         v.sort_by(f64::total_cmp);
         v.get(((v.len().max(1) - 1) as f64 * q) as usize)

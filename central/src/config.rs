@@ -4,6 +4,7 @@
 //! ```toml
 //! [store]
 //! url = "sqlite:/var/lib/acsgd-central/central.db"   # or postgres://user:pw@host/db
+//! writers = 2              # batches committed at once (PostgreSQL; default 2 there, SQLite 1)
 //!
 //! [broker]
 //! host = "127.0.0.1"
@@ -88,6 +89,28 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: String,
+    /// How many ingest batches commit at once, each on its own connection and for its part
+    /// of the posts ([`writer_of`]). Default: 1 on SQLite, which has one writer at a time
+    /// (a second would wait for the first's lock, and hold one of its few connections); 2
+    /// on PostgreSQL, where a batch's commit is a chain of statements in which central and
+    /// the server wait for each other: a second chain uses the core the first leaves idle
+    /// (README, Performance).
+    #[serde(default)]
+    pub writers: Option<u32>,
+}
+
+/// Writers one process may have at most: each holds one of PostgreSQL's 8 pooled
+/// connections, and the board, the scheduler, the feed and the notifier need the rest.
+pub const MAX_WRITERS: u32 = 4;
+
+impl StoreConfig {
+    pub fn writers(&self) -> u32 {
+        self.writers.unwrap_or(if self.url.starts_with("sqlite:") {
+            1
+        } else {
+            2
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,25 +169,50 @@ impl Share {
     /// The share (1-based, of `of`) a post falls in: FNV-1a (32 bits) of the post id's bytes,
     /// modulo `of`, plus one. Fixed: changing it moves posts between workers.
     pub fn of_post(post: &str, of: u32) -> u32 {
-        let mut h: u32 = 0x811c_9dc5;
-        for b in post.bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        h % of.max(1) + 1
+        post_hash(post) % of.max(1) + 1
     }
 
     /// Whether this worker takes a message on `topic` (`acsgd/v1/{post}/…`, the post as it
     /// stands, valid or not, so that exactly one worker quarantines a bad one). A topic with
     /// no post level goes to share 1.
     pub fn takes(&self, topic: &str) -> bool {
-        let post = topic
-            .strip_prefix("acsgd/v1/")
-            .and_then(|rest| rest.split('/').next());
-        match post {
+        match topic_post(topic) {
             Some(p) => Share::of_post(p, self.of) == self.k,
             None => self.k == 1,
         }
+    }
+}
+
+/// FNV-1a (32 bits) of a post id's bytes.
+fn post_hash(post: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in post.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The post level of `acsgd/v1/{post}/…`, as it stands.
+fn topic_post(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix("acsgd/v1/")
+        .and_then(|rest| rest.split('/').next())
+}
+
+/// Which of a process's `writers` (0-based) takes a message on `topic`, within the process's
+/// `share` of the posts: every message of a post goes to one writer, so that a post's events
+/// are applied in the order they came and its seq progress has one writer. The hash's
+/// quotient by the share count, not the hash again, so that a share's posts spread over its
+/// writers (the posts of share K of N all have the same remainder). A topic with no post
+/// level goes to the first.
+pub fn writer_of(topic: &str, share: Option<Share>, writers: u32) -> usize {
+    match topic_post(topic) {
+        Some(p) => {
+            let of = share.map_or(1, |s| s.of);
+            (post_hash(p) / of % writers.max(1)) as usize
+        }
+        None => 0,
     }
 }
 
@@ -276,6 +324,19 @@ impl Config {
                 "store.url".into(),
                 "must start with sqlite: or postgres://".into(),
             ));
+        }
+        match self.store.writers {
+            Some(0) => return Err(("store.writers".into(), "at least 1".into())),
+            Some(w) if w > MAX_WRITERS => {
+                return Err(("store.writers".into(), format!("at most {MAX_WRITERS}")))
+            }
+            Some(w) if w > 1 && url.starts_with("sqlite:") => {
+                return Err((
+                    "store.writers".into(),
+                    "SQLite has one writer at a time: leave it out or write 1".into(),
+                ))
+            }
+            _ => {}
         }
         if self.broker.host.is_empty() {
             return Err(("broker.host".into(), "must not be empty".into()));
@@ -536,6 +597,69 @@ mod tests {
                 .filter(|s| s.takes("acsgd/v1/Bad Post/x"))
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn a_shares_posts_spread_over_its_writers_and_a_post_has_one() {
+        let posts: Vec<String> = (0..1000).map(|i| format!("post-{i}")).collect();
+        for (share, writers) in [
+            (None, 1),
+            (None, 2),
+            (None, 4),
+            (Some(Share { k: 1, of: 2 }), 2),
+            (Some(Share { k: 2, of: 3 }), 3),
+        ] {
+            let mut counts = vec![0usize; writers as usize];
+            let mine: Vec<&String> = posts
+                .iter()
+                .filter(|p| share.is_none_or(|s| s.takes(&format!("acsgd/v1/{p}/passage"))))
+                .collect();
+            for p in &mine {
+                let w = writer_of(&format!("acsgd/v1/{p}/passage"), share, writers);
+                // A post's status and events go to the same writer.
+                assert_eq!(
+                    w,
+                    writer_of(&format!("acsgd/v1/{p}/status"), share, writers)
+                );
+                counts[w] += 1;
+            }
+            // Within a share every writer gets its part: hashing again by the same modulus
+            // would leave all of a share's posts to one writer where the counts divide.
+            let fair = mine.len() / writers as usize;
+            assert!(
+                counts.iter().all(|&c| c > fair / 2 && c < fair * 2),
+                "{share:?} over {writers}: {counts:?}"
+            );
+        }
+        assert_eq!(writer_of("elsewhere", None, 3), 0);
+    }
+
+    #[test]
+    fn writers_default_by_backend_and_are_checked() {
+        let parse = |store: &str| {
+            Config::parse(
+                Path::new("central.toml"),
+                &format!("[store]\n{store}\n[broker]\nhost = \"h\"\n"),
+            )
+            .map(|c| c.store.writers())
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("url = \"sqlite:x\""), Ok(1));
+        assert_eq!(parse("url = \"postgres://u@h/d\""), Ok(2));
+        assert_eq!(parse("url = \"postgres://u@h/d\"\nwriters = 4"), Ok(4));
+        assert_eq!(parse("url = \"sqlite:x\"\nwriters = 1"), Ok(1));
+        assert_eq!(
+            parse("url = \"sqlite:x\"\nwriters = 2"),
+            Err("config central.toml:3: store.writers: SQLite has one writer at a time: leave it out or write 1".into())
+        );
+        assert_eq!(
+            parse("url = \"postgres://u@h/d\"\nwriters = 0"),
+            Err("config central.toml:3: store.writers: at least 1".into())
+        );
+        assert_eq!(
+            parse("url = \"postgres://u@h/d\"\nwriters = 5"),
+            Err("config central.toml:3: store.writers: at most 4".into())
         );
     }
 }

@@ -1,6 +1,8 @@
-//! `acsgd-central run`: the ingest connection, the route publisher, the scheduler, the
-//! notifier, the seal operator's EGTS feed and the HTTP API as tasks of one process. A task that ends is an error of the whole service (systemd
-//! restarts it); nothing runs unnoticed half-dead.
+//! `acsgd-central run`: the ingest connection and its writers (`[store] writers`, each
+//! committing its part of the posts on its own connection), the route publisher, the
+//! scheduler, the notifier, the seal operator's EGTS feed and the HTTP API as tasks of one
+//! process. A task that ends is an error of the whole service (systemd restarts it); nothing
+//! runs unnoticed half-dead.
 //!
 //! The broker session is persistent (`clean_session = false`) with manual acknowledgements: a
 //! message is acknowledged only after the transaction that applied it committed. While the
@@ -87,7 +89,15 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
     if let Some(share) = share {
         tracing::info!(%share, "taking this share of the posts");
     }
-    let (tx, rx) = mpsc::channel::<Publish>(4096);
+    // The writers: each applies its part of the posts (`writer_of`) on its own connection.
+    let writers = config.store.writers();
+    if writers > 1 {
+        tracing::info!(
+            writers,
+            "committing the posts' batches on this many connections at once"
+        );
+    }
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..writers).map(|_| mpsc::channel::<Publish>(4096)).unzip();
     // Every acknowledgement goes through one task ([`acknowledge`]), on a queue that never
     // makes its sender wait: the connection task (the other shares' messages) and the ingest
     // (its batches, once committed) must not wait on the client's request queue, which only
@@ -112,7 +122,10 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
                                 totals.others.fetch_add(1, Ordering::Relaxed);
                                 acks.send(p).is_err()
                             }
-                            _ => tx.send(p).await.is_err(),
+                            _ => {
+                                let w = crate::config::writer_of(&p.topic, share, writers);
+                                txs[w].send(p).await.is_err()
+                            }
                         };
                         if gone {
                             return;
@@ -154,22 +167,26 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         })
     };
 
-    let ingestor = Ingestor::new(
-        store.clone(),
-        Limits {
-            max_clock_skew_ms: i64::from(config.tracking.max_clock_skew_s) * 1000,
-            positions: config.positions.clone(),
-        },
-    )
-    .await?;
-    let worker = tokio::spawn(ingest_worker(
-        ingestor,
-        rx,
-        acks,
-        routed.clone(),
-        changes.clone(),
-        totals.clone(),
-    ));
+    let mut ingest = tokio::task::JoinSet::new();
+    for rx in rxs {
+        let ingestor = Ingestor::new(
+            store.clone(),
+            Limits {
+                max_clock_skew_ms: i64::from(config.tracking.max_clock_skew_s) * 1000,
+                positions: config.positions.clone(),
+            },
+        )
+        .await?;
+        ingest.spawn(ingest_worker(
+            ingestor,
+            rx,
+            acks.clone(),
+            routed.clone(),
+            changes.clone(),
+            totals.clone(),
+        ));
+    }
+    drop(acks);
 
     let publisher = Publisher::new(store.clone()).await?;
     let routes = tokio::spawn(route_publisher(
@@ -225,7 +242,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         _ = term.recv() => None,
         _ = connection => Some("broker connection"),
         _ = acker => Some("acknowledgements"),
-        _ = worker => Some("ingest"),
+        _ = ingest.join_next() => Some("ingest"),
         _ = routes => Some("route publisher"),
         _ = scheduler => Some("scheduler"),
         _ = &mut notify => Some("notifier"),

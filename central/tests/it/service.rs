@@ -264,6 +264,9 @@ fn declarations_are_routed_and_a_truck_is_followed_through_a_real_broker() {
     );
 }
 
+/// Two posts that PostgreSQL's two writers (`[store] writers`, its default) take apart, each
+/// sending 600 events while the database goes away and comes back: every event of both in
+/// the database, each post's seq gapless.
 #[test]
 fn postgres_stopped_under_load_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -272,40 +275,57 @@ fn postgres_stopped_under_load_loses_nothing() {
     let http_port = free_port();
     let config = write_config(dir.path(), &pg.url(), broker.port(), http_port);
     let log = dir.path().join("central.log");
-    let mut post = Box_::new("korgas");
-    let (ok, out) = cli(
-        &config,
-        &[
-            "add",
-            "korgas",
-            "--name",
-            "Korgas",
-            "--key",
-            &post.public_hex(),
-        ],
-    );
-    assert!(ok, "{out}");
+    let writer =
+        |post: &str| acsgd_central::config::writer_of(&format!("acsgd/v1/{post}/health"), None, 2);
+    let second_post = ["kordai", "altynkol", "nur-zholy", "kalzhat", "bakhty"]
+        .into_iter()
+        .find(|p| writer(p) != writer("korgas"))
+        .expect("a post the other writer takes");
+    let mut posts = [Box_::new("korgas"), Box_::new(second_post)];
+    for post in &posts {
+        let (ok, out) = cli(
+            &config,
+            &[
+                "add",
+                &post.post,
+                "--name",
+                &post.post,
+                "--key",
+                &post.public_hex(),
+            ],
+        );
+        assert!(ok, "{out}");
+    }
     let _central = start(&config, &log);
     ready(http_port);
 
     let now = acsgd_central::store::now_ms();
-    let mut events: Vec<(String, Vec<u8>)> = (0..600)
-        .map(|k| {
-            (
-                post.topic("health"),
-                post.event(
-                    "health",
-                    now - H + k,
-                    json!({"component": format!("c{k}"), "state": "up", "reason": ""}),
-                ),
-            )
-        })
-        .collect();
-    let second = events.split_off(200);
-    publish_all(broker.port(), "box-korgas", &events);
+    let mut first = Vec::new();
+    let mut second = Vec::new();
+    for post in &mut posts {
+        let mut events: Vec<(String, Vec<u8>)> = (0..600)
+            .map(|k| {
+                (
+                    post.topic("health"),
+                    post.event(
+                        "health",
+                        now - H + k,
+                        json!({"component": format!("c{k}"), "state": "up", "reason": ""}),
+                    ),
+                )
+            })
+            .collect();
+        second.push((post.post.clone(), events.split_off(200)));
+        first.push((post.post.clone(), events));
+    }
+    for (post, events) in &first {
+        publish_all(broker.port(), &format!("box-{post}"), events);
+    }
     // The database goes away while the posts keep sending.
     pg.stop();
-    publish_all(broker.port(), "box-korgas", &second);
+    for (post, events) in &second {
+        publish_all(broker.port(), &format!("box-{post}"), events);
+    }
     // The database stays away until central has failed on a batch (its pool gives up
     // waiting for a connection after 10 s) and holds the messages unacknowledged.
     wait(120, "central to fail on a batch", || {
@@ -315,10 +335,28 @@ fn postgres_stopped_under_load_loses_nothing() {
             .then_some(())
     });
     pg.start_again();
-    wait(120, "all 600 events in PostgreSQL", || {
-        (journal_count(http_port, "korgas") == 600).then_some(())
-    });
-    let (_, posts) = api(http_port, "GET", "/api/posts", None);
-    assert_eq!(posts[0]["progress"]["highest_seq"], 600, "{posts}");
-    assert_eq!(posts[0]["progress"]["gaps"], json!([]), "{posts}");
+    for post in &posts {
+        wait(
+            120,
+            &format!("all 600 events of {} in PostgreSQL", post.post),
+            || (journal_count(http_port, &post.post) == 600).then_some(()),
+        );
+    }
+    let (_, listed) = api(http_port, "GET", "/api/posts", None);
+    for post in &posts {
+        let p = listed
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["post"]["id"] == post.post.as_str()))
+            .unwrap_or_else(|| panic!("{} listed: {listed}", post.post));
+        assert_eq!(p["progress"]["highest_seq"], 600, "{listed}");
+        assert_eq!(p["progress"]["gaps"], json!([]), "{listed}");
+    }
+    // The service ran PostgreSQL's two writers, and the two posts are in different ones.
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("writers=2"),
+        "log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
