@@ -6,7 +6,8 @@
 //! two workers sharing the posts: by `[broker] share` (the wildcard each, the other share's
 //! messages acknowledged unread) or, with `ACSGD_LOAD_SHARING=list`, by `[broker] posts`, one
 //! filter per post (on NATS each filter is a JetStream consumer, and that costs the brokers
-//! dearly: the comparison is the point). Run twice from
+//! dearly: the comparison is the point). `ACSGD_LOAD_WRITERS` sets each worker's `[store]
+//! writers` (default 2 on PostgreSQL). Run twice from
 //! scratch: undisturbed, then with one NATS node killed (SIGKILL) when the brokers have
 //! acknowledged a third of the events.
 //!
@@ -184,6 +185,13 @@ fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool, by_list: boo
             share,
             Auth::Password,
         );
+        // `ACSGD_LOAD_WRITERS`: each worker's `[store] writers` (PostgreSQL's default, 2,
+        // when unset).
+        if let Ok(w) = std::env::var("ACSGD_LOAD_WRITERS") {
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            let text = text.replacen("[broker]", &format!("writers = {w}\n[broker]"), 1);
+            std::fs::write(&cfg, text).unwrap();
+        }
         workers.push(start_worker(&cfg, &d.join(format!("{name}.log")), http));
     }
     // The appliances: Korgas on node 1, Kordai on node 2 (the one killed).
