@@ -192,9 +192,6 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     // The statistics autovacuum keeps a running database in: its tables were filled a moment
     // ago, and PostgreSQL plans by what it last measured.
     sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
-    let ingestor = Ingestor::new(store.clone(), Limits::default())
-        .await
-        .unwrap();
     let rate: f64 = std::env::var("ACSGD_BENCH_RATE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -217,10 +214,10 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
             .writers()
         });
     println!("{name:8} writers: {writers}");
-    let share_of =
+    let writer =
         move |m: &Message| -> usize { acsgd_central::config::writer_of(&m.topic, None, writers) };
-    let mut workers = vec![Worker::new(ingestor)];
-    for _ in 1..writers {
+    let mut workers = Vec::new();
+    for _ in 0..writers {
         workers.push(Worker::new(
             Ingestor::new(store.clone(), Limits::default())
                 .await
@@ -235,7 +232,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     // each on a worker thread of the runtime, through the service's own loop ([`Worker`]).
     let mut parts: Vec<Vec<Message>> = vec![Vec::new(); writers as usize];
     for m in msgs {
-        parts[share_of(&m)].push(m);
+        parts[writer(&m)].push(m);
     }
     let cpu0 = cpu_s();
     let start = Instant::now();
@@ -294,7 +291,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         for (i, m) in offered.into_iter().enumerate() {
             let at = t0 + std::time::Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(at).await;
-            if txs[share_of(&m)].send((at.into_std(), m)).await.is_err() {
+            if txs[writer(&m)].send((at.into_std(), m)).await.is_err() {
                 return;
             }
         }

@@ -99,9 +99,7 @@ pub struct StoreConfig {
     pub writers: Option<u32>,
 }
 
-/// Writers one process may have at most: each holds one of PostgreSQL's 8 pooled
-/// connections, and the board, the scheduler, the feed and the notifier need the rest.
-pub const MAX_WRITERS: u32 = 4;
+pub use crate::store::MAX_WRITERS;
 
 impl StoreConfig {
     pub fn writers(&self) -> u32 {

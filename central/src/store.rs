@@ -111,6 +111,10 @@ pub struct Post {
     pub lon: Option<f64>,
 }
 
+/// Ingest writers one process may have at most (`[store] writers`): each keeps one of
+/// PostgreSQL's pooled connections for its commits.
+pub const MAX_WRITERS: u32 = 4;
+
 /// The pool and what it is.
 #[derive(Clone)]
 pub struct Store {
@@ -142,10 +146,12 @@ impl Store {
         };
         let options: AnyConnectOptions = url_full.parse().map_err(open)?;
         let pool = AnyPoolOptions::new()
-            // SQLite has one writer at a time anyway; a few readers serve the board.
+            // SQLite has one writer at a time anyway; a few readers serve the board. On
+            // PostgreSQL each ingest writer keeps a connection, and the board, the scheduler,
+            // the feed and the notifier share the other four.
             .max_connections(match backend {
                 Backend::Sqlite => 4,
-                Backend::Postgres => 8,
+                Backend::Postgres => MAX_WRITERS + 4,
             })
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
