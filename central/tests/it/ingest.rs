@@ -27,6 +27,16 @@ async fn registered(store: &Store, posts: &[&str]) -> Vec<Box_> {
     boxes
 }
 
+/// Korgas registered, its ids as the appliance makes them (UUIDv7), and an ingestor.
+async fn korgas_v7(store: &Store) -> (Box_, Ingestor) {
+    let mut b = registered(store, &["korgas"]).await.remove(0);
+    b.ids = Ids::V7;
+    let i = Ingestor::new(store.clone(), Limits::default())
+        .await
+        .unwrap();
+    (b, i)
+}
+
 async fn ingest(i: &mut Ingestor, m: Message, now: i64) -> Outcome {
     i.handle(&[m], now).await.unwrap().remove(0)
 }
@@ -194,12 +204,7 @@ fn text_keys_are_compared_byte_by_byte_on_both_backends() {
 #[test]
 fn events_are_journaled_once_and_seq_gaps_are_tracked() {
     on_both(|store, backend| async move {
-        let mut b = registered(&store, &["korgas"]).await.remove(0);
-        // Ids as the appliance makes them (UUIDv7).
-        b.ids = Ids::V7;
-        let mut i = Ingestor::new(store.clone(), Limits::default())
-            .await
-            .unwrap();
+        let (mut b, mut i) = korgas_v7(&store).await;
         let e1 = b.event(
             "health",
             T0,
@@ -433,11 +438,7 @@ fn what_cannot_be_trusted_is_quarantined_counted_and_raised() {
 #[test]
 fn a_batch_of_new_events_resends_and_a_reused_seq_tells_each_apart() {
     on_both(|store, backend| async move {
-        let mut b = registered(&store, &["korgas"]).await.remove(0);
-        b.ids = Ids::V7;
-        let mut i = Ingestor::new(store.clone(), Limits::default())
-            .await
-            .unwrap();
+        let (mut b, mut i) = korgas_v7(&store).await;
         let health = |c: &str| json!({"component": c, "state": "up", "reason": ""});
         let stored = b.event("health", T0, health("a"));
         assert_eq!(
