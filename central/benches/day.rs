@@ -218,7 +218,7 @@ async fn run(name: &str, url: &str) {
     // The day ended two hours ago (whole hours, so that its hours are the clock's).
     let day = (now_ms() / HOUR - 26) * HOUR;
     let positions = PositionsConfig::default();
-    let mut ingestor = Some(
+    let mut worker: Worker<Message> = Worker::new(
         Ingestor::new(store.clone(), Limits::default())
             .await
             .unwrap(),
@@ -271,16 +271,14 @@ async fn run(name: &str, url: &str) {
         }
         events += msgs.len();
         let t0 = Instant::now();
-        let (tx, rx) = tokio::sync::mpsc::channel(msgs.len().max(1));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(msgs.len().max(1));
         for m in msgs {
             tx.try_send(m).unwrap();
         }
         drop(tx);
-        let mut worker: Worker<Message> = Worker::start(ingestor.take().unwrap(), rx, Clone::clone);
-        while let Some((_, out)) = worker.next().await {
+        while let Some((_, out)) = worker.next(&mut rx, Clone::clone).await {
             accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
         }
-        ingestor = Some(worker.into_ingestor());
         ingest_s += t0.elapsed().as_secs_f64();
         // The scheduler at the slice's end.
         let now = day + to;

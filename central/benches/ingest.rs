@@ -4,9 +4,8 @@
 //! default both).
 //!
 //! The events are signed beforehand by 50 stand-in posts (signing is the appliance's cost, not
-//! central's) and fed through the service's own ingest loop ([`Worker`]: checked as they
-//! arrive on a thread of its own, committed in batches of up to 512 of what is checked; as
-//! many of them as the service has writers
+//! central's) and fed through the service's own ingest loop ([`Worker`]: batches of up to
+//! 512, each committed while the next is checked; as many of them as the service has writers
 //! on the backend, `[store] writers`, each fed its part of the posts): what is measured is
 //! verification plus the database. Mix per post: 70 % positions (each a fix of a departed
 //! transit's seal, stored and judged against its corridor, forwarded by the post the truck is
@@ -19,8 +18,7 @@
 //! (p50, p99, max). The second half (the arrivals, with every transit on the road by then, so
 //! each batch's positions touch hundreds of transits) is offered at `ACSGD_BENCH_RATE` events/s
 //! (default 20 000), as a broker would deliver it: printed, the rate taken and each event's time
-//! from its arrival to its commit (p50, p99, max), and the batches (size, time between
-//! commits). A rate above what central takes shows as
+//! from its arrival to its commit (p50, p99, max). A rate above what central takes shows as
 //! latency growing with the queue; a very high one (`ACSGD_BENCH_RATE=1000000`) measures the
 //! second half's events/s.
 
@@ -218,13 +216,13 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     println!("{name:8} writers: {writers}");
     let writer =
         move |m: &Message| -> usize { acsgd_central::config::writer_of(&m.topic, None, writers) };
-    let mut ingestors = Vec::new();
+    let mut workers = Vec::new();
     for _ in 0..writers {
-        ingestors.push(
+        workers.push(Worker::new(
             Ingestor::new(store.clone(), Limits::default())
                 .await
                 .unwrap(),
-        );
+        ));
     }
     let message = |m: &(Instant, Message)| m.1.clone();
     // The process's resident memory through the run: central must not grow with what it
@@ -238,24 +236,23 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     }
     let cpu0 = cpu_s();
     let start = Instant::now();
-    let tasks: Vec<_> = ingestors
+    let tasks: Vec<_> = workers
         .into_iter()
         .zip(parts)
         .enumerate()
-        .map(|(w, (ingestor, part))| {
+        .map(|(w, (mut worker, part))| {
             tokio::spawn(async move {
-                let (tx, rx) = tokio::sync::mpsc::channel(part.len().max(1));
+                let (tx, mut rx) = tokio::sync::mpsc::channel(part.len().max(1));
                 let now = Instant::now();
                 let fifth = part.len() / 5;
                 for m in part {
                     tx.try_send((now, m)).unwrap();
                 }
                 drop(tx);
-                let mut worker = Worker::start(ingestor, rx, message);
                 let mut batch_ms = Vec::new();
                 let mut t0 = Instant::now();
                 let (mut done, mut accepted, mut rss) = (0, 0usize, None);
-                while let Some((batch, out)) = worker.next().await {
+                while let Some((batch, out)) = worker.next(&mut rx, message).await {
                     batch_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
                     t0 = Instant::now();
                     accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
@@ -265,16 +262,16 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
                         rss = Some(support::rss_mib());
                     }
                 }
-                (worker.into_ingestor(), batch_ms, accepted, rss)
+                (worker, batch_ms, accepted, rss)
             })
         })
         .collect();
-    let mut ingestors = Vec::new();
+    let mut workers = Vec::new();
     let mut batch_ms = Vec::new();
     let mut accepted = 0;
     for t in tasks {
-        let (ingestor, ms, n, r) = t.await.unwrap();
-        ingestors.push(ingestor);
+        let (worker, ms, n, r) = t.await.unwrap();
+        workers.push(worker);
         batch_ms.extend(ms);
         accepted += n;
         rss.extend(r);
@@ -300,22 +297,15 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         }
     });
     let start = Instant::now();
-    let tasks: Vec<_> = ingestors
+    let tasks: Vec<_> = workers
         .into_iter()
         .zip(rxs)
-        .map(|(ingestor, rx)| {
+        .map(|(mut worker, mut rx)| {
             tokio::spawn(async move {
-                let mut worker = Worker::start(ingestor, rx, message);
                 let mut latency_ms = Vec::with_capacity(offered_n);
                 let mut accepted = 0usize;
-                // Each batch's size, and the time from the commit before it to its own.
-                let (mut sizes, mut gaps_ms) = (Vec::new(), Vec::new());
-                let mut last = Instant::now();
-                while let Some((batch, out)) = worker.next().await {
+                while let Some((batch, out)) = worker.next(&mut rx, message).await {
                     let now = Instant::now();
-                    sizes.push(batch.len() as f64);
-                    gaps_ms.push((now - last).as_secs_f64() * 1000.0);
-                    last = now;
                     latency_ms.extend(
                         batch
                             .iter()
@@ -323,18 +313,15 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
                     );
                     accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
                 }
-                (latency_ms, accepted, sizes, gaps_ms)
+                (latency_ms, accepted)
             })
         })
         .collect();
     let mut latency_ms = Vec::with_capacity(offered_n);
-    let (mut sizes, mut gaps_ms) = (Vec::new(), Vec::new());
     for t in tasks {
-        let (l, n, s, g) = t.await.unwrap();
+        let (l, n) = t.await.unwrap();
         latency_ms.extend(l);
         accepted += n;
-        sizes.extend(s);
-        gaps_ms.extend(g);
     }
     let offered_secs = start.elapsed().as_secs_f64();
     feeder.await.unwrap();
@@ -374,14 +361,6 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         pct(&mut latency_ms, 0.5),
         pct(&mut latency_ms, 0.99),
         pct(&mut latency_ms, 1.0),
-    );
-    println!(
-        "{name:8} {} batches of them: size p50 {:.0}, p99 {:.0}; a commit every {:.1} ms (p50), p99 {:.1} ms",
-        sizes.len(),
-        pct(&mut sizes, 0.5),
-        pct(&mut sizes, 0.99),
-        pct(&mut gaps_ms, 0.5),
-        pct(&mut gaps_ms, 0.99),
     );
     if std::env::var_os("ACSGD_BENCH_STATEMENTS").is_some() && name == "postgres" {
         statements(&store).await;

@@ -23,13 +23,12 @@
 //!    ([`crate::positions`]).
 //!
 //! Checking needs no database and costs about as much as the transaction: [`Worker`] checks
-//! messages on a thread of their own as they arrive, while the batch before them commits, and
-//! their signatures are checked together, up to [`SIGNATURE_GROUP`] at a time
-//! ([`verify_batch`]: a third of the cost of one by one; one by one only when a group holds a
-//! bad one, to tell which).
+//! the next batch on a blocking thread while the one before it commits, and a batch's
+//! signatures are checked together, [`SIGNATURE_GROUP`] at a time ([`verify_batch`]: a
+//! third of the cost of one by one; one by one only when a group holds a bad one, to tell
+//! which).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use acsgd_contract::envelope::{from_hex, verify_batch, Envelope, EnvelopeError, Signed, SCHEMA};
@@ -108,142 +107,76 @@ pub const BATCH: usize = 512;
 /// by one, so a post sending bad ones costs at most that much more.
 pub const SIGNATURE_GROUP: usize = 256;
 
-/// How long the checker holds a group open, from its first message, for more to join it
-/// before it checks what it has: a group's signatures cost less an event the more of them
-/// there are, and at 20 000 events/s a few milliseconds gather some eighty. Not waited when
-/// the writer has nothing to commit (it would wait for the checker), nor once a group is full.
-pub const CHECK_WAIT: std::time::Duration = std::time::Duration::from_millis(4);
-
-/// How many checked groups may wait for the writer; the checker stops taking from the broker's
-/// channel beyond that, so memory stays bounded when the database is slow or away.
-const CHECKED_AHEAD: usize = 16;
-
-/// The service's ingest loop as one piece, so that the bench measures what the service does.
-///
-/// Two stages. The **checker**, a thread of its own, takes what the broker delivers as it
-/// arrives, in groups of up to [`SIGNATURE_GROUP`] (held open up to [`CHECK_WAIT`] to gather
-/// some), and checks each (topic, size, signature, schema, clock: no database). The
-/// **writer** ([`Worker::next`]) commits everything checked so far (up to [`BATCH`]) in one
-/// transaction. So an event waits for the commit under way when it arrives and then its own:
-/// the check is done meanwhile, on the other core. (Checking a batch only once the commit
-/// before it began made an event wait for that commit too.) A batch whose transaction fails
-/// is retried with backoff, and nothing of it is given back until it committed.
+/// The service's ingest loop as one piece, so that the bench measures what the service does:
+/// it takes what has arrived (up to [`BATCH`]) and commits it while the batch after it, what
+/// arrived meanwhile, is checked on a blocking thread (and when that is little, what came
+/// after it joins it); a batch whose transaction fails is retried with backoff, and nothing
+/// of it is given back until it committed.
 pub struct Worker<T> {
     ingestor: Ingestor,
-    checked: tokio::sync::mpsc::Receiver<(Vec<T>, Pending)>,
-    /// A checked group that did not fit in the last batch: first in the next.
-    carry: Option<(Vec<T>, Pending)>,
-    shared: Arc<Shared>,
-    checker: Option<std::thread::JoinHandle<()>>,
+    next: Option<(Vec<T>, Pending)>,
 }
 
-/// What the writer and the checker share.
-struct Shared {
-    /// The keys the writer last read (it reads them again when a batch names a post they do
-    /// not hold); the checker checks each group with the latest.
-    verifier: std::sync::Mutex<Verifier>,
-    /// The writer waits for checked messages: the checker checks what it holds at once.
-    hungry: std::sync::atomic::AtomicBool,
-}
-
-impl<T: Send + 'static> Worker<T> {
-    /// Starts the checker on `rx`, each message seen through `message`.
-    pub fn start(
-        ingestor: Ingestor,
-        rx: tokio::sync::mpsc::Receiver<T>,
-        message: impl Fn(&T) -> Message + Send + 'static,
-    ) -> Worker<T> {
-        let shared = Arc::new(Shared {
-            verifier: std::sync::Mutex::new(ingestor.verifier.clone()),
-            hungry: Default::default(),
-        });
-        let (tx, checked) = tokio::sync::mpsc::channel(CHECKED_AHEAD);
-        let s = shared.clone();
-        let checker = std::thread::Builder::new()
-            .name("ingest-check".into())
-            .spawn(move || check_arrivals(rx, tx, &s, message))
-            // Only when the machine cannot start a thread: nothing could run then either.
-            .expect("cannot start the ingest checker thread");
+impl<T> Worker<T> {
+    pub fn new(ingestor: Ingestor) -> Worker<T> {
         Worker {
             ingestor,
-            checked,
-            carry: None,
-            shared,
-            checker: Some(checker),
+            next: None,
         }
     }
 
-    /// The ingestor back, once [`Worker::next`] returned `None`.
-    pub fn into_ingestor(self) -> Ingestor {
-        self.ingestor
-    }
-
-    /// The next batch, committed, with each message's outcome; `None` once the channel given
-    /// to [`Worker::start`] is closed and all of it committed.
-    pub async fn next(&mut self) -> Option<(Vec<T>, Vec<Outcome>)> {
-        let mut parts = Vec::new();
-        let mut n = 0;
-        if let Some(c) = self.carry.take() {
-            n += c.0.len();
-            parts.push(c);
-        }
-        loop {
-            while n < BATCH {
-                match self.checked.try_recv() {
-                    Ok(p) if n + p.0.len() > BATCH => {
-                        self.carry = Some(p);
-                        break;
-                    }
-                    Ok(p) => {
-                        n += p.0.len();
-                        parts.push(p);
-                    }
+    /// The next batch, committed, with each message's outcome; `None` once `rx` is closed and
+    /// empty.
+    pub async fn next(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::Receiver<T>,
+        message: impl Fn(&T) -> Message,
+    ) -> Option<(Vec<T>, Vec<Outcome>)> {
+        let (mut batch, mut pending) = match self.next.take() {
+            Some(n) => n,
+            None => {
+                let mut batch = Vec::with_capacity(BATCH);
+                if rx.recv_many(&mut batch, BATCH).await == 0 {
+                    return None;
+                }
+                let messages = batch.iter().map(&message).collect();
+                let pending = self.ingestor.begin(messages, store::now_ms()).await;
+                (batch, pending)
+            }
+        };
+        // When little is arriving (this batch and what came since fit in half a batch), what
+        // came since joins this batch instead of waiting for the commit after it: checking it
+        // now costs this commit a little, where waiting would cost its events a whole commit.
+        if !rx.is_empty() && batch.len() + rx.len() <= BATCH / 2 {
+            let mut late = Vec::with_capacity(rx.len());
+            while late.len() + batch.len() < BATCH / 2 {
+                match rx.try_recv() {
+                    Ok(m) => late.push(m),
                     Err(_) => break,
                 }
             }
-            if !parts.is_empty() {
-                break;
-            }
-            // Nothing checked: the checker is to check what it holds now, not gather more.
-            self.shared.hungry.store(true, Ordering::Release);
-            if let Some(c) = &self.checker {
-                c.thread().unpark();
-            }
-            let got = self.checked.recv().await;
-            self.shared.hungry.store(false, Ordering::Release);
-            match got {
-                Some(p) => {
-                    n += p.0.len();
-                    parts.push(p);
-                }
-                None => {
-                    // The channel closed and all of it went through (or the checker died:
-                    // its panic goes on here, so that the service sees it).
-                    if let Some(Err(panic)) = self.checker.take().map(|c| c.join()) {
-                        std::panic::resume_unwind(panic);
-                    }
-                    return None;
-                }
+            let messages = late.iter().map(&message).collect();
+            let checking = self.ingestor.begin(messages, store::now_ms()).await;
+            pending = Pending::join(vec![pending, checking]).await;
+            batch.extend(late);
+        }
+        let mut more = Vec::with_capacity(BATCH);
+        while more.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => more.push(m),
+                Err(_) => break,
             }
         }
-        let mut batch = Vec::with_capacity(n);
-        let mut pending = Pending::join(parts.into_iter().map(|(b, p)| {
-            batch.extend(b);
-            p
-        }));
+        if !more.is_empty() {
+            let messages = more.iter().map(&message).collect();
+            let pending = self.ingestor.begin(messages, store::now_ms()).await;
+            self.next = Some((more, pending));
+        }
         let mut backoff = std::time::Duration::from_millis(250);
         let mut conflicts = 0;
         loop {
             match self.ingestor.commit(&mut pending, store::now_ms()).await {
-                Ok(out) => {
-                    // The keys read again for this batch, if they were, check the next ones.
-                    *self
-                        .shared
-                        .verifier
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = self.ingestor.verifier.clone();
-                    return Some((batch, out));
-                }
+                Ok(out) => return Some((batch, out)),
                 // Another writer (the feed, the scheduler, another worker) came first to a row
                 // the batch read: at once again, from a fresh read, a few times.
                 Err(e) if e.is_conflict() && conflicts < 3 => {
@@ -260,61 +193,9 @@ impl<T: Send + 'static> Worker<T> {
     }
 }
 
-/// The checker's loop ([`Worker`]): a group of what arrived, held open up to [`CHECK_WAIT`]
-/// unless the writer is waiting, checked, and handed on; until `rx` is closed and empty or the
-/// writer is gone.
-fn check_arrivals<T>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-    tx: tokio::sync::mpsc::Sender<(Vec<T>, Pending)>,
-    shared: &Shared,
-    message: impl Fn(&T) -> Message,
-) {
-    use tokio::sync::mpsc::error::TryRecvError;
-    while let Some(first) = rx.blocking_recv() {
-        let since = std::time::Instant::now();
-        let mut group = Vec::with_capacity(SIGNATURE_GROUP);
-        group.push(first);
-        loop {
-            let mut closed = false;
-            while group.len() < SIGNATURE_GROUP {
-                match rx.try_recv() {
-                    Ok(m) => group.push(m),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-            let waited = since.elapsed();
-            if closed
-                || group.len() >= SIGNATURE_GROUP
-                || waited >= CHECK_WAIT
-                || shared.hungry.load(Ordering::Acquire)
-            {
-                break;
-            }
-            // Woken early by a hungry writer; else a look at the channel every millisecond
-            // (not at every arrival: that cost more than the wait saves).
-            std::thread::park_timeout(
-                (CHECK_WAIT - waited).min(std::time::Duration::from_millis(1)),
-            );
-        }
-        let messages: Vec<Message> = group.iter().map(&message).collect();
-        let verifier = shared
-            .verifier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let pending = verifier.pending(messages, store::now_ms());
-        if tx.blocking_send((group, pending)).is_err() {
-            return;
-        }
-    }
-}
-
 /// What checks a message without the database: the pinned keys as last read, and the clock
-/// skew allowed. Cheap to clone, so that the checker thread holds the latest.
+/// skew allowed. Cheap to clone, so a batch can be checked on a blocking thread while the one
+/// before it commits.
 #[derive(Clone)]
 pub struct Verifier {
     keys: Arc<HashMap<String, VerifyingKey>>,
@@ -324,40 +205,62 @@ pub struct Verifier {
 /// A batch's messages checked (topic, size, signature, schema, clock), in the batch's order.
 pub struct Verified(Vec<Result<Checked, Refusal>>);
 
-/// A batch checked by the [`Worker`]'s checker, until [`Ingestor::commit`] applies it.
+/// A batch taken from the broker and being checked off the async threads
+/// ([`Ingestor::begin`]) until [`Ingestor::commit`] applies it.
 pub struct Pending {
-    batch: Vec<Message>,
-    /// `None` once used by a commit that failed: checked again, inline, by the next.
-    verified: Option<Verified>,
-    /// The keys it was checked with, when it names a post they did not hold: the commit reads
-    /// the keys again and checks it again if that post is known now (added since).
-    stale: Option<Arc<HashMap<String, VerifyingKey>>>,
+    batch: Arc<Vec<Message>>,
+    checking: Checking,
+}
+
+enum Checking {
+    Running(tokio::task::JoinHandle<Verified>),
+    /// Checked already: parts joined into one batch ([`Pending::join`]).
+    Checked(Verified),
+    /// Not started (the keys could not be read) or used by a commit that failed: checked
+    /// again, inline, by the next commit.
+    Again,
+}
+
+impl Checking {
+    /// What the check came to; `None` when it must be done again (not started, or cancelled).
+    async fn done(self) -> Option<Verified> {
+        match self {
+            Checking::Running(h) => match h.await {
+                Ok(v) => Some(v),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => None,
+            },
+            Checking::Checked(v) => Some(v),
+            Checking::Again => None,
+        }
+    }
 }
 
 impl Pending {
-    /// One batch of `parts`, in order.
-    fn join(parts: impl Iterator<Item = Pending>) -> Pending {
-        let mut all = Pending {
-            batch: Vec::new(),
-            verified: Some(Verified(Vec::new())),
-            stale: None,
-        };
+    /// One batch of `parts`, in order, their checks awaited; checked again by the commit when
+    /// one of them was not.
+    async fn join(parts: Vec<Pending>) -> Pending {
+        let mut batch = Vec::new();
+        let mut verified = Some(Vec::new());
         for p in parts {
-            all.batch.extend(p.batch);
-            all.verified = match (all.verified, p.verified) {
-                (Some(mut a), Some(v)) => {
-                    a.0.extend(v.0);
-                    Some(a)
-                }
-                _ => None,
-            };
-            // Keys only grow while central runs (a post added), so the fewest are the oldest.
-            all.stale = match (all.stale, p.stale) {
-                (Some(a), Some(b)) => Some(if b.len() < a.len() { b } else { a }),
-                (a, b) => a.or(b),
-            };
+            let done = p.checking.done().await;
+            match (done, verified.as_mut()) {
+                (Some(v), Some(all)) => all.extend(v.0),
+                _ => verified = None,
+            }
+            // The check is over, so its copy of the batch is gone.
+            match Arc::try_unwrap(p.batch) {
+                Ok(b) => batch.extend(b),
+                Err(shared) => batch.extend(shared.iter().cloned()),
+            }
         }
-        all
+        Pending {
+            batch: Arc::new(batch),
+            checking: match verified {
+                Some(v) => Checking::Checked(Verified(v)),
+                None => Checking::Again,
+            },
+        }
     }
 }
 
@@ -398,7 +301,12 @@ impl Ingestor {
     /// The verifier for `batch`: the keys read again first when it names a post they do not
     /// hold.
     async fn verifier_for(&mut self, batch: &[Message]) -> Result<Verifier, StoreError> {
-        if self.verifier.names_unknown(batch) {
+        let unknown = batch.iter().any(|m| {
+            post_of(&m.topic).is_some_and(|(p, t)| {
+                !self.verifier.keys.contains_key(p) && !matches!(t, "status" | "key")
+            })
+        });
+        if unknown {
             self.reload_keys().await?;
         }
         Ok(self.verifier.clone())
@@ -415,7 +323,25 @@ impl Ingestor {
         self.apply(batch, verified, now_ms).await
     }
 
-    /// Applies a batch the [`Worker`]'s checker checked, in one transaction, as
+    /// Starts checking `batch` on a blocking thread, so that its signatures (the costly part,
+    /// which needs no database) are checked while the batch before it commits. What follows
+    /// is [`Ingestor::commit`].
+    pub async fn begin(&mut self, batch: Vec<Message>, now_ms: i64) -> Pending {
+        let batch = Arc::new(batch);
+        let checking = match self.verifier_for(&batch).await {
+            Ok(v) => {
+                let b = batch.clone();
+                Checking::Running(tokio::task::spawn_blocking(move || {
+                    Verified(v.check_part(&b, now_ms))
+                }))
+            }
+            // The database is away: the commit will check it (and fail until it is back).
+            Err(_) => Checking::Again,
+        };
+        Pending { batch, checking }
+    }
+
+    /// Applies a batch [`Ingestor::begin`] started, in one transaction, as
     /// [`Ingestor::handle`] does. On `Err` nothing of it is stored and none of it may be
     /// acknowledged; calling `commit` again retries it.
     pub async fn commit(
@@ -423,23 +349,12 @@ impl Ingestor {
         pending: &mut Pending,
         now_ms: i64,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let verified = match (pending.verified.take(), &pending.stale) {
-            (Some(v), None) => v,
-            // Checked with keys that lacked a post it names: if that post is known now, it
-            // was added since, and its events are checked again.
-            (Some(v), Some(old)) => {
-                let now = self.verifier_for(&pending.batch).await?;
-                let added = pending.batch.iter().any(|m| {
-                    post_of(&m.topic)
-                        .is_some_and(|(p, _)| !old.contains_key(p) && now.keys.contains_key(p))
-                });
-                if added {
-                    now.check_all(&pending.batch, now_ms)
-                } else {
-                    v
-                }
-            }
-            (None, _) => self
+        let done = std::mem::replace(&mut pending.checking, Checking::Again)
+            .done()
+            .await;
+        let verified = match done {
+            Some(v) => v,
+            None => self
                 .verifier_for(&pending.batch)
                 .await?
                 .check_all(&pending.batch, now_ms),
@@ -638,24 +553,6 @@ impl Ingestor {
 }
 
 impl Verifier {
-    /// Checks `batch` on this thread, for [`Ingestor::commit`].
-    pub fn pending(&self, batch: Vec<Message>, now_ms: i64) -> Pending {
-        let stale = self.names_unknown(&batch).then(|| self.keys.clone());
-        Pending {
-            verified: Some(Verified(self.check_part(&batch, now_ms))),
-            batch,
-            stale,
-        }
-    }
-
-    /// Whether `batch` has an event of a post these keys do not hold.
-    fn names_unknown(&self, batch: &[Message]) -> bool {
-        batch.iter().any(|m| {
-            post_of(&m.topic)
-                .is_some_and(|(p, t)| !self.keys.contains_key(p) && !matches!(t, "status" | "key"))
-        })
-    }
-
     /// Checks a batch, split over the machine's cores when it is large enough to pay.
     pub fn check_all(&self, batch: &[Message], now_ms: i64) -> Verified {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

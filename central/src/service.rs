@@ -350,18 +350,18 @@ async fn acknowledge(mut rx: mpsc::UnboundedReceiver<Publish>, client: AsyncClie
 /// its commit.
 async fn ingest_worker(
     ingestor: Ingestor,
-    rx: mpsc::Receiver<Publish>,
+    mut rx: mpsc::Receiver<Publish>,
     acks: mpsc::UnboundedSender<Publish>,
     routed: Arc<Notify>,
     changes: broadcast::Sender<()>,
     totals: Arc<Totals>,
 ) {
+    let mut worker = Worker::new(ingestor);
     let message = |p: &Publish| Message {
         topic: p.topic.clone(),
         payload: p.payload.to_vec(),
     };
-    let mut worker = Worker::start(ingestor, rx, message);
-    while let Some((batch, out)) = worker.next().await {
+    while let Some((batch, out)) = worker.next(&mut rx, message).await {
         totals.count(&out);
         if out
             .iter()

@@ -474,7 +474,7 @@ fn a_batch_of_new_events_resends_and_a_reused_seq_tells_each_apart() {
 }
 
 #[test]
-fn the_worker_commits_each_message_once_in_order_and_knows_a_post_added_while_it_runs() {
+fn the_worker_commits_each_message_once_in_order_and_late_ones_join_a_small_batch() {
     on_both(|store, backend| async move {
         let mut boxes = registered(&store, &["korgas", "kordai"]).await;
         let alert = json!({"severity": "low", "rule": "plate_unread", "channel": "green",
@@ -484,32 +484,27 @@ fn the_worker_commits_each_message_once_in_order_and_knows_a_post_added_while_it
             let payload = b.event("alert", T0 + i as i64, alert.clone());
             (i, msg(b.topic("alert"), payload))
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(2 * BATCH);
-        // More than a batch waiting: taken in batches of at most `BATCH`, in order.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2 * BATCH);
+        // More than a batch waiting: the first call commits a batch and takes the other 30 as
+        // the next, checked while it commits.
         for i in 0..BATCH + 30 {
             tx.send(make(i)).await.unwrap();
         }
         let ingestor = Ingestor::new(store.clone(), Limits::default())
             .await
             .unwrap();
-        let mut worker = Worker::start(ingestor, rx, |t: &(usize, Message)| t.1.clone());
-        let mut first = Vec::new();
-        while first.len() < BATCH + 30 {
-            let (batch, out) = worker.next().await.unwrap();
-            assert!(batch.len() <= BATCH, "{backend}");
-            assert!(
-                out.iter().all(|o| *o == Outcome::Accepted),
-                "{backend}: {out:?}"
-            );
-            first.extend(batch.into_iter().map(|t| t.0));
-        }
-        assert_eq!(first, (0..BATCH + 30).collect::<Vec<_>>(), "{backend}");
-        // Twenty more, one of them altered, one from a post nobody registered, and one from a
-        // post registered after the checker read its keys (so it is checked with keys that
-        // lack it, and checked again at the commit): each with its own outcome, in order,
-        // however the checker groups them.
+        let mut worker = Worker::new(ingestor);
+        let message = |t: &(usize, Message)| t.1.clone();
+        let (first, out) = worker.next(&mut rx, message).await.unwrap();
+        let order = |b: &[(usize, Message)]| b.iter().map(|t| t.0).collect::<Vec<_>>();
+        assert_eq!(order(&first), (0..BATCH).collect::<Vec<_>>(), "{backend}");
+        assert!(
+            out.iter().all(|o| *o == Outcome::Accepted),
+            "{backend}: {out:?}"
+        );
+        // Twenty more before the next call, one of them altered and one from a post nobody
+        // registered: few enough to join those 30 in one commit, each with its own outcome.
         let mut ghost = Box_::new("ghost");
-        let mut late = registered(&store, &["tajen"]).await.remove(0);
         for i in BATCH + 30..BATCH + 50 {
             let (i, mut m) = make(i);
             if i == BATCH + 35 {
@@ -524,23 +519,15 @@ fn the_worker_commits_each_message_once_in_order_and_knows_a_post_added_while_it
                     ghost.event("alert", T0, alert.clone()),
                 );
             }
-            if i == BATCH + 45 {
-                m = msg(late.topic("alert"), late.event("alert", T0, alert.clone()));
-            }
             tx.send((i, m)).await.unwrap();
         }
-        drop(tx);
-        let mut rest = Vec::new();
-        while let Some((batch, out)) = worker.next().await {
-            assert!(batch.len() <= BATCH, "{backend}");
-            rest.extend(batch.into_iter().zip(out));
-        }
+        let (second, out) = worker.next(&mut rx, message).await.unwrap();
         assert_eq!(
-            rest.iter().map(|((i, _), _)| *i).collect::<Vec<_>>(),
-            (BATCH + 30..BATCH + 50).collect::<Vec<_>>(),
+            order(&second),
+            (BATCH..BATCH + 50).collect::<Vec<_>>(),
             "{backend}"
         );
-        for ((i, _), o) in &rest {
+        for ((i, _), o) in second.iter().zip(&out) {
             let why = match i - BATCH {
                 35 => Some("bad signature"),
                 40 => Some("unknown post"),
@@ -552,6 +539,8 @@ fn the_worker_commits_each_message_once_in_order_and_knows_a_post_added_while_it
                 _ => panic!("{backend}: message {i}: {o:?}"),
             }
         }
+        drop(tx);
+        assert!(worker.next(&mut rx, message).await.is_none(), "{backend}");
         assert_eq!(
             store.count(Table::Journal).await.unwrap() as usize,
             BATCH + 48,
