@@ -392,7 +392,6 @@ impl Ingestor {
         now_ms: i64,
     ) -> Result<Vec<Outcome>, StoreError> {
         let checked = verified.0;
-        let mut tx = sqlx::Connection::begin(conn).await?;
         // Every event of the batch into the journal at once; the ids that went in come back.
         let rows: Vec<store::JournalRow> = batch
             .iter()
@@ -410,7 +409,18 @@ impl Ingestor {
                 _ => None,
             })
             .collect();
-        let fresh = store::insert_journal(&mut tx, &rows, now_ms).await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let fresh = match store::insert_new_journal(&mut tx, &rows, now_ms).await? {
+            Some(fresh) => fresh,
+            None => {
+                // One of them was there already (a resend after a reconnect, the same event
+                // twice): the failed insert ended the transaction, which had written nothing
+                // else. Again, taking only what is new.
+                tx.rollback().await?;
+                tx = sqlx::Connection::begin(&mut *conn).await?;
+                store::insert_journal(&mut tx, &rows, now_ms).await?
+            }
+        };
         drop(rows);
         let mut out = Vec::with_capacity(batch.len());
         let mut state = BatchState {
