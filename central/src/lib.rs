@@ -21,3 +21,90 @@ pub mod service;
 pub mod store;
 pub mod tracking;
 pub mod xml;
+
+/// A read made again and again (by the board, the API, the schedulers or the publisher) over
+/// tables that grow with every event, transit and alert: it must reach its rows through an
+/// index, so that it costs what it returns and not the months of data beside it.
+/// `tests/it/plans.rs` checks each one's plan on both backends.
+#[doc(hidden)]
+pub struct BoundedRead {
+    pub what: &'static str,
+    pub sql: String,
+    /// Its parameters' kinds, in order: `t` text, `i` integer.
+    pub params: &'static str,
+    /// The growing tables it reads.
+    pub tables: &'static [&'static str],
+    /// Whether it must come in an index's order (a page of the newest, the first few): a sort
+    /// would read all of them first.
+    pub ordered: bool,
+}
+
+#[doc(hidden)]
+pub fn bounded_reads() -> Vec<BoundedRead> {
+    let read = |what, sql, params, tables, ordered| BoundedRead {
+        what,
+        sql,
+        params,
+        tables,
+        ordered,
+    };
+    vec![
+        read(
+            "a transit's events",
+            store::EVENTS_OF.into(),
+            "t",
+            &["journal", "sighting"],
+            false,
+        ),
+        read(
+            "the board's transits",
+            store::transits_sql(),
+            "i",
+            &["transit"],
+            true,
+        ),
+        // On the road, few: found by state and sorted, or read in deadline order.
+        read(
+            "overdue scan",
+            store::overdue_sql(),
+            "i",
+            &["transit"],
+            false,
+        ),
+        read(
+            "silence scan",
+            positions::silent_sql(),
+            "",
+            &["transit", "transit_tracker", "track"],
+            false,
+        ),
+        read(
+            "operator alerts",
+            store::ALERTS.into(),
+            "",
+            &["operator_alert"],
+            true,
+        ),
+        read(
+            "open operator alerts",
+            store::OPEN_ALERTS.into(),
+            "",
+            &["operator_alert"],
+            true,
+        ),
+        read(
+            "notifications",
+            notify::NOTIFICATIONS.into(),
+            "ti",
+            &["notification"],
+            true,
+        ),
+        read(
+            "routes to send",
+            routing::PENDING.into(),
+            "i",
+            &["route", "transit"],
+            true,
+        ),
+    ]
+}

@@ -360,6 +360,12 @@ pub(crate) async fn queue_alert(
 #[error("subscription: {0}")]
 pub struct Invalid(pub String);
 
+/// Notifications in a state, newest first: read from index `notification_listed` (migration 8),
+/// however many were sent before them.
+pub(crate) const NOTIFICATIONS: &str = "SELECT id, subscription, kind, mrn, state, attempts, \
+     next_ms, last_error, sent_ms, observed_ms, received_ms FROM notification WHERE state = $1 \
+     ORDER BY received_ms DESC, id LIMIT $2";
+
 impl Store {
     /// Checks and stores a subscription; returns it with its id and (webhook) secret.
     pub async fn subscribe(
@@ -520,15 +526,11 @@ impl Store {
         state: &str,
         limit: i64,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, subscription, kind, mrn, state, attempts, next_ms, last_error, sent_ms, \
-             observed_ms, received_ms FROM notification WHERE state = $1 \
-             ORDER BY received_ms DESC, id LIMIT $2",
-        )
-        .bind(state)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(NOTIFICATIONS)
+            .bind(state)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(NotificationRow {

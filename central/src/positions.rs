@@ -184,6 +184,16 @@ pub const JUDGED_FIXES: i64 = 2000;
 
 /// States in which a transit is between posts, so its fixes are judged.
 const ON_THE_ROAD: &str = "('departed', 'en_route', 'at_post', 'diverted', 'overdue', 'enquiry')";
+
+/// The transits on the road with their trackers, for the silence scan: found through index
+/// `transit_state` (migration 8), not among every transit ever declared.
+pub(crate) fn silent_sql() -> String {
+    format!(
+        "SELECT t.mrn, t.last_seen_ms, k.last_fix_ms, k.silent FROM transit t \
+         JOIN transit_tracker r ON r.mrn = t.mrn LEFT JOIN track k ON k.mrn = t.mrn \
+         WHERE t.state IN {ON_THE_ROAD}"
+    )
+}
 const ON_THE_ROAD_STATES: [&str; 6] = [
     "departed", "en_route", "at_post", "diverted", "overdue", "enquiry",
 ];
@@ -724,13 +734,7 @@ impl Store {
     /// of (no fix, or none since its last passage) for `silent_after_s`. Each once: the track
     /// row remembers it, in the transaction that raises it.
     pub async fn scan_silent(&self, now_ms: i64, c: &PositionsConfig) -> Result<usize, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT t.mrn, t.last_seen_ms, k.last_fix_ms, k.silent FROM transit t \
-             JOIN transit_tracker r ON r.mrn = t.mrn LEFT JOIN track k ON k.mrn = t.mrn \
-             WHERE t.state IN {ON_THE_ROAD}"
-        ))
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(&silent_sql()).fetch_all(self.pool()).await?;
         let mut raised = 0;
         for r in rows {
             let mrn: String = r.try_get(0)?;

@@ -116,10 +116,18 @@ pub struct Publisher {
     store: Store,
 }
 
+/// The routes not yet sent, in a stable order: read from index `route_unsent` (migration 8),
+/// which holds only them.
+pub(crate) const PENDING: &str = "SELECT r.post, r.mrn, r.action, t.declaration FROM route r \
+     JOIN transit t ON t.mrn = r.mrn WHERE r.done_ms IS NULL ORDER BY r.mrn, r.post LIMIT $1";
+
 impl Publisher {
-    /// Marks every route to be sent again (at start: what a crash may have left unsent).
+    /// Marks every declaration the posts should hold to be sent again (at start: a broker may
+    /// have lost its retained messages meanwhile). A withdrawal once done is not: the broker
+    /// holds nothing there either way, and there is one for every post of every transit that
+    /// ever passed, far more than the declarations still on the road.
     pub async fn new(store: Store) -> Result<Publisher, StoreError> {
-        sqlx::query("UPDATE route SET done_ms = NULL")
+        sqlx::query("UPDATE route SET done_ms = NULL WHERE action = 'publish'")
             .execute(store.pool())
             .await?;
         Ok(Publisher { store })
@@ -127,13 +135,10 @@ impl Publisher {
 
     /// Up to `limit` routes not yet sent.
     pub async fn pending(&self, limit: i64) -> Result<Vec<Pending>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.post, r.mrn, r.action, t.declaration FROM route r JOIN transit t ON t.mrn = r.mrn \
-             WHERE r.done_ms IS NULL ORDER BY r.mrn, r.post LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(self.store.pool())
-        .await?;
+        let rows = sqlx::query(PENDING)
+            .bind(limit)
+            .fetch_all(self.store.pool())
+            .await?;
         rows.iter()
             .map(|r| {
                 let action: String = r.try_get(2)?;

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("schema_5.sql")),
     (6, include_str!("schema_6.sql")),
     (7, include_str!("schema_7.sql")),
+    (8, include_str!("schema_8.sql")),
 ];
 
 /// The tables central's migrations create (`CREATE TABLE name`): those
@@ -443,14 +444,10 @@ impl Store {
 
     /// Transits, the overdue and flagged first, then by state and MRN.
     pub async fn transits(&self, limit: i64) -> Result<Vec<Transit>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TRANSIT_COLUMNS} FROM transit ORDER BY \
-             CASE state WHEN 'overdue' THEN 0 WHEN 'enquiry' THEN 1 WHEN 'diverted' THEN 2 ELSE 3 END, \
-             CASE flags WHEN '' THEN 1 ELSE 0 END, updated_ms DESC, mrn LIMIT $1"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&transits_sql())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(transit_of_row).collect()
     }
 
@@ -509,13 +506,10 @@ impl Store {
     /// Raises every overdue due at `now_ms`; each one once, whatever the number of schedulers
     /// running (compare-and-set on the version). Returns the transits it moved.
     pub async fn scan_overdue(&self, now_ms: i64) -> Result<Vec<Transit>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TRANSIT_COLUMNS} FROM transit WHERE expected_by_ms < $1 \
-             AND state IN ('departed', 'en_route', 'diverted') ORDER BY expected_by_ms LIMIT 1000"
-        ))
-        .bind(now_ms)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&overdue_sql())
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await?;
         let mut moved = Vec::new();
         for row in &rows {
             let t = transit_of_row(row)?;
@@ -552,13 +546,10 @@ impl Store {
         &self,
         mrn: &str,
     ) -> Result<Vec<(i64, String, String, serde_json::Value)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT time_ms, post, type, envelope FROM journal WHERE mrn = $1 \
-             OR id IN (SELECT event_id FROM sighting WHERE mrn = $1) ORDER BY time_ms, id LIMIT 5000",
-        )
-        .bind(mrn)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(EVENTS_OF)
+            .bind(mrn)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let env: String = r.try_get(3)?;
@@ -574,13 +565,8 @@ impl Store {
     // ---- operator alerts and quarantine ----
 
     pub async fn alerts(&self, open_only: bool) -> Result<Vec<AlertRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, raised_ms, kind, post, mrn, cause, text, cleared_ms, cleared_note \
-             FROM operator_alert WHERE ($1 = 0 OR cleared_ms IS NULL) ORDER BY raised_ms DESC, id LIMIT 1000",
-        )
-        .bind(i64::from(open_only))
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = if open_only { OPEN_ALERTS } else { ALERTS };
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(AlertRow {
@@ -824,6 +810,42 @@ pub(crate) struct Gap {
 
 const TRANSIT_COLUMNS: &str = "mrn, state, leg, expected_post, expected_by_ms, last_post, \
      last_seen_ms, flags, declaration, declared_ms, version";
+
+// The reads the board, the API and the schedulers make again and again over tables that grow
+// with every event, transit and alert: each reaches its rows through an index (migration 8),
+// so that its cost stays that of what it returns, not of the months of data beside it
+// (`crate::bounded_reads`, checked on both backends by `tests/it/plans.rs`).
+
+/// A transit's events: those that name it, and those matched to it by plate (its sightings of
+/// events that name no MRN or another). Two reads joined, each through its index: written as
+/// one `OR`, PostgreSQL read the whole journal for every transit page.
+pub(crate) const EVENTS_OF: &str = "SELECT time_ms, post, type, envelope, id FROM journal WHERE mrn = $1 \
+     UNION ALL \
+     SELECT j.time_ms, j.post, j.type, j.envelope, j.id FROM sighting s JOIN journal j ON j.id = s.event_id \
+     WHERE s.mrn = $1 AND (j.mrn IS NULL OR j.mrn <> $1) \
+     ORDER BY time_ms, id LIMIT 5000";
+
+/// The board's order (overdue, enquiry, diverted, then the flagged, then the latest changed),
+/// the same expressions as index `transit_board`, which is how the database knows to read a
+/// page from that index's start instead of sorting every transit ever declared.
+pub(crate) const BOARD_ORDER: &str = "CASE state WHEN 'overdue' THEN 0 WHEN 'enquiry' THEN 1 \
+     WHEN 'diverted' THEN 2 ELSE 3 END, CASE flags WHEN '' THEN 1 ELSE 0 END, updated_ms DESC, mrn";
+
+pub(crate) fn transits_sql() -> String {
+    format!("SELECT {TRANSIT_COLUMNS} FROM transit ORDER BY {BOARD_ORDER} LIMIT $1")
+}
+
+pub(crate) fn overdue_sql() -> String {
+    format!(
+        "SELECT {TRANSIT_COLUMNS} FROM transit WHERE expected_by_ms < $1 \
+         AND state IN ('departed', 'en_route', 'diverted') ORDER BY expected_by_ms LIMIT 1000"
+    )
+}
+
+pub(crate) const ALERTS: &str = "SELECT id, raised_ms, kind, post, mrn, cause, text, cleared_ms, \
+     cleared_note FROM operator_alert ORDER BY raised_ms DESC, id LIMIT 1000";
+pub(crate) const OPEN_ALERTS: &str = "SELECT id, raised_ms, kind, post, mrn, cause, text, cleared_ms, \
+     cleared_note FROM operator_alert WHERE cleared_ms IS NULL ORDER BY raised_ms DESC, id LIMIT 1000";
 
 pub(crate) fn conflict(what: &str, detail: impl Into<String>) -> StoreError {
     StoreError::Conflict {

@@ -8,6 +8,7 @@ mod demo;
 mod ingest;
 mod nats;
 mod notify;
+mod plans;
 mod positions;
 mod replay;
 mod service;
