@@ -106,5 +106,47 @@ pub fn bounded_reads() -> Vec<BoundedRead> {
             &["route", "transit"],
             true,
         ),
+        read(
+            "subscriptions to all transits",
+            notify::ANY_MRN_SUBSCRIPTIONS.into(),
+            "",
+            &["subscription"],
+            false,
+        ),
+        read(
+            "subscriptions to some transits",
+            format!("{} IN ($1, $2)", notify::MRN_SUBSCRIPTIONS),
+            "tt",
+            &["subscription"],
+            false,
+        ),
+        read(
+            "a transit's subscriptions",
+            notify::CANDIDATES.into(),
+            "t",
+            &["subscription"],
+            false,
+        ),
+        read(
+            "notifications due",
+            notify::DUE.into(),
+            "i",
+            &["notification", "subscription"],
+            false,
+        ),
+        read(
+            "next notification due",
+            notify::NEXT_DUE.into(),
+            "",
+            &["notification"],
+            false,
+        ),
+        read(
+            "a subscription's last hour",
+            notify::SENT_LATELY.into(),
+            "ti",
+            &["notification"],
+            false,
+        ),
     ]
 }

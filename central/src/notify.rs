@@ -164,18 +164,16 @@ impl Candidates {
         mrns: &[&str],
     ) -> Result<Candidates, StoreError> {
         let mut c = Candidates::default();
-        let rows = sqlx::query(
-            "SELECT id, post, kinds FROM subscription WHERE active = 1 AND mrn IS NULL",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = sqlx::query(ANY_MRN_SUBSCRIPTIONS)
+            .fetch_all(&mut *conn)
+            .await?;
         for r in &rows {
             c.any_mrn
                 .push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
         }
         for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
             let sql = format!(
-                "SELECT id, post, kinds, mrn FROM subscription WHERE active = 1 AND mrn IN ({})",
+                "{MRN_SUBSCRIPTIONS} IN ({})",
                 store::placeholders(conn, 1, chunk.len())
             );
             let mut q = store::multi_row(conn, &sql);
@@ -210,12 +208,10 @@ async fn candidates(
     conn: &mut AnyConnection,
     mrn: Option<&str>,
 ) -> Result<Vec<Candidate>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, post, kinds FROM subscription WHERE active = 1 AND (mrn IS NULL OR mrn = $1)",
-    )
-    .bind(mrn.unwrap_or(""))
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(CANDIDATES)
+        .bind(mrn.unwrap_or(""))
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect()
@@ -359,6 +355,27 @@ pub(crate) async fn queue_alert(
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("subscription: {0}")]
 pub struct Invalid(pub String);
+
+/// The subscriptions to every transit's events (`Candidates`), those to some transits' (the
+/// statement ends with their list: `… mrn IN (…)`), and those to one transit's or all
+/// (`candidates`): read, with every batch of events, from index `subscription_mrn`
+/// (migration 8), not among every transit's subscriptions ever made.
+pub(crate) const ANY_MRN_SUBSCRIPTIONS: &str =
+    "SELECT id, post, kinds FROM subscription WHERE active = 1 AND mrn IS NULL";
+pub(crate) const MRN_SUBSCRIPTIONS: &str =
+    "SELECT id, post, kinds, mrn FROM subscription WHERE active = 1 AND mrn";
+pub(crate) const CANDIDATES: &str =
+    "SELECT id, post, kinds FROM subscription WHERE active = 1 AND (mrn IS NULL OR mrn = $1)";
+
+/// The sender's reads: what is due (index `notification_due`), when the next is due, and how
+/// many a subscription was sent in the last hour (index `notification_sent`).
+pub(crate) const DUE: &str = "SELECT n.id, n.kind, n.payload, n.observed_ms, n.received_ms, \
+     n.attempts, n.next_ms, s.id, s.channel, s.address, s.lang, s.secret, s.rate_per_hour, \
+     s.recipient FROM notification n JOIN subscription s ON s.id = n.subscription \
+     WHERE n.state = 'pending' AND n.next_ms <= $1 ORDER BY n.next_ms, n.id LIMIT 100";
+pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_ms) FROM notification WHERE state = 'pending'";
+pub(crate) const SENT_LATELY: &str =
+    "SELECT COUNT(*) FROM notification WHERE subscription = $1 AND sent_ms > $2";
 
 /// Notifications in a state, newest first: read from index `notification_listed` (migration 8),
 /// however many were sent before them.
@@ -611,15 +628,7 @@ impl Notifier {
     /// Sends every row due at `now_ms` (up to 100), one at a time.
     pub async fn step(&self, now_ms: i64) -> Result<Stepped, StoreError> {
         let pool = self.store.pool();
-        let rows = sqlx::query(
-            "SELECT n.id, n.kind, n.payload, n.observed_ms, n.received_ms, n.attempts, n.next_ms, \
-             s.id, s.channel, s.address, s.lang, s.secret, s.rate_per_hour, s.recipient \
-             FROM notification n JOIN subscription s ON s.id = n.subscription \
-             WHERE n.state = 'pending' AND n.next_ms <= $1 ORDER BY n.next_ms, n.id LIMIT 100",
-        )
-        .bind(now_ms)
-        .fetch_all(pool)
-        .await?;
+        let rows = sqlx::query(DUE).bind(now_ms).fetch_all(pool).await?;
         let mut out = Stepped::default();
         for r in rows {
             if self.stopping() {
@@ -640,14 +649,12 @@ impl Notifier {
             let rate: i64 = r.try_get(12)?;
             let recipient: String = r.try_get(13)?;
             // Over the subscription's rate: it waits, noted; nothing is dropped.
-            let recent: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM notification WHERE subscription = $1 AND sent_ms > $2",
-            )
-            .bind(&sub)
-            .bind(now_ms - 3_600_000)
-            .fetch_one(pool)
-            .await?
-            .try_get(0)?;
+            let recent: i64 = sqlx::query(SENT_LATELY)
+                .bind(&sub)
+                .bind(now_ms - 3_600_000)
+                .fetch_one(pool)
+                .await?
+                .try_get(0)?;
             if recent >= rate {
                 sqlx::query(
                     "UPDATE notification SET next_ms = $1, last_error = $2 WHERE id = $3 AND next_ms = $4",
@@ -774,9 +781,7 @@ impl Notifier {
 
     /// When the next row is due (for the service's loop to sleep until).
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let r = sqlx::query("SELECT MIN(next_ms) FROM notification WHERE state = 'pending'")
-            .fetch_one(self.store.pool())
-            .await?;
+        let r = sqlx::query(NEXT_DUE).fetch_one(self.store.pool()).await?;
         Ok(r.try_get::<Option<i64>, _>(0)?)
     }
 }

@@ -25,6 +25,9 @@ CREATE INDEX transit_tracker_mrn ON transit_tracker (mrn);
 CREATE INDEX route_unsent ON route (mrn, post) WHERE done_ms IS NULL;
 CREATE INDEX route_live ON route (post) WHERE action = 'publish';
 
+-- The subscriptions to one transit's events, or to all (read with every batch of events).
+CREATE INDEX subscription_mrn ON subscription (mrn);
+
 -- Operator alerts and notifications, newest first.
 CREATE INDEX operator_alert_raised ON operator_alert (raised_ms DESC, id);
 CREATE INDEX operator_alert_open ON operator_alert (raised_ms DESC, id) WHERE cleared_ms IS NULL;
