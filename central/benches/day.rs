@@ -34,7 +34,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use acsgd_central::declare;
 use acsgd_central::ingest::{Ingestor, Limits, Message, Outcome, Worker};
 use acsgd_central::positions::PositionsConfig;
-use acsgd_central::store::{now_ms, Store, Table};
+use acsgd_central::store::{now_ms, Backend, Store, Table};
 use serde_json::json;
 
 use common::{passage, Box_, Ids};
@@ -375,5 +375,22 @@ async fn run(name: &str, url: &str) {
         after.iter().copied().fold(f64::MAX, f64::min),
         after.iter().copied().fold(0.0, f64::max),
         rss.last().copied().unwrap_or(0.0)
+    );
+    // What a day of posts costs on disk: the database as the backend counts it (SQLite's
+    // pages, WAL not included: it is checkpointed back; PostgreSQL's files of this database).
+    let size_sql = match store.backend() {
+        Backend::Sqlite => {
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+        }
+        Backend::Postgres => "SELECT pg_database_size(current_database())",
+    };
+    let bytes: i64 = sqlx::query_scalar(size_sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    println!(
+        "{name:8} database at the end of the day: {:.0} MiB, {:.0} bytes an event",
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / events as f64
     );
 }
