@@ -57,6 +57,27 @@ pub fn bounded_reads() -> Vec<BoundedRead> {
             false,
         ),
         read(
+            "a transit's changes",
+            store::TRANSIT_LOG.into(),
+            "t",
+            &["transit_log"],
+            true,
+        ),
+        read(
+            "a transit's newest fixes",
+            positions::RECENT_FIXES.into(),
+            "ti",
+            &["fix"],
+            true,
+        ),
+        read(
+            "a transit's track",
+            positions::TRACK_FIXES.into(),
+            "t",
+            &["fix"],
+            true,
+        ),
+        read(
             "the board's transits",
             store::transits_sql(),
             "i",

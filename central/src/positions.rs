@@ -599,18 +599,23 @@ struct CorridorOf {
     corridor: Option<Corridor>,
 }
 
+/// A transit's newest fixes (those a batch whose fixes come out of order is judged with), and
+/// its track for the board's map: each from the fix table's primary key, in its order.
+pub(crate) const RECENT_FIXES: &str =
+    "SELECT time_ms, lat, lon, speed FROM fix WHERE mrn = $1 ORDER BY time_ms DESC LIMIT $2";
+pub(crate) const TRACK_FIXES: &str =
+    "SELECT time_ms, lat, lon FROM fix WHERE mrn = $1 ORDER BY time_ms LIMIT 20000";
+
 /// A transit's most recent [`JUDGED_FIXES`] stored fixes, by time.
 async fn stored_fixes(
     conn: &mut AnyConnection,
     mrn: &str,
 ) -> Result<BTreeMap<i64, Fix>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT time_ms, lat, lon, speed FROM fix WHERE mrn = $1 ORDER BY time_ms DESC LIMIT $2",
-    )
-    .bind(mrn)
-    .bind(JUDGED_FIXES)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(RECENT_FIXES)
+        .bind(mrn)
+        .bind(JUDGED_FIXES)
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter()
         .map(|r| {
             let f = Fix {
@@ -798,12 +803,10 @@ impl Store {
 
     pub async fn track(&self, mrn: &str) -> Result<Track, StoreError> {
         let mut conn = self.pool().acquire().await?;
-        let rows = sqlx::query(
-            "SELECT time_ms, lat, lon FROM fix WHERE mrn = $1 ORDER BY time_ms LIMIT 20000",
-        )
-        .bind(mrn)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = sqlx::query(TRACK_FIXES)
+            .bind(mrn)
+            .fetch_all(&mut *conn)
+            .await?;
         let fixes = rows
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))

@@ -453,12 +453,10 @@ impl Store {
 
     /// A transit's journal, oldest first.
     pub async fn transit_log(&self, mrn: &str) -> Result<Vec<(i64, Change)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at_ms, from_state, to_state, cause, note FROM transit_log WHERE mrn = $1 ORDER BY n",
-        )
-        .bind(mrn)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(TRANSIT_LOG)
+            .bind(mrn)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let state = |i: usize| -> Result<State, StoreError> {
@@ -841,6 +839,10 @@ pub(crate) fn overdue_sql() -> String {
          AND state IN ('departed', 'en_route', 'diverted') ORDER BY expected_by_ms LIMIT 1000"
     )
 }
+
+/// A transit's state changes, in order: its primary key's prefix, in its order.
+pub(crate) const TRANSIT_LOG: &str =
+    "SELECT at_ms, from_state, to_state, cause, note FROM transit_log WHERE mrn = $1 ORDER BY n";
 
 pub(crate) const ALERTS: &str = "SELECT id, raised_ms, kind, post, mrn, cause, text, cleared_ms, \
      cleared_note FROM operator_alert ORDER BY raised_ms DESC, id LIMIT 1000";
