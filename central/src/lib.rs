@@ -136,7 +136,7 @@ pub fn bounded_reads() -> Vec<BoundedRead> {
         ),
         read(
             "subscriptions to some transits",
-            format!("{} IN ($1, $2)", notify::MRN_SUBSCRIPTIONS),
+            notify::mrn_subscriptions("$1, $2"),
             "tt",
             &["subscription"],
             false,

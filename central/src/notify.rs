@@ -172,10 +172,7 @@ impl Candidates {
                 .push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
         }
         for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
-            let sql = format!(
-                "{MRN_SUBSCRIPTIONS} IN ({})",
-                store::placeholders(conn, 1, chunk.len())
-            );
+            let sql = mrn_subscriptions(&store::placeholders(conn, 1, chunk.len()));
             let mut q = store::multi_row(conn, &sql);
             for m in chunk {
                 q = q.bind(*m);
@@ -357,13 +354,14 @@ pub(crate) async fn queue_alert(
 pub struct Invalid(pub String);
 
 /// The subscriptions to every transit's events (`Candidates`), those to some transits' (the
-/// statement ends with their list: `… mrn IN (…)`), and those to one transit's or all
+/// statement made for their list), and those to one transit's or all
 /// (`candidates`): read, with every batch of events, from index `subscription_mrn`
 /// (migration 8), not among every transit's subscriptions ever made.
 pub(crate) const ANY_MRN_SUBSCRIPTIONS: &str =
     "SELECT id, post, kinds FROM subscription WHERE active = 1 AND mrn IS NULL";
-pub(crate) const MRN_SUBSCRIPTIONS: &str =
-    "SELECT id, post, kinds, mrn FROM subscription WHERE active = 1 AND mrn";
+pub(crate) fn mrn_subscriptions(list: &str) -> String {
+    format!("SELECT id, post, kinds, mrn FROM subscription WHERE active = 1 AND mrn IN ({list})")
+}
 pub(crate) const CANDIDATES: &str =
     "SELECT id, post, kinds FROM subscription WHERE active = 1 AND (mrn IS NULL OR mrn = $1)";
 

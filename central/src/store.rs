@@ -1387,10 +1387,7 @@ pub(crate) async fn insert_new_journal(
         return insert_journal(conn, rows, now_ms).await.map(Some);
     }
     for chunk in rows.chunks(rows_per_statement(conn, 8)) {
-        let mut sql = String::from(
-            "INSERT INTO journal (id, post, seq, type, time_ms, received_ms, mrn, envelope) VALUES ",
-        );
-        sql.push_str(&value_rows(conn, chunk.len(), 8));
+        let sql = journal_insert(conn, chunk.len());
         match bind_journal(multi_row(conn, &sql), chunk, now_ms)
             .execute(&mut *conn)
             .await
@@ -1401,6 +1398,15 @@ pub(crate) async fn insert_new_journal(
         }
     }
     Ok(Some(rows.iter().map(|r| r.id.to_string()).collect()))
+}
+
+/// `INSERT INTO journal … VALUES` with `rows` rows of parameters, as [`bind_journal`] binds them.
+fn journal_insert(conn: &AnyConnection, rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO journal (id, post, seq, type, time_ms, received_ms, mrn, envelope) VALUES ",
+    );
+    sql.push_str(&value_rows(conn, rows, 8));
+    sql
 }
 
 fn bind_journal<'q>(mut q: AnyQuery<'q>, chunk: &'q [JournalRow<'q>], now_ms: i64) -> AnyQuery<'q> {
@@ -1427,10 +1433,7 @@ pub(crate) async fn insert_journal(
 ) -> Result<std::collections::HashSet<String>, StoreError> {
     let mut fresh = std::collections::HashSet::with_capacity(rows.len());
     for chunk in rows.chunks(rows_per_statement(conn, 8)) {
-        let mut sql = String::from(
-            "INSERT INTO journal (id, post, seq, type, time_ms, received_ms, mrn, envelope) VALUES ",
-        );
-        sql.push_str(&value_rows(conn, chunk.len(), 8));
+        let mut sql = journal_insert(conn, chunk.len());
         sql.push_str(" ON CONFLICT DO NOTHING");
         // SQLite: without RETURNING, which buffered a row for every event and was about half
         // of the insert's cost there. All rows in: all fresh. Some: the ones that went in are
