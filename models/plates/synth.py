@@ -83,34 +83,41 @@ def pick(rng, s, n):
 ANY_REGION = False
 
 
+def serial(rng, n):
+    """A plate's serial number of `n` digits as issued: never all 0 (`format::issued`). One that
+    draws all 0 ends in 1 instead, so the draws after it are the same as before this rule."""
+    s = pick(rng, DIGITS, n)
+    return s[:-1] + "1" if s == "0" * n else s
+
+
 def sample_text(rng, country):
     """Normalised plate text (as `acsgd anpr` prints it) and where a double-row plate splits."""
     if country == "KZ":
         kind = rng.integers(3)
         region = "%02d" % rng.integers(1, 100 if ANY_REGION else 21)
         if kind == 0:
-            return pick(rng, DIGITS, 3) + pick(rng, LATIN, 3) + region, 3
+            return serial(rng, 3) + pick(rng, LATIN, 3) + region, 3
         if kind == 1:
-            return pick(rng, DIGITS, 3) + pick(rng, LATIN, 2) + region, 3
-        return pick(rng, DIGITS, 4) + pick(rng, LATIN, 2) + region, 4
+            return serial(rng, 3) + pick(rng, LATIN, 2) + region, 3
+        return serial(rng, 4) + pick(rng, LATIN, 2) + region, 4
     if country == "KG":
-        return "%02d" % rng.integers(1, 100 if ANY_REGION else 10) + pick(rng, DIGITS, 3) + pick(rng, LATIN, 3), 2
+        return "%02d" % rng.integers(1, 100 if ANY_REGION else 10) + serial(rng, 3) + pick(rng, LATIN, 3), 2
     if country == "UZ":
         if ANY_REGION:
             region = "%02d" % rng.integers(1, 100)
         else:
             region = "%02d" % rng.choice([1, 10, 20, 25, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95])
         if rng.random() < 0.75:
-            return region + pick(rng, LATIN, 1) + pick(rng, DIGITS, 3) + pick(rng, LATIN, 2), 2
-        return region + pick(rng, DIGITS, 3) + pick(rng, LATIN, 3), 2
+            return region + pick(rng, LATIN, 1) + serial(rng, 3) + pick(rng, LATIN, 2), 2
+        return region + serial(rng, 3) + pick(rng, LATIN, 3), 2
     if country == "RU":
         if ANY_REGION:
             region = str(rng.integers(100, 1000)) if rng.random() < 0.3 else "%02d" % rng.integers(1, 100)
         else:
             region = str(rng.integers(1, 200)).zfill(2) if rng.random() < 0.3 else "%02d" % rng.integers(1, 100)
         if rng.random() < 0.75:
-            return pick(rng, RU_LETTERS, 1) + pick(rng, DIGITS, 3) + pick(rng, RU_LETTERS, 2) + region, 4
-        return pick(rng, RU_LETTERS, 2) + pick(rng, DIGITS, 4) + region, 2
+            return pick(rng, RU_LETTERS, 1) + serial(rng, 3) + pick(rng, RU_LETTERS, 2) + region, 4
+        return pick(rng, RU_LETTERS, 2) + serial(rng, 4) + region, 2
     if country == "CN":
         head = PROVINCES[rng.integers(len(PROVINCES))] + CN_LETTERS[rng.integers(len(CN_LETTERS))]
         kind = rng.random()

@@ -18,7 +18,7 @@
 //! the plate is read as written instead (the unconstrained greedy read), for an officer to
 //! judge: a foreign plate, or something that is not a plate.
 
-use super::format::{allows, everyday, region_allows, Format, FORMATS};
+use super::format::{allows, everyday, issued, region_allows, Format, FORMATS};
 use acsgd_fusion::plates::normalise;
 
 /// A formatted read is kept when the product of its characters' probabilities is at least
@@ -90,6 +90,11 @@ struct Slots {
     /// After how many characters a separator is where the format's groups part: before the
     /// first and after the last too (a flag strip, a frame), and at [`Format::gaps`].
     gaps: Vec<bool>,
+    /// `classes` split by where the serial number's first digit other than 0 is, one per
+    /// place ([`Format::number`]): together they allow every serial that is issued
+    /// ([`issued`]) and none that is not. Decoded only when `classes`' likeliest read has a
+    /// serial of all 0, which is rare on plates and common on camera text.
+    issued: Vec<Vec<Vec<f32>>>,
 }
 
 /// The likeliest alignment through one format: the classes read and each one's probability.
@@ -104,7 +109,7 @@ impl Decoder {
         let priors = FORMATS
             .iter()
             .map(|f| {
-                let classes = f
+                let classes: Vec<Vec<f32>> = f
                     .slots
                     .chars()
                     .enumerate()
@@ -126,10 +131,12 @@ impl Decoder {
                 let gaps = (0..=n)
                     .map(|j| j == 0 || j == n || f.gaps.contains(&j))
                     .collect();
+                let issued = serials_issued(&classes, f.number, charset);
                 Slots {
                     format: f,
                     classes,
                     gaps,
+                    issued,
                 }
             })
             .collect();
@@ -166,6 +173,20 @@ impl Decoder {
         self.charset.len() + 1 + usize::from(self.separator.is_some())
     }
 
+    /// The likeliest alignment through format `s` whose serial number is one that is issued.
+    fn likeliest(&self, s: &Slots, lp: &[f32], inside: &[f32], t: usize, k: usize) -> Option<Path> {
+        let path = viterbi(lp, inside, t, k, &s.classes, &s.gaps)?;
+        let plate: Vec<char> = path.classes.iter().map(|&c| self.charset[c - 1]).collect();
+        if issued(s.format, &plate) {
+            return Some(path);
+        }
+        // Rare: only then are the serials that are issued decoded on their own.
+        s.issued
+            .iter()
+            .filter_map(|classes| viterbi(lp, inside, t, k, classes, &s.gaps))
+            .max_by(|a, b| a.log_p.total_cmp(&b.log_p))
+    }
+
     /// The read of one crop's output (`t` steps of `k` probabilities), or `None` when it has
     /// neither a formatted nor a clear unformatted read.
     pub fn read(&self, probs: &[f32], t: usize, k: usize) -> Option<Recognised> {
@@ -189,7 +210,7 @@ impl Decoder {
         let weighed: Vec<(&Format, Path, f32)> = self
             .priors
             .iter()
-            .filter_map(|s| viterbi(&lp, &inside, t, k, &s.classes, &s.gaps).map(|p| (s.format, p)))
+            .filter_map(|s| self.likeliest(s, &lp, &inside, t, k).map(|p| (s.format, p)))
             .map(|(f, p)| {
                 let w = p.log_p + if everyday(f) { 0.0 } else { self.rare_prior };
                 (f, p, w)
@@ -226,6 +247,35 @@ impl Decoder {
             log_p,
         })
     }
+}
+
+/// A format's slot priors (`classes`, per slot per class, the blank first) split by where the
+/// serial `number` (first slot, digits) has its first digit other than 0: in the `v`-th,
+/// the serial's first `v` slots take only 0 and the next one anything but 0. Empty where the
+/// format has no serial.
+fn serials_issued(
+    classes: &[Vec<f32>],
+    number: Option<(usize, usize)>,
+    charset: &[char],
+) -> Vec<Vec<Vec<f32>>> {
+    let (Some((at, n)), Some(zero)) = (number, charset.iter().position(|&c| c == '0')) else {
+        return Vec::new();
+    };
+    let zero = zero + 1;
+    (0..n)
+        .map(|v| {
+            let mut split = classes.to_vec();
+            for slot in &mut split[at..at + v] {
+                for (c, prior) in slot.iter_mut().enumerate() {
+                    if c != zero {
+                        *prior = NEG;
+                    }
+                }
+            }
+            split[at + v][zero] = NEG;
+            split
+        })
+        .collect()
 }
 
 /// Greedy CTC decoding over log-probabilities: the likeliest class per step, repeats merged,
@@ -563,6 +613,32 @@ mod tests {
         assert_eq!((r.text.as_str(), r.country), ("37123ABC", Some("KG")));
         let r = read(&clean("H191ET470")).unwrap();
         assert_eq!((r.text.as_str(), r.country), ("H191ET470", Some("RU")));
+    }
+
+    #[test]
+    fn a_serial_of_all_zeros_is_never_read() {
+        // A faint 8 in a serial the recogniser read as 000 more likely: 000 is never issued,
+        // so the likeliest serial that is, the 8, is read.
+        let mut steps = clean("A008AA77");
+        steps[10] = vec![('0', 0.6), ('8', 0.35)];
+        steps[11] = vec![('_', 0.97)];
+        let r = read(&steps).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("A008AA77", Some("RU")));
+        // The same for a first digit.
+        let mut steps = clean("300ABC02");
+        steps[1] = vec![('0', 0.6), ('3', 0.35)];
+        steps[2] = vec![('0', 0.6), ('3', 0.35)];
+        let r = read(&steps).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("300ABC02", Some("KZ")));
+        // A parking camera's counter, `0000/00001`, clearly read: every format it would fit
+        // needs a serial of all 0, so it is no plate (left for an officer as text, unformatted).
+        let r = read(&clean("000000001"));
+        assert!(r.as_ref().is_none_or(|r| r.country.is_none()), "{r:?}");
+        // A serial with a 0 in it is read as it is, and a Chinese serial of 0s too.
+        let r = read(&clean("A100AA77")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("A100AA77", Some("RU")));
+        let r = read(&clean("浙G70000")).unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("浙G70000", Some("CN")));
     }
 
     #[test]

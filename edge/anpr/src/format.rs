@@ -58,6 +58,9 @@ pub struct Format {
     /// The region code's digit whose values are limited, and the values it can take
     /// ([`region_allows`]); `None` where every digit is a region somewhere.
     pub region: Option<(usize, &'static str)>,
+    /// The serial number's digits (first, how many), which are never all 0 ([`issued`]);
+    /// `None` where a format has no such group (China's serials mix letters and digits).
+    pub number: Option<(usize, usize)>,
 }
 
 /// Every format, in the order ties are broken ([`super::ctc`]): Kazakhstan's first (these
@@ -73,6 +76,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[3, 6],
         letters: LATIN,
         region: Some((6, KZ_REGION_TENS)),
+        number: Some((0, 3)),
     },
     Format {
         country: "KZ",
@@ -80,6 +84,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[3, 5],
         letters: LATIN,
         region: Some((5, KZ_REGION_TENS)),
+        number: Some((0, 3)),
     },
     Format {
         country: "KZ",
@@ -87,6 +92,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[4, 6],
         letters: LATIN,
         region: Some((6, KZ_REGION_TENS)),
+        number: Some((0, 4)),
     },
     // The format before 2012: region letter, three digits, three letters (see `everyday`).
     Format {
@@ -95,6 +101,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[1, 4],
         letters: LATIN,
         region: None,
+        number: Some((1, 3)),
     },
     Format {
         country: "KG",
@@ -102,6 +109,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2, 5],
         letters: LATIN,
         region: Some((0, KG_REGION_TENS)),
+        number: Some((2, 3)),
     },
     Format {
         country: "UZ",
@@ -109,6 +117,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2, 3, 6],
         letters: LATIN,
         region: Some((1, UZ_REGION_UNITS)),
+        number: Some((3, 3)),
     },
     Format {
         country: "UZ",
@@ -116,6 +125,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2, 5],
         letters: LATIN,
         region: Some((1, UZ_REGION_UNITS)),
+        number: Some((2, 3)),
     },
     Format {
         country: "RU",
@@ -123,6 +133,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[1, 4, 6],
         letters: RU_LETTERS,
         region: None,
+        number: Some((1, 3)),
     },
     Format {
         country: "RU",
@@ -130,6 +141,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[1, 4, 6],
         letters: RU_LETTERS,
         region: Some((6, RU_REGION_HUNDREDS)),
+        number: Some((1, 3)),
     },
     Format {
         country: "RU",
@@ -137,6 +149,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2, 6],
         letters: RU_LETTERS,
         region: None,
+        number: Some((2, 4)),
     },
     Format {
         country: "RU",
@@ -144,6 +157,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2, 6],
         letters: RU_LETTERS,
         region: Some((6, RU_REGION_HUNDREDS)),
+        number: Some((2, 4)),
     },
     Format {
         country: "CN",
@@ -151,6 +165,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2],
         letters: CN_LETTERS,
         region: None,
+        number: None,
     },
     Format {
         country: "CN",
@@ -158,6 +173,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2],
         letters: CN_LETTERS,
         region: None,
+        number: None,
     },
     Format {
         country: "CN",
@@ -165,6 +181,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2],
         letters: CN_LETTERS,
         region: None,
+        number: None,
     },
     Format {
         country: "CN",
@@ -172,6 +189,7 @@ pub const FORMATS: &[Format] = &[
         gaps: &[2, 6],
         letters: CN_LETTERS,
         region: None,
+        number: None,
     },
 ];
 
@@ -247,11 +265,29 @@ pub fn fit_format(read: &str, f: &Format) -> Option<Corrected> {
         corrections += usize::from(changed);
         text.push(out);
     }
+    if !issued(f, &text.chars().collect::<Vec<_>>()) {
+        return None;
+    }
     Some(Corrected {
         text,
         country: f.country,
         corrections,
     })
+}
+
+/// Whether the serial number of `plate` (a plate of format `f`, one char per slot) is one
+/// that is issued. Russia's serials run from 001 to 999 (trailers' from 0001 to 9999), and
+/// Kazakhstan's, Kyrgyzstan's and Uzbekistan's likewise begin at 001: a serial of all 0 is
+/// never on a plate. What it keeps out is camera text: the counter `0000/00001` printed into
+/// a parking camera's pictures fits the Russian `O000OO001` once O and 0 are one glyph
+/// ([`super::text`]), and was read so, at 0.98, in eight real photos.
+pub fn issued(f: &Format, plate: &[char]) -> bool {
+    match f.number {
+        Some((at, n)) => plate
+            .get(at..at + n)
+            .is_none_or(|digits| digits.iter().any(|&c| c != '0')),
+        None => true,
+    }
 }
 
 /// The best valid plate for an OCR read: normalised, then fitted to every format; the fewest
@@ -379,6 +415,30 @@ mod tests {
         );
         // A camera's own text read keeps its region, known or not.
         assert_eq!(c("123 ABC 45"), Some(("123ABC45".into(), "KZ", 0)));
+    }
+
+    #[test]
+    fn a_serial_of_all_zeros_is_no_plate() {
+        let f = |country: &str, slots: &str| {
+            FORMATS
+                .iter()
+                .find(|f| f.country == country && f.slots == slots)
+                .unwrap()
+        };
+        let fits = |read: &str, format: &Format| fit_format(read, format).is_some();
+        assert!(!fits("000ABC02", f("KZ", "DDDLLLDD")) && fits("001ABC02", f("KZ", "DDDLLLDD")));
+        assert!(!fits("000AB02", f("KZ", "DDDLLDD")) && fits("100AB02", f("KZ", "DDDLLDD")));
+        assert!(!fits("0000AB02", f("KZ", "DDDDLLDD")) && fits("0010AB02", f("KZ", "DDDDLLDD")));
+        assert!(!fits("A000ABC", f("KZ", "LDDDLLL")));
+        assert!(!fits("01000ABC", f("KG", "DDDDDLLL")) && fits("00001ABC", f("KG", "DDDDDLLL")));
+        assert!(!fits("01A000BC", f("UZ", "DDLDDDLL")) && !fits("01000ABC", f("UZ", "DDDDDLLL")));
+        assert!(!fits("A000AA77", f("RU", "LDDDLLDD")) && fits("A001AA77", f("RU", "LDDDLLDD")));
+        assert!(!fits("O000OO001", f("RU", "LDDDLLDDD")));
+        assert!(!fits("AA000077", f("RU", "LLDDDDDD")) && !fits("AA0000777", f("RU", "LLDDDDDDD")));
+        // A Chinese serial is letters and digits, any of them 0.
+        assert!(fits("浙G70000", f("CN", "PLAAAAA")));
+        // The counter a parking camera prints into its pictures.
+        assert_eq!(c("0000/00001"), None);
     }
 
     #[test]
