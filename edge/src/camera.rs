@@ -38,7 +38,7 @@ use acsgd_anpr::source::Source;
 use acsgd_anpr::vote::vote;
 use acsgd_anpr::AnprError;
 
-/// One frame's best plate, kept for the vote.
+/// One frame's plate ([`frame_plate`]), kept for the vote.
 struct Kept {
     at: Millis,
     plate: PlateFound,
@@ -169,11 +169,7 @@ impl Loop {
                 match self.reader.read(&frame) {
                     Ok(plates) => {
                         self.health(State::Up, "reading frames");
-                        if let Some(best) = plates
-                            .into_iter()
-                            .filter(|p| p.confidence >= self.settings.min_confidence)
-                            .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
-                        {
+                        if let Some(best) = frame_plate(plates, self.settings.min_confidence) {
                             last_seen = now;
                             vehicle.reads.push(Kept {
                                 at: now,
@@ -264,9 +260,57 @@ impl Loop {
     }
 }
 
+/// The plate a frame gives the vote: its most confident read that fits a plate format, at
+/// `min_confidence` or more. A read that fits none (`country` `None`: the recogniser's
+/// decoder found no plate format in it) is left out even where it is more confident: it is
+/// mostly text beside the plate (a camera's date and time printed into the picture, a
+/// make, a sign), the vote would drop it, and kept it would have cost the frame its plate.
+fn frame_plate(plates: Vec<PlateFound>, min_confidence: f32) -> Option<PlateFound> {
+    plates
+        .into_iter()
+        .filter(|p| p.country.is_some() && p.confidence >= min_confidence)
+        .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
+}
+
 fn sleep_unless_stopped(d: Duration, stop: &watch::Receiver<bool>) {
     let end = std::time::Instant::now() + d;
     while std::time::Instant::now() < end && !*stop.borrow() {
         std::thread::sleep(Duration::from_millis(100).min(end - std::time::Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::Mat;
+
+    fn found(text: &str, country: Option<&'static str>, confidence: f32) -> PlateFound {
+        PlateFound {
+            text: text.into(),
+            country,
+            confidence,
+            bbox: [0, 0, 10, 10],
+            crop: Mat::default(),
+        }
+    }
+
+    #[test]
+    fn a_frame_gives_its_likeliest_plate_not_the_text_beside_it() {
+        // The date a camera prints into its pictures, read more surely than the plate.
+        let frame = vec![
+            found("2015O511", None, 0.34),
+            found("123ABC02", Some("KZ"), 0.3),
+            found("456DEF02", Some("KZ"), 0.25),
+        ];
+        assert_eq!(
+            frame_plate(frame, 0.2).map(|p| p.text),
+            Some("123ABC02".into())
+        );
+        // Below the least confidence, or only text that is no plate: nothing.
+        let frame = vec![
+            found("123ABC02", Some("KZ"), 0.1),
+            found("2015O511", None, 0.9),
+        ];
+        assert!(frame_plate(frame, 0.2).is_none());
     }
 }
