@@ -152,10 +152,21 @@ def read_real(d):
     return labels
 
 
+# The least confidence of a read a lane camera's frame gives the vote (`[anpr] min_confidence`'s
+# default, edge/anpr/src/settings.rs).
+VOTE_MIN_CONFIDENCE = 0.2
+
+
 def ours_real(d, labels, binary, threads, models=None, failures=None):
-    """A photo counts as read when its labelled text is among the frame's plate reads."""
+    """A photo counts as read when its labelled text is among the frame's plate reads.
+
+    Also counts the other reads a lane camera would give its vote: those that fit a plate
+    format, at `VOTE_MIN_CONFIDENCE` or more, other than the labelled plate. Other vehicles'
+    plates are among them (a photo has one labelled plate); text that is no plate (a camera's
+    counter or date printed into the picture, a sign) should not be. Listed in `failures`
+    as `other_reads` for a person to tell apart."""
     paths, by_image = run_acsgd(d, labels, binary, threads, models)
-    rows, ms = [], []
+    rows, ms, others = [], [], 0
     for l, p in zip(labels, paths):
         v = by_image.get(p, {"plates": []})
         if "ms" in v:
@@ -165,6 +176,19 @@ def ours_real(d, labels, binary, threads, models=None, failures=None):
         rows.append((l["country"], got, l["text"]))
         if failures is not None and got != l["text"]:
             failures.append({"image": l["image"], "truth": l["text"], "reads": reads})
+        other = [
+            (r["text"], r["confidence"])
+            for r in v.get("plates", [])
+            if r.get("country") and r["confidence"] >= VOTE_MIN_CONFIDENCE and r["text"] != l["text"]
+        ]
+        others += len(other)
+        if failures is not None and other:
+            failures.append({"image": l["image"], "truth": l["text"], "other_reads": other})
+    print(
+        "acsgd: %d reads that fit a plate format at %.1f or more other than the labelled plate "
+        "(of %d photos; other vehicles' plates among them)" % (others, VOTE_MIN_CONFIDENCE, len(labels)),
+        file=sys.stderr,
+    )
     return rows, ms
 
 

@@ -14,6 +14,10 @@
 //! | RU | `LDDDLLDD`, `LDDDLLDDD`, trailer `LLDDDDDD`, `LLDDDDDDD`; letters АВЕКМНОРСТУХ only | `A123BC77` |
 //! | CN | `PLAAAAA`, new energy `PLAAAAAA`, `粤O` `GOAAAAA`, trailer, learner, police `PLAAAAT` (`挂`, `学`, `警`) | `新A12345` |
 //!
+//! A serial number of all 0 (`000`, a trailer's `0000`) is never issued in Kazakhstan,
+//! Kyrgyzstan, Uzbekistan or Russia, so no format takes one ([`issued`]): what reads so is
+//! text a camera printed into its picture.
+//!
 //! Correction maps a character that does not fit its slot through the confusions OCR makes
 //! (a letter where a digit belongs: O→0, I→1, Z→2, S→5, G→6, T→7, B→8; the reverse where a
 //! letter belongs); each correction costs, and the format needing the fewest wins. That is
