@@ -377,16 +377,26 @@ def make_plate(rng, country=None, double=None, double_share=0.25):
     return country, text, double, plate
 
 
-def scene(rng, split, country=None, w=1280, h=720, scale=1.0):
+def scene(rng, split, country=None, w=1280, h=720, scale=1.0, text_rng=None):
     """One lane-camera frame with one plate (sometimes two vehicles). Returns the RGB image
-    and the plates: text, country, quadrilateral (tl, tr, br, bl)."""
+    and the plates: text, country, quadrilateral (tl, tr, br, bl).
+
+    With `text_rng`, the scene gets the text around plates that real pictures have (`--hard`):
+    writing on the vehicles, screws and dealers' frames on the plates, and what the camera
+    prints into its pictures. Drawn from `text_rng` alone, so the scene is otherwise the one
+    `rng` alone makes: a hard set and a plain one of the same seeds differ only by that text."""
     _, family, words = SPLITS[split]
     img = background(rng, family, w, h)
     night = rng.random() < 0.2
     plates = []
     bumpers = [vehicle(rng, img, family, words, rear=rng.random() < 0.4) for _ in range(1 if rng.random() < 0.85 else 2)]
+    if text_rng is not None:
+        for box in bumpers:
+            vehicle_writing(text_rng, img, box)
     for k, (bx0, by0, bx1, by1) in enumerate(reversed(bumpers)):
         c, text, double, plate = make_plate(rng, country if k == 0 else None)
+        if text_rng is not None:
+            plate = screws(text_rng, plate, double)
         ph, pw = plate.shape[:2]
         width = rng.uniform(PLATE_MIN_PX, PLATE_MAX_PX) * (0.62 if double else 1.0) * scale
         cx = np.clip(rng.uniform(bx0, bx1), width, w - width)
@@ -397,6 +407,8 @@ def scene(rng, split, country=None, w=1280, h=720, scale=1.0):
         if night:
             plate = np.clip(plate.astype(np.float32) * 1.3 + 40, 0, 255)
         paste_plate(img, plate, quad)
+        if text_rng is not None:
+            dealer_frame(text_rng, img, quad)
         plates.append({"text": text, "country": c, "double": bool(double), "quad": quad.round(1).tolist()})
     img = img.astype(np.float32)
     if night:
@@ -407,7 +419,142 @@ def scene(rng, split, country=None, w=1280, h=720, scale=1.0):
             cv2.fillConvexPoly(m, q.astype(np.int32), 1.0)
             img = img * (1 + m[..., None] * 1.8)
     img = degrade_image(rng, np.clip(img, 0, 255).astype(np.uint8), night)
+    if text_rng is not None:
+        img = camera_overlay(text_rng, img, [p["quad"] for p in plates])
     return img, plates
+
+
+# ---------------------------------------------------------------------------------------------
+# Text around plates (`scenes --hard`): what real pictures have and our plain scenes do not.
+# Real photos showed it matters: a parking camera's counter `0000/00001` was read as the
+# Russian plate `O000OO001` (models/text_models.md). None of it is a plate: each is either
+# too long or too short for every format, or fits one only by a misread.
+
+TEXT_FONTS = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
+]
+
+
+def put_text(img, xy, text, size, fill, rng, outline=None, box=None):
+    """Draws `text` at `xy` (top left) into the RGB array `img`; returns its box."""
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    f = font(TEXT_FONTS[rng.integers(len(TEXT_FONTS))], int(size))
+    l, t, r, b = d.textbbox(xy, text, font=f, stroke_width=1 if outline else 0)
+    if box is not None:
+        d.rectangle([l - 3, t - 3, r + 3, b + 3], fill=box)
+    d.text(xy, text, font=f, fill=fill, stroke_width=1 if outline else 0, stroke_fill=outline)
+    img[:] = np.array(pil)
+    return l, t, r, b
+
+
+def overlaps(box, quads, pad=6):
+    l, t, r, b = box
+    for q in quads:
+        q = np.array(q)
+        if not (r + pad < q[:, 0].min() or q[:, 0].max() < l - pad or b + pad < q[:, 1].min() or q[:, 1].max() < t - pad):
+            return True
+    return False
+
+
+def camera_overlay(rng, img, quads):
+    """What a lane or parking camera prints into its pictures, after its optics and before its
+    JPEG: the date and time, its name or lane, a counter, the speed, its position. Items that
+    would cover a plate are left out."""
+    if rng.random() < 0.2:
+        return img
+    h, w = img.shape[:2]
+    img = img.copy()
+    y, mo, d = int(rng.integers(2019, 2027)), int(rng.integers(1, 13)), int(rng.integers(1, 29))
+    hh, mi, ss = int(rng.integers(0, 24)), int(rng.integers(0, 60)), int(rng.integers(0, 60))
+    date = ["%04d-%02d-%02d" % (y, mo, d), "%02d.%02d.%04d" % (d, mo, y), "%04d/%02d/%02d" % (y, mo, d), "%02d-%02d-%04d" % (mo, d, y)][rng.integers(4)]
+    clock = "%02d:%02d:%02d" % (hh, mi, ss)
+    items = [date + " " + clock] if rng.random() < 0.6 else [date, clock]
+    names = ["KORGAS L%d" % rng.integers(1, 9), "CAM %02d" % rng.integers(1, 33), "KPP-%d IN" % rng.integers(1, 5), "LANE %02d" % rng.integers(1, 13), "KORDAI-2 OUT", "ch%02d" % rng.integers(1, 17), "IPC-%d" % rng.integers(1, 9)]
+    counters = [
+        "%04d/%05d" % (0 if rng.random() < 0.5 else rng.integers(1, 10000), rng.integers(1, 100000)),
+        "FRAME %06d" % rng.integers(0, 1000000),
+        "%d km/h" % rng.integers(3, 90),
+        "N%.5f E%.5f" % (42 + rng.random() * 3, 74 + rng.random() * 8),
+        "%d" % rng.integers(100000, 99999999),
+    ]
+    if rng.random() < 0.7:
+        items.append(names[rng.integers(len(names))])
+    for _ in range(int(rng.integers(0, 3))):
+        items.append(counters[rng.integers(len(counters))])
+    size = rng.uniform(16, 42)
+    fill = (255, 255, 255) if rng.random() < 0.7 else (255, 230, 40)
+    outline = (0, 0, 0) if rng.random() < 0.5 else None
+    box = (0, 0, 0) if outline is None and rng.random() < 0.4 else None
+    corners = [(0.02, 0.02), (0.6, 0.02), (0.02, 0.92), (0.6, 0.92), (0.02, 0.08), (0.6, 0.86)]
+    order = rng.permutation(len(corners))
+    for text, k in zip(items, order):
+        x, yy = corners[k]
+        x = x * w + rng.uniform(0, 0.1 * w)
+        yy = yy * h
+        probe = img.copy()
+        b = put_text(probe, (x, yy), text, size, fill, rng, outline, box)
+        if b[2] < w and b[3] < h and not overlaps(b, quads):
+            img = probe
+    return img
+
+
+def vehicle_writing(rng, img, bumper):
+    """Writing on a cab or a trailer above its bumper: a carrier's name, its telephone, a fleet
+    number, TIR and ADR marks."""
+    if rng.random() < 0.3:
+        return
+    bx0, by0, bx1, by1 = bumper
+    bh = by1 - by0
+    texts = [
+        "TRANS LOGISTIC", "ТРАНСЛОГИСТИК", "KAZ AVTO TRANS", "ЖОЛ ТРАНС", "SILK WAY CARGO", "ДАЛЬНОБОЙ",
+        "+7 701 %03d %02d %02d" % (rng.integers(0, 1000), rng.integers(0, 100), rng.integers(0, 100)),
+        "+7 (727) %03d-%02d-%02d" % (rng.integers(0, 1000), rng.integers(0, 100), rng.integers(0, 100)),
+        "8 800 %03d %02d %02d" % (rng.integers(0, 1000), rng.integers(0, 100), rng.integers(0, 100)),
+        "TIR", "ADR", "№ %d" % rng.integers(1, 999), "%d" % rng.integers(10, 999), "www.cargo-%d.kz" % rng.integers(1, 99),
+    ]
+    for _ in range(int(rng.integers(1, 4))):
+        text = texts[rng.integers(len(texts))]
+        size = rng.uniform(18, 64)
+        x = rng.uniform(bx0 - 0.2 * (bx1 - bx0), bx1 - 0.2 * (bx1 - bx0))
+        y = rng.uniform(by0 - 3.0 * bh, by0 - size)
+        fill = tuple(int(v) for v in rng.choice([[250, 250, 250], [20, 20, 20], [220, 30, 30], [30, 60, 180], [250, 200, 0]]))
+        put_text(img, (x, y), text, size, fill, rng)
+
+
+def screws(rng, plate, double):
+    """Two screws on a plate (single-row: near the top, between the characters), as the
+    holder is fixed."""
+    if rng.random() < 0.5:
+        return plate
+    plate = plate.copy()
+    h, w = plate.shape[:2]
+    r = max(3, int(h * (0.05 if double else 0.07)))
+    y = int(h * rng.uniform(0.06, 0.14) + r)
+    for x in (w * rng.uniform(0.2, 0.3), w * rng.uniform(0.7, 0.8)):
+        shade = int(rng.integers(40, 160))
+        cv2.circle(plate, (int(x), y), r, (shade, shade, shade), -1)
+        cv2.line(plate, (int(x) - r + 1, y), (int(x) + r - 1, y), (20, 20, 20), 1)
+    return plate
+
+
+def dealer_frame(rng, img, quad):
+    """A dealer's plate frame: a dark band under the plate with its name or telephone."""
+    if rng.random() < 0.7:
+        return
+    q = np.array(quad, np.float32)
+    tl, tr, br, bl = q
+    down = (bl - tl) * rng.uniform(0.25, 0.4)
+    band = np.array([bl, br, br + down, bl + down], np.int32)
+    cv2.fillConvexPoly(img, band, (25, 25, 25))
+    name = ["TOYOTA CENTER", "AVTO-DOM ALMATY", "MERCUR AUTO", "+7 727 250 00 00", "HYUNDAI ASTANA", "КАМАЗ-ЦЕНТР"][rng.integers(6)]
+    height = float(np.linalg.norm(down))
+    x, y = bl + (br - bl) * 0.1 + down * 0.15
+    put_text(img, (float(x), float(y)), name, max(8, height * 0.6), (230, 230, 230), rng)
 
 
 def quad_overlaps(a, b):
@@ -500,8 +647,10 @@ def cmd_scenes(args):
         n = 0
         for ci, c in enumerate(COUNTRIES):
             for i in range(args.first, args.first + args.per_country):
-                rng = np.random.default_rng(off + 1_000_000 + ci * 100_000 + i)
-                img, plates = scene(rng, args.split, c)
+                seed = off + 1_000_000 + ci * 100_000 + i
+                rng = np.random.default_rng(seed)
+                text_rng = np.random.default_rng([seed, 1]) if args.hard else None
+                img, plates = scene(rng, args.split, c, text_rng=text_rng)
                 name = "%s_%04d.jpg" % (c.lower(), i)
                 cv2.imwrite(os.path.join(args.out, name), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
                 labels.write(json.dumps({"image": name, "plates": plates}, ensure_ascii=False) + "\n")
@@ -545,6 +694,7 @@ def main():
     s.add_argument("--per-country", type=int, default=200)
     s.add_argument("--first", type=int, default=0, help="index of each country's first scene (a later range is a second, untouched test set)")
     s.add_argument("--regions", choices=["real", "any"], default="real", help="region codes as issued, or any digits (to check a reader does not lean on the real ones)")
+    s.add_argument("--hard", action="store_true", help="with the text around plates that real pictures have (the camera's date and counter, writing on the vehicles, screws, dealers' frames); the same scenes otherwise")
     s.add_argument("--out", required=True)
     v = sub.add_parser("video", help="an MJPEG AVI of one truck passing")
     v.add_argument("--out", required=True)
