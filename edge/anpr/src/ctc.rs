@@ -74,6 +74,9 @@ pub struct Decoder {
     /// dot between a plate's groups), and what share of its probability counts as the blank
     /// inside a group ([`Decoder::with_separator`]).
     separator: Option<f32>,
+    /// Whether the output has, after the separator, a class for marks no plate has (a
+    /// slash: [`Decoder::with_foreign_marks`]).
+    marks: bool,
     /// Log-probability added to a format no longer issued, when the decoder chooses between
     /// formats (0: none).
     rare_prior: f32,
@@ -102,6 +105,16 @@ struct Path {
     classes: Vec<usize>,
     probs: Vec<f32>,
     log_p: f32,
+    /// The steps it spends as the blank between its first and last character.
+    between: Vec<usize>,
+}
+
+/// Per step, the log-probability of the blank between a plate's characters: where the
+/// format's groups part (`gap`) and inside a group (`inside`). Before the first character
+/// and after the last it is `lp`'s blank.
+struct Blanks<'a> {
+    gap: &'a [f32],
+    inside: &'a [f32],
 }
 
 impl Decoder {
@@ -143,6 +156,7 @@ impl Decoder {
         Decoder {
             charset: charset.to_vec(),
             separator: None,
+            marks: false,
             rare_prior: 0.0,
             priors,
         }
@@ -167,15 +181,39 @@ impl Decoder {
         self
     }
 
+    /// The same decoder for output with one more class after the separator: marks that are on
+    /// no plate (a slash), but are in the text around plates: a camera's counter `0000/15296`,
+    /// a date `2024/10/07`. Before a plate's first character or after its last, such a mark is
+    /// the blank (text beside the plate); between them it is no blank, and the read keeps of
+    /// its confidence only what the recogniser left to something else at each step it spends
+    /// there as the blank: a read across a clear slash is no plate. A separator's probability
+    /// is not the same evidence: a space is read between a plate's characters, where the
+    /// recogniser sees wide spacing, and a Chinese plate's dot is read as a colon.
+    pub fn with_foreign_marks(mut self) -> Decoder {
+        debug_assert!(
+            self.separator.is_some(),
+            "the marks' class follows the separator's"
+        );
+        self.marks = true;
+        self
+    }
+
     /// Classes the recogniser must output: the CTC blank and the charset, and the separator
     /// where there is one.
     pub fn classes(&self) -> usize {
-        self.charset.len() + 1 + usize::from(self.separator.is_some())
+        self.charset.len() + 1 + usize::from(self.separator.is_some()) + usize::from(self.marks)
     }
 
     /// The likeliest alignment through format `s` whose serial number is one that is issued.
-    fn likeliest(&self, s: &Slots, lp: &[f32], inside: &[f32], t: usize, k: usize) -> Option<Path> {
-        let path = viterbi(lp, inside, t, k, &s.classes, &s.gaps)?;
+    fn likeliest(
+        &self,
+        s: &Slots,
+        lp: &[f32],
+        blanks: &Blanks,
+        t: usize,
+        k: usize,
+    ) -> Option<Path> {
+        let path = viterbi(lp, blanks, t, k, &s.classes, &s.gaps)?;
         let plate: Vec<char> = path.classes.iter().map(|&c| self.charset[c - 1]).collect();
         if issued(s.format, &plate) {
             return Some(path);
@@ -183,7 +221,7 @@ impl Decoder {
         // Rare: only then are the serials that are issued decoded on their own.
         s.issued
             .iter()
-            .filter_map(|classes| viterbi(lp, inside, t, k, classes, &s.gaps))
+            .filter_map(|classes| viterbi(lp, blanks, t, k, classes, &s.gaps))
             .max_by(|a, b| a.log_p.total_cmp(&b.log_p))
     }
 
@@ -192,25 +230,38 @@ impl Decoder {
     pub fn read(&self, probs: &[f32], t: usize, k: usize) -> Option<Recognised> {
         debug_assert_eq!(k, self.classes());
         let ln = |p: f32| p.max(1e-30).ln();
-        // Per step: the charset's classes with the separator in the blank (`lp`, what the
-        // greedy read and a gap between groups see), and the blank inside a group.
+        // Per step: the charset's classes with everything that is no character in the blank
+        // (`lp`, what the greedy read and the plate's ends see), the blank where a format's
+        // groups part (the separator in it, foreign marks not), the blank inside a group, and
+        // the share of the blank's mass that is foreign marks.
         let kc = self.charset.len() + 1;
         let mut lp = Vec::with_capacity(t * kc);
-        let mut inside = Vec::with_capacity(t);
+        let (mut gap, mut inside, mut foreign) = (
+            Vec::with_capacity(t),
+            Vec::with_capacity(t),
+            Vec::with_capacity(t),
+        );
         for row in probs.chunks_exact(k).take(t) {
             let (at_gap, in_group) = match self.separator {
                 Some(share) => (row[0] + row[kc], row[0] + share * row[kc]),
                 None => (row[0], row[0]),
             };
-            lp.push(ln(at_gap));
+            let mark = if self.marks { row[kc + 1] } else { 0.0 };
+            lp.push(ln(at_gap + mark));
             lp.extend(row[1..kc].iter().map(|&p| ln(p)));
+            gap.push(ln(at_gap));
             inside.push(ln(in_group));
+            foreign.push(mark / (at_gap + mark).max(1e-30));
         }
+        let blanks = Blanks {
+            gap: &gap,
+            inside: &inside,
+        };
         let (t, k) = (inside.len(), kc);
         let weighed: Vec<(&Format, Path, f32)> = self
             .priors
             .iter()
-            .filter_map(|s| self.likeliest(s, &lp, &inside, t, k).map(|p| (s.format, p)))
+            .filter_map(|s| self.likeliest(s, &lp, &blanks, t, k).map(|p| (s.format, p)))
             .map(|(f, p)| {
                 let w = p.log_p + if everyday(f) { 0.0 } else { self.rare_prior };
                 (f, p, w)
@@ -229,7 +280,10 @@ impl Decoder {
             .map(|(f, p, _)| (f, p));
         let (raw, probs, log_p) = greedy(&lp, t, k, &self.charset);
         if let Some((f, path)) = best {
-            let confidence = path.probs.iter().product::<f32>();
+            // What the recogniser gave foreign marks where the read spends blank steps
+            // between its characters is not left to the read.
+            let kept: f32 = path.between.iter().map(|&s| 1.0 - foreign[s]).product();
+            let confidence = path.probs.iter().product::<f32>() * kept;
             if confidence >= FORMATTED_MIN && path.log_p - log_p >= FORMATTED_MIN_RATIO.ln() {
                 return Some(Recognised {
                     text: path.classes.iter().map(|&c| self.charset[c - 1]).collect(),
@@ -304,11 +358,12 @@ fn greedy(lp: &[f32], t: usize, k: usize, charset: &[char]) -> (String, Vec<f32>
 /// The likeliest alignment of `lp` (`t` steps of `k` log-probabilities) whose characters fit
 /// `slots` in order. States: `blank[j]`, a blank after `j` characters; `char[j][c]`, the
 /// `j`-th character being class `c`. A character follows a blank or a different character
-/// (a repeat needs a blank between). A blank after `j` characters has `lp`'s blank where
-/// `gaps[j]` (the format's groups part there), `inside`'s step elsewhere.
+/// (a repeat needs a blank between). A blank after `j` characters has `lp`'s blank before
+/// the first character and after the last, `blanks.gap`'s where `gaps[j]` (the format's
+/// groups part there), `blanks.inside`'s elsewhere.
 fn viterbi(
     lp: &[f32],
-    inside: &[f32],
+    blanks: &Blanks,
     t: usize,
     k: usize,
     slots: &[Vec<f32>],
@@ -355,7 +410,13 @@ fn viterbi(
             if j > 0 && tops[j - 1][0].0 > best {
                 (best, from) = (tops[j - 1][0].0, tops[j - 1][0].1 as u8);
             }
-            let b = if gaps[j] { row[0] } else { inside[step] };
+            let b = if j == 0 || j == n {
+                row[0]
+            } else if gaps[j] {
+                blanks.gap[step]
+            } else {
+                blanks.inside[step]
+            };
             nb[j] = if best > NEG { best + b } else { NEG };
             bp_blank[step * (n + 1) + j] = from;
         }
@@ -408,8 +469,12 @@ fn viterbi(
     };
     let mut classes = vec![0usize; n];
     let mut probs = vec![0f32; n];
+    let mut between = Vec::new();
     for step in (0..t).rev() {
         let (is_char, j, c) = state;
+        if !is_char && j > 0 && j < n {
+            between.push(step);
+        }
         if is_char {
             classes[j] = c;
             probs[j] = probs[j].max(lp[step * k + c].exp());
@@ -431,6 +496,7 @@ fn viterbi(
         classes,
         probs,
         log_p,
+        between,
     })
 }
 
@@ -613,6 +679,40 @@ mod tests {
         assert_eq!((r.text.as_str(), r.country), ("37123ABC", Some("KG")));
         let r = read(&clean("H191ET470")).unwrap();
         assert_eq!((r.text.as_str(), r.country), ("H191ET470", Some("RU")));
+    }
+
+    #[test]
+    fn a_read_across_a_foreign_mark_is_no_plate() {
+        // Output with a separator ('|') and a foreign-mark class ('/') after the charset.
+        let cs: Vec<char> = CHARSET.chars().collect();
+        let decoder = Decoder::new(&cs).with_separator(0.1).with_foreign_marks();
+        let k = cs.len() + 3;
+        let decode = |text: &str| {
+            let mut p = Vec::new();
+            for step in clean(text) {
+                let mut row = vec![0.03 / (k - 1) as f32; k];
+                let i = match step[0].0 {
+                    '_' => 0,
+                    '|' => cs.len() + 1,
+                    '/' => cs.len() + 2,
+                    c => 1 + cs.iter().position(|&x| x == c).unwrap(),
+                };
+                row[i] = 0.97;
+                p.extend(row);
+            }
+            decoder.read(&p, p.len() / k, k)
+        };
+        // A parking camera's counter: with its slash it fits no plate (the Russian trailer
+        // `OO 0015 296` once O and 0 are one glyph would need the slash to be nothing)...
+        let r = decode("0000/15296");
+        assert!(r.as_ref().is_none_or(|r| r.country.is_none()), "{r:?}");
+        // ...where with a space there it would be read as one.
+        let r = decode("OO00|15296").unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("OO0015296", Some("RU")));
+        // A mark beside a plate, not inside it, costs it nothing.
+        let r = decode("/123ABC02/").unwrap();
+        assert_eq!((r.text.as_str(), r.country), ("123ABC02", Some("KZ")));
+        assert!(r.confidence > 0.97f32.powi(8) * 0.99, "{}", r.confidence);
     }
 
     #[test]

@@ -117,19 +117,27 @@ fn whole_scale(frame: &Mat) -> f32 {
 
 /// Marks that part a plate's groups without being characters of it: what [`normalise`]
 /// drops, and the other dots and colons the recogniser reads a Chinese plate's dot as.
-const SEPARATORS: &str = " -·.•_|/:：．。・";
+const SEPARATORS: &str = " -·.•_|:：．。・";
+/// Marks that are on no plate but in the text around plates: the slash of a camera's
+/// counter (`0000/15296`) or of a date ([`Decoder::with_foreign_marks`]).
+const FOREIGN_MARKS: &str = "/\\／";
 
 /// Maps the recogniser's classes (the CTC blank, its dictionary, and the space PaddleOCR
 /// appends) onto the plate charset's classes, and the separators onto one class after them
-/// (`charset.len() + 1`). The dot of `渝B·E7773` or the space of `123 ABC 02` is no
-/// character of the plate, but it says where the plate's groups part, which the decoder
-/// weighs ([`Decoder::with_separator`]).
+/// (`charset.len() + 1`), and the marks no plate has onto the class after that. The dot of
+/// `渝B·E7773` or the space of `123 ABC 02` is no character of the plate, but it says where
+/// the plate's groups part, which the decoder weighs ([`Decoder::with_separator`]); a slash
+/// says the text is no plate ([`Decoder::with_foreign_marks`]).
 fn fold_map(dictionary: &[String], charset: &[char]) -> Vec<Option<usize>> {
     let separator = charset.len() + 1;
     let mut map = vec![Some(0)];
     for entry in dictionary {
         if !entry.is_empty() && entry.chars().all(|c| SEPARATORS.contains(c)) {
             map.push(Some(separator));
+            continue;
+        }
+        if !entry.is_empty() && entry.chars().all(|c| FOREIGN_MARKS.contains(c)) {
+            map.push(Some(separator + 1));
             continue;
         }
         let n = normalise(entry);
@@ -166,7 +174,8 @@ impl TextReader {
             fold: fold_map(&dictionary, &charset),
             decoder: Decoder::new(&charset)
                 .with_rare_prior(RARE_PRIOR)
-                .with_separator(SEPARATOR_INSIDE),
+                .with_separator(SEPARATOR_INSIDE)
+                .with_foreign_marks(),
             detect_ms: 0.0,
             recognise_ms: 0.0,
         })
@@ -531,7 +540,7 @@ impl TextReader {
 }
 
 /// The characters a greedy read of folded steps gives: runs of one likeliest class that is
-/// neither the blank nor the separator (the last class).
+/// neither the blank nor a separator or foreign mark (the last two classes).
 fn characters(probs: &[f32], k: usize) -> usize {
     let mut prev = 0;
     let mut n = 0;
@@ -540,7 +549,7 @@ fn characters(probs: &[f32], k: usize) -> usize {
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| if i + 1 == k { 0 } else { i });
+            .map_or(0, |(i, _)| if i + 2 >= k { 0 } else { i });
         if arg != 0 && arg != prev {
             n += 1;
         }
@@ -725,18 +734,20 @@ mod tests {
 
     #[test]
     fn the_dictionary_folds_onto_the_plate_charset() {
-        let dict: Vec<String> = ["a", "7", "К", "学", "é", "AB", " ", "·", "：", "-", "#"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let dict: Vec<String> = [
+            "a", "7", "К", "学", "é", "AB", " ", "·", "：", "-", "/", "#",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let cs: Vec<char> = TEXT_CHARSET.chars().collect();
         let m = fold_map(&dict, &cs);
         let pos = |c: char| cs.iter().position(|&x| x == c).map(|i| i + 1);
         let sep = Some(cs.len() + 1);
         // Blank, then a→A, 7, Cyrillic К→K, 学, é (no plate has it), a two-character entry;
         // a space, a middle dot, a full-width colon and a dash are separators, the class after
-        // the charset; `#` is no separator and no plate character; the trailing space class
-        // is a separator.
+        // the charset; a slash is a foreign mark, the class after that; `#` is no separator
+        // and no plate character; the trailing space class is a separator.
         assert_eq!(
             m,
             vec![
@@ -751,6 +762,7 @@ mod tests {
                 sep,
                 sep,
                 sep,
+                Some(cs.len() + 2),
                 None,
                 sep
             ]
@@ -785,15 +797,16 @@ mod tests {
 
     #[test]
     fn characters_are_runs_of_one_likeliest_class() {
-        // Four classes (blank, a, b, separator), steps: a a _ a b b _ a | a → five
-        // characters: a separator parts two characters as the blank does and is none.
-        let steps = [1, 1, 0, 1, 2, 2, 0, 1, 3, 1];
+        // Five classes (blank, a, b, separator, foreign mark), steps: a a _ a b b _ a | a / b
+        // → six characters: a separator or a mark parts two characters as the blank does and
+        // is none.
+        let steps = [1, 1, 0, 1, 2, 2, 0, 1, 3, 1, 4, 2];
         let probs: Vec<f32> = steps
             .iter()
-            .flat_map(|&c| (0..4).map(move |i| if i == c { 0.7 } else { 0.1 }))
+            .flat_map(|&c| (0..5).map(move |i| if i == c { 0.6 } else { 0.1 }))
             .collect();
-        assert_eq!(characters(&probs, 4), 5);
-        assert_eq!(characters(&[], 4), 0);
+        assert_eq!(characters(&probs, 5), 6);
+        assert_eq!(characters(&[], 5), 0);
     }
 
     #[test]

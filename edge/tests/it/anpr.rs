@@ -484,6 +484,39 @@ fn a_cameras_counter_printed_into_the_picture_is_no_plate() {
     }
 }
 
+/// A synthetic scene with the text real pictures have around plates
+/// (`tests/data/overlay/kg_4049.jpg`: `synth.py scenes --split test --per-country 100
+/// --first 4000 --hard`, the Kyrgyz scene 4049): the camera's counter `0000/02217`, its
+/// date and name, writing on the truck. The counter was read as the Russian trailer
+/// `OO0002217` at 1.0, more surely than either plate; across its slash, a mark no plate has
+/// (`ctc::Decoder::with_foreign_marks`), it is no plate now. Both plates are read exactly,
+/// and nothing else that fits a plate format is read at the camera's least confidence.
+#[test]
+fn a_counter_across_a_slash_is_no_plate_and_the_plates_beside_it_are_read() {
+    let dir = data("overlay");
+    let mut reader = reader();
+    let reads: Vec<(String, Option<&'static str>, f32)> = reader
+        .read(&photo(&dir.join("kg_4049.jpg")))
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.text, p.country, p.confidence))
+        .collect();
+    for plate in ["06691QBE", "002KJ15"] {
+        assert!(
+            reads.iter().any(|r| r.0 == plate && r.1.is_some()),
+            "{reads:?}"
+        );
+    }
+    let min_confidence = acsgd::anpr::settings::Anpr::default().min_confidence;
+    assert!(
+        reads
+            .iter()
+            .filter(|r| r.1.is_some() && r.2 >= min_confidence)
+            .all(|r| r.0 == "06691QBE" || r.0 == "002KJ15"),
+        "{reads:?}"
+    );
+}
+
 /// A PNG of a few dozen bytes that declares 30 000 x 30 000 pixels (2.7 GB decoded) and a
 /// FIFO nobody writes to: each costs its own error line, nothing is decoded or waited for,
 /// and the real frame after them is still read.
