@@ -88,7 +88,7 @@ def run_acsgd(d, labels, binary, threads, models=None):
 
 def ours(d, labels, binary, threads, models=None, failures=None):
     paths, by_image = run_acsgd(d, labels, binary, threads, models)
-    rows, ms, extra = [], [], 0
+    rows, ms, extra, formatted, voted = [], [], 0, 0, 0
     for l, p in zip(labels, paths):
         v = by_image.get(p, {"plates": []})
         if "ms" in v:
@@ -104,11 +104,20 @@ def ours(d, labels, binary, threads, models=None, failures=None):
             rows.append((plate["country"], got, plate["text"]))
             if failures is not None and got != plate["text"]:
                 failures.append({"image": l["image"], "truth": plate["text"], "read": got})
-        extra += len(v.get("plates", [])) - len(matched)
-        if failures is not None and len(v.get("plates", [])) > len(matched):
-            reads = [r["text"] for i, r in enumerate(v["plates"]) if i not in matched]
+        others = [r for i, r in enumerate(v.get("plates", [])) if i not in matched]
+        extra += len(others)
+        formatted += sum(1 for r in others if r.get("country"))
+        voted += sum(1 for r in others if r.get("country") and r["confidence"] >= VOTE_MIN_CONFIDENCE)
+        if failures is not None and others:
+            reads = [r["text"] for r in others]
             failures.append({"image": l["image"], "truth": None, "reads_where_no_plate": reads})
-    print("acsgd: %d reads where no plate is (of %d frames)" % (extra, len(labels)), file=sys.stderr)
+    # Every read counts here; what a lane camera's vote would take of them is the last figure
+    # (a read that fits no format is text, which it leaves out: `camera::frame_plate`).
+    print(
+        "acsgd: %d reads where no plate is (of %d frames): %d fit a plate format, %d of them at %.1f or more"
+        % (extra, len(labels), formatted, voted, VOTE_MIN_CONFIDENCE),
+        file=sys.stderr,
+    )
     return rows, ms
 
 
