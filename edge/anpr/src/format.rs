@@ -396,14 +396,16 @@ mod tests {
         assert_eq!(correct("12", 2), None);
     }
 
+    /// The format of `country` with these slots.
+    fn f(country: &str, slots: &str) -> &'static Format {
+        FORMATS
+            .iter()
+            .find(|f| f.country == country && f.slots == slots)
+            .unwrap()
+    }
+
     #[test]
     fn region_codes_hold_the_decoder_not_the_text_reads() {
-        let f = |c: &str, s: &str| {
-            FORMATS
-                .iter()
-                .find(|f| f.country == c && f.slots == s)
-                .unwrap()
-        };
         let kz = f("KZ", "DDDLLLDD");
         assert!(
             region_allows(kz, 6, '2') && !region_allows(kz, 6, '3') && region_allows(kz, 7, '9')
@@ -423,12 +425,6 @@ mod tests {
 
     #[test]
     fn a_serial_of_all_zeros_is_no_plate() {
-        let f = |country: &str, slots: &str| {
-            FORMATS
-                .iter()
-                .find(|f| f.country == country && f.slots == slots)
-                .unwrap()
-        };
         let fits = |read: &str, format: &Format| fit_format(read, format).is_some();
         assert!(!fits("000ABC02", f("KZ", "DDDLLLDD")) && fits("001ABC02", f("KZ", "DDDLLLDD")));
         assert!(!fits("000AB02", f("KZ", "DDDLLDD")) && fits("100AB02", f("KZ", "DDDLLDD")));
