@@ -11,6 +11,12 @@ the plate's quadrilateral has exactly its text; for the reference, the text line
 centres lie inside the plate (grown by a fifth of its height) are joined top to bottom, then
 normalised as `acsgd` normalises (separators out, Cyrillic look-alikes to Latin).
 
+Also counts, on stderr, the reads that are no labelled plate: on synthetic scenes every read
+where no plate is, how many of those fit a plate format, and how many of those are at the
+confidence a lane camera's vote takes (0.2, `[anpr] min_confidence`); on real photos (one
+labelled plate each) the other reads that fit a format at 0.2 or more, other vehicles'
+plates among them. `--failures FILE` lists them with the plates not read.
+
 Prints a Markdown table; `--json FILE` writes the numbers too.
 """
 
