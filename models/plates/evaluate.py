@@ -92,6 +92,18 @@ def run_acsgd(d, labels, binary, threads, models=None):
     return paths, by_image
 
 
+# The least confidence of a read a lane camera's frame gives the vote (`[anpr] min_confidence`'s
+# default, edge/anpr/src/settings.rs).
+VOTE_MIN_CONFIDENCE = 0.2
+
+
+def votable(read):
+    """Whether a lane camera's frame would give `read` (one of `acsgd anpr`'s plates) its
+    vote: it fits a plate format and is at `VOTE_MIN_CONFIDENCE` or more
+    (`camera::frame_plate`)."""
+    return bool(read.get("country")) and read["confidence"] >= VOTE_MIN_CONFIDENCE
+
+
 def ours(d, labels, binary, threads, models=None, failures=None):
     paths, by_image = run_acsgd(d, labels, binary, threads, models)
     rows, ms, extra, formatted, voted = [], [], 0, 0, 0
@@ -113,7 +125,7 @@ def ours(d, labels, binary, threads, models=None, failures=None):
         others = [r for i, r in enumerate(v.get("plates", [])) if i not in matched]
         extra += len(others)
         formatted += sum(1 for r in others if r.get("country"))
-        voted += sum(1 for r in others if r.get("country") and r["confidence"] >= VOTE_MIN_CONFIDENCE)
+        voted += sum(1 for r in others if votable(r))
         if failures is not None and others:
             reads = [r["text"] for r in others]
             failures.append({"image": l["image"], "truth": None, "reads_where_no_plate": reads})
@@ -167,10 +179,6 @@ def read_real(d):
     return labels
 
 
-# The least confidence of a read a lane camera's frame gives the vote (`[anpr] min_confidence`'s
-# default, edge/anpr/src/settings.rs).
-VOTE_MIN_CONFIDENCE = 0.2
-
 
 def ours_real(d, labels, binary, threads, models=None, failures=None):
     """A photo counts as read when its labelled text is among the frame's plate reads.
@@ -191,11 +199,7 @@ def ours_real(d, labels, binary, threads, models=None, failures=None):
         rows.append((l["country"], got, l["text"]))
         if failures is not None and got != l["text"]:
             failures.append({"image": l["image"], "truth": l["text"], "reads": reads})
-        other = [
-            (r["text"], r["confidence"])
-            for r in v.get("plates", [])
-            if r.get("country") and r["confidence"] >= VOTE_MIN_CONFIDENCE and r["text"] != l["text"]
-        ]
+        other = [(r["text"], r["confidence"]) for r in v.get("plates", []) if votable(r) and r["text"] != l["text"]]
         others += len(other)
         if failures is not None and other:
             failures.append({"image": l["image"], "truth": l["text"], "other_reads": other})

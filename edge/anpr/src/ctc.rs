@@ -508,13 +508,14 @@ mod tests {
     /// Recogniser output for `steps`: each step a list of (character or '_' for the blank,
     /// probability); the rest of the step's mass spread over the other classes.
     fn output(steps: &[&[(char, f32)]]) -> (Vec<f32>, usize, usize) {
-        output_with(steps, false)
+        output_with(steps, 0)
     }
 
-    /// The same, with a separator class (`'|'`) after the charset where `separator`.
-    fn output_with(steps: &[&[(char, f32)]], separator: bool) -> (Vec<f32>, usize, usize) {
+    /// The same, with `extra` classes after the charset: a separator (`'|'`), then a foreign
+    /// mark (`'/'`).
+    fn output_with(steps: &[&[(char, f32)]], extra: usize) -> (Vec<f32>, usize, usize) {
         let cs: Vec<char> = CHARSET.chars().collect();
-        let k = cs.len() + 1 + usize::from(separator);
+        let k = cs.len() + 1 + extra;
         let mut p = Vec::new();
         for s in steps {
             let given: f32 = s.iter().map(|x| x.1).sum();
@@ -523,6 +524,7 @@ mod tests {
                 let i = match c {
                     '_' => 0,
                     '|' => cs.len() + 1,
+                    '/' => cs.len() + 2,
                     c => 1 + cs.iter().position(|&x| x == c).unwrap(),
                 };
                 row[i] = q;
@@ -614,7 +616,7 @@ mod tests {
         };
         let read = |steps: Vec<Vec<(char, f32)>>| {
             let s: Vec<&[(char, f32)]> = steps.iter().map(|s| s.as_slice()).collect();
-            let (p, t, k) = output_with(&s, true);
+            let (p, t, k) = output_with(&s, 1);
             assert_eq!(k, decoder.classes());
             decoder.read(&p, t, k).map(|r| r.text)
         };
@@ -686,21 +688,12 @@ mod tests {
         // Output with a separator ('|') and a foreign-mark class ('/') after the charset.
         let cs: Vec<char> = CHARSET.chars().collect();
         let decoder = Decoder::new(&cs).with_separator(0.1).with_foreign_marks();
-        let k = cs.len() + 3;
         let decode = |text: &str| {
-            let mut p = Vec::new();
-            for step in clean(text) {
-                let mut row = vec![0.03 / (k - 1) as f32; k];
-                let i = match step[0].0 {
-                    '_' => 0,
-                    '|' => cs.len() + 1,
-                    '/' => cs.len() + 2,
-                    c => 1 + cs.iter().position(|&x| x == c).unwrap(),
-                };
-                row[i] = 0.97;
-                p.extend(row);
-            }
-            decoder.read(&p, p.len() / k, k)
+            let steps = clean(text);
+            let s: Vec<&[(char, f32)]> = steps.iter().map(|s| s.as_slice()).collect();
+            let (p, t, k) = output_with(&s, 2);
+            assert_eq!(k, decoder.classes());
+            decoder.read(&p, t, k)
         };
         // A parking camera's counter: with its slash it fits no plate (the Russian trailer
         // `OO 0015 296` once O and 0 are one glyph would need the slash to be nothing)...

@@ -132,11 +132,12 @@ fn fold_map(dictionary: &[String], charset: &[char]) -> Vec<Option<usize>> {
     let separator = charset.len() + 1;
     let mut map = vec![Some(0)];
     for entry in dictionary {
-        if !entry.is_empty() && entry.chars().all(|c| SEPARATORS.contains(c)) {
+        let only = |marks: &str| !entry.is_empty() && entry.chars().all(|c| marks.contains(c));
+        if only(SEPARATORS) {
             map.push(Some(separator));
             continue;
         }
-        if !entry.is_empty() && entry.chars().all(|c| FOREIGN_MARKS.contains(c)) {
+        if only(FOREIGN_MARKS) {
             map.push(Some(separator + 1));
             continue;
         }
