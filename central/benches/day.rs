@@ -393,4 +393,30 @@ async fn run(name: &str, url: &str) {
         bytes as f64 / (1 << 20) as f64,
         bytes as f64 / events as f64
     );
+    // What of the day stays for good: retention forgets it once it is `keep_positions_days`
+    // old, as if that were now; then the files compacted (central never does that itself:
+    // the space freed is used again by the next days' rows), so the size is what is kept.
+    let t = Instant::now();
+    let gone = store
+        .prune_position_events(i64::MAX, u64::MAX)
+        .await
+        .unwrap();
+    let tracks = store.prune_tracks(i64::MAX, u64::MAX).await.unwrap();
+    let prune_s = t.elapsed().as_secs_f64();
+    let compact = match store.backend() {
+        Backend::Sqlite => "VACUUM",
+        Backend::Postgres => "VACUUM FULL",
+    };
+    sqlx::raw_sql(compact).execute(store.pool()).await.unwrap();
+    let kept: i64 = sqlx::query_scalar(size_sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    println!(
+        "{name:8} after retention ({gone} position events and the fixes of {} transits off the road, {} fixes, forgotten in {prune_s:.1} s): {:.0} MiB kept for good, {:.0} bytes an event",
+        tracks.transits,
+        tracks.fixes,
+        kept as f64 / (1 << 20) as f64,
+        kept as f64 / events as f64
+    );
 }

@@ -210,6 +210,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
             acsgd_central::config::StoreConfig {
                 url: url.to_string(),
                 writers: None,
+                keep_positions_days: 0,
             }
             .writers()
         });

@@ -5,6 +5,8 @@
 //! [store]
 //! url = "sqlite:/var/lib/acsgd-central/central.db"   # or postgres://user:pw@host/db
 //! writers = 2              # batches committed at once (PostgreSQL; default 2 there, SQLite 1)
+//! keep_positions_days = 30 # position events, and the fixes of transits off the road, are
+//!                          # forgotten after this (crate::retention; 0: kept for good)
 //!
 //! [broker]
 //! host = "127.0.0.1"
@@ -97,6 +99,18 @@ pub struct StoreConfig {
     /// (README, Performance).
     #[serde(default)]
     pub writers: Option<u32>,
+    /// Days the posts' position events, and the fixes of a transit off the road, are kept
+    /// ([`crate::retention`]); 0 keeps them for good.
+    #[serde(default = "default_keep_positions")]
+    pub keep_positions_days: u32,
+}
+
+/// The longest `keep_positions_days` taken: a hundred years, far past any use, and small
+/// enough that its milliseconds cannot overflow.
+pub const MAX_KEEP_DAYS: u32 = 36_500;
+
+fn default_keep_positions() -> u32 {
+    30
 }
 
 pub use crate::store::MAX_WRITERS;
@@ -335,6 +349,12 @@ impl Config {
                 ))
             }
             _ => {}
+        }
+        if self.store.keep_positions_days > MAX_KEEP_DAYS {
+            return Err((
+                "store.keep_positions_days".into(),
+                format!("at most {MAX_KEEP_DAYS} (0 keeps them for good)"),
+            ));
         }
         if self.broker.host.is_empty() {
             return Err(("broker.host".into(), "must not be empty".into()));
@@ -659,5 +679,27 @@ mod tests {
             parse("url = \"postgres://u@h/d\"\nwriters = 5"),
             Err("config central.toml:3: store.writers: at most 4".into())
         );
+    }
+
+    #[test]
+    fn positions_are_kept_30_days_unless_said_and_the_days_are_checked() {
+        let parse = |store: &str| {
+            Config::parse(
+                Path::new("central.toml"),
+                &format!("[store]\nurl = \"sqlite:x\"\n{store}\n[broker]\nhost = \"h\"\n"),
+            )
+            .map(|c| c.store.keep_positions_days)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(""), Ok(30));
+        assert_eq!(parse("keep_positions_days = 0"), Ok(0));
+        assert_eq!(parse("keep_positions_days = 365"), Ok(365));
+        assert_eq!(
+            parse("keep_positions_days = 40000"),
+            Err("config central.toml:3: store.keep_positions_days: at most 36500 (0 keeps them for good)".into())
+        );
+        assert!(parse("keep_positions_days = -1")
+            .unwrap_err()
+            .starts_with("config central.toml:3: store.keep_positions_days:"));
     }
 }

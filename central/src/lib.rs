@@ -4,7 +4,8 @@
 //! routes each declaration to the posts that will see the truck ([`routing`]), takes
 //! declarations and operators' actions over HTTP ([`api`], [`declare`]), tells subscribers by
 //! email, webhook or bot ([`notify`]), follows trucks between posts by their trackers' fixes
-//! ([`positions`], the seal operator's EGTS feed: [`feed`]) and runs it all as one service ([`service`]). The envelope, the declaration and the MRN come from
+//! ([`positions`], the seal operator's EGTS feed: [`feed`]), forgets what has no more use
+//! ([`retention`]) and runs it all as one service ([`service`]). The envelope, the declaration and the MRN come from
 //! `acsgd-contract`, the same code the appliance signs with.
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod feed;
 pub mod ingest;
 pub mod notify;
 pub mod positions;
+pub mod retention;
 pub mod routing;
 pub mod service;
 pub mod store;
@@ -68,6 +70,13 @@ pub fn bounded_reads() -> Vec<BoundedRead> {
             positions::RECENT_FIXES.into(),
             "ti",
             &["fix"],
+            true,
+        ),
+        read(
+            "position events to forget",
+            retention::POSITION_EVENTS.into(),
+            "ii",
+            &["journal"],
             true,
         ),
         read(

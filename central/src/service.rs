@@ -204,6 +204,7 @@ pub async fn run(config: Config) -> Result<(), ServiceError> {
         routed.clone(),
         changes.clone(),
         config.positions.clone(),
+        config.store.keep_positions_days,
     ));
 
     // The seal operator's EGTS feed, where one is configured.
@@ -445,7 +446,47 @@ async fn route_publisher(
     }
 }
 
-/// Raises overdue legs and asks posts to resend the seq ranges they have not delivered.
+/// Position events to forget in one scan at most: a database that kept them for long before
+/// retention was turned on is worked through over several scans, not in one long one.
+const PRUNED_PER_SCAN: u64 = 100_000;
+
+/// How often the tracks of transits off the road are looked through (the first scan does
+/// it too): that reads every track, where the position events are found by an index.
+const TRACKS_EVERY: Duration = Duration::from_secs(3_600);
+
+/// Tracks of transits off the road forgotten in one look at most.
+const TRACKS_PER_SCAN: u64 = 5_000;
+
+async fn prune(store: &Store, before: i64, tracks_pruned: &mut Option<std::time::Instant>) {
+    match store.prune_position_events(before, PRUNED_PER_SCAN).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "old position events forgotten"),
+        Err(e) => tracing::error!(error = %e, "cannot forget old position events"),
+    }
+    if tracks_pruned.is_some_and(|t| t.elapsed() < TRACKS_EVERY) {
+        return;
+    }
+    match store.prune_tracks(before, TRACKS_PER_SCAN).await {
+        Ok(p) => {
+            // A full look leaves more for the next scan rather than an hour later.
+            if p.transits < TRACKS_PER_SCAN {
+                *tracks_pruned = Some(std::time::Instant::now());
+            }
+            if p.transits > 0 {
+                tracing::info!(
+                    transits = p.transits,
+                    fixes = p.fixes,
+                    "old tracks of transits off the road forgotten"
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot forget old tracks"),
+    }
+}
+
+/// Raises overdue legs, asks posts to resend the seq ranges they have not delivered, and
+/// forgets what is kept no longer ([`crate::retention`]).
+#[allow(clippy::too_many_arguments)]
 async fn scheduler(
     store: Store,
     client: AsyncClient,
@@ -454,12 +495,18 @@ async fn scheduler(
     routed: Arc<Notify>,
     changes: broadcast::Sender<()>,
     positions: crate::positions::PositionsConfig,
+    keep_positions_days: u32,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tracks_pruned: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         let now = now_ms();
+        if keep_positions_days > 0 {
+            let before = now - i64::from(keep_positions_days) * crate::retention::DAY_MS;
+            prune(&store, before, &mut tracks_pruned).await;
+        }
         match store.scan_overdue(now).await {
             Ok(moved) if !moved.is_empty() => {
                 tracing::info!(count = moved.len(), "transits overdue");

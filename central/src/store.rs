@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("schema_6.sql")),
     (7, include_str!("schema_7.sql")),
     (8, include_str!("schema_8.sql")),
+    (9, include_str!("schema_9.sql")),
 ];
 
 /// The tables central's migrations create (`CREATE TABLE name`): those

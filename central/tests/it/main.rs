@@ -11,5 +11,6 @@ mod notify;
 mod plans;
 mod positions;
 mod replay;
+mod retention;
 mod service;
 mod xml;
