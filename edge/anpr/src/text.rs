@@ -117,10 +117,12 @@ fn whole_scale(frame: &Mat) -> f32 {
 
 /// Marks that part a plate's groups without being characters of it: what [`normalise`]
 /// drops, and the other dots and colons the recogniser reads a Chinese plate's dot as.
-const SEPARATORS: &str = " -·.•_|:：．。・";
+const SEPARATORS: &str = " ·.•_|:：．。・";
 /// Marks that are on no plate but in the text around plates: the slash of a camera's
-/// counter (`0000/15296`) or of a date ([`Decoder::with_foreign_marks`]).
-const FOREIGN_MARKS: &str = "/\\／";
+/// counter (`0000/15296`) or of a date, the dash of a date or a telephone number
+/// (`2024-03-15`, `+7 (727) 250-00-00`) ([`Decoder::with_foreign_marks`]). No plate of
+/// Kazakhstan, Kyrgyzstan, Uzbekistan, Russia or China has a dash (Soviet plates did).
+const FOREIGN_MARKS: &str = "/\\／-—－";
 
 /// Maps the recogniser's classes (the CTC blank, its dictionary, and the space PaddleOCR
 /// appends) onto the plate charset's classes, and the separators onto one class after them
@@ -746,8 +748,8 @@ mod tests {
         let pos = |c: char| cs.iter().position(|&x| x == c).map(|i| i + 1);
         let sep = Some(cs.len() + 1);
         // Blank, then a→A, 7, Cyrillic К→K, 学, é (no plate has it), a two-character entry;
-        // a space, a middle dot, a full-width colon and a dash are separators, the class after
-        // the charset; a slash is a foreign mark, the class after that; `#` is no separator
+        // a space, a middle dot and a full-width colon are separators, the class after the
+        // charset; a dash and a slash are foreign marks, the class after that; `#` is no separator
         // and no plate character; the trailing space class is a separator.
         assert_eq!(
             m,
@@ -762,7 +764,7 @@ mod tests {
                 sep,
                 sep,
                 sep,
-                sep,
+                Some(cs.len() + 2),
                 Some(cs.len() + 2),
                 None,
                 sep
