@@ -16,6 +16,9 @@ which ONNX Runtime neither fuses into the convolution nor runs in its blocked (N
    activation) becomes part of that convolution: weights times `s`, bias plus `b` times the
    sum of each output channel's weights. (Before a convolution with padding it would not be
    the same at the borders, where the padding is zero, not `b`; those are left.)
+4. Before a convolution with padding, the scale of that step still goes into the weights and
+   only the shift stays: `conv(x * s + b)` becomes `conv'(x + b / s)` with the weights times
+   `s`, because the zero padding of `x * s + b` is `s` times the zero padding of `x + b / s`.
 
     python3 models/plates/fold_text_models.py SRC_DET SRC_REC OUT_DIR
 
@@ -190,6 +193,43 @@ def fold_affine_before_1x1(gr):
     return n
 
 
+def fold_scale_before_padded(gr):
+    n = 0
+    for conv in list(gr.nodes):
+        if conv.op_type != "Conv":
+            continue
+        w, b = conv_weights(gr, conv)
+        if w is None:
+            continue
+        add = gr.prod.get(conv.input[0])
+        if add is None or add.op_type != "Add" or gr.only_consumer(add.output[0]) is not conv:
+            continue
+        mul = next((gr.prod.get(i) for i in add.input if gr.scalar(i) is None), None)
+        if mul is None or mul.op_type != "Mul" or gr.only_consumer(mul.output[0]) is not add:
+            continue
+        c = next((gr.scalar(i) for i in add.input if gr.scalar(i) is not None), None)
+        s_in = [i for i in mul.input if gr.scalar(i) is not None]
+        x_in = [i for i in mul.input if gr.scalar(i) is None]
+        if c is None or len(s_in) != 1 or len(x_in) != 1 or gr.scalar(s_in[0]) == 0.0:
+            continue
+        s = gr.scalar(s_in[0])
+        gr.set_const(conv, 1, w * s, "w_scaled")
+        shift = f"{add.output[0]}_shift"
+        gr.nodes.insert(
+            gr.index(add),
+            helper.make_node(
+                "Constant",
+                [],
+                [shift],
+                value=numpy_helper.from_array(np.array(c / s, np.float32), shift),
+            ),
+        )
+        add.input[:] = [x_in[0], shift]
+        gr.remove([mul])
+        n += 1
+    return n
+
+
 def hard_swish(gr):
     n = 0
     for clip in list(gr.nodes):
@@ -243,6 +283,7 @@ def rewrite(src, dst, shape):
         "affine after a convolution": fold_affine_after_conv(gr),
         "hard-swish": hard_swish(gr),
         "affine before a 1x1 convolution": fold_affine_before_1x1(gr),
+        "scale before a padded convolution": fold_scale_before_padded(gr),
     }
     drop_unused_constants(gr)
     gr.write_back()

@@ -102,6 +102,10 @@ pub struct TextReader {
     /// For each recogniser class: its class in the folded output (0 the blank), or `None`
     /// for a character no plate has.
     fold: Vec<Option<usize>>,
+    /// The same, only the classes that are kept, as (recogniser class, folded class): a few
+    /// hundred of its 6 625, so folding a step reads only those (a pass over all of them,
+    /// every step of every line, was about a twentieth of a line's time).
+    kept: Vec<(usize, usize)>,
     /// The folded classes of `O` and `0`.
     twin: (Option<usize>, Option<usize>),
     decoder: Decoder,
@@ -155,6 +159,14 @@ fn fold_map(dictionary: &[String], charset: &[char]) -> Vec<Option<usize>> {
     map
 }
 
+/// The classes [`fold_map`] keeps, as (recogniser class, folded class).
+fn kept(fold: &[Option<usize>]) -> Vec<(usize, usize)> {
+    fold.iter()
+        .enumerate()
+        .filter_map(|(from, to)| to.map(|to| (from, to)))
+        .collect()
+}
+
 impl TextReader {
     pub fn new(env: &Environment, models: &ModelSource) -> Result<TextReader, AnprError> {
         let det = models.text_detector(env)?;
@@ -170,11 +182,13 @@ impl TextReader {
             })?;
         let charset: Vec<char> = TEXT_CHARSET.chars().collect();
         let class = |c: char| charset.iter().position(|&x| x == c).map(|i| i + 1);
+        let fold = fold_map(&dictionary, &charset);
         Ok(TextReader {
             det,
             rec,
             twin: (class('O'), class('0')),
-            fold: fold_map(&dictionary, &charset),
+            kept: kept(&fold),
+            fold,
             decoder: Decoder::new(&charset)
                 .with_rare_prior(RARE_PRIOR)
                 .with_separator(SEPARATOR_INSIDE)
@@ -518,10 +532,8 @@ impl TextReader {
             for s in 0..steps {
                 let row = &probs[(n * t + s) * kr..(n * t + s + 1) * kr];
                 let dst = &mut folded[s * k..(s + 1) * k];
-                for (&p, m) in row.iter().zip(&self.fold) {
-                    if let Some(m) = m {
-                        dst[*m] += p;
-                    }
+                for &(from, to) in &self.kept {
+                    dst[to] += row[from];
                 }
             }
             // A plate's O and 0 are one glyph to a reader of general text (Kazakh and Russian
