@@ -384,10 +384,13 @@ async fn run(name: &str, url: &str) {
         }
         Backend::Postgres => "SELECT pg_database_size(current_database())",
     };
-    let bytes: i64 = sqlx::query_scalar(size_sql)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let size = || async {
+        sqlx::query_scalar::<_, i64>(size_sql)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    let bytes = size().await;
     println!(
         "{name:8} database at the end of the day: {:.0} MiB, {:.0} bytes an event",
         bytes as f64 / (1 << 20) as f64,
@@ -408,10 +411,7 @@ async fn run(name: &str, url: &str) {
         Backend::Postgres => "VACUUM FULL",
     };
     sqlx::raw_sql(compact).execute(store.pool()).await.unwrap();
-    let kept: i64 = sqlx::query_scalar(size_sql)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let kept = size().await;
     println!(
         "{name:8} after retention ({gone} position events and the fixes of {} transits off the road, {} fixes, forgotten in {prune_s:.1} s): {:.0} MiB kept for good, {:.0} bytes an event",
         tracks.transits,

@@ -653,16 +653,19 @@ mod tests {
         assert_eq!(writer_of("elsewhere", None, 3), 0);
     }
 
+    /// `central.toml` of this `[store]` and a broker, parsed: its store, or the error line.
+    fn store(lines: &str) -> Result<StoreConfig, String> {
+        Config::parse(
+            Path::new("central.toml"),
+            &format!("[store]\n{lines}\n[broker]\nhost = \"h\"\n"),
+        )
+        .map(|c| c.store)
+        .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn writers_default_by_backend_and_are_checked() {
-        let parse = |store: &str| {
-            Config::parse(
-                Path::new("central.toml"),
-                &format!("[store]\n{store}\n[broker]\nhost = \"h\"\n"),
-            )
-            .map(|c| c.store.writers())
-            .map_err(|e| e.to_string())
-        };
+        let parse = |lines: &str| store(lines).map(|s| s.writers());
         assert_eq!(parse("url = \"sqlite:x\""), Ok(1));
         assert_eq!(parse("url = \"postgres://u@h/d\""), Ok(2));
         assert_eq!(parse("url = \"postgres://u@h/d\"\nwriters = 4"), Ok(4));
@@ -683,13 +686,8 @@ mod tests {
 
     #[test]
     fn positions_are_kept_30_days_unless_said_and_the_days_are_checked() {
-        let parse = |store: &str| {
-            Config::parse(
-                Path::new("central.toml"),
-                &format!("[store]\nurl = \"sqlite:x\"\n{store}\n[broker]\nhost = \"h\"\n"),
-            )
-            .map(|c| c.store.keep_positions_days)
-            .map_err(|e| e.to_string())
+        let parse = |line: &str| {
+            store(&format!("url = \"sqlite:x\"\n{line}")).map(|s| s.keep_positions_days)
         };
         assert_eq!(parse(""), Ok(30));
         assert_eq!(parse("keep_positions_days = 0"), Ok(0));

@@ -158,6 +158,23 @@ def fold_affine_after_conv(gr):
     return n
 
 
+def scalar_affine_before(gr, conv):
+    """`x * s + c` (Mul then Add, each by a scalar constant) read by `conv` alone: the two
+    nodes, `x`, `s` and `c`."""
+    add = gr.prod.get(conv.input[0])
+    if add is None or add.op_type != "Add" or gr.only_consumer(add.output[0]) is not conv:
+        return None
+    mul = next((gr.prod.get(i) for i in add.input if gr.scalar(i) is None), None)
+    if mul is None or mul.op_type != "Mul" or gr.only_consumer(mul.output[0]) is not add:
+        return None
+    c = next((gr.scalar(i) for i in add.input if gr.scalar(i) is not None), None)
+    s_in = [i for i in mul.input if gr.scalar(i) is not None]
+    x_in = [i for i in mul.input if gr.scalar(i) is None]
+    if c is None or len(s_in) != 1 or len(x_in) != 1:
+        return None
+    return mul, add, x_in[0], gr.scalar(s_in[0]), c
+
+
 def fold_affine_before_1x1(gr):
     n = 0
     for conv in list(gr.nodes):
@@ -173,21 +190,13 @@ def fold_affine_before_1x1(gr):
             b"VALID",
         ):
             continue
-        add = gr.prod.get(conv.input[0])
-        if add is None or add.op_type != "Add" or gr.only_consumer(add.output[0]) is not conv:
+        found = scalar_affine_before(gr, conv)
+        if found is None:
             continue
-        mul = next((gr.prod.get(i) for i in add.input if gr.scalar(i) is None), None)
-        if mul is None or mul.op_type != "Mul" or gr.only_consumer(mul.output[0]) is not add:
-            continue
-        c = next((gr.scalar(i) for i in add.input if gr.scalar(i) is not None), None)
-        s_in = [i for i in mul.input if gr.scalar(i) is not None]
-        x_in = [i for i in mul.input if gr.scalar(i) is None]
-        if c is None or len(s_in) != 1 or len(x_in) != 1:
-            continue
-        s = gr.scalar(s_in[0])
+        mul, add, x, s, c = found
         gr.set_const(conv, 1, w * s, "w_prefolded")
         gr.set_const(conv, 2, b + c * w.sum(axis=(1, 2, 3)), "b_prefolded")
-        conv.input[0] = x_in[0]
+        conv.input[0] = x
         gr.remove([mul, add])
         n += 1
     return n
@@ -201,18 +210,10 @@ def fold_scale_before_padded(gr):
         w, b = conv_weights(gr, conv)
         if w is None:
             continue
-        add = gr.prod.get(conv.input[0])
-        if add is None or add.op_type != "Add" or gr.only_consumer(add.output[0]) is not conv:
+        found = scalar_affine_before(gr, conv)
+        if found is None or found[3] == 0.0:
             continue
-        mul = next((gr.prod.get(i) for i in add.input if gr.scalar(i) is None), None)
-        if mul is None or mul.op_type != "Mul" or gr.only_consumer(mul.output[0]) is not add:
-            continue
-        c = next((gr.scalar(i) for i in add.input if gr.scalar(i) is not None), None)
-        s_in = [i for i in mul.input if gr.scalar(i) is not None]
-        x_in = [i for i in mul.input if gr.scalar(i) is None]
-        if c is None or len(s_in) != 1 or len(x_in) != 1 or gr.scalar(s_in[0]) == 0.0:
-            continue
-        s = gr.scalar(s_in[0])
+        mul, add, x, s, c = found
         gr.set_const(conv, 1, w * s, "w_scaled")
         shift = f"{add.output[0]}_shift"
         gr.nodes.insert(
@@ -224,7 +225,7 @@ def fold_scale_before_padded(gr):
                 value=numpy_helper.from_array(np.array(c / s, np.float32), shift),
             ),
         )
-        add.input[:] = [x_in[0], shift]
+        add.input[:] = [x, shift]
         gr.remove([mul])
         n += 1
     return n
