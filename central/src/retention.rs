@@ -47,11 +47,9 @@ pub const POSITION_EVENTS: &str = "SELECT id FROM journal WHERE type = 'position
 /// The states of a transit that is no longer on the road.
 const OFF_THE_ROAD: &str = "('arrived', 'closed', 'cancelled')";
 
-/// What a pass forgot.
+/// What a look through the tracks forgot.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
-    /// Position events removed from the journal.
-    pub events: u64,
     /// Transits whose track was removed.
     pub transits: u64,
     /// Their fixes.
@@ -98,15 +96,15 @@ impl Store {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
-        let still = format!(
-            "EXISTS (SELECT 1 FROM transit t WHERE t.mrn = $1 AND t.state IN {OFF_THE_ROAD} \
-             AND t.updated_ms < $2)"
+        let delete_track = format!(
+            "DELETE FROM track WHERE mrn = $1 AND EXISTS (SELECT 1 FROM transit t \
+             WHERE t.mrn = $1 AND t.state IN {OFF_THE_ROAD} AND t.updated_ms < $2)"
         );
         let mut out = Pruned::default();
         for chunk in mrns.chunks(TRANSITS_PER_TRANSACTION) {
             let mut tx = self.begin_write().await?;
             for mrn in chunk {
-                let track = sqlx::query(&format!("DELETE FROM track WHERE mrn = $1 AND {still}"))
+                let track = sqlx::query(&delete_track)
                     .bind(mrn)
                     .bind(before_ms)
                     .execute(&mut *tx)

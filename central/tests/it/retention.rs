@@ -149,7 +149,6 @@ fn old_position_events_and_the_tracks_of_transits_off_the_road_are_forgotten() {
         assert_eq!(
             store.prune_tracks(later, 100).await.unwrap(),
             Pruned {
-                events: 0,
                 transits: 1,
                 fixes: 3
             },

@@ -99,12 +99,10 @@ pub struct Line {
 pub struct TextReader {
     det: Session,
     rec: Session,
-    /// For each recogniser class: its class in the folded output (0 the blank), or `None`
-    /// for a character no plate has.
-    fold: Vec<Option<usize>>,
-    /// The same, only the classes that are kept, as (recogniser class, folded class): a few
-    /// hundred of its 6 625, so folding a step reads only those (a pass over all of them,
-    /// every step of every line, was about a twentieth of a line's time).
+    /// How many classes the recogniser gives a step (its dictionary, the blank and the space).
+    classes: usize,
+    /// The classes [`fold_map`] keeps, as (recogniser class, folded class): a few hundred of
+    /// the 6 625, so folding a step reads only those, not every class of every step.
     kept: Vec<(usize, usize)>,
     /// The folded classes of `O` and `0`.
     twin: (Option<usize>, Option<usize>),
@@ -187,8 +185,8 @@ impl TextReader {
             det,
             rec,
             twin: (class('O'), class('0')),
+            classes: fold.len(),
             kept: kept(&fold),
-            fold,
             decoder: Decoder::new(&charset)
                 .with_rare_prior(RARE_PRIOR)
                 .with_separator(SEPARATOR_INSIDE)
@@ -518,10 +516,10 @@ impl TextReader {
         let outputs = self.rec.run(ort::inputs!["x" => tensor]).map_err(ort_err)?;
         let (shape, probs) = outputs[0].try_extract_tensor::<f32>().map_err(ort_err)?;
         let (t, kr) = (shape[1] as usize, shape[2] as usize);
-        if kr != self.fold.len() {
+        if kr != self.classes {
             return Err(AnprError::Inference(format!(
                 "text recogniser has {kr} classes, its dictionary {} (+ blank and space)",
-                self.fold.len() - 2
+                self.classes - 2
             )));
         }
         let k = self.decoder.classes();
