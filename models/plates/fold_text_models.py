@@ -19,6 +19,12 @@ which ONNX Runtime neither fuses into the convolution nor runs in its blocked (N
 4. Before a convolution with padding, the scale of that step still goes into the weights and
    only the shift stays: `conv(x * s + b)` becomes `conv'(x + b / s)` with the weights times
    `s`, because the zero padding of `x * s + b` is `s` times the zero padding of `x + b / s`.
+5. What is left of such steps (the shift before a padded convolution, and an affine step read
+   by more than a convolution, as in the squeeze-and-excitation blocks) becomes a 1x1
+   depthwise convolution with the step's scale as its weight and its shift as its bias. The
+   arithmetic is the same; what changes is where ONNX Runtime runs it: a scalar Add or Mul
+   leaves the blocked layout (a reorder out, the step, a reorder back in), a convolution stays
+   in it. `x * sigmoid(1.702 * x)` is left alone: ONNX Runtime fuses it whole (QuickGelu).
 
     python3 models/plates/fold_text_models.py SRC_DET SRC_REC OUT_DIR
 
@@ -269,6 +275,58 @@ def hard_swish(gr):
     return n
 
 
+def channels_of(model):
+    """Each 4-D value's channel count where shape inference knows it (the spatial sides and the
+    batch stay unknown: the models take any size)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    out = {}
+    for v in inferred.graph.value_info:
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            out[v.name] = dims[1].dim_value
+    return out
+
+
+def scalar_steps_as_depthwise(gr, channels):
+    n = 0
+    for node in list(gr.nodes):
+        if node.op_type not in ("Mul", "Add") or not any(node is m for m in gr.nodes):
+            continue
+        xs = [i for i in node.input if gr.scalar(i) is None]
+        ks = [gr.scalar(i) for i in node.input if gr.scalar(i) is not None]
+        if len(xs) != 1 or len(ks) != 1 or xs[0] not in channels:
+            continue
+        # `x * sigmoid(1.702 * x)` stays as it is: ONNX Runtime fuses it whole (QuickGelu).
+        if any(m.op_type == "Sigmoid" for m in gr.cons.get(node.output[0], [])):
+            continue
+        x, c = xs[0], channels[xs[0]]
+        s, b, gone = (ks[0], 0.0, [node]) if node.op_type == "Mul" else (1.0, ks[0], [node])
+        out = node.output[0]
+        if node.op_type == "Mul":
+            add = gr.only_consumer(out)
+            if add is not None and add.op_type == "Add":
+                bs = [gr.scalar(i) for i in add.input if i != out]
+                if len(bs) == 1 and bs[0] is not None:
+                    b, out = bs[0], add.output[0]
+                    gone.append(add)
+        name = out + "_depthwise"
+        w, bias = f"{name}_w", f"{name}_b"
+        at = gr.index(node)
+        new = [
+            helper.make_node("Constant", [], [w], value=numpy_helper.from_array(
+                np.full((c, 1, 1, 1), s, np.float32), w)),
+            helper.make_node("Constant", [], [bias], value=numpy_helper.from_array(
+                np.full((c,), b, np.float32), bias)),
+            helper.make_node("Conv", [x, w, bias], [out], group=c, kernel_shape=[1, 1],
+                             name=name),
+        ]
+        for k, m in enumerate(new):
+            gr.nodes.insert(at + k, m)
+        gr.remove(gone)
+        n += 1
+    return n
+
+
 def drop_unused_constants(gr):
     used = {i for n in gr.nodes for i in n.input} | gr.graph_outputs
     dead = [n for n in gr.nodes if n.op_type == "Constant" and n.output[0] not in used]
@@ -286,6 +344,9 @@ def rewrite(src, dst, shape):
         "affine before a 1x1 convolution": fold_affine_before_1x1(gr),
         "scale before a padded convolution": fold_scale_before_padded(gr),
     }
+    gr.write_back()
+    counts["scalar steps as 1x1 depthwise convolutions"] = scalar_steps_as_depthwise(
+        gr, channels_of(model))
     drop_unused_constants(gr)
     gr.write_back()
     onnx.checker.check_model(model)
