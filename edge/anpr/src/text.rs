@@ -106,6 +106,8 @@ pub struct TextReader {
     kept: Vec<(usize, usize)>,
     /// The folded classes of `O` and `0`.
     twin: (Option<usize>, Option<usize>),
+    /// The folded classes of the letters of [`COUNTRY_MARK`].
+    mark: Vec<usize>,
     decoder: Decoder,
     /// How long the last frame's detection and recognition took, in milliseconds.
     pub detect_ms: f64,
@@ -185,6 +187,7 @@ impl TextReader {
             det,
             rec,
             twin: (class('O'), class('0')),
+            mark: COUNTRY_MARK.chars().filter_map(class).collect(),
             classes: fold.len(),
             kept: kept(&fold),
             decoder: Decoder::new(&charset)
@@ -546,9 +549,63 @@ impl TextReader {
                     row[z] = pz + TWIN_SHARE * po;
                 }
             }
+            country_mark(&mut folded, k, &self.mark);
             out.push(folded);
         }
         Ok(out)
+    }
+}
+
+/// The country code a Kazakh plate carries beside its number: under the flag of a one-row
+/// plate, beside the upper row of a two-row one. PP-OCRv4 reads it as text (`KZ`, a line of its
+/// own or the start of the row's), and the `K` fits the Russian `K 662 CH 13` (a letter,
+/// three digits, two letters, a region) better than the Kazakh `662 CH 13` fits without it.
+/// No plate of the five countries begins with the letters `KZ` (Russian plates have no `Z`;
+/// the others begin with a digit, a province or a single letter), so a line whose read
+/// begins so has a mark there, not the plate's first letters.
+const COUNTRY_MARK: &str = "KZ";
+
+/// Where the greedy read of one line's folded steps begins with [`COUNTRY_MARK`]'s letters
+/// (`mark`, their classes; blanks and separators may come between), gives those steps'
+/// share of the letters to the foreign-mark class (the last of `k`): the blank before a
+/// plate, no character of it ([`Decoder::with_foreign_marks`]).
+fn country_mark(probs: &mut [f32], k: usize, mark: &[usize]) {
+    if mark.is_empty() {
+        return;
+    }
+    let argmax = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i)
+    };
+    // The steps of each of the first characters, as (class, steps).
+    let mut runs: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut prev = 0;
+    for (s, row) in probs.chunks_exact(k).enumerate() {
+        let a = argmax(row);
+        let character = a != 0 && a + 2 < k;
+        if character && a == prev {
+            if let Some(last) = runs.last_mut() {
+                last.1.push(s);
+            }
+        } else if character {
+            if runs.len() == mark.len() {
+                break;
+            }
+            runs.push((a, vec![s]));
+        }
+        prev = a;
+    }
+    if runs.len() < mark.len() || runs.iter().zip(mark).any(|((a, _), m)| a != m) {
+        return;
+    }
+    for (class, steps) in runs {
+        for s in steps {
+            let row = &mut probs[s * k..(s + 1) * k];
+            row[k - 1] += row[class];
+            row[class] = 0.0;
+        }
     }
 }
 
@@ -820,6 +877,34 @@ mod tests {
             .collect();
         assert_eq!(characters(&probs, 5), 6);
         assert_eq!(characters(&[], 5), 0);
+    }
+
+    #[test]
+    fn a_line_that_begins_with_the_country_mark_has_a_mark_there_not_letters() {
+        // Six classes (blank, K, Z, 6, separator, foreign mark); `mark` is K then Z.
+        let read = |steps: &[usize]| {
+            let mut probs: Vec<f32> = steps
+                .iter()
+                .flat_map(|&c| (0..6).map(move |i| if i == c { 0.8 } else { 0.04 }))
+                .collect();
+            country_mark(&mut probs, 6, &[1, 2]);
+            probs
+                .chunks_exact(6)
+                .map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .unwrap()
+                        .0
+                })
+                .collect::<Vec<_>>()
+        };
+        // `KZ 66`: the K's two steps and the Z's go to the mark; the rest is as it was.
+        assert_eq!(read(&[1, 1, 0, 2, 4, 3, 0, 3]), [5, 5, 0, 5, 4, 3, 0, 3]);
+        // `K66Z`, `ZK6`, `6KZ`, `K` alone: no mark at the start, nothing moves.
+        for steps in [&[1, 3, 0, 3, 2][..], &[2, 1, 3], &[3, 1, 2], &[0, 1, 1]] {
+            assert_eq!(read(steps), steps);
+        }
     }
 
     #[test]

@@ -517,6 +517,39 @@ fn a_counter_across_a_slash_is_no_plate_and_the_plates_beside_it_are_read() {
     );
 }
 
+/// Two double-row Kazakh plates with the country code `KZ` beside the upper row
+/// (`tests/data/marks/`: `synth.py scenes --split test --per-country 100 --first 2000
+/// --regions any`, the Kazakh scenes 2059 and 2098). The recogniser reads the code as text
+/// before the number, and its `K` made the Russian `K205BX35` of the trailer `8205 BX 35` and
+/// the old Kazakh `K744MRO` of `744 MR 80`. A line that begins with `KZ` has a mark there
+/// (`text::COUNTRY_MARK`): both are read exactly, and nothing else fits a plate format at
+/// the camera's least confidence.
+#[test]
+fn a_kazakh_plates_country_code_is_no_letter_of_it() {
+    let dir = data("marks");
+    let mut reader = reader();
+    let min_confidence = acsgd::anpr::settings::Anpr::default().min_confidence;
+    for (file, plate) in [("kz_2059.jpg", "744MR80"), ("kz_2098.jpg", "8205BX35")] {
+        let reads: Vec<(String, Option<&'static str>, f32)> = reader
+            .read(&photo(&dir.join(file)))
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.text, p.country, p.confidence))
+            .collect();
+        assert!(
+            reads.iter().any(|r| r.0 == plate && r.1 == Some("KZ")),
+            "{file}: {reads:?}"
+        );
+        assert!(
+            reads
+                .iter()
+                .filter(|r| r.1.is_some() && r.2 >= min_confidence)
+                .all(|r| r.0 == plate),
+            "{file}: {reads:?}"
+        );
+    }
+}
+
 /// A PNG of a few dozen bytes that declares 30 000 x 30 000 pixels (2.7 GB decoded) and a
 /// FIFO nobody writes to: each costs its own error line, nothing is decoded or waited for,
 /// and the real frame after them is still read.
