@@ -106,8 +106,8 @@ pub struct TextReader {
     kept: Vec<(usize, usize)>,
     /// The folded classes of `O` and `0`.
     twin: (Option<usize>, Option<usize>),
-    /// The folded classes of the letters of [`COUNTRY_MARK`].
-    mark: Vec<usize>,
+    /// The folded classes of the letters of [`MARKS_BEFORE`] and [`MARKS_AFTER`].
+    marks: (Vec<Vec<usize>>, Vec<Vec<usize>>),
     decoder: Decoder,
     /// How long the last frame's detection and recognition took, in milliseconds.
     pub detect_ms: f64,
@@ -187,7 +187,16 @@ impl TextReader {
             det,
             rec,
             twin: (class('O'), class('0')),
-            mark: COUNTRY_MARK.chars().filter_map(class).collect(),
+            marks: (
+                MARKS_BEFORE
+                    .iter()
+                    .map(|m| m.chars().filter_map(class).collect())
+                    .collect(),
+                MARKS_AFTER
+                    .iter()
+                    .map(|m| m.chars().filter_map(class).collect())
+                    .collect(),
+            ),
             classes: fold.len(),
             kept: kept(&fold),
             decoder: Decoder::new(&charset)
@@ -549,62 +558,78 @@ impl TextReader {
                     row[z] = pz + TWIN_SHARE * po;
                 }
             }
-            country_mark(&mut folded, k, &self.mark);
+            country_marks(&mut folded, k, &self.marks.0, &self.marks.1);
             out.push(folded);
         }
         Ok(out)
     }
 }
 
-/// The country code a Kazakh plate carries beside its number: under the flag of a one-row
-/// plate, beside the upper row of a two-row one. PP-OCRv4 reads it as text (`KZ`, a line of its
-/// own or the start of the row's), and the `K` fits the Russian `K 662 CH 13` (a letter,
-/// three digits, two letters, a region) better than the Kazakh `662 CH 13` fits without it.
-/// No plate of the five countries begins with the letters `KZ` (Russian plates have no `Z`;
-/// the others begin with a digit, a province or a single letter), so a line whose read
-/// begins so has a mark there, not the plate's first letters.
-const COUNTRY_MARK: &str = "KZ";
+/// The country codes plates carry beside their number: Kazakhstan's and Kyrgyzstan's under
+/// the flag at the left of a one-row plate, Uzbekistan's under the flag at the right; on a
+/// two-row plate, beside the upper row. PP-OCRv4 reads them as text (a line of its own, or the
+/// start or the end of the row's), and their letters fit formats: the `K` of `KZ` made the
+/// Russian `K 205 BX 35` of the Kazakh trailer `8205 BX 35`, the `UZ` at the end of
+/// `50 V 376 LL` was read as its last two letters.
+///
+/// Where a line begins with a code: no plate of the five countries begins with two Latin
+/// letters other than a Russian trailer's, and Russian plates have no `Z`, `G` or `U`. So a line
+/// whose read begins so has a mark there, never a plate's first letters. Russia's `RUS` (under
+/// the region) is left out: taken as a mark it cost four synthetic Russian plates and read
+/// none more.
+const MARKS_BEFORE: [&str; 3] = ["KZ", "KG", "UZ"];
+/// Where a line ends with a code: Kyrgyz and Uzbek plates end in letters, so one of them
+/// whose last letters are `UZ` and whose country code is not read loses them (one in 676
+/// such plates), against every Uzbek plate whose code is read into its letters.
+const MARKS_AFTER: [&str; 1] = ["UZ"];
 
-/// Where the greedy read of one line's folded steps begins with [`COUNTRY_MARK`]'s letters
-/// (`mark`, their classes; blanks and separators may come between), gives those steps'
-/// share of the letters to the foreign-mark class (the last of `k`): the blank before a
-/// plate, no character of it ([`Decoder::with_foreign_marks`]).
-fn country_mark(probs: &mut [f32], k: usize, mark: &[usize]) {
-    if mark.is_empty() {
-        return;
-    }
+/// Where the greedy read of one line's folded steps begins with one of `before` or ends with
+/// one of `after` (each given as its letters' classes; blanks and separators may come between
+/// the letters), gives those steps' share of the letters to the foreign-mark class (the last
+/// of `k`): the blank before or after a plate, no character of it
+/// ([`Decoder::with_foreign_marks`]).
+fn country_marks(probs: &mut [f32], k: usize, before: &[Vec<usize>], after: &[Vec<usize>]) {
     let argmax = |row: &[f32]| {
         row.iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map_or(0, |(i, _)| i)
     };
-    // The steps of each of the first characters, as (class, steps).
+    // The line's characters, as (class, steps).
     let mut runs: Vec<(usize, Vec<usize>)> = Vec::new();
     let mut prev = 0;
     for (s, row) in probs.chunks_exact(k).enumerate() {
         let a = argmax(row);
         let character = a != 0 && a + 2 < k;
-        if character && a == prev {
-            if let Some(last) = runs.last_mut() {
-                last.1.push(s);
-            }
-        } else if character {
-            if runs.len() == mark.len() {
-                break;
-            }
-            runs.push((a, vec![s]));
+        match runs.last_mut() {
+            Some(last) if character && a == prev => last.1.push(s),
+            _ if character => runs.push((a, vec![s])),
+            _ => {}
         }
         prev = a;
     }
-    if runs.len() < mark.len() || runs.iter().zip(mark).any(|((a, _), m)| a != m) {
-        return;
+    let same = |rs: &[(usize, Vec<usize>)], mark: &[usize]| {
+        !mark.is_empty() && rs.len() == mark.len() && rs.iter().zip(mark).all(|(r, m)| r.0 == *m)
+    };
+    let mut marked: Vec<&(usize, Vec<usize>)> = Vec::new();
+    if let Some(m) = before
+        .iter()
+        .find(|m| runs.len() >= m.len() && same(&runs[..m.len()], m))
+    {
+        marked.extend(&runs[..m.len()]);
     }
-    for (class, steps) in runs {
-        for s in steps {
+    let rest = runs.len() - marked.len();
+    if let Some(m) = after
+        .iter()
+        .find(|m| rest >= m.len() && same(&runs[runs.len() - m.len()..], m))
+    {
+        marked.extend(&runs[runs.len() - m.len()..]);
+    }
+    for (class, steps) in marked {
+        for &s in steps {
             let row = &mut probs[s * k..(s + 1) * k];
-            row[k - 1] += row[class];
-            row[class] = 0.0;
+            row[k - 1] += row[*class];
+            row[*class] = 0.0;
         }
     }
 }
@@ -880,16 +905,17 @@ mod tests {
     }
 
     #[test]
-    fn a_line_that_begins_with_the_country_mark_has_a_mark_there_not_letters() {
-        // Six classes (blank, K, Z, 6, separator, foreign mark); `mark` is K then Z.
+    fn a_line_that_begins_or_ends_with_a_country_code_has_a_mark_there_not_letters() {
+        // Seven classes (blank, K, Z, U, 6, separator, foreign mark); `KZ` may begin a line,
+        // `UZ` end it.
         let read = |steps: &[usize]| {
             let mut probs: Vec<f32> = steps
                 .iter()
-                .flat_map(|&c| (0..6).map(move |i| if i == c { 0.8 } else { 0.04 }))
+                .flat_map(|&c| (0..7).map(move |i| if i == c { 0.8 } else { 0.03 }))
                 .collect();
-            country_mark(&mut probs, 6, &[1, 2]);
+            country_marks(&mut probs, 7, &[vec![1, 2]], &[vec![3, 2]]);
             probs
-                .chunks_exact(6)
+                .chunks_exact(7)
                 .map(|row| {
                     row.iter()
                         .enumerate()
@@ -900,9 +926,21 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         // `KZ 66`: the K's two steps and the Z's go to the mark; the rest is as it was.
-        assert_eq!(read(&[1, 1, 0, 2, 4, 3, 0, 3]), [5, 5, 0, 5, 4, 3, 0, 3]);
-        // `K66Z`, `ZK6`, `6KZ`, `K` alone: no mark at the start, nothing moves.
-        for steps in [&[1, 3, 0, 3, 2][..], &[2, 1, 3], &[3, 1, 2], &[0, 1, 1]] {
+        assert_eq!(read(&[1, 1, 0, 2, 5, 4, 0, 4]), [6, 6, 0, 6, 5, 4, 0, 4]);
+        // `66 UZ` and `KZ6UZ`: the code at the end too.
+        assert_eq!(read(&[4, 0, 4, 5, 3, 2, 2]), [4, 0, 4, 5, 6, 6, 6]);
+        assert_eq!(read(&[1, 2, 4, 3, 2]), [6, 6, 4, 6, 6]);
+        // `KZ` alone is both ends' code, and is marked once.
+        assert_eq!(read(&[1, 0, 2]), [6, 0, 6]);
+        // `K66Z`, `ZK6`, `6KZ`, `UZ6`, `6ZU`, `K` alone: no code where one is looked for.
+        for steps in [
+            &[1, 4, 0, 4, 2][..],
+            &[2, 1, 4],
+            &[4, 1, 2],
+            &[3, 2, 4],
+            &[4, 2, 3],
+            &[0, 1, 1],
+        ] {
             assert_eq!(read(steps), steps);
         }
     }

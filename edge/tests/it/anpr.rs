@@ -517,34 +517,46 @@ fn a_counter_across_a_slash_is_no_plate_and_the_plates_beside_it_are_read() {
     );
 }
 
-/// Two double-row Kazakh plates with the country code `KZ` beside the upper row
-/// (`tests/data/marks/`: `synth.py scenes --split test --per-country 100 --first 2000
-/// --regions any`, the Kazakh scenes 2059 and 2098). The recogniser reads the code as text
-/// before the number, and its `K` made the Russian `K205BX35` of the trailer `8205 BX 35` and
-/// the old Kazakh `K744MRO` of `744 MR 80`. A line that begins with `KZ` has a mark there
-/// (`text::COUNTRY_MARK`): both are read exactly, and nothing else fits a plate format at
-/// the camera's least confidence.
+/// Plates with their country code beside the number (`tests/data/marks/`: scenes of
+/// `synth.py scenes --split test --per-country 100`, the Kazakh 2059 and 2098 and the Uzbek
+/// 2030 of `--first 2000 --regions any`, the Kyrgyz 1048 of `--first 1000`). The recogniser
+/// reads the code as text, and its letters were read into the plate's:
+/// - `KZ` beside a double-row plate's upper row: its `K` made the Russian `K205BX35` of the
+///   Kazakh trailer `8205 BX 35`, and the old Kazakh `K744MRO` of `744 MR 80`;
+/// - `KG` beside one: `G344EEH` for `09 344 EEH`;
+/// - `UZ` under the flag at the right end: `50V376UZ` for `50 V 376 LL`.
+///
+/// A line that begins with `KZ`, `KG` or `UZ`, or ends with `UZ`, has a mark there
+/// (`text::MARKS_BEFORE`, `text::MARKS_AFTER`): every plate is read exactly, and nothing
+/// else fits a plate format at the camera's least confidence.
 #[test]
-fn a_kazakh_plates_country_code_is_no_letter_of_it() {
+fn a_plates_country_code_is_no_letter_of_it() {
     let dir = data("marks");
     let mut reader = reader();
     let min_confidence = acsgd::anpr::settings::Anpr::default().min_confidence;
-    for (file, plate) in [("kz_2059.jpg", "744MR80"), ("kz_2098.jpg", "8205BX35")] {
+    for (file, plates) in [
+        ("kz_2059.jpg", &[("744MR80", "KZ")][..]),
+        ("kz_2098.jpg", &[("8205BX35", "KZ")]),
+        ("kg_1048.jpg", &[("09344EEH", "KG"), ("贵R866W挂", "CN")]),
+        ("uz_2030.jpg", &[("50V376LL", "UZ")]),
+    ] {
         let reads: Vec<(String, Option<&'static str>, f32)> = reader
             .read(&photo(&dir.join(file)))
             .unwrap()
             .into_iter()
             .map(|p| (p.text, p.country, p.confidence))
             .collect();
-        assert!(
-            reads.iter().any(|r| r.0 == plate && r.1 == Some("KZ")),
-            "{file}: {reads:?}"
-        );
+        for (plate, country) in plates {
+            assert!(
+                reads.iter().any(|r| r.0 == *plate && r.1 == Some(*country)),
+                "{file}: {reads:?}"
+            );
+        }
         assert!(
             reads
                 .iter()
                 .filter(|r| r.1.is_some() && r.2 >= min_confidence)
-                .all(|r| r.0 == plate),
+                .all(|r| plates.iter().any(|(plate, _)| r.0 == *plate)),
             "{file}: {reads:?}"
         );
     }
