@@ -17,6 +17,7 @@ use ort::value::Tensor;
 
 use super::ctc::{Decoder, Recognised};
 use super::models::ModelSource;
+use super::settings::MIN_CONFIDENCE;
 use super::text::TextReader;
 use super::AnprError;
 
@@ -156,9 +157,12 @@ impl Reader {
         let mine = self.read_marks(frame, rest)?;
         let recognise_ms = t1.elapsed().as_secs_f64() * 1e3;
         // Where nothing read a plate, the detector looks at the whole frame again at a
-        // larger scale (`TextReader::read_large`). Not where the plate models read one: on
-        // synthetic scenes they read right what the text models at that scale misread.
-        if text.is_empty() && mine.is_empty() {
+        // larger scale (`TextReader::read_large`). Not where the plate models read one a lane
+        // camera would vote with: on synthetic scenes they read right what the text models at
+        // that scale misread. A read of theirs under the camera's default least confidence
+        // is no such read (the real photo `T871KC33`, which they read `新KKK77KK` at 0.015);
+        // where the second look reads a plate there, its read takes that one's place.
+        if text.is_empty() && mine.iter().all(|p| p.confidence < MIN_CONFIDENCE) {
             let t2 = Instant::now();
             let ms = self.text.detect_ms;
             text = self.text.read_large(frame)?;

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use acsgd_fusion::settings::Invalid;
 use serde::Deserialize;
 
+/// The least confidence of a read that votes, unless configured otherwise.
+pub const MIN_CONFIDENCE: f32 = 0.2;
+
 /// Plate recognition on the appliance (cameras whose transport is a `url`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,7 +37,7 @@ impl Default for Anpr {
             models: None,
             threads: 0,
             max_frames: 40,
-            min_confidence: 0.2,
+            min_confidence: MIN_CONFIDENCE,
             gap_s: 1.0,
             retry_s: 2.0,
         }
