@@ -289,8 +289,10 @@ def channels_of(model):
 
 def scalar_steps_as_depthwise(gr, channels):
     n = 0
+    # An Add taken with the Mul before it is gone by the time the loop reaches it.
+    taken = set()
     for node in list(gr.nodes):
-        if node.op_type not in ("Mul", "Add") or not any(node is m for m in gr.nodes):
+        if node.op_type not in ("Mul", "Add") or id(node) in taken:
             continue
         xs = [i for i in node.input if gr.scalar(i) is None]
         ks = [gr.scalar(i) for i in node.input if gr.scalar(i) is not None]
@@ -322,6 +324,7 @@ def scalar_steps_as_depthwise(gr, channels):
         ]
         for k, m in enumerate(new):
             gr.nodes.insert(at + k, m)
+        taken.update(id(g) for g in gone)
         gr.remove(gone)
         n += 1
     return n

@@ -23,6 +23,8 @@
 //! whole frame; the caller reads the whole frame when that finds nothing
 //! (`pipeline::Reader::read`).
 
+use std::ops::Range;
+
 use opencv::core::{self, Mat, Point, Point2f, Rect, RotatedRect, Scalar, Size, Vector};
 use opencv::imgproc;
 use opencv::prelude::*;
@@ -589,29 +591,11 @@ const MARKS_AFTER: [&str; 1] = ["UZ"];
 /// of `k`): the blank before or after a plate, no character of it
 /// ([`Decoder::with_foreign_marks`]).
 fn country_marks(probs: &mut [f32], k: usize, before: &[Vec<usize>], after: &[Vec<usize>]) {
-    let argmax = |row: &[f32]| {
-        row.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i)
-    };
-    // The line's characters, as (class, steps).
-    let mut runs: Vec<(usize, Vec<usize>)> = Vec::new();
-    let mut prev = 0;
-    for (s, row) in probs.chunks_exact(k).enumerate() {
-        let a = argmax(row);
-        let character = a != 0 && a + 2 < k;
-        match runs.last_mut() {
-            Some(last) if character && a == prev => last.1.push(s),
-            _ if character => runs.push((a, vec![s])),
-            _ => {}
-        }
-        prev = a;
-    }
-    let same = |rs: &[(usize, Vec<usize>)], mark: &[usize]| {
+    let runs = runs(probs, k);
+    let same = |rs: &[(usize, Range<usize>)], mark: &[usize]| {
         !mark.is_empty() && rs.len() == mark.len() && rs.iter().zip(mark).all(|(r, m)| r.0 == *m)
     };
-    let mut marked: Vec<&(usize, Vec<usize>)> = Vec::new();
+    let mut marked: Vec<&(usize, Range<usize>)> = Vec::new();
     if let Some(m) = before
         .iter()
         .find(|m| runs.len() >= m.len() && same(&runs[..m.len()], m))
@@ -626,7 +610,7 @@ fn country_marks(probs: &mut [f32], k: usize, before: &[Vec<usize>], after: &[Ve
         marked.extend(&runs[runs.len() - m.len()..]);
     }
     for (class, steps) in marked {
-        for &s in steps {
+        for s in steps.clone() {
             let row = &mut probs[s * k..(s + 1) * k];
             row[k - 1] += row[*class];
             row[*class] = 0.0;
@@ -634,23 +618,31 @@ fn country_marks(probs: &mut [f32], k: usize, before: &[Vec<usize>], after: &[Ve
     }
 }
 
-/// The characters a greedy read of folded steps gives: runs of one likeliest class that is
-/// neither the blank nor a separator or foreign mark (the last two classes).
-fn characters(probs: &[f32], k: usize) -> usize {
+/// The characters a greedy read of folded steps gives, each as its class and its steps: runs
+/// of one likeliest class that is neither the blank nor a separator or foreign mark (the last
+/// two classes), which part two characters as the blank does.
+fn runs(probs: &[f32], k: usize) -> Vec<(usize, Range<usize>)> {
+    let mut out: Vec<(usize, Range<usize>)> = Vec::new();
     let mut prev = 0;
-    let mut n = 0;
-    for row in probs.chunks_exact(k) {
+    for (s, row) in probs.chunks_exact(k).enumerate() {
         let arg = row
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map_or(0, |(i, _)| if i + 2 >= k { 0 } else { i });
-        if arg != 0 && arg != prev {
-            n += 1;
+        match out.last_mut() {
+            Some(last) if arg != 0 && arg == prev => last.1.end = s + 1,
+            _ if arg != 0 => out.push((arg, s..s + 1)),
+            _ => {}
         }
         prev = arg;
     }
-    n
+    out
+}
+
+/// How many characters a greedy read of folded steps gives ([`runs`]).
+fn characters(probs: &[f32], k: usize) -> usize {
+    runs(probs, k).len()
 }
 
 /// Mean detector probability inside a rotated box (PaddleOCR's "fast" score).
