@@ -12,6 +12,11 @@
 //! `$ACSGD_ANPR_BEFORE=DIR`: the models in DIR (those it holds; the built-in ones for the
 //! rest) are measured too, in the same run, each frame and crop read by both readers in
 //! turn, so that a change of models is compared on the same machine at the same moment.
+//!
+//! `$ACSGD_ANPR_SPIN=0|1`: whether the inference threads spin between operators (`[anpr]
+//! spin`; default its default); `$ACSGD_ANPR_BEFORE_SPIN=0|1` likewise for the readers of
+//! `$ACSGD_ANPR_BEFORE` (default the same), so that spinning is compared in turn too, with
+//! the same models in DIR.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,8 +47,19 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    let flag = |name: &str, default: bool| match std::env::var(name).as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        Ok(v) => panic!("{name}={v}: 0 or 1"),
+        Err(_) => default,
+    };
+    let spin = flag("ACSGD_ANPR_SPIN", acsgd::anpr::settings::SPIN);
     let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
-    let mut reader = Reader::new(&env, &ModelSource::default()).expect("models");
+    let source = ModelSource {
+        spin,
+        ..ModelSource::default()
+    };
+    let mut reader = Reader::new(&env, &source).expect("models");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("frame directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -96,6 +112,7 @@ fn main() {
         let source = ModelSource {
             dir: Some(before.clone()),
             threads: 0,
+            spin: flag("ACSGD_ANPR_BEFORE_SPIN", spin),
         };
         let mut old = Reader::new(&env, &source).expect("the previous models");
         let (mut now_f, mut old_f, mut now_c, mut old_c) =
@@ -124,7 +141,11 @@ fn main() {
                 }
             }
         }
-        println!("in turn with the models of {}:", before.display());
+        println!(
+            "in turn with the models of {} (threads spinning: now {spin}, before {}):",
+            before.display(),
+            source.spin
+        );
         report("  whole frame, now   ", &mut now_f, "");
         report("  whole frame, before", &mut old_f, "");
         report("  text detect, now   ", &mut now_d, "");
@@ -146,7 +167,7 @@ fn main() {
         }
     }
     println!(
-        "{} frames ({}x{}) x {rounds}, {} crops",
+        "{} frames ({}x{}) x {rounds}, {} crops, threads spinning: {spin}",
         frames.len(),
         frames[0].cols(),
         frames[0].rows(),

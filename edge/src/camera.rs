@@ -78,6 +78,7 @@ pub fn spawn(
         &ModelSource {
             dir: settings.models.clone(),
             threads: settings.threads,
+            spin: settings.spin,
         },
     )?;
     let handle = tokio::runtime::Handle::current();

@@ -849,6 +849,26 @@ data_dir = "/var/lib/acsgd"
     }
 
     #[test]
+    fn anpr_keys_are_read_and_a_wrong_one_is_named() {
+        let c = Config::parse(
+            Path::new("x.toml"),
+            &format!("{MINIMAL}[anpr]\nspin = true\nthreads = 1\n"),
+        )
+        .unwrap();
+        assert!(c.anpr.spin);
+        assert_eq!(c.anpr.threads, 1);
+        assert!(
+            !Config::parse(Path::new("x.toml"), MINIMAL)
+                .unwrap()
+                .anpr
+                .spin
+        );
+        let e = err(&format!("{MINIMAL}[anpr]\nspin = \"yes\"\n"));
+        assert!(e.contains("anpr.spin"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
     fn wrong_type_names_the_nested_key() {
         let text = format!(
             "{MINIMAL}\n[[lanes]]\nid = \"1\"\n[[sensors]]\nid = \"wim\"\nlane = \"1\"\nprotocol = \"rpm\"\ntransport = {{ kind = \"serial\", path = \"/dev/ttyS0\", baud = \"fast\" }}\n"

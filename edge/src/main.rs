@@ -122,6 +122,9 @@ enum Command {
         /// Threads per inference (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Inference threads spin between operators instead of sleeping ([anpr] spin).
+        #[arg(long, default_value_t = acsgd::anpr::settings::SPIN, action = clap::ArgAction::Set)]
+        spin: bool,
         /// Write each plate's rectified crop into this directory.
         #[arg(long)]
         crops: Option<PathBuf>,
@@ -389,6 +392,7 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
             models,
             onnxruntime,
             threads,
+            spin,
             crops,
         } => {
             let o = acsgd::anpr::cli::Options {
@@ -396,6 +400,7 @@ fn dispatch(command: Command) -> Result<(), (u8, String)> {
                 models,
                 onnxruntime,
                 threads,
+                spin,
                 crops,
             };
             let failed = acsgd::anpr::cli::run(&o, &mut std::io::stdout().lock())

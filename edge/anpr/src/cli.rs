@@ -20,6 +20,8 @@ pub struct Options {
     pub models: Option<PathBuf>,
     pub onnxruntime: Option<PathBuf>,
     pub threads: usize,
+    /// Inference threads spin between operators ([`crate::settings::Anpr::spin`]).
+    pub spin: bool,
     /// Write each plate's rectified crop here as `{image stem}-{n}.jpg`.
     pub crops: Option<PathBuf>,
 }
@@ -33,6 +35,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<usize, AnprError> {
         &ModelSource {
             dir: o.models.clone(),
             threads: o.threads,
+            spin: o.spin,
         },
     )?;
     if let Some(d) = &o.crops {

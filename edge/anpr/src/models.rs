@@ -112,6 +112,9 @@ pub struct ModelSource {
     pub dir: Option<PathBuf>,
     /// Threads per inference (0: ONNX Runtime's choice, one per core).
     pub threads: usize,
+    /// Whether an inference's threads spin between its operators (stopped at the end of each
+    /// run) instead of sleeping ([`crate::settings::Anpr::spin`]).
+    pub spin: bool,
 }
 
 impl ModelSource {
@@ -161,9 +164,14 @@ impl ModelSource {
             .map_err(|e| model_err(&e))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| model_err(&e))?
-            // A frame runs four sessions one after the other; threads left spinning after
-            // one session's run would take the cores from the next one's.
-            .with_intra_op_spinning(false)
+            // Threads that sleep between operators wake late for the next one: the recogniser's
+            // 500 small operators each pay that. Spinning threads are stopped at the end of
+            // each run (`force_spinning_stop`), because a frame runs four sessions one after
+            // the other and threads left spinning after one's run would take the cores from
+            // the next one's.
+            .with_intra_op_spinning(self.spin)
+            .map_err(|e| model_err(&e))?
+            .with_config_entry("session.force_spinning_stop", "1")
             .map_err(|e| model_err(&e))?;
         if self.threads > 0 {
             b = b

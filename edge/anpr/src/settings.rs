@@ -9,6 +9,11 @@ use serde::Deserialize;
 /// The least confidence of a read that votes, unless configured otherwise.
 pub const MIN_CONFIDENCE: f32 = 0.2;
 
+/// Whether inference threads spin unless configured otherwise: not, because the appliance runs
+/// a reader per camera and two cameras reading at once were a third slower a frame with their
+/// threads spinning (`models/text_models.md`, "Threads that spin").
+pub const SPIN: bool = false;
+
 /// Plate recognition on the appliance (cameras whose transport is a `url`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +25,9 @@ pub struct Anpr {
     pub models: Option<PathBuf>,
     /// Threads per inference (0: one per core).
     pub threads: usize,
+    /// Whether an inference's threads spin between its operators instead of sleeping: faster
+    /// on a box whose cores one camera's reader has to itself, slower where two read at once.
+    pub spin: bool,
     /// Frames read per vehicle at most; later frames of a long presence are skipped.
     pub max_frames: usize,
     /// Reads below this confidence do not vote.
@@ -36,6 +44,7 @@ impl Default for Anpr {
             onnxruntime: None,
             models: None,
             threads: 0,
+            spin: SPIN,
             max_frames: 40,
             min_confidence: MIN_CONFIDENCE,
             gap_s: 1.0,

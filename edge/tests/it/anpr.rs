@@ -4,6 +4,7 @@
 //!
 //! Needs ONNX Runtime: `.ci/setup` fetches it and sets `ORT_DYLIB_PATH`.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -104,6 +105,53 @@ fn anpr_reads_test_frames_of_every_country_and_reports_bad_files() {
         lines[n + 1]
     );
     assert!(stderr.contains("2 of"), "{stderr}");
+}
+
+/// `[anpr] spin` changes how the inference threads wait, never what they compute: the same
+/// frames give the same plates, boxes and confidences either way.
+#[test]
+fn threads_that_spin_read_the_same_plates_as_threads_that_sleep() {
+    let dir = data("plates");
+    let mut images: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    images.sort();
+    let reads = |spin: &str| {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("--spin"), OsStr::new(spin)];
+        args.extend(images.iter().map(|p| p.as_os_str()));
+        let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
+            .arg("anpr")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["plates"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        let c = p["confidence"].as_f64().unwrap();
+                        format!("{} {} {:.4}", p["text"], p["box"], c)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (sleeping, spinning) = (reads("false"), reads("true"));
+    assert_eq!(sleeping.len(), images.len());
+    assert!(sleeping.iter().all(|r| !r.is_empty()), "{sleeping:?}");
+    assert_eq!(spinning, sleeping);
 }
 
 #[test]
