@@ -16,7 +16,8 @@
 //! `$ACSGD_ANPR_SPIN=0|1`: whether the inference threads spin between operators (`[anpr]
 //! spin`; default its default); `$ACSGD_ANPR_BEFORE_SPIN=0|1` likewise for the readers of
 //! `$ACSGD_ANPR_BEFORE` (default the same), so that spinning is compared in turn too, with
-//! the same models in DIR.
+//! the same models in DIR. `$ACSGD_ANPR_THREADS=N`: threads per inference (`[anpr] threads`,
+//! default 0: one per core), for both readers.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,8 +56,13 @@ fn main() {
     };
     let spin = flag("ACSGD_ANPR_SPIN", acsgd::anpr::settings::SPIN);
     let env = init_runtime(None).expect("ONNX Runtime (run .ci/setup)");
+    let threads: usize = std::env::var("ACSGD_ANPR_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let source = ModelSource {
         spin,
+        threads,
         ..ModelSource::default()
     };
     let mut reader = Reader::new(&env, &source).expect("models");
@@ -111,7 +117,7 @@ fn main() {
     if let Some(before) = std::env::var_os("ACSGD_ANPR_BEFORE").map(PathBuf::from) {
         let source = ModelSource {
             dir: Some(before.clone()),
-            threads: 0,
+            threads,
             spin: flag("ACSGD_ANPR_BEFORE_SPIN", spin),
         };
         let mut old = Reader::new(&env, &source).expect("the previous models");
@@ -167,7 +173,7 @@ fn main() {
         }
     }
     println!(
-        "{} frames ({}x{}) x {rounds}, {} crops, threads spinning: {spin}",
+        "{} frames ({}x{}) x {rounds}, {} crops, threads spinning: {spin}, threads per inference: {threads} (0: one per core)",
         frames.len(),
         frames[0].cols(),
         frames[0].rows(),
