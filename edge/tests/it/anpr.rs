@@ -19,7 +19,7 @@ fn data(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-fn anpr(args: &[&Path]) -> (Vec<serde_json::Value>, String, bool) {
+fn anpr<A: AsRef<OsStr>>(args: &[A]) -> (Vec<serde_json::Value>, String, bool) {
     let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
         .arg("anpr")
         .args(args)
@@ -121,21 +121,11 @@ fn threads_that_spin_read_the_same_plates_as_threads_that_sleep() {
     let reads = |spin: &str| {
         let mut args: Vec<&OsStr> = vec![OsStr::new("--spin"), OsStr::new(spin)];
         args.extend(images.iter().map(|p| p.as_os_str()));
-        let out = Command::new(env!("CARGO_BIN_EXE_acsgd"))
-            .arg("anpr")
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let (lines, stderr, ok) = anpr(&args);
+        assert!(ok, "{stderr}");
+        lines
+            .iter()
+            .map(|v| {
                 v["plates"]
                     .as_array()
                     .unwrap()
