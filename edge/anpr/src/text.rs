@@ -216,8 +216,9 @@ impl TextReader {
     }
 
     /// Every plate read in a BGR frame, the detector run over the whole frame at a larger
-    /// scale: its shorter side at [`DET_MIN_SIDE`] (as RapidOCR runs PP-OCR), never smaller
-    /// than [`TextReader::read`]'s. The detector finds some plates at one scale and not at
+    /// scale: its shorter side at [`DET_MIN_SIDE`] (RapidOCR's least side for PP-OCR; RapidOCR
+    /// only scales up to it and never scales a photo down, a rule measured and left out),
+    /// never smaller than [`TextReader::read`]'s. The detector finds some plates at one scale and not at
     /// the other (a large plate with wide-set characters, a plate whose line breaks up);
     /// a pass at this scale costs about twice one at [`DET_SIDE`], so the caller runs it
     /// only on a frame where nothing else read a plate (`pipeline::Reader::read`).
