@@ -110,6 +110,9 @@ pub struct TextReader {
     twin: (Option<usize>, Option<usize>),
     /// The folded classes of the letters of [`MARKS_BEFORE`] and [`MARKS_AFTER`].
     marks: (Vec<Vec<usize>>, Vec<Vec<usize>>),
+    /// What a Kazakh plate's flag strip is read as, and the folded classes of digits and
+    /// of Latin letters ([`flag_strip`]).
+    strip: Strip,
     decoder: Decoder,
     /// How long the last frame's detection and recognition took, in milliseconds.
     pub detect_ms: f64,
@@ -199,6 +202,12 @@ impl TextReader {
                     .map(|m| m.chars().filter_map(class).collect())
                     .collect(),
             ),
+            strip: Strip {
+                marks: FLAG_STRIP.chars().filter_map(class).collect(),
+                digits: ('0'..='9').filter_map(class).collect(),
+                letters: ('A'..='Z').filter_map(class).collect(),
+                twin: [class('O'), class('0')].into_iter().flatten().collect(),
+            },
             classes: fold.len(),
             kept: kept(&fold),
             decoder: Decoder::new(&charset)
@@ -562,6 +571,7 @@ impl TextReader {
                 }
             }
             country_marks(&mut folded, k, &self.marks.0, &self.marks.1);
+            flag_strip(&mut folded, k, &self.strip);
             out.push(folded);
         }
         Ok(out)
@@ -611,6 +621,45 @@ fn country_marks(probs: &mut [f32], k: usize, before: &[Vec<usize>], after: &[Ve
         marked.extend(&runs[runs.len() - m.len()..]);
     }
     for (class, steps) in marked {
+        for s in steps.clone() {
+            let row = &mut probs[s * k..(s + 1) * k];
+            row[k - 1] += row[*class];
+            row[*class] = 0.0;
+        }
+    }
+}
+
+/// What the `KZ` under a Kazakh plate's flag strip is read as when it is read as one
+/// character: its `Z` (or the `Z` as a `2`, which it resembles at that size).
+const FLAG_STRIP: &str = "Z2";
+
+/// The classes [`flag_strip`] looks at.
+struct Strip {
+    marks: Vec<usize>,
+    digits: Vec<usize>,
+    letters: Vec<usize>,
+    /// `O` and `0`, each either a digit or a letter ([`TextReader::recognise`]).
+    twin: Vec<usize>,
+}
+
+/// Where the greedy read of a line is one character and then a current Kazakh plate
+/// (`2` + `777 MMM 17`) and that character is what the flag strip's `KZ` reads as alone
+/// ([`FLAG_STRIP`]), it is the strip, no character of the plate: its steps' share of it
+/// goes to the foreign-mark class. Nine characters, a digit or `Z`, three digits, three
+/// letters and two digits, are no plate of the five countries, so the decoder has to drop
+/// one of them; left to itself it dropped a letter or a digit of the plate and kept the
+/// strip's (`2777MM17`, a trailer's format, or `218TYA02` for `188TYA02`).
+fn flag_strip(probs: &mut [f32], k: usize, strip: &Strip) {
+    let runs = runs(probs, k);
+    let is = |set: &[usize], c: usize| set.contains(&c) || strip.twin.contains(&c);
+    let plate = |rs: &[(usize, Range<usize>)]| {
+        rs.len() == 8
+            && rs[..3].iter().all(|r| is(&strip.digits, r.0))
+            && rs[3..6].iter().all(|r| is(&strip.letters, r.0))
+            && rs[6..].iter().all(|r| is(&strip.digits, r.0))
+    };
+    if runs.len() == 9 && strip.marks.contains(&runs[0].0) && plate(&runs[1..]) {
+        let (class, steps) = &runs[0];
         for s in steps.clone() {
             let row = &mut probs[s * k..(s + 1) * k];
             row[k - 1] += row[*class];
@@ -934,6 +983,56 @@ mod tests {
             &[4, 2, 3],
             &[0, 1, 1],
         ] {
+            assert_eq!(read(steps), steps);
+        }
+    }
+
+    #[test]
+    fn a_z_or_2_before_a_whole_kazakh_plate_is_its_flag_strip() {
+        // Eight classes: blank, 2, 8, Z, B, O, separator, foreign mark; O may be a digit or a
+        // letter as the recogniser's O and 0 are one glyph.
+        let strip = Strip {
+            marks: vec![3, 1],
+            digits: vec![1, 2],
+            letters: vec![3, 4],
+            twin: vec![5],
+        };
+        let read = |steps: &[usize]| {
+            let mut probs: Vec<f32> = steps
+                .iter()
+                .flat_map(|&c| (0..8).map(move |i| if i == c { 0.8 } else { 0.02 }))
+                .collect();
+            flag_strip(&mut probs, 8, &strip);
+            probs
+                .chunks_exact(8)
+                .map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .unwrap()
+                        .0
+                })
+                .collect::<Vec<_>>()
+        };
+        // `2 888 BBB 02` and `Z 888 BOB 02`: the first character (both its steps) is the strip.
+        let plate = [2, 0, 2, 0, 2, 4, 0, 4, 0, 4, 5, 1];
+        let mut two = vec![1, 1, 0];
+        two.extend(plate);
+        let mut want = vec![7, 7, 0];
+        want.extend(plate);
+        assert_eq!(read(&two), want);
+        let mut z = vec![3, 6];
+        z.extend([2, 0, 2, 0, 2, 4, 5, 4, 5, 1]);
+        assert_eq!(read(&z)[0], 7);
+        // `888 BBB 02` alone, `2 888 BB 02` (eight: a trailer's shape), `8 888 BBB 02` (not
+        // the strip's character), `2 888 BBB 022` (ten): left as they are.
+        let mut eight = vec![1, 0];
+        eight.extend([2, 0, 2, 0, 2, 4, 0, 4, 5, 1]);
+        let mut other = vec![2, 0];
+        other.extend(plate);
+        let mut ten = two.clone();
+        ten.extend([0, 1]);
+        for steps in [&plate[..], &eight, &other, &ten] {
             assert_eq!(read(steps), steps);
         }
     }

@@ -452,6 +452,21 @@ fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
     }
 }
 
+/// A real Kazakh plate (`888 BBB 02`) whose flag strip the text recogniser reads as a `2`
+/// before the plate: nine characters that no format has, of which the decoder dropped the
+/// plate's first `8` (`288BBB02`) until the strip's character became a mark no plate has.
+#[test]
+fn a_kazakh_plates_flag_strip_read_as_a_2_is_no_digit_of_it() {
+    let Some(dir) = real_photos() else { return };
+    let mut reader = reader();
+    let reads = plates_read(&mut reader, &dir.join("kz_013.jpg"));
+    assert!(
+        reads.contains(&("888BBB02".to_string(), Some("KZ"))),
+        "{reads:?}"
+    );
+    assert!(!reads.iter().any(|r| r.0 == "288BBB02"), "{reads:?}");
+}
+
 /// A Chinese double-row plate (a motorcycle's, `沪·A` over `N9241`, a real photo): the
 /// detector's box of the taller lower row reaches up past the upper row's middle, and the two
 /// rows are still read as one plate.
