@@ -938,12 +938,29 @@ mod tests {
         // → six characters: a separator or a mark parts two characters as the blank does and
         // is none.
         let steps = [1, 1, 0, 1, 2, 2, 0, 1, 3, 1, 4, 2];
-        let probs: Vec<f32> = steps
-            .iter()
-            .flat_map(|&c| (0..5).map(move |i| if i == c { 0.6 } else { 0.1 }))
-            .collect();
-        assert_eq!(characters(&probs, 5), 6);
+        assert_eq!(characters(&steps_of(&steps, 5), 5), 6);
         assert_eq!(characters(&[], 5), 0);
+    }
+
+    /// Folded steps of `k` classes, each step's class at 0.8 and the others at 0.02.
+    fn steps_of(steps: &[usize], k: usize) -> Vec<f32> {
+        steps
+            .iter()
+            .flat_map(|&c| (0..k).map(move |i| if i == c { 0.8 } else { 0.02 }))
+            .collect()
+    }
+
+    /// Each step's likeliest class.
+    fn likeliest(probs: &[f32], k: usize) -> Vec<usize> {
+        probs
+            .chunks_exact(k)
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |m| m.0)
+            })
+            .collect()
     }
 
     #[test]
@@ -951,21 +968,9 @@ mod tests {
         // Seven classes (blank, K, Z, U, 6, separator, foreign mark); `KZ` may begin a line,
         // `UZ` end it.
         let read = |steps: &[usize]| {
-            let mut probs: Vec<f32> = steps
-                .iter()
-                .flat_map(|&c| (0..7).map(move |i| if i == c { 0.8 } else { 0.03 }))
-                .collect();
+            let mut probs = steps_of(steps, 7);
             country_marks(&mut probs, 7, &[vec![1, 2]], &[vec![3, 2]]);
-            probs
-                .chunks_exact(7)
-                .map(|row| {
-                    row.iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1))
-                        .unwrap()
-                        .0
-                })
-                .collect::<Vec<_>>()
+            likeliest(&probs, 7)
         };
         // `KZ 66`: the K's two steps and the Z's go to the mark; the rest is as it was.
         assert_eq!(read(&[1, 1, 0, 2, 5, 4, 0, 4]), [6, 6, 0, 6, 5, 4, 0, 4]);
@@ -998,21 +1003,9 @@ mod tests {
             twin: vec![5],
         };
         let read = |steps: &[usize]| {
-            let mut probs: Vec<f32> = steps
-                .iter()
-                .flat_map(|&c| (0..8).map(move |i| if i == c { 0.8 } else { 0.02 }))
-                .collect();
+            let mut probs = steps_of(steps, 8);
             flag_strip(&mut probs, 8, &strip);
-            probs
-                .chunks_exact(8)
-                .map(|row| {
-                    row.iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1))
-                        .unwrap()
-                        .0
-                })
-                .collect::<Vec<_>>()
+            likeliest(&probs, 8)
         };
         // `2 888 BBB 02` and `Z 888 BOB 02`: the first character (both its steps) is the strip.
         let plate = [2, 0, 2, 0, 2, 4, 0, 4, 0, 4, 5, 1];
