@@ -227,10 +227,10 @@ impl TextReader {
     /// Every plate read in a BGR frame, the detector run over the whole frame at a larger
     /// scale: its shorter side at [`DET_MIN_SIDE`] (RapidOCR's least side for PP-OCR; RapidOCR
     /// only scales up to it and never scales a photo down, a rule measured and left out),
-    /// never smaller than [`TextReader::read`]'s. The detector finds some plates at one scale and not at
-    /// the other (a large plate with wide-set characters, a plate whose line breaks up);
-    /// a pass at this scale costs about twice one at [`DET_SIDE`], so the caller runs it
-    /// only on a frame where nothing else read a plate (`pipeline::Reader::read`).
+    /// never smaller than [`TextReader::read`]'s. The detector finds some plates at one scale
+    /// and not at the other (a large plate with wide-set characters, a plate whose line
+    /// breaks up); a pass at this scale costs about twice one at [`DET_SIDE`], so the caller
+    /// runs it only on a frame where nothing else read a plate (`pipeline::Reader::read`).
     pub fn read_large(&mut self, frame: &Mat) -> Result<Vec<PlateFound>, AnprError> {
         let short = frame.cols().min(frame.rows()).max(1) as f32;
         let s = (DET_MIN_SIDE as f32 / short).max(whole_scale(frame));
@@ -621,11 +621,16 @@ fn country_marks(probs: &mut [f32], k: usize, before: &[Vec<usize>], after: &[Ve
         marked.extend(&runs[runs.len() - m.len()..]);
     }
     for (class, steps) in marked {
-        for s in steps.clone() {
-            let row = &mut probs[s * k..(s + 1) * k];
-            row[k - 1] += row[*class];
-            row[*class] = 0.0;
-        }
+        to_mark(probs, k, *class, steps.clone());
+    }
+}
+
+/// Gives `steps`' probability of `class` to the foreign-mark class (the last of `k`).
+fn to_mark(probs: &mut [f32], k: usize, class: usize, steps: Range<usize>) {
+    for s in steps {
+        let row = &mut probs[s * k..(s + 1) * k];
+        row[k - 1] += row[class];
+        row[class] = 0.0;
     }
 }
 
@@ -659,12 +664,8 @@ fn flag_strip(probs: &mut [f32], k: usize, strip: &Strip) {
             && rs[6..].iter().all(|r| is(&strip.digits, r.0))
     };
     if runs.len() == 9 && strip.marks.contains(&runs[0].0) && plate(&runs[1..]) {
-        let (class, steps) = &runs[0];
-        for s in steps.clone() {
-            let row = &mut probs[s * k..(s + 1) * k];
-            row[k - 1] += row[*class];
-            row[*class] = 0.0;
-        }
+        let (class, steps) = runs[0].clone();
+        to_mark(probs, k, class, steps);
     }
 }
 
