@@ -1,9 +1,10 @@
 """Synthetic licence plates and lane-camera scenes for the five countries these posts see.
 
 Owns: plate text sampling per country (the formats of `edge/src/anpr/format.rs`), plate
-rendering (fonts from Debian packages: fonts-dejavu-core, fonts-liberation2, fonts-freefont-ttf,
-fonts-noto-cjk), the degradations a lane camera adds (perspective, blur, night/IR, glare, dirt,
-low resolution, JPEG), whole 1280x720 scenes for the localiser and rectified crops for the
+rendering (fonts from Debian packages: fonts-dejavu-core, fonts-dejavu-extra, fonts-liberation,
+fonts-liberation2, fonts-freefont-ttf, fonts-noto-cjk; single-row plates drawn as before or,
+with `--plate-style real`, as real ones are), the degradations a lane camera adds (perspective,
+blur, night/IR, glare, dirt, low resolution, JPEG), whole 1280x720 scenes for the localiser and rectified crops for the
 recogniser, and the recogniser's input preparation, which `edge/src/anpr/pipeline.rs` mirrors.
 
 Training and test data come from disjoint seed ranges and disjoint background families
@@ -227,6 +228,158 @@ def render_plate(rng, country, text, split_at, double):
     return np.array(img)
 
 
+# Plates as real ones are drawn (`scenes --plate-style real|mixed`): narrow fonts, each
+# character in its own cell with the small gaps of a plate's type, no word spaces, Russian
+# series letters smaller than its digits, CN characters tall and narrow. The default style
+# (`drawn`) stretches each group into its box with word spaces: wide, loose text that real
+# plates do not have (a recogniser's last layer fine-tuned on it read fewer real photos).
+NARROW_FONTS = [
+    "/usr/share/fonts/truetype/liberation/LiberationSansNarrow-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Bold.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSansBold.ttf",
+]
+CJK_FONTS = [("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", 2),
+             ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", 2)]
+PLATE_STYLE = "drawn"
+
+_glyphs = {}
+
+
+def glyph(path, index, c):
+    """The ink of one character at 96 px: an L image cropped to its bounding box."""
+    key = (path, index, c)
+    if key not in _glyphs:
+        f = font(path, 96, index)
+        l, t, r, b = f.getbbox(c)
+        layer = Image.new("L", (max(1, r - l) + 4, max(1, b - t) + 4), 0)
+        ImageDraw.Draw(layer).text((2 - l, 2 - t), c, font=f, fill=255)
+        _glyphs[key] = layer
+    return _glyphs[key]
+
+
+def draw_cells(img, box, groups, fg, fonts, condense, gap, group_gap, heights=None, align="center"):
+    """Draws `groups` (strings) into `box`, each character its own cell: as high as the box
+    times its `heights` entry (1 by default), bottoms on one line, as wide as its glyph
+    condensed by `condense`, `gap` (of the box height) between characters and `group_gap`
+    between groups; the whole shrunk to fit the box's width."""
+    x0, y0, x1, y1 = box
+    bh = y1 - y0
+    cells = []
+    i = 0
+    for gi, g in enumerate(groups):
+        for ci, c in enumerate(g):
+            hh = bh * (heights[i] if heights else 1.0)
+            if c == "·":  # a Chinese plate's dot: a round mark at half height
+                cells.append(((group_gap if ci == 0 else gap) * bh, 0.12 * bh, 0.0, None))
+                i += 1
+                continue
+            path, index = fonts(c)
+            gl = glyph(path, index, c)
+            ww = hh * gl.size[0] / gl.size[1] * condense
+            if c == "1":
+                ww = max(ww, hh * 0.28)
+            lead = 0 if (gi == 0 and ci == 0) else (group_gap if ci == 0 else gap) * bh
+            cells.append((lead, ww, hh, gl))
+            i += 1
+    total = sum(l + w for l, w, _, _ in cells)
+    k = min(1.0, (x1 - x0) / max(total, 1))
+    x = x0 + (0 if align == "left" else ((x1 - x0) - total * k) / 2)
+    for lead, ww, hh, gl in cells:
+        x += lead * k
+        if gl is None:
+            r = ww * k / 2
+            cy = (y0 + y1) / 2
+            ImageDraw.Draw(img).ellipse([x, cy - r, x + 2 * r, cy + r], fill=fg)
+            x += ww * k
+            continue
+        w, h = max(2, int(round(ww * k))), max(2, int(round(hh)))
+        layer = gl.resize((w, h), Image.BILINEAR)
+        img.paste(Image.new("RGB", layer.size, fg), (int(round(x)), int(round(y1 - h))), layer)
+        x += ww * k
+
+
+def render_plate_real(rng, country, text):
+    """A single-row plate drawn as real ones are (see `NARROW_FONTS`)."""
+    lf = NARROW_FONTS[rng.integers(len(NARROW_FONTS))]
+    cf = CJK_FONTS[rng.integers(len(CJK_FONTS))]
+    def fonts(c):
+        return cf if (c in PROVINCES or c == TRAILER) else (lf, 0)
+
+    def latin(c):
+        return lf, 0
+
+    narrow = "Narrow" in lf or "Condensed" in lf
+    condense = float(rng.uniform(0.8, 1.0) if narrow else rng.uniform(0.62, 0.8))
+    gap = float(rng.uniform(0.02, 0.1))
+    shown = "".join(RU_CYRILLIC.get(c, c) for c in text) if country == "RU" else text
+    w, h = (520, 112) if country != "CN" else (440, 140)
+    if country == "CN":
+        yellow = rng.random() < 0.3
+        bg, fg = ((245, 200, 20), (10, 10, 10)) if yellow else ((20, 70, 190), (245, 245, 245))
+    else:
+        shade = int(rng.integers(200, 256))
+        bg, fg = (shade, shade, shade - int(rng.integers(0, 25))), (15, 15, 15)
+    img = Image.new("RGB", (w, h), bg)
+    d = ImageDraw.Draw(img)
+    d.rectangle([2, 2, w - 3, h - 3], outline=fg, width=int(rng.integers(2, 5)))
+    top, bottom = h * float(rng.uniform(0.1, 0.17)), h * float(rng.uniform(0.84, 0.9))
+
+    def strip(colour, code, right=False):
+        xa, xb = (int(w * 0.88), w - 7) if right else (6, int(w * 0.11))
+        d.rectangle([xa, 6, xb, h - 7], fill=colour)
+        cx, r = (xa + xb) / 2, (xb - xa) * 0.3
+        d.ellipse([cx - r, h * 0.18, cx + r, h * 0.18 + 2 * r], fill=(240, 200, 40))
+        white = (255, 255, 255)
+        draw_cells(img, (xa + 2, h * 0.64, xb - 2, h * 0.86), [code], white, latin, 0.8, 0.05, 0)
+
+    if country == "KZ":
+        strip((0, 150, 200), "KZ")
+        main, region = shown[:-2], shown[-2:]
+        digits = len(main) - len(main.lstrip("0123456789"))
+        sep = int(w * 0.8)
+        draw_cells(img, (w * 0.13, top, sep - 6, bottom), [main[:digits], main[digits:]], fg, fonts,
+                   condense, gap, float(rng.uniform(0.0, 0.2)))
+        d.line([sep, 6, sep, h - 7], fill=fg, width=3)
+        draw_cells(img, (sep + 6, top, w * 0.97, bottom), [region], fg, fonts, condense, gap, 0)
+    elif country == "KG":
+        strip((200, 20, 30), "KG")
+        sep = int(w * 0.285)
+        draw_cells(img, (w * 0.13, top, sep - 6, bottom), [shown[:2]], fg, fonts, condense, gap, 0)
+        d.line([sep, 6, sep, h - 7], fill=fg, width=3)
+        draw_cells(img, (sep + 6, top, w * 0.97, bottom), [shown[2:5], shown[5:]], fg, fonts,
+                   condense, gap, float(rng.uniform(0.05, 0.25)))
+    elif country == "UZ":
+        sep = int(w * 0.175)
+        draw_cells(img, (w * 0.03, top, sep - 6, bottom), [shown[:2]], fg, fonts, condense, gap, 0)
+        d.line([sep, 6, sep, h - 7], fill=fg, width=3)
+        rest = shown[2:]
+        groups = [rest[0], rest[1:4], rest[4:]] if rest[0].isalpha() else [rest[:3], rest[3:]]
+        draw_cells(img, (sep + 6, top, w * 0.86, bottom), groups, fg, fonts, condense, gap,
+                   float(rng.uniform(0.05, 0.25)))
+        d.rectangle([int(w * 0.88), int(h * 0.15), int(w * 0.97), int(h * 0.5)], fill=(30, 160, 220))
+        draw_cells(img, (w * 0.88, h * 0.58, w * 0.97, h * 0.85), ["UZ"], fg, latin, 0.8, 0.05, 0)
+    elif country == "RU":
+        region = shown[-3:] if len(shown) == 9 else shown[-2:]
+        main = shown[: len(shown) - len(region)]
+        letter = float(rng.uniform(0.72, 0.8))
+        heights = [1.0 if c.isdigit() else letter for c in main]
+        groups = [main[0], main[1:4], main[4:]] if main[1].isdigit() else [main[:2], main[2:]]
+        sep = int(w * 0.74)
+        draw_cells(img, (w * 0.03, top, sep - 6, bottom), groups, fg, fonts, condense, gap,
+                   float(rng.uniform(0.0, 0.15)), heights)
+        d.line([sep, 6, sep, h - 7], fill=fg, width=3)
+        draw_cells(img, (sep + 6, h * 0.08, w * 0.97, h * 0.62), [region], fg, fonts, condense, gap, 0)
+        draw_cells(img, (sep + 8, h * 0.7, w * 0.86, h * 0.88), ["RUS"], fg, latin, 0.8, 0.05, 0)
+        for i, c in enumerate([(255, 255, 255), (0, 60, 200), (220, 20, 20)]):
+            d.rectangle([int(w * 0.87), int(h * (0.7 + 0.06 * i)), int(w * 0.95), int(h * (0.7 + 0.06 * (i + 1)))], fill=c)
+    else:  # CN: province, letter, a dot, five characters, all tall and narrow
+        condense = float(rng.uniform(0.55, 0.75))
+        draw_cells(img, (w * 0.04, top, w * 0.96, bottom), [shown[:2], "·", shown[2:]], fg, fonts,
+                   condense, float(rng.uniform(0.06, 0.14)), float(rng.uniform(0.04, 0.1)))
+    return np.array(img)
+
+
 # ---------------------------------------------------------------------------------------------
 # Degradations
 
@@ -373,7 +526,10 @@ def make_plate(rng, country=None, double=None, double_share=0.25):
     text, split_at = sample_text(rng, country)
     if double is None:
         double = rng.random() < double_share
-    plate = degrade_plate(rng, render_plate(rng, country, text, split_at, double))
+    if not double and (PLATE_STYLE == "real" or (PLATE_STYLE == "mixed" and rng.random() < 0.5)):
+        plate = degrade_plate(rng, render_plate_real(rng, country, text))
+    else:
+        plate = degrade_plate(rng, render_plate(rng, country, text, split_at, double))
     return country, text, double, plate
 
 
@@ -639,8 +795,9 @@ def ocr_sample(rng, split, cn_share=0.32, double_share=0.25):
 
 
 def cmd_scenes(args):
-    global ANY_REGION
+    global ANY_REGION, PLATE_STYLE
     ANY_REGION = args.regions == "any"
+    PLATE_STYLE = args.plate_style
     os.makedirs(args.out, exist_ok=True)
     off = SPLITS[args.split][0]
     with open(os.path.join(args.out, "labels.jsonl"), "w") as labels:
@@ -695,6 +852,7 @@ def main():
     s.add_argument("--first", type=int, default=0, help="index of each country's first scene (a later range is a second, untouched test set)")
     s.add_argument("--regions", choices=["real", "any"], default="real", help="region codes as issued, or any digits (to check a reader does not lean on the real ones)")
     s.add_argument("--hard", action="store_true", help="with the text around plates that real pictures have (the camera's date and counter, writing on the vehicles, screws, dealers' frames); the same scenes otherwise")
+    s.add_argument("--plate-style", choices=["drawn", "real", "mixed"], default="drawn", help="single-row plates drawn as before (the default; the test sets so far), as real ones are (narrow type, no word spaces), or each either way")
     s.add_argument("--out", required=True)
     v = sub.add_parser("video", help="an MJPEG AVI of one truck passing")
     v.add_argument("--out", required=True)
