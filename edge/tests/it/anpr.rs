@@ -361,6 +361,39 @@ fn plates_read(
         .collect()
 }
 
+/// Two plates one above the other (`edge/tests/data/rows/uz_2006.jpg`: `synth.py scenes
+/// --split test --per-country 100 --first 2000 --regions any`): an Uzbek double-row plate
+/// (`38` over `C436AM`) just above a Russian plate's region box (`336`). The lower row and the
+/// region box half a row below it were joined as rows of one plate and read as the Russian
+/// `C436AM336`, a plate nowhere in the picture, and the Uzbek plate was not read. A plate's
+/// lower row starts within `text::ROW_GAP` of its upper row's height: both plates are read,
+/// and nothing else at the camera's least confidence.
+#[test]
+fn a_plate_under_a_double_row_plate_lends_it_no_row() {
+    let mut reader = reader();
+    let min_confidence = acsgd::anpr::settings::Anpr::default().min_confidence;
+    let reads: Vec<(String, Option<&'static str>, f32)> = reader
+        .read(&photo(&data("rows/uz_2006.jpg")))
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.text, p.country, p.confidence))
+        .collect();
+    let plates = [("38C436AM", "UZ"), ("P122CM336", "RU")];
+    for (plate, country) in plates {
+        assert!(
+            reads.iter().any(|r| r.0 == plate && r.1 == Some(country)),
+            "{reads:?}"
+        );
+    }
+    assert!(
+        reads
+            .iter()
+            .filter(|r| r.1.is_some() && r.2 >= min_confidence)
+            .all(|r| plates.iter().any(|(plate, _)| r.0 == *plate)),
+        "{reads:?}"
+    );
+}
+
 /// Plates drawn as real ones are (`edge/tests/data/real-style`, made with `synth.py scenes
 /// --split test --per-country 100 --plate-style real`: the Kazakh 0026, the Russian 0014 and
 /// the Chinese 0074): narrow type with no word spaces, letters the same one twice close
