@@ -361,6 +361,32 @@ fn plates_read(
         .collect()
 }
 
+/// Asserts that `reader` reads each of `plates` (text, country) in the picture at `path`, and
+/// nothing else that fits a plate format at the camera's least confidence.
+fn reads_exactly(reader: &mut acsgd::anpr::pipeline::Reader, path: &Path, plates: &[(&str, &str)]) {
+    let min_confidence = acsgd::anpr::settings::Anpr::default().min_confidence;
+    let reads: Vec<(String, Option<&'static str>, f32)> = reader
+        .read(&photo(path))
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.text, p.country, p.confidence))
+        .collect();
+    let name = path.display();
+    for (plate, country) in plates {
+        assert!(
+            reads.iter().any(|r| r.0 == *plate && r.1 == Some(*country)),
+            "{name}: {reads:?}"
+        );
+    }
+    assert!(
+        reads
+            .iter()
+            .filter(|r| r.1.is_some() && r.2 >= min_confidence)
+            .all(|r| plates.iter().any(|(plate, _)| r.0 == *plate)),
+        "{name}: {reads:?}"
+    );
+}
+
 /// Two plates one above the other (`edge/tests/data/rows/uz_2006.jpg`: `synth.py scenes
 /// --split test --per-country 100 --first 2000 --regions any`): an Uzbek double-row plate
 /// (`38` over `C436AM`) just above a Russian plate's region box (`336`). The lower row and the
@@ -370,27 +396,10 @@ fn plates_read(
 /// and nothing else at the camera's least confidence.
 #[test]
 fn a_plate_under_a_double_row_plate_lends_it_no_row() {
-    let mut reader = reader();
-    let min_confidence = acsgd::anpr::settings::Anpr::default().min_confidence;
-    let reads: Vec<(String, Option<&'static str>, f32)> = reader
-        .read(&photo(&data("rows/uz_2006.jpg")))
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.text, p.country, p.confidence))
-        .collect();
-    let plates = [("38C436AM", "UZ"), ("P122CM336", "RU")];
-    for (plate, country) in plates {
-        assert!(
-            reads.iter().any(|r| r.0 == plate && r.1 == Some(country)),
-            "{reads:?}"
-        );
-    }
-    assert!(
-        reads
-            .iter()
-            .filter(|r| r.1.is_some() && r.2 >= min_confidence)
-            .all(|r| plates.iter().any(|(plate, _)| r.0 == *plate)),
-        "{reads:?}"
+    reads_exactly(
+        &mut reader(),
+        &data("rows/uz_2006.jpg"),
+        &[("38C436AM", "UZ"), ("P122CM336", "RU")],
     );
 }
 
@@ -406,29 +415,12 @@ fn a_plate_under_a_double_row_plate_lends_it_no_row() {
 fn plates_drawn_as_real_ones_are_read_with_their_doubled_letters() {
     let dir = data("real-style");
     let mut reader = reader();
-    let min_confidence = acsgd::anpr::settings::Anpr::default().min_confidence;
     for (file, plate, country) in [
         ("kz_0026.jpg", "2007AA17", "KZ"),
         ("ru_0014.jpg", "H719KK13", "RU"),
         ("cn_0074.jpg", "晋CC9906", "CN"),
     ] {
-        let reads: Vec<(String, Option<&'static str>, f32)> = reader
-            .read(&photo(&dir.join(file)))
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.text, p.country, p.confidence))
-            .collect();
-        assert!(
-            reads.iter().any(|r| r.0 == plate && r.1 == Some(country)),
-            "{file}: {reads:?}"
-        );
-        assert!(
-            reads
-                .iter()
-                .filter(|r| r.1.is_some() && r.2 >= min_confidence)
-                .all(|r| r.0 == plate),
-            "{file}: {reads:?}"
-        );
+        reads_exactly(&mut reader, &dir.join(file), &[(plate, country)]);
     }
 }
 
@@ -661,32 +653,13 @@ fn a_counter_across_a_slash_is_no_plate_and_the_plates_beside_it_are_read() {
 fn a_plates_country_code_is_no_letter_of_it() {
     let dir = data("marks");
     let mut reader = reader();
-    let min_confidence = acsgd::anpr::settings::Anpr::default().min_confidence;
     for (file, plates) in [
         ("kz_2059.jpg", &[("744MR80", "KZ")][..]),
         ("kz_2098.jpg", &[("8205BX35", "KZ")]),
         ("kg_1048.jpg", &[("09344EEH", "KG"), ("贵R866W挂", "CN")]),
         ("uz_2030.jpg", &[("50V376LL", "UZ")]),
     ] {
-        let reads: Vec<(String, Option<&'static str>, f32)> = reader
-            .read(&photo(&dir.join(file)))
-            .unwrap()
-            .into_iter()
-            .map(|p| (p.text, p.country, p.confidence))
-            .collect();
-        for (plate, country) in plates {
-            assert!(
-                reads.iter().any(|r| r.0 == *plate && r.1 == Some(*country)),
-                "{file}: {reads:?}"
-            );
-        }
-        assert!(
-            reads
-                .iter()
-                .filter(|r| r.1.is_some() && r.2 >= min_confidence)
-                .all(|r| plates.iter().any(|(plate, _)| r.0 == *plate)),
-            "{file}: {reads:?}"
-        );
+        reads_exactly(&mut reader, &dir.join(file), plates);
     }
 }
 
