@@ -4,8 +4,9 @@ Owns: plate text sampling per country (the formats of `edge/src/anpr/format.rs`)
 rendering (fonts from Debian packages: fonts-dejavu-core, fonts-dejavu-extra, fonts-liberation,
 fonts-liberation2, fonts-freefont-ttf, fonts-noto-cjk; single-row plates drawn as before or,
 with `--plate-style real`, as real ones are), the degradations a lane camera adds (perspective,
-blur, night/IR, glare, dirt, low resolution, JPEG), whole 1280x720 scenes for the localiser and rectified crops for the
-recogniser, and the recogniser's input preparation, which `edge/src/anpr/pipeline.rs` mirrors.
+blur, night/IR, glare, dirt, low resolution, JPEG), whole 1280x720 scenes for the localiser and
+rectified crops for the recogniser, and the recogniser's input preparation, which
+`edge/src/anpr/pipeline.rs` mirrors.
 
 Training and test data come from disjoint seed ranges and disjoint background families
 (`split`): the test split's backgrounds, vehicle colours and clutter words are never drawn for
@@ -258,33 +259,32 @@ def glyph(path, index, c):
     return _glyphs[key]
 
 
-def draw_cells(img, box, groups, fg, fonts, condense, gap, group_gap, heights=None, align="center"):
+def draw_cells(img, box, groups, fg, fonts, condense, gap, group_gap, heights=None):
     """Draws `groups` (strings) into `box`, each character its own cell: as high as the box
     times its `heights` entry (1 by default), bottoms on one line, as wide as its glyph
     condensed by `condense`, `gap` (of the box height) between characters and `group_gap`
-    between groups; the whole shrunk to fit the box's width."""
+    between groups; the whole shrunk to fit the box's width and centred in it."""
     x0, y0, x1, y1 = box
     bh = y1 - y0
     cells = []
     i = 0
     for gi, g in enumerate(groups):
         for ci, c in enumerate(g):
+            lead = 0 if (gi == 0 and ci == 0) else (group_gap if ci == 0 else gap) * bh
             hh = bh * (heights[i] if heights else 1.0)
+            i += 1
             if c == "·":  # a Chinese plate's dot: a round mark at half height
-                cells.append(((group_gap if ci == 0 else gap) * bh, 0.12 * bh, 0.0, None))
-                i += 1
+                cells.append((lead, 0.12 * bh, 0.0, None))
                 continue
             path, index = fonts(c)
             gl = glyph(path, index, c)
             ww = hh * gl.size[0] / gl.size[1] * condense
             if c == "1":
                 ww = max(ww, hh * 0.28)
-            lead = 0 if (gi == 0 and ci == 0) else (group_gap if ci == 0 else gap) * bh
             cells.append((lead, ww, hh, gl))
-            i += 1
     total = sum(l + w for l, w, _, _ in cells)
     k = min(1.0, (x1 - x0) / max(total, 1))
-    x = x0 + (0 if align == "left" else ((x1 - x0) - total * k) / 2)
+    x = x0 + ((x1 - x0) - total * k) / 2
     for lead, ww, hh, gl in cells:
         x += lead * k
         if gl is None:
@@ -303,6 +303,7 @@ def render_plate_real(rng, country, text):
     """A single-row plate drawn as real ones are (see `NARROW_FONTS`)."""
     lf = NARROW_FONTS[rng.integers(len(NARROW_FONTS))]
     cf = CJK_FONTS[rng.integers(len(CJK_FONTS))]
+
     def fonts(c):
         return cf if (c in PROVINCES or c == TRAILER) else (lf, 0)
 
@@ -325,8 +326,9 @@ def render_plate_real(rng, country, text):
     d.rectangle([2, 2, w - 3, h - 3], outline=fg, width=int(rng.integers(2, 5)))
     top, bottom = h * float(rng.uniform(0.1, 0.17)), h * float(rng.uniform(0.84, 0.9))
 
-    def strip(colour, code, right=False):
-        xa, xb = (int(w * 0.88), w - 7) if right else (6, int(w * 0.11))
+    def strip(colour, code):
+        """The flag strip at the left, its country code under the emblem."""
+        xa, xb = 6, int(w * 0.11)
         d.rectangle([xa, 6, xb, h - 7], fill=colour)
         cx, r = (xa + xb) / 2, (xb - xa) * 0.3
         d.ellipse([cx - r, h * 0.18, cx + r, h * 0.18 + 2 * r], fill=(240, 200, 40))
