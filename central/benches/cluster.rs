@@ -22,8 +22,11 @@
 //! with no gap; the appliances' outboxes drained and all their events at central.
 //!
 //! Printed: events/s acknowledged by the brokers and committed by central (whole run, and the
-//! steadiest 10 s); after the kill, how long until the killed node's posts were acknowledged
-//! again, and until central's commit rate was back to what it was before.
+//! steadiest 10 s); in the undisturbed run, the CPU time each kind of process (brokers,
+//! central, PostgreSQL, the generator, the appliances) spent per event, which says what the
+//! rate would need on machines of their own; after the kill, how long until the killed
+//! node's posts were acknowledged again, and until central's commit rate was back to what
+//! it was before.
 
 #[path = "../tests/it/common.rs"]
 #[allow(dead_code)]
@@ -204,6 +207,7 @@ fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool, by_list: boo
     let total = posts * per_post;
     let ports: Vec<u16> = (0..3).map(|i| cluster.mqtt(i)).collect();
     let acked = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_by_role(pg.postmaster());
     // When the killed node's posts were acknowledged again (ms since the start), per post.
     let start_at = Instant::now();
     let feeders: Vec<_> = boxes
@@ -243,7 +247,7 @@ fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool, by_list: boo
     let mut killed_at: Option<f64> = None;
     let want = total as u64;
     let deadline = Instant::now() + Duration::from_secs(1200);
-    loop {
+    let cpu_after = loop {
         std::thread::sleep(Duration::from_millis(500));
         // The simulated posts' events (the appliances add their own health and status).
         let committed: i64 = rt
@@ -261,13 +265,13 @@ fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool, by_list: boo
             killed_at = Some(start_at.elapsed().as_secs_f64());
         }
         if committed as u64 >= want {
-            break;
+            break cpu_by_role(pg.postmaster());
         }
         assert!(
             Instant::now() < deadline,
             "not all committed in 20 min: {committed} of {want}"
         );
-    }
+    };
     let outages: Vec<Vec<(f64, f64)>> = rt.block_on(gen).unwrap();
     if killed_at.is_some() {
         // The node comes back, and the appliance that knows only it drains what it kept.
@@ -332,6 +336,27 @@ fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool, by_list: boo
         best_window(&samples, 10.0, |s| s.1).map_or("the run was shorter".into(), |r| format!("{r:.0} events/s")),
         outages.iter().map(Vec::len).sum::<usize>()
     );
+    // Where the two cores went, per event committed: what the 20 000 events/s would take. Not
+    // after a kill: the killed node's CPU time went with it.
+    if killed_at.is_none() {
+        let per_event: Vec<(&str, f64)> = ROLES
+            .iter()
+            .filter_map(|role| {
+                let s = cpu_after.get(role)? - cpu_before.get(role).unwrap_or(&0.0);
+                Some((*role, 1e6 * s / total as f64))
+            })
+            .collect();
+        let all: f64 = per_event.iter().map(|(_, us)| us).sum();
+        println!(
+            "{label:12} CPU per event, from the first publish to the last commit: {}; all {all:.0} µs, {:.1} cores at 20 000 events/s",
+            per_event
+                .iter()
+                .map(|(role, us)| format!("{role} {us:.0} µs"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            all * 20_000.0 / 1e6,
+        );
+    }
     if let Some(k) = killed_at {
         let before = rate_between(&samples, k - 10.0, k, |s| s.1);
         let back = samples
@@ -360,6 +385,73 @@ fn run(posts: usize, per_post: usize, kill: bool, one_worker: bool, by_list: boo
     for mut w in workers {
         w.terminate();
     }
+}
+
+/// What [`cpu_by_role`] tells apart, in the order printed.
+const ROLES: [&str; 6] = [
+    "brokers",
+    "central",
+    "PostgreSQL",
+    "generator",
+    "appliances",
+    "other",
+];
+
+/// CPU seconds (user and system) used so far by the processes of this run, by role: the NATS
+/// servers, central's workers, PostgreSQL (the postmaster and its backends), the appliances,
+/// and this process (the load generator and the progress queries). A process that has exited
+/// (a killed node) is no longer counted.
+fn cpu_by_role(postmaster: Option<u32>) -> HashMap<&'static str, f64> {
+    // (parent, command, CPU ticks) of every process.
+    let mut procs: HashMap<u32, (u32, String, u64)> = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command is in parentheses and may hold spaces; the fields follow the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        procs.insert(pid, (num(1) as u32, comm, num(11) + num(12)));
+    }
+    let me = std::process::id();
+    let roots: Vec<u32> = std::iter::once(me).chain(postmaster).collect();
+    let mut by_role = HashMap::new();
+    for (&pid, (_, comm, ticks)) in &procs {
+        // Only this run's processes: descendants of this process or of the postmaster.
+        let mut p = pid;
+        let mut ours = false;
+        for _ in 0..64 {
+            if roots.contains(&p) {
+                ours = true;
+                break;
+            }
+            match procs.get(&p) {
+                Some((parent, _, _)) if *parent != 0 => p = *parent,
+                _ => break,
+            }
+        }
+        if !ours {
+            continue;
+        }
+        let role = match comm.as_str() {
+            _ if pid == me => "generator",
+            "nats-server" => "brokers",
+            "acsgd-central" => "central",
+            "postgres" => "PostgreSQL",
+            "acsgd" => "appliances",
+            _ => "other",
+        };
+        // USER_HZ is 100 on every Linux this runs on.
+        *by_role.entry(role).or_insert(0.0) += *ticks as f64 / 100.0;
+    }
+    by_role
 }
 
 /// The commit (or ack) rate between two moments.

@@ -161,6 +161,15 @@ impl Pg {
     pub fn url(&self) -> String {
         format!("postgres://acsgd@127.0.0.1:{}/postgres", self.port)
     }
+
+    /// The running server's process id (the first line of its `postmaster.pid`), whose
+    /// children are the backends: `pg_ctl` detaches it from whoever started it (the load
+    /// bench's CPU account; no test needs it).
+    #[allow(dead_code)]
+    pub fn postmaster(&self) -> Option<u32> {
+        let pid = std::fs::read_to_string(self.dir.path().join("db/postmaster.pid")).ok()?;
+        pid.lines().next()?.trim().parse().ok()
+    }
 }
 
 impl Drop for Pg {
