@@ -35,6 +35,7 @@ mod common;
 #[path = "../tests/it/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
+mod support;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -402,45 +403,16 @@ const ROLES: [&str; 6] = [
 /// and this process (the load generator and the progress queries). A process that has exited
 /// (a killed node) is no longer counted.
 fn cpu_by_role(postmaster: Option<u32>) -> HashMap<&'static str, f64> {
-    // (parent, command, CPU ticks) of every process.
-    let mut procs: HashMap<u32, (u32, String, u64)> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // The command is in parentheses and may hold spaces; the fields follow the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        procs.insert(pid, (num(1) as u32, comm, num(11) + num(12)));
-    }
+    let procs = support::processes();
     let me = std::process::id();
     let roots: Vec<u32> = std::iter::once(me).chain(postmaster).collect();
     let mut by_role = HashMap::new();
-    for (&pid, (_, comm, ticks)) in &procs {
-        // Only this run's processes: descendants of this process or of the postmaster.
-        let mut p = pid;
-        let mut ours = false;
-        for _ in 0..64 {
-            if roots.contains(&p) {
-                ours = true;
-                break;
-            }
-            match procs.get(&p) {
-                Some((parent, _, _)) if *parent != 0 => p = *parent,
-                _ => break,
-            }
-        }
-        if !ours {
-            continue;
-        }
-        let role = match comm.as_str() {
+    // Only this run's processes: descendants of this process or of the postmaster.
+    for (&pid, p) in procs
+        .iter()
+        .filter(|(pid, _)| support::descends(&procs, **pid, &roots))
+    {
+        let role = match p.comm.as_str() {
             _ if pid == me => "generator",
             "nats-server" => "brokers",
             "acsgd-central" => "central",
@@ -448,8 +420,7 @@ fn cpu_by_role(postmaster: Option<u32>) -> HashMap<&'static str, f64> {
             "acsgd" => "appliances",
             _ => "other",
         };
-        // USER_HZ is 100 on every Linux this runs on.
-        *by_role.entry(role).or_insert(0.0) += *ticks as f64 / 100.0;
+        *by_role.entry(role).or_insert(0.0) += p.cpu_s;
     }
     by_role
 }

@@ -75,6 +75,20 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         _ => Ids::V7,
     };
     let store = Store::open(url).await.unwrap();
+    // PostgreSQL's server (a backend's parent is the postmaster): the CPU time of its
+    // processes is measured beside this process's, since the two share the cores.
+    let server = if name == "postgres" {
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        support::processes()
+            .get(&(backend as u32))
+            .map(|p| p.parent)
+    } else {
+        None
+    };
+    let server_cpu = || server.map_or(0.0, support::tree_cpu_s);
     let mut posts: Vec<Box_> = (0..POSTS)
         .map(|i| Box_ {
             ids,
@@ -236,6 +250,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         parts[writer(&m)].push(m);
     }
     let cpu0 = cpu_s();
+    let server0 = server_cpu();
     let start = Instant::now();
     let tasks: Vec<_> = workers
         .into_iter()
@@ -280,6 +295,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_s();
     let cpu = (cpu.0 - cpu0.0, cpu.1 - cpu0.1);
+    let server_s = server_cpu() - server0;
     rss.push(support::rss_mib());
     // The second half offered at `rate`, as a broker would deliver it (into a channel per
     // worker as deep as the service's); each event's latency from its arrival to its commit.
@@ -297,6 +313,12 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
             }
         }
     });
+    let statements_wanted =
+        std::env::var_os("ACSGD_BENCH_STATEMENTS").is_some() && name == "postgres";
+    if statements_wanted {
+        reset_statements(&store).await;
+    }
+    let (cpu_offered0, server_offered0) = (cpu_s(), server_cpu());
     let start = Instant::now();
     let tasks: Vec<_> = workers
         .into_iter()
@@ -304,8 +326,9 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         .map(|(mut worker, mut rx)| {
             tokio::spawn(async move {
                 let mut latency_ms = Vec::with_capacity(offered_n);
-                let mut accepted = 0usize;
+                let (mut accepted, mut batches) = (0usize, 0usize);
                 while let Some((batch, out)) = worker.next(&mut rx, message).await {
+                    batches += 1;
                     let now = Instant::now();
                     latency_ms.extend(
                         batch
@@ -314,17 +337,22 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
                     );
                     accepted += out.iter().filter(|o| **o == Outcome::Accepted).count();
                 }
-                (latency_ms, accepted)
+                (latency_ms, accepted, batches)
             })
         })
         .collect();
     let mut latency_ms = Vec::with_capacity(offered_n);
+    let mut offered_batches = 0;
     for t in tasks {
-        let (l, n) = t.await.unwrap();
+        let (l, n, b) = t.await.unwrap();
         latency_ms.extend(l);
         accepted += n;
+        offered_batches += b;
     }
     let offered_secs = start.elapsed().as_secs_f64();
+    let cpu_offered = cpu_s();
+    let cpu_offered = cpu_offered.0 + cpu_offered.1 - cpu_offered0.0 - cpu_offered0.1;
+    let server_offered = server_cpu() - server_offered0;
     feeder.await.unwrap();
     rss.push(support::rss_mib());
     let pct = |v: &mut Vec<f64>, q: f64| {
@@ -349,11 +377,15 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         pct(&mut batch_ms, 1.0),
     );
     println!(
-        "{name:8} this process's CPU: {:.1} µs an event ({:.2} of {secs:.1} s on the cores: user {:.2}, system {:.2} s)",
+        "{name:8} this process's CPU: {:.1} µs an event ({:.2} of {secs:.1} s on the cores: user {:.2}, system {:.2} s){}",
         (cpu.0 + cpu.1) * 1e6 / closed as f64,
         cpu.0 + cpu.1,
         cpu.0,
-        cpu.1
+        cpu.1,
+        server.map_or(String::new(), |_| format!(
+            "; the server's: {:.1} µs an event",
+            server_s * 1e6 / closed as f64
+        ))
     );
     println!(
         "{name:8} {} offered at {rate:.0}/s: taken at {:.0}/s; arrival to commit p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -363,7 +395,20 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
         pct(&mut latency_ms, 0.99),
         pct(&mut latency_ms, 1.0),
     );
-    if std::env::var_os("ACSGD_BENCH_STATEMENTS").is_some() && name == "postgres" {
+    // How busy the cores were while the events were offered: a queue's wait grows as they
+    // fill, whatever the batches do.
+    let offered_events = latency_ms.len().max(1) as f64;
+    println!(
+        "{name:8} CPU while offered: this process {:.1} µs an event{}; {:.2} of the 2 cores; {offered_batches} batches of {:.0} events on average",
+        cpu_offered * 1e6 / offered_events,
+        server.map_or(String::new(), |_| format!(
+            ", the server {:.1} µs",
+            server_offered * 1e6 / offered_events
+        )),
+        (cpu_offered + server_offered) / offered_secs,
+        offered_events / offered_batches.max(1) as f64,
+    );
+    if statements_wanted {
         statements(&store).await;
     }
     println!(
@@ -372,10 +417,24 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     );
 }
 
-/// PostgreSQL's statements by the server time they took (`ACSGD_BENCH_STATEMENTS=1` with
-/// `ACSGD_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"`): where the backend's core
-/// goes; then the tables read whole, and what the commits waited for the disk (its time with
-/// `-c track_wal_io_timing=on`, else 0).
+/// Forgets what PostgreSQL counted so far (statements, scans, WAL), so that [`statements`]
+/// says what the second half, the arrivals, cost: not the declarations and departures.
+async fn reset_statements(store: &Store) {
+    for q in [
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+        "SELECT pg_stat_statements_reset()",
+        "SELECT pg_stat_reset()",
+        "SELECT pg_stat_reset_shared('wal')",
+    ] {
+        // Without the library loaded these fail, and `statements` says so.
+        let _ = sqlx::query(q).execute(store.pool()).await;
+    }
+}
+
+/// PostgreSQL's statements by the server time they took in the second half (the arrivals;
+/// `ACSGD_BENCH_STATEMENTS=1` with `ACSGD_PG_OPTS="-c shared_preload_libraries=pg_stat_statements"`):
+/// where the backend's core goes; then the tables read whole, and what the commits waited
+/// for the disk (its time with `-c track_wal_io_timing=on`, else 0).
 async fn statements(store: &Store) {
     if sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .execute(store.pool())
@@ -386,9 +445,16 @@ async fn statements(store: &Store) {
         return;
     }
     // The extension can be created without the library loaded; only reading it says so.
+    // A statement with a different number of rows is another text to the server: those are
+    // summed as one (parameters as `$`, lists of them and repeated rows cut to the first).
     let rows: Vec<(f64, i64, i64, String)> = match sqlx::query_as(
-        "SELECT total_exec_time + total_plan_time, calls, rows, LEFT(regexp_replace(query, '\\s+', ' ', 'g'), 150) \
-         FROM pg_stat_statements ORDER BY 1 DESC LIMIT 20",
+        r"SELECT SUM(total_exec_time + total_plan_time)::float8, SUM(calls)::int8, SUM(rows)::int8, q FROM (
+            SELECT total_exec_time, total_plan_time, calls, rows, LEFT(
+                regexp_replace(regexp_replace(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'),
+                    '\$\d+', '$', 'g'), '\$(, \$)+', '$…', 'g'), '(\([^()]*\))(, \([^()]*\))+', '\1, …', 'g'),
+                150) AS q
+            FROM pg_stat_statements) s
+         GROUP BY q ORDER BY 1 DESC LIMIT 20",
     )
     .fetch_all(store.pool())
     .await

@@ -1,6 +1,9 @@
-//! What central's database benches share: the backends they run on, and the process's
-//! resident memory.
+//! What central's benches share: the backends they run on, the process's resident memory,
+//! and the CPU time of the processes a run starts (the database server, the brokers). Each
+//! bench uses part of it.
+#![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use crate::common::Pg;
@@ -60,4 +63,68 @@ pub fn mib(figures: &[f64], sep: &str) -> String {
         .map(|m| format!("{m:.0}"))
         .collect::<Vec<_>>()
         .join(sep)
+}
+
+/// A process as `/proc/PID/stat` has it: its parent, its command, and the CPU time (user and
+/// system, seconds) it has used so far.
+pub struct Proc {
+    pub parent: u32,
+    pub comm: String,
+    pub cpu_s: f64,
+}
+
+/// Every process of the machine, by id (Linux).
+pub fn processes() -> HashMap<u32, Proc> {
+    let mut procs = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command is in parentheses and may hold spaces; the fields follow the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        procs.insert(
+            pid,
+            Proc {
+                parent: num(1) as u32,
+                comm: stat[open + 1..close].to_string(),
+                // In clock ticks; USER_HZ is 100 on every Linux this runs on.
+                cpu_s: (num(11) + num(12)) as f64 / 100.0,
+            },
+        );
+    }
+    procs
+}
+
+/// Whether `pid` is one of `roots` or descends from one of them.
+pub fn descends(procs: &HashMap<u32, Proc>, pid: u32, roots: &[u32]) -> bool {
+    let mut p = pid;
+    // A process tree is shallow; the bound only guards against a loop read mid-change.
+    for _ in 0..64 {
+        if roots.contains(&p) {
+            return true;
+        }
+        match procs.get(&p) {
+            Some(proc) if proc.parent != 0 => p = proc.parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The CPU seconds used so far by `root` and every process under it (a database server's
+/// postmaster and its backends).
+pub fn tree_cpu_s(root: u32) -> f64 {
+    let procs = processes();
+    procs
+        .iter()
+        .filter(|(pid, _)| descends(&procs, **pid, &[root]))
+        .map(|(_, p)| p.cpu_s)
+        .sum()
 }
