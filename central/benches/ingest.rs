@@ -20,7 +20,8 @@
 //! (default 20 000), as a broker would deliver it: printed, the rate taken and each event's time
 //! from its arrival to its commit (p50, p99, max). A rate above what central takes shows as
 //! latency growing with the queue; a very high one (`ACSGD_BENCH_RATE=1000000`) measures the
-//! second half's events/s.
+//! second half's events/s. For each half, the CPU time an event of this process (central)
+//! and, on PostgreSQL, of the server's processes: what the two cores were busy with.
 
 #[path = "../tests/it/common.rs"]
 #[allow(dead_code)]
