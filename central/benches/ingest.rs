@@ -298,6 +298,11 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     let cpu = (cpu.0 - cpu0.0, cpu.1 - cpu0.1);
     let server_s = server_cpu() - server0;
     rss.push(support::rss_mib());
+    let statements_wanted =
+        std::env::var_os("ACSGD_BENCH_STATEMENTS").is_some() && name == "postgres";
+    if statements_wanted {
+        reset_statements(&store).await;
+    }
     // The second half offered at `rate`, as a broker would deliver it (into a channel per
     // worker as deep as the service's); each event's latency from its arrival to its commit.
     let offered_n = offered.len();
@@ -314,11 +319,6 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
             }
         }
     });
-    let statements_wanted =
-        std::env::var_os("ACSGD_BENCH_STATEMENTS").is_some() && name == "postgres";
-    if statements_wanted {
-        reset_statements(&store).await;
-    }
     let (cpu_offered0, server_offered0) = (cpu_s(), server_cpu());
     let start = Instant::now();
     let tasks: Vec<_> = workers
