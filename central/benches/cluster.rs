@@ -420,7 +420,7 @@ fn cpu_by_role(postmaster: Option<u32>) -> HashMap<&'static str, f64> {
             "acsgd" => "appliances",
             _ => "other",
         };
-        *by_role.entry(role).or_insert(0.0) += p.cpu_s;
+        *by_role.entry(role).or_insert(0.0) += p.cpu_s();
     }
     by_role
 }

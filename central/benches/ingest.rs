@@ -83,9 +83,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        support::processes()
-            .get(&(backend as u32))
-            .map(|p| p.parent)
+        support::process(&backend.to_string()).map(|p| p.parent)
     } else {
         None
     };
@@ -400,7 +398,7 @@ async fn run(name: &str, url: &str, n: usize, passages_pct: usize) {
     // fill, whatever the batches do.
     let offered_events = latency_ms.len().max(1) as f64;
     println!(
-        "{name:8} CPU while offered: this process {:.1} µs an event{}; {:.2} of the 2 cores; {offered_batches} batches of {:.0} events on average",
+        "{name:8} CPU while offered: this process {:.1} µs an event{}; {:.2} cores busy; {offered_batches} batches of {:.0} events on average",
         cpu_offered * 1e6 / offered_events,
         server.map_or(String::new(), |_| format!(
             ", the server {:.1} µs",
@@ -490,18 +488,7 @@ async fn statements(store: &Store) {
     println!("WAL: {written_mib:.0} MiB, {syncs} syncs taking {sync_ms:.0} ms");
 }
 
-/// This process's CPU time so far, user and system, seconds (Linux; in clock ticks of 10 ms).
+/// This process's CPU time so far, user and system, seconds.
 fn cpu_s() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    let tick = 100.0;
-    match (f.get(11), f.get(12)) {
-        (Some(u), Some(s)) => (u / tick, s / tick),
-        _ => (0.0, 0.0),
-    }
+    support::process("self").map_or((0.0, 0.0), |p| (p.user_s, p.system_s))
 }

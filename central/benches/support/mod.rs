@@ -65,41 +65,51 @@ pub fn mib(figures: &[f64], sep: &str) -> String {
         .join(sep)
 }
 
-/// A process as `/proc/PID/stat` has it: its parent, its command, and the CPU time (user and
-/// system, seconds) it has used so far.
+/// A process as `/proc/PID/stat` has it: its parent, its command, and the CPU time (seconds)
+/// it has used so far, in user and in system mode.
 pub struct Proc {
     pub parent: u32,
     pub comm: String,
-    pub cpu_s: f64,
+    pub user_s: f64,
+    pub system_s: f64,
+}
+
+impl Proc {
+    /// CPU seconds used so far, user and system.
+    pub fn cpu_s(&self) -> f64 {
+        self.user_s + self.system_s
+    }
+}
+
+/// One process (`"self"` or a process id), from `/proc/{pid}/stat` (Linux); `None` when it is
+/// gone or the file cannot be read.
+pub fn process(pid: &str) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command is in parentheses and may hold spaces; the fields follow the last ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // CPU times are in clock ticks; USER_HZ is 100 on every Linux this runs on.
+    Some(Proc {
+        parent: num(1) as u32,
+        comm: stat[open + 1..close].to_string(),
+        user_s: num(11) as f64 / 100.0,
+        system_s: num(12) as f64 / 100.0,
+    })
 }
 
 /// Every process of the machine, by id (Linux).
 pub fn processes() -> HashMap<u32, Proc> {
-    let mut procs = HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // The command is in parentheses and may hold spaces; the fields follow the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        procs.insert(
-            pid,
-            Proc {
-                parent: num(1) as u32,
-                comm: stat[open + 1..close].to_string(),
-                // In clock ticks; USER_HZ is 100 on every Linux this runs on.
-                cpu_s: (num(11) + num(12)) as f64 / 100.0,
-            },
-        );
-    }
-    procs
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let pid = name.to_string_lossy().parse::<u32>().ok()?;
+            Some((pid, process(&pid.to_string())?))
+        })
+        .collect()
 }
 
 /// Whether `pid` is one of `roots` or descends from one of them.
@@ -125,6 +135,6 @@ pub fn tree_cpu_s(root: u32) -> f64 {
     procs
         .iter()
         .filter(|(pid, _)| descends(&procs, **pid, &[root]))
-        .map(|(_, p)| p.cpu_s)
+        .map(|(_, p)| p.cpu_s())
         .sum()
 }
