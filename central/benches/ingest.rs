@@ -446,14 +446,14 @@ async fn statements(store: &Store) {
     // The extension can be created without the library loaded; only reading it says so.
     // A statement with a different number of rows is another text to the server: those are
     // summed as one (parameters as `$`, lists of them and repeated rows cut to the first).
-    let rows: Vec<(f64, i64, i64, String)> = match sqlx::query_as(
-        r"SELECT SUM(total_exec_time + total_plan_time)::float8, SUM(calls)::int8, SUM(rows)::int8, q FROM (
+    let rows: Vec<(f64, f64, i64, i64, String)> = match sqlx::query_as(
+        r"SELECT SUM(total_exec_time + total_plan_time)::float8, SUM(total_plan_time)::float8, SUM(calls)::int8, SUM(rows)::int8, q FROM (
             SELECT total_exec_time, total_plan_time, calls, rows, LEFT(
                 regexp_replace(regexp_replace(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'),
                     '\$\d+', '$', 'g'), '\$(, \$)+', '$…', 'g'), '(\([^()]*\))(, \([^()]*\))+', '\1, …', 'g'),
                 150) AS q
             FROM pg_stat_statements) s
-         GROUP BY q ORDER BY 1 DESC LIMIT 20",
+         GROUP BY q ORDER BY 1 DESC",
     )
     .fetch_all(store.pool())
     .await
@@ -464,8 +464,10 @@ async fn statements(store: &Store) {
             return;
         }
     };
-    for (ms, calls, n, q) in rows {
-        println!("{ms:>9.0} ms {calls:>7} calls {n:>8} rows  {q}");
+    let (all, planned) = rows.iter().fold((0.0, 0.0), |(a, p), r| (a + r.0, p + r.1));
+    println!("statements: {all:.0} ms, of it planning {planned:.0} ms; the 20 that took longest:");
+    for (ms, plan_ms, calls, n, q) in rows.into_iter().take(20) {
+        println!("{ms:>9.0} ms (planning {plan_ms:>4.0}) {calls:>7} calls {n:>8} rows  {q}");
     }
     // The tables read whole: a plan that scans where it should look up grows with the table.
     let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(

@@ -409,7 +409,7 @@ impl Ingestor {
                 _ => None,
             })
             .collect();
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let mut tx = store::begin_batch(&mut *conn).await?;
         let fresh = match store::insert_new_journal(&mut tx, &rows, now_ms).await? {
             Some(fresh) => fresh,
             None => {
@@ -417,7 +417,7 @@ impl Ingestor {
                 // twice): the failed insert ended the transaction, which had written nothing
                 // else. Again, taking only what is new.
                 tx.rollback().await?;
-                tx = sqlx::Connection::begin(&mut *conn).await?;
+                tx = store::begin_batch(&mut *conn).await?;
                 store::insert_journal(&mut tx, &rows, now_ms).await?
             }
         };

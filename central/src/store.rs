@@ -1356,6 +1356,27 @@ pub(crate) fn keys(conn: &AnyConnection, n: usize) -> String {
     format!("(VALUES {}) AS v", value_rows(conn, n, 1))
 }
 
+/// The transaction of an ingest batch, on the writer's own connection. On PostgreSQL its
+/// joins are nested loops over the tables' indexes (`SET LOCAL`: for this transaction
+/// only, sent with its `BEGIN`). A batch looks up at most a few hundred keys in tables
+/// that only grow, which the indexes do at the same cost whatever their size; left to its
+/// statistics, the planner hashed the whole of `sighting` and `transit_tracker` every batch
+/// whenever they had grown since their last `ANALYZE` (it then takes each key to match a
+/// two-hundredth of the table). SQLite's planner looks keys up by itself.
+pub async fn begin_batch(
+    conn: &mut AnyConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Any>, StoreError> {
+    Ok(if is_sqlite(conn) {
+        sqlx::Connection::begin(conn).await?
+    } else {
+        sqlx::Connection::begin_with(
+            conn,
+            "BEGIN; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+        )
+        .await?
+    })
+}
+
 fn is_sqlite(conn: &AnyConnection) -> bool {
     conn.backend_name() == "SQLite"
 }
