@@ -37,6 +37,22 @@ fn sorts(backend: Backend, line: &str) -> bool {
     }
 }
 
+/// A plan's lines as each database writes them: PostgreSQL's `EXPLAIN` one a row, SQLite's
+/// `EXPLAIN QUERY PLAN` in each row's fourth column.
+fn lines(
+    backend: Backend,
+    rows: Result<Vec<sqlx::any::AnyRow>, sqlx::Error>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let column = match backend {
+        Backend::Postgres => 0,
+        Backend::Sqlite => 3,
+    };
+    rows?
+        .iter()
+        .map(|r| r.try_get::<String, _>(column))
+        .collect()
+}
+
 #[test]
 fn growing_tables_are_read_through_indexes() {
     on_both(|store, url| async move {
@@ -75,16 +91,8 @@ fn growing_tables_are_read_through_indexes() {
                     _ => q.bind(1_i64),
                 };
             }
-            let plan: Vec<String> = q
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap_or_else(|e| panic!("{url}: {what}: {e}"))
-                .iter()
-                .map(|r| match backend {
-                    Backend::Postgres => r.try_get::<String, _>(0).unwrap(),
-                    Backend::Sqlite => r.try_get::<String, _>(3).unwrap(),
-                })
-                .collect();
+            let plan = lines(backend, q.fetch_all(&mut *conn).await)
+                .unwrap_or_else(|e| panic!("{url}: {what}: {e}"));
             assert!(!plan.is_empty(), "{url}: {what}: no plan");
             let scanned: Vec<String> = plan
                 .iter()
@@ -196,16 +204,8 @@ fn a_batchs_lookups_go_through_indexes_whatever_the_statistics_say() {
                     format!("M{}", i * 70)
                 });
             }
-            let plan: Vec<String> = q
-                .fetch_all(&mut *tx)
-                .await
-                .unwrap_or_else(|e| panic!("{url}: {table}: {e}"))
-                .iter()
-                .map(|r| match backend {
-                    Backend::Postgres => r.try_get::<String, _>(0).unwrap(),
-                    Backend::Sqlite => r.try_get::<String, _>(3).unwrap(),
-                })
-                .collect();
+            let plan = lines(backend, q.fetch_all(&mut *tx).await)
+                .unwrap_or_else(|e| panic!("{url}: {table}: {e}"));
             let whole: Vec<&String> = plan
                 .iter()
                 .filter(|l| {
