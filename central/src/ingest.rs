@@ -903,11 +903,13 @@ impl Transits {
         mrns: &[&str],
     ) -> Result<(), StoreError> {
         let mut found = store::load_transits(conn, mrns).await?;
-        let mut last = store::last_log_numbers(conn, mrns).await?;
         for m in mrns {
-            self.known.insert(m.to_string(), found.remove(*m));
-            self.last_n
-                .insert(m.to_string(), last.remove(*m).unwrap_or(0));
+            let (known, last) = match found.remove(*m) {
+                Some((t, seen, last)) => (Some((t, seen)), last),
+                None => (None, 0),
+            };
+            self.known.insert(m.to_string(), known);
+            self.last_n.insert(m.to_string(), last);
         }
         Ok(())
     }

@@ -272,7 +272,7 @@ pub(crate) struct Fixes {
 ///
 /// Each item is judged in turn, as if it had come alone: a deviation that began and ended
 /// inside a backlog is raised and cleared, each with the event that did it. The work is done
-/// per batch, not per event: one read of the trackers, one of the track rows, one insert of
+/// per batch, not per event: one read of the trackers with their track rows, one insert of
 /// the fixes and one write of the track rows; a transit's history is read only when a fix is
 /// not newer than all its fixes before (out of order, or a row folded before migration 6).
 pub(crate) async fn apply_batch(
@@ -291,15 +291,18 @@ pub(crate) async fn apply_batch(
     if trackers.is_empty() {
         return Ok(0);
     }
-    // The transits of these trackers, with their corridors.
+    // The transits of these trackers, with their corridors, and what the fixes had made of
+    // them (their track rows, read in the same statement: one round trip less a batch).
     let mut by_tracker: HashMap<String, Vec<usize>> = HashMap::new();
     let mut transits: Vec<Judged> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let trackers: Vec<&str> = trackers.into_iter().collect();
     for chunk in trackers.chunks(store::rows_per_statement(conn, 1)) {
         let sql = format!(
-            "SELECT k.tracker, k.mrn, t.state, t.declared_ms FROM {} \
-             JOIN transit_tracker k ON k.tracker = v.column1 JOIN transit t ON t.mrn = k.mrn",
+            "SELECT k.tracker, k.mrn, t.state, t.declared_ms, r.deviating_since, r.stopped_since, \
+             r.silent, r.fold, r.last_fix_ms, r.version FROM {} \
+             JOIN transit_tracker k ON k.tracker = v.column1 JOIN transit t ON t.mrn = k.mrn \
+             LEFT JOIN track r ON r.mrn = k.mrn",
             store::keys(conn, chunk.len())
         );
         let mut q = store::multi_row(conn, &sql);
@@ -313,10 +316,19 @@ pub(crate) async fn apply_batch(
             if !ON_THE_ROAD_STATES.contains(&state.as_str()) && !touched.contains(&mrn) {
                 continue;
             }
-            let k = *index.entry(mrn.clone()).or_insert_with(|| {
-                transits.push(Judged::new(mrn));
-                transits.len() - 1
-            });
+            let k = match index.get(&mrn) {
+                Some(&k) => k,
+                None => {
+                    let mut t = Judged::new(mrn.clone());
+                    // No track row yet (all NULL): nothing folded, version 0.
+                    if let Some(version) = r.try_get::<Option<i64>, _>(9)? {
+                        t.read_track(&r, version)?;
+                    }
+                    index.insert(mrn, transits.len());
+                    transits.push(t);
+                    transits.len() - 1
+                }
+            };
             if transits[k].corridor.is_none() {
                 let declared_ms: i64 = r.try_get(3)?;
                 transits[k].corridor = corridors.get(&transits[k].mrn, declared_ms);
@@ -365,39 +377,6 @@ pub(crate) async fn apply_batch(
     for (n, item) in items.iter().enumerate() {
         for &k in by_tracker.get(&item.tracker).into_iter().flatten() {
             transits[k].items.push(n);
-        }
-    }
-    // What the fixes had made of them.
-    let mrns: Vec<String> = transits.iter().map(|t| t.mrn.clone()).collect();
-    for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
-        let sql = format!(
-            "SELECT mrn, deviating_since, stopped_since, silent, fold, last_fix_ms, version FROM {} \
-             JOIN track ON track.mrn = v.column1",
-            store::keys(conn, chunk.len())
-        );
-        let mut q = store::multi_row(conn, &sql);
-        for m in chunk {
-            q = q.bind(m.as_str());
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            let mrn: String = r.try_get(0)?;
-            let Some(&k) = index.get(&mrn) else { continue };
-            let t = &mut transits[k];
-            t.was_deviating = r.try_get(1)?;
-            t.was_stopped = r.try_get(2)?;
-            t.was_silent = r.try_get::<i64, _>(3)? != 0;
-            t.version = r.try_get(6)?;
-            let fold: Option<String> = r.try_get(4)?;
-            let last: Option<i64> = r.try_get(5)?;
-            t.fold = match fold {
-                Some(text) => Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| store::corrupt("track fold", e.to_string()))?,
-                ),
-                // Fixes folded before the fold was kept: judged again from the history.
-                None if last.is_some() => None,
-                None => Some(Fold::default()),
-            };
         }
     }
     // A transit whose fixes do not all come after what it had is judged from its history,
@@ -549,6 +528,27 @@ struct Judged {
 }
 
 impl Judged {
+    /// What its track row says (columns 4 – 9 of [`apply_batch`]'s read: deviating since,
+    /// stopped since, silent, fold, last fix, and `version`, read already).
+    fn read_track(&mut self, r: &sqlx::any::AnyRow, version: i64) -> Result<(), StoreError> {
+        self.was_deviating = r.try_get(4)?;
+        self.was_stopped = r.try_get(5)?;
+        self.was_silent = r.try_get::<i64, _>(6)? != 0;
+        self.version = version;
+        let fold: Option<String> = r.try_get(7)?;
+        let last: Option<i64> = r.try_get(8)?;
+        self.fold = match fold {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| store::corrupt("track fold", e.to_string()))?,
+            ),
+            // Fixes folded before the fold was kept: judged again from the history.
+            None if last.is_some() => None,
+            None => Some(Fold::default()),
+        };
+        Ok(())
+    }
+
     fn new(mrn: String) -> Judged {
         Judged {
             mrn,

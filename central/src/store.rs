@@ -898,23 +898,30 @@ pub(crate) async fn load_transit(
     row.as_ref().map(transit_of_row).transpose()
 }
 
-/// The transits among `mrns` with their sightings, read in two statements per few hundred.
+/// The transits among `mrns` with their sightings and the number of their last journaled
+/// change (0: none yet), read in two statements per few hundred.
 pub(crate) async fn load_transits(
     conn: &mut AnyConnection,
     mrns: &[&str],
-) -> Result<HashMap<String, (Transit, Vec<Sighting>)>, StoreError> {
+) -> Result<HashMap<String, (Transit, Vec<Sighting>, i64)>, StoreError> {
     let mut out = HashMap::new();
     for chunk in mrns.chunks(rows_per_statement(conn, 1)) {
         let keys = keys(conn, chunk.len());
-        let sql =
-            format!("SELECT {TRANSIT_COLUMNS} FROM {keys} JOIN transit ON transit.mrn = v.column1");
+        // The last change's number: one index lookup per transit (the last entry of its
+        // `(mrn, n)` key), whatever the planner believes of the table's size.
+        let sql = format!(
+            "SELECT {TRANSIT_COLUMNS}, \
+             (SELECT MAX(n) FROM transit_log WHERE transit_log.mrn = transit.mrn) \
+             FROM {keys} JOIN transit ON transit.mrn = v.column1"
+        );
         let mut q = multi_row(conn, &sql);
         for m in chunk {
             q = q.bind(*m);
         }
         for r in q.fetch_all(&mut *conn).await? {
             let t = transit_of_row(&r)?;
-            out.insert(t.mrn.clone(), (t, Vec::new()));
+            let last: Option<i64> = r.try_get(11)?;
+            out.insert(t.mrn.clone(), (t, Vec::new(), last.unwrap_or(0)));
         }
         let sql = format!(
             "SELECT mrn, event_id, post, time_ms, kind, channel FROM {keys} \
@@ -926,7 +933,7 @@ pub(crate) async fn load_transits(
         }
         for r in q.fetch_all(&mut *conn).await? {
             let mrn: String = r.try_get(0)?;
-            if let Some((_, seen)) = out.get_mut(&mrn) {
+            if let Some((_, seen, _)) = out.get_mut(&mrn) {
                 seen.push(sighting_of_row(&r, 1)?);
             }
         }
@@ -1214,33 +1221,6 @@ pub(crate) fn flagged(
         note: format!("flag {}{what}: {note}", flag.as_str()),
     };
     Some((next, change))
-}
-
-/// The number of the last journaled change of each of `mrns` that has one.
-pub(crate) async fn last_log_numbers(
-    conn: &mut AnyConnection,
-    mrns: &[&str],
-) -> Result<HashMap<String, i64>, StoreError> {
-    let mut out = HashMap::new();
-    for chunk in mrns.chunks(rows_per_statement(conn, 1)) {
-        let sql = format!(
-            // One index lookup per transit (the last entry of its `(mrn, n)` key), whatever
-            // the planner believes of the table's size.
-            "SELECT v.column1, (SELECT MAX(n) FROM transit_log WHERE transit_log.mrn = v.column1) \
-             FROM {}",
-            keys(conn, chunk.len())
-        );
-        let mut q = multi_row(conn, &sql);
-        for m in chunk {
-            q = q.bind(*m);
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            if let Some(n) = r.try_get::<Option<i64>, _>(1)? {
-                out.insert(r.try_get(0)?, n);
-            }
-        }
-    }
-    Ok(out)
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
