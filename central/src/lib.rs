@@ -28,6 +28,29 @@ pub mod xml;
 /// tables that grow with every event, transit and alert: it must reach its rows through an
 /// index, so that it costs what it returns and not the months of data beside it.
 /// `tests/it/plans.rs` checks each one's plan on both backends.
+/// A batch's lookups of its keys, as ingest makes them inside `store::begin_batch`, for `n`
+/// keys (`$1` …): what it looks up, the prefix of its keys (`{prefix}{i}`), and the statement.
+/// `tests/it/plans.rs` checks that none reads a table whole, whatever the statistics say.
+#[doc(hidden)]
+pub fn batch_lookups(n: usize) -> Vec<(&'static str, &'static str, String)> {
+    let keys = format!(
+        "(VALUES {}) AS v",
+        (1..=n)
+            .map(|i| format!("(${i})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    vec![
+        ("transits", "M", store::transits_of(&keys)),
+        ("sightings", "M", store::sightings_of(&keys)),
+        (
+            "trackers' transits and tracks",
+            "seal-",
+            positions::trackers_of(&keys),
+        ),
+    ]
+}
+
 #[doc(hidden)]
 pub struct BoundedRead {
     pub what: &'static str,

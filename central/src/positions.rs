@@ -255,6 +255,17 @@ async fn save_silent(
     Ok(())
 }
 
+/// The transits of a batch's trackers among `keys` ([`store::keys`]), with their track rows
+/// (NULL where a transit has none yet).
+pub(crate) fn trackers_of(keys: &str) -> String {
+    format!(
+        "SELECT k.tracker, k.mrn, t.state, t.declared_ms, r.deviating_since, r.stopped_since, \
+         r.silent, r.fold, r.last_fix_ms, r.version FROM {keys} \
+         JOIN transit_tracker k ON k.tracker = v.column1 JOIN transit t ON t.mrn = k.mrn \
+         LEFT JOIN track r ON r.mrn = k.mrn"
+    )
+}
+
 /// One event's (or one feed packet's) fixes of one tracker.
 pub(crate) struct Fixes {
     pub tracker: String,
@@ -298,13 +309,7 @@ pub(crate) async fn apply_batch(
     let mut index: HashMap<String, usize> = HashMap::new();
     let trackers: Vec<&str> = trackers.into_iter().collect();
     for chunk in trackers.chunks(store::rows_per_statement(conn, 1)) {
-        let sql = format!(
-            "SELECT k.tracker, k.mrn, t.state, t.declared_ms, r.deviating_since, r.stopped_since, \
-             r.silent, r.fold, r.last_fix_ms, r.version FROM {} \
-             JOIN transit_tracker k ON k.tracker = v.column1 JOIN transit t ON t.mrn = k.mrn \
-             LEFT JOIN track r ON r.mrn = k.mrn",
-            store::keys(conn, chunk.len())
-        );
+        let sql = trackers_of(&store::keys(conn, chunk.len()));
         let mut q = store::multi_row(conn, &sql);
         for t in chunk {
             q = q.bind(*t);

@@ -898,6 +898,25 @@ pub(crate) async fn load_transit(
     row.as_ref().map(transit_of_row).transpose()
 }
 
+/// A batch's transits among `keys` ([`keys`]) with the number of their last journaled change:
+/// one index lookup per transit (the last entry of its `(mrn, n)` key), whatever the planner
+/// believes of the table's size.
+pub(crate) fn transits_of(keys: &str) -> String {
+    format!(
+        "SELECT {TRANSIT_COLUMNS}, \
+         (SELECT MAX(n) FROM transit_log WHERE transit_log.mrn = transit.mrn) \
+         FROM {keys} JOIN transit ON transit.mrn = v.column1"
+    )
+}
+
+/// The sightings of a batch's transits among `keys` ([`keys`]).
+pub(crate) fn sightings_of(keys: &str) -> String {
+    format!(
+        "SELECT mrn, event_id, post, time_ms, kind, channel FROM {keys} \
+         JOIN sighting ON sighting.mrn = v.column1"
+    )
+}
+
 /// The transits among `mrns` with their sightings and the number of their last journaled
 /// change (0: none yet), read in two statements per few hundred.
 pub(crate) async fn load_transits(
@@ -907,13 +926,7 @@ pub(crate) async fn load_transits(
     let mut out = HashMap::new();
     for chunk in mrns.chunks(rows_per_statement(conn, 1)) {
         let keys = keys(conn, chunk.len());
-        // The last change's number: one index lookup per transit (the last entry of its
-        // `(mrn, n)` key), whatever the planner believes of the table's size.
-        let sql = format!(
-            "SELECT {TRANSIT_COLUMNS}, \
-             (SELECT MAX(n) FROM transit_log WHERE transit_log.mrn = transit.mrn) \
-             FROM {keys} JOIN transit ON transit.mrn = v.column1"
-        );
+        let sql = transits_of(&keys);
         let mut q = multi_row(conn, &sql);
         for m in chunk {
             q = q.bind(*m);
@@ -923,10 +936,7 @@ pub(crate) async fn load_transits(
             let last: Option<i64> = r.try_get(11)?;
             out.insert(t.mrn.clone(), (t, Vec::new(), last.unwrap_or(0)));
         }
-        let sql = format!(
-            "SELECT mrn, event_id, post, time_ms, kind, channel FROM {keys} \
-             JOIN sighting ON sighting.mrn = v.column1"
-        );
+        let sql = sightings_of(&keys);
         let mut q = multi_row(conn, &sql);
         for m in chunk {
             q = q.bind(*m);
