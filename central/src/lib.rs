@@ -167,7 +167,7 @@ pub fn bounded_reads() -> Vec<BoundedRead> {
             false,
         ),
         read(
-            "subscriptions to some transits",
+            "subscriptions to all transits and to some",
             notify::mrn_subscriptions("$1, $2"),
             "tt",
             &["subscription"],

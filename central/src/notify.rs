@@ -164,26 +164,28 @@ impl Candidates {
         mrns: &[&str],
     ) -> Result<Candidates, StoreError> {
         let mut c = Candidates::default();
-        let rows = sqlx::query(ANY_MRN_SUBSCRIPTIONS)
-            .fetch_all(&mut *conn)
-            .await?;
-        for r in &rows {
-            c.any_mrn
-                .push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        let mut rows = Vec::new();
+        if mrns.is_empty() {
+            rows = sqlx::query(ANY_MRN_SUBSCRIPTIONS)
+                .fetch_all(&mut *conn)
+                .await?;
         }
-        for chunk in mrns.chunks(store::rows_per_statement(conn, 1)) {
+        for (i, chunk) in mrns.chunks(store::rows_per_statement(conn, 1)).enumerate() {
             let sql = mrn_subscriptions(&store::placeholders(conn, 1, chunk.len()));
             let mut q = store::multi_row(conn, &sql);
             for m in chunk {
                 q = q.bind(*m);
             }
-            for r in q.fetch_all(&mut *conn).await? {
-                let mrn: String = r.try_get(3)?;
-                c.by_mrn.entry(mrn).or_default().push((
-                    r.try_get(0)?,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                ));
+            // Every chunk's rows hold those to every transit: the first's are taken.
+            rows.extend(q.fetch_all(&mut *conn).await?.into_iter().filter(|r| {
+                i == 0 || r.try_get::<Option<String>, _>(3).is_ok_and(|m| m.is_some())
+            }));
+        }
+        for r in &rows {
+            let candidate = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            match r.try_get::<Option<String>, _>(3)? {
+                None => c.any_mrn.push(candidate),
+                Some(mrn) => c.by_mrn.entry(mrn).or_default().push(candidate),
             }
         }
         c.covered = mrns.iter().map(|m| m.to_string()).collect();
@@ -353,14 +355,18 @@ pub(crate) async fn queue_alert(
 #[error("subscription: {0}")]
 pub struct Invalid(pub String);
 
-/// The subscriptions to every transit's events (`Candidates`), those to some transits' (the
-/// statement made for their list), and those to one transit's or all
-/// (`candidates`): read, with every batch of events, from index `subscription_mrn`
-/// (migration 8), not among every transit's subscriptions ever made.
+/// The subscriptions to every transit's events (`Candidates` of a batch naming no transit),
+/// those to every transit's and to some transits' (the statement made for their list, one
+/// round trip a batch), and those to one transit's or all (`candidates`): read, with every
+/// batch of events, from index `subscription_mrn` (migration 8), not among every transit's
+/// subscriptions ever made.
 pub(crate) const ANY_MRN_SUBSCRIPTIONS: &str =
-    "SELECT id, post, kinds FROM subscription WHERE active = 1 AND mrn IS NULL";
+    "SELECT id, post, kinds, mrn FROM subscription WHERE active = 1 AND mrn IS NULL";
 pub(crate) fn mrn_subscriptions(list: &str) -> String {
-    format!("SELECT id, post, kinds, mrn FROM subscription WHERE active = 1 AND mrn IN ({list})")
+    format!(
+        "SELECT id, post, kinds, mrn FROM subscription \
+         WHERE active = 1 AND (mrn IS NULL OR mrn IN ({list}))"
+    )
 }
 pub(crate) const CANDIDATES: &str =
     "SELECT id, post, kinds FROM subscription WHERE active = 1 AND (mrn IS NULL OR mrn = $1)";
