@@ -176,10 +176,14 @@ impl Candidates {
             for m in chunk {
                 q = q.bind(*m);
             }
-            // Every chunk's rows hold those to every transit: the first's are taken.
-            rows.extend(q.fetch_all(&mut *conn).await?.into_iter().filter(|r| {
-                i == 0 || r.try_get::<Option<String>, _>(3).is_ok_and(|m| m.is_some())
-            }));
+            // Every chunk's rows hold those to every transit: the first's are taken (a row
+            // that does not decode is kept, to fail below).
+            rows.extend(
+                q.fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .filter(|r| i == 0 || !matches!(r.try_get::<Option<String>, _>(3), Ok(None))),
+            );
         }
         for r in &rows {
             let candidate = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
