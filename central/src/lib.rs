@@ -24,22 +24,13 @@ pub mod store;
 pub mod tracking;
 pub mod xml;
 
-/// A read made again and again (by the board, the API, the schedulers or the publisher) over
-/// tables that grow with every event, transit and alert: it must reach its rows through an
-/// index, so that it costs what it returns and not the months of data beside it.
-/// `tests/it/plans.rs` checks each one's plan on both backends.
 /// A batch's lookups of its keys, as ingest makes them inside `store::begin_batch`, for `n`
 /// keys (`$1` …): what it looks up, the prefix of its keys (`{prefix}{i}`), and the statement.
 /// `tests/it/plans.rs` checks that none reads a table whole, whatever the statistics say.
 #[doc(hidden)]
 pub fn batch_lookups(n: usize) -> Vec<(&'static str, &'static str, String)> {
-    let keys = format!(
-        "(VALUES {}) AS v",
-        (1..=n)
-            .map(|i| format!("(${i})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    // Numbered placeholders, which SQLite takes too (bound in order).
+    let keys = store::keys_for(false, n);
     vec![
         ("transits", "M", store::transits_of(&keys)),
         ("sightings", "M", store::sightings_of(&keys)),
@@ -51,6 +42,10 @@ pub fn batch_lookups(n: usize) -> Vec<(&'static str, &'static str, String)> {
     ]
 }
 
+/// A read made again and again (by the board, the API, the schedulers or the publisher) over
+/// tables that grow with every event, transit and alert: it must reach its rows through an
+/// index, so that it costs what it returns and not the months of data beside it.
+/// `tests/it/plans.rs` checks each one's plan on both backends.
 #[doc(hidden)]
 pub struct BoundedRead {
     pub what: &'static str,

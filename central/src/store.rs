@@ -1343,7 +1343,12 @@ pub(crate) fn multi_row<'q>(conn: &AnyConnection, sql: &'q str) -> AnyQuery<'q> 
 /// table that grew since its last ANALYZE made it scan the whole table, every batch (9 ms a
 /// batch at 15 000 transits, growing with them). The keys must be distinct.
 pub(crate) fn keys(conn: &AnyConnection, n: usize) -> String {
-    format!("(VALUES {}) AS v", value_rows(conn, n, 1))
+    keys_for(is_sqlite(conn), n)
+}
+
+/// [`keys`] for a backend named, not a connection's.
+pub(crate) fn keys_for(sqlite: bool, n: usize) -> String {
+    format!("(VALUES {}) AS v", value_rows_for(sqlite, n, 1))
 }
 
 /// The transaction of an ingest batch, on the writer's own connection. On PostgreSQL its
