@@ -17,7 +17,9 @@
 //! spin`; default its default); `$ACSGD_ANPR_BEFORE_SPIN=0|1` likewise for the readers of
 //! `$ACSGD_ANPR_BEFORE` (default the same), so that spinning is compared in turn too, with
 //! the same models in DIR. `$ACSGD_ANPR_THREADS=N`: threads per inference (`[anpr] threads`,
-//! default 0: one per core), for both readers.
+//! default 0: one per core), for both readers. `$ACSGD_ANPR_BEFORE_PAD=W`: the width the
+//! readers of `$ACSGD_ANPR_BEFORE` pad text lines to (default the same as now; 320 before
+//! 2026-12-07), so that a padding is compared in turn too (an empty DIR: the same models).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -121,6 +123,12 @@ fn main() {
             spin: flag("ACSGD_ANPR_BEFORE_SPIN", spin),
         };
         let mut old = Reader::new(&env, &source).expect("the previous models");
+        if let Some(w) = std::env::var("ACSGD_ANPR_BEFORE_PAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            old.text.pad_to = w;
+        }
         let (mut now_f, mut old_f, mut now_c, mut old_c) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut now_d, mut old_d) = (Vec::new(), Vec::new());
@@ -148,9 +156,11 @@ fn main() {
             }
         }
         println!(
-            "in turn with the models of {} (threads spinning: now {spin}, before {}):",
+            "in turn with the models of {} (threads spinning: now {spin}, before {}; lines padded to: now {}, before {}):",
             before.display(),
-            source.spin
+            source.spin,
+            reader.text.pad_to,
+            old.text.pad_to
         );
         report("  whole frame, now   ", &mut now_f, "");
         report("  whole frame, before", &mut old_f, "");

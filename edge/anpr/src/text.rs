@@ -56,9 +56,14 @@ const UNCLIP: f32 = 1.6;
 /// Lines read per frame at most, the likeliest first: bounds the work on a frame full of
 /// text (a billboard, a page of a newspaper held to the camera).
 const MAX_LINES: usize = 48;
-/// The recogniser's input height, and the width every batch is padded to at least.
+/// The recogniser's input height.
 pub const REC_H: i32 = 48;
-const REC_MIN_W: i32 = 320;
+/// The width every batch is padded to at least ([`TextReader::pad_to`]'s default). PP-OCR
+/// pads to 320, the width it was trained at; a plate's line is 120 – 240 wide at height 48, and
+/// the recogniser's time grows with the width. Measured on the real photos and six synthetic
+/// sets (`models/text_models.md`, "Lines padded to 224"): 192 – 320 read the same plates (one
+/// more or one fewer a set), 160 lost seven; 224 keeps a margin from that edge.
+pub const REC_MIN_W: i32 = 224;
 /// A line wider than this many times its height is no plate, nor part of one (a plate with
 /// its flag strip is about 5; a sentence is far longer).
 const MAX_LINE_ASPECT: f32 = 12.0;
@@ -124,6 +129,10 @@ pub struct TextReader {
     /// of Latin letters ([`flag_strip`]).
     strip: Strip,
     decoder: Decoder,
+    /// The width a batch of lines is padded to at least, in the recogniser's input pixels
+    /// (the padding's steps are not read). [`REC_MIN_W`] unless changed: the bench compares
+    /// it with PP-OCR's own 320.
+    pub pad_to: i32,
     /// How long the last frame's detection and recognition took, in milliseconds.
     pub detect_ms: f64,
     pub recognise_ms: f64,
@@ -224,6 +233,7 @@ impl TextReader {
                 .with_rare_prior(RARE_PRIOR)
                 .with_separator(SEPARATOR_INSIDE)
                 .with_foreign_marks(),
+            pad_to: REC_MIN_W,
             detect_ms: 0.0,
             recognise_ms: 0.0,
         })
@@ -521,8 +531,8 @@ impl TextReader {
             .iter()
             .copied()
             .max()
-            .unwrap_or(REC_MIN_W)
-            .max(REC_MIN_W);
+            .unwrap_or(self.pad_to)
+            .max(self.pad_to);
         let bw = (bw + REC_STRIDE - 1) / REC_STRIDE * REC_STRIDE;
         let plane = (REC_H * bw) as usize;
         let mut input = vec![0f32; 3 * plane * crops.len()];
