@@ -123,11 +123,12 @@ fn main() {
             spin: flag("ACSGD_ANPR_BEFORE_SPIN", spin),
         };
         let mut old = Reader::new(&env, &source).expect("the previous models");
-        if let Some(w) = std::env::var("ACSGD_ANPR_BEFORE_PAD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            old.text.pad_to = w;
+        if let Ok(v) = std::env::var("ACSGD_ANPR_BEFORE_PAD") {
+            // A width the bench cannot read would compare the padding with itself.
+            old.text.pad_to = match v.parse() {
+                Ok(w) if w > 0 => w,
+                _ => panic!("ACSGD_ANPR_BEFORE_PAD={v}: a width in pixels"),
+            };
         }
         let (mut now_f, mut old_f, mut now_c, mut old_c) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -61,8 +61,9 @@ pub const REC_H: i32 = 48;
 /// The width every batch is padded to at least ([`TextReader::pad_to`]'s default). PP-OCR
 /// pads to 320, the width it was trained at; a plate's line is 120 – 240 wide at height 48, and
 /// the recogniser's time grows with the width. Measured on the real photos and six synthetic
-/// sets (`models/text_models.md`, "Lines padded to 224"): 192 – 320 read the same plates (one
-/// more or one fewer a set), 160 lost seven; 224 keeps a margin from that edge.
+/// sets (`models/text_models.md`, "Lines padded to 224"): 192 – 320 read as many plates,
+/// within one of 3 620 (not all the same ones), 160 seven fewer; 224 keeps a margin from that
+/// edge.
 pub const REC_MIN_W: i32 = 224;
 /// A line wider than this many times its height is no plate, nor part of one (a plate with
 /// its flag strip is about 5; a sentence is far longer).
