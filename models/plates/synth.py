@@ -64,10 +64,26 @@ SPLITS = {
 _font_cache = {}
 
 
+# The Debian package each font comes from, for the message when one is missing.
+FONT_PACKAGES = {
+    "dejavu": "fonts-dejavu-core fonts-dejavu-extra",
+    "liberation2": "fonts-liberation2",
+    "liberation": "fonts-liberation",
+    "freefont": "fonts-freefont-ttf",
+    "noto": "fonts-noto-cjk",
+}
+
+
 def font(path, size, index=0):
     key = (path, size, index)
     if key not in _font_cache:
-        _font_cache[key] = ImageFont.truetype(path, size, index=index)
+        try:
+            _font_cache[key] = ImageFont.truetype(path, size, index=index)
+        except OSError as e:
+            # Pillow says only "cannot open resource"; name the file and its package.
+            package = FONT_PACKAGES.get(os.path.basename(os.path.dirname(path)), "?")
+            sys.exit(f"synth.py: cannot open the font {path} ({e}): apt-get install {package} "
+                     "(models/README.md, Making them again)")
     return _font_cache[key]
 
 
