@@ -17,15 +17,17 @@
 //! spin`; default its default); `$ACSGD_ANPR_BEFORE_SPIN=0|1` likewise for the readers of
 //! `$ACSGD_ANPR_BEFORE` (default the same), so that spinning is compared in turn too, with
 //! the same models in DIR. `$ACSGD_ANPR_THREADS=N`: threads per inference (`[anpr] threads`,
-//! default 0: one per core), for both readers. `$ACSGD_ANPR_BEFORE_PAD=W`: the width the
-//! readers of `$ACSGD_ANPR_BEFORE` pad text lines to (default the same as now; 320 before
-//! 2026-12-07), so that a padding is compared in turn too (an empty DIR: the same models).
+//! default 0: one per core), for both readers. `$ACSGD_ANPR_BEFORE_PAD=W`: the readers of
+//! `$ACSGD_ANPR_BEFORE` pad a frame's text lines all to the widest of them, at least W
+//! (`text::Padding::Widest`: at 320 before 2026-12-07, at 224 until stop 65; default the
+//! padding of now), so that a padding is compared in turn too (an empty DIR: the same models).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use acsgd::anpr::models::{init_runtime, ModelSource};
 use acsgd::anpr::pipeline::Reader;
+use acsgd::anpr::text::Padding;
 use opencv::prelude::*;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -125,27 +127,29 @@ fn main() {
         let mut old = Reader::new(&env, &source).expect("the previous models");
         if let Ok(v) = std::env::var("ACSGD_ANPR_BEFORE_PAD") {
             // A width the bench cannot read would compare the padding with itself.
-            old.text.pad_to = match v.parse() {
-                Ok(w) if w > 0 => w,
+            old.text.padding = match v.parse() {
+                Ok(w) if w > 0 => Padding::Widest(w),
                 _ => panic!("ACSGD_ANPR_BEFORE_PAD={v}: a width in pixels"),
             };
         }
         let (mut now_f, mut old_f, mut now_c, mut old_c) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut now_d, mut old_d) = (Vec::new(), Vec::new());
+        let (mut now_r, mut old_r) = (Vec::new(), Vec::new());
         for f in &frames {
             old.read(f).unwrap();
         }
         for _ in 0..rounds {
             for f in &frames {
-                for (r, v, d) in [
-                    (&mut reader, &mut now_f, &mut now_d),
-                    (&mut old, &mut old_f, &mut old_d),
+                for (r, v, d, l) in [
+                    (&mut reader, &mut now_f, &mut now_d, &mut now_r),
+                    (&mut old, &mut old_f, &mut old_d, &mut old_r),
                 ] {
                     let t = Instant::now();
                     r.read(f).unwrap();
                     v.push(t.elapsed().as_secs_f64() * 1e3);
                     d.push(r.text.detect_ms);
+                    l.push(r.text.recognise_ms);
                 }
             }
             for c in &crops {
@@ -157,21 +161,24 @@ fn main() {
             }
         }
         println!(
-            "in turn with the models of {} (threads spinning: now {spin}, before {}; lines padded to: now {}, before {}):",
+            "in turn with the models of {} (threads spinning: now {spin}, before {}; lines padded: now {:?}, before {:?}):",
             before.display(),
             source.spin,
-            reader.text.pad_to,
-            old.text.pad_to
+            reader.text.padding,
+            old.text.padding
         );
         report("  whole frame, now   ", &mut now_f, "");
         report("  whole frame, before", &mut old_f, "");
         report("  text detect, now   ", &mut now_d, "");
         report("  text detect, before", &mut old_d, "");
+        report("  text read, now     ", &mut now_r, "");
+        report("  text read, before  ", &mut old_r, "");
         report("  text crop, now     ", &mut now_c, "");
         report("  text crop, before  ", &mut old_c, "");
         println!(
-            "  now / before: whole frame {:.2}, text crop {:.2}",
+            "  now / before: whole frame {:.2}, text read {:.2}, text crop {:.2}",
             pct(&mut now_f, 0.5) / pct(&mut old_f, 0.5),
+            pct(&mut now_r, 0.5) / pct(&mut old_r, 0.5),
             pct(&mut now_c, 0.5) / pct(&mut old_c, 0.5)
         );
     }

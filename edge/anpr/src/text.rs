@@ -58,13 +58,20 @@ const UNCLIP: f32 = 1.6;
 const MAX_LINES: usize = 48;
 /// The recogniser's input height.
 pub const REC_H: i32 = 48;
-/// The width every batch is padded to at least ([`TextReader::pad_to`]'s default). PP-OCR
-/// pads to 320, the width it was trained at; a plate's line is 120 – 240 wide at height 48, and
+/// The width every line is padded to at least (the first of [`REC_WIDTHS`]). PP-OCR pads
+/// to 320, the width it was trained at; a plate's line is 120 – 240 wide at height 48, and
 /// the recogniser's time grows with the width. Measured on the real photos and six synthetic
 /// sets (`models/text_models.md`, "Lines padded to 224"): 192 – 320 read as many plates,
 /// within one of 3 620 (not all the same ones), 160 seven fewer; 224 keeps a margin from that
-/// edge. The real photos blurred or compressed lose a few (4 of 747; 2 at 256).
+/// edge. The real photos blurred or compressed lose a few (4 of 747; 2 at 256). Those were
+/// measured with a frame's lines padded to the widest of them ([`Padding::Widest`]), so a
+/// line beside wider text was read wider; padded by its own width, one real photo is read no
+/// more (`888BBB02`: read padded to 320, not to 224 – 288).
 pub const REC_MIN_W: i32 = 224;
+/// The widths a line is padded to ([`Padding::Own`]): the first that holds it, each at most a
+/// third wider than the one before, so a line's padding is at most a third of it (beyond
+/// [`REC_MIN_W`]); the last holds a line of [`MAX_LINE_ASPECT`] at [`REC_H`].
+pub const REC_WIDTHS: [i32; 5] = [REC_MIN_W, 288, 384, 480, 576];
 /// A line wider than this many times its height is no plate, nor part of one (a plate with
 /// its flag strip is about 5; a sentence is far longer).
 const MAX_LINE_ASPECT: f32 = 12.0;
@@ -113,6 +120,39 @@ pub struct Line {
     pub score: f32,
 }
 
+/// How the lines of a frame are padded to one width for the recogniser, in its input pixels
+/// (the padding's steps are not read). The recogniser mixes a line's steps across its whole
+/// width (SVTR's attention blocks), padding included, so what a line reads as depends on the
+/// width it is padded to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Padding {
+    /// All lines of a frame in one batch, padded to the widest of them and at least to this
+    /// width: PP-OCR's way (at 320), and this reader's until stop 65 (at [`REC_MIN_W`]). A
+    /// plate's line is then read at the width of the widest text beside it, and a line of a
+    /// sentence makes every line in the frame cost as much as itself.
+    Widest(i32),
+    /// Each line padded to the first of these widths that holds it (to its own width beyond
+    /// the last), a batch for each width: a line reads the same whatever else is in the frame.
+    Own(Vec<i32>),
+}
+
+impl Padding {
+    /// The width each line of these widths is padded to (multiples of [`REC_STRIDE`]).
+    fn widths(&self, lines: &[i32]) -> Vec<i32> {
+        let stride = |w: i32| (w + REC_STRIDE - 1) / REC_STRIDE * REC_STRIDE;
+        match self {
+            Padding::Widest(least) => {
+                let w = stride(lines.iter().copied().max().unwrap_or(0).max(*least));
+                vec![w; lines.len()]
+            }
+            Padding::Own(widths) => lines
+                .iter()
+                .map(|&l| stride(widths.iter().copied().find(|&w| w >= l).unwrap_or(l)))
+                .collect(),
+        }
+    }
+}
+
 /// The two sessions and the map from the recogniser's classes onto [`TEXT_CHARSET`].
 pub struct TextReader {
     det: Session,
@@ -130,10 +170,9 @@ pub struct TextReader {
     /// of Latin letters ([`flag_strip`]).
     strip: Strip,
     decoder: Decoder,
-    /// The width a batch of lines is padded to at least, in the recogniser's input pixels
-    /// (the padding's steps are not read). [`REC_MIN_W`] unless changed: the bench compares
-    /// it with PP-OCR's own 320.
-    pub pad_to: i32,
+    /// How lines are padded before the recogniser. [`Padding::Own`] of [`REC_WIDTHS`] unless
+    /// changed: the bench compares it with the padding before.
+    pub padding: Padding,
     /// How long the last frame's detection and recognition took, in milliseconds.
     pub detect_ms: f64,
     pub recognise_ms: f64,
@@ -234,7 +273,7 @@ impl TextReader {
                 .with_rare_prior(RARE_PRIOR)
                 .with_separator(SEPARATOR_INSIDE)
                 .with_foreign_marks(),
-            pad_to: REC_MIN_W,
+            padding: Padding::Own(REC_WIDTHS.to_vec()),
             detect_ms: 0.0,
             recognise_ms: 0.0,
         })
@@ -519,25 +558,37 @@ impl TextReader {
     /// Each crop's recogniser steps, folded onto the plate charset: `t × classes` values
     /// per crop, `t` as many steps as the crop's own width gives (the padding is not read).
     pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<Vec<f32>>, AnprError> {
-        if crops.is_empty() {
-            return Ok(Vec::new());
-        }
         let widths: Vec<i32> = crops
             .iter()
             .map(|c| {
                 ((REC_H as f32 * c.cols() as f32 / c.rows().max(1) as f32).ceil() as i32).max(8)
             })
             .collect();
-        let bw = widths
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(self.pad_to)
-            .max(self.pad_to);
-        let bw = (bw + REC_STRIDE - 1) / REC_STRIDE * REC_STRIDE;
+        let pads = self.padding.widths(&widths);
+        let mut batches = pads.clone();
+        batches.sort_unstable();
+        batches.dedup();
+        let mut out = vec![Vec::new(); crops.len()];
+        for bw in batches {
+            let batch: Vec<usize> = (0..crops.len()).filter(|&n| pads[n] == bw).collect();
+            let lines: Vec<(&Mat, i32)> = batch.iter().map(|&n| (&crops[n], widths[n])).collect();
+            for (n, steps) in batch.into_iter().zip(self.recognise_batch(&lines, bw)?) {
+                out[n] = steps;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`TextReader::recognise`] of lines (each with its width at [`REC_H`]) padded to one
+    /// width `bw`, in one run of the recogniser.
+    fn recognise_batch(
+        &mut self,
+        crops: &[(&Mat, i32)],
+        bw: i32,
+    ) -> Result<Vec<Vec<f32>>, AnprError> {
         let plane = (REC_H * bw) as usize;
         let mut input = vec![0f32; 3 * plane * crops.len()];
-        for (n, (c, &cw)) in crops.iter().zip(&widths).enumerate() {
+        for (n, &(c, cw)) in crops.iter().enumerate() {
             let mut r = Mat::default();
             imgproc::resize(
                 c,
@@ -569,7 +620,7 @@ impl TextReader {
         }
         let k = self.decoder.classes();
         let mut out = Vec::with_capacity(crops.len());
-        for (n, &cw) in widths.iter().enumerate() {
+        for (n, &(_, cw)) in crops.iter().enumerate() {
             let steps = (((cw + REC_STRIDE - 1) / REC_STRIDE) as usize + 1).min(t);
             let mut folded = vec![0f32; steps * k];
             for s in 0..steps {
@@ -1100,5 +1151,29 @@ mod tests {
         assert_eq!(overlap(&[0, 0, 10, 10], &[20, 0, 10, 10]), 0.0);
         assert_eq!(overlap(&[0, 0, 100, 20], &[10, 5, 10, 10]), 1.0);
         assert!((overlap(&[0, 0, 10, 10], &[5, 0, 10, 10]) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_line_is_padded_by_its_own_width_not_its_neighbours() {
+        let own = Padding::Own(REC_WIDTHS.to_vec());
+        // A plate's line alone, and beside a line of a sentence: the plate's padding is the same.
+        assert_eq!(own.widths(&[150]), vec![224]);
+        assert_eq!(own.widths(&[150, 530, 225]), vec![224, 576, 288]);
+        // Each width the first that holds the line, on the recogniser's stride; past the last,
+        // the line's own width.
+        assert_eq!(
+            own.widths(&[8, 224, 289, 384, 385, 577, 601]),
+            vec![224, 224, 384, 384, 480, 584, 608]
+        );
+        // Each width at most a third wider than the one before.
+        for w in REC_WIDTHS.windows(2) {
+            assert!(3 * w[1] <= 4 * w[0], "{w:?}");
+        }
+        assert!(REC_WIDTHS.last() >= Some(&((MAX_LINE_ASPECT * REC_H as f32) as i32)));
+        // The padding before: every line to the widest, at least the least width.
+        let widest = Padding::Widest(REC_MIN_W);
+        assert_eq!(widest.widths(&[150]), vec![224]);
+        assert_eq!(widest.widths(&[150, 530, 225]), vec![536; 3]);
+        assert!(widest.widths(&[]).is_empty());
     }
 }
