@@ -436,11 +436,11 @@ fn a_line_reads_the_same_beside_wider_text_as_alone() {
     );
 }
 
-/// A Russian plate (`HA566877`, about 180 wide at height 48) beside a line of text 319 wide, in a
-/// Kazakh truck's scene (`edge/tests/data/beside/kz_6087.jpg`: `synth.py scenes --split test
-/// --per-country 100 --first 6000 --hard`). Padded to that line's width, the recogniser read
-/// it `HA5668773`; padded by its own width it is read, and nothing else at the camera's least
-/// confidence.
+/// A Russian plate (`HA566877`, about 180 wide at height 48) beside a line of text 319 wide,
+/// in a Kazakh truck's scene (`edge/tests/data/beside/kz_6087.jpg`: `synth.py scenes --split
+/// test --per-country 100 --first 6000 --hard`). Padded to that line's width, the recogniser
+/// read it `HA5668773`; padded by its own width it is read, and nothing else at the camera's
+/// least confidence.
 #[test]
 fn a_plate_beside_wider_text_is_read() {
     let path = data("beside/kz_6087.jpg");
@@ -592,8 +592,8 @@ fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
 ///
 /// The recogniser reads the strip as a character of its own where the plate's line (144 wide
 /// at height 48) is padded to 320, as it was until stop 65 beside the photo site's caption
-/// (320 wide); padded to 224 – 288 (its own padding now, `text::Padding::Own`) it reads the strip
-/// and the first `8` as one `2`, which no rule can tell from a plate's digit: the one real
+/// (320 wide); padded to 224 – 288 (its own padding now, `text::Padding::Own`) it reads the
+/// strip and the first `8` as one `2`, which no rule can tell from a plate's digit: the one real
 /// photo that lines padded by their own width read no more. The rule is tested where the
 /// recogniser gives it the strip.
 #[test]
