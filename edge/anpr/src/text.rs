@@ -558,12 +558,7 @@ impl TextReader {
     /// Each crop's recogniser steps, folded onto the plate charset: `t × classes` values
     /// per crop, `t` as many steps as the crop's own width gives (the padding is not read).
     pub fn recognise(&mut self, crops: &[Mat]) -> Result<Vec<Vec<f32>>, AnprError> {
-        let widths: Vec<i32> = crops
-            .iter()
-            .map(|c| {
-                ((REC_H as f32 * c.cols() as f32 / c.rows().max(1) as f32).ceil() as i32).max(8)
-            })
-            .collect();
+        let widths: Vec<i32> = crops.iter().map(rec_width).collect();
         let pads = self.padding.widths(&widths);
         let mut batches = pads.clone();
         batches.sort_unstable();
@@ -695,6 +690,11 @@ fn country_marks(probs: &mut [f32], k: usize, before: &[Vec<usize>], after: &[Ve
     for (class, steps) in marked {
         to_mark(probs, k, *class, steps.clone());
     }
+}
+
+/// A line's width once resized to the recogniser's height ([`REC_H`]), before its padding.
+pub fn rec_width(line: &Mat) -> i32 {
+    ((REC_H as f32 * line.cols() as f32 / line.rows().max(1) as f32).ceil() as i32).max(8)
 }
 
 /// Gives `steps`' probability of `class` to the foreign-mark class (the last of `k`).

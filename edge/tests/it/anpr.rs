@@ -393,8 +393,7 @@ fn reads_exactly(reader: &mut acsgd::anpr::pipeline::Reader, path: &Path, plates
 /// a plate's steps change with the text beside it. The frame is the one of the next test.
 #[test]
 fn a_line_reads_the_same_beside_wider_text_as_alone() {
-    use acsgd::anpr::text::{upright, Padding, REC_H, REC_MIN_W};
-    use opencv::prelude::MatTraitConst;
+    use acsgd::anpr::text::{rec_width, upright, Padding, REC_MIN_W};
     let mut reader = reader();
     let frame = photo(&data("beside/kz_6087.jpg"));
     let crops: Vec<opencv::core::Mat> = reader
@@ -404,8 +403,7 @@ fn a_line_reads_the_same_beside_wider_text_as_alone() {
         .iter()
         .map(|l| upright(&frame, &l.quad).unwrap())
         .collect();
-    let width = |c: &opencv::core::Mat| REC_H * c.cols() / c.rows();
-    let widths: Vec<i32> = crops.iter().map(width).collect();
+    let widths: Vec<i32> = crops.iter().map(rec_width).collect();
     assert!(
         widths.iter().any(|&w| w <= REC_MIN_W) && widths.iter().any(|&w| w > REC_MIN_W + 64),
         "a narrow and a wide line: {widths:?}"
