@@ -21,6 +21,9 @@
 //! `$ACSGD_ANPR_BEFORE` pad a frame's text lines all to the widest of them, at least W
 //! (`text::Padding::Widest`: at 320 before 2026-12-07, at 224 until stop 65; default the
 //! padding of now), so that a padding is compared in turn too (an empty DIR: the same models).
+//! `$ACSGD_ANPR_BEFORE_LARGEST=0|1`: whether the readers of `$ACSGD_ANPR_BEFORE` take the
+//! detector's third look where nothing else read a plate (`Reader::largest_look`: not before
+//! stop 66; default yes).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -125,6 +128,7 @@ fn main() {
             spin: flag("ACSGD_ANPR_BEFORE_SPIN", spin),
         };
         let mut old = Reader::new(&env, &source).expect("the previous models");
+        old.largest_look = flag("ACSGD_ANPR_BEFORE_LARGEST", true);
         if let Ok(v) = std::env::var("ACSGD_ANPR_BEFORE_PAD") {
             // A width the bench cannot read would compare the padding with itself.
             old.text.padding = match v.parse() {
@@ -161,11 +165,13 @@ fn main() {
             }
         }
         println!(
-            "in turn with the models of {} (threads spinning: now {spin}, before {}; lines padded: now {:?}, before {:?}):",
+            "in turn with the models of {} (threads spinning: now {spin}, before {}; lines padded: now {:?}, before {:?}; third look: now {}, before {}):",
             before.display(),
             source.spin,
             reader.text.padding,
-            old.text.padding
+            old.text.padding,
+            reader.largest_look,
+            old.largest_look
         );
         report("  whole frame, now   ", &mut now_f, "");
         report("  whole frame, before", &mut old_f, "");

@@ -73,7 +73,7 @@ pub fn spawn(
         health,
     } = to;
     let env = init_runtime(settings.onnxruntime.as_deref())?;
-    let reader = Reader::new(
+    let mut reader = Reader::new(
         &env,
         &ModelSource {
             dir: settings.models.clone(),
@@ -81,6 +81,7 @@ pub fn spawn(
             spin: settings.spin,
         },
     )?;
+    reader.largest_look = settings.largest_look;
     let handle = tokio::runtime::Handle::current();
     let lp = Loop {
         sensor: sensor.id.clone(),

@@ -852,17 +852,15 @@ data_dir = "/var/lib/acsgd"
     fn anpr_keys_are_read_and_a_wrong_one_is_named() {
         let c = Config::parse(
             Path::new("x.toml"),
-            &format!("{MINIMAL}[anpr]\nspin = true\nthreads = 1\n"),
+            &format!("{MINIMAL}[anpr]\nspin = true\nthreads = 1\nlargest_look = false\n"),
         )
         .unwrap();
         assert!(c.anpr.spin);
         assert_eq!(c.anpr.threads, 1);
-        assert!(
-            !Config::parse(Path::new("x.toml"), MINIMAL)
-                .unwrap()
-                .anpr
-                .spin
-        );
+        assert!(!c.anpr.largest_look);
+        let defaults = Config::parse(Path::new("x.toml"), MINIMAL).unwrap().anpr;
+        assert!(!defaults.spin);
+        assert!(defaults.largest_look);
         let e = err(&format!("{MINIMAL}[anpr]\nspin = \"yes\"\n"));
         assert!(e.contains("anpr.spin"), "{e}");
         assert!(!e.contains('\n'), "{e}");

@@ -28,6 +28,10 @@ pub struct Anpr {
     /// Whether an inference's threads spin between its operators instead of sleeping: faster
     /// on a box whose cores one camera's reader has to itself, slower where two read at once.
     pub spin: bool,
+    /// Whether the text detector takes a third look at a frame where nothing else read a
+    /// plate, the frame twice as large as its first (`Reader::largest_look`): reads small
+    /// plates in large frames, and costs such a frame up to four first looks more.
+    pub largest_look: bool,
     /// Frames read per vehicle at most; later frames of a long presence are skipped.
     pub max_frames: usize,
     /// Reads below this confidence do not vote.
@@ -45,6 +49,7 @@ impl Default for Anpr {
             models: None,
             threads: 0,
             spin: SPIN,
+            largest_look: true,
             max_frames: 40,
             min_confidence: MIN_CONFIDENCE,
             gap_s: 1.0,

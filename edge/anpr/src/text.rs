@@ -20,8 +20,9 @@
 //! The detector over a whole frame is most of a frame's time. [`TextReader::read_near`] runs
 //! it only over the regions around given marks (the plate localiser's), at the whole frame's
 //! scale and padded rather than stretched, so a plate's lines look to it as they do in the
-//! whole frame; the caller reads the whole frame when that finds nothing
-//! (`pipeline::Reader::read`).
+//! whole frame; the caller reads the whole frame when that finds nothing, and where nothing
+//! at all is read, the whole frame again larger ([`TextReader::read_large`]) and larger
+//! still ([`TextReader::read_largest`]) (`pipeline::Reader::read`).
 
 use std::ops::Range;
 
@@ -46,6 +47,13 @@ pub const TEXT_CHARSET: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ京津沪渝
 pub const DET_SIDE: i32 = 960;
 /// The shorter side the detector's second look at a frame scales it to ([`TextReader::read_large`]).
 pub const DET_MIN_SIDE: i32 = 736;
+/// The longer side of the frame in the detector's third look ([`TextReader::read_largest`]):
+/// twice its first look's.
+pub const DET_LARGEST_SIDE: i32 = 2 * DET_SIDE;
+/// How much larger than the second look's scale the third look's has to be for it to be
+/// taken: not for a panorama (wider than about twice its height), whose second look (its
+/// shorter side at [`DET_MIN_SIDE`]) already saw it about as large.
+pub const LARGEST_GAIN: f32 = 1.25;
 /// Detector probability above which a pixel is text (PaddleOCR's default).
 const DET_THRESHOLD: f64 = 0.3;
 /// Mean probability over a box below which it is dropped (PaddleOCR's default).
@@ -183,6 +191,12 @@ fn whole_scale(frame: &Mat) -> f32 {
     DET_SIDE as f32 / frame.cols().max(frame.rows()).max(1) as f32
 }
 
+/// The detector's scale for its second look at a frame ([`TextReader::read_large`]).
+fn large_scale(frame: &Mat) -> f32 {
+    let short = frame.cols().min(frame.rows()).max(1) as f32;
+    (DET_MIN_SIDE as f32 / short).max(whole_scale(frame))
+}
+
 /// Marks that part a plate's groups without being characters of it: what [`normalise`]
 /// drops, and the other dots and colons the recogniser reads a Chinese plate's dot as.
 const SEPARATORS: &str = " ·.•_|:：．。・";
@@ -292,9 +306,29 @@ impl TextReader {
     /// breaks up); a pass at this scale costs about twice one at [`DET_SIDE`], so the caller
     /// runs it only on a frame where nothing else read a plate (`pipeline::Reader::read`).
     pub fn read_large(&mut self, frame: &Mat) -> Result<Vec<PlateFound>, AnprError> {
-        let short = frame.cols().min(frame.rows()).max(1) as f32;
-        let s = (DET_MIN_SIDE as f32 / short).max(whole_scale(frame));
-        self.read_whole(frame, s)
+        self.read_whole(frame, large_scale(frame))
+    }
+
+    /// The scale of the detector's third look at a frame ([`TextReader::read_largest`]): its
+    /// longer side at [`DET_LARGEST_SIDE`]; `None` where that is not [`LARGEST_GAIN`] times
+    /// the second look's ([`TextReader::read_large`]).
+    pub fn largest_scale(frame: &Mat) -> Option<f32> {
+        let s = DET_LARGEST_SIDE as f32 / frame.cols().max(frame.rows()).max(1) as f32;
+        (s >= LARGEST_GAIN * large_scale(frame)).then_some(s)
+    }
+
+    /// Every plate read in a BGR frame, the detector run over the whole frame at
+    /// [`TextReader::largest_scale`]: twice the first look's, at least a quarter more than the
+    /// second's; `None`, and no pass, where there is no such scale. A plate 65 – 110 pixels
+    /// wide in a photo of 1053x791 to 1440x1080 is shrunk by both looks before (to 960 on the
+    /// longer side, to 736 on the shorter) below what the detector finds: the real photos
+    /// `kz_028`, `kz_049`, `cn_059` are read at this scale and at neither other. A pass costs
+    /// about four times one at [`DET_SIDE`], so the caller runs it only where both looks before
+    /// read nothing (`pipeline::Reader::read`).
+    pub fn read_largest(&mut self, frame: &Mat) -> Result<Option<Vec<PlateFound>>, AnprError> {
+        Self::largest_scale(frame)
+            .map(|s| self.read_whole(frame, s))
+            .transpose()
     }
 
     /// The plates read with the detector over the whole frame scaled by `s`.
@@ -940,6 +974,25 @@ mod tests {
             Point2f::new(x1, y1),
             Point2f::new(x0, y1),
         ]
+    }
+
+    #[test]
+    fn the_third_look_is_twice_the_first_unless_the_second_saw_the_frame_as_large() {
+        let scale = |w: i32, h: i32| {
+            let frame =
+                Mat::new_rows_cols_with_default(h, w, core::CV_8UC3, Scalar::all(0.0)).unwrap();
+            TextReader::largest_scale(&frame).map(|s| (s * 1000.0).round() / 1000.0)
+        };
+        // A lane camera's frame: looks at 960, 1308 (shorter side 736) and 1920 wide.
+        assert_eq!(scale(1280, 720), Some(1.5));
+        // A photo larger than the detector's input, and a tiny one.
+        assert_eq!(scale(1440, 1080), Some(1.333));
+        assert_eq!(scale(4000, 3000), Some(0.48));
+        assert_eq!(scale(293, 220), Some(6.553));
+        // Upright as well as across.
+        assert_eq!(scale(720, 1160), Some(1.655));
+        // A panorama: the second look (800 to 736) is nearly as large as 1920 on 2000.
+        assert_eq!(scale(2000, 800), None);
     }
 
     #[test]

@@ -584,6 +584,41 @@ fn a_plate_missed_at_the_usual_scale_is_read_at_the_larger() {
     }
 }
 
+/// Real photos (`../shared/anpr-real-dev`, 1053x791 to 1440x1080) whose plate, 65 – 110
+/// pixels wide, neither of the detector's first two looks finds (the frame to 960 on its
+/// longer side, to 736 on its shorter: both shrink it) and the plate models do not read: the
+/// third look, with the frame's longer side at 1920 (`TextReader::read_largest`), reads each.
+/// The reader takes it only where both looks before read nothing.
+#[test]
+fn a_plate_small_in_a_large_photo_is_read_at_twice_the_scale() {
+    let Some(dir) = real_photos() else { return };
+    let mut reader = reader();
+    for (file, plate) in [
+        ("kz_028.jpg", "010US15"),
+        ("kz_049.jpg", "623KSA10"),
+        ("cn_059.jpg", "粤A82349"),
+    ] {
+        let frame = photo(&dir.join(file));
+        let texts = |found: Vec<acsgd::anpr::pipeline::PlateFound>| -> Vec<String> {
+            found.into_iter().map(|p| p.text).collect()
+        };
+        let first = texts(reader.text.read(&frame).unwrap());
+        let second = texts(reader.text.read_large(&frame).unwrap());
+        assert!(
+            first.is_empty() && second.is_empty(),
+            "{file}: read before the third look: {first:?} {second:?}"
+        );
+        let third = texts(reader.text.read_largest(&frame).unwrap().unwrap());
+        let by_reader = texts(reader.read(&frame).unwrap());
+        for (how, reads) in [(" at the largest scale", third), ("", by_reader)] {
+            assert!(
+                reads.iter().any(|t| t == plate),
+                "{file}: {plate} not read{how} ({reads:?})"
+            );
+        }
+    }
+}
+
 /// A real Kazakh plate (`888 BBB 02`) whose flag strip the text recogniser reads as a `2`
 /// before the plate: nine characters that no format has, of which the decoder dropped the
 /// plate's first `8` (`288BBB02`) until the strip's character became a mark no plate has.
