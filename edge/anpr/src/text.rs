@@ -280,6 +280,7 @@ impl TextReader {
                 digits: ('0'..='9').filter_map(class).collect(),
                 letters: ('A'..='Z').filter_map(class).collect(),
                 twin: [class('O'), class('0')].into_iter().flatten().collect(),
+                small: SMALL_MARKS.chars().filter_map(class).collect(),
             },
             classes: fold.len(),
             kept: kept(&fold),
@@ -617,6 +618,7 @@ impl TextReader {
     ) -> Result<Vec<Vec<f32>>, AnprError> {
         let plane = (REC_H * bw) as usize;
         let mut input = vec![0f32; 3 * plane * crops.len()];
+        let mut resized = Vec::with_capacity(crops.len());
         for (n, &(c, cw)) in crops.iter().enumerate() {
             let mut r = Mat::default();
             imgproc::resize(
@@ -635,6 +637,7 @@ impl TextReader {
                     input[base + ch * plane + y * bw as usize + x] = v as f32 / 127.5 - 1.0;
                 }
             }
+            resized.push(r);
         }
         let tensor = Tensor::from_array(([crops.len(), 3, REC_H as usize, bw as usize], input))
             .map_err(ort_err)?;
@@ -673,6 +676,7 @@ impl TextReader {
             }
             country_marks(&mut folded, k, &self.marks.0, &self.marks.1);
             flag_strip(&mut folded, k, &self.strip);
+            small_mark(&mut folded, k, &resized[n], &self.strip)?;
             out.push(folded);
         }
         Ok(out)
@@ -751,6 +755,8 @@ struct Strip {
     letters: Vec<usize>,
     /// `O` and `0`, each either a digit or a letter ([`TextReader::recognise`]).
     twin: Vec<usize>,
+    /// What the small `KZ` beside a Kazakh plate's digits is read as ([`small_mark`]).
+    small: Vec<usize>,
 }
 
 /// Where the greedy read of a line is one character and then a current Kazakh plate
@@ -773,6 +779,103 @@ fn flag_strip(probs: &mut [f32], k: usize, strip: &Strip) {
         let (class, steps) = runs[0].clone();
         to_mark(probs, k, class, steps);
     }
+}
+
+/// What the `KZ` beside a Kazakh plate's digits is read as when it is read as one character:
+/// its `K`, its `Z`, or the `Z` as a `2`.
+const SMALL_MARKS: &str = "KZ2";
+/// A character whose tallest stroke is under this share of the height of the characters
+/// after it is a mark beside the plate, not a character of it ([`small_mark`]). Measured on
+/// the real photos and a synthetic set of plates drawn both ways: the `KZ` of a Kazakh plate
+/// 0.25 – 0.43 of the digits after it; a Russian plate's first letter 0.66 – 1.0 (the
+/// standard draws its letters 58 mm high, its digits 76: 0.76).
+const SMALL_MARK_HEIGHT: f32 = 0.55;
+/// Blobs of ink lower than this (at [`REC_H`]) are no strokes: specks, a screw's edge.
+const MIN_STROKE: i32 = REC_H / 8;
+
+/// Where the greedy read of a line begins with what the small `KZ` of a Kazakh plate reads as
+/// ([`SMALL_MARKS`]) and then a digit, and that first character's strokes are much shorter
+/// than the shortest of the next three's ([`SMALL_MARK_HEIGHT`]), it is the country code, no character of
+/// the plate: its steps' share of it goes to the foreign-mark class. Read as a character, the
+/// `KZ` of a square plate's upper row (`KZ 662` over `CH 13`) made the Russian square plate
+/// `K662CH13`, and before a one-row plate the trailer `2933XG19`: both formats are valid, so
+/// only the mark's size tells them apart (a Russian plate's first letter is three quarters
+/// of its digits' height, the mark under half). `line` is the line as the recogniser saw it (BGR, [`REC_H`] high, unpadded).
+fn small_mark(probs: &mut [f32], k: usize, line: &Mat, strip: &Strip) -> Result<(), AnprError> {
+    let runs = runs(probs, k);
+    let digit = |c: usize| strip.digits.contains(&c) || strip.twin.contains(&c);
+    if runs.len() < 3 || !strip.small.contains(&runs[0].0) || !digit(runs[1].0) {
+        return Ok(());
+    }
+    let heights = stroke_heights(line, &runs[..runs.len().min(4)])?;
+    // The shortest of the next characters: where one of them is broken into specks too
+    // (a dark corner of the plate, `21 338 TAF`), the line says nothing of sizes.
+    let typical = heights[1..].iter().copied().min().unwrap_or(0);
+    // No stroke found under the first character's columns (it touches the plate's edge and
+    // was taken for it, or the steps stand off its strokes): nothing is known of its size.
+    if heights[0] > 0 && (heights[0] as f32) < SMALL_MARK_HEIGHT * typical as f32 {
+        let (class, steps) = runs[0].clone();
+        to_mark(probs, k, class, steps);
+    }
+    Ok(())
+}
+
+/// The height of the tallest stroke (a connected blob of the line's darker or lighter
+/// pixels, whichever are fewer: the ink) under each run's columns: those from halfway to the
+/// run before to halfway to the run after, the first from the line's start, the last to its
+/// end. A blob is under the columns that hold half of it or that it covers half of: two
+/// characters run together (`285` of `2857 WM 56` one blob) are under each one's columns, and
+/// the steps need not stand over their strokes' centres. One as wide as half the line (a
+/// frame's edge, a shadow) or lower than [`MIN_STROKE`] is no stroke; 0 where a run's columns
+/// have none.
+fn stroke_heights(line: &Mat, runs: &[(usize, Range<usize>)]) -> Result<Vec<i32>, AnprError> {
+    let mut grey = Mat::default();
+    imgproc::cvt_color_def(line, &mut grey, imgproc::COLOR_BGR2GRAY).map_err(cv)?;
+    let mut ink = Mat::default();
+    imgproc::threshold(
+        &grey,
+        &mut ink,
+        0.0,
+        255.0,
+        imgproc::THRESH_BINARY_INV | imgproc::THRESH_OTSU,
+    )
+    .map_err(cv)?;
+    let total = (ink.rows() * ink.cols()).max(1);
+    if core::count_non_zero(&ink).map_err(cv)? * 2 > total {
+        let mut flipped = Mat::default();
+        core::bitwise_not_def(&ink, &mut flipped).map_err(cv)?;
+        ink = flipped;
+    }
+    let (mut labels, mut stats, mut centroids) = (Mat::default(), Mat::default(), Mat::default());
+    let n =
+        imgproc::connected_components_with_stats_def(&ink, &mut labels, &mut stats, &mut centroids)
+            .map_err(cv)?;
+    // Step s is the recogniser's view of columns 8s to 8s + 8 ([`REC_STRIDE`]).
+    let bounds: Vec<i32> = runs
+        .windows(2)
+        .map(|w| REC_STRIDE * (w[0].1.end + w[1].1.start) as i32 / 2)
+        .collect();
+    let mut out = vec![0; runs.len()];
+    for b in 1..n {
+        let at = |c: i32| -> Result<i32, AnprError> { Ok(*stats.at_2d::<i32>(b, c).map_err(cv)?) };
+        let (x, w, h) = (
+            at(imgproc::CC_STAT_LEFT)?,
+            at(imgproc::CC_STAT_WIDTH)?,
+            at(imgproc::CC_STAT_HEIGHT)?,
+        );
+        if 2 * w > line.cols() || h < MIN_STROKE {
+            continue;
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            let lo = if i == 0 { 0 } else { bounds[i - 1] };
+            let hi = bounds.get(i).copied().unwrap_or(line.cols());
+            let overlap = (x + w).min(hi) - x.max(lo);
+            if overlap > 0 && (2 * overlap >= w || 2 * overlap >= hi - lo) {
+                *o = (*o).max(h);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The characters a greedy read of folded steps gives, each as its class and its steps: runs
@@ -1137,6 +1240,7 @@ mod tests {
             digits: vec![1, 2],
             letters: vec![3, 4],
             twin: vec![5],
+            small: vec![],
         };
         let read = |steps: &[usize]| {
             let mut probs = steps_of(steps, 8);
@@ -1164,6 +1268,59 @@ mod tests {
         for steps in [&plate[..], &eight, &other, &ten] {
             assert_eq!(read(steps), steps);
         }
+    }
+
+    #[test]
+    fn a_k_much_shorter_than_the_digits_after_it_is_a_mark_beside_the_plate() {
+        // Six classes: blank, K, 6, C, separator, foreign mark.
+        let strip = Strip {
+            marks: vec![],
+            digits: vec![2],
+            letters: vec![3],
+            twin: vec![],
+            small: vec![1],
+        };
+        // A line 48 high and 96 wide, black strokes on white: the first 14 high at the top
+        // (the `KZ` of a square Kazakh plate's upper row), then three 36 high; the steps read
+        // `K 6 6 6`, each character two steps of the eight columns it stands in.
+        let line = |first_h: i32| {
+            let mut m =
+                Mat::new_rows_cols_with_default(48, 96, core::CV_8UC3, Scalar::all(255.0)).unwrap();
+            let black = Scalar::all(0.0);
+            imgproc::rectangle(&mut m, Rect::new(2, 8, 12, first_h), black, -1, 8, 0).unwrap();
+            for x in [26, 50, 74] {
+                imgproc::rectangle(&mut m, Rect::new(x, 6, 12, 36), black, -1, 8, 0).unwrap();
+            }
+            m
+        };
+        let read = |first: usize, second: usize, first_h: i32| {
+            let mut probs = steps_of(&[first, first, 0, second, second, 0, 2, 2, 0, 2, 2, 0], 6);
+            small_mark(&mut probs, 6, &line(first_h), &strip).unwrap();
+            likeliest(&probs, 6)
+        };
+        assert_eq!(read(1, 2, 14), [5, 5, 0, 2, 2, 0, 2, 2, 0, 2, 2, 0]);
+        // As tall as the digits (a Russian plate's first letter), three fifths of them (its
+        // letters are 0.76 of its digits), a letter that is no mark, no digit after it, or no
+        // stroke under the first character's steps (a speck 3 high): left as it is.
+        for (first, second, h) in [(1, 2, 36), (1, 2, 22), (3, 2, 14), (1, 3, 14), (1, 2, 3)] {
+            let steps = [first, first, 0, second, second, 0, 2, 2, 0, 2, 2, 0];
+            assert_eq!(read(first, second, h), steps);
+        }
+        // The first two characters run together into one blob (as `285` of `2857 WM 56`),
+        // beside a short stroke at the line's start (a flag strip's edge): the blob is under
+        // the first character's columns too, and the first character is no mark.
+        let mut m =
+            Mat::new_rows_cols_with_default(48, 96, core::CV_8UC3, Scalar::all(255.0)).unwrap();
+        let black = Scalar::all(0.0);
+        imgproc::rectangle(&mut m, Rect::new(0, 30, 4, 10), black, -1, 8, 0).unwrap();
+        imgproc::rectangle(&mut m, Rect::new(8, 6, 30, 36), black, -1, 8, 0).unwrap();
+        for x in [50, 74] {
+            imgproc::rectangle(&mut m, Rect::new(x, 6, 12, 36), black, -1, 8, 0).unwrap();
+        }
+        let steps = [1, 1, 0, 2, 2, 0, 2, 2, 0, 2, 2, 0];
+        let mut probs = steps_of(&steps, 6);
+        small_mark(&mut probs, 6, &m, &strip).unwrap();
+        assert_eq!(likeliest(&probs, 6), steps);
     }
 
     #[test]
