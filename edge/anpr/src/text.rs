@@ -795,12 +795,13 @@ const MIN_STROKE: i32 = REC_H / 8;
 
 /// Where the greedy read of a line begins with what the small `KZ` of a Kazakh plate reads as
 /// ([`SMALL_MARKS`]) and then a digit, and that first character's strokes are much shorter
-/// than the shortest of the next three's ([`SMALL_MARK_HEIGHT`]), it is the country code, no character of
-/// the plate: its steps' share of it goes to the foreign-mark class. Read as a character, the
-/// `KZ` of a square plate's upper row (`KZ 662` over `CH 13`) made the Russian square plate
-/// `K662CH13`, and before a one-row plate the trailer `2933XG19`: both formats are valid, so
-/// only the mark's size tells them apart (a Russian plate's first letter is three quarters
-/// of its digits' height, the mark under half). `line` is the line as the recogniser saw it (BGR, [`REC_H`] high, unpadded).
+/// than the shortest of the next three's ([`SMALL_MARK_HEIGHT`]), it is the country code, no
+/// character of the plate: its steps' share of it goes to the foreign-mark class. Read as a
+/// character, the `KZ` of a square plate's upper row (`KZ 662` over `CH 13`) made the Russian
+/// square plate `K662CH13`, and before a one-row plate the trailer `2933XG19`: both formats
+/// are valid, so only the mark's size tells them apart (a Russian plate's first letter is
+/// three quarters of its digits' height, the mark under half). `line` is the line as the
+/// recogniser saw it (BGR, [`REC_H`] high, unpadded).
 fn small_mark(probs: &mut [f32], k: usize, line: &Mat, strip: &Strip) -> Result<(), AnprError> {
     let runs = runs(probs, k);
     let digit = |c: usize| strip.digits.contains(&c) || strip.twin.contains(&c);
