@@ -10,7 +10,8 @@
 //!
 //! The loop runs on a blocking thread: inference never runs on the async runtime. A stream
 //! that fails is reopened after `anpr.retry_s`, doubling to a minute; a video file that ends
-//! ends the loop.
+//! ends the loop. A stream's first frame warms the reader up and is not counted
+//! ([`Loop::warm_up`]).
 //!
 //! The camera's health is reported as component `sensor/<id>` (a `health` event on every
 //! change, shown on the technician page): down while its stream cannot be opened, fails or
@@ -135,7 +136,9 @@ impl Loop {
                         tracing::info!(sensor = %self.sensor, url = %self.url, "camera opened");
                         self.health(State::Up, "stream open");
                         retry = Duration::from_secs_f64(self.settings.retry_s);
-                        source.insert(s)
+                        let s = source.insert(s);
+                        self.warm_up(s);
+                        s
                     }
                     Err(e) => {
                         tracing::warn!(sensor = %self.sensor, "{e}; retrying in {retry:?}");
@@ -200,6 +203,23 @@ impl Loop {
         }
         // What was seen of the last vehicle still counts.
         self.finish(vehicle);
+    }
+
+    /// Reads the first frame of a stream just opened and drops the read: a reader's first
+    /// pass over a frame size costs several of its later ones (ONNX Runtime plans and
+    /// allocates for each new input shape: 1.5 s against 0.3 s on the test video's first
+    /// frame, Zen 3), and a file, played at its pace, would skip the frames that went by
+    /// meanwhile, a vehicle's with them (a 4-second pass under a loaded machine: all of
+    /// it). The file's pace restarts after it; a live stream's frames are not held back by
+    /// this, as its buffer is the camera's. A frame that cannot be had or read is left to
+    /// the loop, which reports it.
+    fn warm_up(&mut self, src: &mut Source) {
+        let t = std::time::Instant::now();
+        if let Ok(Some(frame)) = src.next_frame() {
+            let read = self.reader.read(&frame);
+            tracing::debug!(sensor = %self.sensor, ms = t.elapsed().as_millis() as u64, ok = read.is_ok(), "reader warmed up on the first frame");
+        }
+        src.resync();
     }
 
     /// Votes over a vehicle's reads and hands the winner to fusion.

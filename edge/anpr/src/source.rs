@@ -30,8 +30,9 @@ pub enum Source {
         cap: VideoCapture,
         /// A video file: its end is the end of the source, not a stream failure.
         file: bool,
-        /// For a file: the interval its frame rate gives, and when the last frame was due.
-        pace: Option<(Duration, Instant)>,
+        /// For a file played at its frame rate: the interval that rate gives, and when the
+        /// last frame was due (`None`: the next frame is due now, with none skipped).
+        pace: Option<(Duration, Option<Instant>)>,
     },
     Snapshot {
         url: String,
@@ -100,7 +101,7 @@ impl Source {
             } else {
                 10.0
             };
-            Some((Duration::from_secs_f64(1.0 / fps), Instant::now()))
+            Some((Duration::from_secs_f64(1.0 / fps), None))
         } else {
             None
         };
@@ -112,6 +113,20 @@ impl Source {
         })
     }
 
+    /// Plays a file on from now: its next frame is the one after the last, whenever it is
+    /// asked for, and its pace counts from then; the frames whose time passed while the
+    /// caller paused are not skipped. For a caller that paused on purpose (the camera loop
+    /// warming its reader up on the first frame); other sources have no pace to restart.
+    pub fn resync(&mut self) {
+        if let Source::Capture {
+            pace: Some((_, due)),
+            ..
+        } = self
+        {
+            *due = None;
+        }
+    }
+
     /// The next frame (BGR); `None` when a file has ended.
     pub fn next_frame(&mut self) -> Result<Option<Mat>, AnprError> {
         match self {
@@ -121,9 +136,10 @@ impl Source {
                 file,
                 pace,
             } => {
-                if let Some((interval, due)) = pace {
-                    *due += *interval;
+                if let Some((interval, last)) = pace {
                     let now = Instant::now();
+                    let due = last.get_or_insert(now - *interval);
+                    *due += *interval;
                     if *due > now {
                         std::thread::sleep(*due - now);
                     } else {
@@ -330,6 +346,43 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 60);
+    }
+
+    #[test]
+    fn a_file_played_at_its_pace_skips_what_went_by_unless_resynced() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/truck-123ABC02.avi"
+        );
+        // Every frame differs from every other (the video has sensor noise), so a frame
+        // names its place in the file.
+        let mut all = Source::open(path, false).unwrap();
+        let mut frames = Vec::new();
+        while let Some(f) = all.next_frame().unwrap() {
+            frames.push(f);
+        }
+        let place = |f: &Mat| {
+            frames.iter().position(|g| {
+                let mut d = Mat::default();
+                opencv::core::absdiff(f, g, &mut d).unwrap();
+                opencv::core::count_non_zero(&d.reshape(1, 0).unwrap()).unwrap() == 0
+            })
+        };
+        let pause = Duration::from_millis(350); // three and a half frames at 10 frames/s
+        let mut paced = Source::open(path, true).unwrap();
+        assert_eq!(place(&paced.next_frame().unwrap().unwrap()), Some(0));
+        std::thread::sleep(pause);
+        // Frame 1 was due 100 ms after frame 0: 250 ms late, the two frames whose time
+        // also went by are gone, as a live camera's would be. A slower machine only pauses
+        // longer.
+        let after = place(&paced.next_frame().unwrap().unwrap()).unwrap();
+        assert!(after >= 3, "{after}");
+        // Resynced after the pause: the next frame is the one after the last.
+        let mut paced = Source::open(path, true).unwrap();
+        assert_eq!(place(&paced.next_frame().unwrap().unwrap()), Some(0));
+        std::thread::sleep(pause);
+        paced.resync();
+        assert_eq!(place(&paced.next_frame().unwrap().unwrap()), Some(1));
     }
 
     #[test]
