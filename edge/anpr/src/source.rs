@@ -138,8 +138,7 @@ impl Source {
             } => {
                 if let Some((interval, last)) = pace {
                     let now = Instant::now();
-                    let due = last.get_or_insert(now - *interval);
-                    *due += *interval;
+                    let due = last.insert(last.map_or(now, |d| d + *interval));
                     if *due > now {
                         std::thread::sleep(*due - now);
                     } else {
