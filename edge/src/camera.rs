@@ -153,6 +153,9 @@ impl Loop {
             let frame = match src.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => {
+                    // The last vehicle's reads go to fusion before the end is said, so
+                    // whoever waits for "video ended" finds them there.
+                    self.finish(std::mem::take(&mut vehicle));
                     tracing::info!(sensor = %self.sensor, "video ended");
                     self.health(State::Down, "video ended");
                     break;
@@ -201,7 +204,8 @@ impl Loop {
             }
             was_active = active;
         }
-        // What was seen of the last vehicle still counts.
+        // What was seen of the last vehicle still counts (on a stop; an ended video's went
+        // before).
         self.finish(vehicle);
     }
 

@@ -332,13 +332,15 @@ mod tests {
         assert!(e.contains("decode"), "{e}");
     }
 
+    /// The test video: 6 s at 10 frames/s, 640x360.
+    const VIDEO: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/truck-123ABC02.avi"
+    );
+
     #[test]
     fn a_video_file_plays_to_its_end() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/data/truck-123ABC02.avi"
-        );
-        let mut s = Source::open(path, false).unwrap();
+        let mut s = Source::open(VIDEO, false).unwrap();
         let mut n = 0;
         while let Some(f) = s.next_frame().unwrap() {
             assert_eq!((f.cols(), f.rows()), (640, 360));
@@ -349,10 +351,7 @@ mod tests {
 
     #[test]
     fn a_file_played_at_its_pace_skips_what_went_by_unless_resynced() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/data/truck-123ABC02.avi"
-        );
+        let path = VIDEO;
         // Every frame differs from every other (the video has sensor noise), so a frame
         // names its place in the file.
         let mut all = Source::open(path, false).unwrap();
