@@ -810,23 +810,56 @@ const MIN_STROKE: i32 = REC_H / 8;
 /// are valid, so only the mark's size tells them apart (a Russian plate's first letter is
 /// three quarters of its digits' height, the mark under half). `line` is the line as the
 /// recogniser saw it (BGR, [`REC_H`] high, unpadded).
+///
+/// The mark read as two characters (`K` then its `Z` or the `Z` as a `2`, then the digits) is
+/// the mark too where the second is that much shorter than the three after it (or, with no
+/// stroke found under the second, the first is): both go. Left, the `2` made a square plate's
+/// `KZ 933` over `XG19` the trailer `2933XG19` (the decoder dropped only the `K`). A plate's
+/// own `2` is as tall as the digits after it, so no plate character is taken for the mark.
 fn small_mark(probs: &mut [f32], k: usize, line: &Mat, strip: &Strip) -> Result<(), AnprError> {
     let runs = runs(probs, k);
     let digit = |c: usize| strip.digits.contains(&c) || strip.twin.contains(&c);
-    if runs.len() < 3 || !strip.small.contains(&runs[0].0) || !digit(runs[1].0) {
+    if runs.len() < 3 || !strip.small.contains(&runs[0].0) {
         return Ok(());
     }
-    let heights = stroke_heights(line, &runs[..runs.len().min(4)])?;
-    // The shortest of the next characters: where one of them is broken into specks too
-    // (a dark corner of the plate, `21 338 TAF`), the line says nothing of sizes.
-    let typical = heights[1..].iter().copied().min().unwrap_or(0);
-    // No stroke found under the first character's columns (it touches the plate's edge and
-    // was taken for it, or the steps stand off its strokes): nothing is known of its size.
-    if heights[0] > 0 && (heights[0] as f32) < SMALL_MARK_HEIGHT * typical as f32 {
-        let (class, steps) = runs[0].clone();
-        to_mark(probs, k, class, steps);
+    if digit(runs[1].0) {
+        let heights = stroke_heights(line, &runs[..runs.len().min(4)])?;
+        // The shortest of the next characters: where one of them is broken into specks too
+        // (a dark corner of the plate, `21 338 TAF`), the line says nothing of sizes.
+        let typical = heights[1..].iter().copied().min().unwrap_or(0);
+        // No stroke found under the first character's columns (it touches the plate's edge
+        // and was taken for it, or the steps stand off its strokes): nothing is known of its
+        // size.
+        if is_small(heights[0], typical) {
+            let (class, steps) = runs[0].clone();
+            to_mark(probs, k, class, steps);
+            return Ok(());
+        }
+    }
+    if runs.len() < 5 || !strip.small.contains(&runs[1].0) || !digit(runs[2].0) {
+        return Ok(());
+    }
+    let heights = stroke_heights(line, &runs[..5])?;
+    let typical = heights[2..].iter().copied().min().unwrap_or(0);
+    // The second character is the mark's lower-case `z` or its `Z` (the `K` may share its
+    // columns with the plate's edge and measure as tall as the edge).
+    let mark = if heights[1] > 0 {
+        heights[1]
+    } else {
+        heights[0]
+    };
+    if is_small(mark, typical) {
+        for (class, steps) in runs[..2].iter().cloned() {
+            to_mark(probs, k, class, steps);
+        }
     }
     Ok(())
+}
+
+/// Whether a character `height` high (0: no stroke found) is a mark beside characters
+/// `typical` high (0: nothing is known of their size).
+fn is_small(height: i32, typical: i32) -> bool {
+    height > 0 && (height as f32) < SMALL_MARK_HEIGHT * typical as f32
 }
 
 /// The height of the tallest stroke (a connected blob of the line's darker or lighter
@@ -1334,6 +1367,57 @@ mod tests {
         let mut probs = steps_of(&steps, 6);
         small_mark(&mut probs, 6, &m, &strip).unwrap();
         assert_eq!(likeliest(&probs, 6), steps);
+    }
+
+    #[test]
+    fn a_kz_read_as_two_characters_much_shorter_than_the_digits_after_it_is_a_mark() {
+        // Seven classes: blank, K, 2 (a digit, and what the mark's `Z` reads as), 6, C,
+        // separator, foreign mark.
+        let strip = Strip {
+            marks: vec![],
+            digits: vec![2, 3],
+            letters: vec![4],
+            twin: vec![],
+            small: vec![1, 2],
+        };
+        // A line 48 high and 120 wide, black strokes on white: the `K` (at the top, `k_h`
+        // high; 0: none), the `z` beside it (`z_h`), then three digits 36 high. The steps read
+        // `K 2 6 6 6`.
+        let line = |k_h: i32, z_h: i32| {
+            let mut m = Mat::new_rows_cols_with_default(48, 120, core::CV_8UC3, Scalar::all(255.0))
+                .unwrap();
+            let black = Scalar::all(0.0);
+            for (x, h) in [(1, k_h), (16, z_h)] {
+                if h > 0 {
+                    imgproc::rectangle(&mut m, Rect::new(x, 6, 7, h), black, -1, 8, 0).unwrap();
+                }
+            }
+            for x in [42, 74, 98] {
+                imgproc::rectangle(&mut m, Rect::new(x, 6, 12, 36), black, -1, 8, 0).unwrap();
+            }
+            m
+        };
+        let steps = [1, 0, 2, 0, 0, 3, 3, 0, 0, 3, 3, 0, 3, 3, 0];
+        let read = |second: usize, k_h: i32, z_h: i32| {
+            let mut steps = steps;
+            steps[2] = second;
+            let mut probs = steps_of(&steps, 7);
+            small_mark(&mut probs, 7, &line(k_h, z_h), &strip).unwrap();
+            likeliest(&probs, 7)
+        };
+        let marked = [6, 0, 6, 0, 0, 3, 3, 0, 0, 3, 3, 0, 3, 3, 0];
+        // Both small; the `z` small and the `K` as tall as the plate's edge it touches; no
+        // stroke under the `z` and the `K` small: both characters are the mark.
+        for (k_h, z_h) in [(14, 12), (40, 12), (14, 0)] {
+            assert_eq!(read(2, k_h, z_h), marked, "K {k_h} high, z {z_h}");
+        }
+        // A `2` as tall as the digits (the plate's own), a second character that is no mark
+        // (a letter), or nothing known of either's size: left as it is.
+        for (second, k_h, z_h) in [(2, 36, 36), (4, 14, 12), (2, 0, 0)] {
+            let mut want = steps;
+            want[2] = second;
+            assert_eq!(read(second, k_h, z_h), want, "K {k_h} high, z {z_h}");
+        }
     }
 
     #[test]
