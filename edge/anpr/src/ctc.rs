@@ -181,6 +181,11 @@ impl Decoder {
         self
     }
 
+    /// The separator's class, where the output has one ([`Decoder::with_separator`]).
+    pub fn separator_class(&self) -> Option<usize> {
+        self.separator.map(|_| self.charset.len() + 1)
+    }
+
     /// The same decoder for output with one more class after the separator: marks that are on
     /// no plate (a slash), but are in the text around plates: a camera's counter `0000/15296`,
     /// a date `2024/10/07`. Before a plate's first character or after its last, such a mark is

@@ -399,19 +399,10 @@ impl TextReader {
         }
         let steps = self.recognise(&crops)?;
         let k = self.decoder.classes();
+        let sep = self.decoder.separator_class();
         let mut cands: Vec<(Recognised, [Point2f; 4], Vec<usize>)> = Vec::new();
         let mut try_read = |parts: Vec<usize>| {
-            let mut probs: Vec<f32> = Vec::new();
-            for (n, &i) in parts.iter().enumerate() {
-                if n > 0 {
-                    // A blank between the parts, so that a character ending one and the same
-                    // character starting the next stay two.
-                    let mut b = vec![0.0; k];
-                    b[0] = 1.0;
-                    probs.extend(b);
-                }
-                probs.extend_from_slice(&steps[i]);
-            }
+            let probs = joined(parts.iter().map(|&i| steps[i].as_slice()), k, sep);
             let t = probs.len() / k;
             // Every format has at least seven characters; a candidate whose likeliest
             // classes give fewer than five (a word of another script, a logo) is not
@@ -689,6 +680,28 @@ impl TextReader {
         }
         Ok(out)
     }
+}
+
+/// The steps of lines read as one (each `k` classes a step), with a step between each two:
+/// so that a character ending one and the same character starting the next stay two, and
+/// as a separator (class `sep`; the blank where the output has none), since that is where a
+/// plate's groups part. The rows of a double-row plate and the lines beside each other on a
+/// one-row plate part there in every format (a Kazakh trailer's `6480` over `ZZ 10`, a
+/// Russian series beside its region box), and the decoder weighs the step as the gap the
+/// recogniser reads within a line ([`Decoder::with_separator`]): of two formats that fit the
+/// same glyphs, the one whose groups part at the join. So a square trailer plate is read
+/// `6480ZZ10`, not the car's `648OZZ10`, whose O the recogniser cannot tell from 0.
+fn joined<'a>(parts: impl Iterator<Item = &'a [f32]>, k: usize, sep: Option<usize>) -> Vec<f32> {
+    let mut probs: Vec<f32> = Vec::new();
+    for (n, part) in parts.enumerate() {
+        if n > 0 {
+            let mut b = vec![0.0; k];
+            b[sep.unwrap_or(0)] = 1.0;
+            probs.extend(b);
+        }
+        probs.extend_from_slice(part);
+    }
+    probs
 }
 
 /// The country codes plates carry beside their number: Kazakhstan's and Kyrgyzstan's under
@@ -1215,6 +1228,50 @@ mod tests {
         );
         assert!(above(&upper, &lower));
         assert!(!above(&lower, &region));
+    }
+
+    #[test]
+    fn lines_read_as_one_part_where_a_plates_groups_part() {
+        // A square Kazakh plate's rows, each glyph a step between blanks, its `O`/`0` alike
+        // (as `recognise` folds them). The join is a separator: the rows part where the
+        // trailer's groups part (`6480` over `ZZ10`), or the car's (`648` over `OZZ10`).
+        let cs: Vec<char> = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ".chars().collect();
+        let decoder = Decoder::new(&cs).with_separator(SEPARATOR_INSIDE);
+        let k = decoder.classes();
+        let class = |c: char| cs.iter().position(|&x| x == c).unwrap() + 1;
+        let row = |text: &str| -> Vec<f32> {
+            let step = |p: &[(usize, f32)]| {
+                let mut s = vec![0.001; k];
+                for &(c, v) in p {
+                    s[c] = v;
+                }
+                s
+            };
+            let mut out = step(&[(0, 0.97)]);
+            for c in text.chars() {
+                match c {
+                    '?' => out.extend(step(&[(class('O'), 0.48), (class('0'), 0.48)])),
+                    c => out.extend(step(&[(class(c), 0.97)])),
+                }
+                out.extend(step(&[(0, 0.97)]));
+            }
+            out
+        };
+        let read = |upper: &str, lower: &str, sep: Option<usize>| {
+            let (a, b) = (row(upper), row(lower));
+            let probs = joined([a.as_slice(), b.as_slice()].into_iter(), k, sep);
+            decoder.read(&probs, probs.len() / k, k).map(|r| r.text)
+        };
+        let sep = decoder.separator_class();
+        assert_eq!(sep, Some(cs.len() + 1));
+        assert_eq!(read("648?", "ZZ10", sep).as_deref(), Some("6480ZZ10"));
+        assert_eq!(read("648", "?ZZ10", sep).as_deref(), Some("648OZZ10"));
+        // Joined by a blank, the rows tell nothing: the order of formats reads the car's.
+        assert_eq!(read("648?", "ZZ10", None).as_deref(), Some("648OZZ10"));
+        // A Russian series beside its region: the same plate either way.
+        for sep in [sep, None] {
+            assert_eq!(read("A123BC", "77", sep).as_deref(), Some("A123BC77"));
+        }
     }
 
     #[test]
